@@ -1,0 +1,1 @@
+"""Object-detection batch prediction output (AutoML Vision, Vertex AI) -> Parquet tables and dead letters."""

@@ -1,0 +1,55 @@
+"""Pure construction of dead-letter records: the contract every dead-letter sink writes."""
+import base64
+import datetime
+from typing import Optional
+
+import orjson
+
+from pipeline.formats import Rejection
+
+FIELDS = ('timestamp', 'kind', 'source_file', 'image_uri', 'error_code', 'error_status',
+          'error_message', 'payload', 'payload_encoding')
+
+
+def utc_timestamp(now: Optional[datetime.datetime] = None) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-27T09:30:00.123Z."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return now.astimezone(datetime.timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
+
+
+def encode_payload(payload: Optional[bytes]):
+    """(text, encoding): the line as UTF-8 text, or base64 of its bytes where it is not valid UTF-8."""
+    if payload is None:
+        return None, None
+    try:
+        return payload.decode('utf-8'), None
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode('ascii'), 'base64'
+
+
+def make_dead_letter(kind: str, source_file: str, message: str, payload: Optional[bytes] = None,
+                     image_uri: Optional[str] = None, error_code: Optional[int] = None,
+                     error_status: Optional[str] = None, timestamp: Optional[str] = None) -> dict:
+    text, encoding = encode_payload(payload)
+    return {
+        'timestamp': timestamp or utc_timestamp(),
+        'kind': kind,
+        'source_file': source_file,
+        'image_uri': image_uri,
+        'error_code': error_code,
+        'error_status': error_status,
+        'error_message': message,
+        'payload': text,
+        'payload_encoding': encoding,
+    }
+
+
+def from_rejection(rejection: Rejection, source_file: str, line: bytes,
+                   timestamp: Optional[str] = None) -> dict:
+    return make_dead_letter(rejection.kind, source_file, rejection.message, line,
+                            rejection.image_uri, rejection.error_code, rejection.error_status,
+                            timestamp)
+
+
+def to_json_line(record: dict) -> str:
+    return orjson.dumps(record).decode('utf-8')

@@ -1,0 +1,206 @@
+"""The pipeline's options: one table that feeds the command line, validation and the template metadata.
+
+Every option is read as a string (the Flex Template launcher passes each parameter as `--name=value`)
+and turned into a typed value by its parser, which raises `ValueError` with a message that says what is
+wrong. `Settings.from_pipeline_options` runs every parser and the cross-option checks before any work.
+"""
+import dataclasses
+import math
+import re
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import orjson
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class OptionError(ValueError):
+    """An option value is wrong; the message names the option and what to fix."""
+
+
+INPUT_FORMATS = ('auto', 'automl', 'vertex')
+_SIZE_RE = re.compile(r'^\s*([1-9][0-9]*)\s*[xX]\s*([1-9][0-9]*)\s*$')
+_TRUE = ('true', '1', 'yes', 'y', 'on')
+_FALSE = ('false', '0', 'no', 'n', 'off')
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f'expected true or false, got {text!r}')
+
+
+def parse_fraction(text: str) -> float:
+    """A number in [0, 1]: thresholds, IoU, overlap fractions."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f'expected a number between 0 and 1, got {text!r}') from None
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f'must be between 0 and 1, got {text!r}')
+    return value
+
+
+def parse_image_size(text: str) -> Tuple[int, int]:
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ValueError(f'expected WIDTHxHEIGHT with positive integers (e.g. 1024x768), got {text!r}')
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_input_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in INPUT_FORMATS:
+        raise ValueError(f'expected one of {", ".join(INPUT_FORMATS)}, got {text!r}')
+    return value
+
+
+def parse_label_thresholds(text: str) -> Mapping[str, float]:
+    """`"Tomato=0.6,Baked Goods=0.3"` (split at the last `=`), or a JSON object for labels with commas."""
+    stripped = text.strip()
+    if not stripped:
+        return {}
+    if stripped.startswith('{'):
+        try:
+            raw = orjson.loads(stripped)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f'not a valid JSON object: {exc}') from None
+        if not isinstance(raw, dict):
+            raise ValueError('expected a JSON object of label to threshold')
+        items = list(raw.items())
+    else:
+        items = []
+        for item in stripped.split(','):
+            if '=' not in item:
+                raise ValueError(f'item {item.strip()!r} has no "=": write LABEL=THRESHOLD')
+            label, _, value = item.rpartition('=')
+            items.append((label.strip(), value.strip()))
+    thresholds = {}
+    for label, value in items:
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError('a label is empty')
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(f'threshold of {label!r} must be a number, got {value!r}')
+        try:
+            thresholds[label] = parse_fraction(str(value))
+        except ValueError as exc:
+            raise ValueError(f'threshold of {label!r} {exc}') from None
+    return thresholds
+
+
+def parse_path(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError('must not be empty')
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One pipeline option. `regex` describes a valid value on Dataflow (for the template metadata)."""
+    name: str
+    label: str
+    help: str
+    parse: Callable[[str], Any]
+    default: Any = None
+    flag: bool = False
+    regex: Optional[str] = None
+
+
+_FRACTION_RE = r'^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$'
+
+OPTIONS = (
+    Option('input', 'Prediction output',
+           'A prediction output folder, a prefix holding several prediction-* folders, a glob, or a saved '
+           'batch prediction operation/job JSON. Every result and error shard under it is read.',
+           parse_path),
+    Option('output', 'Parquet output root',
+           'Folder (local or gs://) that receives detections/, images/, dead_letter/ and summary.json.',
+           parse_path),
+    Option('dead_letter', 'Dead-letter root',
+           'Folder for dead-letter JSONL files. Default: <output>/dead_letter.', parse_path),
+    Option('input_format', 'Input format',
+           'auto (detected per line), automl (legacy AutoML Vision) or vertex (Vertex AI).',
+           parse_input_format, default='auto', regex=r'^(auto|automl|vertex)$'),
+    Option('score_threshold', 'Score threshold',
+           'Keep detections with score >= this (0 to 1), as the API\'s params.score_threshold.',
+           parse_fraction, default=0.0, regex=_FRACTION_RE),
+    Option('label_thresholds', 'Per-label thresholds',
+           'Per-label overrides by display name: "Tomato=0.6,Baked Goods=0.3", or a JSON object '
+           '{"A, B": 0.6} for labels that contain commas.',
+           parse_label_thresholds, default={}),
+    Option('image_size', 'Image size for every image',
+           'One size for every image, WIDTHxHEIGHT (e.g. 1024x768).',
+           parse_image_size, regex=r'^[1-9][0-9]*[xX][1-9][0-9]*$'),
+    Option('image_sizes', 'Image sizes manifest',
+           'CSV (header image_uri,width,height) or JSONL with those keys, giving each image\'s size.',
+           parse_path),
+    Option('probe_image_sizes', 'Probe image sizes',
+           'Read each image\'s header to learn its size when no other source gives it.',
+           parse_bool, default=False, flag=True, regex=r'^(true|false)$'),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+class PredictionTableOptions(PipelineOptions):
+    """Registers the table's options with Beam, so they also show on the Dataflow job page."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        for option in OPTIONS:
+            if option.flag:
+                parser.add_argument(
+                    f'--{option.name}', nargs='?', const='true', default=None, help=option.help)
+            else:
+                parser.add_argument(f'--{option.name}', default=None, help=option.help)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The validated, typed options that the transforms use."""
+    input: str
+    output: Optional[str]
+    dead_letter: Optional[str]
+    input_format: str = 'auto'
+    score_threshold: float = 0.0
+    label_thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    image_size: Optional[Tuple[int, int]] = None
+    image_sizes: Optional[str] = None
+    probe_image_sizes: bool = False
+
+    @classmethod
+    def from_pipeline_options(cls, pipeline_options: PipelineOptions) -> 'Settings':
+        raw = pipeline_options.view_as(PredictionTableOptions).get_all_options()
+        return cls.from_raw({name: raw.get(name) for name in OPTIONS_BY_NAME})
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Optional[str]]) -> 'Settings':
+        """Parses every option; raises OptionError naming the first wrong one."""
+        values = {}
+        for option in OPTIONS:
+            text = raw.get(option.name)
+            if text is None:
+                values[option.name] = option.default
+                continue
+            try:
+                values[option.name] = option.parse(str(text))
+            except ValueError as exc:
+                raise OptionError(f'--{option.name}: {exc}') from None
+        if not values['input']:
+            raise OptionError('--input is required: the prediction output folder, prefix or glob to read')
+        if not values['output']:
+            raise OptionError('--output is required: the folder that receives the Parquet tables')
+        if values['dead_letter'] is None:
+            values['dead_letter'] = join_path(values['output'], 'dead_letter')
+        return cls(**values)
+
+    def threshold_for(self, label: Optional[str]) -> float:
+        return self.label_thresholds.get(label, self.score_threshold)
+
+
+def join_path(root: str, *parts: str) -> str:
+    """Joins path parts with '/', for local paths and gs:// alike."""
+    return '/'.join([root.rstrip('/')] + [part.strip('/') for part in parts])

@@ -1,0 +1,178 @@
+"""Image sizes: a manifest (CSV or JSONL), a bounded probe of the image header, or one fixed size.
+
+A manifest size wins over a probe, a probe over the fixed size. Files are opened through Beam's
+FileSystems, so local paths and gs:// work alike.
+"""
+import collections
+import csv
+import io
+from typing import Dict, Iterable, Optional, Tuple
+
+import orjson
+from apache_beam.io.filesystems import FileSystems
+from PIL import Image
+
+from pipeline.sources import scheme_of
+from pipeline.tables import ImageSize
+
+MANIFEST_COLUMNS = ('image_uri', 'width', 'height')
+# Header bytes read to learn a size: a first small read covers almost every image; a JPEG with large
+# EXIF or ICC blocks before its frame header gets one larger read. Pixels are never decoded.
+PROBE_FIRST_READ = 64 * 1024
+PROBE_MAX_READ = 1024 * 1024
+
+
+class ManifestError(ValueError):
+    """The image-sizes manifest is malformed; the message names the row."""
+
+
+def manifest_format(path: str) -> str:
+    lowered = path.lower()
+    if lowered.endswith('.csv'):
+        return 'csv'
+    if lowered.endswith(('.jsonl', '.json')):
+        return 'jsonl'
+    raise ManifestError(f'{path}: the manifest must end in .csv, .jsonl or .json')
+
+
+def parse_manifest(data: bytes, fmt: str, name: str = 'manifest') -> Dict[str, Tuple[int, int]]:
+    """image_uri -> (width, height). A URI given twice with different sizes is an error."""
+    rows = _csv_rows(data, name) if fmt == 'csv' else _jsonl_rows(data, name)
+    sizes: Dict[str, Tuple[int, int]] = {}
+    for where, row in rows:
+        uri = row.get('image_uri')
+        if not isinstance(uri, str) or not uri:
+            raise ManifestError(f'{where}: image_uri is missing or empty')
+        size = (_positive_int(row.get('width'), f'{where}: width'),
+                _positive_int(row.get('height'), f'{where}: height'))
+        if sizes.setdefault(uri, size) != size:
+            raise ManifestError(f'{where}: {uri} is listed twice with different sizes')
+    return sizes
+
+
+def load_manifest(path: str) -> Dict[str, Tuple[int, int]]:
+    with FileSystems.open(path) as handle:
+        return parse_manifest(handle.read(), manifest_format(path), path)
+
+
+def check_manifest_header(path: str) -> None:
+    """Fails fast, before the pipeline starts, on a manifest that is missing or has the wrong columns."""
+    fmt = manifest_format(path)
+    if not FileSystems.exists(path):
+        raise ManifestError(f'{path}: no such file')
+    with FileSystems.open(path) as handle:
+        head = handle.read(64 * 1024)
+    first_line = head.split(b'\n', 1)[0].lstrip(b'\xef\xbb\xbf').strip()
+    if fmt == 'csv':
+        header = [column.strip() for column in first_line.decode('utf-8', 'replace').split(',')]
+        missing = [c for c in MANIFEST_COLUMNS if c not in header]
+        if missing:
+            raise ManifestError(f'{path}: the CSV header must name {",".join(MANIFEST_COLUMNS)}; '
+                                f'missing {", ".join(missing)}')
+
+
+def _csv_rows(data: bytes, name: str) -> Iterable[Tuple[str, dict]]:
+    text = data.decode('utf-8-sig')
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ManifestError(f'{name}: the CSV header must name {",".join(MANIFEST_COLUMNS)}; '
+                            f'missing {", ".join(missing)}')
+    for number, row in enumerate(reader, start=2):
+        yield f'{name} line {number}', row
+
+
+def _jsonl_rows(data: bytes, name: str) -> Iterable[Tuple[str, dict]]:
+    for number, line in enumerate(data.lstrip(b'\xef\xbb\xbf').splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ManifestError(f'{name} line {number}: not valid JSON: {exc}') from None
+        if not isinstance(row, dict):
+            raise ManifestError(f'{name} line {number}: expected an object')
+        yield f'{name} line {number}', row
+
+
+def _positive_int(value, where: str) -> int:
+    if isinstance(value, bool):
+        raise ManifestError(f'{where} must be a positive integer, got {value!r}')
+    try:
+        number = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        raise ManifestError(f'{where} must be a positive integer, got {value!r}') from None
+    if not isinstance(number, int) or number <= 0:
+        raise ManifestError(f'{where} must be a positive integer, got {value!r}')
+    return number
+
+
+def size_from_header(head: bytes) -> Tuple[int, int]:
+    """(width, height) from an image's first bytes; Pillow reads the header lazily, never the pixels."""
+    with Image.open(io.BytesIO(head)) as image:
+        return image.size
+
+
+def probe_size(uri: str) -> Tuple[int, int]:
+    """Reads at most PROBE_MAX_READ bytes of the image to learn its size; raises on failure."""
+    with FileSystems.open(uri) as handle:
+        head = handle.read(PROBE_FIRST_READ)
+        try:
+            return size_from_header(head)
+        except Exception:  # pylint: disable=broad-except
+            if len(head) < PROBE_FIRST_READ:
+                raise
+        head += handle.read(PROBE_MAX_READ - len(head))
+    return size_from_header(head)
+
+
+class SizeResolver:
+    """Resolves each image's size from the manifest, a probe, or the fixed size, in that order.
+
+    Probes are cached (an image listed on several lines is read once per worker) and only touch URIs
+    with the allowed scheme, so a line naming /etc/passwd on a gs:// run is never opened.
+    """
+
+    def __init__(self, manifest: Optional[Dict[str, Tuple[int, int]]], probe: bool,
+                 fixed: Optional[Tuple[int, int]], allowed_scheme: str, cache_size: int = 100_000):
+        self._manifest = manifest or {}
+        self._probe = probe
+        self._fixed = ImageSize(fixed[0], fixed[1], 'fixed') if fixed else None
+        self._allowed_scheme = allowed_scheme
+        self._cache: 'collections.OrderedDict[str, Optional[ImageSize]]' = collections.OrderedDict()
+        self._cache_size = cache_size
+        self.probe_failures: Dict[str, int] = collections.Counter()
+
+    def resolve(self, uri: str) -> Optional[ImageSize]:
+        known = self._manifest.get(uri)
+        if known is not None:
+            return ImageSize(known[0], known[1], 'manifest')
+        if self._probe:
+            probed = self._probe_cached(uri)
+            if probed is not None:
+                return probed
+        return self._fixed
+
+    def _probe_cached(self, uri: str) -> Optional[ImageSize]:
+        if uri in self._cache:
+            self._cache.move_to_end(uri)
+            return self._cache[uri]
+        result = self._probe_once(uri)
+        self._cache[uri] = result
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return result
+
+    def _probe_once(self, uri: str) -> Optional[ImageSize]:
+        if scheme_of(uri) != self._allowed_scheme:
+            self.probe_failures['probe_skipped_scheme'] += 1
+            return None
+        try:
+            width, height = probe_size(uri)
+        except FileNotFoundError:
+            self.probe_failures['probe_failed_missing'] += 1
+            return None
+        except Exception:  # pylint: disable=broad-except
+            self.probe_failures['probe_failed_unreadable'] += 1
+            return None
+        return ImageSize(width, height, 'probe')

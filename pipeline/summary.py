@@ -1,0 +1,101 @@
+"""The run summary: built from the counts the pipeline combined, written by the pipeline itself
+(so a Dataflow job writes it too), and rendered for the console."""
+import json
+import logging
+from typing import Dict, List, Mapping, Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.formats import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
+from pipeline.options import Settings, join_path
+from pipeline.sources import SHARD_KINDS
+
+SUMMARY_FILE = 'summary.json'
+SIZE_SOURCES = ('manifest', 'probe', 'fixed')
+
+
+def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings, pattern: str,
+                  outputs: Optional[Mapping[str, List[str]]] = None) -> Dict:
+    get = lambda name: int(counts.get(name, 0))  # noqa: E731
+    lines_read, blank = get('lines_read'), get('blank_lines')
+    non_blank = lines_read - blank
+    images = get('images_written')
+    dead = {kind: get(f'dead_letters_{kind}') for kind in DEAD_LETTER_KINDS}
+    line_dead = sum(dead[kind] for kind in LINE_DEAD_LETTER_KINDS)
+    holds = non_blank == images + line_dead
+    probe_failures = {name[len('probe_'):]: int(value) for name, value in sorted(counts.items())
+                      if name.startswith('probe_')}
+    return {
+        'input': settings.input,
+        'input_pattern': pattern,
+        'files': {
+            **{kind: get(f'files_{kind}') for kind in SHARD_KINDS},
+            'other_files': sorted(counts.get('other_files', [])),
+        },
+        'lines': {'read': lines_read, 'blank': blank, 'non_blank': non_blank},
+        'images_written': images,
+        'detections': {
+            'in': get('detections_in'),
+            'kept': get('detections_kept'),
+            'below_threshold': get('detections_below_threshold'),
+        },
+        'dead_letters': {**dead, 'total': sum(dead.values())},
+        'image_sizes': {
+            'known': images - get('images_without_size'),
+            'unknown': get('images_without_size'),
+            **{f'from_{source}': get(f'images_size_from_{source}') for source in SIZE_SOURCES},
+            'probe_failures': probe_failures,
+        },
+        'images_without_size': get('images_without_size'),
+        'duplicate_image_uris': duplicate_image_uris,
+        'reconciliation': {
+            'non_blank_lines': non_blank,
+            'images': images,
+            'line_dead_letters': line_dead,
+            'holds': holds,
+            'text': (f'{non_blank} non-blank lines read {"==" if holds else "!="} {images} images + '
+                     f'{line_dead} line dead letters'),
+        },
+        'thresholds': {'score_threshold': settings.score_threshold,
+                       'label_thresholds': dict(settings.label_thresholds)},
+        'outputs': {name: sorted(paths) for name, paths in (outputs or {}).items()},
+    }
+
+
+def summary_path(settings: Settings) -> str:
+    return join_path(settings.output, SUMMARY_FILE)
+
+
+def write_summary(summary: Dict, path: str) -> None:
+    with FileSystems.create(path, mime_type='application/json') as handle:
+        handle.write(json.dumps(summary, indent=2, sort_keys=False).encode('utf-8') + b'\n')
+    logging.info('Run summary written to %s: %s', path, summary['reconciliation']['text'])
+
+
+def read_summary(path: str) -> Dict:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
+def render(summary: Mapping) -> str:
+    """The summary as the console shows it at the end of a run."""
+    files, lines, detections = summary['files'], summary['lines'], summary['detections']
+    dead, sizes = summary['dead_letters'], summary['image_sizes']
+    by_source = ', '.join(f'{source} {sizes["from_" + source]}' for source in SIZE_SOURCES)
+    rows = [
+        ('files matched', f'{files["result"]} result, {files["error"]} error, {files["other"]} other'),
+        ('lines read', f'{lines["read"]} ({lines["blank"]} blank)'),
+        ('images written', summary['images_written']),
+        ('detections in / kept', f'{detections["in"]} / {detections["kept"]} '
+                                 f'({detections["below_threshold"]} below threshold)'),
+        ('dead letters', ', '.join(f'{kind} {dead[kind]}' for kind in DEAD_LETTER_KINDS)),
+        ('image sizes', f'{sizes["known"]} known ({by_source}), {sizes["unknown"]} unknown'),
+        ('duplicate image URIs', f'{summary["duplicate_image_uris"]} (each line kept as its own prediction)'),
+        ('reconciliation', ('OK: ' if summary['reconciliation']['holds'] else 'FAILED: ')
+         + summary['reconciliation']['text']),
+    ]
+    if files['other_files']:
+        rows.insert(1, ('other files (not parsed)', ', '.join(files['other_files'][:5])
+                        + (' ...' if len(files['other_files']) > 5 else '')))
+    width = max(len(name) for name, _ in rows)
+    return '\n'.join(f'{name.ljust(width)}  {value}' for name, value in rows)

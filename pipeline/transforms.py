@@ -1,0 +1,275 @@
+"""The PTransforms that wire the pure parts together. Elements stay coarse: a batch of lines in, Arrow
+tables out, never one element per detection."""
+import collections
+import zlib
+from typing import Dict, List, NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
+
+from pipeline import dead_letters, sources
+from pipeline.formats import INVALID_RECORD, UNREADABLE_FILE, Prediction, parse_line
+from pipeline.options import Settings
+from pipeline.sizes import SizeResolver, load_manifest
+from pipeline.sources import scheme_of
+from pipeline.tables import build_tables
+
+METRICS_NAMESPACE = 'prediction_tables'
+# A batch of lines is one element: big enough to amortize Beam's per-element cost, small enough that
+# its Arrow tables stay a few MB.
+BATCH_LINES = 2000
+BATCH_BYTES = 8 * 1024 * 1024
+MAX_LISTED_OTHER_FILES = 100
+DUPLICATE_BUCKETS = 64
+
+
+class LineBatch(NamedTuple):
+    """Non-blank lines of one shard, in file order."""
+    source_file: str
+    lines: List[bytes]
+
+
+def counted(counts: Dict[str, int]) -> beam.pvalue.TaggedOutput:
+    """Reports counts both as Beam Metrics (seen live in the Dataflow console) and as data for the
+    in-pipeline summary."""
+    for name, value in counts.items():
+        if isinstance(value, int) and value:
+            Metrics.counter(METRICS_NAMESPACE, name).inc(value)
+    return beam.pvalue.TaggedOutput('counts', counts)
+
+
+class ClassifyShardsFn(beam.DoFn):
+    """FileMetadata -> (path, size) of result and error shards; every file is counted by kind."""
+
+    def process(self, metadata):
+        kind = sources.classify(metadata.path)
+        counts = {f'files_{kind}': 1}
+        if kind == sources.OTHER:
+            counts['other_files'] = [metadata.path]
+        else:
+            yield metadata.path, metadata.size_in_bytes
+        yield counted(counts)
+
+
+class ReadRangeFn(beam.DoFn):
+    """ShardRange -> LineBatch; blank lines are counted and skipped; a file that cannot be read (or a
+    .gz that breaks part-way) becomes one `unreadable_file` dead letter after the lines read before it."""
+
+    def __init__(self, batch_lines: int = BATCH_LINES, batch_bytes: int = BATCH_BYTES):
+        self._batch_lines = batch_lines
+        self._batch_bytes = batch_bytes
+
+    def process(self, shard_range: sources.ShardRange):
+        path = shard_range.path
+        lines_read = blank = 0
+        batch: List[bytes] = []
+        batch_bytes = 0
+        try:
+            with sources.open_shard(path) as handle:
+                for line in sources.read_range_lines(handle, shard_range.start, shard_range.end):
+                    lines_read += 1
+                    if sources.is_blank(line):
+                        blank += 1
+                        continue
+                    batch.append(line)
+                    batch_bytes += len(line)
+                    if len(batch) >= self._batch_lines or batch_bytes >= self._batch_bytes:
+                        yield LineBatch(path, batch)
+                        batch, batch_bytes = [], 0
+        except Exception as exc:  # pylint: disable=broad-except
+            if batch:
+                yield LineBatch(path, batch)
+                batch = []
+            where = f'bytes {shard_range.start}-{shard_range.end}' if shard_range.end else 'file'
+            message = (f'could not read {where}: {type(exc).__name__}: {exc}; '
+                       f'{lines_read} lines were read before the failure')
+            yield beam.pvalue.TaggedOutput(
+                'dead_letters', dead_letters.make_dead_letter(UNREADABLE_FILE, path, message))
+        if batch:
+            yield LineBatch(path, batch)
+        yield counted({'lines_read': lines_read, 'blank_lines': blank})
+
+
+class ReadShards(beam.PTransform):
+    """A file pattern -> {'batches': LineBatch, 'dead_letters': dict, 'counts': dict}."""
+
+    def __init__(self, pattern: str, range_bytes: int = sources.DEFAULT_RANGE_BYTES,
+                 batch_lines: int = BATCH_LINES):
+        super().__init__()
+        self._pattern = pattern
+        self._range_bytes = range_bytes
+        self._batch_lines = batch_lines
+
+    def expand(self, pbegin):
+        range_bytes = self._range_bytes
+        shards = (
+            pbegin
+            | 'MatchFiles' >> fileio.MatchFiles(self._pattern)
+            | 'ClassifyShards' >> beam.ParDo(ClassifyShardsFn()).with_outputs('counts', main='shards'))
+        read = (
+            shards.shards
+            | 'SplitIntoRanges' >> beam.FlatMapTuple(
+                lambda path, size: sources.split_ranges(path, size, range_bytes))
+            | 'Balance' >> beam.Reshuffle()
+            | 'ReadRanges' >> beam.ParDo(ReadRangeFn(self._batch_lines)).with_outputs(
+                'dead_letters', 'counts', main='batches'))
+        counts = (shards.counts, read.counts) | 'FlattenReadCounts' >> beam.Flatten()
+        return {'batches': read.batches, 'dead_letters': read.dead_letters, 'counts': counts}
+
+
+class ParseBatchFn(beam.DoFn):
+    """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts."""
+
+    def __init__(self, settings: Settings, allowed_probe_scheme: str):
+        self._settings = settings
+        self._allowed_probe_scheme = allowed_probe_scheme
+        self._resolver: Optional[SizeResolver] = None
+
+    def process(self, batch: LineBatch, manifest):
+        settings = self._settings
+        if self._resolver is None:
+            self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
+                                          self._allowed_probe_scheme)
+        timestamp = dead_letters.utc_timestamp()
+        predictions, sizes, rejected = [], [], []
+        for line in batch.lines:
+            parsed = parse_line(line, settings.input_format)
+            if isinstance(parsed, Prediction):
+                predictions.append(parsed)
+                sizes.append(self._resolver.resolve(parsed.image_uri))
+            else:
+                rejected.append(dead_letters.from_rejection(parsed, batch.source_file, line, timestamp))
+        tables = build_tables(predictions, sizes, batch.source_file,
+                              sources.prediction_run(batch.source_file), settings)
+        counts = dict(tables.counts)
+        counts.update(self._resolver.probe_failures)
+        self._resolver.probe_failures.clear()
+        if tables.detections.num_rows:
+            yield beam.pvalue.TaggedOutput('detections', tables.detections)
+        if tables.images.num_rows:
+            yield beam.pvalue.TaggedOutput('images', tables.images)
+            yield beam.pvalue.TaggedOutput('image_uris', [p.image_uri for p in predictions])
+        for record in rejected:
+            yield beam.pvalue.TaggedOutput('dead_letters', record)
+        yield counted(counts)
+
+
+def failed_batch_to_dead_letters(failure):
+    """The net under ParseBatchFn: a batch that raised unexpectedly becomes one invalid_record dead
+    letter per line, so no line is lost even to a bug."""
+    batch, (exc_type, exc_repr, _) = failure
+    message = f'unexpected error while processing this batch: {exc_type.__name__}: {exc_repr}'
+    timestamp = dead_letters.utc_timestamp()
+    for line in batch.lines:
+        yield dead_letters.make_dead_letter(INVALID_RECORD, batch.source_file, message, line,
+                                            timestamp=timestamp)
+
+
+class ParsePredictions(beam.PTransform):
+    """LineBatch -> {'detections', 'images' (pa.Table), 'dead_letters' (dict), 'image_uris', 'counts'}."""
+
+    def __init__(self, settings: Settings, manifest):
+        super().__init__()
+        self._settings = settings
+        self._manifest = manifest  # a singleton PCollection: uri -> (width, height), or None
+
+    def expand(self, batches):
+        parsed = batches | 'ParseLines' >> beam.ParDo(
+            ParseBatchFn(self._settings, scheme_of(self._settings.input)),
+            manifest=beam.pvalue.AsSingleton(self._manifest),
+        ).with_outputs(
+            'detections', 'images', 'image_uris', 'dead_letters', 'counts', main='unused',
+        ).with_exception_handling(main_tag='unused', dead_letter_tag='failed_batches')
+        failed = parsed.failed_batches | 'FailedBatchesToDeadLetters' >> beam.FlatMap(
+            failed_batch_to_dead_letters)
+        dead = (parsed.dead_letters, failed) | 'FlattenParseDeadLetters' >> beam.Flatten()
+        return {'detections': parsed.detections, 'images': parsed.images,
+                'image_uris': parsed.image_uris, 'dead_letters': dead, 'counts': parsed.counts}
+
+
+class LoadManifest(beam.PTransform):
+    """The image-sizes manifest as a singleton PCollection (None when no manifest is given), read on a
+    worker through FileSystems so gs:// manifests work on Dataflow."""
+
+    def __init__(self, path: Optional[str]):
+        super().__init__()
+        self._path = path
+
+    def expand(self, pbegin):
+        return (pbegin
+                | 'ManifestPath' >> beam.Create([self._path])
+                | 'LoadManifest' >> beam.Map(lambda path: load_manifest(path) if path else None))
+
+
+class CountDeadLetters(beam.PTransform):
+    """Dead letters by kind, counted from the dead-letter output itself."""
+
+    def expand(self, dead):
+        return (dead
+                | 'KindCount' >> beam.Map(lambda record: {f'dead_letters_{record["kind"]}': 1})
+                | 'SumKinds' >> beam.CombineGlobally(MergeCountsFn()).without_defaults())
+
+
+def _bucketed_uri_counts(uris: List[str]):
+    """Pre-counts one batch's URIs into a few hash buckets (crc32: stable across processes), so the
+    per-key combine below sees one element per bucket and batch, not one per image."""
+    buckets: Dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+    for uri in uris:
+        buckets[zlib.crc32(uri.encode('utf-8')) % DUPLICATE_BUCKETS][uri] += 1
+    return list(buckets.items())
+
+
+class MergeCountersFn(beam.CombineFn):
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, accumulator, counter):
+        accumulator.update(counter)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = collections.Counter()
+        for accumulator in accumulators:
+            merged.update(accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class CountDuplicateImageUris(beam.PTransform):
+    """Distinct image URIs seen on more than one line (each line is kept; the summary says so)."""
+
+    def expand(self, image_uris):
+        return (image_uris
+                | 'BucketUris' >> beam.FlatMap(_bucketed_uri_counts)
+                | 'CountPerUri' >> beam.CombinePerKey(MergeCountersFn())
+                | 'DuplicatesPerBucket' >> beam.MapTuple(
+                    lambda _, counter: sum(1 for n in counter.values() if n > 1))
+                | 'SumDuplicates' >> beam.CombineGlobally(sum))
+
+
+class MergeCountsFn(beam.CombineFn):
+    """Sums dicts of counts; list values (the other files) are concatenated up to a cap."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, accumulator, counts):
+        for name, value in counts.items():
+            if isinstance(value, list):
+                listed = accumulator.setdefault(name, [])
+                listed.extend(value[:MAX_LISTED_OTHER_FILES - len(listed)])
+            else:
+                accumulator[name] = accumulator.get(name, 0) + value
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for accumulator in accumulators:
+            self.add_input(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator

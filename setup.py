@@ -1,0 +1,34 @@
+"""Packaging for the prediction-tables pipeline.
+
+The pins below are the one place dependency versions live: `make` installs the package with them,
+and Dataflow workers install it from this file (`--setup_file` or the Flex Template image).
+"""
+import setuptools
+
+INSTALL_REQUIRES = [
+    'apache-beam[gcp]==2.77.0',
+    'orjson==3.13.0',
+    'shapely==2.2.0',
+    'pyarrow==25.0.1',  # Beam 2.77 caps pyarrow below 26
+    'numpy==2.4.6',
+    'pillow==12.3.0',  # Beam 2.77 caps pillow below 13
+]
+
+EXTRAS_REQUIRE = {
+    'test': [
+        'pytest==9.2.0',
+        'pytest-xdist==3.8.0',
+        'hypothesis==6.170.15',
+    ],
+}
+
+setuptools.setup(
+    name='prediction-tables',
+    version='0.1.0',
+    description=('Turns object-detection batch prediction output (AutoML Vision and Vertex AI) '
+                 'into Parquet or BigQuery tables, with a dead-letter sink.'),
+    packages=setuptools.find_packages(include=['pipeline', 'pipeline.*']),
+    python_requires='>=3.10',
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

@@ -1,0 +1,63 @@
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.options import OptionError, Settings, parse_label_thresholds
+
+
+def settings(*args):
+    return Settings.from_pipeline_options(PipelineOptions(list(args)))
+
+
+def test_defaults_and_derived_dead_letter_root():
+    s = settings('--input', 'in', '--output', 'gs://bucket/out/')
+    assert s.input_format == 'auto' and s.score_threshold == 0.0 and s.label_thresholds == {}
+    assert s.dead_letter == 'gs://bucket/out/dead_letter'
+    assert s.image_size is None and s.probe_image_sizes is False
+
+
+def test_values_are_typed():
+    s = settings('--input=in', '--output=out', '--score_threshold=0.5', '--image_size=1024x768',
+                 '--input_format=VERTEX', '--label_thresholds=Tomato=0.6, Baked Goods=0.3',
+                 '--dead_letter=dl')
+    assert s.score_threshold == 0.5 and s.image_size == (1024, 768) and s.input_format == 'vertex'
+    assert s.label_thresholds == {'Tomato': 0.6, 'Baked Goods': 0.3}
+    assert s.dead_letter == 'dl'
+    assert s.threshold_for('Tomato') == 0.6 and s.threshold_for('Cheese') == 0.5
+
+
+@pytest.mark.parametrize('args, value', [
+    (['--probe_image_sizes'], True), (['--probe_image_sizes=true'], True),
+    (['--probe_image_sizes=false'], False), (['--probe_image_sizes=False'], False), ([], False),
+])
+def test_boolean_flag_forms(args, value):
+    assert settings('--input=in', '--output=out', *args).probe_image_sizes is value
+
+
+def test_label_thresholds_split_at_last_equals_and_json_for_commas():
+    assert parse_label_thresholds('a=b=0.25') == {'a=b': 0.25}
+    assert parse_label_thresholds('{"A, B": 0.6, "C": 1}') == {'A, B': 0.6, 'C': 1.0}
+    assert parse_label_thresholds('') == {}
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (['--output=out'], '--input is required'),
+    (['--input=in'], '--output is required'),
+    (['--input=in', '--output=out', '--score_threshold=1.5'], '--score_threshold: must be between 0 and 1'),
+    (['--input=in', '--output=out', '--score_threshold=-0.1'], '--score_threshold'),
+    (['--input=in', '--output=out', '--score_threshold=nan'], '--score_threshold'),
+    (['--input=in', '--output=out', '--score_threshold=high'], '--score_threshold: expected a number'),
+    (['--input=in', '--output=out', '--image_size=1024'], '--image_size: expected WIDTHxHEIGHT'),
+    (['--input=in', '--output=out', '--image_size=0x10'], '--image_size'),
+    (['--input=in', '--output=out', '--input_format=csv'], '--input_format: expected one of auto'),
+    (['--input=in', '--output=out', '--label_thresholds=Tomato'], '--label_thresholds: item'),
+    (['--input=in', '--output=out', '--label_thresholds=Tomato=2'], "threshold of 'Tomato'"),
+    (['--input=in', '--output=out', '--label_thresholds==0.5'], 'a label is empty'),
+    (['--input=in', '--output=out', '--label_thresholds={"A": "x"}'], "threshold of 'A'"),
+    (['--input=in', '--output=out', '--label_thresholds={"A": 0.5'], 'not a valid JSON object'),
+    (['--input=in', '--output=out', '--label_thresholds=[1]'], 'item'),
+    (['--input=in', '--output=out', '--probe_image_sizes=maybe'], '--probe_image_sizes'),
+])
+def test_wrong_options_name_the_option(args, fragment):
+    with pytest.raises(OptionError) as raised:
+        settings(*args)
+    assert fragment in str(raised.value)

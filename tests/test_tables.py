@@ -1,0 +1,83 @@
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline import geometry
+from pipeline.formats import AUTOML, VERTEX, Prediction
+from pipeline.options import Settings
+from pipeline.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
+from pipeline.tables import ImageSize, build_tables
+
+
+def settings(**overrides):
+    return Settings(input='in', output='out', dead_letter='out/dead_letter', **overrides)
+
+
+def prediction(uri, scores, labels=None, fmt=AUTOML):
+    n = len(scores)
+    labels = labels or [f'L{i}' for i in range(n)]
+    boxes = [(0.1 * i / n, 0.2, 0.5, 0.5 + 0.1 * i / n) for i in range(n)]
+    return Prediction(uri, fmt, labels, [str(i) for i in range(n)], list(scores), boxes)
+
+
+def test_threshold_is_inclusive_and_label_overrides_win():
+    scores = np.array([0.5, 0.49, 0.7, 0.2])
+    labels = ['A', 'A', 'B', 'C']
+    assert geometry.threshold_mask(scores, labels, 0.5, {}).tolist() == [True, False, True, False]
+    assert geometry.threshold_mask(scores, labels, 0.5, {'B': 0.8, 'C': 0.2}).tolist() == \
+        [True, False, False, True]
+
+
+def test_ranks_per_line_with_ties_in_input_order():
+    lines = np.array([0, 0, 0, 1, 1, 2])
+    scores = np.array([0.5, 0.9, 0.5, 0.1, 0.3, 0.7])
+    order, rank = geometry.order_by_rank(lines, scores)
+    assert order.tolist() == [1, 0, 2, 4, 3, 5]
+    assert rank.tolist() == [0, 1, 2, 0, 1, 0]
+
+
+def test_tables_have_the_contract_schemas_and_per_line_ranks():
+    preds = [prediction('gs://b/a.jpg', [0.3, 0.9, 0.6]), prediction('gs://b/a.jpg', []),
+             prediction('gs://b/c.jpg', [0.1], fmt=VERTEX)]
+    sizes = [ImageSize(200, 100, 'manifest'), None, ImageSize(10, 10, 'fixed')]
+    tables = build_tables(preds, sizes, 'gs://b/prediction-m-1/x.jsonl', 'prediction-m-1',
+                          settings(score_threshold=0.5))
+    assert tables.detections.schema == DETECTIONS_SCHEMA
+    assert tables.images.schema == IMAGES_SCHEMA
+    det = tables.detections.to_pydict()
+    assert det['score'] == [0.9, 0.6] and det['rank'] == [0, 1]
+    assert det['label'] == ['L1', 'L2'] and det['label_id'] == ['1', '2']
+    assert det['image_width'] == [200, 200] and det['px_x_max'] == [100.0, 100.0]
+    assert det['px_y_max'][0] == pytest.approx(100 * (0.5 + 0.1 / 3))
+    assert det['prediction_run'] == ['prediction-m-1'] * 2
+    img = tables.images.to_pydict()
+    assert img['annotation_count'] == [3, 0, 1]
+    assert img['detection_count'] == [2, 0, 0]
+    assert img['max_score'] == [0.9, None, None]
+    assert img['image_width'] == [200, None, 10]
+    assert img['size_source'] == ['manifest', None, 'fixed']
+    assert img['source_format'] == [AUTOML, AUTOML, VERTEX]
+    assert tables.counts == {'images_written': 3, 'detections_in': 4, 'detections_kept': 2,
+                             'detections_below_threshold': 2, 'images_without_size': 1,
+                             'images_size_from_manifest': 1, 'images_size_from_fixed': 1}
+
+
+def test_unknown_size_gives_null_pixels():
+    tables = build_tables([prediction('gs://b/a.jpg', [0.8])], [None], 'f', None, settings())
+    row = tables.detections.to_pylist()[0]
+    assert row['image_width'] is None and row['px_x_min'] is None and row['px_y_max'] is None
+    assert row['x_max'] == 0.5 and row['prediction_run'] is None
+
+
+def test_empty_batch_gives_empty_tables():
+    tables = build_tables([], [], 'f', None, settings())
+    assert tables.detections.num_rows == 0 and tables.images.num_rows == 0
+    assert tables.detections.schema == DETECTIONS_SCHEMA
+
+
+def test_pixel_boxes_are_normalized_times_size():
+    norm = np.array([0.0, 0.25, 1.0])
+    assert geometry.to_pixels(norm, np.array([640.0, 640.0, 640.0])).tolist() == [0.0, 160.0, 640.0]
+    assert math.isnan(geometry.to_pixels(np.array([0.5]), np.array([np.nan]))[0])
