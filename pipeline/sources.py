@@ -3,6 +3,7 @@
 Lines are read as bytes by our own range reader rather than Beam's text source: a bad byte, a
 truncated .gz or an unreadable file must become a dead letter, not fail the run.
 """
+import gzip
 import os
 import re
 from typing import Iterator, List, NamedTuple, Optional
@@ -31,6 +32,14 @@ _READ_CHUNK = 1024 * 1024
 
 class InputError(ValueError):
     """--input names nothing that can be read."""
+
+
+class ReadFailure(Exception):
+    """Reading a shard broke part-way; `partial_line` holds the bytes of the unfinished line."""
+
+    def __init__(self, cause: Exception, partial_line: bytes):
+        super().__init__(f'{type(cause).__name__}: {cause}')
+        self.partial_line = partial_line
 
 
 class ShardRange(NamedTuple):
@@ -93,6 +102,9 @@ def read_range_lines(handle, start: int, end: Optional[int]) -> Iterator[bytes]:
         position = start - 1  # the file offset of buffer[0]
     else:
         position = 0
+    # read1 returns what one underlying read gives: on a truncated .gz the bytes decoded before the
+    # break are returned before the error is raised, instead of being lost with it.
+    read = getattr(handle, 'read1', handle.read)
     buffer = b''
     cursor = 0
     skipping = start > 0  # inside the line that began in the previous range
@@ -100,7 +112,10 @@ def read_range_lines(handle, start: int, end: Optional[int]) -> Iterator[bytes]:
     while True:
         newline = buffer.find(b'\n', cursor)
         if newline < 0:
-            chunk = handle.read(_READ_CHUNK)
+            try:
+                chunk = read(_READ_CHUNK)
+            except Exception as exc:  # pylint: disable=broad-except
+                raise ReadFailure(exc, b'' if skipping else buffer[cursor:]) from exc
             if not chunk:
                 tail = buffer[cursor:]
                 if tail and not skipping and (end is None or position + cursor < end):
@@ -129,8 +144,13 @@ def _clean(line: bytes, first: bool) -> bytes:
 
 
 def open_shard(path: str):
-    compression = CompressionTypes.GZIP if is_compressed(path) else CompressionTypes.UNCOMPRESSED
-    return FileSystems.open(path, compression_type=compression)
+    """A binary file object over the shard's (decompressed) bytes.
+
+    .gz goes through Python's gzip rather than Beam's decompressor: Beam's returns a truncated
+    stream's first part without any error, which would lose the rest silently; gzip raises EOFError.
+    """
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return gzip.GzipFile(fileobj=raw, mode='rb') if is_compressed(path) else raw
 
 
 def is_blank(line: bytes) -> bool:

@@ -81,14 +81,23 @@ class ReadRangeFn(beam.DoFn):
             if batch:
                 yield LineBatch(path, batch)
                 batch = []
-            where = f'bytes {shard_range.start}-{shard_range.end}' if shard_range.end else 'file'
-            message = (f'could not read {where}: {type(exc).__name__}: {exc}; '
-                       f'{lines_read} lines were read before the failure')
             yield beam.pvalue.TaggedOutput(
-                'dead_letters', dead_letters.make_dead_letter(UNREADABLE_FILE, path, message))
+                'dead_letters', unreadable_dead_letter(shard_range, exc, lines_read))
         if batch:
             yield LineBatch(path, batch)
         yield counted({'lines_read': lines_read, 'blank_lines': blank})
+
+
+def unreadable_dead_letter(shard_range: sources.ShardRange, exc: Exception, lines_read: int) -> dict:
+    """One `unreadable_file` dead letter; its payload is the unfinished line at the break, if any."""
+    where = (f'bytes {shard_range.start}-{shard_range.end}' if shard_range.end is not None
+             else 'the file')
+    partial = getattr(exc, 'partial_line', b'') or None
+    message = (f'could not read {where}: {exc if isinstance(exc, sources.ReadFailure) else repr(exc)}; '
+               f'{lines_read} complete lines were read before the failure'
+               + (f', and the payload holds the {len(partial)} bytes of the unfinished line'
+                  if partial else ''))
+    return dead_letters.make_dead_letter(UNREADABLE_FILE, shard_range.path, message, partial)
 
 
 class ReadShards(beam.PTransform):

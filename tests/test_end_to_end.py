@@ -1,0 +1,203 @@
+"""`python -m pipeline` run as a user runs it, on the bundled sample; outputs read back with pyarrow."""
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from conftest import ROOT, SAMPLE
+from pipeline.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
+
+SAMPLE_INPUT = SAMPLE / 'input'
+MANIFEST = SAMPLE / 'image_sizes.csv'
+
+
+def run_pipeline(*args, check=True):
+    result = subprocess.run([sys.executable, '-m', 'pipeline', *map(str, args)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def read_table(path):
+    return ds.dataset(str(path), format='parquet').to_table()
+
+
+def read_dead_letters(root):
+    records = []
+    for path in sorted(root.glob('*.jsonl')):
+        records += [json.loads(line) for line in path.read_text().splitlines()]
+    return records
+
+
+def reference_rows(threshold):
+    """Every (image_uri, score) that should be kept, computed straight from the sample's JSON."""
+    rows = []
+    for path in sorted(SAMPLE_INPUT.rglob('*')):
+        if 'errors_' in path.name or not path.name.endswith(('.jsonl', '.jsonl.gz')):
+            continue
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith('.gz') else path.read_bytes()
+        for line in data.decode().splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if 'ID' in record:
+                rows += [(record['ID'], a['image_object_detection']['score']) for a in record['annotations']]
+            else:
+                rows += [(record['instance']['content'], s) for s in record['prediction']['confidences']]
+    return sorted((uri, score) for uri, score in rows if score >= threshold)
+
+
+@pytest.fixture(scope='module')
+def sample_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('run') / 'out'
+    result = run_pipeline('--input', SAMPLE_INPUT, '--output', out, '--image_sizes', MANIFEST,
+                          '--score_threshold', '0.7')
+    return out, result
+
+
+def test_sample_run_writes_both_tables_with_the_contract_types(sample_run):
+    out, _ = sample_run
+    detections, images = read_table(out / 'detections'), read_table(out / 'images')
+    assert detections.schema.equals(DETECTIONS_SCHEMA)
+    assert images.schema.equals(IMAGES_SCHEMA)
+    assert sorted(zip(detections['image_uri'].to_pylist(), detections['score'].to_pylist())) == \
+        reference_rows(0.7)
+    assert images.num_rows == 12
+    assert sum(images['detection_count'].to_pylist()) == detections.num_rows
+    assert all(name.endswith('.parquet') for name in os.listdir(out / 'detections'))
+
+
+def test_sample_run_pixel_boxes_and_sizes(sample_run):
+    out, _ = sample_run
+    rows = read_table(out / 'detections').to_pylist()
+    sized = [r for r in rows if r['image_width'] is not None]
+    unsized = [r for r in rows if r['image_width'] is None]
+    assert sized and unsized
+    for row in sized:
+        assert (row['image_width'], row['image_height']) == (1024, 683)
+        assert row['px_x_min'] == pytest.approx(row['x_min'] * 1024)
+        assert row['px_y_max'] == pytest.approx(row['y_max'] * 683)
+        assert 0 <= row['x_min'] <= row['x_max'] <= 1 and 0 <= row['y_min'] <= row['y_max'] <= 1
+    assert all(r['px_x_min'] is None for r in unsized)
+    vertex = [r for r in rows if r['source_format'] == 'vertex']
+    assert vertex and all(r['prediction_run'].startswith('prediction-salads_vertex') for r in vertex)
+    assert all(r['source_file'].startswith(str(SAMPLE_INPUT)) for r in rows)
+
+
+def test_sample_run_ranks_per_line(sample_run):
+    out, _ = sample_run
+    images = read_table(out / 'images').to_pylist()
+    rows = read_table(out / 'detections').to_pylist()
+    by_line = {}
+    for row in rows:
+        by_line.setdefault((row['source_file'], row['image_uri']), []).append(row)
+    for group in by_line.values():
+        # Lines with the same URI in one file share a key: ranks repeat once per line.
+        ranks = sorted(r['rank'] for r in group)
+        assert ranks.count(0) == len([i for i in images if (i['source_file'], i['image_uri']) ==
+                                      (group[0]['source_file'], group[0]['image_uri'])
+                                      and i['detection_count'] > 0])
+
+
+def test_sample_run_dead_letters_and_summary(sample_run):
+    out, result = sample_run
+    dead = read_dead_letters(out / 'dead_letter')
+    assert sorted((d['kind'], d['error_code'], d['error_status']) for d in dead) == [
+        ('prediction_error', 3, 'INVALID_ARGUMENT'), ('prediction_error', 5, 'NOT_FOUND'),
+        ('prediction_error', 5, 'NOT_FOUND')]
+    for record in dead:
+        assert set(record) == {'timestamp', 'kind', 'source_file', 'image_uri', 'error_code',
+                               'error_status', 'error_message', 'payload', 'payload_encoding'}
+        assert record['timestamp'].endswith('Z')
+        assert {'error', 'status'} & set(json.loads(record['payload']))
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['files'] == {'result': 3, 'error': 2, 'other': 1, 'other_files': [
+        str(SAMPLE_INPUT / 'prediction-salads_legacy-2021-03-01T10:52:53.972802Z' / '_SUCCESS')]}
+    assert summary['lines'] == {'read': 15, 'blank': 0, 'non_blank': 15}
+    assert summary['images_written'] == 12
+    assert summary['detections']['kept'] == len(reference_rows(0.7))
+    assert summary['detections']['in'] == 52
+    assert summary['dead_letters']['prediction_error'] == 3
+    assert summary['duplicate_image_uris'] == 3
+    assert summary['image_sizes']['from_manifest'] == 4 and summary['images_without_size'] == 8
+    assert summary['reconciliation']['holds'] is True
+    assert 'OK: 15 non-blank lines read == 12 images + 3 line dead letters' in result.stdout
+    assert len(summary['outputs']['detections']) >= 1
+
+
+def write_messy_input(root):
+    run = root / 'prediction-m-2021-01-01T00:00:00Z'
+    run.mkdir(parents=True)
+    good = b'{"ID":"gs://b/a.jpg","annotations":[{"display_name":"A","image_object_detection":' \
+           b'{"bounding_box":{"normalized_vertices":[{},{"x":0.5,"y":0.5}]},"score":0.9}}]}'
+    (run / 'image_object_detection_1.jsonl').write_bytes(
+        b'\xef\xbb\xbf' + good + b'\r\n\r\n{"ID":\n\xff\xfe\n[1]\n' + good)  # last line: no newline
+    (run / 'errors_1.jsonl').write_bytes(b'{"ID":"gs://b/z.jpg","error":{"code":5,"message":"x"}}\n')
+    (run / 'errors_2.jsonl.gz').write_bytes(b'corrupt')
+    return run
+
+
+def test_bad_lines_go_to_dead_letters_and_the_run_reconciles(tmp_path):
+    write_messy_input(tmp_path / 'in')
+    out = tmp_path / 'out'
+    result = run_pipeline('--input', tmp_path / 'in', '--output', out, '--image_size', '100x50',
+                          '--dead_letter', tmp_path / 'dl')
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['lines'] == {'read': 7, 'blank': 1, 'non_blank': 6}
+    assert summary['dead_letters'] == {'prediction_error': 1, 'malformed_line': 2, 'invalid_record': 1,
+                                       'unreadable_file': 1, 'total': 5}
+    assert summary['reconciliation']['holds'] and 'OK' in result.stdout
+    dead = read_dead_letters(tmp_path / 'dl')
+    assert {d['payload_encoding'] for d in dead} == {None, 'base64'}
+    images = read_table(out / 'images').to_pylist()
+    assert [i['size_source'] for i in images] == ['fixed', 'fixed']
+    det = read_table(out / 'detections').to_pylist()
+    assert [(d['px_x_max'], d['px_y_max']) for d in det] == [(50.0, 25.0), (50.0, 25.0)]
+
+
+def test_multi_process_run_matches_single_process(tmp_path, sample_run):
+    out, _ = sample_run
+    multi = tmp_path / 'multi'
+    run_pipeline('--input', SAMPLE_INPUT, '--output', multi, '--image_sizes', MANIFEST,
+                 '--score_threshold', '0.7', '--direct_num_workers=2',
+                 '--direct_running_mode=multi_processing')
+    for table in ('detections', 'images'):
+        one = read_table(out / table).sort_by([('image_uri', 'ascending'), ('source_file', 'ascending')])
+        two = read_table(multi / table).sort_by([('image_uri', 'ascending'), ('source_file', 'ascending')])
+        assert sorted(map(str, one.to_pylist())) == sorted(map(str, two.to_pylist()))
+
+
+def test_operation_json_as_input(tmp_path):
+    operation = tmp_path / 'operation.json'
+    folder = SAMPLE_INPUT / 'prediction-salads_vertex-2021-02-26T02:03:11.435Z'
+    operation.write_text(json.dumps({'name': 'projects/1/locations/us-central1/batchPredictionJobs/2',
+                                     'outputInfo': {'gcsOutputDirectory': str(folder)}}))
+    out = tmp_path / 'out'
+    run_pipeline('--input', operation, '--output', out, '--input_format=vertex')
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['images_written'] == 2 and summary['dead_letters']['prediction_error'] == 1
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--output', 'OUT'], '--input is required'),
+    (['--input', SAMPLE_INPUT], '--output is required'),
+    (['--input', 'IN_MISSING', '--output', 'OUT'], '--input: nothing found'),
+    (['--input', SAMPLE_INPUT, '--output', 'OUT', '--score_threshold', '2'], '--score_threshold'),
+    (['--input', SAMPLE_INPUT, '--output', 'OUT', '--label_thresholds', 'Tomato'], '--label_thresholds'),
+    (['--input', SAMPLE_INPUT, '--output', 'OUT', '--image_size', '10by10'], '--image_size'),
+    (['--input', SAMPLE_INPUT, '--output', 'OUT', '--image_sizes', 'IN_MISSING.csv'],
+     '--image_sizes'),
+])
+def test_wrong_options_fail_before_any_work(tmp_path, args, message):
+    args = [str(a).replace('OUT', str(tmp_path / 'out')).replace('IN_MISSING', str(tmp_path / 'none'))
+            for a in args]
+    result = run_pipeline(*args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / 'out').exists()

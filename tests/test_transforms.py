@@ -1,0 +1,139 @@
+"""The transforms on a real pipeline (FnApiRunner), checked with assert_that."""
+import gzip
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.testing.util import assert_that, equal_to, is_not_empty
+
+from beam_testing import local_test_pipeline
+from pipeline import transforms
+from pipeline.formats import INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, UNREADABLE_FILE
+from pipeline.options import Settings
+from pipeline.transforms import (CountDuplicateImageUris, LineBatch, MergeCountsFn,
+                                 ParsePredictions, ReadShards)
+
+GOOD = b'{"ID":"gs://b/%d.jpg","annotations":[]}'
+
+
+def make_shards(root):
+    run = root / 'prediction-m-2021'
+    run.mkdir()
+    lines = [GOOD % i for i in range(50)]
+    (run / 'image_object_detection_0.jsonl').write_bytes(b'\n'.join(lines[:30]) + b'\n\n  \n')
+    (run / 'predictions_00001.jsonl.gz').write_bytes(gzip.compress(b'\n'.join(lines[30:]) + b'\n'))
+    (run / 'errors_0.jsonl.gz').write_bytes(b'not gzip at all')
+    truncated = gzip.compress(b'\n'.join(GOOD % i for i in range(100, 4100)))
+    (run / 'errors_1.jsonl.gz').write_bytes(truncated[:len(truncated) // 2])
+    (run / '_SUCCESS').write_bytes(b'')
+    return lines
+
+
+def flatten_lines(batches):
+    return [line for batch in batches for line in batch.lines]
+
+
+def test_read_shards_reads_every_line_once_and_reports_unreadable_files(tmp_path):
+    lines = make_shards(tmp_path)
+    with local_test_pipeline() as p:
+        read = p | ReadShards(f'{tmp_path}/**', range_bytes=100, batch_lines=7)
+        good_lines = (read['batches']
+                      | beam.Filter(lambda b: 'errors_1' not in b.source_file)
+                      | beam.combiners.ToList() | beam.Map(flatten_lines))
+        assert_that(good_lines | beam.Map(sorted), equal_to([sorted(lines)]), label='AllLines')
+        kinds = read['dead_letters'] | beam.Map(lambda d: (d['kind'], d['source_file'].rsplit('/', 1)[1]))
+        assert_that(kinds, equal_to([(UNREADABLE_FILE, 'errors_0.jsonl.gz'),
+                                     (UNREADABLE_FILE, 'errors_1.jsonl.gz')]), label='Unreadable')
+        counts = read['counts'] | beam.CombineGlobally(MergeCountsFn())
+
+        def check_counts(all_counts):
+            (c,) = all_counts
+            assert c['files_result'] == 2 and c['files_error'] == 2 and c['files_other'] == 1
+            assert c['other_files'][0].endswith('_SUCCESS')
+            assert c['blank_lines'] == 2
+            # 50 good lines + 2 blank + the complete lines of the truncated shard
+            assert 1000 < c['lines_read'] - 52 < 4000
+        assert_that(counts, check_counts, label='Counts')
+
+
+def test_truncated_gzip_keeps_decoded_lines_and_the_unfinished_one(tmp_path):
+    make_shards(tmp_path)
+    with local_test_pipeline() as p:
+        read = p | ReadShards(f'{tmp_path}/*/errors_1.jsonl.gz')
+        n_lines = read['batches'] | beam.Map(lambda b: len(b.lines)) | beam.CombineGlobally(sum)
+
+        def check(dead_and_count):
+            (dead,), (count,) = dead_and_count
+            assert f'{count} complete lines were read' in dead['error_message']
+            assert (GOOD % (100 + count)).decode().startswith(dead['payload'])
+        both = ((read['dead_letters'] | 'D' >> beam.combiners.ToList()),
+                (n_lines | 'N' >> beam.combiners.ToList()))
+        joined = (p | beam.Create([None]) | beam.Map(
+            lambda _, d, n: (d, n), beam.pvalue.AsSingleton(both[0]), beam.pvalue.AsSingleton(both[1])))
+        assert_that(joined, lambda rows: check(rows[0]))
+
+
+def settings(**overrides):
+    return Settings(input='gs://b/in', output='out', dead_letter='out/dead_letter', **overrides)
+
+
+def scores_at_least(lines, threshold):
+    """A reference count of annotations with score >= threshold, straight from the JSON."""
+    total = 0
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        scores = [a.get('image_object_detection', {}).get('score', -1) for a in record.get('annotations', [])]
+        scores += record.get('prediction', {}).get('confidences', [])
+        total += sum(1 for s in scores if s >= threshold)
+    return total
+
+
+def test_parse_predictions_splits_tables_and_dead_letters(legacy_lines, vertex_lines):
+    lines = legacy_lines[:3] + vertex_lines + [
+        b'{"ID":"gs://b/m.jpg","error":{"code":5,"message":"gone"}}', b'{"ID":',
+        b'{"ID":"gs://b/x.jpg","annotations":[{"display_name":"A"}]}', b'\xff\xfe']
+    with local_test_pipeline() as p:
+        manifest = p | 'Manifest' >> beam.Create([{'gs://b/x.jpg': (1, 1)}])
+        parsed = (p | beam.Create([LineBatch('gs://b/prediction-r/f.jsonl', lines)])
+                  | ParsePredictions(settings(score_threshold=0.8), manifest))
+        rows = parsed['detections'] | 'DetRows' >> beam.Map(lambda t: t.num_rows) | 'SumDet' >> beam.CombineGlobally(sum)
+        assert_that(rows, equal_to([scores_at_least(lines, 0.8)]), label='Detections')
+        images = parsed['images'] | 'ImgRows' >> beam.Map(lambda t: t.num_rows) | 'SumImg' >> beam.CombineGlobally(sum)
+        assert_that(images, equal_to([5]), label='Images')
+        kinds = parsed['dead_letters'] | beam.Map(lambda d: (d['kind'], d['payload_encoding']))
+        assert_that(kinds, equal_to([(PREDICTION_ERROR, None), (MALFORMED_LINE, None),
+                                     (INVALID_RECORD, None), (MALFORMED_LINE, 'base64')]),
+                    label='DeadLetters')
+        assert_that(parsed['image_uris'], is_not_empty(), label='Uris')
+
+
+def test_a_batch_that_raises_becomes_dead_letters_line_by_line(monkeypatch, legacy_lines):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError('bug in assembly')
+    monkeypatch.setattr(transforms, 'build_tables', broken)
+    with local_test_pipeline() as p:
+        manifest = p | 'Manifest' >> beam.Create([None])
+        parsed = (p | beam.Create([LineBatch('f.jsonl', legacy_lines[:4])])
+                  | ParsePredictions(settings(), manifest))
+        dead = parsed['dead_letters'] | beam.Map(
+            lambda d: (d['kind'], 'bug in assembly' in d['error_message'], d['payload']))
+        assert_that(dead, equal_to([(INVALID_RECORD, True, line.decode()) for line in legacy_lines[:4]]))
+        assert_that(parsed['images'], equal_to([]), label='NoImages')
+
+
+def test_count_duplicate_image_uris_across_batches():
+    with local_test_pipeline() as p:
+        uris = p | beam.Create([['a', 'b', 'a'], ['c', 'b'], ['d'], ['e', 'e', 'e']])
+        assert_that(uris | CountDuplicateImageUris(), equal_to([3]))
+
+
+def test_merge_counts_sums_and_caps_listed_files():
+    fn = MergeCountsFn()
+    acc = fn.create_accumulator()
+    for i in range(150):
+        acc = fn.add_input(acc, {'files_other': 1, 'other_files': [f'f{i}']})
+    merged = fn.merge_accumulators([acc, {'files_other': 2}])
+    assert merged['files_other'] == 152 and len(merged['other_files']) == transforms.MAX_LISTED_OTHER_FILES
