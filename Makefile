@@ -5,9 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_sizes.csv \
-	--score_threshold 0.5
+	--score_threshold 0.7
 
-.PHONY: install run test clean
+.PHONY: install run test clean docs
 
 install: $(STAMP)
 
@@ -26,3 +26,6 @@ test: install
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info
+
+docs: install
+	$(PY) -m pipeline.docs README.md

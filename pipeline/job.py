@@ -1,13 +1,14 @@
 """The whole job as one PTransform: shards in, tables, dead letters and the run summary out."""
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline import summary as run_summary
 from pipeline.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 from pipeline.options import Settings
 from pipeline.sinks import WriteDeadLetterFiles, WriteParquetTable
-from pipeline.transforms import (CountDeadLetters, CountDuplicateImageUris, LoadManifest,
-                                 MergeCountsFn, ParsePredictions, ReadShards)
+from pipeline.transforms import (METRICS_NAMESPACE, CountDeadLetters, CountDuplicateImageUris,
+                                 LoadManifest, MergeCountsFn, ParsePredictions, ReadShards)
 
 
 class PredictionsToTables(beam.PTransform):
@@ -47,6 +48,7 @@ class PredictionsToTables(beam.PTransform):
                 counts, duplicates, settings, pattern,
                 {'detections': detections, 'images': images, 'dead_letters': dead_letter_files})
             run_summary.write_summary(summary, summary_path)
+            Metrics.counter(METRICS_NAMESPACE, 'duplicate_image_uris').inc(duplicates)
             return summary
 
         # The summary waits on every write (side inputs), so it is the run's last file: a run killed

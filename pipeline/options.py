@@ -113,11 +113,13 @@ _FRACTION_RE = r'^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$'
 
 OPTIONS = (
     Option('input', 'Prediction output',
-           'A prediction output folder, a prefix holding several prediction-* folders, a glob, or a saved '
-           'batch prediction operation/job JSON. Every result and error shard under it is read.',
+           'Required. A prediction output folder, a prefix holding several prediction-* folders, a '
+           'glob, or a saved batch prediction operation/job JSON. Every result and error shard under '
+           'it is read.',
            parse_path),
     Option('output', 'Parquet output root',
-           'Folder (local or gs://) that receives detections/, images/, dead_letter/ and summary.json.',
+           'Required. Folder (local or gs://) that receives detections/, images/, dead_letter/ and '
+           'summary.json.',
            parse_path),
     Option('dead_letter', 'Dead-letter root',
            'Folder for dead-letter JSONL files. Default: <output>/dead_letter.', parse_path),

@@ -211,12 +211,18 @@ class LoadManifest(beam.PTransform):
                 | 'LoadManifest' >> beam.Map(lambda path: load_manifest(path) if path else None))
 
 
+def _count_dead_letter(record: dict) -> dict:
+    counts = {f'dead_letters_{record["kind"]}': 1}
+    Metrics.counter(METRICS_NAMESPACE, next(iter(counts))).inc()
+    return counts
+
+
 class CountDeadLetters(beam.PTransform):
     """Dead letters by kind, counted from the dead-letter output itself."""
 
     def expand(self, dead):
         return (dead
-                | 'KindCount' >> beam.Map(lambda record: {f'dead_letters_{record["kind"]}': 1})
+                | 'KindCount' >> beam.Map(_count_dead_letter)
                 | 'SumKinds' >> beam.CombineGlobally(MergeCountsFn()).without_defaults())
 
 

@@ -1,0 +1,68 @@
+"""README sections generated from the one definition of each contract (options, output schemas).
+
+`python -m pipeline.docs README.md` rewrites the sections between their markers; a test fails when
+the committed README differs from what this produces.
+"""
+import re
+import sys
+from typing import Dict
+
+from pipeline.dead_letters import FIELDS as DEAD_LETTER_FIELDS
+from pipeline.options import OPTIONS
+from pipeline.schema import DETECTION_COLUMNS, IMAGE_COLUMNS, Column
+
+
+def _cell(text: str) -> str:
+    return str(text).replace('|', '\\|').replace('\n', ' ')
+
+
+def options_table() -> str:
+    rows = ['| option | default | meaning |', '|---|---|---|']
+    for option in OPTIONS:
+        default = option.default
+        shown = '' if default in (None, {}) else f'`{str(default).lower() if option.flag else default}`'
+        rows.append(f'| `--{option.name}` | {shown} | {_cell(option.help)} |')
+    return '\n'.join(rows)
+
+
+def _type_name(column: Column) -> str:
+    return f'{column.type}' + ('' if column.nullable else ', not null')
+
+
+def columns_table(columns) -> str:
+    rows = ['| column | Arrow type | meaning |', '|---|---|---|']
+    rows += [f'| `{c.name}` | {_type_name(c)} | {_cell(c.description)} |' for c in columns]
+    return '\n'.join(rows)
+
+
+def sections() -> Dict[str, str]:
+    return {
+        'options': options_table(),
+        'detections': columns_table(DETECTION_COLUMNS),
+        'images': columns_table(IMAGE_COLUMNS),
+        'dead_letter_fields': ', '.join(f'`{name}`' for name in DEAD_LETTER_FIELDS),
+    }
+
+
+def render(text: str) -> str:
+    """`text` with every generated section replaced by its current content."""
+    for name, body in sections().items():
+        pattern = re.compile(rf'(<!-- BEGIN GENERATED {name} -->\n).*?(<!-- END GENERATED {name} -->)',
+                             re.S)
+        if not pattern.search(text):
+            raise ValueError(f'no generated section {name!r} in the README')
+        text = pattern.sub(lambda m: m.group(1) + body + '\n' + m.group(2), text)
+    return text
+
+
+def main(argv) -> int:
+    path = argv[0] if argv else 'README.md'
+    with open(path, encoding='utf-8') as handle:
+        text = render(handle.read())
+    with open(path, 'w', encoding='utf-8') as handle:
+        handle.write(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
