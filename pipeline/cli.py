@@ -65,5 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     result.wait_until_finish()
     summary = run_summary.read_summary(run_summary.summary_path(settings))
     print(run_summary.render(summary))
+    files = summary['files']
+    if not files['result'] and not files['error']:
+        print(f'warning: no result or error shard was found under {settings.input} '
+              f'(looked for image_object_detection_N.jsonl, predictions_N.jsonl, errors_N.jsonl, '
+              f'and their .gz)', file=sys.stderr)
     print(f'Summary: {run_summary.summary_path(settings)}')
     return 0 if summary['reconciliation']['holds'] else 1

@@ -201,3 +201,43 @@ def test_wrong_options_fail_before_any_work(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / 'out').exists()
+
+
+def test_probe_image_sizes_reads_local_image_headers(tmp_path):
+    from PIL import Image
+    images = tmp_path / 'images'
+    images.mkdir()
+    Image.new('RGB', (320, 200)).save(images / 'a photo.png')
+    Image.new('RGB', (64, 48)).save(images / 'b.jpeg', 'JPEG')
+    (images / 'not_an_image.jpg').write_bytes(b'plain text')
+    run = tmp_path / 'in' / 'prediction-m-1'
+    run.mkdir(parents=True)
+    box = '{"display_name":"A","image_object_detection":{"bounding_box":{"normalized_vertices":' \
+          '[{"x":0.5,"y":0.5},{"x":1,"y":1}]},"score":0.9}}'
+    uris = [images / 'a photo.png', images / 'b.jpeg', images / 'not_an_image.jpg',
+            images / 'missing.png', 'gs://bucket/remote.jpg']
+    (run / 'image_object_detection_1.jsonl').write_text(
+        ''.join(json.dumps({'ID': str(uri), 'annotations': [json.loads(box)]}) + '\n' for uri in uris))
+    out = tmp_path / 'out'
+    run_pipeline('--input', tmp_path / 'in', '--output', out, '--probe_image_sizes',
+                 '--image_size=10x10')
+    images_rows = {row['image_uri']: row for row in read_table(out / 'images').to_pylist()}
+    sizes = {uri.rsplit('/', 1)[1]: (row['image_width'], row['image_height'], row['size_source'])
+             for uri, row in images_rows.items()}
+    assert sizes == {'a photo.png': (320, 200, 'probe'), 'b.jpeg': (64, 48, 'probe'),
+                     'not_an_image.jpg': (10, 10, 'fixed'), 'missing.png': (10, 10, 'fixed'),
+                     'remote.jpg': (10, 10, 'fixed')}  # a gs:// URI is never opened on a local run
+    det = {row['image_uri'].rsplit('/', 1)[1]: row for row in read_table(out / 'detections').to_pylist()}
+    assert (det['a photo.png']['px_x_min'], det['a photo.png']['px_y_max']) == (160.0, 200.0)
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['image_sizes']['from_probe'] == 2 and summary['image_sizes']['from_fixed'] == 3
+    assert summary['image_sizes']['probe_failures'] == {
+        'failed_missing': 1, 'failed_unreadable': 1, 'skipped_scheme': 1}
+
+
+def test_input_without_shards_warns(tmp_path):
+    (tmp_path / 'in').mkdir()
+    (tmp_path / 'in' / 'notes.txt').write_text('hello')
+    result = run_pipeline('--input', tmp_path / 'in', '--output', tmp_path / 'out')
+    assert 'no result or error shard was found' in result.stderr
+    assert json.loads((tmp_path / 'out' / 'summary.json').read_text())['files']['other'] == 1
