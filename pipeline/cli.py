@@ -1,11 +1,16 @@
 """`python -m pipeline`: parse and check the options, build the job, run it, print the summary."""
+import dataclasses
 import logging
+import re
 import sys
 from typing import List, Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline import geometry
 from pipeline import summary as run_summary
 from pipeline.job import PredictionsToTables
 from pipeline.options import OptionError, Settings
@@ -15,6 +20,7 @@ from pipeline.sources import InputError, resolve_input
 # Without --runner, batch runs on the FnApiRunner: the DirectRunner of Beam 2.77 would first try to
 # download the Prism runner, and these machines are offline.
 DEFAULT_LOCAL_RUNNER = 'FnApiRunner'
+_MAX_ROI_BYTES = 16 * 1024 * 1024
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner')
 
 
@@ -28,10 +34,29 @@ def prepare(argv: Optional[List[str]]):
             check_manifest_header(settings.image_sizes)
         except ManifestError as exc:
             raise OptionError(f'--image_sizes: {exc}') from None
+    if settings.roi is not None:
+        settings = dataclasses.replace(settings, roi_wkt=read_roi(settings.roi))
     standard = pipeline_options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_LOCAL_RUNNER
     return pipeline_options, settings, pattern
+
+
+def read_roi(value: str) -> str:
+    """The --roi region as WKT: given inline, or read from a file (local or gs://); validated."""
+    text = value.strip()
+    if not re.match(r'(?i)^\s*(MULTI)?POLYGON\b', text):
+        try:
+            with FileSystems.open(text, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                text = handle.read(_MAX_ROI_BYTES).decode('utf-8').strip()
+        except (OSError, UnicodeDecodeError, BeamIOError) as exc:
+            raise OptionError(f'--roi: {value!r} is neither WKT (POLYGON or MULTIPOLYGON) nor a '
+                              f'readable file: {exc}') from None
+    try:
+        geometry.parse_roi(text)
+    except ValueError as exc:
+        raise OptionError(f'--roi: {exc}') from None
+    return text
 
 
 def is_local(pipeline_options: PipelineOptions) -> bool:

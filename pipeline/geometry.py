@@ -1,7 +1,12 @@
-"""Pure, vectorized box arithmetic over the columns of a batch (numpy arrays, one row per annotation)."""
+"""Pure, vectorized box geometry over the columns of a batch (numpy arrays, one row per annotation):
+thresholds, ranks, pixel boxes, and the post-processing steps (label and area filters, region of
+interest, non-maximum suppression, top-K) with shapely 2's array functions."""
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import shapely
 
 
 def threshold_mask(scores: np.ndarray, labels: Sequence[Optional[str]], score_threshold: float,
@@ -27,3 +32,108 @@ def order_by_rank(line_index: np.ndarray, scores: np.ndarray):
 def to_pixels(normalized: np.ndarray, extent: np.ndarray) -> np.ndarray:
     """Normalized coordinates times the image's width (x) or height (y); NaN where the size is unknown."""
     return normalized * extent
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    """Normalized areas of (x_min, y_min, x_max, y_max) rows."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def parse_roi(wkt: str):
+    """A valid, non-empty POLYGON or MULTIPOLYGON from WKT; ValueError saying what is wrong."""
+    try:
+        region = shapely.from_wkt(wkt.strip())
+    except shapely.errors.GEOSException as exc:
+        raise ValueError(f'not valid WKT: {exc}') from None
+    if region is None or region.geom_type not in ('Polygon', 'MultiPolygon'):
+        kind = 'nothing' if region is None else region.geom_type
+        raise ValueError(f'expected a POLYGON or MULTIPOLYGON, got {kind}')
+    if region.is_empty:
+        raise ValueError('the region is empty')
+    if not region.is_valid:
+        raise ValueError(f'the polygon is not valid: {shapely.is_valid_reason(region)}')
+    return region
+
+
+def boxes_to_geometries(boxes: np.ndarray) -> np.ndarray:
+    return shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+
+
+def roi_mask(boxes: np.ndarray, region, min_overlap: Optional[float]) -> np.ndarray:
+    """True for boxes inside the region: any overlap (area > 0) by default, or at least `min_overlap`
+    of the box's area. A zero-area box counts as inside when it touches the region."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=bool)
+    shapely.prepare(region)
+    geometries = boxes_to_geometries(boxes)
+    areas = box_areas(boxes)
+    inside = np.zeros(len(boxes), dtype=bool)
+    degenerate = areas <= 0
+    inside[degenerate] = shapely.intersects(region, geometries[degenerate])
+    solid = ~degenerate
+    candidates = np.flatnonzero(solid)[shapely.intersects(region, geometries[solid])]
+    overlap = shapely.area(shapely.intersection(geometries[candidates], region)) / areas[candidates]
+    inside[candidates] = overlap > 0 if min_overlap is None else overlap >= min_overlap
+    return inside
+
+
+# Lines with more boxes than this get a spatial index (shapely's STRtree) for NMS, so a line of
+# 100,000 boxes never compares every pair; smaller lines compare a box with the undecided rest.
+NMS_INDEX_MIN_BOXES = 64
+
+
+def nms_mask(line_index: np.ndarray, scores: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
+             iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression within each line: in score order (ties by input order) a box is
+    kept unless its IoU with an already kept box of the same class is above the threshold. A
+    suppressed box suppresses nothing. `classes` holds one key per box (all equal: class-agnostic)."""
+    keep = np.zeros(len(scores), dtype=bool)
+    if len(scores) == 0:
+        return keep
+    order, _ = order_by_rank(line_index, scores)
+    geometries = boxes_to_geometries(boxes)
+    areas = box_areas(boxes)
+    sorted_lines = line_index[order]
+    bounds = np.flatnonzero(np.diff(sorted_lines)) + 1
+    for rows in np.split(order, bounds):
+        keep[rows] = _nms_one_line(geometries[rows], areas[rows], classes[rows], iou_threshold)
+    return keep
+
+
+def _nms_one_line(geometries, areas, classes, iou_threshold) -> np.ndarray:
+    """NMS over one line's boxes, given in score order."""
+    count = len(geometries)
+    keep = np.zeros(count, dtype=bool)
+    decided = np.zeros(count, dtype=bool)
+    tree = shapely.STRtree(geometries) if count > NMS_INDEX_MIN_BOXES else None
+    everything = np.arange(count)
+    for i in range(count):
+        if decided[i]:
+            continue
+        keep[i] = decided[i] = True
+        candidates = tree.query(geometries[i]) if tree is not None else everything[i + 1:]
+        candidates = candidates[~decided[candidates] & (classes[candidates] == classes[i])]
+        if candidates.size == 0:
+            continue
+        overlap = shapely.area(shapely.intersection(geometries[i], geometries[candidates]))
+        union = areas[i] + areas[candidates] - overlap
+        iou = np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+        decided[candidates[iou > iou_threshold]] = True
+    return keep
+
+
+def top_k_mask(line_index: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """True for the k highest scores of each line (ties by input order)."""
+    keep = np.zeros(len(scores), dtype=bool)
+    order, rank = order_by_rank(line_index, scores)
+    keep[order[rank < k]] = True
+    return keep
+
+
+def polygon_wkt(x_min: pa.Array, y_min: pa.Array, x_max: pa.Array, y_max: pa.Array) -> pa.Array:
+    """Boxes as WKT POLYGONs, at full double precision: Arrow writes each number in its shortest form
+    that reads back to the same double (GEOS's writer keeps 16 digits, which does not always)."""
+    x1, y1, x2, y2 = (pc.cast(column, pa.string()) for column in (x_min, y_min, x_max, y_max))
+    return pc.binary_join_element_wise(
+        'POLYGON ((', x1, ' ', y1, ', ', x2, ' ', y1, ', ', x2, ' ', y2, ', ', x1, ' ', y2, ', ',
+        x1, ' ', y1, '))', '')

@@ -90,6 +90,33 @@ def parse_label_thresholds(text: str) -> Mapping[str, float]:
     return thresholds
 
 
+def parse_labels(text: str) -> Tuple[str, ...]:
+    """Comma-separated display names (spaces allowed), or a JSON array for names with commas."""
+    stripped = text.strip()
+    if stripped.startswith('['):
+        try:
+            labels = orjson.loads(stripped)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f'not a valid JSON array: {exc}') from None
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise ValueError('expected a JSON array of label names')
+    else:
+        labels = [label.strip() for label in stripped.split(',')]
+    if not labels or any(not label.strip() for label in labels):
+        raise ValueError(f'a label is empty in {text!r}')
+    return tuple(labels)
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f'expected a whole number >= 1, got {text!r}') from None
+    if value < 1:
+        raise ValueError(f'must be at least 1, got {text!r}')
+    return value
+
+
 def parse_path(text: str) -> str:
     value = text.strip()
     if not value:
@@ -142,6 +169,33 @@ OPTIONS = (
     Option('probe_image_sizes', 'Probe image sizes',
            'Read each image\'s header to learn its size when no other source gives it.',
            parse_bool, default=False, flag=True, regex=r'^(true|false)$'),
+    Option('keep_labels', 'Labels to keep',
+           'Keep only these labels: comma-separated display names (spaces allowed), or a JSON array '
+           'for names with commas. A detection without a display name is dropped.',
+           parse_labels),
+    Option('drop_labels', 'Labels to drop',
+           'Drop these labels (same syntax as --keep_labels). A detection without a display name is '
+           'kept.', parse_labels),
+    Option('min_box_area', 'Minimum box area',
+           'Drop boxes whose normalized area (0 to 1) is below this.',
+           parse_fraction, regex=_FRACTION_RE),
+    Option('max_detections', 'Maximum detections per line',
+           'Keep at most this many detections (>= 1) per prediction line, highest scores first, '
+           'after NMS.', parse_positive_int, regex=r'^[1-9][0-9]*$'),
+    Option('nms_iou', 'NMS IoU threshold',
+           'Non-maximum suppression: drop a box whose IoU with a higher-scoring kept box is above '
+           'this (0 to 1). Per label unless --nms_class_agnostic.',
+           parse_fraction, regex=_FRACTION_RE),
+    Option('nms_class_agnostic', 'Class-agnostic NMS',
+           'Run non-maximum suppression across labels instead of per label.',
+           parse_bool, default=False, flag=True, regex=r'^(true|false)$'),
+    Option('roi', 'Region of interest',
+           'A region of interest as WKT (POLYGON or MULTIPOLYGON) in normalized image coordinates, '
+           'or a path (local or gs://) to a file holding it. Boxes outside it are dropped.',
+           parse_path),
+    Option('roi_min_overlap', 'Minimum ROI overlap',
+           'Keep a box when at least this fraction (0 to 1) of its area lies inside --roi. '
+           'Default: any overlap.', parse_fraction, regex=_FRACTION_RE),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -172,6 +226,15 @@ class Settings:
     image_size: Optional[Tuple[int, int]] = None
     image_sizes: Optional[str] = None
     probe_image_sizes: bool = False
+    keep_labels: Optional[Tuple[str, ...]] = None
+    drop_labels: Optional[Tuple[str, ...]] = None
+    min_box_area: Optional[float] = None
+    max_detections: Optional[int] = None
+    nms_iou: Optional[float] = None
+    nms_class_agnostic: bool = False
+    roi: Optional[str] = None  # a path or WKT as given; see roi_wkt
+    roi_min_overlap: Optional[float] = None
+    roi_wkt: Optional[str] = None  # the validated region's WKT, filled in by cli.prepare
 
     @classmethod
     def from_pipeline_options(cls, pipeline_options: PipelineOptions) -> 'Settings':
@@ -195,6 +258,11 @@ class Settings:
             raise OptionError('--input is required: the prediction output folder, prefix or glob to read')
         if not values['output']:
             raise OptionError('--output is required: the folder that receives the Parquet tables')
+        if values['roi_min_overlap'] is not None and values['roi'] is None:
+            raise OptionError('--roi_min_overlap needs --roi: the region the overlap is measured against')
+        if values['nms_class_agnostic'] and values['nms_iou'] is None:
+            raise OptionError('--nms_class_agnostic needs --nms_iou: the IoU above which boxes are '
+                              'suppressed')
         if values['dead_letter'] is None:
             values['dead_letter'] = join_path(values['output'], 'dead_letter')
         return cls(**values)

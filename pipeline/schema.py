@@ -31,6 +31,10 @@ DETECTION_COLUMNS: Tuple[Column, ...] = (
     Column('source_file', pa.string(), True, 'the shard the line came from'),
     Column('source_format', pa.string(), True, 'automl or vertex'),
     Column('prediction_run', pa.string(), True, 'the enclosing prediction-* folder'),
+    Column('box_area', pa.float64(), True, 'normalized area, (x_max - x_min) * (y_max - y_min)'),
+    Column('px_box_area', pa.float64(), True, 'area in square pixels, where the size is known'),
+    Column('box_wkt', pa.string(), True,
+           'the box as a WKT POLYGON in pixel coordinates, full precision; null where the size is unknown'),
 )
 
 IMAGE_COLUMNS: Tuple[Column, ...] = (
@@ -44,6 +48,8 @@ IMAGE_COLUMNS: Tuple[Column, ...] = (
     Column('image_width', pa.int32(), True, 'pixels, when known'),
     Column('image_height', pa.int32(), True, 'pixels, when known'),
     Column('size_source', pa.string(), True, 'manifest, probe or fixed'),
+    Column('suppressed_count', pa.int32(), True,
+           'detections removed by box filters, the region of interest, NMS and top-K together'),
 )
 
 

@@ -9,6 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.formats import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
 from pipeline.options import Settings, join_path
 from pipeline.sources import SHARD_KINDS
+from pipeline.tables import STEPS
 
 SUMMARY_FILE = 'summary.json'
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
@@ -37,7 +38,9 @@ def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings
         'detections': {
             'in': get('detections_in'),
             'kept': get('detections_kept'),
-            'below_threshold': get('detections_below_threshold'),
+            'below_threshold': get('removed_by_threshold'),
+            'removed_by': {step: int(counts[f'removed_by_{step}']) for step in STEPS
+                           if f'removed_by_{step}' in counts},
         },
         'dead_letters': {**dead, 'total': sum(dead.values())},
         'image_sizes': {
@@ -86,8 +89,8 @@ def render(summary: Mapping) -> str:
         ('files matched', f'{files["result"]} result, {files["error"]} error, {files["other"]} other'),
         ('lines read', f'{lines["read"]} ({lines["blank"]} blank)'),
         ('images written', summary['images_written']),
-        ('detections in / kept', f'{detections["in"]} / {detections["kept"]} '
-                                 f'({detections["below_threshold"]} below threshold)'),
+        ('detections in / kept', f'{detections["in"]} / {detections["kept"]}'),
+        ('removed, by step', ', '.join(f'{step} {n}' for step, n in detections['removed_by'].items())),
         ('dead letters', ', '.join(f'{kind} {dead[kind]}' for kind in DEAD_LETTER_KINDS)),
         ('image sizes', f'{sizes["known"]} known ({by_source}), {sizes["unknown"]} unknown'),
         ('duplicate image URIs', f'{summary["duplicate_image_uris"]} (each line kept as its own prediction)'),

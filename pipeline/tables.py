@@ -2,7 +2,7 @@
 
 Everything per annotation happens on columns (numpy, pyarrow), never in a Python loop per detection.
 """
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -43,10 +43,9 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
     scores = np.asarray(scores_list, dtype=np.float64)
     boxes = np.asarray(boxes_list, dtype=np.float64).reshape(-1, 4)
 
-    keep = geometry.threshold_mask(scores, labels, settings.score_threshold, settings.label_thresholds)
-    kept = np.flatnonzero(keep)
-    order, rank = geometry.order_by_rank(line_index[kept], scores[kept])
-    rows = kept[order]
+    selection = select_detections(line_index, scores, boxes, labels, label_ids, settings)
+    order, rank = geometry.order_by_rank(line_index[selection.kept], scores[selection.kept])
+    rows = selection.kept[order]
     row_line = line_index[rows]
 
     widths = np.array([s.width if s else np.nan for s in sizes], dtype=np.float64)
@@ -57,6 +56,9 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
     image_uri = pa.array([p.image_uri for p in predictions], type=pa.string())
     source_format = pa.array([p.source_format for p in predictions], type=pa.string())
     row_boxes = boxes[rows]
+    row_area = geometry.box_areas(row_boxes)
+    px_boxes = [pa.array(geometry.to_pixels(row_boxes[:, i], extent), mask=size_unknown)
+                for i, extent in enumerate((row_width, row_height, row_width, row_height))]
     detections = pa.Table.from_arrays([
         image_uri.take(row_line),
         pa.array(_take(labels, rows), type=pa.string()),
@@ -69,13 +71,13 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
         pa.array(row_boxes[:, 3]),
         _nullable_int32(row_width, size_unknown),
         _nullable_int32(row_height, size_unknown),
-        pa.array(geometry.to_pixels(row_boxes[:, 0], row_width), mask=size_unknown),
-        pa.array(geometry.to_pixels(row_boxes[:, 1], row_height), mask=size_unknown),
-        pa.array(geometry.to_pixels(row_boxes[:, 2], row_width), mask=size_unknown),
-        pa.array(geometry.to_pixels(row_boxes[:, 3], row_height), mask=size_unknown),
+        *px_boxes,
         _repeat(source_file, len(rows)),
         source_format.take(row_line),
         _repeat(prediction_run, len(rows)),
+        pa.array(row_area),
+        pa.array(row_area * row_width * row_height, mask=size_unknown),
+        geometry.polygon_wkt(*px_boxes),
     ], schema=DETECTIONS_SCHEMA)
 
     detection_count = np.bincount(row_line, minlength=n_images).astype(np.int32)
@@ -94,20 +96,90 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
         _nullable_int32(widths, image_size_unknown),
         _nullable_int32(heights, image_size_unknown),
         pa.array([s.source if s else None for s in sizes], type=pa.string()),
+        pa.array(np.bincount(line_index[selection.suppressed], minlength=n_images).astype(np.int32)),
     ], schema=IMAGES_SCHEMA)
 
     counts = {
         'images_written': n_images,
         'detections_in': int(len(scores)),
         'detections_kept': int(len(rows)),
-        'detections_below_threshold': int(len(scores) - len(kept)),
         'images_without_size': int(image_size_unknown.sum()),
+        **{f'removed_by_{step}': count for step, count in selection.removed.items()},
     }
     for size in sizes:
         if size:
             key = f'images_size_from_{size.source}'
             counts[key] = counts.get(key, 0) + 1
     return BatchTables(detections, images, counts)
+
+
+class Selection(NamedTuple):
+    kept: np.ndarray  # row indices that survive every step
+    suppressed: np.ndarray  # row indices removed by the box filters, ROI, NMS or top-K
+    removed: Dict[str, int]  # rows removed by each step, in order
+
+
+# The steps in the order they apply; those after the label filter count as "suppressed" per image.
+STEPS = ('threshold', 'label_filter', 'min_box_area', 'roi', 'nms', 'max_detections')
+_SUPPRESSING_STEPS = STEPS[2:]
+
+
+def select_detections(line_index: np.ndarray, scores: np.ndarray, boxes: np.ndarray,
+                      labels: Sequence[Optional[str]], label_ids: Sequence[Optional[str]],
+                      settings: Settings) -> Selection:
+    """Applies score thresholds -> label filter -> box area -> region of interest -> NMS -> top-K,
+    each on the rows the previous steps kept, and counts what each step removed."""
+    alive = np.arange(len(scores))
+    removed: Dict[str, int] = {}
+    suppressed = []
+    for step in STEPS:
+        mask = _step_mask(step, alive, line_index, scores, boxes, labels, label_ids, settings)
+        if mask is None:
+            continue
+        removed[step] = int(len(alive) - mask.sum())
+        if step in _SUPPRESSING_STEPS:
+            suppressed.append(alive[~mask])
+        alive = alive[mask]
+    suppressed_rows = np.concatenate(suppressed) if suppressed else np.zeros(0, dtype=np.int64)
+    return Selection(alive, suppressed_rows, removed)
+
+
+def _step_mask(step, alive, line_index, scores, boxes, labels, label_ids,
+               settings: Settings) -> Optional[np.ndarray]:
+    """The keep-mask of one step over the `alive` rows, or None when the step is off."""
+    if step == 'threshold':
+        return geometry.threshold_mask(scores[alive], [labels[i] for i in alive.tolist()],
+                                       settings.score_threshold, settings.label_thresholds)
+    if step == 'label_filter':
+        if settings.keep_labels is None and settings.drop_labels is None:
+            return None
+        keep, drop = set(settings.keep_labels or ()), set(settings.drop_labels or ())
+        return np.fromiter(
+            ((settings.keep_labels is None or labels[i] in keep) and labels[i] not in drop
+             for i in alive.tolist()), dtype=bool, count=len(alive))
+    if step == 'min_box_area':
+        if settings.min_box_area is None:
+            return None
+        return geometry.box_areas(boxes[alive]) >= settings.min_box_area
+    if step == 'roi':
+        if settings.roi_wkt is None:
+            return None
+        return geometry.roi_mask(boxes[alive], geometry.parse_roi(settings.roi_wkt),
+                                 settings.roi_min_overlap)
+    if step == 'nms':
+        if settings.nms_iou is None:
+            return None
+        if settings.nms_class_agnostic:
+            classes = np.zeros(len(alive), dtype=np.int64)
+        else:
+            # Per label by display name; a box without one is grouped by its label id.
+            classes = np.array([labels[i] if labels[i] is not None else f'\0id:{label_ids[i]}'
+                                for i in alive.tolist()], dtype=object)
+        return geometry.nms_mask(line_index[alive], scores[alive], boxes[alive], classes,
+                                 settings.nms_iou)
+    if settings.max_detections is None:
+        return None
+    return geometry.top_k_mask(line_index[alive], scores[alive], settings.max_detections)
 
 
 def _take(values: List[Optional[str]], rows: np.ndarray) -> List[Optional[str]]:

@@ -60,7 +60,7 @@ def test_tables_have_the_contract_schemas_and_per_line_ranks():
     assert img['size_source'] == ['manifest', None, 'fixed']
     assert img['source_format'] == [AUTOML, AUTOML, VERTEX]
     assert tables.counts == {'images_written': 3, 'detections_in': 4, 'detections_kept': 2,
-                             'detections_below_threshold': 2, 'images_without_size': 1,
+                             'removed_by_threshold': 2, 'images_without_size': 1,
                              'images_size_from_manifest': 1, 'images_size_from_fixed': 1}
 
 
