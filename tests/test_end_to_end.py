@@ -241,3 +241,97 @@ def test_input_without_shards_warns(tmp_path):
     result = run_pipeline('--input', tmp_path / 'in', '--output', tmp_path / 'out')
     assert 'no result or error shard was found' in result.stderr
     assert json.loads((tmp_path / 'out' / 'summary.json').read_text())['files']['other'] == 1
+
+
+def read_sample_predictions():
+    """(image_uri, [(label, score, (x_min, y_min, x_max, y_max))]) per result line of the sample."""
+    lines = []
+    for path in sorted(SAMPLE_INPUT.rglob('*')):
+        if 'errors_' in path.name or not path.name.endswith(('.jsonl', '.jsonl.gz')):
+            continue
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith('.gz') else path.read_bytes()
+        for text in data.decode().splitlines():
+            record = json.loads(text)
+            if 'ID' in record:
+                anns = []
+                for a in record['annotations']:
+                    det = a['image_object_detection']
+                    vs = det['bounding_box']['normalized_vertices']
+                    xs, ys = [v.get('x', 0) for v in vs], [v.get('y', 0) for v in vs]
+                    anns.append((a['display_name'], det['score'], (min(xs), min(ys), max(xs), max(ys))))
+                lines.append((record['ID'], anns))
+            else:
+                p = record['prediction']
+                anns = [(name, score, (b[0], b[2], b[1], b[3]))
+                        for name, score, b in zip(p['displayNames'], p['confidences'], p['bboxes'])]
+                lines.append((record['instance']['content'], anns))
+    return lines
+
+
+def reference_postprocess(anns, roi, thresholds, default, drop, min_area, min_overlap, iou, k):
+    """A plain, one-box-at-a-time reference of the documented steps."""
+    import shapely.geometry as sg
+    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])
+    kept = [a for a in anns if a[1] >= thresholds.get(a[0], default)]
+    kept = [a for a in kept if a[0] not in drop]
+    kept = [a for a in kept if area(a[2]) >= min_area]
+    kept = [a for a in kept if roi.intersection(sg.box(*a[2])).area / area(a[2]) >= min_overlap]
+    ordered = sorted(range(len(kept)), key=lambda i: (-kept[i][1], i))
+    survivors = []
+    for i in ordered:
+        box = sg.box(*kept[i][2])
+        if all(kept[j][0] != kept[i][0] or
+               box.intersection(sg.box(*kept[j][2])).area / box.union(sg.box(*kept[j][2])).area <= iou
+               for j in survivors):
+            survivors.append(i)
+    return [kept[i] for i in survivors[:k]]
+
+
+def test_every_postprocessing_option_on_the_sample(tmp_path):
+    import shapely
+    roi_text = 'POLYGON ((0 0, 0.7 0, 0.7 1, 0 1, 0 0))'
+    roi_file = tmp_path / 'roi.wkt'
+    roi_file.write_text(roi_text + '\n')
+    out = tmp_path / 'out'
+    result = run_pipeline(
+        '--input', SAMPLE_INPUT, '--output', out, '--image_sizes', MANIFEST,
+        '--score_threshold', '0.3', '--label_thresholds', 'Salad=0.7,Baked Goods=0.5',
+        '--drop_labels', 'Tomato', '--min_box_area', '0.1', '--roi', roi_file,
+        '--roi_min_overlap', '0.6', '--nms_iou', '0.1', '--max_detections', '1')
+    expected = []
+    for uri, anns in read_sample_predictions():
+        kept = reference_postprocess(anns, shapely.from_wkt(roi_text), {'Salad': 0.7, 'Baked Goods': 0.5},
+                                     0.3, {'Tomato'}, 0.1, 0.6, 0.1, 1)
+        expected += [(uri, label, score) for label, score, _ in kept]
+    rows = read_table(out / 'detections').to_pylist()
+    assert sorted((r['image_uri'], r['label'], r['score']) for r in rows) == sorted(expected)
+    assert expected and len(expected) < 52
+    summary = json.loads((out / 'summary.json').read_text())
+    removed = summary['detections']['removed_by']
+    assert set(removed) == {'threshold', 'label_filter', 'min_box_area', 'roi', 'nms', 'max_detections'}
+    assert all(removed.values()), removed  # every step has work to do on this input
+    assert sum(removed.values()) + summary['detections']['kept'] == summary['detections']['in']
+    images = read_table(out / 'images').to_pylist()
+    assert sum(i['suppressed_count'] for i in images) == \
+        removed['min_box_area'] + removed['roi'] + removed['nms'] + removed['max_detections']
+    assert all(i['detection_count'] <= 1 for i in images)
+    for row in rows:
+        if row['image_width'] is not None:
+            ring = shapely.from_wkt(row['box_wkt'])
+            assert ring.bounds == (row['px_x_min'], row['px_y_min'], row['px_x_max'], row['px_y_max'])
+            assert row['px_box_area'] == pytest.approx(ring.area)
+        else:
+            assert row['box_wkt'] is None and row['px_box_area'] is None
+    assert 'removed, by step' in result.stdout
+
+
+@pytest.mark.parametrize('roi, message', [
+    ('POLYGON ((0 0, 1 1, 1 0, 0 1, 0 0))', '--roi: the polygon is not valid'),
+    ('IN_MISSING.wkt', '--roi:'),
+    ('POINT (0 0)', '--roi:'),
+])
+def test_wrong_roi_fails_before_any_work(tmp_path, roi, message):
+    result = run_pipeline('--input', SAMPLE_INPUT, '--output', tmp_path / 'out',
+                          '--roi', roi.replace('IN_MISSING', str(tmp_path / 'none')), check=False)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / 'out').exists()
