@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_sizes.csv \
 	--score_threshold 0.7
 
-.PHONY: install run test clean docs
+.PHONY: install run test clean docs bench bench-quick
 
 install: $(STAMP)
 
@@ -29,3 +29,16 @@ clean:
 
 docs: install
 	$(PY) -m pipeline.docs README.md
+
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# The full benchmark: 20,000 and 200,000 images (about 1 GB), thresholds 0.5 and 0.0, 3 repeats.
+bench: $(BENCH_STAMP)
+	$(PY) bench/run.py
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) bench/run.py --images 20000 --repeats 1

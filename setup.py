@@ -20,6 +20,11 @@ EXTRAS_REQUIRE = {
         'pytest-xdist==3.8.0',
         'hypothesis==6.170.15',
     ],
+    'bench': [
+        'duckdb==1.5.5',
+        'psutil==7.2.2',
+        'pyinstrument==5.1.3',
+    ],
 }
 
 setuptools.setup(

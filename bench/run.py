@@ -1,0 +1,162 @@
+"""`make bench`: the pipeline against a plain Python baseline and DuckDB, interleaved and repeated.
+
+For each data size and threshold, every contender runs `--repeats` times in turn; the table gives the
+median seconds (and the spread), annotations per second, the peak memory of the whole process tree,
+and the pipeline's ratios to the baseline and to DuckDB. Every contender's output is checked to hold
+the same rows. Results are also written as JSON.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import psutil
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from generate import generate  # noqa: E402  pylint: disable=wrong-import-position
+
+WIDTH, HEIGHT = 1024, 768
+COMPARED = ['image_uri', 'label', 'label_id', 'score', 'x_min', 'y_min', 'x_max', 'y_max',
+            'px_x_min', 'px_y_min', 'px_x_max', 'px_y_max']
+
+
+def contender_commands(input_dir, output_dir, threshold):
+    pipeline = [sys.executable, '-m', 'pipeline', '--input', input_dir, '--output', output_dir,
+                '--score_threshold', str(threshold), '--image_size', f'{WIDTH}x{HEIGHT}']
+    other = lambda kind: [sys.executable, os.path.join(HERE, 'contenders.py'), kind, input_dir,  # noqa
+                          output_dir, str(threshold), str(WIDTH), str(HEIGHT)]
+    return {
+        'pipeline, 1 process': pipeline,
+        'pipeline, 2 processes': pipeline + ['--direct_num_workers=2',
+                                             '--direct_running_mode=multi_processing'],
+        'python baseline': other('baseline'),
+        'duckdb, 2 threads': other('duckdb'),
+    }
+
+
+def run_measured(command):
+    """(seconds, peak RSS in MB of the process and all its children)."""
+    start = time.perf_counter()
+    process = psutil.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while process.poll() is None:
+        rss = 0
+        try:
+            for member in [process] + process.children(recursive=True):
+                rss += member.memory_info().rss
+        except psutil.Error:
+            pass
+        peak = max(peak, rss)
+        time.sleep(0.05)
+    seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(f'{command} failed: {process.stderr.read().decode()[-2000:]}')
+    return seconds, peak / 2 ** 20
+
+
+def canonical_rows(output_dir):
+    path = os.path.join(output_dir, 'detections')
+    table = ds.dataset(path if os.path.isdir(path) else output_dir, format='parquet').to_table(
+        columns=COMPARED)
+    # Compare values only: nullability flags differ between writers.
+    table = pa.Table.from_arrays([column.combine_chunks() for column in table.columns], names=COMPARED)
+    return table.sort_by([(name, 'ascending') for name in COMPARED])
+
+
+def annotations_in(input_dir):
+    """Annotations in the result shards, counted by a plain scan (the same for every contender)."""
+    import orjson
+    total = 0
+    for folder, _, files in os.walk(input_dir):
+        for name in files:
+            if name.startswith('image_object_detection_'):
+                with open(os.path.join(folder, name), 'rb') as handle:
+                    total += sum(len(orjson.loads(line).get('annotations') or ()) for line in handle)
+    return total
+
+
+def bench_size(images, thresholds, repeats, work_dir):
+    data_dir = os.path.join(work_dir, f'data-{images}')
+    if not os.path.isdir(data_dir):
+        generate(data_dir, images, shards=8)
+    annotations = annotations_in(data_dir)
+    results = []
+    for threshold in thresholds:
+        timings = {}
+        reference = None
+        for repeat in range(repeats):
+            for name, command in contender_commands(data_dir, os.path.join(work_dir, 'out'),
+                                                    threshold).items():
+                output_dir = os.path.join(work_dir, 'out')
+                shutil.rmtree(output_dir, ignore_errors=True)
+                seconds, peak_mb = run_measured(command)
+                timings.setdefault(name, []).append((seconds, peak_mb))
+                if repeat == 0:
+                    rows = canonical_rows(output_dir)
+                    if reference is None:
+                        reference = rows
+                    elif not rows.equals(reference):
+                        raise AssertionError(f'{name} wrote other rows than the first contender '
+                                             f'({rows.num_rows} vs {reference.num_rows})')
+                print(f'  {images} images, threshold {threshold}, run {repeat + 1}: {name}: '
+                      f'{seconds:.2f} s, {peak_mb:.0f} MB', flush=True)
+        medians = {name: statistics.median(s for s, _ in runs) for name, runs in timings.items()}
+        for name, runs in timings.items():
+            seconds = [s for s, _ in runs]
+            results.append({
+                'images': images, 'annotations': annotations, 'threshold': threshold,
+                'rows_out': reference.num_rows, 'contender': name,
+                'median_s': medians[name], 'min_s': min(seconds), 'max_s': max(seconds),
+                'annotations_per_s': annotations / medians[name],
+                'us_per_annotation': medians[name] / annotations * 1e6,
+                'peak_mb': max(mb for _, mb in runs),
+                'vs_baseline': medians[name] / medians['python baseline'],
+                'vs_duckdb': medians[name] / medians['duckdb, 2 threads'],
+            })
+    return results
+
+
+def render(results):
+    header = ('images', 'threshold', 'contender', 'median s', 'spread s', 'annot/s', 'us/annot',
+              'peak MB', 'x baseline', 'x duckdb')
+    rows = [header]
+    for r in results:
+        rows.append((f'{r["images"]:,}', f'{r["threshold"]}', r['contender'], f'{r["median_s"]:.2f}',
+                     f'{r["min_s"]:.2f}-{r["max_s"]:.2f}', f'{r["annotations_per_s"]:,.0f}',
+                     f'{r["us_per_annotation"]:.2f}', f'{r["peak_mb"]:.0f}',
+                     f'{r["vs_baseline"]:.2f}', f'{r["vs_duckdb"]:.2f}'))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ['  '.join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines.insert(1, '  '.join('-' * width for width in widths))
+    return '\n'.join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--images', type=int, nargs='+', default=[20_000, 200_000])
+    parser.add_argument('--thresholds', type=float, nargs='+', default=[0.5, 0.0])
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--work_dir', default=os.path.join(ROOT, 'bench', 'work'))
+    parser.add_argument('--json', default=os.path.join(ROOT, 'bench', 'results.json'))
+    args = parser.parse_args()
+    results = []
+    for images in args.images:
+        results += bench_size(images, args.thresholds, args.repeats, args.work_dir)
+    print(render(results))
+    with open(args.json, 'w', encoding='utf-8') as handle:
+        json.dump({'machine': {'cpus': os.cpu_count(),
+                               'memory_gb': round(psutil.virtual_memory().total / 2 ** 30)},
+                   'results': results}, handle, indent=2)
+    print(f'Results: {args.json}')
+
+
+if __name__ == '__main__':
+    main()
