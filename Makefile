@@ -42,3 +42,44 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) bench/run.py --images 20000 --repeats 1
+
+# ---- Flex Template ----------------------------------------------------------------------------
+# `make template-image template run-dataflow PROJECT=... REGION=... BUCKET=... REPOSITORY=...
+#  INPUT=gs://... OUTPUT=gs://...`; DRY_RUN=1 prints the commands without running them.
+TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo latest)
+IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/prediction-tables:$(TAG)
+TEMPLATE_PATH ?= gs://$(BUCKET)/templates/prediction-tables-$(TAG).json
+JOB_NAME ?= prediction-tables-$(shell date -u +%Y%m%d-%H%M%S)
+# Extra template parameters, separated by ~ (values may contain commas): score_threshold=0.5~max_detections=100
+PARAMETERS ?=
+
+require = $(if $(strip $($(1))),,$(error $(1) is not set: $(2)))
+# Prints the command, then runs it unless DRY_RUN is set.
+run_or_print = @echo '$(1)' $(if $(DRY_RUN),,&& $(1))
+
+.PHONY: metadata template-image template run-dataflow
+
+metadata: install
+	$(PY) -m pipeline.template templates/metadata.json
+
+template-image:
+	$(call require,PROJECT,the Google Cloud project that builds and stores the image)
+	$(call require,REGION,the Artifact Registry region (such as us-central1))
+	$(call require,REPOSITORY,an Artifact Registry Docker repository in REGION)
+	$(call run_or_print,gcloud builds submit . --project $(PROJECT) --config templates/cloudbuild.yaml --substitutions _IMAGE=$(IMAGE))
+
+template:
+	$(call require,PROJECT,the Google Cloud project)
+	$(call require,REGION,the Artifact Registry region of the image)
+	$(call require,REPOSITORY,the Artifact Registry repository of the image)
+	$(call require,BUCKET,a Cloud Storage bucket for the template file)
+	$(call run_or_print,gcloud dataflow flex-template build $(TEMPLATE_PATH) --project $(PROJECT) --image $(IMAGE) --sdk-language PYTHON --metadata-file templates/metadata.json)
+
+run-dataflow:
+	$(call require,PROJECT,the Google Cloud project that runs the job)
+	$(call require,REGION,the Dataflow region (such as us-central1))
+	$(call require,REPOSITORY,the Artifact Registry repository of the image)
+	$(call require,BUCKET,the bucket holding the template file and staging files)
+	$(call require,INPUT,the prediction output to read (gs://...))
+	$(call require,OUTPUT,the Parquet output root (gs://...))
+	$(call run_or_print,gcloud dataflow flex-template run $(JOB_NAME) --project $(PROJECT) --region $(REGION) --template-file-gcs-location $(TEMPLATE_PATH) --staging-location gs://$(BUCKET)/staging --temp-location gs://$(BUCKET)/temp --parameters "^~^input=$(INPUT)~output=$(OUTPUT)~sdk_container_image=$(IMAGE)$(if $(PARAMETERS),~$(PARAMETERS))")

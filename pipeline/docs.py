@@ -7,6 +7,7 @@ import re
 import sys
 from typing import Dict
 
+from pipeline import template
 from pipeline.dead_letters import FIELDS as DEAD_LETTER_FIELDS
 from pipeline.options import OPTIONS
 from pipeline.schema import DETECTION_COLUMNS, IMAGE_COLUMNS, Column
@@ -35,9 +36,20 @@ def columns_table(columns) -> str:
     return '\n'.join(rows)
 
 
+def template_parameters_table() -> str:
+    """The Flex Template parameters, from the same metadata that `make metadata` writes."""
+    rows = ['| parameter | required | label | accepted values (regex) |', '|---|---|---|---|']
+    for parameter in template.metadata()['parameters']:
+        regex = ' '.join(f'`{_cell(r)}`' for r in parameter.get('regexes', [])) or 'any text'
+        rows.append(f'| `{parameter["name"]}` | {"no" if parameter["isOptional"] else "yes"} | '
+                    f'{_cell(parameter["label"])} | {regex} |')
+    return '\n'.join(rows)
+
+
 def sections() -> Dict[str, str]:
     return {
         'options': options_table(),
+        'template_parameters': template_parameters_table(),
         'detections': columns_table(DETECTION_COLUMNS),
         'images': columns_table(IMAGE_COLUMNS),
         'dead_letter_fields': ', '.join(f'`{name}`' for name in DEAD_LETTER_FIELDS),

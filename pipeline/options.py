@@ -5,7 +5,6 @@ and turned into a typed value by its parser, which raises `ValueError` with a me
 wrong. `Settings.from_pipeline_options` runs every parser and the cross-option checks before any work.
 """
 import dataclasses
-import math
 import re
 from typing import Any, Callable, Mapping, Optional, Tuple
 
@@ -18,43 +17,49 @@ class OptionError(ValueError):
 
 
 INPUT_FORMATS = ('auto', 'automl', 'vertex')
-_SIZE_RE = re.compile(r'^\s*([1-9][0-9]*)\s*[xX]\s*([1-9][0-9]*)\s*$')
-_TRUE = ('true', '1', 'yes', 'y', 'on')
-_FALSE = ('false', '0', 'no', 'n', 'off')
+
+# The shapes of option values. Each parser checks its value against the same pattern that the template
+# metadata publishes, so what the Dataflow console accepts and what the pipeline accepts cannot drift.
+_FRACTION = r'(0(\.[0-9]*)?|1(\.0*)?|\.[0-9]+)'
+FRACTION_RE = rf'^{_FRACTION}$'
+BOOL_RE = r'^(true|false|True|False|TRUE|FALSE)$'
+IMAGE_SIZE_RE = r'^([1-9][0-9]*)[xX]([1-9][0-9]*)$'
+POSITIVE_INT_RE = r'^[1-9][0-9]*$'
+INPUT_FORMAT_RE = r'^(auto|automl|vertex)$'
+# On Dataflow every path is a Cloud Storage URI: gs://BUCKET[/OBJECT].
+GCS_PATH_RE = r'^gs://[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9](/.*)?$'
+_LABEL_ITEM = r'[^,]*[^,\s][^,]*'
+LABELS_RE = rf'^(\[.*\]|{_LABEL_ITEM}(,{_LABEL_ITEM})*)$'
+_THRESHOLD_ITEM = rf'{_LABEL_ITEM}=\s*{_FRACTION}\s*'
+LABEL_THRESHOLDS_RE = rf'^(\{{.*\}}|{_THRESHOLD_ITEM}(,{_THRESHOLD_ITEM})*)$'
+ROI_RE = r'^((?i:(multi)?polygon)\s*\(.*\)|gs://[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9]/.+)$'
+
+
+def _check_shape(text: str, pattern: str, expected: str) -> re.Match:
+    match = re.match(pattern, text)
+    if not match:
+        raise ValueError(f'expected {expected}, got {text!r}')
+    return match
 
 
 def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f'expected true or false, got {text!r}')
+    return _check_shape(text, BOOL_RE, 'true or false').group(1).lower() == 'true'
 
 
 def parse_fraction(text: str) -> float:
-    """A number in [0, 1]: thresholds, IoU, overlap fractions."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise ValueError(f'expected a number between 0 and 1, got {text!r}') from None
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f'must be between 0 and 1, got {text!r}')
-    return value
+    """A number in [0, 1] written as a plain decimal: thresholds, IoU, overlap fractions."""
+    _check_shape(text, FRACTION_RE, 'a number between 0 and 1 (e.g. 0.5)')
+    return float(text)
 
 
 def parse_image_size(text: str) -> Tuple[int, int]:
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise ValueError(f'expected WIDTHxHEIGHT with positive integers (e.g. 1024x768), got {text!r}')
+    match = _check_shape(text, IMAGE_SIZE_RE, 'WIDTHxHEIGHT with positive integers (e.g. 1024x768)')
     return int(match.group(1)), int(match.group(2))
 
 
 def parse_input_format(text: str) -> str:
-    value = text.strip().lower()
-    if value not in INPUT_FORMATS:
-        raise ValueError(f'expected one of {", ".join(INPUT_FORMATS)}, got {text!r}')
-    return value
+    _check_shape(text, INPUT_FORMAT_RE, f'one of {", ".join(INPUT_FORMATS)}')
+    return text
 
 
 def parse_label_thresholds(text: str) -> Mapping[str, float]:
@@ -83,10 +88,12 @@ def parse_label_thresholds(text: str) -> Mapping[str, float]:
             raise ValueError('a label is empty')
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError(f'threshold of {label!r} must be a number, got {value!r}')
+        if not isinstance(value, str):
+            value = repr(float(value)) if 0 <= value <= 1 else str(value)
         try:
-            thresholds[label] = parse_fraction(str(value))
+            thresholds[label] = parse_fraction(value)
         except ValueError as exc:
-            raise ValueError(f'threshold of {label!r} {exc}') from None
+            raise ValueError(f'threshold of {label!r}: {exc}') from None
     return thresholds
 
 
@@ -108,19 +115,16 @@ def parse_labels(text: str) -> Tuple[str, ...]:
 
 
 def parse_positive_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f'expected a whole number >= 1, got {text!r}') from None
-    if value < 1:
-        raise ValueError(f'must be at least 1, got {text!r}')
-    return value
+    return int(_check_shape(text, POSITIVE_INT_RE, 'a whole number >= 1').group(0))
 
 
 def parse_path(text: str) -> str:
+    """A local path, or a gs:// URI with a valid bucket name."""
     value = text.strip()
     if not value:
         raise ValueError('must not be empty')
+    if value.lower().startswith('gs:') and not re.match(GCS_PATH_RE, value):
+        raise ValueError(f'expected gs://BUCKET/PATH with a valid bucket name, got {text!r}')
     return value
 
 
@@ -134,68 +138,69 @@ class Option:
     default: Any = None
     flag: bool = False
     regex: Optional[str] = None
+    required: bool = False
 
 
-_FRACTION_RE = r'^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$'
 
 OPTIONS = (
     Option('input', 'Prediction output',
            'Required. A prediction output folder, a prefix holding several prediction-* folders, a '
            'glob, or a saved batch prediction operation/job JSON. Every result and error shard under '
            'it is read.',
-           parse_path),
+           parse_path, regex=GCS_PATH_RE, required=True),
     Option('output', 'Parquet output root',
            'Required. Folder (local or gs://) that receives detections/, images/, dead_letter/ and '
            'summary.json.',
-           parse_path),
+           parse_path, regex=GCS_PATH_RE, required=True),
     Option('dead_letter', 'Dead-letter root',
-           'Folder for dead-letter JSONL files. Default: <output>/dead_letter.', parse_path),
+           'Folder for dead-letter JSONL files. Default: <output>/dead_letter.', parse_path,
+           regex=GCS_PATH_RE),
     Option('input_format', 'Input format',
            'auto (detected per line), automl (legacy AutoML Vision) or vertex (Vertex AI).',
-           parse_input_format, default='auto', regex=r'^(auto|automl|vertex)$'),
+           parse_input_format, default='auto', regex=INPUT_FORMAT_RE),
     Option('score_threshold', 'Score threshold',
            'Keep detections with score >= this (0 to 1), as the API\'s params.score_threshold.',
-           parse_fraction, default=0.0, regex=_FRACTION_RE),
+           parse_fraction, default=0.0, regex=FRACTION_RE),
     Option('label_thresholds', 'Per-label thresholds',
            'Per-label overrides by display name: "Tomato=0.6,Baked Goods=0.3", or a JSON object '
            '{"A, B": 0.6} for labels that contain commas.',
-           parse_label_thresholds, default={}),
+           parse_label_thresholds, default={}, regex=LABEL_THRESHOLDS_RE),
     Option('image_size', 'Image size for every image',
            'One size for every image, WIDTHxHEIGHT (e.g. 1024x768).',
-           parse_image_size, regex=r'^[1-9][0-9]*[xX][1-9][0-9]*$'),
+           parse_image_size, regex=IMAGE_SIZE_RE),
     Option('image_sizes', 'Image sizes manifest',
            'CSV (header image_uri,width,height) or JSONL with those keys, giving each image\'s size.',
-           parse_path),
+           parse_path, regex=GCS_PATH_RE),
     Option('probe_image_sizes', 'Probe image sizes',
            'Read each image\'s header to learn its size when no other source gives it.',
-           parse_bool, default=False, flag=True, regex=r'^(true|false)$'),
+           parse_bool, default=False, flag=True, regex=BOOL_RE),
     Option('keep_labels', 'Labels to keep',
            'Keep only these labels: comma-separated display names (spaces allowed), or a JSON array '
            'for names with commas. A detection without a display name is dropped.',
-           parse_labels),
+           parse_labels, regex=LABELS_RE),
     Option('drop_labels', 'Labels to drop',
            'Drop these labels (same syntax as --keep_labels). A detection without a display name is '
-           'kept.', parse_labels),
+           'kept.', parse_labels, regex=LABELS_RE),
     Option('min_box_area', 'Minimum box area',
            'Drop boxes whose normalized area (0 to 1) is below this.',
-           parse_fraction, regex=_FRACTION_RE),
+           parse_fraction, regex=FRACTION_RE),
     Option('max_detections', 'Maximum detections per line',
            'Keep at most this many detections (>= 1) per prediction line, highest scores first, '
-           'after NMS.', parse_positive_int, regex=r'^[1-9][0-9]*$'),
+           'after NMS.', parse_positive_int, regex=POSITIVE_INT_RE),
     Option('nms_iou', 'NMS IoU threshold',
            'Non-maximum suppression: drop a box whose IoU with a higher-scoring kept box is above '
            'this (0 to 1). Per label unless --nms_class_agnostic.',
-           parse_fraction, regex=_FRACTION_RE),
+           parse_fraction, regex=FRACTION_RE),
     Option('nms_class_agnostic', 'Class-agnostic NMS',
            'Run non-maximum suppression across labels instead of per label.',
-           parse_bool, default=False, flag=True, regex=r'^(true|false)$'),
+           parse_bool, default=False, flag=True, regex=BOOL_RE),
     Option('roi', 'Region of interest',
            'A region of interest as WKT (POLYGON or MULTIPOLYGON) in normalized image coordinates, '
            'or a path (local or gs://) to a file holding it. Boxes outside it are dropped.',
-           parse_path),
+           parse_path, regex=ROI_RE),
     Option('roi_min_overlap', 'Minimum ROI overlap',
            'Keep a box when at least this fraction (0 to 1) of its area lies inside --roi. '
-           'Default: any overlap.', parse_fraction, regex=_FRACTION_RE),
+           'Default: any overlap.', parse_fraction, regex=FRACTION_RE),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -254,10 +259,9 @@ class Settings:
                 values[option.name] = option.parse(str(text))
             except ValueError as exc:
                 raise OptionError(f'--{option.name}: {exc}') from None
-        if not values['input']:
-            raise OptionError('--input is required: the prediction output folder, prefix or glob to read')
-        if not values['output']:
-            raise OptionError('--output is required: the folder that receives the Parquet tables')
+        for option in OPTIONS:
+            if option.required and values[option.name] is None:
+                raise OptionError(f'--{option.name} is required: {option.help.removeprefix("Required. ")}')
         if values['roi_min_overlap'] is not None and values['roi'] is None:
             raise OptionError('--roi_min_overlap needs --roi: the region the overlap is measured against')
         if values['nms_class_agnostic'] and values['nms_iou'] is None:

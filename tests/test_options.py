@@ -17,7 +17,7 @@ def test_defaults_and_derived_dead_letter_root():
 
 def test_values_are_typed():
     s = settings('--input=in', '--output=out', '--score_threshold=0.5', '--image_size=1024x768',
-                 '--input_format=VERTEX', '--label_thresholds=Tomato=0.6, Baked Goods=0.3',
+                 '--input_format=vertex', '--label_thresholds=Tomato=0.6, Baked Goods=0.3',
                  '--dead_letter=dl')
     assert s.score_threshold == 0.5 and s.image_size == (1024, 768) and s.input_format == 'vertex'
     assert s.label_thresholds == {'Tomato': 0.6, 'Baked Goods': 0.3}
@@ -42,7 +42,7 @@ def test_label_thresholds_split_at_last_equals_and_json_for_commas():
 @pytest.mark.parametrize('args, fragment', [
     (['--output=out'], '--input is required'),
     (['--input=in'], '--output is required'),
-    (['--input=in', '--output=out', '--score_threshold=1.5'], '--score_threshold: must be between 0 and 1'),
+    (['--input=in', '--output=out', '--score_threshold=1.5'], '--score_threshold: expected a number between 0 and 1'),
     (['--input=in', '--output=out', '--score_threshold=-0.1'], '--score_threshold'),
     (['--input=in', '--output=out', '--score_threshold=nan'], '--score_threshold'),
     (['--input=in', '--output=out', '--score_threshold=high'], '--score_threshold: expected a number'),

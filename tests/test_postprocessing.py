@@ -177,7 +177,7 @@ def test_tables_gain_areas_wkt_and_suppressed_count():
 
 
 @pytest.mark.parametrize('raw, fragment', [
-    ({'nms_iou': '1.2'}, '--nms_iou'), ({'max_detections': '0'}, '--max_detections: must be at least 1'),
+    ({'nms_iou': '1.2'}, '--nms_iou'), ({'max_detections': '0'}, '--max_detections: expected a whole number >= 1'),
     ({'max_detections': '2.5'}, '--max_detections'), ({'min_box_area': '-1'}, '--min_box_area'),
     ({'roi_min_overlap': '0.5'}, '--roi_min_overlap needs --roi'),
     ({'roi': 'x', 'roi_min_overlap': '2'}, '--roi_min_overlap'),

@@ -1,0 +1,198 @@
+"""The Flex Template: metadata generated from the options, regexes consistent with validation, the
+launcher entry file, the image definition, the make targets and the worker package."""
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import venv
+
+import pyarrow.dataset as ds
+import pytest
+
+from conftest import ROOT, SAMPLE
+from pipeline import template
+from pipeline.cli import read_roi
+from pipeline.options import OPTIONS, OPTIONS_BY_NAME, OptionError, Settings
+
+METADATA = ROOT / 'templates' / 'metadata.json'
+
+
+def test_committed_metadata_is_what_the_generator_produces():
+    assert METADATA.read_text(encoding='utf-8') == template.render(), 'run `make metadata`'
+
+
+def test_one_parameter_per_option():
+    parameters = json.loads(METADATA.read_text())['parameters']
+    assert [p['name'] for p in parameters] == [o.name for o in OPTIONS]
+    for parameter in parameters:
+        assert parameter['label'] and parameter['helpText']
+        assert parameter['isOptional'] is (parameter['name'] not in ('input', 'output'))
+
+
+# Values as a Dataflow user would pass them: (option, value, accepted by the pipeline).
+CASES = [
+    ('input', 'gs://bucket/predictions/', True), ('input', 'gs://my-bucket.example/a b/[x]', True),
+    ('input', '/local/path', False), ('input', 'gs://', False), ('input', 'gs://B/x', False),
+    ('output', 'gs://bucket/out', True), ('output', 's3://bucket/out', False),
+    ('dead_letter', 'gs://bucket/dl', True), ('image_sizes', 'gs://bucket/sizes.csv', True),
+    ('image_sizes', 'sizes.csv', False),
+    ('input_format', 'auto', True), ('input_format', 'automl', True), ('input_format', 'vertex', True),
+    ('input_format', 'Vertex', False), ('input_format', 'csv', False), ('input_format', '', False),
+    ('score_threshold', '0', True), ('score_threshold', '0.5', True), ('score_threshold', '1', True),
+    ('score_threshold', '1.0', True), ('score_threshold', '.25', True), ('score_threshold', '0.', True),
+    ('score_threshold', '1.5', False), ('score_threshold', '-0.1', False), ('score_threshold', '5e-1', False),
+    ('score_threshold', 'nan', False), ('score_threshold', ' 0.5', False), ('score_threshold', '', False),
+    ('label_thresholds', 'Tomato=0.6', True), ('label_thresholds', 'Tomato=0.6,Baked Goods=0.3', True),
+    ('label_thresholds', 'a=b=0.25', True), ('label_thresholds', 'Tomato = 0.6 , Salad=1', True),
+    ('label_thresholds', '{"A, B": 0.6}', True), ('label_thresholds', 'Tomato', False),
+    ('label_thresholds', 'Tomato=2', False), ('label_thresholds', '=0.5', False),
+    ('label_thresholds', 'A=0.5,', False), ('label_thresholds', ' =0.5', False),
+    ('image_size', '1024x768', True), ('image_size', '640X480', True), ('image_size', '1024', False),
+    ('image_size', '0x10', False), ('image_size', '10 x 10', False),
+    ('probe_image_sizes', 'true', True), ('probe_image_sizes', 'false', True),
+    ('probe_image_sizes', 'True', True), ('probe_image_sizes', 'yes', False), ('probe_image_sizes', '1', False),
+    ('nms_class_agnostic', 'false', True), ('nms_class_agnostic', 'maybe', False),
+    ('keep_labels', 'Baked Goods,Salad', True), ('keep_labels', '["A, B"]', True),
+    ('keep_labels', 'a,,b', False), ('keep_labels', '', False), ('drop_labels', 'Cheese', True),
+    ('min_box_area', '0.01', True), ('min_box_area', '2', False),
+    ('max_detections', '100', True), ('max_detections', '0', False), ('max_detections', '2.5', False),
+    ('max_detections', '-3', False),
+    ('nms_iou', '0.5', True), ('nms_iou', '1.01', False), ('roi_min_overlap', '0.25', True),
+    ('roi', 'POLYGON ((0 0, 1 0, 1 1, 0 0))', True), ('roi', 'multipolygon (((0 0, 1 0, 1 1, 0 0)))', True),
+    ('roi', 'gs://bucket/roi.wkt', True), ('roi', 'POINT (0 0)', False), ('roi', 'roi.wkt', False),
+]
+# Well-shaped values whose content the pipeline still rejects at launch (checked before any work).
+SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]')}
+
+
+def accepted(name, value):
+    raw = {'input': 'gs://bucket/in', 'output': 'gs://bucket/out', name: value}
+    if name == 'roi_min_overlap':
+        raw['roi'] = 'POLYGON ((0 0, 1 0, 1 1, 0 0))'
+    if name == 'nms_class_agnostic':
+        raw['nms_iou'] = '0.5'
+    try:
+        Settings.from_raw(raw)
+        if name == 'roi' and not value.startswith('gs://'):
+            read_roi(value)  # inline WKT is checked at launch; a gs:// file is read there too
+    except OptionError:
+        return False
+    on_dataflow = {'input', 'output', 'dead_letter', 'image_sizes'}  # paths are gs:// there
+    return value.startswith('gs://') if name in on_dataflow else True
+
+
+@pytest.mark.parametrize('name, value, expected', CASES)
+def test_regexes_agree_with_validation(name, value, expected):
+    regex = OPTIONS_BY_NAME[name].regex
+    assert accepted(name, value) is expected
+    assert bool(re.match(regex, value)) is expected, (name, value, regex)
+
+
+@pytest.mark.parametrize('name, value', sorted(SHAPE_ONLY))
+def test_content_errors_the_regex_cannot_see_fail_at_launch(name, value):
+    assert re.match(OPTIONS_BY_NAME[name].regex, value)
+    assert not accepted(name, value)
+
+
+def test_every_option_with_a_shape_has_cases():
+    assert {name for name, _, _ in CASES} == {o.name for o in OPTIONS if o.regex}
+
+
+def run(args, cwd=ROOT, check=True):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path):
+    roi = 'POLYGON ((0 0, 0.9 0, 0.9 1, 0 1, 0 0))'
+    values = {'input_format': 'auto', 'score_threshold': '0.3', 'label_thresholds': 'Salad=0.7',
+              'image_sizes': str(SAMPLE / 'image_sizes.csv'), 'image_size': '640x480',
+              'probe_image_sizes': 'false', 'keep_labels': 'Salad,Baked Goods,Tomato',
+              'drop_labels': 'Tomato', 'min_box_area': '0.01', 'max_detections': '3', 'nms_iou': '0.5',
+              'nms_class_agnostic': 'false', 'roi': roi, 'roi_min_overlap': '0.5'}
+    names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
+    assert set(values) | {'input', 'output', 'dead_letter'} == set(names)
+
+    def args(out):
+        given = dict(values, input=str(SAMPLE / 'input'), output=str(out), dead_letter=str(out / 'dl'))
+        return [f'--{name}={given[name]}' for name in names]
+    launcher_out, module_out = tmp_path / 'launcher', tmp_path / 'module'
+    run([sys.executable, str(ROOT / 'templates' / 'main.py'), *args(launcher_out)], cwd=tmp_path)
+    run([sys.executable, '-m', 'pipeline', *args(module_out)])
+    for table in ('detections', 'images'):
+        rows = [sorted(map(str, ds.dataset(str(out / table)).to_table().to_pylist()))
+                for out in (launcher_out, module_out)]
+        assert rows[0] == rows[1] and rows[0]
+    summaries = [json.loads((out / 'summary.json').read_text()) for out in (launcher_out, module_out)]
+    assert summaries[0]['detections'] == summaries[1]['detections']
+
+
+def test_dockerfile_matches_the_package():
+    dockerfile = (ROOT / 'templates' / 'Dockerfile').read_text()
+    setup = (ROOT / 'setup.py').read_text()
+    beam_pin = re.search(r"'apache-beam\[gcp\]==([0-9.]+)'", setup).group(1)
+    assert f'ARG BEAM_VERSION={beam_pin}' in dockerfile
+    assert 'FROM apache/beam_python3.11_sdk:${BEAM_VERSION}' in dockerfile
+    assert re.search(r'FROM python:3\.11\.\d+-slim', dockerfile)  # same Python as the SDK image
+    assert 'ENV FLEX_TEMPLATE_PYTHON_PY_FILE=${WORKDIR}/main.py' in dockerfile
+    assert 'COPY templates/main.py ./main.py' in dockerfile
+    assert re.search(r'template-launcher-base:\w+', dockerfile)  # pinned, not :latest
+    assert ':latest' not in dockerfile
+    for source in re.findall(r'^COPY (?!--from)(.+) \S+$', dockerfile, re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize('target, variables, expected', [
+    ('template-image', 'PROJECT=p REGION=us-central1 REPOSITORY=r TAG=t',
+     'gcloud builds submit . --project p --config templates/cloudbuild.yaml '
+     '--substitutions _IMAGE=us-central1-docker.pkg.dev/p/r/prediction-tables:t'),
+    ('template', 'PROJECT=p REGION=us-central1 REPOSITORY=r BUCKET=b TAG=t',
+     'gcloud dataflow flex-template build gs://b/templates/prediction-tables-t.json --project p '
+     '--image us-central1-docker.pkg.dev/p/r/prediction-tables:t --sdk-language PYTHON '
+     '--metadata-file templates/metadata.json'),
+    ('run-dataflow', 'PROJECT=p REGION=us-central1 REPOSITORY=r BUCKET=b TAG=t JOB_NAME=j '
+     'INPUT=gs://b/in OUTPUT=gs://b/out PARAMETERS=score_threshold=0.5~label_thresholds=A=0.6,B=0.2',
+     'gcloud dataflow flex-template run j --project p --region us-central1 --template-file-gcs-location '
+     'gs://b/templates/prediction-tables-t.json --staging-location gs://b/staging --temp-location '
+     'gs://b/temp --parameters "^~^input=gs://b/in~output=gs://b/out~sdk_container_image='
+     'us-central1-docker.pkg.dev/p/r/prediction-tables:t~score_threshold=0.5~label_thresholds=A=0.6,B=0.2"'),
+])
+def test_make_targets_dry_run_print_the_exact_command(target, variables, expected):
+    result = run(['make', '--no-print-directory', target, 'DRY_RUN=1', *variables.split()])
+    assert result.stdout.strip() == expected
+
+
+def test_make_targets_name_the_missing_variable():
+    result = run(['make', '--no-print-directory', 'run-dataflow', 'DRY_RUN=1', 'PROJECT=p',
+                  'REGION=r', 'REPOSITORY=x', 'BUCKET=b'], check=False)
+    assert result.returncode != 0 and 'INPUT is not set' in result.stderr
+
+
+def test_source_distribution_has_every_module_and_runs_in_a_fresh_environment(tmp_path):
+    run([sys.executable, 'setup.py', '-q', 'sdist', '--dist-dir', str(tmp_path / 'dist')])
+    (archive,) = (tmp_path / 'dist').glob('*.tar.gz')
+    with tarfile.open(archive) as tar:
+        packaged = {name.split('/', 1)[1] for name in tar.getnames() if name.endswith('.py')}
+    modules = {str(path.relative_to(ROOT)) for path in (ROOT / 'pipeline').glob('*.py')}
+    assert modules <= packaged
+
+    env_dir = tmp_path / 'env'
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / 'bin' / 'python'
+    run([str(python), '-m', 'pip', 'install', '--quiet', '--no-deps', str(archive)])
+    # The dependencies come from the project's environment (installing Beam again would take
+    # minutes); the package itself comes only from the archive.
+    site = run([str(python), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']).stdout
+    deps = run([sys.executable, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']).stdout
+    (tmp_path / 'env_site').write_text(site)
+    with open(site.strip() + '/project_dependencies.pth', 'w') as handle:
+        handle.write(deps.strip() + '\n')
+    where = run([str(python), '-c', 'import pipeline; print(pipeline.__file__)'], cwd=tmp_path).stdout
+    assert where.startswith(str(env_dir))
+    run([str(python), '-m', 'pipeline', '--input', str(SAMPLE / 'input'), '--output',
+         str(tmp_path / 'out')], cwd=tmp_path)
+    assert json.loads((tmp_path / 'out' / 'summary.json').read_text())['reconciliation']['holds']
