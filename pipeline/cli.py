@@ -1,19 +1,25 @@
 """`python -m pipeline`: parse and check the options, build the job, run it, print the summary."""
 import dataclasses
 import logging
+import os
 import re
+import shutil
 import sys
+import tempfile
 from typing import List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions)
+from google.api_core.exceptions import GoogleAPIError
 
 from pipeline import geometry
 from pipeline import summary as run_summary
 from pipeline.job import PredictionsToTables
 from pipeline.options import OptionError, Settings
+from pipeline.sinks import prepare_tables
 from pipeline.sizes import ManifestError, check_manifest_header
 from pipeline.sources import InputError, resolve_input
 
@@ -39,7 +45,24 @@ def prepare(argv: Optional[List[str]]):
     standard = pipeline_options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_LOCAL_RUNNER
+    if settings.output_table:
+        settings = prepare_bigquery(settings, pipeline_options)
     return pipeline_options, settings, pattern
+
+
+def prepare_bigquery(settings: Settings, pipeline_options: PipelineOptions) -> Settings:
+    """Checks what BigQuery output needs, and creates or extends the tables before the run."""
+    cloud = pipeline_options.view_as(GoogleCloudOptions)
+    if settings.bigquery_method == 'file_loads' and not (cloud.temp_location or '').startswith('gs://'):
+        raise OptionError('--temp_location: BigQuery file loads stage their files in Cloud Storage; '
+                          'give --temp_location=gs://BUCKET/tmp (or use --bigquery_method=streaming_inserts)')
+    if not cloud.project:
+        cloud.project = settings.output_table.rpartition(':')[0]
+    try:
+        prepare_tables(settings)
+    except (ValueError, GoogleAPIError) as exc:
+        raise OptionError(f'--output_table: {exc}') from None
+    return dataclasses.replace(settings, temp_location=cloud.temp_location)
 
 
 def read_roi(value: str) -> str:
@@ -81,19 +104,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (OptionError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    local = is_local(pipeline_options)
+    scratch = None
+    if local and settings.summary is None:
+        # BigQuery output only: the summary still comes back to print, through a scratch file.
+        scratch = tempfile.mkdtemp(prefix='prediction-tables-')
+        settings = dataclasses.replace(settings, summary=os.path.join(scratch, 'summary.json'))
     pipeline = beam.Pipeline(options=pipeline_options)
     _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern)
     result = pipeline.run()
-    if not is_local(pipeline_options):
-        print(f'Job submitted; the summary will be written to {run_summary.summary_path(settings)}')
+    if not local:
+        print(f'Job submitted; the run summary will be logged'
+              + (f' and written to {settings.summary}' if settings.summary else ''))
         return 0
     result.wait_until_finish()
-    summary = run_summary.read_summary(run_summary.summary_path(settings))
+    summary = run_summary.read_summary(settings.summary)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(run_summary.render(summary))
     files = summary['files']
     if not files['result'] and not files['error']:
         print(f'warning: no result or error shard was found under {settings.input} '
               f'(looked for image_object_detection_N.jsonl, predictions_N.jsonl, errors_N.jsonl, '
               f'and their .gz)', file=sys.stderr)
-    print(f'Summary: {run_summary.summary_path(settings)}')
+    if not scratch:
+        print(f'Summary: {settings.summary}')
     return 0 if summary['reconciliation']['holds'] else 1

@@ -1,14 +1,15 @@
 """Pure construction of dead-letter records: the contract every dead-letter sink writes."""
 import base64
+import hashlib
 import datetime
 from typing import Optional
 
 import orjson
 
 from pipeline.formats import Rejection
+from pipeline.schema import DEAD_LETTER_COLUMNS, PAYLOAD_LIMIT_BYTES
 
-FIELDS = ('timestamp', 'kind', 'source_file', 'image_uri', 'error_code', 'error_status',
-          'error_message', 'payload', 'payload_encoding')
+FIELDS = tuple(column.name for column in DEAD_LETTER_COLUMNS)
 
 
 def utc_timestamp(now: Optional[datetime.datetime] = None) -> str:
@@ -49,6 +50,20 @@ def from_rejection(rejection: Rejection, source_file: str, line: bytes,
     return make_dead_letter(rejection.kind, source_file, rejection.message, line,
                             rejection.image_uri, rejection.error_code, rejection.error_status,
                             timestamp)
+
+
+def for_bigquery(record: dict) -> dict:
+    """The dead-letter row for the BigQuery table: a payload over PAYLOAD_LIMIT_BYTES is cut (a
+    streaming-insert row is capped near 9 MB), with the full length and SHA-256 kept beside it."""
+    payload = record['payload']
+    row = dict(record, payload_length=None, payload_sha256=None)
+    if payload is not None:
+        data = payload.encode('utf-8')
+        row['payload_length'] = len(data)
+        row['payload_sha256'] = hashlib.sha256(data).hexdigest()
+        if len(data) > PAYLOAD_LIMIT_BYTES:
+            row['payload'] = data[:PAYLOAD_LIMIT_BYTES].decode('utf-8', 'ignore')
+    return row
 
 
 def to_json_line(record: dict) -> str:

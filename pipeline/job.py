@@ -1,12 +1,16 @@
 """The whole job as one PTransform: shards in, tables, dead letters and the run summary out."""
+import logging
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
 
+from pipeline import dead_letters
 from pipeline import summary as run_summary
-from pipeline.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 from pipeline.options import Settings
-from pipeline.sinks import WriteDeadLetterFiles, WriteParquetTable
+from pipeline.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS, DETECTION_COLUMNS,
+                             DETECTIONS_SCHEMA, IMAGE_COLUMNS, IMAGES_SCHEMA)
+from pipeline.sinks import WriteBigQueryTable, WriteDeadLetterFiles, WriteParquetTable, table_rows
 from pipeline.transforms import (METRICS_NAMESPACE, CountDeadLetters, CountDuplicateImageUris,
                                  LoadManifest, MergeCountsFn, ParsePredictions, ReadShards)
 
@@ -26,14 +30,34 @@ class PredictionsToTables(beam.PTransform):
         manifest = pbegin | 'ImageSizesManifest' >> LoadManifest(settings.image_sizes)
         parsed = read['batches'] | 'ParsePredictions' >> ParsePredictions(settings, manifest)
 
-        dead = (read['dead_letters'], parsed['dead_letters']) | 'AllDeadLetters' >> beam.Flatten()
-        written = {
-            'detections': parsed['detections'] | 'WriteDetections' >> WriteParquetTable(
-                settings.output, 'detections', DETECTIONS_SCHEMA),
-            'images': parsed['images'] | 'WriteImages' >> WriteParquetTable(
-                settings.output, 'images', IMAGES_SCHEMA),
-            'dead_letters': dead | 'WriteDeadLetters' >> WriteDeadLetterFiles(settings.dead_letter),
-        }
+        written, write_failures = {}, []
+        if settings.output:
+            written['detections'] = parsed['detections'] | 'WriteDetections' >> WriteParquetTable(
+                settings.output, 'detections', DETECTIONS_SCHEMA)
+            written['images'] = parsed['images'] | 'WriteImages' >> WriteParquetTable(
+                settings.output, 'images', IMAGES_SCHEMA)
+        if settings.output_table:
+            for name, table, columns in (('detections', settings.output_table, DETECTION_COLUMNS),
+                                         ('images', settings.images_table, IMAGE_COLUMNS)):
+                result = (parsed[name]
+                          | f'{name.title()}Rows' >> beam.FlatMap(table_rows)
+                          | f'Write{name.title()}Table' >> self._bigquery(table, columns))
+                write_failures.append(result['failures'])
+                written[f'{name}_table'] = result['done']
+
+        dead = ((read['dead_letters'], parsed['dead_letters'], *write_failures)
+                | 'AllDeadLetters' >> beam.Flatten())
+        if settings.dead_letter:
+            written['dead_letters'] = dead | 'WriteDeadLetters' >> WriteDeadLetterFiles(
+                settings.dead_letter)
+        if settings.dead_letter_table:
+            result = (dead
+                      | 'DeadLettersForBigQuery' >> beam.Map(dead_letters.for_bigquery)
+                      | 'WriteDeadLetterTable' >> self._bigquery(
+                          settings.dead_letter_table,
+                          DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS))
+            _ = result['failures'] | 'LogLostDeadLetters' >> beam.Map(log_unwritable_dead_letter)
+            written['dead_letters_table'] = result['done']
 
         counts = (
             (read['counts'], parsed['counts'], dead | 'CountDeadLetters' >> CountDeadLetters())
@@ -41,21 +65,32 @@ class PredictionsToTables(beam.PTransform):
             | 'SumCounts' >> beam.CombineGlobally(MergeCountsFn()))
         duplicates = parsed['image_uris'] | 'DuplicateImageUris' >> CountDuplicateImageUris()
         pattern = self._pattern
-        summary_path = run_summary.summary_path(settings)
+        file_outputs = [name for name in ('detections', 'images', 'dead_letters') if name in written]
 
-        def summarize(_, counts, duplicates, detections, images, dead_letter_files):
-            summary = run_summary.build_summary(
-                counts, duplicates, settings, pattern,
-                {'detections': detections, 'images': images, 'dead_letters': dead_letter_files})
-            run_summary.write_summary(summary, summary_path)
+        def summarize(_, counts, duplicates, *outputs):
+            listed = dict(zip(file_outputs, outputs))  # the BigQuery waits follow the file lists
+            summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed)
+            run_summary.publish(summary, settings.summary)
             Metrics.counter(METRICS_NAMESPACE, 'duplicate_image_uris').inc(duplicates)
             return summary
 
         # The summary waits on every write (side inputs), so it is the run's last file: a run killed
         # before the end leaves no summary.
+        waits = [AsList(written[name]) for name in file_outputs] + [
+            AsList(written[name]) for name in written if name not in file_outputs]
         return (pbegin
                 | 'SummaryTrigger' >> beam.Create([None])
                 | 'WriteSummary' >> beam.Map(
-                    summarize, AsSingleton(counts), AsSingleton(duplicates),
-                    AsList(written['detections']), AsList(written['images']),
-                    AsList(written['dead_letters'])))
+                    summarize, AsSingleton(counts), AsSingleton(duplicates), *waits))
+
+    def _bigquery(self, table, columns):
+        settings = self._settings
+        return WriteBigQueryTable(table, columns, settings.bigquery_method,
+                                  settings.write_disposition, settings.temp_location)
+
+
+def log_unwritable_dead_letter(record):
+    """A dead letter the dead-letter table itself rejected: logged (without its payload) and counted."""
+    Metrics.counter(METRICS_NAMESPACE, 'dead_letter_table_write_failures').inc()
+    logging.error('The dead-letter table rejected a record of kind %s from %s: %s',
+                  record['kind'], record['source_file'], record['error_message'][:500])

@@ -32,6 +32,11 @@ _LABEL_ITEM = r'[^,]*[^,\s][^,]*'
 LABELS_RE = rf'^(\[.*\]|{_LABEL_ITEM}(,{_LABEL_ITEM})*)$'
 _THRESHOLD_ITEM = rf'{_LABEL_ITEM}=\s*{_FRACTION}\s*'
 LABEL_THRESHOLDS_RE = rf'^(\{{.*\}}|{_THRESHOLD_ITEM}(,{_THRESHOLD_ITEM})*)$'
+# PROJECT:DATASET.TABLE or PROJECT.DATASET.TABLE (a domain-scoped project is "example.com:project").
+_PROJECT = r'([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]'
+TABLE_RE = rf'^({_PROJECT})[:.]([A-Za-z0-9_]{{1,1024}})\.([A-Za-z0-9_-]{{1,1024}})$'
+WRITE_DISPOSITION_RE = r'^(append|truncate)$'
+BIGQUERY_METHOD_RE = r'^(file_loads|streaming_inserts)$'
 ROI_RE = r'^((?i:(multi)?polygon)\s*\(.*\)|gs://[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9]/.+)$'
 
 
@@ -118,6 +123,18 @@ def parse_positive_int(text: str) -> int:
     return int(_check_shape(text, POSITIVE_INT_RE, 'a whole number >= 1').group(0))
 
 
+def parse_table(text: str) -> str:
+    """A BigQuery table spec, normalized to PROJECT:DATASET.TABLE."""
+    match = _check_shape(text, TABLE_RE, 'a BigQuery table as PROJECT:DATASET.TABLE or PROJECT.DATASET.TABLE')
+    return f'{match.group(1)}:{match.group(3)}.{match.group(4)}'
+
+
+def parse_choice(pattern: str, choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        return _check_shape(text, pattern, f'one of {choices}').group(0)
+    return parse
+
+
 def parse_path(text: str) -> str:
     """A local path, or a gs:// URI with a valid bucket name."""
     value = text.strip()
@@ -149,9 +166,30 @@ OPTIONS = (
            'it is read.',
            parse_path, regex=GCS_PATH_RE, required=True),
     Option('output', 'Parquet output root',
-           'Required. Folder (local or gs://) that receives detections/, images/, dead_letter/ and '
-           'summary.json.',
-           parse_path, regex=GCS_PATH_RE, required=True),
+           'Folder (local or gs://) that receives detections/, images/, dead_letter/ and '
+           'summary.json. Required unless --output_table is given; both may be.',
+           parse_path, regex=GCS_PATH_RE),
+    Option('output_table', 'BigQuery detections table',
+           'Detections table, PROJECT:DATASET.TABLE or PROJECT.DATASET.TABLE. The images table is '
+           '<table>_images unless --images_table names another; dead letters go to '
+           '<table>_error_records unless --dead_letter_table names another.',
+           parse_table, regex=TABLE_RE),
+    Option('images_table', 'BigQuery images table', 'Images table; default <output_table>_images.',
+           parse_table, regex=TABLE_RE),
+    Option('dead_letter_table', 'BigQuery dead-letter table',
+           'Dead-letter table; default <output_table>_error_records.', parse_table, regex=TABLE_RE),
+    Option('write_disposition', 'BigQuery write disposition',
+           'append (default) or truncate: what a run does to rows already in the tables.',
+           parse_choice(WRITE_DISPOSITION_RE, 'append, truncate'), default='append',
+           regex=WRITE_DISPOSITION_RE),
+    Option('bigquery_method', 'BigQuery write method',
+           'file_loads (default: load jobs from files under --temp_location) or streaming_inserts.',
+           parse_choice(BIGQUERY_METHOD_RE, 'file_loads, streaming_inserts'), default='file_loads',
+           regex=BIGQUERY_METHOD_RE),
+    Option('summary', 'Run summary path',
+           'Where to write summary.json; default <output>/summary.json. With BigQuery output only, '
+           'the summary is printed and logged, and written here when given.',
+           parse_path, regex=GCS_PATH_RE),
     Option('dead_letter', 'Dead-letter root',
            'Folder for dead-letter JSONL files. Default: <output>/dead_letter.', parse_path,
            regex=GCS_PATH_RE),
@@ -223,8 +261,8 @@ class PredictionTableOptions(PipelineOptions):
 class Settings:
     """The validated, typed options that the transforms use."""
     input: str
-    output: Optional[str]
-    dead_letter: Optional[str]
+    output: Optional[str] = None
+    dead_letter: Optional[str] = None
     input_format: str = 'auto'
     score_threshold: float = 0.0
     label_thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -240,6 +278,13 @@ class Settings:
     roi: Optional[str] = None  # a path or WKT as given; see roi_wkt
     roi_min_overlap: Optional[float] = None
     roi_wkt: Optional[str] = None  # the validated region's WKT, filled in by cli.prepare
+    output_table: Optional[str] = None
+    images_table: Optional[str] = None
+    dead_letter_table: Optional[str] = None
+    write_disposition: str = 'append'
+    bigquery_method: str = 'file_loads'
+    summary: Optional[str] = None
+    temp_location: Optional[str] = None  # Beam's --temp_location, for BigQuery file loads
 
     @classmethod
     def from_pipeline_options(cls, pipeline_options: PipelineOptions) -> 'Settings':
@@ -267,8 +312,25 @@ class Settings:
         if values['nms_class_agnostic'] and values['nms_iou'] is None:
             raise OptionError('--nms_class_agnostic needs --nms_iou: the IoU above which boxes are '
                               'suppressed')
-        if values['dead_letter'] is None:
+        if values['output'] is None and values['output_table'] is None:
+            raise OptionError('--output or --output_table is required: a folder for the Parquet '
+                              'tables, a BigQuery table, or both')
+        if values['output_table'] is None:
+            for name in ('images_table', 'dead_letter_table'):
+                if values[name] is not None:
+                    raise OptionError(f'--{name} needs --output_table')
+        else:
+            values['images_table'] = values['images_table'] or values['output_table'] + '_images'
+            values['dead_letter_table'] = (values['dead_letter_table']
+                                           or values['output_table'] + '_error_records')
+        if values['write_disposition'] == 'truncate' and values['bigquery_method'] == 'streaming_inserts':
+            raise OptionError('--write_disposition=truncate cannot be used with '
+                              '--bigquery_method=streaming_inserts: BigQuery cannot truncate a table '
+                              'through streaming inserts; use file_loads')
+        if values['dead_letter'] is None and values['output'] is not None:
             values['dead_letter'] = join_path(values['output'], 'dead_letter')
+        if values['summary'] is None and values['output'] is not None:
+            values['summary'] = join_path(values['output'], 'summary.json')
         return cls(**values)
 
     def threshold_for(self, label: Optional[str]) -> float:

@@ -53,8 +53,41 @@ IMAGE_COLUMNS: Tuple[Column, ...] = (
 )
 
 
+DEAD_LETTER_COLUMNS: Tuple[Column, ...] = (
+    Column('timestamp', pa.timestamp('ms', tz='UTC'), False, 'when the line was rejected (RFC 3339 UTC)'),
+    Column('kind', pa.string(), False,
+           'prediction_error, malformed_line, invalid_record, unreadable_file or write_failure'),
+    Column('source_file', pa.string(), True, 'the shard the line came from'),
+    Column('image_uri', pa.string(), True, 'the image, where known'),
+    Column('error_code', pa.int64(), True, 'google.rpc.Code number'),
+    Column('error_status', pa.string(), True, 'google.rpc.Code name'),
+    Column('error_message', pa.string(), True, 'the reason'),
+    Column('payload', pa.string(), True, 'the original line (base64 where it is not UTF-8)'),
+    Column('payload_encoding', pa.string(), True, 'base64, or null'),
+)
+# The BigQuery dead-letter table cuts payloads over PAYLOAD_LIMIT_BYTES and keeps these two.
+DEAD_LETTER_TABLE_EXTRA_COLUMNS: Tuple[Column, ...] = (
+    Column('payload_length', pa.int64(), True, 'length of the full payload in UTF-8 bytes'),
+    Column('payload_sha256', pa.string(), True, 'SHA-256 of the full payload, hex'),
+)
+PAYLOAD_LIMIT_BYTES = 1024 * 1024
+
+# Arrow type -> BigQuery type, for the types our tables use.
+_BIGQUERY_TYPES = {
+    pa.string(): 'STRING', pa.float64(): 'FLOAT64', pa.int32(): 'INT64', pa.int64(): 'INT64',
+    pa.timestamp('ms', tz='UTC'): 'TIMESTAMP',
+}
+
+
 def arrow_schema(columns: Tuple[Column, ...]) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in columns])
+
+
+def bigquery_schema(columns: Tuple[Column, ...]) -> dict:
+    """The BigQuery table schema (as WriteToBigQuery and the REST API take it) for these columns."""
+    return {'fields': [{'name': c.name, 'type': _BIGQUERY_TYPES[c.type],
+                        'mode': 'NULLABLE' if c.nullable else 'REQUIRED',
+                        'description': c.description} for c in columns]}
 
 
 DETECTIONS_SCHEMA = arrow_schema(DETECTION_COLUMNS)

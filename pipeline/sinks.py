@@ -1,9 +1,17 @@
-"""Where the tables and dead letters go. Beam's file sinks write temporary files and rename them on
-finalize, so a killed run leaves no partial file in the output folders."""
+"""Where the tables and dead letters go: Parquet and JSONL files, and BigQuery tables.
+
+Beam's file sinks write temporary files and rename them on finalize, so a killed run leaves no
+partial file in the output folders."""
+from typing import Optional
+
 import apache_beam as beam
+from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 
 from pipeline import dead_letters
+from pipeline.formats import WRITE_FAILURE
 from pipeline.options import join_path
+from pipeline.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS, DETECTION_COLUMNS,
+                             IMAGE_COLUMNS, bigquery_schema)
 
 
 class WriteParquetTable(beam.PTransform):
@@ -30,3 +38,140 @@ class WriteDeadLetterFiles(beam.PTransform):
         return (records
                 | 'ToJsonLines' >> beam.Map(dead_letters.to_json_line)
                 | 'WriteJsonLines' >> beam.io.WriteToText(self._prefix, file_name_suffix='.jsonl'))
+
+
+class ValidateRowFn(beam.DoFn):
+    """Checks each row against the table's schema before a load job sees it: a row BigQuery would
+    reject goes to the dead letters (kind write_failure) instead of failing the whole load."""
+
+    def __init__(self, table: str, columns):
+        self._table = table
+        self._columns = {c.name: (c.type, c.nullable) for c in columns}
+
+    def process(self, row: dict):
+        problem = row_problem(row, self._columns)
+        if problem is None:
+            yield row
+        else:
+            yield beam.pvalue.TaggedOutput('invalid', write_failure(self._table, row, problem))
+
+
+_PYTHON_TYPES = {'string': (str,), 'double': (float, int), 'int32': (int,), 'int64': (int,),
+                 'timestamp[ms, tz=UTC]': (str,)}
+
+
+def row_problem(row: dict, columns) -> Optional[str]:
+    """Why BigQuery would reject this row under the schema, or None."""
+    unknown = set(row) - set(columns)
+    if unknown:
+        return f'fields not in the table schema: {", ".join(sorted(unknown))}'
+    for name, (arrow_type, nullable) in columns.items():
+        value = row.get(name)
+        if value is None:
+            if not nullable:
+                return f'{name} is REQUIRED but null'
+            continue
+        if isinstance(value, bool) or not isinstance(value, _PYTHON_TYPES[str(arrow_type)]):
+            return f'{name}: {type(value).__name__} is not a valid {arrow_type}'
+    return None
+
+
+def write_failure(table: str, row: dict, message: str) -> dict:
+    return dead_letters.make_dead_letter(
+        WRITE_FAILURE, row.get('source_file') or table, f'{table} rejected the row: {message}',
+        dead_letters.to_json_line(row).encode('utf-8'), image_uri=row.get('image_uri'))
+
+
+def _failed_row_to_dead_letter(table: str, failure) -> dict:
+    """Beam's failed_rows_with_errors element: (destination, row, errors)."""
+    _, row, errors = failure
+    messages = '; '.join(error.get('message', str(error)) if isinstance(error, dict) else str(error)
+                         for error in (errors or []))
+    return write_failure(table, row, messages or 'rejected by BigQuery')
+
+
+class WriteBigQueryTable(beam.PTransform):
+    """Row dicts -> a BigQuery table (created by `prepare_tables` before the run). Outputs
+    {'failures': the rows it could not write, as write_failure dead letters, 'done': a PCollection
+    that completes with the writes}."""
+
+    def __init__(self, table: str, columns, method: str, write_disposition: str,
+                 temp_location: Optional[str] = None):
+        super().__init__()
+        self._table = table
+        self._columns = columns
+        self._method = method
+        self._write_disposition = write_disposition
+        self._temp_location = temp_location
+
+    def expand(self, rows):
+        checked = rows | 'ValidateRows' >> beam.ParDo(
+            ValidateRowFn(self._table, self._columns)).with_outputs('invalid', main='valid')
+        streaming = self._method == 'streaming_inserts'
+        result = checked.valid | 'WriteToBigQuery' >> beam.io.WriteToBigQuery(
+            self._table,
+            schema=bigquery_schema(self._columns),
+            method=(beam.io.WriteToBigQuery.Method.STREAMING_INSERTS if streaming
+                    else beam.io.WriteToBigQuery.Method.FILE_LOADS),
+            create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
+            write_disposition=(beam.io.BigQueryDisposition.WRITE_TRUNCATE
+                               if self._write_disposition == 'truncate'
+                               else beam.io.BigQueryDisposition.WRITE_APPEND),
+            insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
+            custom_gcs_temp_location=self._temp_location,
+            temp_file_format='NEWLINE_DELIMITED_JSON')
+        failures = [checked.invalid]
+        if streaming:
+            table = self._table
+            done = result.failed_rows_with_errors | 'FailedRowsToDeadLetters' >> beam.Map(
+                lambda failure: _failed_row_to_dead_letter(table, failure))
+            failures.append(done)
+        else:
+            done = result.destination_load_jobid_pairs
+        return {'failures': tuple(failures) | 'WriteFailures' >> beam.Flatten(), 'done': done}
+
+
+def table_rows(table):
+    """An Arrow table's rows as dicts, as WriteToBigQuery takes them."""
+    return table.to_pylist()
+
+
+def prepare_tables(settings, client=None) -> None:
+    """Creates the BigQuery tables that are missing (partitioned by ingestion day, detections
+    clustered by label and image_uri) and adds the columns an older version's table lacks, before the
+    pipeline starts, so both write methods find the same tables."""
+    from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    for spec, columns, clustering in bigquery_tables(settings):
+        project, _, rest = spec.rpartition(':')
+        table_id = f'{project}.{rest}'
+        client = client or bigquery.Client(project=project)
+        schema = [bigquery.SchemaField.from_api_repr(field)
+                  for field in bigquery_schema(columns)['fields']]
+        try:
+            table = client.get_table(table_id)
+        except exceptions.NotFound:
+            table = bigquery.Table(table_id, schema=schema)
+            table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY)
+            table.clustering_fields = list(clustering) or None
+            try:
+                client.create_table(table)
+            except exceptions.NotFound as exc:
+                raise ValueError(f'cannot create {spec}: {exc.message} (create the dataset first)') from None
+            continue
+        present = {field.name for field in table.schema}
+        added = [field for field in schema if field.name not in present]
+        if added:
+            table.schema = list(table.schema) + [
+                bigquery.SchemaField(f.name, f.field_type, mode='NULLABLE', description=f.description)
+                for f in added]
+            client.update_table(table, ['schema'])
+
+
+def bigquery_tables(settings):
+    """(table spec, columns, clustering fields) for every BigQuery table this run writes."""
+    if settings.output_table is None:
+        return []
+    return [(settings.output_table, DETECTION_COLUMNS, ('label', 'image_uri')),
+            (settings.images_table, IMAGE_COLUMNS, ()),
+            (settings.dead_letter_table, DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS, ())]

@@ -7,11 +7,10 @@ from typing import Dict, List, Mapping, Optional
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.formats import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
-from pipeline.options import Settings, join_path
+from pipeline.options import Settings
 from pipeline.sources import SHARD_KINDS
 from pipeline.tables import STEPS
 
-SUMMARY_FILE = 'summary.json'
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
 
 
@@ -59,20 +58,20 @@ def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings
             'text': (f'{non_blank} non-blank lines read {"==" if holds else "!="} {images} images + '
                      f'{line_dead} line dead letters'),
         },
+        'tables': {name: getattr(settings, name) for name in
+                   ('output_table', 'images_table', 'dead_letter_table') if getattr(settings, name)},
         'thresholds': {'score_threshold': settings.score_threshold,
                        'label_thresholds': dict(settings.label_thresholds)},
         'outputs': {name: sorted(paths) for name, paths in (outputs or {}).items()},
     }
 
 
-def summary_path(settings: Settings) -> str:
-    return join_path(settings.output, SUMMARY_FILE)
-
-
-def write_summary(summary: Dict, path: str) -> None:
-    with FileSystems.create(path, mime_type='application/json') as handle:
-        handle.write(json.dumps(summary, indent=2, sort_keys=False).encode('utf-8') + b'\n')
-    logging.info('Run summary written to %s: %s', path, summary['reconciliation']['text'])
+def publish(summary: Dict, path: Optional[str]) -> None:
+    """Logs the summary (so a Dataflow job shows it) and writes it to `path` when there is one."""
+    logging.getLogger(__name__).info('Run summary: %s', json.dumps(summary))
+    if path:
+        with FileSystems.create(path, mime_type='application/json') as handle:
+            handle.write(json.dumps(summary, indent=2).encode('utf-8') + b'\n')
 
 
 def read_summary(path: str) -> Dict:

@@ -151,7 +151,7 @@ def test_bad_lines_go_to_dead_letters_and_the_run_reconciles(tmp_path):
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['lines'] == {'read': 7, 'blank': 1, 'non_blank': 6}
     assert summary['dead_letters'] == {'prediction_error': 1, 'malformed_line': 2, 'invalid_record': 1,
-                                       'unreadable_file': 1, 'total': 5}
+                                       'unreadable_file': 1, 'write_failure': 0, 'total': 5}
     assert summary['reconciliation']['holds'] and 'OK' in result.stdout
     dead = read_dead_letters(tmp_path / 'dl')
     assert {d['payload_encoding'] for d in dead} == {None, 'base64'}
@@ -186,7 +186,7 @@ def test_operation_json_as_input(tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (['--output', 'OUT'], '--input is required'),
-    (['--input', SAMPLE_INPUT], '--output is required'),
+    (['--input', SAMPLE_INPUT], '--output or --output_table is required'),
     (['--input', 'IN_MISSING', '--output', 'OUT'], '--input: nothing found'),
     (['--input', SAMPLE_INPUT, '--output', 'OUT', '--score_threshold', '2'], '--score_threshold'),
     (['--input', SAMPLE_INPUT, '--output', 'OUT', '--label_thresholds', 'Tomato'], '--label_thresholds'),

@@ -15,6 +15,18 @@ def test_defaults_and_derived_dead_letter_root():
     assert s.image_size is None and s.probe_image_sizes is False
 
 
+def test_bigquery_table_defaults_follow_the_detections_table():
+    s = settings('--input=in', '--output_table=my-project.ds.detections')
+    assert s.output_table == 'my-project:ds.detections'
+    assert s.images_table == 'my-project:ds.detections_images'
+    assert s.dead_letter_table == 'my-project:ds.detections_error_records'
+    assert s.output is None and s.dead_letter is None and s.summary is None
+    both = settings('--input=in', '--output=out', '--output_table=my-project:ds.t',
+                    '--dead_letter_table=other-project:ds2.errors', '--summary=gs://bkt/s.json')
+    assert both.dead_letter == 'out/dead_letter' and both.dead_letter_table == 'other-project:ds2.errors'
+    assert both.summary == 'gs://bkt/s.json' and settings('--input=in', '--output=o').summary == 'o/summary.json'
+
+
 def test_values_are_typed():
     s = settings('--input=in', '--output=out', '--score_threshold=0.5', '--image_size=1024x768',
                  '--input_format=vertex', '--label_thresholds=Tomato=0.6, Baked Goods=0.3',
@@ -41,7 +53,10 @@ def test_label_thresholds_split_at_last_equals_and_json_for_commas():
 
 @pytest.mark.parametrize('args, fragment', [
     (['--output=out'], '--input is required'),
-    (['--input=in'], '--output is required'),
+    (['--input=in'], '--output or --output_table is required'),
+    (['--input=in', '--output_table=my-project:d.t', '--bigquery_method=streaming_inserts',
+      '--write_disposition=truncate'], 'cannot be used with --bigquery_method=streaming_inserts'),
+    (['--input=in', '--output=out', '--images_table=my-project:d.t'], '--images_table needs --output_table'),
     (['--input=in', '--output=out', '--score_threshold=1.5'], '--score_threshold: expected a number between 0 and 1'),
     (['--input=in', '--output=out', '--score_threshold=-0.1'], '--score_threshold'),
     (['--input=in', '--output=out', '--score_threshold=nan'], '--score_threshold'),

@@ -27,7 +27,7 @@ def test_one_parameter_per_option():
     assert [p['name'] for p in parameters] == [o.name for o in OPTIONS]
     for parameter in parameters:
         assert parameter['label'] and parameter['helpText']
-        assert parameter['isOptional'] is (parameter['name'] not in ('input', 'output'))
+        assert parameter['isOptional'] is (parameter['name'] != 'input')
 
 
 # Values as a Dataflow user would pass them: (option, value, accepted by the pipeline).
@@ -61,6 +61,15 @@ CASES = [
     ('nms_iou', '0.5', True), ('nms_iou', '1.01', False), ('roi_min_overlap', '0.25', True),
     ('roi', 'POLYGON ((0 0, 1 0, 1 1, 0 0))', True), ('roi', 'multipolygon (((0 0, 1 0, 1 1, 0 0)))', True),
     ('roi', 'gs://bucket/roi.wkt', True), ('roi', 'POINT (0 0)', False), ('roi', 'roi.wkt', False),
+    ('output_table', 'my-project:dataset.table', True), ('output_table', 'my-project.dataset.table', True),
+    ('output_table', 'example.com:my-project:ds.t_1', True), ('output_table', 'dataset.table', False),
+    ('output_table', 'my-project:data set.table', False), ('output_table', 'P:ds.t', False),
+    ('images_table', 'my-project:ds.images', True), ('images_table', 'ds.images', False),
+    ('dead_letter_table', 'my-project:ds.errors', True), ('dead_letter_table', 'errors', False),
+    ('write_disposition', 'append', True), ('write_disposition', 'truncate', True),
+    ('write_disposition', 'WRITE_APPEND', False), ('bigquery_method', 'file_loads', True),
+    ('bigquery_method', 'streaming_inserts', True), ('bigquery_method', 'storage_write_api', False),
+    ('summary', 'gs://bucket/runs/summary.json', True), ('summary', 'summary.json', False),
 ]
 # Well-shaped values whose content the pipeline still rejects at launch (checked before any work).
 SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]')}
@@ -72,13 +81,15 @@ def accepted(name, value):
         raw['roi'] = 'POLYGON ((0 0, 1 0, 1 1, 0 0))'
     if name == 'nms_class_agnostic':
         raw['nms_iou'] = '0.5'
+    if name in ('images_table', 'dead_letter_table'):
+        raw['output_table'] = 'my-project:ds.t'
     try:
         Settings.from_raw(raw)
         if name == 'roi' and not value.startswith('gs://'):
             read_roi(value)  # inline WKT is checked at launch; a gs:// file is read there too
     except OptionError:
         return False
-    on_dataflow = {'input', 'output', 'dead_letter', 'image_sizes'}  # paths are gs:// there
+    on_dataflow = {'input', 'output', 'dead_letter', 'image_sizes', 'summary'}  # gs:// there
     return value.startswith('gs://') if name in on_dataflow else True
 
 
@@ -113,11 +124,15 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
               'probe_image_sizes': 'false', 'keep_labels': 'Salad,Baked Goods,Tomato',
               'drop_labels': 'Tomato', 'min_box_area': '0.01', 'max_detections': '3', 'nms_iou': '0.5',
               'nms_class_agnostic': 'false', 'roi': roi, 'roi_min_overlap': '0.5'}
-    names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
-    assert set(values) | {'input', 'output', 'dead_letter'} == set(names)
+    all_names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
+    bigquery = {'output_table', 'images_table', 'dead_letter_table', 'write_disposition',
+                'bigquery_method'}  # run against the emulator in test_cloud.py
+    names = [name for name in all_names if name not in bigquery]
+    assert set(values) | {'input', 'output', 'dead_letter', 'summary'} == set(names)
 
     def args(out):
-        given = dict(values, input=str(SAMPLE / 'input'), output=str(out), dead_letter=str(out / 'dl'))
+        given = dict(values, input=str(SAMPLE / 'input'), output=str(out), dead_letter=str(out / 'dl'),
+                     summary=str(out / 'summary.json'))
         return [f'--{name}={given[name]}' for name in names]
     launcher_out, module_out = tmp_path / 'launcher', tmp_path / 'module'
     run([sys.executable, str(ROOT / 'templates' / 'main.py'), *args(launcher_out)], cwd=tmp_path)
