@@ -142,22 +142,26 @@ def prepare_tables(settings, client=None) -> None:
     pipeline starts, so both write methods find the same tables."""
     from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
     from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    retry = bigquery.DEFAULT_RETRY.with_deadline(60)
     for spec, columns, clustering in bigquery_tables(settings):
         project, _, rest = spec.rpartition(':')
         table_id = f'{project}.{rest}'
         client = client or bigquery.Client(project=project)
+        dataset_id = table_id.rsplit('.', 1)[0]
+        try:
+            client.get_dataset(dataset_id, retry=retry)
+        except exceptions.NotFound:
+            raise ValueError(f'the dataset {dataset_id} of {spec} does not exist: create the dataset '
+                             f'first (it sets the data location)') from None
         schema = [bigquery.SchemaField.from_api_repr(field)
                   for field in bigquery_schema(columns)['fields']]
         try:
-            table = client.get_table(table_id)
+            table = client.get_table(table_id, retry=retry)
         except exceptions.NotFound:
             table = bigquery.Table(table_id, schema=schema)
             table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY)
             table.clustering_fields = list(clustering) or None
-            try:
-                client.create_table(table)
-            except exceptions.NotFound as exc:
-                raise ValueError(f'cannot create {spec}: {exc.message} (create the dataset first)') from None
+            client.create_table(table, retry=retry)
             continue
         present = {field.name for field in table.schema}
         added = [field for field in schema if field.name not in present]
@@ -165,7 +169,7 @@ def prepare_tables(settings, client=None) -> None:
             table.schema = list(table.schema) + [
                 bigquery.SchemaField(f.name, f.field_type, mode='NULLABLE', description=f.description)
                 for f in added]
-            client.update_table(table, ['schema'])
+            client.update_table(table, ['schema'], retry=retry)
 
 
 def bigquery_tables(settings):
