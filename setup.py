@@ -19,6 +19,11 @@ EXTRAS_REQUIRE = {
         'pytest==9.2.0',
         'pytest-xdist==3.8.0',
         'hypothesis==6.170.15',
+        # Local stand-ins for Cloud Storage and BigQuery, started by the tests.
+        'gcp-storage-emulator==2026.7.19',
+        'bqemulator==1.4.0',
+        'duckdb==1.5.5',  # bqemulator's engine; 1.5.5 matches the spatial extension below
+        'duckdb-extension-spatial==1.5.5',
     ],
     'bench': [
         'duckdb==1.5.5',

@@ -112,3 +112,87 @@ class Emulators:
     def local_path(self, bucket: str, name: str) -> pathlib.Path:
         """Where the storage emulator keeps an object on disk."""
         return self.storage_dir / '.cloudstorage' / bucket / name
+
+
+class RejectingProxy:
+    """An HTTP proxy in front of the BigQuery emulator that makes BigQuery's per-row rejection
+    happen: for insertAll requests to `table`, rows whose JSON contains `marker` are answered with
+    insertErrors (reason "invalid") and only the others are forwarded. The emulator itself never
+    rejects single rows, so this is the one place the tests shape a response."""
+
+    def __init__(self, target: str, table: str, marker: str):
+        import http.server
+        import threading
+        import urllib.error
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _forward(self, method, body=None):
+                request = urllib.request.Request(target + self.path, data=body, method=method,
+                                                 headers={k: v for k, v in self.headers.items()
+                                                          if k.lower() not in ('host', 'content-length')})
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        status, payload, headers = response.status, response.read(), response.headers
+                except urllib.error.HTTPError as error:
+                    status, payload, headers = error.code, error.read(), error.headers
+                return status, payload, headers.get('Content-Type', 'application/json')
+
+            def _reply(self, status, payload, content_type='application/json'):
+                self.send_response(status)
+                self.send_header('Content-Type', content_type)
+                self.send_header('Content-Length', str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self):
+                self._reply(*self._forward('GET'))
+
+            def do_DELETE(self):
+                self._reply(*self._forward('DELETE'))
+
+            def do_PATCH(self):
+                body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+                self._reply(*self._forward('PATCH', body))
+
+            def do_PUT(self):
+                body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+                self._reply(*self._forward('PUT', body))
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+                if not self.path.split('?')[0].endswith(f'/tables/{table}/insertAll'):
+                    self._reply(*self._forward('POST', body))
+                    return
+                request = json.loads(body)
+                rows = request.get('rows', [])
+                rejected = [i for i, row in enumerate(rows) if marker in json.dumps(row['json'])]
+                kept = [row for i, row in enumerate(rows) if i not in rejected]
+                proxy.rejected += len(rejected)
+                if kept:
+                    status, payload, _ = self._forward('POST', json.dumps(dict(request, rows=kept)).encode())
+                    if status != 200:
+                        self._reply(status, payload)
+                        return
+                errors = [{'index': i, 'errors': [{'reason': 'invalid', 'location': 'label',
+                                                   'message': f'test rejection of row {i}'}]}
+                          for i in rejected]
+                self._reply(200, json.dumps({'kind': 'bigquery#tableDataInsertAllResponse',
+                                             'insertErrors': errors}).encode())
+
+        self.rejected = 0
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def env(self, base_env: dict) -> dict:
+        return dict(base_env, BIGQUERY_EMULATOR_HOST=self.url,
+                    TEST_BIGQUERY_API_BASE_URL=f'{self.url}/bigquery/v2/')
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

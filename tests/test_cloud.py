@@ -132,3 +132,26 @@ def test_bigquery_options_fail_before_any_work(cloud):
                  '--bigquery_method', 'streaming_inserts', check=False)
     assert result.returncode == 2 and 'dataset test-project.nodataset' in result.stderr
     assert 'create the dataset first' in result.stderr
+
+
+def test_rows_bigquery_rejects_reach_the_dead_letter_table(cloud, local_run):
+    from emulators import RejectingProxy
+    marker = '3167707458'  # every detection of one image is rejected by the detections table
+    proxy = RejectingProxy(cloud.bq_url, 'rejecting', marker)
+    try:
+        result = subprocess.run(
+            [sys.executable, '-m', 'pipeline', *gcs_args('rejecting', '--bigquery_method',
+                                                         'streaming_inserts')],
+            cwd=ROOT, env=proxy.env(cloud.env), capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+    finally:
+        proxy.stop()
+    expected = [row for row in local_rows(local_run) if marker not in row['image_uri']]
+    assert canonical(rows_of_table(cloud, 'rejecting')) == canonical(expected)
+    failures = [r for r in rows_of_table(cloud, 'rejecting_error_records') if r['kind'] == 'write_failure']
+    rejected = len(local_rows(local_run)) - len(expected)
+    assert proxy.rejected == rejected > 0 and len(failures) == rejected
+    for failure in failures:
+        assert 'test rejection' in failure['error_message'] and marker in failure['image_uri']
+        assert json.loads(failure['payload'])['image_uri'] == failure['image_uri']
+    assert f'write_failure {rejected}' in result.stdout
