@@ -18,8 +18,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 run: install
-	rm -rf out
-	$(PY) -m pipeline $(SAMPLE_ARGS)
+	$(PY) -m pipeline $(SAMPLE_ARGS) --overwrite
 
 test: install
 	$(PY) -m pytest -q tests

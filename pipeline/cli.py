@@ -18,10 +18,10 @@ from google.api_core.exceptions import GoogleAPIError
 from pipeline import geometry
 from pipeline import summary as run_summary
 from pipeline.job import PredictionsToTables
-from pipeline.options import OptionError, Settings
+from pipeline.options import OptionError, Settings, join_path
 from pipeline.sinks import prepare_tables
 from pipeline.sizes import ManifestError, check_manifest_header
-from pipeline.sources import InputError, resolve_input
+from pipeline.sources import InputError, resolve_input, scheme_of
 
 # Without --runner, batch runs on the FnApiRunner: the DirectRunner of Beam 2.77 would first try to
 # download the Prism runner, and these machines are offline.
@@ -45,9 +45,40 @@ def prepare(argv: Optional[List[str]]):
     standard = pipeline_options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_LOCAL_RUNNER
+    if settings.output:
+        clear_output_root(settings)
     if settings.output_table:
         settings = prepare_bigquery(settings, pipeline_options)
     return pipeline_options, settings, pattern
+
+
+def clear_output_root(settings: Settings) -> None:
+    """Refuses an output root that holds a completed run unless --overwrite; otherwise removes what
+    an earlier run (completed, or killed before its summary) left in our folders, so the output is
+    exactly this run's. Files of the user's own in the root are never touched."""
+    summary_file = join_path(settings.output, 'summary.json')
+    if FileSystems.exists(summary_file) and not settings.overwrite:
+        raise OptionError(f'--output: {settings.output} holds a completed run ({summary_file}); '
+                          f'pass --overwrite to replace it, or choose another --output')
+    folders = [join_path(settings.output, name) for name in ('detections', 'images')]
+    if settings.dead_letter:
+        folders.append(settings.dead_letter)
+    leftovers = [metadata.path for result in FileSystems.match([join_path(f, '**') for f in folders])
+                 for metadata in result.metadata_list]
+    for path in (settings.summary, summary_file):
+        if path and FileSystems.exists(path):
+            leftovers.append(path)
+    if leftovers:
+        FileSystems.delete(sorted(set(leftovers)))
+        logging.warning('Removed %d files left by an earlier run in %s', len(set(leftovers)),
+                        settings.output)
+    # A killed run also leaves Beam's temporary folders, which a local file system keeps when empty
+    # (Cloud Storage has no empty folders).
+    for folder in folders:
+        if scheme_of(folder) == 'file' and os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name.startswith('beam-temp-'):
+                    shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
 def prepare_bigquery(settings: Settings, pipeline_options: PipelineOptions) -> Settings:
@@ -129,4 +160,17 @@ def main(argv: Optional[List[str]] = None) -> int:
               f'and their .gz)', file=sys.stderr)
     if not scratch:
         print(f'Summary: {settings.summary}')
-    return 0 if summary['reconciliation']['holds'] else 1
+    if not summary['reconciliation']['holds']:
+        return 1
+    return check_dead_letter_ratio(summary, settings.max_dead_letter_ratio)
+
+
+def check_dead_letter_ratio(summary, limit: Optional[float]) -> int:
+    """3 when line dead letters exceed --max_dead_letter_ratio of the non-blank lines, else 0."""
+    reconciliation = summary['reconciliation']
+    lines, dead = reconciliation['non_blank_lines'], reconciliation['line_dead_letters']
+    if limit is None or lines == 0 or dead / lines <= limit:
+        return 0
+    print(f'error: {dead} of {lines} non-blank lines ({dead / lines:.2%}) went to the dead letters, '
+          f'more than --max_dead_letter_ratio={limit}; every output was written', file=sys.stderr)
+    return 3

@@ -119,6 +119,16 @@ def parse_labels(text: str) -> Tuple[str, ...]:
     return tuple(labels)
 
 
+def parse_prefixes(text: str) -> Tuple[str, ...]:
+    prefixes = tuple(prefix.strip() for prefix in text.split(',') if prefix.strip())
+    if not prefixes:
+        raise ValueError('expected one or more comma-separated prefixes')
+    for prefix in prefixes:
+        if prefix.lower().startswith('gs:') and not re.match(r'^gs://[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9]/', prefix):
+            raise ValueError(f'{prefix!r}: a gs:// prefix must name a bucket and end its name with "/"')
+    return prefixes
+
+
 def parse_positive_int(text: str) -> int:
     return int(_check_shape(text, POSITIVE_INT_RE, 'a whole number >= 1').group(0))
 
@@ -186,6 +196,14 @@ OPTIONS = (
            'file_loads (default: load jobs from files under --temp_location) or streaming_inserts.',
            parse_choice(BIGQUERY_METHOD_RE, 'file_loads, streaming_inserts'), default='file_loads',
            regex=BIGQUERY_METHOD_RE),
+    Option('overwrite', 'Overwrite a completed run',
+           'Replace the outputs of a completed previous run in --output (one with a summary.json). '
+           'Without it such a run is refused; the leftovers of a killed run are always replaced.',
+           parse_bool, default=False, flag=True, regex=BOOL_RE),
+    Option('max_dead_letter_ratio', 'Maximum dead-letter ratio',
+           'When line dead letters exceed this share (0 to 1) of the non-blank lines, the run still '
+           'writes everything, then exits with code 3 and the figures, so a scheduler can alert.',
+           parse_fraction, regex=FRACTION_RE),
     Option('summary', 'Run summary path',
            'Where to write summary.json; default <output>/summary.json. With BigQuery output only, '
            'the summary is printed and logged, and written here when given.',
@@ -212,6 +230,10 @@ OPTIONS = (
     Option('probe_image_sizes', 'Probe image sizes',
            'Read each image\'s header to learn its size when no other source gives it.',
            parse_bool, default=False, flag=True, regex=BOOL_RE),
+    Option('probe_allowed_prefixes', 'Prefixes that may be probed',
+           'Comma-separated URI prefixes (such as gs://my-images/) whose images may be opened by '
+           '--probe_image_sizes. Default: any image with the same scheme as --input (gs:// or local); '
+           'an image URI outside them is never opened.', parse_prefixes),
     Option('keep_labels', 'Labels to keep',
            'Keep only these labels: comma-separated display names (spaces allowed), or a JSON array '
            'for names with commas. A detection without a display name is dropped.',
@@ -284,6 +306,9 @@ class Settings:
     write_disposition: str = 'append'
     bigquery_method: str = 'file_loads'
     summary: Optional[str] = None
+    probe_allowed_prefixes: Optional[Tuple[str, ...]] = None
+    overwrite: bool = False
+    max_dead_letter_ratio: Optional[float] = None
     temp_location: Optional[str] = None  # Beam's --temp_location, for BigQuery file loads
 
     @classmethod

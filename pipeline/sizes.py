@@ -6,6 +6,7 @@ FileSystems, so local paths and gs:// work alike.
 import collections
 import csv
 import io
+import os
 from typing import Dict, Iterable, Optional, Tuple
 
 import orjson
@@ -126,6 +127,20 @@ def probe_size(uri: str) -> Tuple[int, int]:
     return size_from_header(head)
 
 
+def probe_allowed(uri: str, scheme: str, prefixes: Optional[Tuple[str, ...]]) -> bool:
+    """Whether an image URI found inside a prediction line may be opened: it must be under one of the
+    allowed prefixes or, without any, have the input's scheme. Local paths are normalized first, so
+    `/allowed/../etc/passwd` is not under `/allowed/`."""
+    uri_scheme = scheme_of(uri)
+    if uri_scheme == 'file':
+        if '://' in uri or not uri.startswith('/'):
+            return False  # file:// URIs and relative paths are never probed
+        uri = os.path.normpath(uri)
+    if prefixes:
+        return any(uri.startswith(prefix) for prefix in prefixes)
+    return uri_scheme == scheme
+
+
 class SizeResolver:
     """Resolves each image's size from the manifest, a probe, or the fixed size, in that order.
 
@@ -134,11 +149,13 @@ class SizeResolver:
     """
 
     def __init__(self, manifest: Optional[Dict[str, Tuple[int, int]]], probe: bool,
-                 fixed: Optional[Tuple[int, int]], allowed_scheme: str, cache_size: int = 100_000):
+                 fixed: Optional[Tuple[int, int]], allowed_scheme: str,
+                 allowed_prefixes: Optional[Tuple[str, ...]] = None, cache_size: int = 100_000):
         self._manifest = manifest or {}
         self._probe = probe
         self._fixed = ImageSize(fixed[0], fixed[1], 'fixed') if fixed else None
         self._allowed_scheme = allowed_scheme
+        self._allowed_prefixes = allowed_prefixes
         self._cache: 'collections.OrderedDict[str, Optional[ImageSize]]' = collections.OrderedDict()
         self._cache_size = cache_size
         self.probe_failures: Dict[str, int] = collections.Counter()
@@ -164,8 +181,8 @@ class SizeResolver:
         return result
 
     def _probe_once(self, uri: str) -> Optional[ImageSize]:
-        if scheme_of(uri) != self._allowed_scheme:
-            self.probe_failures['probe_skipped_scheme'] += 1
+        if not probe_allowed(uri, self._allowed_scheme, self._allowed_prefixes):
+            self.probe_failures['probe_skipped_not_allowed'] += 1
             return None
         try:
             width, height = probe_size(uri)

@@ -139,7 +139,7 @@ class ParseBatchFn(beam.DoFn):
         settings = self._settings
         if self._resolver is None:
             self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
-                                          self._allowed_probe_scheme)
+                                          self._allowed_probe_scheme, settings.probe_allowed_prefixes)
         timestamp = dead_letters.utc_timestamp()
         predictions, sizes, rejected = [], [], []
         for line in batch.lines:

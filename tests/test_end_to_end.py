@@ -232,7 +232,7 @@ def test_probe_image_sizes_reads_local_image_headers(tmp_path):
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['image_sizes']['from_probe'] == 2 and summary['image_sizes']['from_fixed'] == 3
     assert summary['image_sizes']['probe_failures'] == {
-        'failed_missing': 1, 'failed_unreadable': 1, 'skipped_scheme': 1}
+        'failed_missing': 1, 'failed_unreadable': 1, 'skipped_not_allowed': 1}
 
 
 def test_input_without_shards_warns(tmp_path):

@@ -89,7 +89,7 @@ def test_resolver_caches_probes_and_never_opens_other_schemes(tmp_path, monkeypa
     resolver = SizeResolver({}, probe=True, fixed=None, allowed_scheme='gs')
     assert resolver.resolve(path) is None  # a local path on a gs:// run
     assert resolver.resolve('file:///etc/passwd') is None
-    assert calls == [] and resolver.probe_failures['probe_skipped_scheme'] == 2
+    assert calls == [] and resolver.probe_failures['probe_skipped_not_allowed'] == 2
     local = SizeResolver({}, probe=True, fixed=None, allowed_scheme='file')
     for _ in range(3):
         assert local.resolve(path) == (30, 40, 'probe')
