@@ -114,85 +114,118 @@ class Emulators:
         return self.storage_dir / '.cloudstorage' / bucket / name
 
 
-class RejectingProxy:
-    """An HTTP proxy in front of the BigQuery emulator that makes BigQuery's per-row rejection
-    happen: for insertAll requests to `table`, rows whose JSON contains `marker` are answered with
-    insertErrors (reason "invalid") and only the others are forwarded. The emulator itself never
-    rejects single rows, so this is the one place the tests shape a response."""
+class ForwardingProxy:
+    """An HTTP proxy on a free loopback port that forwards every request to `target`, headers and
+    all, unless `intercept(handler, method, body)` answers it first (returns True)."""
 
-    def __init__(self, target: str, table: str, marker: str):
+    _HOP_BY_HOP = {'connection', 'keep-alive', 'transfer-encoding', 'content-length', 'host'}
+
+    def __init__(self, target: str):
         import http.server
         import threading
-        import urllib.error
 
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
             def log_message(self, *args):
                 pass
 
-            def _forward(self, method, body=None):
-                request = urllib.request.Request(target + self.path, data=body, method=method,
-                                                 headers={k: v for k, v in self.headers.items()
-                                                          if k.lower() not in ('host', 'content-length')})
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as response:
-                        status, payload, headers = response.status, response.read(), response.headers
-                except urllib.error.HTTPError as error:
-                    status, payload, headers = error.code, error.read(), error.headers
-                return status, payload, headers.get('Content-Type', 'application/json')
+            def _handle(self):
+                length = int(self.headers.get('Content-Length') or 0)
+                body = self.rfile.read(length) if length else None
+                if not proxy.intercept(self, self.command, body):
+                    self.reply(*proxy.forward(self.command, self.path, self.headers, body))
 
-            def _reply(self, status, payload, content_type='application/json'):
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def reply(self, status, payload, headers=()):
                 self.send_response(status)
-                self.send_header('Content-Type', content_type)
+                for key, value in headers:
+                    if key.lower() not in ForwardingProxy._HOP_BY_HOP:
+                        self.send_header(key, value.replace(target, proxy.url))
                 self.send_header('Content-Length', str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def do_GET(self):
-                self._reply(*self._forward('GET'))
-
-            def do_DELETE(self):
-                self._reply(*self._forward('DELETE'))
-
-            def do_PATCH(self):
-                body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
-                self._reply(*self._forward('PATCH', body))
-
-            def do_PUT(self):
-                body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
-                self._reply(*self._forward('PUT', body))
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
-                if not self.path.split('?')[0].endswith(f'/tables/{table}/insertAll'):
-                    self._reply(*self._forward('POST', body))
-                    return
-                request = json.loads(body)
-                rows = request.get('rows', [])
-                rejected = [i for i, row in enumerate(rows) if marker in json.dumps(row['json'])]
-                kept = [row for i, row in enumerate(rows) if i not in rejected]
-                proxy.rejected += len(rejected)
-                if kept:
-                    status, payload, _ = self._forward('POST', json.dumps(dict(request, rows=kept)).encode())
-                    if status != 200:
-                        self._reply(status, payload)
-                        return
-                errors = [{'index': i, 'errors': [{'reason': 'invalid', 'location': 'label',
-                                                   'message': f'test rejection of row {i}'}]}
-                          for i in rejected]
-                self._reply(200, json.dumps({'kind': 'bigquery#tableDataInsertAllResponse',
-                                             'insertErrors': errors}).encode())
-
-        self.rejected = 0
+        self.target = target
         self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
         self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def env(self, base_env: dict) -> dict:
-        return dict(base_env, BIGQUERY_EMULATOR_HOST=self.url,
-                    TEST_BIGQUERY_API_BASE_URL=f'{self.url}/bigquery/v2/')
+    def forward(self, method, path, headers, body):
+        import urllib.error
+        request = urllib.request.Request(
+            self.target + path, data=body, method=method,
+            headers={k: v for k, v in headers.items() if k.lower() not in self._HOP_BY_HOP})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read(), list(response.headers.items())
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), list(error.headers.items())
+
+    def intercept(self, handler, method, body) -> bool:
+        return False
 
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class FlakyProxy(ForwardingProxy):
+    """Cloud Storage that answers 503 to every `every`-th request: the storage client's own retries
+    must carry the run through."""
+
+    def __init__(self, target: str, every: int):
+        super().__init__(target)
+        self.every = every
+        self.requests = self.failed = 0
+
+    def intercept(self, handler, method, body) -> bool:
+        self.requests += 1
+        if self.requests % self.every:
+            return False
+        self.failed += 1
+        handler.reply(503, b'{"error": {"code": 503, "message": "injected: service unavailable"}}',
+                      [('Content-Type', 'application/json')])
+        return True
+
+    def env(self, base_env: dict) -> dict:
+        return dict(base_env, STORAGE_EMULATOR_HOST=self.url)
+
+
+class RejectingProxy(ForwardingProxy):
+    """BigQuery's per-row rejection, which the emulator never produces: insertAll requests to
+    `table` get insertErrors (reason "invalid") for rows whose JSON contains `marker`; the other rows
+    are forwarded. The one place the tests shape a response."""
+
+    def __init__(self, target: str, table: str, marker: str):
+        super().__init__(target)
+        self.table, self.marker = table, marker
+        self.rejected = 0
+
+    def intercept(self, handler, method, body) -> bool:
+        if method != 'POST' or not handler.path.split('?')[0].endswith(f'/tables/{self.table}/insertAll'):
+            return False
+        request = json.loads(body)
+        rows = request.get('rows', [])
+        rejected = [i for i, row in enumerate(rows) if self.marker in json.dumps(row['json'])]
+        kept = [row for i, row in enumerate(rows) if i not in rejected]
+        self.rejected += len(rejected)
+        if kept:
+            status, payload, headers = self.forward(
+                'POST', handler.path, handler.headers, json.dumps(dict(request, rows=kept)).encode())
+            if status != 200:
+                handler.reply(status, payload, headers)
+                return True
+        errors = [{'index': i, 'errors': [{'reason': 'invalid', 'location': 'label',
+                                           'message': f'test rejection of row {i}'}]} for i in rejected]
+        handler.reply(200, json.dumps({'kind': 'bigquery#tableDataInsertAllResponse',
+                                       'insertErrors': errors}).encode(),
+                      [('Content-Type', 'application/json')])
+        return True
+
+    def env(self, base_env: dict) -> dict:
+        return dict(base_env, BIGQUERY_EMULATOR_HOST=self.url,
+                    TEST_BIGQUERY_API_BASE_URL=f'{self.url}/bigquery/v2/')

@@ -155,3 +155,29 @@ def test_rows_bigquery_rejects_reach_the_dead_letter_table(cloud, local_run):
         assert 'test rejection' in failure['error_message'] and marker in failure['image_uri']
         assert json.loads(failure['payload'])['image_uri'] == failure['image_uri']
     assert f'write_failure {rejected}' in result.stdout
+
+
+def test_cloud_storage_faults_are_retried_and_the_output_is_identical(cloud, local_run):
+    from emulators import FlakyProxy
+    proxy = FlakyProxy(cloud.gcs_url, every=6)
+    try:
+        result = subprocess.run(
+            [sys.executable, '-m', 'pipeline', '--input', f'gs://{BUCKET}/input', '--image_sizes',
+             f'gs://{BUCKET}/image_sizes.csv', '--output', f'gs://{BUCKET}/flaky'],
+            cwd=ROOT, env=proxy.env(cloud.env), capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    finally:
+        proxy.stop()
+    assert proxy.failed >= 5, (proxy.requests, proxy.failed)
+    gcs_rows = ds.dataset(str(cloud.local_path(BUCKET, 'flaky/detections'))).to_table().to_pylist()
+    assert canonical(gcs_rows) == canonical(local_rows(local_run))
+    summary = json.loads(cloud.local_path(BUCKET, 'flaky/summary.json').read_text())
+    assert summary['reconciliation']['holds'] and summary['dead_letters']['unreadable_file'] == 0
+
+
+def test_no_credentials_in_logs_or_dead_letters(cloud):
+    result = run(cloud, *gcs_args('quiet', '--output', f'gs://{BUCKET}/quiet'))
+    token = json.loads(pathlib.Path(cloud.env['GOOGLE_APPLICATION_CREDENTIALS']).read_text())['token']
+    assert token not in result.stdout + result.stderr
+    dead = ''.join(p.read_text() for p in cloud.local_path(BUCKET, 'quiet/dead_letter').glob('*.jsonl'))
+    assert dead and token not in dead and 'Authorization' not in dead
