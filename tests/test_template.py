@@ -70,6 +70,8 @@ CASES = [
     ('write_disposition', 'WRITE_APPEND', False), ('bigquery_method', 'file_loads', True),
     ('bigquery_method', 'streaming_inserts', True), ('bigquery_method', 'storage_write_api', False),
     ('summary', 'gs://bucket/runs/summary.json', True), ('summary', 'summary.json', False),
+    ('overwrite', 'true', True), ('overwrite', 'no', False),
+    ('max_dead_letter_ratio', '0.01', True), ('max_dead_letter_ratio', '5%', False),
 ]
 # Well-shaped values whose content the pipeline still rejects at launch (checked before any work).
 SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]')}
@@ -123,7 +125,9 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
               'image_sizes': str(SAMPLE / 'image_sizes.csv'), 'image_size': '640x480',
               'probe_image_sizes': 'false', 'keep_labels': 'Salad,Baked Goods,Tomato',
               'drop_labels': 'Tomato', 'min_box_area': '0.01', 'max_detections': '3', 'nms_iou': '0.5',
-              'nms_class_agnostic': 'false', 'roi': roi, 'roi_min_overlap': '0.5'}
+              'nms_class_agnostic': 'false', 'roi': roi, 'roi_min_overlap': '0.5',
+              'probe_allowed_prefixes': 'gs://images-bucket/', 'overwrite': 'false',
+              'max_dead_letter_ratio': '0.5'}
     all_names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
     bigquery = {'output_table', 'images_table', 'dead_letter_table', 'write_disposition',
                 'bigquery_method'}  # run against the emulator in test_cloud.py
