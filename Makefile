@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_sizes.csv \
-	--score_threshold 0.7
+	--score_threshold 0.7 --label_thresholds 'Salad=0.8' \
+	--report_image_mirror 'gs://migration-ucaip-trainingaip-20210301091741/openimage/=sample/images/legacy/,gs://migration-ucaip-trainingaip-20210226015226/=sample/images/vertex/'
 
 .PHONY: install run test clean docs bench bench-quick
 
@@ -20,7 +21,12 @@ $(STAMP): setup.py
 run: install
 	$(PY) -m pipeline $(SAMPLE_ARGS) --overwrite
 
+# The report test renders the page in Debian's Chromium; install it when it is missing (as root, as
+# on CI and the development machines).
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
+
 test: install
+	$(if $(CHROMIUM),,apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(PY) -m pytest -q tests
 
 clean:

@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     'pyarrow==25.0.1',  # Beam 2.77 caps pyarrow below 26
     'numpy==2.4.6',
     'pillow==12.3.0',  # Beam 2.77 caps pillow below 13
+    'matplotlib==3.11.2',  # the run report's charts
 ]
 
 EXTRAS_REQUIRE = {

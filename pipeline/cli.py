@@ -60,7 +60,7 @@ def clear_output_root(settings: Settings) -> None:
     if FileSystems.exists(summary_file) and not settings.overwrite:
         raise OptionError(f'--output: {settings.output} holds a completed run ({summary_file}); '
                           f'pass --overwrite to replace it, or choose another --output')
-    folders = [join_path(settings.output, name) for name in ('detections', 'images')]
+    folders = [join_path(settings.output, name) for name in ('detections', 'images', 'report')]
     if settings.dead_letter:
         folders.append(settings.dead_letter)
     leftovers = [metadata.path for result in FileSystems.match([join_path(f, '**') for f in folders])
@@ -147,6 +147,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not local:
         print(f'Job submitted; the run summary will be logged'
               + (f' and written to {settings.summary}' if settings.summary else ''))
+        if settings.output and settings.report:
+            print(f'When the job has finished: python -m pipeline.report --output {settings.output}')
         return 0
     result.wait_until_finish()
     summary = run_summary.read_summary(settings.summary)
@@ -160,6 +162,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               f'and their .gz)', file=sys.stderr)
     if not scratch:
         print(f'Summary: {settings.summary}')
+    if settings.output and settings.report is not False:
+        from pipeline.report import build_report  # pylint: disable=import-outside-toplevel
+        print(f'Report: {build_report(settings.output, settings.report_samples, settings.report_image_mirror or {}, settings.dead_letter)}')
     if not summary['reconciliation']['holds']:
         return 1
     return check_dead_letter_ratio(summary, settings.max_dead_letter_ratio)

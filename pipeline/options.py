@@ -129,6 +129,17 @@ def parse_prefixes(text: str) -> Tuple[str, ...]:
     return prefixes
 
 
+def parse_mirrors(text: str) -> Mapping[str, str]:
+    """"gs://bucket/prefix/=local/dir/,..." -> {source prefix: where to read it instead}."""
+    mirrors = {}
+    for item in text.split(','):
+        source, sep, target = item.partition('=')
+        if not sep or not source.strip() or not target.strip():
+            raise ValueError(f'expected SOURCE_PREFIX=MIRROR_PREFIX, got {item!r}')
+        mirrors[source.strip()] = target.strip()
+    return mirrors
+
+
 def parse_positive_int(text: str) -> int:
     return int(_check_shape(text, POSITIVE_INT_RE, 'a whole number >= 1').group(0))
 
@@ -204,6 +215,17 @@ OPTIONS = (
            'When line dead letters exceed this share (0 to 1) of the non-blank lines, the run still '
            'writes everything, then exits with code 3 and the figures, so a scheduler can alert.',
            parse_fraction, regex=FRACTION_RE),
+    Option('report', 'Build the visual report',
+           'Write <output>/report/index.html after the run: summary, label and score charts, a gallery '
+           'of images with their boxes, the first dead letters. Default: on for local runs; after a '
+           'Dataflow job, build it with python -m pipeline.report --output ROOT.',
+           parse_bool, flag=True, regex=BOOL_RE),
+    Option('report_samples', 'Report gallery size', 'Images in the report gallery (default 24).',
+           parse_positive_int, default=24, regex=POSITIVE_INT_RE),
+    Option('report_image_mirror', 'Report image mirror',
+           'SOURCE_PREFIX=MIRROR_PREFIX[,...]: read the gallery\'s images under SOURCE_PREFIX from '
+           'MIRROR_PREFIX instead (such as a local copy of gs:// images).', parse_mirrors,
+           regex=r'^[^=,]+=[^=,]+(,[^=,]+=[^=,]+)*$'),
     Option('summary', 'Run summary path',
            'Where to write summary.json; default <output>/summary.json. With BigQuery output only, '
            'the summary is printed and logged, and written here when given.',
@@ -307,6 +329,9 @@ class Settings:
     bigquery_method: str = 'file_loads'
     summary: Optional[str] = None
     probe_allowed_prefixes: Optional[Tuple[str, ...]] = None
+    report: Optional[bool] = None
+    report_samples: int = 24
+    report_image_mirror: Optional[Mapping[str, str]] = None
     overwrite: bool = False
     max_dead_letter_ratio: Optional[float] = None
     temp_location: Optional[str] = None  # Beam's --temp_location, for BigQuery file loads

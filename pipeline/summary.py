@@ -9,7 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.formats import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
 from pipeline.options import Settings
 from pipeline.sources import SHARD_KINDS
-from pipeline.tables import STEPS
+from pipeline.tables import HISTOGRAM_BINS, STEPS
 
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
 
@@ -63,6 +63,14 @@ def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings
         'thresholds': {'score_threshold': settings.score_threshold,
                        'label_thresholds': dict(settings.label_thresholds)},
         'outputs': {name: sorted(paths) for name, paths in (outputs or {}).items()},
+        'score_histogram': {
+            'bin_edges': [round(i / HISTOGRAM_BINS, 6) for i in range(HISTOGRAM_BINS + 1)],
+            'all': [get(f'score_bin_all_{i:02d}') for i in range(HISTOGRAM_BINS)],
+            'kept': [get(f'score_bin_kept_{i:02d}') for i in range(HISTOGRAM_BINS)],
+        },
+        'kept_by_label': dict(sorted(
+            ((name.split('=', 1)[1], int(value)) for name, value in counts.items()
+             if name.startswith('kept_label=')), key=lambda item: (-item[1], item[0]))),
     }
 
 

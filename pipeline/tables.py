@@ -105,7 +105,12 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
         'detections_kept': int(len(rows)),
         'images_without_size': int(image_size_unknown.sum()),
         **{f'removed_by_{step}': count for step, count in selection.removed.items()},
+        **histogram_counts('score_bin_all', scores),
+        **histogram_counts('score_bin_kept', scores[rows]),
     }
+    kept_labels = detections.column('label').value_counts().to_pylist()
+    counts.update({f'kept_label={NO_LABEL if item["values"] is None else item["values"]}': item['counts']
+                   for item in kept_labels})
     for size in sizes:
         if size:
             key = f'images_size_from_{size.source}'
@@ -180,6 +185,20 @@ def _step_mask(step, alive, line_index, scores, boxes, labels, label_ids,
     if settings.max_detections is None:
         return None
     return geometry.top_k_mask(line_index[alive], scores[alive], settings.max_detections)
+
+
+# Score histograms (of every annotation, and of the kept ones) use fixed bins, so partial counts from
+# any number of batches add up exactly: HISTOGRAM_BINS counters per histogram.
+HISTOGRAM_BINS = 20
+NO_LABEL = "(no display name)"
+
+
+def histogram_counts(prefix: str, scores: np.ndarray) -> Dict[str, int]:
+    """Counts per bin [k/BINS, (k+1)/BINS), the last bin closed. A decimal score on a bin edge (0.3)
+    falls in the bin it starts, which np.histogram's float edges do not guarantee."""
+    bins = np.minimum(np.floor(scores * HISTOGRAM_BINS + 1e-9).astype(np.int64), HISTOGRAM_BINS - 1)
+    counts = np.bincount(bins, minlength=HISTOGRAM_BINS)
+    return {f'{prefix}_{i:02d}': int(n) for i, n in enumerate(counts) if n}
 
 
 def _take(values: List[Optional[str]], rows: np.ndarray) -> List[Optional[str]]:

@@ -71,6 +71,9 @@ CASES = [
     ('bigquery_method', 'streaming_inserts', True), ('bigquery_method', 'storage_write_api', False),
     ('summary', 'gs://bucket/runs/summary.json', True), ('summary', 'summary.json', False),
     ('overwrite', 'true', True), ('overwrite', 'no', False),
+    ('report', 'false', True), ('report', 'off', False), ('report_samples', '24', True),
+    ('report_samples', '0', False), ('report_image_mirror', 'gs://b/images/=gs://mirror/images/', True),
+    ('report_image_mirror', 'gs://a/=/x/,gs://b/=/y/', True), ('report_image_mirror', 'gs://b/images/', False),
     ('max_dead_letter_ratio', '0.01', True), ('max_dead_letter_ratio', '5%', False),
 ]
 # Well-shaped values whose content the pipeline still rejects at launch (checked before any work).
@@ -127,7 +130,8 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
               'drop_labels': 'Tomato', 'min_box_area': '0.01', 'max_detections': '3', 'nms_iou': '0.5',
               'nms_class_agnostic': 'false', 'roi': roi, 'roi_min_overlap': '0.5',
               'probe_allowed_prefixes': 'gs://images-bucket/', 'overwrite': 'false',
-              'max_dead_letter_ratio': '0.5'}
+              'max_dead_letter_ratio': '0.5', 'report': 'true', 'report_samples': '5',
+              'report_image_mirror': 'gs://migration-ucaip-trainingaip-20210226015226/=/nonexistent/'}
     all_names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
     bigquery = {'output_table', 'images_table', 'dead_letter_table', 'write_disposition',
                 'bigquery_method'}  # run against the emulator in test_cloud.py

@@ -1,0 +1,139 @@
+"""The visual run report: built from the outputs, valid HTML, right figures, boxes at the right pixels,
+and rendered by a real browser."""
+import html.parser
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import ROOT, SAMPLE
+from pipeline import report
+
+MIRRORS = ('gs://migration-ucaip-trainingaip-20210301091741/openimage/=' + str(SAMPLE / 'images' / 'legacy')
+           + '/,gs://migration-ucaip-trainingaip-20210226015226/=' + str(SAMPLE / 'images' / 'vertex') + '/')
+
+
+def row(**values):
+    base = {'image_uri': 'u', 'source_file': 'f', 'label': 'A', 'score': 0.9, 'rank': 0,
+            'x_min': 0.25, 'y_min': 0.2, 'x_max': 0.45, 'y_max': 0.6,
+            'px_x_min': 50.0, 'px_y_min': 20.0, 'px_x_max': 90.0, 'px_y_max': 60.0}
+    base.update(values)
+    return base
+
+
+def test_boxes_are_drawn_at_the_written_pixels():
+    image = Image.new('RGB', (200, 100), (255, 255, 255))
+    ImageDraw.Draw(image).rectangle([50, 20, 90, 60], fill=(0, 0, 255))  # the object
+    drawn = report.draw_boxes(image, [row()], ['A'])
+    colour = report.PALETTE[0]
+    assert drawn.getpixel((90, 40)) == colour      # right edge, on the object's edge
+    assert drawn.getpixel((70, 60)) == colour      # bottom edge
+    assert drawn.getpixel((50, 50)) == colour      # left edge, below the caption
+    assert drawn.getpixel((70, 45)) == (0, 0, 255)  # inside: the object is untouched
+    assert drawn.getpixel((95, 40)) == (255, 255, 255) and drawn.getpixel((70, 66)) == (255, 255, 255)
+
+
+def test_rows_without_a_size_are_scaled_to_the_image():
+    image = Image.new('RGB', (200, 100), (255, 255, 255))
+    drawn = report.draw_boxes(image, [row(px_x_min=None, px_y_min=None, px_x_max=None, px_y_max=None)],
+                              ['A'])
+    assert drawn.getpixel((90, 40)) == report.PALETTE[0]  # 0.45 * 200, between 0.2 * 100 and 0.6 * 100
+
+
+def test_gallery_is_deterministic_and_spread_across_labels():
+    rows = [row(image_uri=f'gs://b/{label}{i}.jpg', label=label, score=i / 10)
+            for label in 'ABC' for i in range(10)] + [row(image_uri='gs://b/A9.jpg', label='C', score=0.5)]
+    chosen = report.choose_gallery(rows, 6)
+    assert chosen == report.choose_gallery(list(reversed(rows)), 6)
+    assert len(chosen) == len(set(chosen)) == 6
+    assert {uri[7] for uri in chosen} == {'A', 'B', 'C'}
+    assert 'gs://b/A9.jpg' in chosen and 'gs://b/A0.jpg' in chosen  # best and worst of a label
+
+
+class Page(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.cells, self.images, self.unreadable, self.stack = [], [], 0, []
+
+    VOID = {'meta', 'img', 'br', 'hr', 'link', 'input'}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag not in self.VOID:
+            self.stack.append(tag)
+        if tag == 'img':
+            self.images.append(attrs)
+        if tag == 'figure' and attrs.get('class') == 'unreadable':
+            self.unreadable += 1
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, (self.stack[-3:], tag)  # well nested
+        self.stack.pop()
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] == 'td':
+            self.cells.append(data)
+
+
+@pytest.fixture(scope='module')
+def sample_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp('report') / 'out'
+    result = subprocess.run([sys.executable, '-m', 'pipeline', '--input', SAMPLE / 'input', '--output', out,
+                             '--image_sizes', SAMPLE / 'image_sizes.csv', '--score_threshold', '0.7',
+                             '--report_image_mirror', MIRRORS],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f'Report: {out}/report/index.html' in result.stdout
+    return out
+
+
+def test_report_is_valid_html_naming_every_summary_figure(sample_report):
+    text = (sample_report / 'report' / 'index.html').read_text()
+    page = Page()
+    page.feed(text)
+    page.close()
+    assert page.stack == []
+    summary = json.loads((sample_report / 'summary.json').read_text())
+    figures = dict(zip(page.cells[::2], page.cells[1::2]))
+    assert figures['images written'] == str(summary['images_written'])
+    assert figures['detections in'] == str(summary['detections']['in'])
+    assert figures['detections kept'] == str(summary['detections']['kept'])
+    assert figures['removed by threshold'] == str(summary['detections']['removed_by']['threshold'])
+    assert figures['lines read'] == str(summary['lines']['read'])
+    assert figures['dead letters: prediction_error'] == '3'
+    assert figures['image sizes unknown'] == str(summary['image_sizes']['unknown'])
+    assert figures['duplicate image URIs'] == str(summary['duplicate_image_uris'])
+    assert 'Reconciliation holds: 15 non-blank lines read == 12 images + 3 line dead letters' in text
+    photos = [img for img in page.images if img['src'].startswith('data:image/jpeg')]
+    charts = [img for img in page.images if img['src'].startswith('data:image/png')]
+    assert len(photos) == 3 and len(charts) == 2  # three distinct images; label and score charts
+    assert text.count('<li><code>') == 3 and 'Unable to decode image.' in text  # the dead letters
+    assert 'http://' not in text and 'https://' not in text  # self-contained: nothing to fetch
+
+
+def test_report_after_the_fact_lists_unreadable_images_with_the_reason(sample_report, tmp_path):
+    copy = tmp_path / 'out'
+    shutil.copytree(sample_report, copy)
+    subprocess.run([sys.executable, '-m', 'pipeline.report', '--output', str(copy)], cwd=ROOT,
+                   check=True, capture_output=True)
+    page = Page()
+    page.feed((copy / 'report' / 'index.html').read_text())
+    assert page.unreadable == 3  # gs:// images on a local run: never opened
+    assert 'outside what this run may open' in (copy / 'report' / 'index.html').read_text()
+
+
+def test_report_renders_in_headless_chromium(sample_report, tmp_path):
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    assert chromium, 'make test installs Debian\'s chromium package'
+    shot = tmp_path / 'report.png'
+    subprocess.run([chromium, '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                    f'--screenshot={shot}', '--window-size=1200,2400',
+                    (sample_report / 'report' / 'index.html').as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    image = Image.open(shot).convert('RGB')
+    assert image.size == (1200, 2400)
+    colours = image.resize((60, 120)).getcolors(maxcolors=60 * 120)
+    assert len(colours) > 50  # text, charts and photos rendered, not a blank page
