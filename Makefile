@@ -43,7 +43,7 @@ $(BENCH_STAMP): $(STAMP)
 
 # The full benchmark: 20,000 and 200,000 images (about 1 GB), thresholds 0.5 and 0.0, 3 repeats.
 bench: $(BENCH_STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py --postprocessing
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) bench/run.py --images 20000 --repeats 1

@@ -181,3 +181,30 @@ def test_no_credentials_in_logs_or_dead_letters(cloud):
     assert token not in result.stdout + result.stderr
     dead = ''.join(p.read_text() for p in cloud.local_path(BUCKET, 'quiet/dead_letter').glob('*.jsonl'))
     assert dead and token not in dead and 'Authorization' not in dead
+
+
+def test_probe_and_operation_json_on_cloud_storage(cloud):
+    import io as _io
+    from PIL import Image
+    bucket = cloud.storage_client().bucket(BUCKET)
+    png = _io.BytesIO()
+    Image.new('RGB', (320, 240)).save(png, 'PNG')
+    bucket.blob('images/photo.png').upload_from_string(png.getvalue())
+    line = {'ID': f'gs://{BUCKET}/images/photo.png', 'annotations': [{
+        'display_name': 'A', 'annotation_spec_id': '1', 'image_object_detection': {
+            'score': 0.9, 'bounding_box': {'normalized_vertices': [{}, {'x': 0.5, 'y': 0.5}]}}}]}
+    missing = dict(line, ID=f'gs://{BUCKET}/images/missing.png')
+    bucket.blob('probe-run/prediction-m-1/image_object_detection_0.jsonl').upload_from_string(
+        json.dumps(line) + '\n' + json.dumps(missing) + '\n')
+    bucket.blob('operation.json').upload_from_string(json.dumps(
+        {'metadata': {'batchPredictDetails': {'outputInfo': {
+            'gcsOutputDirectory': f'gs://{BUCKET}/probe-run/prediction-m-1'}}}}))
+    run(cloud, '--input', f'gs://{BUCKET}/operation.json', '--output', f'gs://{BUCKET}/probed',
+        '--probe_image_sizes')
+    rows = ds.dataset(str(cloud.local_path(BUCKET, 'probed/detections'))).to_table().to_pylist()
+    by_uri = {row['image_uri']: row for row in rows}
+    assert (by_uri[line['ID']]['image_width'], by_uri[line['ID']]['px_y_max']) == (320, 120.0)
+    assert by_uri[missing['ID']]['image_width'] is None
+    summary = json.loads(cloud.local_path(BUCKET, 'probed/summary.json').read_text())
+    assert summary['image_sizes']['from_probe'] == 1
+    assert sum(summary['image_sizes']['probe_failures'].values()) == 1

@@ -104,3 +104,13 @@ def test_not_an_image_fails_the_probe(tmp_path):
     resolver = SizeResolver({}, probe=True, fixed=None, allowed_scheme='file')
     assert resolver.resolve(str(path)) is None
     assert resolver.probe_failures['probe_failed_unreadable'] == 1
+
+
+def test_truncated_header_fails_the_probe_and_is_counted(tmp_path):
+    full = tmp_path / 'full.png'
+    Image.new('RGB', (50, 40)).save(full)
+    truncated = tmp_path / 'truncated.png'
+    truncated.write_bytes(full.read_bytes()[:12])  # the signature, but no IHDR
+    resolver = SizeResolver({}, probe=True, fixed=None, allowed_scheme='file')
+    assert resolver.resolve(str(truncated)) is None
+    assert resolver.probe_failures['probe_failed_unreadable'] == 1
