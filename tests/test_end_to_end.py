@@ -37,20 +37,8 @@ def read_dead_letters(root):
 
 def reference_rows(threshold):
     """Every (image_uri, score) that should be kept, computed straight from the sample's JSON."""
-    rows = []
-    for path in sorted(SAMPLE_INPUT.rglob('*')):
-        if 'errors_' in path.name or not path.name.endswith(('.jsonl', '.jsonl.gz')):
-            continue
-        data = gzip.decompress(path.read_bytes()) if path.name.endswith('.gz') else path.read_bytes()
-        for line in data.decode().splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if 'ID' in record:
-                rows += [(record['ID'], a['image_object_detection']['score']) for a in record['annotations']]
-            else:
-                rows += [(record['instance']['content'], s) for s in record['prediction']['confidences']]
-    return sorted((uri, score) for uri, score in rows if score >= threshold)
+    return sorted((uri, score) for uri, annotations in read_sample_predictions()
+                  for _, score, _ in annotations if score >= threshold)
 
 
 @pytest.fixture(scope='module')
