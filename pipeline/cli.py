@@ -145,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern)
     result = pipeline.run()
     if not local:
-        print(f'Job submitted; the run summary will be logged'
+        print('Job submitted; the run summary will be logged'
               + (f' and written to {settings.summary}' if settings.summary else ''))
         if settings.output and settings.report:
             print(f'When the job has finished: python -m pipeline.report --output {settings.output}')
@@ -154,20 +154,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = run_summary.read_summary(settings.summary)
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
+    print_outcome(summary, settings, summary_file=None if scratch else settings.summary)
+    if not summary['reconciliation']['holds']:
+        return 1
+    return check_dead_letter_ratio(summary, settings.max_dead_letter_ratio)
+
+
+def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> None:
+    """The end of a local run's console output: the summary, where it is, and the report."""
     print(run_summary.render(summary))
     files = summary['files']
     if not files['result'] and not files['error']:
         print(f'warning: no result or error shard was found under {settings.input} '
               f'(looked for image_object_detection_N.jsonl, predictions_N.jsonl, errors_N.jsonl, '
               f'and their .gz)', file=sys.stderr)
-    if not scratch:
-        print(f'Summary: {settings.summary}')
+    if summary_file:
+        print(f'Summary: {summary_file}')
     if settings.output and settings.report is not False:
         from pipeline.report import build_report  # pylint: disable=import-outside-toplevel
-        print(f'Report: {build_report(settings.output, settings.report_samples, settings.report_image_mirror or {}, settings.dead_letter)}')
-    if not summary['reconciliation']['holds']:
-        return 1
-    return check_dead_letter_ratio(summary, settings.max_dead_letter_ratio)
+        path = build_report(settings.output, settings.report_samples,
+                            settings.report_image_mirror or {}, settings.dead_letter)
+        print(f'Report: {path}')
 
 
 def check_dead_letter_ratio(summary, limit: Optional[float]) -> int:

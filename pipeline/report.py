@@ -9,7 +9,6 @@ import html
 import io
 import itertools
 import json
-import os
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 

@@ -3,7 +3,6 @@ import gzip
 import json
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 
 from beam_testing import local_test_pipeline
