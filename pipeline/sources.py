@@ -25,8 +25,9 @@ _GLOB_CHARS = re.compile(r'[*?\[]')
 _UTF8_BOM = b'\xef\xbb\xbf'
 # Operation / job JSON files are small; anything larger is not one.
 _MAX_OPERATION_BYTES = 16 * 1024 * 1024
-# Uncompressed shards are split into ranges of this size, read in parallel.
-DEFAULT_RANGE_BYTES = 64 * 1024 * 1024
+# Uncompressed shards are split into ranges of this size, read in parallel (16 MB measured 10% faster
+# than 64 MB with 2 local workers on the 200k-image benchmark: more, smaller units to balance).
+DEFAULT_RANGE_BYTES = 16 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
 
 
