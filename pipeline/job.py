@@ -29,7 +29,21 @@ class PredictionsToTables(beam.PTransform):
         read = pbegin | 'ReadShards' >> ReadShards(self._pattern)
         manifest = pbegin | 'ImageSizesManifest' >> LoadManifest(settings.image_sizes)
         parsed = read['batches'] | 'ParsePredictions' >> ParsePredictions(settings, manifest)
+        written, write_failures = self._write_tables(parsed)
+        dead = ((read['dead_letters'], parsed['dead_letters'], *write_failures)
+                | 'AllDeadLetters' >> beam.Flatten())
+        written.update(self._write_dead_letters(dead))
+        counts = (
+            (read['counts'], parsed['counts'], dead | 'CountDeadLetters' >> CountDeadLetters())
+            | 'AllCounts' >> beam.Flatten()
+            | 'SumCounts' >> beam.CombineGlobally(MergeCountsFn()))
+        duplicates = parsed['image_uris'] | 'DuplicateImageUris' >> CountDuplicateImageUris()
+        return self._write_summary(pbegin, counts, duplicates, written)
 
+    def _write_tables(self, parsed):
+        """Detections and images to Parquet and/or BigQuery: ({output: completion PCollection},
+        [BigQuery write failures as dead letters])."""
+        settings = self._settings
         written, write_failures = {}, []
         if settings.output:
             written['detections'] = parsed['detections'] | 'WriteDetections' >> WriteParquetTable(
@@ -44,9 +58,12 @@ class PredictionsToTables(beam.PTransform):
                           | f'Write{name.title()}Table' >> self._bigquery(table, columns))
                 write_failures.append(result['failures'])
                 written[f'{name}_table'] = result['done']
+        return written, write_failures
 
-        dead = ((read['dead_letters'], parsed['dead_letters'], *write_failures)
-                | 'AllDeadLetters' >> beam.Flatten())
+    def _write_dead_letters(self, dead):
+        """Dead letters go where the detections go: JSONL files, a BigQuery table, or both."""
+        settings = self._settings
+        written = {}
         if settings.dead_letter:
             written['dead_letters'] = dead | 'WriteDeadLetters' >> WriteDeadLetterFiles(
                 settings.dead_letter)
@@ -58,13 +75,12 @@ class PredictionsToTables(beam.PTransform):
                           DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS))
             _ = result['failures'] | 'LogLostDeadLetters' >> beam.Map(log_unwritable_dead_letter)
             written['dead_letters_table'] = result['done']
+        return written
 
-        counts = (
-            (read['counts'], parsed['counts'], dead | 'CountDeadLetters' >> CountDeadLetters())
-            | 'AllCounts' >> beam.Flatten()
-            | 'SumCounts' >> beam.CombineGlobally(MergeCountsFn()))
-        duplicates = parsed['image_uris'] | 'DuplicateImageUris' >> CountDuplicateImageUris()
-        pattern = self._pattern
+    def _write_summary(self, pbegin, counts, duplicates, written):
+        """summary.json, written last: it waits on every write (side inputs), so a run killed before
+        the end leaves no summary."""
+        settings, pattern = self._settings, self._pattern
         file_outputs = [name for name in ('detections', 'images', 'dead_letters') if name in written]
 
         def summarize(_, counts, duplicates, *outputs):
@@ -74,8 +90,6 @@ class PredictionsToTables(beam.PTransform):
             Metrics.counter(METRICS_NAMESPACE, 'duplicate_image_uris').inc(duplicates)
             return summary
 
-        # The summary waits on every write (side inputs), so it is the run's last file: a run killed
-        # before the end leaves no summary.
         waits = [AsList(written[name]) for name in file_outputs] + [
             AsList(written[name]) for name in written if name not in file_outputs]
         return (pbegin
