@@ -1,6 +1,7 @@
 """Pure, vectorized box geometry over the columns of a batch (numpy arrays, one row per annotation):
 thresholds, ranks, pixel boxes, and the post-processing steps (label and area filters, region of
 interest, non-maximum suppression, top-K) with shapely 2's array functions."""
+import functools
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -55,6 +56,14 @@ def parse_roi(wkt: str):
     return region
 
 
+@functools.lru_cache(maxsize=8)
+def region_of_interest(wkt: str):
+    """The parsed and prepared region, once per worker rather than once per batch."""
+    region = parse_roi(wkt)
+    shapely.prepare(region)
+    return region
+
+
 def boxes_to_geometries(boxes: np.ndarray) -> np.ndarray:
     return shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
 
@@ -64,7 +73,7 @@ def roi_mask(boxes: np.ndarray, region, min_overlap: Optional[float]) -> np.ndar
     of the box's area. A zero-area box counts as inside when it touches the region."""
     if len(boxes) == 0:
         return np.zeros(0, dtype=bool)
-    shapely.prepare(region)
+    shapely.prepare(region)  # a no-op when already prepared
     geometries = boxes_to_geometries(boxes)
     areas = box_areas(boxes)
     inside = np.zeros(len(boxes), dtype=bool)

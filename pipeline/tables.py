@@ -153,8 +153,9 @@ def _step_mask(step, alive, line_index, scores, boxes, labels, label_ids,
                settings: Settings) -> Optional[np.ndarray]:
     """The keep-mask of one step over the `alive` rows, or None when the step is off."""
     if step == 'threshold':
-        return geometry.threshold_mask(scores[alive], [labels[i] for i in alive.tolist()],
-                                       settings.score_threshold, settings.label_thresholds)
+        alive_labels = [labels[i] for i in alive.tolist()] if settings.label_thresholds else ()
+        return geometry.threshold_mask(scores[alive], alive_labels, settings.score_threshold,
+                                       settings.label_thresholds)
     if step == 'label_filter':
         if settings.keep_labels is None and settings.drop_labels is None:
             return None
@@ -169,7 +170,7 @@ def _step_mask(step, alive, line_index, scores, boxes, labels, label_ids,
     if step == 'roi':
         if settings.roi_wkt is None:
             return None
-        return geometry.roi_mask(boxes[alive], geometry.parse_roi(settings.roi_wkt),
+        return geometry.roi_mask(boxes[alive], geometry.region_of_interest(settings.roi_wkt),
                                  settings.roi_min_overlap)
     if step == 'nms':
         if settings.nms_iou is None:
