@@ -173,7 +173,8 @@ def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> N
     if settings.output and settings.report is not False:
         from pipeline.report import build_report  # pylint: disable=import-outside-toplevel
         path = build_report(settings.output, settings.report_samples,
-                            settings.report_image_mirror or {}, settings.dead_letter)
+                            settings.report_image_mirror or {}, settings.dead_letter,
+                            settings.probe_allowed_prefixes)
         print(f'Report: {path}')
 
 

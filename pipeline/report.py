@@ -20,7 +20,7 @@ import pyarrow.parquet as pq  # noqa: E402  pylint: disable=wrong-import-positio
 from apache_beam.io.filesystems import FileSystems  # noqa: E402  pylint: disable=wrong-import-position
 from PIL import Image, ImageDraw  # noqa: E402  pylint: disable=wrong-import-position
 
-from pipeline.options import join_path, parse_mirrors  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.options import join_path, parse_mirrors, parse_prefixes  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.sizes import probe_allowed  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.sources import scheme_of  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -132,15 +132,17 @@ def draw_boxes(image: Image.Image, rows: Sequence[dict], labels: Sequence[str]) 
     return canvas
 
 
-def load_image(uri: str, allowed_scheme: str, mirrors: Mapping[str, str]) -> Image.Image:
+def load_image(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
+               allowed_prefixes: Optional[Sequence[str]] = None) -> Image.Image:
     """Reads an image through FileSystems, under the same rule as size probing."""
     for source, target in mirrors.items():
         if uri.startswith(source):
             uri = target + uri[len(source):]
             break
     else:
-        if not probe_allowed(uri, allowed_scheme, None):
-            raise PermissionError('outside what this run may open (not the scheme of --input)')
+        if not probe_allowed(uri, allowed_scheme, tuple(allowed_prefixes or ()) or None):
+            raise PermissionError('outside what this run may open (--probe_allowed_prefixes, or the '
+                                  'scheme of --input)')
     with FileSystems.open(uri) as handle:
         data = handle.read(MAX_IMAGE_BYTES + 1)
     if len(data) > MAX_IMAGE_BYTES:
@@ -258,7 +260,8 @@ def render_html(summary, label_png, score_png, gallery, dead) -> str:
 
 
 def build_report(output: str, samples: int = 24, mirrors: Optional[Mapping[str, str]] = None,
-                 dead_letter_root: Optional[str] = None) -> str:
+                 dead_letter_root: Optional[str] = None,
+                 allowed_prefixes: Optional[Sequence[str]] = None) -> str:
     """Writes `<output>/report/index.html` and returns its path."""
     summary = read_json(join_path(output, 'summary.json'))
     rows = sample_detections(output)
@@ -269,7 +272,7 @@ def build_report(output: str, samples: int = 24, mirrors: Optional[Mapping[str, 
         line_rows = first_line_rows([r for r in rows if r['image_uri'] == uri])
         item = {'uri': uri, 'boxes': len(line_rows)}
         try:
-            image = load_image(uri, allowed_scheme, mirrors or {})
+            image = load_image(uri, allowed_scheme, mirrors or {}, allowed_prefixes)
             item['image'] = jpeg_data_uri(draw_boxes(image, line_rows, labels), max_side=960)
             if line_rows and line_rows[0]['px_x_min'] is None:
                 item['note'] = 'size unknown in the table: boxes scaled to the image itself'
@@ -291,9 +294,12 @@ def main(argv=None) -> int:
     parser.add_argument('--dead_letter', help='the dead-letter root, if not <output>/dead_letter')
     parser.add_argument('--report_samples', type=int, default=24)
     parser.add_argument('--report_image_mirror', help='SOURCE_PREFIX=MIRROR_PREFIX[,...]')
+    parser.add_argument('--probe_allowed_prefixes',
+                        help='comma-separated prefixes whose images may be opened (as for the run)')
     args = parser.parse_args(argv)
     mirrors = parse_mirrors(args.report_image_mirror) if args.report_image_mirror else {}
-    print(build_report(args.output, args.report_samples, mirrors, args.dead_letter))
+    prefixes = parse_prefixes(args.probe_allowed_prefixes) if args.probe_allowed_prefixes else None
+    print(build_report(args.output, args.report_samples, mirrors, args.dead_letter, prefixes))
     return 0
 
 

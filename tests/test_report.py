@@ -137,3 +137,16 @@ def test_report_renders_in_headless_chromium(sample_report, tmp_path):
     assert image.size == (1200, 2400)
     colours = image.resize((60, 120)).getcolors(maxcolors=60 * 120)
     assert len(colours) > 50  # text, charts and photos rendered, not a blank page
+
+
+def test_gallery_images_follow_the_probe_allowlist(tmp_path):
+    allowed, other = tmp_path / 'allowed', tmp_path / 'other'
+    allowed.mkdir()
+    other.mkdir()
+    Image.new('RGB', (40, 30), (10, 200, 10)).save(allowed / 'a.png')
+    Image.new('RGB', (40, 30), (10, 200, 10)).save(other / 'b.png')
+    assert report.load_image(str(allowed / 'a.png'), 'file', {}, [f'{allowed}/']).size == (40, 30)
+    with pytest.raises(PermissionError):
+        report.load_image(str(other / 'b.png'), 'file', {}, [f'{allowed}/'])
+    with pytest.raises(PermissionError):
+        report.load_image('/etc/passwd', 'gs', {})
