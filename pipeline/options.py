@@ -27,7 +27,8 @@ IMAGE_SIZE_RE = r'^([1-9][0-9]*)[xX]([1-9][0-9]*)$'
 POSITIVE_INT_RE = r'^[1-9][0-9]*$'
 INPUT_FORMAT_RE = r'^(auto|automl|vertex)$'
 # On Dataflow every path is a Cloud Storage URI: gs://BUCKET[/OBJECT].
-GCS_PATH_RE = r'^gs://[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9](/.*)?$'
+_BUCKET = r'gs://[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9]'
+GCS_PATH_RE = rf'^{_BUCKET}(/.*)?$'
 _LABEL_ITEM = r'[^,]*[^,\s][^,]*'
 LABELS_RE = rf'^(\[.*\]|{_LABEL_ITEM}(,{_LABEL_ITEM})*)$'
 _THRESHOLD_ITEM = rf'{_LABEL_ITEM}=\s*{_FRACTION}\s*'
@@ -37,7 +38,7 @@ _PROJECT = r'([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]'
 TABLE_RE = rf'^({_PROJECT})[:.]([A-Za-z0-9_]{{1,1024}})\.([A-Za-z0-9_-]{{1,1024}})$'
 WRITE_DISPOSITION_RE = r'^(append|truncate)$'
 BIGQUERY_METHOD_RE = r'^(file_loads|streaming_inserts)$'
-ROI_RE = r'^((?i:(multi)?polygon)\s*\(.*\)|gs://[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9]/.+)$'
+ROI_RE = rf'^((?i:(multi)?polygon)\s*\(.*\)|{_BUCKET}/.+)$'
 
 
 def _check_shape(text: str, pattern: str, expected: str) -> re.Match:
@@ -124,7 +125,7 @@ def parse_prefixes(text: str) -> Tuple[str, ...]:
     if not prefixes:
         raise ValueError('expected one or more comma-separated prefixes')
     for prefix in prefixes:
-        if prefix.lower().startswith('gs:') and not re.match(r'^gs://[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9]/', prefix):
+        if prefix.lower().startswith('gs:') and not re.match(rf'^{_BUCKET}/', prefix):
             raise ValueError(f'{prefix!r}: a gs:// prefix must name a bucket and end its name with "/"')
     return prefixes
 

@@ -115,6 +115,7 @@ def draw_boxes(image: Image.Image, rows: Sequence[dict], labels: Sequence[str]) 
     normalized box times the image's own size where the table has no size."""
     canvas = image.convert('RGB')
     pen = ImageDraw.Draw(canvas)
+    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}
     width = max(2, round(max(canvas.size) / 400))
     for row in sorted(rows, key=lambda r: r['rank']):
         if row['px_x_min'] is not None:
@@ -122,8 +123,7 @@ def draw_boxes(image: Image.Image, rows: Sequence[dict], labels: Sequence[str]) 
         else:
             box = (row['x_min'] * canvas.width, row['y_min'] * canvas.height,
                    row['x_max'] * canvas.width, row['y_max'] * canvas.height)
-        colour = PALETTE[labels.index(row['label'] or '') % len(PALETTE)] if (row['label'] or '') in labels \
-            else PALETTE[0]
+        colour = colours.get(row['label'] or '', PALETTE[0])
         pen.rectangle(box, outline=colour, width=width)
         caption = f'{row["label"] or row.get("label_id") or "?"} {row["score"]:.2f}'
         text_box = pen.textbbox((box[0], box[1]), caption)

@@ -66,19 +66,20 @@ def check_manifest_header(path: str) -> None:
     first_line = head.split(b'\n', 1)[0].lstrip(b'\xef\xbb\xbf').strip()
     if fmt == 'csv':
         header = [column.strip() for column in first_line.decode('utf-8', 'replace').split(',')]
-        missing = [c for c in MANIFEST_COLUMNS if c not in header]
-        if missing:
-            raise ManifestError(f'{path}: the CSV header must name {",".join(MANIFEST_COLUMNS)}; '
-                                f'missing {", ".join(missing)}')
+        _check_csv_header(header, path)
+
+
+def _check_csv_header(header, name: str) -> None:
+    missing = [c for c in MANIFEST_COLUMNS if c not in header]
+    if missing:
+        raise ManifestError(f'{name}: the CSV header must name {",".join(MANIFEST_COLUMNS)}; '
+                            f'missing {", ".join(missing)}')
 
 
 def _csv_rows(data: bytes, name: str) -> Iterable[Tuple[str, dict]]:
     text = data.decode('utf-8-sig')
     reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ManifestError(f'{name}: the CSV header must name {",".join(MANIFEST_COLUMNS)}; '
-                            f'missing {", ".join(missing)}')
+    _check_csv_header(reader.fieldnames or [], name)
     for number, row in enumerate(reader, start=2):
         yield f'{name} line {number}', row
 

@@ -130,16 +130,15 @@ class ReadShards(beam.PTransform):
 class ParseBatchFn(beam.DoFn):
     """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts."""
 
-    def __init__(self, settings: Settings, allowed_probe_scheme: str):
+    def __init__(self, settings: Settings):
         self._settings = settings
-        self._allowed_probe_scheme = allowed_probe_scheme
         self._resolver: Optional[SizeResolver] = None
 
     def process(self, batch: LineBatch, manifest):
         settings = self._settings
         if self._resolver is None:
             self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
-                                          self._allowed_probe_scheme, settings.probe_allowed_prefixes)
+                                          scheme_of(settings.input), settings.probe_allowed_prefixes)
         timestamp = dead_letters.utc_timestamp()
         predictions, sizes, rejected = [], [], []
         for line in batch.lines:
@@ -185,7 +184,7 @@ class ParsePredictions(beam.PTransform):
 
     def expand(self, batches):
         parsed = batches | 'ParseLines' >> beam.ParDo(
-            ParseBatchFn(self._settings, scheme_of(self._settings.input)),
+            ParseBatchFn(self._settings),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
             'detections', 'images', 'image_uris', 'dead_letters', 'counts', main='unused',
