@@ -54,6 +54,7 @@ bench-quick: $(BENCH_STAMP)
 TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo latest)
 IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/prediction-tables:$(TAG)
 TEMPLATE_PATH ?= gs://$(BUCKET)/templates/prediction-tables-$(TAG).json
+STREAMING_TEMPLATE_PATH ?= gs://$(BUCKET)/templates/prediction-tables-streaming-$(TAG).json
 JOB_NAME ?= prediction-tables-$(shell date -u +%Y%m%d-%H%M%S)
 # Extra template parameters, separated by ~ (values may contain commas): score_threshold=0.5~max_detections=100
 PARAMETERS ?=
@@ -62,10 +63,11 @@ require = $(if $(strip $($(1))),,$(error $(1) is not set: $(2)))
 # Prints the command, then runs it unless DRY_RUN is set.
 run_or_print = @echo '$(1)' $(if $(DRY_RUN),,&& $(1))
 
-.PHONY: metadata template-image template run-dataflow
+.PHONY: metadata template-image template run-dataflow streaming-setup template-streaming \
+	run-dataflow-streaming
 
 metadata: install
-	$(PY) -m pipeline.template templates/metadata.json
+	$(PY) -m pipeline.template templates
 
 template-image:
 	$(call require,PROJECT,the Google Cloud project that builds and stores the image)
@@ -88,3 +90,30 @@ run-dataflow:
 	$(call require,INPUT,the prediction output to read (gs://...))
 	$(call require,OUTPUT,the Parquet output root (gs://...))
 	$(call run_or_print,gcloud dataflow flex-template run $(JOB_NAME) --project $(PROJECT) --region $(REGION) --template-file-gcs-location $(TEMPLATE_PATH) --staging-location gs://$(BUCKET)/staging --temp-location gs://$(BUCKET)/temp --parameters "^~^input=$(INPUT)~output=$(OUTPUT)~sdk_container_image=$(IMAGE)$(if $(PARAMETERS),~$(PARAMETERS))")
+
+# ---- Streaming: the same image, a second template -----------------------------------------------
+# `make streaming-setup PROJECT=... SOURCE_BUCKET=... TOPIC=... SUBSCRIPTION=...`: the bucket where
+# prediction output lands publishes OBJECT_FINALIZE notifications to TOPIC; the job reads SUBSCRIPTION.
+streaming-setup:
+	$(call require,PROJECT,the Google Cloud project of the topic and subscription)
+	$(call require,SOURCE_BUCKET,the bucket that receives the prediction output (name only))
+	$(call require,TOPIC,the Pub/Sub topic ID for the notifications)
+	$(call require,SUBSCRIPTION,the Pub/Sub subscription ID the job reads)
+	$(call run_or_print,gcloud storage buckets notifications create gs://$(SOURCE_BUCKET) --project $(PROJECT) --topic=projects/$(PROJECT)/topics/$(TOPIC) --event-types=OBJECT_FINALIZE --payload-format=json$(if $(OBJECT_PREFIX), --object-prefix=$(OBJECT_PREFIX)))
+	$(call run_or_print,gcloud pubsub subscriptions create $(SUBSCRIPTION) --project $(PROJECT) --topic $(TOPIC) --ack-deadline 600)
+
+template-streaming:
+	$(call require,PROJECT,the Google Cloud project)
+	$(call require,REGION,the Artifact Registry region of the image)
+	$(call require,REPOSITORY,the Artifact Registry repository of the image)
+	$(call require,BUCKET,a Cloud Storage bucket for the template file)
+	$(call run_or_print,gcloud dataflow flex-template build $(STREAMING_TEMPLATE_PATH) --project $(PROJECT) --image $(IMAGE) --sdk-language PYTHON --metadata-file templates/metadata-streaming.json)
+
+run-dataflow-streaming:
+	$(call require,PROJECT,the Google Cloud project that runs the job)
+	$(call require,REGION,the Dataflow region (such as us-central1))
+	$(call require,REPOSITORY,the Artifact Registry repository of the image)
+	$(call require,BUCKET,the bucket holding the template file and staging files)
+	$(call require,SUBSCRIPTION,the Pub/Sub subscription ID that receives the notifications)
+	$(call require,OUTPUT_TABLE,the BigQuery detections table (PROJECT:DATASET.TABLE))
+	$(call run_or_print,gcloud dataflow flex-template run $(JOB_NAME) --project $(PROJECT) --region $(REGION) --template-file-gcs-location $(STREAMING_TEMPLATE_PATH) --staging-location gs://$(BUCKET)/staging --temp-location gs://$(BUCKET)/temp --parameters "^~^input_subscription=projects/$(PROJECT)/subscriptions/$(SUBSCRIPTION)~output_table=$(OUTPUT_TABLE)$(if $(INPUT),~input=$(INPUT))$(if $(OUTPUT),~output=$(OUTPUT))~sdk_container_image=$(IMAGE)$(if $(PARAMETERS),~$(PARAMETERS))")

@@ -24,17 +24,20 @@ from pipeline.sizes import ManifestError, check_manifest_header
 from pipeline.sources import InputError, resolve_input, scheme_of
 
 # Without --runner, batch runs on the FnApiRunner: the DirectRunner of Beam 2.77 would first try to
-# download the Prism runner, and these machines are offline.
+# download the Prism runner, and these machines are offline. The FnApiRunner does not run unbounded
+# sources in real time, so local streaming runs use the bundle-based DirectRunner.
 DEFAULT_LOCAL_RUNNER = 'FnApiRunner'
+DEFAULT_LOCAL_STREAMING_RUNNER = 'BundleBasedDirectRunner'
 _MAX_ROI_BYTES = 16 * 1024 * 1024
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner')
 
 
 def prepare(argv: Optional[List[str]]):
-    """(pipeline options, settings, input pattern); raises on a wrong option before any work."""
+    """(pipeline options, settings, input pattern or None when streaming); raises on a wrong option
+    before any work."""
     pipeline_options = PipelineOptions(argv)
     settings = Settings.from_pipeline_options(pipeline_options)
-    pattern = resolve_input(settings.input)
+    pattern = None if settings.streaming else resolve_input(settings.input)
     if settings.image_sizes:
         try:
             check_manifest_header(settings.image_sizes)
@@ -43,9 +46,12 @@ def prepare(argv: Optional[List[str]]):
     if settings.roi is not None:
         settings = dataclasses.replace(settings, roi_wkt=read_roi(settings.roi))
     standard = pipeline_options.view_as(StandardOptions)
+    if settings.streaming:
+        standard.streaming = True
     if not standard.runner:
-        standard.runner = DEFAULT_LOCAL_RUNNER
-    if settings.output:
+        standard.runner = DEFAULT_LOCAL_STREAMING_RUNNER if settings.streaming else DEFAULT_LOCAL_RUNNER
+    if settings.output and not settings.streaming:
+        # A streaming job adds windowed files to what earlier jobs wrote there; nothing is removed.
         clear_output_root(settings)
     if settings.output_table:
         settings = prepare_bigquery(settings, pipeline_options)
@@ -136,6 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     local = is_local(pipeline_options)
+    if settings.streaming:
+        return run_streaming(pipeline_options, settings, local)
     scratch = None
     if local and settings.summary is None:
         # BigQuery output only: the summary still comes back to print, through a scratch file.
@@ -158,6 +166,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not summary['reconciliation']['holds']:
         return 1
     return check_dead_letter_ratio(summary, settings.max_dead_letter_ratio)
+
+
+def run_streaming(pipeline_options: PipelineOptions, settings: Settings, local: bool) -> int:
+    """Starts the streaming job; a local one runs in the foreground until it is interrupted."""
+    pipeline = beam.Pipeline(options=pipeline_options)
+    _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings)
+    result = pipeline.run()
+    where = ', '.join(filter(None, [settings.output, settings.output_table]))
+    print(f'Streaming: loading each shard notified on {settings.input_subscription}'
+          + (f' under {settings.input}' if settings.input else '') + f' into {where}; counts are the '
+          f'Beam counters of namespace prediction_tables'
+          + ('. Stop with Ctrl-C.' if local else '. Drain the job to stop it.'), flush=True)
+    if local:
+        try:
+            result.wait_until_finish()
+        except KeyboardInterrupt:
+            print('Stopped.')
+    return 0
 
 
 def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> None:

@@ -9,7 +9,7 @@ from typing import Dict
 
 from pipeline import template
 from pipeline.dead_letters import FIELDS as DEAD_LETTER_FIELDS
-from pipeline.options import OPTIONS
+from pipeline.options import BATCH, MODES, OPTIONS, STREAMING
 from pipeline.schema import DETECTION_COLUMNS, IMAGE_COLUMNS, Column
 
 
@@ -18,11 +18,12 @@ def _cell(text: str) -> str:
 
 
 def options_table() -> str:
-    rows = ['| option | default | meaning |', '|---|---|---|']
+    rows = ['| option | runs | default | meaning |', '|---|---|---|---|']
     for option in OPTIONS:
         default = option.default
         shown = '' if default in (None, {}) else f'`{str(default).lower() if option.flag else default}`'
-        rows.append(f'| `--{option.name}` | {shown} | {_cell(option.help)} |')
+        runs = 'both' if option.modes == MODES else ', '.join(option.modes)
+        rows.append(f'| `--{option.name}` | {runs} | {shown} | {_cell(option.help)} |')
     return '\n'.join(rows)
 
 
@@ -36,10 +37,10 @@ def columns_table(columns) -> str:
     return '\n'.join(rows)
 
 
-def template_parameters_table() -> str:
+def template_parameters_table(mode: str) -> str:
     """The Flex Template parameters, from the same metadata that `make metadata` writes."""
     rows = ['| parameter | required | label | accepted values (regex) |', '|---|---|---|---|']
-    for parameter in template.metadata()['parameters']:
+    for parameter in template.metadata(mode)['parameters']:
         regex = ' '.join(f'`{_cell(r)}`' for r in parameter.get('regexes', [])) or 'any text'
         rows.append(f'| `{parameter["name"]}` | {"no" if parameter["isOptional"] else "yes"} | '
                     f'{_cell(parameter["label"])} | {regex} |')
@@ -49,7 +50,8 @@ def template_parameters_table() -> str:
 def sections() -> Dict[str, str]:
     return {
         'options': options_table(),
-        'template_parameters': template_parameters_table(),
+        'template_parameters': template_parameters_table(BATCH),
+        'template_parameters_streaming': template_parameters_table(STREAMING),
         'detections': columns_table(DETECTION_COLUMNS),
         'images': columns_table(IMAGE_COLUMNS),
         'dead_letter_fields': ', '.join(f'`{name}`' for name in DEAD_LETTER_FIELDS),

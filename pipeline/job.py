@@ -1,5 +1,6 @@
 """The whole job as one PTransform: shards in, tables, dead letters and the run summary out."""
 import logging
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -12,27 +13,37 @@ from pipeline.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMN
                              DETECTIONS_SCHEMA, IMAGE_COLUMNS, IMAGES_SCHEMA)
 from pipeline.sinks import WriteBigQueryTable, WriteDeadLetterFiles, WriteParquetTable, table_rows
 from pipeline.transforms import (METRICS_NAMESPACE, CountDeadLetters, CountDuplicateImageUris,
-                                 LoadManifest, MergeCountsFn, ParsePredictions, ReadShards)
+                                 LoadManifest, MergeCountsFn, ParsePredictions, ReadNotifiedShards,
+                                 ReadShards, count_dead_letter)
 
 
 class PredictionsToTables(beam.PTransform):
-    """Reads every shard matched by `pattern`; writes detections, images, dead letters and
-    summary.json; outputs the summary dict (one element)."""
+    """Batch: reads every shard matched by `pattern`; writes detections, images, dead letters and
+    summary.json; outputs the summary dict (one element). Streaming (settings.input_subscription):
+    reads each shard its notification announces, writes the same tables (files per window) and counts
+    with Beam counters only, as a job that never ends has no summary."""
 
-    def __init__(self, settings: Settings, pattern: str):
+    def __init__(self, settings: Settings, pattern: Optional[str] = None):
         super().__init__()
         self._settings = settings
         self._pattern = pattern
 
     def expand(self, pbegin):
         settings = self._settings
-        read = pbegin | 'ReadShards' >> ReadShards(self._pattern)
+        if settings.streaming:
+            read = pbegin | 'ReadNotifiedShards' >> ReadNotifiedShards(
+                settings.input_subscription, settings.input, settings.window_seconds,
+                settings.dedupe_hours)
+        else:
+            read = pbegin | 'ReadShards' >> ReadShards(self._pattern)
         manifest = pbegin | 'ImageSizesManifest' >> LoadManifest(settings.image_sizes)
         parsed = read['batches'] | 'ParsePredictions' >> ParsePredictions(settings, manifest)
         written, write_failures = self._write_tables(parsed)
         dead = ((read['dead_letters'], parsed['dead_letters'], *write_failures)
                 | 'AllDeadLetters' >> beam.Flatten())
         written.update(self._write_dead_letters(dead))
+        if settings.streaming:
+            return dead | 'CountDeadLetters' >> beam.Map(count_dead_letter)
         counts = (
             (read['counts'], parsed['counts'], dead | 'CountDeadLetters' >> CountDeadLetters())
             | 'AllCounts' >> beam.Flatten()
@@ -47,9 +58,9 @@ class PredictionsToTables(beam.PTransform):
         written, write_failures = {}, []
         if settings.output:
             written['detections'] = parsed['detections'] | 'WriteDetections' >> WriteParquetTable(
-                settings.output, 'detections', DETECTIONS_SCHEMA)
+                settings.output, 'detections', DETECTIONS_SCHEMA, windowed=settings.streaming)
             written['images'] = parsed['images'] | 'WriteImages' >> WriteParquetTable(
-                settings.output, 'images', IMAGES_SCHEMA)
+                settings.output, 'images', IMAGES_SCHEMA, windowed=settings.streaming)
         if settings.output_table:
             for name, table, columns in (('detections', settings.output_table, DETECTION_COLUMNS),
                                          ('images', settings.images_table, IMAGE_COLUMNS)):
@@ -66,7 +77,7 @@ class PredictionsToTables(beam.PTransform):
         written = {}
         if settings.dead_letter:
             written['dead_letters'] = dead | 'WriteDeadLetters' >> WriteDeadLetterFiles(
-                settings.dead_letter)
+                settings.dead_letter, windowed=settings.streaming)
         if settings.dead_letter_table:
             result = (dead
                       | 'DeadLettersForBigQuery' >> beam.Map(dead_letters.for_bigquery)

@@ -39,6 +39,14 @@ TABLE_RE = rf'^({_PROJECT})[:.]([A-Za-z0-9_]{{1,1024}})\.([A-Za-z0-9_-]{{1,1024}
 WRITE_DISPOSITION_RE = r'^(append|truncate)$'
 BIGQUERY_METHOD_RE = r'^(file_loads|streaming_inserts)$'
 ROI_RE = rf'^((?i:(multi)?polygon)\s*\(.*\)|{_BUCKET}/.+)$'
+# projects/PROJECT/subscriptions/NAME, with Pub/Sub's rules for the name.
+SUBSCRIPTION_RE = rf'^projects/({_PROJECT})/subscriptions/([A-Za-z][-A-Za-z0-9_.~+%]{{2,254}})$'
+
+# A run is a batch run over what --input holds, or a streaming run over what --input_subscription
+# announces. Some options belong to one mode only.
+BATCH = 'batch'
+STREAMING = 'streaming'
+MODES = (BATCH, STREAMING)
 
 
 def _check_shape(text: str, pattern: str, expected: str) -> re.Match:
@@ -157,6 +165,11 @@ def parse_choice(pattern: str, choices: str) -> Callable[[str], str]:
     return parse
 
 
+def parse_subscription(text: str) -> str:
+    return _check_shape(text.strip(), SUBSCRIPTION_RE,
+                        'projects/PROJECT/subscriptions/NAME (a name of 3 to 255 characters)').group(0)
+
+
 def parse_path(text: str) -> str:
     """A local path, or a gs:// URI with a valid bucket name."""
     value = text.strip()
@@ -169,7 +182,8 @@ def parse_path(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One pipeline option. `regex` describes a valid value on Dataflow (for the template metadata)."""
+    """One pipeline option. `regex` describes a valid value on Dataflow (for the template metadata);
+    `modes` are the kinds of run it applies to, `required_in` those that cannot do without it."""
     name: str
     label: str
     help: str
@@ -177,16 +191,30 @@ class Option:
     default: Any = None
     flag: bool = False
     regex: Optional[str] = None
-    required: bool = False
-
+    required_in: Tuple[str, ...] = ()
+    modes: Tuple[str, ...] = MODES
 
 
 OPTIONS = (
     Option('input', 'Prediction output',
-           'Required. A prediction output folder, a prefix holding several prediction-* folders, a '
-           'glob, or a saved batch prediction operation/job JSON. Every result and error shard under '
-           'it is read.',
-           parse_path, regex=GCS_PATH_RE, required=True),
+           'Required in batch runs: a prediction output folder, a prefix holding several '
+           'prediction-* folders, a glob, or a saved batch prediction operation/job JSON; every result '
+           'and error shard under it is read. In streaming runs, optional: a gs:// folder, and only '
+           'shards under it are loaded.',
+           parse_path, regex=GCS_PATH_RE, required_in=(BATCH,)),
+    Option('input_subscription', 'Cloud Storage notifications subscription',
+           'Streaming: projects/PROJECT/subscriptions/NAME, a Pub/Sub subscription receiving the '
+           'bucket\'s Cloud Storage notifications (OBJECT_FINALIZE). Each new result or error shard is '
+           'loaded as it lands; the job runs until it is drained or cancelled.',
+           parse_subscription, regex=SUBSCRIPTION_RE, required_in=(STREAMING,), modes=(STREAMING,)),
+    Option('window_seconds', 'Output window (seconds)',
+           'Streaming: Parquet and dead-letter files are written per fixed window of this many seconds '
+           '(by notification publish time).',
+           parse_positive_int, default=60, regex=POSITIVE_INT_RE, modes=(STREAMING,)),
+    Option('dedupe_hours', 'Deduplication horizon (hours)',
+           'Streaming: a shard version (object and generation) notified again within this many hours '
+           'is not loaded again.',
+           parse_positive_int, default=24, regex=POSITIVE_INT_RE, modes=(STREAMING,)),
     Option('output', 'Parquet output root',
            'Folder (local or gs://) that receives detections/, images/, dead_letter/ and '
            'summary.json. Required unless --output_table is given; both may be.',
@@ -205,32 +233,32 @@ OPTIONS = (
            parse_choice(WRITE_DISPOSITION_RE, 'append, truncate'), default='append',
            regex=WRITE_DISPOSITION_RE),
     Option('bigquery_method', 'BigQuery write method',
-           'file_loads (default: load jobs from files under --temp_location) or streaming_inserts.',
-           parse_choice(BIGQUERY_METHOD_RE, 'file_loads, streaming_inserts'), default='file_loads',
-           regex=BIGQUERY_METHOD_RE),
+           'file_loads (load jobs from files under --temp_location; the default in batch runs) or '
+           'streaming_inserts (the default, and the only method, in streaming runs).',
+           parse_choice(BIGQUERY_METHOD_RE, 'file_loads, streaming_inserts'), regex=BIGQUERY_METHOD_RE),
     Option('overwrite', 'Overwrite a completed run',
            'Replace the outputs of a completed previous run in --output (one with a summary.json). '
            'Without it such a run is refused; the leftovers of a killed run are always replaced.',
-           parse_bool, default=False, flag=True, regex=BOOL_RE),
+           parse_bool, default=False, flag=True, regex=BOOL_RE, modes=(BATCH,)),
     Option('max_dead_letter_ratio', 'Maximum dead-letter ratio',
            'When line dead letters exceed this share (0 to 1) of the non-blank lines, the run still '
            'writes everything, then exits with code 3 and the figures, so a scheduler can alert.',
-           parse_fraction, regex=FRACTION_RE),
+           parse_fraction, regex=FRACTION_RE, modes=(BATCH,)),
     Option('report', 'Build the visual report',
            'Write <output>/report/index.html after the run: summary, label and score charts, a gallery '
            'of images with their boxes, the first dead letters. Default: on for local runs; after a '
            'Dataflow job, build it with python -m pipeline.report --output ROOT.',
-           parse_bool, flag=True, regex=BOOL_RE),
+           parse_bool, flag=True, regex=BOOL_RE, modes=(BATCH,)),
     Option('report_samples', 'Report gallery size', 'Images in the report gallery (default 24).',
-           parse_positive_int, default=24, regex=POSITIVE_INT_RE),
+           parse_positive_int, default=24, regex=POSITIVE_INT_RE, modes=(BATCH,)),
     Option('report_image_mirror', 'Report image mirror',
            'SOURCE_PREFIX=MIRROR_PREFIX[,...]: read the gallery\'s images under SOURCE_PREFIX from '
            'MIRROR_PREFIX instead (such as a local copy of gs:// images).', parse_mirrors,
-           regex=r'^[^=,]+=[^=,]+(,[^=,]+=[^=,]+)*$'),
+           regex=r'^[^=,]+=[^=,]+(,[^=,]+=[^=,]+)*$', modes=(BATCH,)),
     Option('summary', 'Run summary path',
            'Where to write summary.json; default <output>/summary.json. With BigQuery output only, '
            'the summary is printed and logged, and written here when given.',
-           parse_path, regex=GCS_PATH_RE),
+           parse_path, regex=GCS_PATH_RE, modes=(BATCH,)),
     Option('dead_letter', 'Dead-letter root',
            'Folder for dead-letter JSONL files. Default: <output>/dead_letter.', parse_path,
            regex=GCS_PATH_RE),
@@ -305,7 +333,7 @@ class PredictionTableOptions(PipelineOptions):
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The validated, typed options that the transforms use."""
-    input: str
+    input: Optional[str]  # None only in streaming runs without a prefix filter
     output: Optional[str] = None
     dead_letter: Optional[str] = None
     input_format: str = 'auto'
@@ -336,6 +364,17 @@ class Settings:
     overwrite: bool = False
     max_dead_letter_ratio: Optional[float] = None
     temp_location: Optional[str] = None  # Beam's --temp_location, for BigQuery file loads
+    input_subscription: Optional[str] = None
+    window_seconds: int = 60
+    dedupe_hours: int = 24
+
+    @property
+    def mode(self) -> str:
+        return STREAMING if self.input_subscription else BATCH
+
+    @property
+    def streaming(self) -> bool:
+        return self.mode == STREAMING
 
     @classmethod
     def from_pipeline_options(cls, pipeline_options: PipelineOptions) -> 'Settings':
@@ -355,9 +394,7 @@ class Settings:
                 values[option.name] = option.parse(str(text))
             except ValueError as exc:
                 raise OptionError(f'--{option.name}: {exc}') from None
-        for option in OPTIONS:
-            if option.required and values[option.name] is None:
-                raise OptionError(f'--{option.name} is required: {option.help.removeprefix("Required. ")}')
+        _check_mode(raw, values)
         if values['roi_min_overlap'] is not None and values['roi'] is None:
             raise OptionError('--roi_min_overlap needs --roi: the region the overlap is measured against')
         if values['nms_class_agnostic'] and values['nms_iou'] is None:
@@ -374,6 +411,8 @@ class Settings:
             values['images_table'] = values['images_table'] or values['output_table'] + '_images'
             values['dead_letter_table'] = (values['dead_letter_table']
                                            or values['output_table'] + '_error_records')
+        if values['bigquery_method'] is None:
+            values['bigquery_method'] = 'streaming_inserts' if values['input_subscription'] else 'file_loads'
         if values['write_disposition'] == 'truncate' and values['bigquery_method'] == 'streaming_inserts':
             raise OptionError('--write_disposition=truncate cannot be used with '
                               '--bigquery_method=streaming_inserts: BigQuery cannot truncate a table '
@@ -386,6 +425,31 @@ class Settings:
 
     def threshold_for(self, label: Optional[str]) -> float:
         return self.label_thresholds.get(label, self.score_threshold)
+
+
+def _check_mode(raw: Mapping[str, Optional[str]], values: dict) -> None:
+    """Every option given applies to this kind of run, and every one it needs is there."""
+    mode = STREAMING if values['input_subscription'] else BATCH
+    for option in OPTIONS:
+        if raw.get(option.name) is not None and mode not in option.modes:
+            if mode == BATCH:
+                raise OptionError(f'--{option.name} applies to streaming runs only: add '
+                                  f'--input_subscription, or leave it out')
+            raise OptionError(f'--{option.name} applies to batch runs only: a streaming run never '
+                              f'ends, so it has no summary or report; its counts are Beam counters')
+        if mode in option.required_in and values[option.name] is None:
+            other = ('; or give --input_subscription for a streaming run' if mode == BATCH else '')
+            raise OptionError(f'--{option.name} is required in a {mode} run ({option.label}){other}')
+    if mode == STREAMING:
+        if values['input'] is not None and not values['input'].startswith('gs://'):
+            raise OptionError(f'--input: in a streaming run it is a gs:// folder whose shards are '
+                              f'loaded (notifications name Cloud Storage objects), got {values["input"]!r}')
+        if values['bigquery_method'] == 'file_loads':
+            raise OptionError('--bigquery_method=file_loads: a streaming run writes BigQuery with '
+                              'streaming_inserts; leave the option out')
+        if values['write_disposition'] == 'truncate':
+            raise OptionError('--write_disposition=truncate: a streaming run appends each new shard '
+                              'to the tables; leave the option out')
 
 
 def join_path(root: str, *parts: str) -> str:

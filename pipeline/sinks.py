@@ -1,10 +1,13 @@
 """Where the tables and dead letters go: Parquet and JSONL files, and BigQuery tables.
 
 Beam's file sinks write temporary files and rename them on finalize, so a killed run leaves no
-partial file in the output folders."""
+partial file in the output folders. Streaming runs write one set of files per window (fileio).
+"""
 from typing import Optional
 
 import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io import fileio
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 
 from pipeline import dead_letters
@@ -15,29 +18,64 @@ from pipeline.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMN
 
 
 class WriteParquetTable(beam.PTransform):
-    """pa.Table batches -> `<root>/<name>/part-SSSSS-of-NNNNN.parquet`; outputs the written paths."""
+    """pa.Table batches -> `<root>/<name>/part-SSSSS-of-NNNNN.parquet` (batch) or
+    `<root>/<name>/part-<window start>-<window end>-SSSSS-of-NNNNN.parquet` (windowed, streaming);
+    outputs what was written."""
 
-    def __init__(self, root: str, name: str, schema):
+    def __init__(self, root: str, name: str, schema, windowed: bool = False):
         super().__init__()
-        self._prefix = join_path(root, name, 'part')
+        self._folder = join_path(root, name)
         self._schema = schema
+        self._windowed = windowed
 
     def expand(self, tables):
+        if self._windowed:
+            schema = self._schema
+            return tables | 'WriteParquetPerWindow' >> fileio.WriteToFiles(
+                self._folder, file_naming=fileio.default_file_naming('part', '.parquet'),
+                sink=lambda _: ParquetTableSink(schema))
         return tables | 'WriteParquet' >> beam.io.WriteToParquetBatched(
-            self._prefix, schema=self._schema, codec='snappy', file_name_suffix='.parquet')
+            join_path(self._folder, 'part'), schema=self._schema, codec='snappy',
+            file_name_suffix='.parquet')
+
+
+class ParquetTableSink(fileio.FileSink):
+    """A fileio sink of pa.Table elements: one Parquet file per (window, shard), row groups as they
+    come. fileio calls flush() just before it closes the file."""
+
+    def __init__(self, schema):
+        self._schema = schema
+        self._writer = None
+
+    def open(self, fh):
+        self._writer = pq.ParquetWriter(fh, self._schema, compression='snappy')
+
+    def write(self, record):
+        self._writer.write_table(record)
+
+    def flush(self):
+        if self._writer is not None:
+            self._writer.close()  # writes the footer; the file handle stays open for fileio
+            self._writer = None
 
 
 class WriteDeadLetterFiles(beam.PTransform):
-    """Dead-letter records -> JSON lines under `<root>/dead_letter-SSSSS-of-NNNNN.jsonl`."""
+    """Dead-letter records -> JSON lines under `<root>/dead_letter-SSSSS-of-NNNNN.jsonl`, or
+    `<root>/dead_letter-<window start>-<window end>-SSSSS-of-NNNNN.jsonl` when windowed."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, windowed: bool = False):
         super().__init__()
-        self._prefix = join_path(root, 'dead_letter')
+        self._root = root
+        self._windowed = windowed
 
     def expand(self, records):
-        return (records
-                | 'ToJsonLines' >> beam.Map(dead_letters.to_json_line)
-                | 'WriteJsonLines' >> beam.io.WriteToText(self._prefix, file_name_suffix='.jsonl'))
+        lines = records | 'ToJsonLines' >> beam.Map(dead_letters.to_json_line)
+        if self._windowed:
+            return lines | 'WriteJsonLinesPerWindow' >> fileio.WriteToFiles(
+                self._root, file_naming=fileio.default_file_naming('dead_letter', '.jsonl'),
+                sink=fileio.TextSink)
+        return lines | 'WriteJsonLines' >> beam.io.WriteToText(
+            join_path(self._root, 'dead_letter'), file_name_suffix='.jsonl')
 
 
 class ValidateRowFn(beam.DoFn):

@@ -1,14 +1,19 @@
 """The PTransforms that wire the pure parts together. Elements stay coarse: a batch of lines in, Arrow
 tables out, never one element per detection."""
 import collections
+import logging
 import zlib
-from typing import Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
+from apache_beam.transforms.deduplicate import DeduplicatePerKey
+from apache_beam.utils.timestamp import Duration
 
-from pipeline import dead_letters, sources
+from pipeline import dead_letters, notifications, sources
 from pipeline.formats import INVALID_RECORD, UNREADABLE_FILE, Prediction, parse_line
 from pipeline.options import Settings
 from pipeline.sizes import SizeResolver, load_manifest
@@ -111,20 +116,115 @@ class ReadShards(beam.PTransform):
         self._batch_lines = batch_lines
 
     def expand(self, pbegin):
-        range_bytes = self._range_bytes
         shards = (
             pbegin
             | 'MatchFiles' >> fileio.MatchFiles(self._pattern)
             | 'ClassifyShards' >> beam.ParDo(ClassifyShardsFn()).with_outputs('counts', main='shards'))
+        read = shards.shards | 'ReadShardRanges' >> ReadShardRanges(self._range_bytes, self._batch_lines)
+        counts = (shards.counts, read['counts']) | 'FlattenReadCounts' >> beam.Flatten()
+        return dict(read, counts=counts)
+
+
+class ReadShardRanges(beam.PTransform):
+    """(path, size) of shards -> {'batches': LineBatch, 'dead_letters': dict, 'counts': dict}: each
+    shard split into byte ranges, spread over the workers, read as batches of lines."""
+
+    def __init__(self, range_bytes: int = sources.DEFAULT_RANGE_BYTES, batch_lines: int = BATCH_LINES):
+        super().__init__()
+        self._range_bytes = range_bytes
+        self._batch_lines = batch_lines
+
+    def expand(self, shards):
+        range_bytes = self._range_bytes
         read = (
-            shards.shards
+            shards
             | 'SplitIntoRanges' >> beam.FlatMapTuple(
                 lambda path, size: sources.split_ranges(path, size, range_bytes))
             | 'Balance' >> beam.Reshuffle()
             | 'ReadRanges' >> beam.ParDo(ReadRangeFn(self._batch_lines)).with_outputs(
                 'dead_letters', 'counts', main='batches'))
-        counts = (shards.counts, read.counts) | 'FlattenReadCounts' >> beam.Flatten()
-        return {'batches': read.batches, 'dead_letters': read.dead_letters, 'counts': counts}
+        return {'batches': read.batches, 'dead_letters': read.dead_letters, 'counts': read.counts}
+
+
+@beam.typehints.with_output_types(Tuple[str, Any])  # a str key: a deterministic coder for the state
+class ParseNotificationsFn(beam.DoFn):
+    """Pub/Sub message -> (dedupe key, NotifiedShard) for the shards under --input; every other
+    notification is counted by why it is ignored."""
+
+    def __init__(self, prefix: Optional[str]):
+        self._prefix = prefix
+
+    def process(self, message):
+        parsed = notifications.parse_notification(message.data, message.attributes, self._prefix)
+        if isinstance(parsed, notifications.Ignored):
+            Metrics.counter(METRICS_NAMESPACE, f'notifications_ignored_{parsed.reason}').inc()
+            logging.info('Ignored a notification (%s): %s', parsed.reason, parsed.detail)
+            return
+        Metrics.counter(METRICS_NAMESPACE, 'notifications_accepted').inc()
+        yield parsed.dedupe_key, parsed
+
+
+class SizeNotifiedShardFn(beam.DoFn):
+    """NotifiedShard -> (path, size), the size from the notification or else from Cloud Storage; a
+    shard that cannot be found any more becomes an `unreadable_file` dead letter."""
+
+    def process(self, shard: notifications.NotifiedShard):
+        Metrics.counter(METRICS_NAMESPACE, f'files_{sources.classify(shard.path)}').inc()
+        size = shard.size
+        if size is None:
+            try:
+                size = FileSystems.match([shard.path], limits=[1])[0].metadata_list[0].size_in_bytes
+            except Exception as exc:  # pylint: disable=broad-except
+                yield beam.pvalue.TaggedOutput('dead_letters', unreadable_dead_letter(
+                    sources.ShardRange(shard.path, 0, None), exc, 0))
+                return
+        yield shard.path, size
+
+
+class ShardsFromNotifications(beam.PTransform):
+    """Pub/Sub messages (Cloud Storage notifications) -> {'shards': (path, size) in fixed windows,
+    'dead_letters': shards that could not be found}. A shard version notified again (Pub/Sub
+    redelivers, buckets re-notify) within the dedupe horizon comes out once."""
+
+    def __init__(self, prefix: Optional[str], window_seconds: int, dedupe_hours: int):
+        super().__init__()
+        self._prefix = prefix
+        self._window_seconds = window_seconds
+        self._dedupe_hours = dedupe_hours
+
+    def expand(self, messages):
+        shards = (
+            messages
+            | 'ParseNotifications' >> beam.ParDo(ParseNotificationsFn(self._prefix))
+            # Still in the global window: a redelivery in a later window is a duplicate too.
+            | 'OncePerShardVersion' >> DeduplicatePerKey(
+                processing_time_duration=Duration(seconds=self._dedupe_hours * 3600))
+            | 'Shards' >> beam.Values()
+            | 'Window' >> beam.WindowInto(window.FixedWindows(self._window_seconds))
+            | 'ShardSizes' >> beam.ParDo(SizeNotifiedShardFn()).with_outputs(
+                'dead_letters', main='shards'))
+        return {'shards': shards.shards, 'dead_letters': shards.dead_letters}
+
+
+class ReadNotifiedShards(beam.PTransform):
+    """A Pub/Sub subscription of Cloud Storage notifications -> the same outputs as ReadShards, in
+    fixed windows."""
+
+    def __init__(self, subscription: str, prefix: Optional[str], window_seconds: int,
+                 dedupe_hours: int, batch_lines: int = BATCH_LINES):
+        super().__init__()
+        self._subscription = subscription
+        self._shards = ShardsFromNotifications(prefix, window_seconds, dedupe_hours)
+        self._batch_lines = batch_lines
+
+    def expand(self, pbegin):
+        shards = (pbegin
+                  | 'ReadNotifications' >> beam.io.ReadFromPubSub(
+                      subscription=self._subscription, with_attributes=True)
+                  | 'ShardsFromNotifications' >> self._shards)
+        read = shards['shards'] | 'ReadShardRanges' >> ReadShardRanges(batch_lines=self._batch_lines)
+        dead = (shards['dead_letters'], read['dead_letters']) | 'FlattenReadDeadLetters' >> beam.Flatten()
+        return dict(read, dead_letters=dead)
 
 
 class ParseBatchFn(beam.DoFn):
@@ -210,7 +310,7 @@ class LoadManifest(beam.PTransform):
                 | 'LoadManifest' >> beam.Map(lambda path: load_manifest(path) if path else None))
 
 
-def _count_dead_letter(record: dict) -> dict:
+def count_dead_letter(record: dict) -> dict:
     counts = {f'dead_letters_{record["kind"]}': 1}
     Metrics.counter(METRICS_NAMESPACE, next(iter(counts))).inc()
     return counts
@@ -221,7 +321,7 @@ class CountDeadLetters(beam.PTransform):
 
     def expand(self, dead):
         return (dead
-                | 'KindCount' >> beam.Map(_count_dead_letter)
+                | 'KindCount' >> beam.Map(count_dead_letter)
                 | 'SumKinds' >> beam.CombineGlobally(MergeCountsFn()).without_defaults())
 
 

@@ -1,5 +1,6 @@
-"""Local stand-ins for Cloud Storage (gcp-storage-emulator) and BigQuery (bqemulator), started as
-processes on free loopback ports and stopped whatever happens."""
+"""Local stand-ins for Cloud Storage (gcp-storage-emulator), BigQuery (bqemulator) and Pub/Sub (the
+Google Cloud CLI's emulator), started as processes on free loopback ports and stopped whatever
+happens."""
 import contextlib
 import json
 import os
@@ -33,6 +34,23 @@ def wait_until(url: str, process: subprocess.Popen, log: pathlib.Path, seconds: 
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f'{url}: no answer after {seconds} s: {log.read_text()[-2000:]}')
+
+
+def pubsub_emulator_command() -> pathlib.Path:
+    """The Pub/Sub emulator's own start script, under the Cloud SDK root (`gcloud info`)."""
+    roots = []
+    gcloud = shutil.which('gcloud')
+    if gcloud:
+        found = subprocess.run([gcloud, 'info', '--format=value(installation.sdk_root)'],
+                               capture_output=True, text=True, timeout=60).stdout.strip()
+        roots.append(pathlib.Path(found.splitlines()[-1]) if found else None)
+    roots.append(pathlib.Path('/usr/lib/google-cloud-sdk'))
+    for root in filter(None, roots):
+        script = root / 'platform' / 'pubsub-emulator' / 'bin' / 'cloud-pubsub-emulator'
+        if script.exists():
+            return script
+    raise RuntimeError('The Pub/Sub emulator is not installed: the streaming tests need the Google '
+                       'Cloud CLI with its pubsub-emulator component, and Java 17 or newer')
 
 
 def _spatial_extension() -> pathlib.Path:
@@ -80,6 +98,15 @@ class Emulators:
                     f'{self.bq_url}/bigquery/v2/projects/{PROJECT}/datasets')
         return self
 
+    def start_pubsub(self):
+        """The Pub/Sub emulator too; its address joins `env` as PUBSUB_EMULATOR_HOST."""
+        self.pubsub_host = f'127.0.0.1:{free_port()}'
+        host, port = self.pubsub_host.split(':')
+        self._start('pubsub', [str(pubsub_emulator_command()), f'--host={host}', f'--port={port}'],
+                    dict(os.environ), f'http://{self.pubsub_host}/')
+        self.env['PUBSUB_EMULATOR_HOST'] = self.pubsub_host
+        return self
+
     def _start(self, name, command, env, ready_url):
         log = self.root / f'{name}.log'
         process = subprocess.Popen(command, env=env, cwd=self.root, stdout=open(log, 'wb'),
@@ -109,9 +136,35 @@ class Emulators:
         return bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(),
                                client_options={'api_endpoint': self.bq_url})
 
+    def publisher(self):
+        from google.cloud import pubsub_v1
+        with _environment(PUBSUB_EMULATOR_HOST=self.pubsub_host):
+            return pubsub_v1.PublisherClient()
+
+    def subscriber(self):
+        from google.cloud import pubsub_v1
+        with _environment(PUBSUB_EMULATOR_HOST=self.pubsub_host):
+            return pubsub_v1.SubscriberClient()
+
     def local_path(self, bucket: str, name: str) -> pathlib.Path:
         """Where the storage emulator keeps an object on disk."""
         return self.storage_dir / '.cloudstorage' / bucket / name
+
+
+@contextlib.contextmanager
+def _environment(**values):
+    """Sets environment variables for the duration (the Pub/Sub clients read the emulator address
+    from the environment when they are created)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class ForwardingProxy:

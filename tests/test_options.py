@@ -3,6 +3,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import OptionError, Settings, parse_label_thresholds
 
+SUB = '--input_subscription=projects/my-project/subscriptions/shard-loader'
+
 
 def settings(*args):
     return Settings.from_pipeline_options(PipelineOptions(list(args)))
@@ -71,8 +73,32 @@ def test_label_thresholds_split_at_last_equals_and_json_for_commas():
     (['--input=in', '--output=out', '--label_thresholds={"A": 0.5'], 'not a valid JSON object'),
     (['--input=in', '--output=out', '--label_thresholds=[1]'], 'item'),
     (['--input=in', '--output=out', '--probe_image_sizes=maybe'], '--probe_image_sizes'),
+    (['--input=in', '--output=out', '--window_seconds=30'], '--window_seconds applies to streaming runs'),
+    (['--input=in', '--output=out', '--dedupe_hours=2'], '--dedupe_hours applies to streaming runs'),
+    ([SUB, '--output=out', '--report'], '--report applies to batch runs only'),
+    ([SUB, '--output=out', '--summary=s.json'], '--summary applies to batch runs only'),
+    ([SUB, '--output=out', '--max_dead_letter_ratio=0.1'], '--max_dead_letter_ratio applies to batch'),
+    ([SUB, '--output=out', '--input=local/folder'], '--input: in a streaming run it is a gs:// folder'),
+    ([SUB, '--output_table=my-project:d.t', '--bigquery_method=file_loads'],
+     'a streaming run writes BigQuery with streaming_inserts'),
+    ([SUB, '--output_table=my-project:d.t', '--write_disposition=truncate'],
+     'a streaming run appends'),
+    ([SUB], '--output or --output_table is required'),
+    (['--input_subscription=projects/my-project/topics/t', '--output=out'], '--input_subscription: expected'),
+    ([SUB, '--output=out', '--window_seconds=0'], '--window_seconds: expected a whole number'),
 ])
 def test_wrong_options_name_the_option(args, fragment):
     with pytest.raises(OptionError) as raised:
         settings(*args)
     assert fragment in str(raised.value)
+
+
+def test_a_subscription_makes_a_streaming_run_with_its_defaults():
+    streaming = settings(SUB, '--output_table=my-project:d.t', '--input=gs://bucket/runs/')
+    assert streaming.streaming and streaming.mode == 'streaming'
+    assert (streaming.window_seconds, streaming.dedupe_hours) == (60, 24)
+    assert streaming.bigquery_method == 'streaming_inserts'
+    assert streaming.summary is None
+    batch = settings('--input=in', '--output_table=my-project:d.t')
+    assert not batch.streaming and batch.bigquery_method == 'file_loads'
+    assert settings(SUB, '--output=out').input is None  # every shard the bucket announces

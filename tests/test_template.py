@@ -13,21 +13,30 @@ import pytest
 from conftest import ROOT, SAMPLE
 from pipeline import template
 from pipeline.cli import read_roi
-from pipeline.options import OPTIONS, OPTIONS_BY_NAME, OptionError, Settings
+from pipeline.options import BATCH, MODES, OPTIONS, OPTIONS_BY_NAME, STREAMING, OptionError, Settings
 
 METADATA = ROOT / 'templates' / 'metadata.json'
+STREAMING_METADATA = ROOT / 'templates' / 'metadata-streaming.json'
+FILES = {BATCH: METADATA, STREAMING: STREAMING_METADATA}
 
 
-def test_committed_metadata_is_what_the_generator_produces():
-    assert METADATA.read_text(encoding='utf-8') == template.render(), 'run `make metadata`'
+@pytest.mark.parametrize('mode', MODES)
+def test_committed_metadata_is_what_the_generator_produces(mode):
+    assert FILES[mode].read_text(encoding='utf-8') == template.render(mode), 'run `make metadata`'
 
 
-def test_one_parameter_per_option():
-    parameters = json.loads(METADATA.read_text())['parameters']
-    assert [p['name'] for p in parameters] == [o.name for o in OPTIONS]
+@pytest.mark.parametrize('mode, required', [(BATCH, 'input'), (STREAMING, 'input_subscription')])
+def test_one_parameter_per_option_of_the_mode(mode, required):
+    document = json.loads(FILES[mode].read_text())
+    parameters = document['parameters']
+    assert [p['name'] for p in parameters] == [o.name for o in OPTIONS if mode in o.modes]
     for parameter in parameters:
         assert parameter['label'] and parameter['helpText']
-        assert parameter['isOptional'] is (parameter['name'] != 'input')
+        assert parameter['isOptional'] is (parameter['name'] != required)
+    assert document.get('streaming', False) is (mode == STREAMING)
+    names = {p['name'] for p in parameters}
+    assert ({'window_seconds', 'dedupe_hours', 'input_subscription'} <= names) is (mode == STREAMING)
+    assert ({'report', 'summary', 'overwrite', 'max_dead_letter_ratio'} <= names) is (mode == BATCH)
 
 
 # Values as a Dataflow user would pass them: (option, value, accepted by the pipeline).
@@ -75,6 +84,14 @@ CASES = [
     ('report_samples', '0', False), ('report_image_mirror', 'gs://b/images/=gs://mirror/images/', True),
     ('report_image_mirror', 'gs://a/=/x/,gs://b/=/y/', True), ('report_image_mirror', 'gs://b/images/', False),
     ('max_dead_letter_ratio', '0.01', True), ('max_dead_letter_ratio', '5%', False),
+    ('input_subscription', 'projects/my-project/subscriptions/shard-loader', True),
+    ('input_subscription', 'projects/example.com:my-project/subscriptions/s.1~x', True),
+    ('input_subscription', 'projects/my-project/topics/shards', False),
+    ('input_subscription', 'projects/my-project/subscriptions/ab', False),
+    ('input_subscription', 'projects/my-project/subscriptions/1abc', False),
+    ('input_subscription', 'shard-loader', False),
+    ('window_seconds', '60', True), ('window_seconds', '0', False), ('window_seconds', '1.5', False),
+    ('dedupe_hours', '24', True), ('dedupe_hours', '-1', False),
 ]
 # Well-shaped values whose content the pipeline still rejects at launch (checked before any work).
 SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]')}
@@ -82,6 +99,8 @@ SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]')}
 
 def accepted(name, value):
     raw = {'input': 'gs://bucket/in', 'output': 'gs://bucket/out', name: value}
+    if STREAMING in OPTIONS_BY_NAME[name].modes and BATCH not in OPTIONS_BY_NAME[name].modes:
+        raw.setdefault('input_subscription', 'projects/my-project/subscriptions/shard-loader')
     if name == 'roi_min_overlap':
         raw['roi'] = 'POLYGON ((0 0, 1 0, 1 1, 0 0))'
     if name == 'nms_class_agnostic':
@@ -183,6 +202,24 @@ def test_dockerfile_matches_the_package():
      'gs://b/templates/prediction-tables-t.json --staging-location gs://b/staging --temp-location '
      'gs://b/temp --parameters "^~^input=gs://b/in~output=gs://b/out~sdk_container_image='
      'us-central1-docker.pkg.dev/p/r/prediction-tables:t~score_threshold=0.5~label_thresholds=A=0.6,B=0.2"'),
+    ('template-streaming', 'PROJECT=p REGION=us-central1 REPOSITORY=r BUCKET=b TAG=t',
+     'gcloud dataflow flex-template build gs://b/templates/prediction-tables-streaming-t.json '
+     '--project p --image us-central1-docker.pkg.dev/p/r/prediction-tables:t --sdk-language PYTHON '
+     '--metadata-file templates/metadata-streaming.json'),
+    ('run-dataflow-streaming', 'PROJECT=p REGION=us-central1 REPOSITORY=r BUCKET=b TAG=t JOB_NAME=j '
+     'SUBSCRIPTION=shard-loader OUTPUT_TABLE=p:ds.detections INPUT=gs://b/predictions '
+     'PARAMETERS=window_seconds=30',
+     'gcloud dataflow flex-template run j --project p --region us-central1 --template-file-gcs-location '
+     'gs://b/templates/prediction-tables-streaming-t.json --staging-location gs://b/staging '
+     '--temp-location gs://b/temp --parameters "^~^input_subscription=projects/p/subscriptions/'
+     'shard-loader~output_table=p:ds.detections~input=gs://b/predictions~sdk_container_image='
+     'us-central1-docker.pkg.dev/p/r/prediction-tables:t~window_seconds=30"'),
+    ('streaming-setup', 'PROJECT=p SOURCE_BUCKET=predictions-bucket TOPIC=shards SUBSCRIPTION=loader '
+     'OBJECT_PREFIX=batch/',
+     'gcloud storage buckets notifications create gs://predictions-bucket --project p '
+     '--topic=projects/p/topics/shards --event-types=OBJECT_FINALIZE --payload-format=json '
+     '--object-prefix=batch/\n'
+     'gcloud pubsub subscriptions create loader --project p --topic shards --ack-deadline 600'),
 ])
 def test_make_targets_dry_run_print_the_exact_command(target, variables, expected):
     result = run(['make', '--no-print-directory', target, 'DRY_RUN=1', *variables.split()])
