@@ -238,7 +238,9 @@ class ParseBatchFn(beam.DoFn):
         settings = self._settings
         if self._resolver is None:
             self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
-                                          scheme_of(settings.input), settings.probe_allowed_prefixes)
+                                          # streaming without --input: Cloud Storage objects
+                                          scheme_of(settings.input or 'gs://'),
+                                          settings.probe_allowed_prefixes)
         timestamp = dead_letters.utc_timestamp()
         predictions, sizes, rejected = [], [], []
         for line in batch.lines:

@@ -109,6 +109,19 @@ def test_parse_predictions_splits_tables_and_dead_letters(legacy_lines, vertex_l
         assert_that(parsed['image_uris'], is_not_empty(), label='Uris')
 
 
+def test_a_streaming_run_without_input_parses_like_a_batch_run(legacy_lines):
+    streaming = Settings.from_raw({'input_subscription': 'projects/my-project/subscriptions/shards',
+                                   'output': 'out'})
+    assert streaming.input is None
+    with local_test_pipeline() as p:
+        manifest = p | 'Manifest' >> beam.Create([None])
+        parsed = (p | beam.Create([LineBatch('gs://b/prediction-r/f.jsonl', legacy_lines[:3])])
+                  | ParsePredictions(streaming, manifest))
+        images = parsed['images'] | beam.Map(lambda t: t.num_rows) | beam.CombineGlobally(sum)
+        assert_that(images, equal_to([3]), label='Images')
+        assert_that(parsed['dead_letters'], equal_to([]), label='NoDeadLetters')
+
+
 def test_a_batch_that_raises_becomes_dead_letters_line_by_line(monkeypatch, legacy_lines):
     def broken(*_args, **_kwargs):
         raise RuntimeError('bug in assembly')
