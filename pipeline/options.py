@@ -441,9 +441,11 @@ def _check_mode(raw: Mapping[str, Optional[str]], values: dict) -> None:
             other = ('; or give --input_subscription for a streaming run' if mode == BATCH else '')
             raise OptionError(f'--{option.name} is required in a {mode} run ({option.label}){other}')
     if mode == STREAMING:
-        if values['input'] is not None and not values['input'].startswith('gs://'):
-            raise OptionError(f'--input: in a streaming run it is a gs:// folder whose shards are '
-                              f'loaded (notifications name Cloud Storage objects), got {values["input"]!r}')
+        if values['input'] is not None and (not values['input'].startswith('gs://')
+                                            or re.search(r'[*?\[]', values['input'])):
+            raise OptionError(f'--input: in a streaming run it is a gs:// folder (no glob) whose shards '
+                              f'are loaded (notifications name Cloud Storage objects), got '
+                              f'{values["input"]!r}')
         if values['bigquery_method'] == 'file_loads':
             raise OptionError('--bigquery_method=file_loads: a streaming run writes BigQuery with '
                               'streaming_inserts; leave the option out')

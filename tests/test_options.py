@@ -79,6 +79,7 @@ def test_label_thresholds_split_at_last_equals_and_json_for_commas():
     ([SUB, '--output=out', '--summary=s.json'], '--summary applies to batch runs only'),
     ([SUB, '--output=out', '--max_dead_letter_ratio=0.1'], '--max_dead_letter_ratio applies to batch'),
     ([SUB, '--output=out', '--input=local/folder'], '--input: in a streaming run it is a gs:// folder'),
+    ([SUB, '--output=out', '--input=gs://bucket/*/runs'], '--input: in a streaming run it is a gs:// folder'),
     ([SUB, '--output_table=my-project:d.t', '--bigquery_method=file_loads'],
      'a streaming run writes BigQuery with streaming_inserts'),
     ([SUB, '--output_table=my-project:d.t', '--write_disposition=truncate'],
