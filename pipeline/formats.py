@@ -35,13 +35,20 @@ Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalize
 
 
 class Prediction(NamedTuple):
-    """One valid result line: the image and its annotations as parallel lists."""
+    """One valid result line: the image and its annotations as parallel lists. The boxes are one
+    flat list, 4 numbers per annotation: floats are not tracked by the garbage collector, a tuple
+    per box is (and numpy reads a flat list several times faster)."""
     image_uri: str
     source_format: str
     labels: List[Optional[str]]
     label_ids: List[Optional[str]]
     scores: List[float]
-    boxes: List[Box]
+    coordinates: List[float]  # x_min, y_min, x_max, y_max of each annotation, normalized
+
+    @property
+    def boxes(self) -> List[Box]:
+        flat = self.coordinates
+        return [tuple(flat[i:i + 4]) for i in range(0, len(flat), 4)]
 
 
 class Rejection(NamedTuple):
@@ -102,7 +109,7 @@ def _fast_automl(record: dict) -> Optional[Prediction]:
     if annotations.__class__ is not list:
         return None
     numbers = _NUMBER_CLASSES
-    labels, label_ids, scores, boxes = [], [], [], []
+    labels, label_ids, scores, coordinates = [], [], [], []
     try:
         for annotation in annotations:
             label = annotation['display_name']
@@ -121,11 +128,11 @@ def _fast_automl(record: dict) -> Optional[Prediction]:
             labels.append(label)
             label_ids.append(label_id)
             scores.append(score)  # an int score (0 or 1) becomes a double in the Arrow column
-            boxes.append((x0, y0, x1, y1) if x0 <= x1 and y0 <= y1 else
-                         (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+            coordinates.extend((x0, y0, x1, y1) if x0 <= x1 and y0 <= y1 else
+                               (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
     except _FAST_PATH_ERRORS:
         return None
-    return Prediction(image_uri, AUTOML, labels, label_ids, scores, boxes)
+    return Prediction(image_uri, AUTOML, labels, label_ids, scores, coordinates)
 
 
 def _detect_format(record: dict, input_format: str) -> str:
@@ -197,7 +204,7 @@ def _parse_automl(record: dict) -> Prediction:
         annotations = []
     elif not isinstance(annotations, list):
         raise _Invalid(f'annotations: expected a list, got {_json_type(annotations)}')
-    labels, label_ids, scores, boxes = [], [], [], []
+    labels, label_ids, scores, coordinates = [], [], [], []
     for index, annotation in enumerate(annotations):
         where = f'annotations[{index}]'
         if not isinstance(annotation, dict):
@@ -212,10 +219,10 @@ def _parse_automl(record: dict) -> Prediction:
             raise _Invalid(f'{where}.image_object_detection: missing or not an object')
         where = f'{where}.image_object_detection'
         scores.append(_score(detection.get('score'), f'{where}.score'))
-        boxes.append(_automl_box(detection, where))
+        coordinates.extend(_automl_box(detection, where))
         labels.append(label)
         label_ids.append(label_id)
-    return Prediction(image_uri, AUTOML, labels, label_ids, scores, boxes)
+    return Prediction(image_uri, AUTOML, labels, label_ids, scores, coordinates)
 
 
 def _automl_box(detection: dict, where: str) -> Box:
@@ -261,8 +268,8 @@ def _parse_vertex(record: dict) -> Prediction:
     label_ids = [_optional_label_id(value, f'prediction.ids[{i}]') for i, value in enumerate(ids)] \
         if ids is not None else [None] * count
     scores = [_score(value, f'prediction.confidences[{i}]') for i, value in enumerate(confidences)]
-    boxes = [_vertex_box(value, f'prediction.bboxes[{i}]') for i, value in enumerate(bboxes)]
-    return Prediction(image_uri, VERTEX, labels, label_ids, scores, boxes)
+    coordinates = [c for i, value in enumerate(bboxes) for c in _vertex_box(value, f'prediction.bboxes[{i}]')]
+    return Prediction(image_uri, VERTEX, labels, label_ids, scores, coordinates)
 
 
 def _vertex_box(value: Any, where: str) -> Box:

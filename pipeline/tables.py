@@ -2,7 +2,7 @@
 
 Everything per annotation happens on columns (numpy, pyarrow), never in a Python loop per detection.
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,14 +34,14 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
     labels: List[Optional[str]] = []
     label_ids: List[Optional[str]] = []
     scores_list: List[float] = []
-    boxes_list: List[Tuple[float, float, float, float]] = []
+    coordinates: List[float] = []
     for prediction in predictions:
         labels.extend(prediction.labels)
         label_ids.extend(prediction.label_ids)
         scores_list.extend(prediction.scores)
-        boxes_list.extend(prediction.boxes)
-    scores = np.asarray(scores_list, dtype=np.float64)
-    boxes = np.asarray(boxes_list, dtype=np.float64).reshape(-1, 4)
+        coordinates.extend(prediction.coordinates)
+    scores = np.array(scores_list, dtype=np.float64)
+    boxes = np.array(coordinates, dtype=np.float64).reshape(-1, 4)
 
     selection = select_detections(line_index, scores, boxes, labels, label_ids, settings)
     order, rank = geometry.order_by_rank(line_index[selection.kept], scores[selection.kept])

@@ -1,6 +1,7 @@
 """The PTransforms that wire the pure parts together. Elements stay coarse: a batch of lines in, Arrow
 tables out, never one element per detection."""
 import collections
+import gc
 import logging
 import zlib
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
@@ -234,6 +235,9 @@ class ParseBatchFn(beam.DoFn):
         self._settings = settings
         self._resolver: Optional[SizeResolver] = None
 
+    def setup(self):
+        tune_garbage_collector()
+
     def process(self, batch: LineBatch, manifest):
         settings = self._settings
         if self._resolver is None:
@@ -263,6 +267,20 @@ class ParseBatchFn(beam.DoFn):
         for record in rejected:
             yield beam.pvalue.TaggedOutput('dead_letters', record)
         yield counted(counts)
+
+
+# Python's cyclic collector runs every 700 net container allocations, and a full pass walks every
+# object of the worker (Beam, pyarrow, ...). Parsing allocates about 6 dicts and lists per annotation,
+# none in a cycle: with the defaults the collector took over 20% of a run (200k-image benchmark, 13.9 s
+# -> 10.7 s in one process). Freezing what startup allocated keeps full passes off it for good.
+GC_YOUNG_THRESHOLD = 100_000
+
+
+def tune_garbage_collector() -> None:
+    """Once per worker process, before the first batch."""
+    if gc.get_threshold()[0] < GC_YOUNG_THRESHOLD:
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
 
 
 def failed_batch_to_dead_letters(failure):

@@ -17,8 +17,8 @@ def settings(**overrides):
 def prediction(uri, scores, labels=None, fmt=AUTOML):
     n = len(scores)
     labels = labels or [f'L{i}' for i in range(n)]
-    boxes = [(0.1 * i / n, 0.2, 0.5, 0.5 + 0.1 * i / n) for i in range(n)]
-    return Prediction(uri, fmt, labels, [str(i) for i in range(n)], list(scores), boxes)
+    coordinates = [c for i in range(n) for c in (0.1 * i / n, 0.2, 0.5, 0.5 + 0.1 * i / n)]
+    return Prediction(uri, fmt, labels, [str(i) for i in range(n)], list(scores), coordinates)
 
 
 def test_threshold_is_inclusive_and_label_overrides_win():
