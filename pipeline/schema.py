@@ -1,6 +1,6 @@
 """The one definition of the output tables. Arrow schemas (and, later, BigQuery schemas and docs) derive
 from these column lists, so a column is added in exactly one place."""
-from typing import NamedTuple, Tuple
+from typing import List, NamedTuple, Tuple
 
 import pyarrow as pa
 
@@ -77,6 +77,17 @@ _BIGQUERY_TYPES = {
     pa.string(): 'STRING', pa.float64(): 'FLOAT64', pa.int32(): 'INT64', pa.int64(): 'INT64',
     pa.timestamp('ms', tz='UTC'): 'TIMESTAMP',
 }
+
+
+# Strings that repeat from row to row (URIs, labels, file names) are dictionary-encoded in Parquet.
+# A WKT box is unique per row and numbers rarely repeat: trying the encoding on them costs time (the
+# writer hashes a page's worth before it gives up) for nothing.
+UNIQUE_STRING_COLUMNS = frozenset({'box_wkt'})
+
+
+def dictionary_columns(schema: pa.Schema) -> List[str]:
+    return [field.name for field in schema
+            if pa.types.is_string(field.type) and field.name not in UNIQUE_STRING_COLUMNS]
 
 
 def arrow_schema(columns: Tuple[Column, ...]) -> pa.Schema:

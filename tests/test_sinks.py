@@ -1,10 +1,14 @@
 import hashlib
 
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from beam_testing import local_test_pipeline
 from pipeline import dead_letters
-from pipeline.schema import (DEAD_LETTER_COLUMNS, DETECTION_COLUMNS, IMAGE_COLUMNS, PAYLOAD_LIMIT_BYTES,
-                             bigquery_schema)
-from pipeline.sinks import row_problem, write_failure
+from pipeline.schema import (DEAD_LETTER_COLUMNS, DETECTION_COLUMNS, DETECTIONS_SCHEMA, IMAGE_COLUMNS,
+                             PAYLOAD_LIMIT_BYTES, bigquery_schema)
+from pipeline.sinks import WriteParquetTable, row_problem, write_failure
 
 COLUMNS = {c.name: (c.type, c.nullable) for c in IMAGE_COLUMNS}
 
@@ -53,3 +57,24 @@ def test_big_payloads_are_cut_for_bigquery_with_length_and_hash():
     assert small['payload'] == 'abc' and small['payload_length'] == 3
     empty = dead_letters.for_bigquery(dead_letters.make_dead_letter('unreadable_file', 'f', 'x'))
     assert empty['payload'] is None and empty['payload_length'] is None
+
+
+def test_parquet_tables_keep_every_row_with_dictionaries_on_repeating_strings_only(tmp_path):
+    rows = [{name: None for name in DETECTIONS_SCHEMA.names} for _ in range(300)]
+    for i, row in enumerate(rows):
+        row.update(image_uri=f'gs://b/{i % 7}.jpg', label='Salad', score=i / 300, box_wkt=f'POLYGON (({i} 0))')
+    tables = [pa_table(rows[:100]), pa_table(rows[100:])]
+    with local_test_pipeline() as p:
+        _ = p | beam.Create(tables) | WriteParquetTable(str(tmp_path), 'detections', DETECTIONS_SCHEMA)
+    (path,) = (tmp_path / 'detections').glob('part-*-of-*.parquet')
+    parquet = pq.ParquetFile(path)
+    assert sorted(parquet.read().to_pylist(), key=lambda r: r['score']) == rows
+    columns = {parquet.metadata.row_group(0).column(i).path_in_schema: i
+               for i in range(parquet.metadata.num_columns)}
+    encodings = lambda name: parquet.metadata.row_group(0).column(columns[name]).encodings  # noqa: E731
+    assert 'RLE_DICTIONARY' in encodings('image_uri') and 'RLE_DICTIONARY' in encodings('label')
+    assert 'RLE_DICTIONARY' not in encodings('box_wkt') and 'RLE_DICTIONARY' not in encodings('score')
+
+
+def pa_table(rows):
+    return pa.Table.from_pylist(rows, schema=DETECTIONS_SCHEMA)
