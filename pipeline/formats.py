@@ -4,7 +4,7 @@ Both formats of ../shared/formats.md: legacy AutoML Vision (`ID` + `annotations`
 and Vertex AI (`instance` + `prediction` with parallel arrays). A rejection says which dead-letter kind
 the line is and why, naming the field and the annotation index.
 """
-from typing import Any, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import orjson
 
@@ -44,6 +44,10 @@ class Prediction(NamedTuple):
     label_ids: List[Optional[str]]
     scores: List[float]
     coordinates: List[float]  # x_min, y_min, x_max, y_max of each annotation, normalized
+    # Annotations validated but not listed above because their score is below the lowest threshold
+    # in force (the `score_floor` of parse_line): no row of theirs could survive it. Only their
+    # scores are kept, for the counts and histograms.
+    dropped_scores: Sequence[float] = ()
 
     @property
     def boxes(self) -> List[Box]:
@@ -64,8 +68,10 @@ class _Invalid(Exception):
     """Raised inside the parser for a line that is JSON but not a valid record."""
 
 
-def parse_line(line: bytes, input_format: str = 'auto') -> Union[Prediction, Rejection]:
-    """Parses one non-blank line; `input_format` is 'auto', AUTOML or VERTEX."""
+def parse_line(line: bytes, input_format: str = 'auto',
+               score_floor: float = 0.0) -> Union[Prediction, Rejection]:
+    """Parses one non-blank line; `input_format` is 'auto', AUTOML or VERTEX. Annotations scored below
+    `score_floor` may be left out of the lists (see Prediction.dropped_scores), never unvalidated."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -73,7 +79,7 @@ def parse_line(line: bytes, input_format: str = 'auto') -> Union[Prediction, Rej
     if not isinstance(record, dict):
         return Rejection(INVALID_RECORD, f'expected a JSON object, got {_json_type(record)}')
     if input_format != VERTEX:
-        fast = _fast_automl(record)
+        fast = _fast_automl(record, score_floor)
         if fast is not None:
             return fast
     image_uri = _image_uri_or_none(record)
@@ -94,10 +100,11 @@ _NUMBER_CLASSES = frozenset((float, int))  # exact classes: a bool is not a numb
 _FAST_PATH_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
 
-def _fast_automl(record: dict) -> Optional[Prediction]:
+def _fast_automl(record: dict, score_floor: float = 0.0) -> Optional[Prediction]:
     """The common legacy line (snake_case keys, both labels, two in-range vertices) at a fraction of
     the cost of the full validator. None means "not sure": the full validator then decides, so
-    everything this accepts is exactly what `_parse_automl` would return for it."""
+    everything this accepts is exactly what `_parse_automl` would return for it, less the annotations
+    scored below `score_floor`, whose scores go to `dropped_scores`."""
     if 'error' in record or 'status' in record or 'instance' in record or 'prediction' in record:
         return None
     image_uri = record.get('ID')
@@ -109,7 +116,7 @@ def _fast_automl(record: dict) -> Optional[Prediction]:
     if annotations.__class__ is not list:
         return None
     numbers = _NUMBER_CLASSES
-    labels, label_ids, scores, coordinates = [], [], [], []
+    labels, label_ids, scores, coordinates, dropped = [], [], [], [], []
     try:
         for annotation in annotations:
             label = annotation['display_name']
@@ -125,6 +132,9 @@ def _fast_automl(record: dict) -> Optional[Prediction]:
                     or x1.__class__ not in numbers or y1.__class__ not in numbers
                     or not (0 <= x0 <= 1 and 0 <= y0 <= 1 and 0 <= x1 <= 1 and 0 <= y1 <= 1)):
                 return None
+            if score < score_floor:
+                dropped.append(score)
+                continue
             labels.append(label)
             label_ids.append(label_id)
             scores.append(score)  # an int score (0 or 1) becomes a double in the Arrow column
@@ -132,7 +142,7 @@ def _fast_automl(record: dict) -> Optional[Prediction]:
                                (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
     except _FAST_PATH_ERRORS:
         return None
-    return Prediction(image_uri, AUTOML, labels, label_ids, scores, coordinates)
+    return Prediction(image_uri, AUTOML, labels, label_ids, scores, coordinates, dropped or ())
 
 
 def _detect_format(record: dict, input_format: str) -> str:

@@ -423,6 +423,11 @@ class Settings:
             values['summary'] = join_path(values['output'], 'summary.json')
         return cls(**values)
 
+    @property
+    def score_floor(self) -> float:
+        """The lowest threshold any detection is held to: nothing scored below it is ever kept."""
+        return min([self.score_threshold, *self.label_thresholds.values()])
+
     def threshold_for(self, label: Optional[str]) -> float:
         return self.label_thresholds.get(label, self.score_threshold)
 

@@ -27,21 +27,27 @@ class BatchTables(NamedTuple):
 
 def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[ImageSize]],
                  source_file: str, prediction_run: Optional[str], settings: Settings) -> BatchTables:
-    """One `images` row per prediction and one `detections` row per kept annotation."""
+    """One `images` row per prediction and one `detections` row per kept annotation. Annotations
+    the parser dropped below the score floor count as removed by the threshold step."""
     n_images = len(predictions)
-    counts_per_line = np.fromiter((len(p.scores) for p in predictions), dtype=np.int64, count=n_images)
-    line_index = np.repeat(np.arange(n_images), counts_per_line)
+    listed_per_line = np.fromiter((len(p.scores) for p in predictions), dtype=np.int64, count=n_images)
+    line_index = np.repeat(np.arange(n_images), listed_per_line)
     labels: List[Optional[str]] = []
     label_ids: List[Optional[str]] = []
     scores_list: List[float] = []
     coordinates: List[float] = []
+    dropped_list: List[float] = []
     for prediction in predictions:
         labels.extend(prediction.labels)
         label_ids.extend(prediction.label_ids)
         scores_list.extend(prediction.scores)
         coordinates.extend(prediction.coordinates)
+        dropped_list.extend(prediction.dropped_scores)
     scores = np.array(scores_list, dtype=np.float64)
     boxes = np.array(coordinates, dtype=np.float64).reshape(-1, 4)
+    dropped = np.array(dropped_list, dtype=np.float64)
+    counts_per_line = listed_per_line + np.fromiter(
+        (len(p.dropped_scores) for p in predictions), dtype=np.int64, count=n_images)
 
     selection = select_detections(line_index, scores, boxes, labels, label_ids, settings)
     order, rank = geometry.order_by_rank(line_index[selection.kept], scores[selection.kept])
@@ -99,13 +105,14 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
         pa.array(np.bincount(line_index[selection.suppressed], minlength=n_images).astype(np.int32)),
     ], schema=IMAGES_SCHEMA)
 
+    removed = dict(selection.removed, threshold=selection.removed['threshold'] + len(dropped))
     counts = {
         'images_written': n_images,
-        'detections_in': int(len(scores)),
+        'detections_in': int(len(scores) + len(dropped)),
         'detections_kept': int(len(rows)),
         'images_without_size': int(image_size_unknown.sum()),
-        **{f'removed_by_{step}': count for step, count in selection.removed.items()},
-        **histogram_counts('score_bin_all', scores),
+        **{f'removed_by_{step}': count for step, count in removed.items()},
+        **histogram_counts('score_bin_all', np.concatenate([scores, dropped])),
         **histogram_counts('score_bin_kept', scores[rows]),
     }
     kept_labels = detections.column('label').value_counts().to_pylist()

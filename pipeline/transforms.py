@@ -246,9 +246,10 @@ class ParseBatchFn(beam.DoFn):
                                           scheme_of(settings.input or 'gs://'),
                                           settings.probe_allowed_prefixes)
         timestamp = dead_letters.utc_timestamp()
+        score_floor = settings.score_floor
         predictions, sizes, rejected = [], [], []
         for line in batch.lines:
-            parsed = parse_line(line, settings.input_format)
+            parsed = parse_line(line, settings.input_format, score_floor)
             if isinstance(parsed, Prediction):
                 predictions.append(parsed)
                 sizes.append(self._resolver.resolve(parsed.image_uri))

@@ -60,6 +60,21 @@ def test_fast_path_agrees_with_the_full_validator(value):
                for box in fast.boxes for v in box)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(record, st.sampled_from([0.0, 0.3, 0.5, 1.0]))
+def test_below_the_score_floor_only_scores_are_kept_and_nothing_goes_unvalidated(value, floor):
+    fast = _fast_automl(value, floor)
+    if fast is None:
+        return
+    full = _parse_automl(value)
+    kept = [i for i, score in enumerate(full.scores) if score >= floor]
+    assert fast.scores == [full.scores[i] for i in kept]
+    assert fast.labels == [full.labels[i] for i in kept]
+    assert fast.label_ids == [full.label_ids[i] for i in kept]
+    assert fast.boxes == [full.boxes[i] for i in kept]
+    assert list(fast.dropped_scores) == [s for s in full.scores if s < floor]
+
+
 def test_fast_path_takes_the_real_lines(legacy_lines):
     for line in legacy_lines:
         assert _fast_automl(orjson.loads(line)) is not None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline import geometry
-from pipeline.formats import AUTOML, VERTEX, Prediction
+from pipeline.formats import AUTOML, VERTEX, Prediction, parse_line
 from pipeline.options import Settings
 from pipeline.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 from pipeline.tables import ImageSize, build_tables
@@ -67,6 +67,25 @@ def test_tables_have_the_contract_schemas_and_per_line_ranks():
         'score_bin_all_06': 1, 'score_bin_all_18': 1, 'score_bin_all_12': 1, 'score_bin_all_02': 1,
         'score_bin_kept_18': 1, 'score_bin_kept_12': 1}
     assert tables.counts['kept_label=L1'] == 1 and tables.counts['kept_label=L2'] == 1
+
+
+@pytest.mark.parametrize('options', [
+    {'score_threshold': 0.8}, {'score_threshold': 0.9, 'label_thresholds': {'Salad': 0.75}},
+    {'score_threshold': 0.7, 'nms_iou': 0.3, 'max_detections': 2, 'keep_labels': ('Salad', 'Tomato')},
+])
+def test_dropping_below_the_score_floor_at_parse_time_changes_no_output(legacy_lines, vertex_lines,
+                                                                          options):
+    chosen = settings(**options)
+    lines = legacy_lines + vertex_lines
+    all_listed = [parse_line(line) for line in lines]
+    floored = [parse_line(line, score_floor=chosen.score_floor) for line in lines]
+    assert sum(len(p.dropped_scores) for p in floored) > 0  # the floor was used
+    sizes = [ImageSize(640, 480, 'fixed')] * len(lines)
+    expected = build_tables(all_listed, sizes, 'f', None, chosen)
+    actual = build_tables(floored, sizes, 'f', None, chosen)
+    assert actual.detections.equals(expected.detections)
+    assert actual.images.equals(expected.images)
+    assert actual.counts == expected.counts
 
 
 def test_unknown_size_gives_null_pixels():
