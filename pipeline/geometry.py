@@ -87,47 +87,88 @@ def roi_mask(boxes: np.ndarray, region, min_overlap: Optional[float]) -> np.ndar
 
 
 # Lines with more boxes than this get a spatial index (shapely's STRtree) for NMS, so a line of
-# 100,000 boxes never compares every pair; smaller lines compare a box with the undecided rest.
+# 100,000 boxes never compares every pair. Smaller lines, nearly all of them, are suppressed together:
+# their boxes padded into a (lines, boxes) grid, every pair's IoU at once, then one vectorized step
+# per rank instead of a Python loop per line.
 NMS_INDEX_MIN_BOXES = 64
+# Grid cells (lines x boxes x boxes) per chunk of lines: bounds the memory of the pairwise arrays.
+_NMS_CHUNK_CELLS = 1 << 21
 
 
 def nms_mask(line_index: np.ndarray, scores: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
              iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression within each line: in score order (ties by input order) a box is
     kept unless its IoU with an already kept box of the same class is above the threshold. A
-    suppressed box suppresses nothing. `classes` holds one key per box (all equal: class-agnostic)."""
+    suppressed box suppresses nothing. `classes` holds one key per box (all equal: class-agnostic).
+    IoU is computed from the coordinates (intersection width times height), the same on both paths."""
     keep = np.zeros(len(scores), dtype=bool)
     if len(scores) == 0:
         return keep
-    order, _ = order_by_rank(line_index, scores)
-    geometries = boxes_to_geometries(boxes)
-    areas = box_areas(boxes)
+    order, rank = order_by_rank(line_index, scores)
     sorted_lines = line_index[order]
-    bounds = np.flatnonzero(np.diff(sorted_lines)) + 1
-    for rows in np.split(order, bounds):
-        keep[rows] = _nms_one_line(geometries[rows], areas[rows], classes[rows], iou_threshold)
+    _, line_position, line_sizes = np.unique(sorted_lines, return_inverse=True, return_counts=True)
+    _, class_codes = np.unique(classes, return_inverse=True)
+    codes = class_codes.reshape(-1)[order]
+    small = line_sizes[line_position] <= NMS_INDEX_MIN_BOXES
+    keep[order[small]] = _nms_small_lines(line_position[small], rank[small], boxes[order[small]],
+                                          codes[small], iou_threshold)
+    large = np.flatnonzero(~small)
+    if large.size:
+        bounds = np.flatnonzero(np.diff(sorted_lines[large])) + 1
+        for rows in np.split(order[large], bounds):
+            keep[rows] = _nms_one_large_line(boxes[rows], class_codes.reshape(-1)[rows], iou_threshold)
     return keep
 
 
-def _nms_one_line(geometries, areas, classes, iou_threshold) -> np.ndarray:
-    """NMS over one line's boxes, given in score order."""
-    count = len(geometries)
+def _pairwise_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """IoU of boxes (..., 4) broadcast against each other; 0 where the union is empty."""
+    width = np.minimum(first[..., 2], second[..., 2]) - np.maximum(first[..., 0], second[..., 0])
+    height = np.minimum(first[..., 3], second[..., 3]) - np.maximum(first[..., 1], second[..., 1])
+    overlap = np.clip(width, 0, None) * np.clip(height, 0, None)
+    union = ((first[..., 2] - first[..., 0]) * (first[..., 3] - first[..., 1])
+             + (second[..., 2] - second[..., 0]) * (second[..., 3] - second[..., 1]) - overlap)
+    return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+
+
+def _nms_small_lines(line_position: np.ndarray, rank: np.ndarray, boxes: np.ndarray,
+                     codes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """NMS over many short lines at once; rows come sorted by line and rank (score order)."""
+    if len(rank) == 0:
+        return np.zeros(0, dtype=bool)
+    lines, line_row = np.unique(line_position, return_inverse=True)
+    width = int(rank.max()) + 1
+    grid = np.zeros((len(lines), width, 4))
+    grid_codes = np.full((len(lines), width), -1)
+    present = np.zeros((len(lines), width), dtype=bool)
+    grid[line_row, rank], grid_codes[line_row, rank], present[line_row, rank] = boxes, codes, True
+    keep = present.copy()
+    chunk = max(1, _NMS_CHUNK_CELLS // (width * width))
+    for start in range(0, len(lines), chunk):
+        part = slice(start, start + chunk)
+        cells = grid[part]
+        # suppresses[l, i, j]: box i of line l would suppress box j if i is kept.
+        suppresses = ((_pairwise_iou(cells[:, :, None, :], cells[:, None, :, :]) > iou_threshold)
+                      & (grid_codes[part][:, :, None] == grid_codes[part][:, None, :]))
+        kept = keep[part]
+        for j in range(1, width):
+            kept[:, j] &= ~np.any(kept[:, :j] & suppresses[:, :j, j], axis=1)
+    return keep[line_row, rank]
+
+
+def _nms_one_large_line(boxes: np.ndarray, codes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """NMS over one long line's boxes, given in score order, with a spatial index for candidates."""
+    count = len(boxes)
     keep = np.zeros(count, dtype=bool)
     decided = np.zeros(count, dtype=bool)
-    tree = shapely.STRtree(geometries) if count > NMS_INDEX_MIN_BOXES else None
-    everything = np.arange(count)
+    tree = shapely.STRtree(boxes_to_geometries(boxes))
     for i in range(count):
         if decided[i]:
             continue
         keep[i] = decided[i] = True
-        candidates = tree.query(geometries[i]) if tree is not None else everything[i + 1:]
-        candidates = candidates[~decided[candidates] & (classes[candidates] == classes[i])]
-        if candidates.size == 0:
-            continue
-        overlap = shapely.area(shapely.intersection(geometries[i], geometries[candidates]))
-        union = areas[i] + areas[candidates] - overlap
-        iou = np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
-        decided[candidates[iou > iou_threshold]] = True
+        candidates = tree.query(shapely.box(*boxes[i]))
+        candidates = candidates[~decided[candidates] & (codes[candidates] == codes[i])]
+        if candidates.size:
+            decided[candidates[_pairwise_iou(boxes[i], boxes[candidates]) > iou_threshold]] = True
     return keep
 
 
