@@ -79,10 +79,15 @@ def roi_mask(boxes: np.ndarray, region, min_overlap: Optional[float]) -> np.ndar
     inside = np.zeros(len(boxes), dtype=bool)
     degenerate = areas <= 0
     inside[degenerate] = shapely.intersects(region, geometries[degenerate])
-    solid = ~degenerate
-    candidates = np.flatnonzero(solid)[shapely.intersects(region, geometries[solid])]
-    overlap = shapely.area(shapely.intersection(geometries[candidates], region)) / areas[candidates]
-    inside[candidates] = overlap > 0 if min_overlap is None else overlap >= min_overlap
+    solid = np.flatnonzero(~degenerate)
+    # Boxes the region covers overlap it entirely: only those crossing its boundary need the
+    # (costly) intersection polygon.
+    covered = shapely.covers(region, geometries[solid])
+    inside[solid[covered]] = True
+    crossing = solid[~covered]
+    crossing = crossing[shapely.intersects(region, geometries[crossing])]
+    overlap = shapely.area(shapely.intersection(geometries[crossing], region)) / areas[crossing]
+    inside[crossing] = overlap > 0 if min_overlap is None else overlap >= min_overlap
     return inside
 
 

@@ -129,6 +129,25 @@ def test_roi_concave_polygon():
     assert geometry.roi_mask(boxes, region, 0.51).tolist() == [False, True, False, True, False]
 
 
+@pytest.mark.parametrize('min_overlap', [None, 0.5, 1.0])
+def test_roi_agrees_with_intersecting_every_box(min_overlap):
+    region = geometry.parse_roi(CONCAVE_U)
+    rng = np.random.default_rng(5)
+    corners = rng.integers(0, 65, (2000, 4)) / 64  # binary fractions: exact areas on both sides
+    boxes = np.c_[np.minimum(corners[:, 0], corners[:, 2]), np.minimum(corners[:, 1], corners[:, 3]),
+                  np.maximum(corners[:, 0], corners[:, 2]), np.maximum(corners[:, 1], corners[:, 3])]
+    expected = []
+    for box in boxes:
+        shape = shapely.box(*box)
+        if shape.area == 0:
+            expected.append(region.intersects(shape))
+        else:
+            fraction = region.intersection(shape).area / shape.area
+            expected.append(fraction > 0 if min_overlap is None else fraction >= min_overlap)
+    assert geometry.roi_mask(boxes, region, min_overlap).tolist() == expected
+    assert 0 < sum(expected) < len(boxes)
+
+
 def test_roi_multipolygon():
     region = geometry.parse_roi('MULTIPOLYGON (((0 0, 0.2 0, 0.2 0.2, 0 0.2, 0 0)), '
                                 '((0.8 0.8, 1 0.8, 1 1, 0.8 1, 0.8 0.8)))')
