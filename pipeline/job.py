@@ -111,7 +111,8 @@ class PredictionsToTables(beam.PTransform):
     def _bigquery(self, table, columns):
         settings = self._settings
         return WriteBigQueryTable(table, columns, settings.bigquery_method,
-                                  settings.write_disposition, settings.temp_location)
+                                  settings.write_disposition, settings.temp_location,
+                                  load_every_seconds=settings.window_seconds if settings.streaming else None)
 
 
 def log_unwritable_dead_letter(record):

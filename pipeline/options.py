@@ -233,8 +233,9 @@ OPTIONS = (
            parse_choice(WRITE_DISPOSITION_RE, 'append, truncate'), default='append',
            regex=WRITE_DISPOSITION_RE),
     Option('bigquery_method', 'BigQuery write method',
-           'file_loads (load jobs from files under --temp_location; the default in batch runs) or '
-           'streaming_inserts (the default, and the only method, in streaming runs).',
+           'file_loads (load jobs from files under --temp_location; the default in batch runs, and in '
+           'streaming runs one load per --window_seconds) or streaming_inserts (the default in '
+           'streaming runs: rows land within seconds).',
            parse_choice(BIGQUERY_METHOD_RE, 'file_loads, streaming_inserts'), regex=BIGQUERY_METHOD_RE),
     Option('overwrite', 'Overwrite a completed run',
            'Replace the outputs of a completed previous run in --output (one with a summary.json). '
@@ -451,9 +452,6 @@ def _check_mode(raw: Mapping[str, Optional[str]], values: dict) -> None:
             raise OptionError(f'--input: in a streaming run it is a gs:// folder (no glob) whose shards '
                               f'are loaded (notifications name Cloud Storage objects), got '
                               f'{values["input"]!r}')
-        if values['bigquery_method'] == 'file_loads':
-            raise OptionError('--bigquery_method=file_loads: a streaming run writes BigQuery with '
-                              'streaming_inserts; leave the option out')
         if values['write_disposition'] == 'truncate':
             raise OptionError('--write_disposition=truncate: a streaming run appends each new shard '
                               'to the tables; leave the option out')

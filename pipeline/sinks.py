@@ -165,13 +165,14 @@ class WriteBigQueryTable(beam.PTransform):
     that completes with the writes}."""
 
     def __init__(self, table: str, columns, method: str, write_disposition: str,
-                 temp_location: Optional[str] = None):
+                 temp_location: Optional[str] = None, load_every_seconds: Optional[int] = None):
         super().__init__()
         self._table = table
         self._columns = columns
         self._method = method
         self._write_disposition = write_disposition
         self._temp_location = temp_location
+        self._load_every_seconds = load_every_seconds  # file loads of an unbounded input
 
     def expand(self, rows):
         checked = rows | 'ValidateRows' >> beam.ParDo(
@@ -188,6 +189,7 @@ class WriteBigQueryTable(beam.PTransform):
                                else beam.io.BigQueryDisposition.WRITE_APPEND),
             insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
             custom_gcs_temp_location=self._temp_location,
+            triggering_frequency=None if streaming else self._load_every_seconds,
             temp_file_format='NEWLINE_DELIMITED_JSON')
         failures = [checked.invalid]
         if streaming:

@@ -80,8 +80,6 @@ def test_label_thresholds_split_at_last_equals_and_json_for_commas():
     ([SUB, '--output=out', '--max_dead_letter_ratio=0.1'], '--max_dead_letter_ratio applies to batch'),
     ([SUB, '--output=out', '--input=local/folder'], '--input: in a streaming run it is a gs:// folder'),
     ([SUB, '--output=out', '--input=gs://bucket/*/runs'], '--input: in a streaming run it is a gs:// folder'),
-    ([SUB, '--output_table=my-project:d.t', '--bigquery_method=file_loads'],
-     'a streaming run writes BigQuery with streaming_inserts'),
     ([SUB, '--output_table=my-project:d.t', '--write_disposition=truncate'],
      'a streaming run appends'),
     ([SUB], '--output or --output_table is required'),
@@ -103,3 +101,5 @@ def test_a_subscription_makes_a_streaming_run_with_its_defaults():
     batch = settings('--input=in', '--output_table=my-project:d.t')
     assert not batch.streaming and batch.bigquery_method == 'file_loads'
     assert settings(SUB, '--output=out').input is None  # every shard the bucket announces
+    loads = settings(SUB, '--output_table=my-project:d.t', '--bigquery_method=file_loads')
+    assert loads.streaming and loads.bigquery_method == 'file_loads'  # one load per window
