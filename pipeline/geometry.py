@@ -112,8 +112,8 @@ def nms_mask(line_index: np.ndarray, scores: np.ndarray, boxes: np.ndarray, clas
     order, rank = order_by_rank(line_index, scores)
     sorted_lines = line_index[order]
     _, line_position, line_sizes = np.unique(sorted_lines, return_inverse=True, return_counts=True)
-    _, class_codes = np.unique(classes, return_inverse=True)
-    codes = class_codes.reshape(-1)[order]
+    class_codes = np.unique(classes, return_inverse=True)[1].reshape(-1)
+    codes = class_codes[order]
     small = line_sizes[line_position] <= NMS_INDEX_MIN_BOXES
     keep[order[small]] = _nms_small_lines(line_position[small], rank[small], boxes[order[small]],
                                           codes[small], iou_threshold)
@@ -121,7 +121,7 @@ def nms_mask(line_index: np.ndarray, scores: np.ndarray, boxes: np.ndarray, clas
     if large.size:
         bounds = np.flatnonzero(np.diff(sorted_lines[large])) + 1
         for rows in np.split(order[large], bounds):
-            keep[rows] = _nms_one_large_line(boxes[rows], class_codes.reshape(-1)[rows], iou_threshold)
+            keep[rows] = _nms_one_large_line(boxes[rows], class_codes[rows], iou_threshold)
     return keep
 
 

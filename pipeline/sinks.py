@@ -177,11 +177,11 @@ class WriteBigQueryTable(beam.PTransform):
     def expand(self, rows):
         checked = rows | 'ValidateRows' >> beam.ParDo(
             ValidateRowFn(self._table, self._columns)).with_outputs('invalid', main='valid')
-        streaming = self._method == 'streaming_inserts'
+        inserts = self._method == 'streaming_inserts'
         result = checked.valid | 'WriteToBigQuery' >> beam.io.WriteToBigQuery(
             self._table,
             schema=bigquery_schema(self._columns),
-            method=(beam.io.WriteToBigQuery.Method.STREAMING_INSERTS if streaming
+            method=(beam.io.WriteToBigQuery.Method.STREAMING_INSERTS if inserts
                     else beam.io.WriteToBigQuery.Method.FILE_LOADS),
             create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
             write_disposition=(beam.io.BigQueryDisposition.WRITE_TRUNCATE
@@ -189,10 +189,10 @@ class WriteBigQueryTable(beam.PTransform):
                                else beam.io.BigQueryDisposition.WRITE_APPEND),
             insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
             custom_gcs_temp_location=self._temp_location,
-            triggering_frequency=None if streaming else self._load_every_seconds,
+            triggering_frequency=None if inserts else self._load_every_seconds,
             temp_file_format='NEWLINE_DELIMITED_JSON')
         failures = [checked.invalid]
-        if streaming:
+        if inserts:
             table = self._table
             done = result.failed_rows_with_errors | 'FailedRowsToDeadLetters' >> beam.Map(
                 lambda failure: _failed_row_to_dead_letter(table, failure))

@@ -61,10 +61,10 @@ def check_manifest_header(path: str) -> None:
     fmt = manifest_format(path)
     if not FileSystems.exists(path):
         raise ManifestError(f'{path}: no such file')
-    with FileSystems.open(path) as handle:
-        head = handle.read(64 * 1024)
-    first_line = head.split(b'\n', 1)[0].lstrip(b'\xef\xbb\xbf').strip()
     if fmt == 'csv':
+        with FileSystems.open(path) as handle:
+            head = handle.read(64 * 1024)
+        first_line = head.split(b'\n', 1)[0].lstrip(b'\xef\xbb\xbf').strip()
         header = [column.strip() for column in first_line.decode('utf-8', 'replace').split(',')]
         _check_csv_header(header, path)
 
