@@ -67,8 +67,8 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
                 for i, extent in enumerate((row_width, row_height, row_width, row_height))]
     detections = pa.Table.from_arrays([
         image_uri.take(row_line),
-        pa.array(_take(labels, rows), type=pa.string()),
-        pa.array(_take(label_ids, rows), type=pa.string()),
+        pa.array(labels, type=pa.string()).take(rows),
+        pa.array(label_ids, type=pa.string()).take(rows),
         pa.array(scores[rows]),
         pa.array(rank),
         pa.array(row_boxes[:, 0]),
@@ -209,12 +209,8 @@ def histogram_counts(prefix: str, scores: np.ndarray) -> Dict[str, int]:
     return {f'{prefix}_{i:02d}': int(n) for i, n in enumerate(counts) if n}
 
 
-def _take(values: List[Optional[str]], rows: np.ndarray) -> List[Optional[str]]:
-    return [values[i] for i in rows.tolist()]
-
-
 def _repeat(value: Optional[str], count: int) -> pa.Array:
-    return pa.array([value] * count, type=pa.string())
+    return pa.repeat(pa.scalar(value, type=pa.string()), count)
 
 
 def _nullable_int32(values: np.ndarray, unknown: np.ndarray) -> pa.Array:
