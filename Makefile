@@ -8,7 +8,7 @@ SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_size
 	--score_threshold 0.7 --label_thresholds 'Salad=0.8' \
 	--report_image_mirror 'gs://migration-ucaip-trainingaip-20210301091741/openimage/=sample/images/legacy/,gs://migration-ucaip-trainingaip-20210226015226/=sample/images/vertex/'
 
-.PHONY: install run test clean docs bench bench-quick
+.PHONY: install run test clean docs bench bench-quick bench-large
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) bench/run.py --images 20000 --repeats 1
+
+# Scale: 200,000 and 1,000,000 images (5.4 GB generated under bench/work), threshold 0.5, once each.
+bench-large: $(BENCH_STAMP)
+	$(PY) bench/run.py --images 200000 1000000 --repeats 1 --thresholds 0.5 --json bench/results-large.json
 
 # ---- Flex Template ----------------------------------------------------------------------------
 # `make template-image template run-dataflow PROJECT=... REGION=... BUCKET=... REPOSITORY=...

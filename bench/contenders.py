@@ -1,7 +1,7 @@
 """The alternatives the pipeline is measured against, each doing the same job as the pipeline's core
-(read every result shard, parse, threshold, pixel boxes, write Parquet).
+(read every result shard, parse, threshold, pixel boxes, write Parquet), and Beam's own floor.
 
-python bench/contenders.py baseline|duckdb INPUT_DIR OUTPUT_DIR THRESHOLD WIDTH HEIGHT
+python bench/contenders.py baseline|duckdb|beam_floor INPUT_DIR OUTPUT_DIR THRESHOLD WIDTH HEIGHT
 """
 import glob
 import os
@@ -82,7 +82,17 @@ def duckdb_job(input_dir, output_dir, threshold, width, height):
         width=width, height=height))
 
 
+def beam_floor(*_):
+    """A pipeline that does no work (three numbers through a Reshuffle) on the runner the pipeline's
+    2-process contender uses: what starting, running and stopping Beam costs before any data."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    options = PipelineOptions(['--direct_num_workers=2', '--direct_running_mode=multi_processing'])
+    with beam.Pipeline('FnApiRunner', options=options) as pipeline:
+        _ = pipeline | beam.Create([1, 2, 3]) | beam.Reshuffle() | beam.Map(lambda x: x)
+
+
 if __name__ == '__main__':
     kind, input_dir, output_dir, threshold, width, height = sys.argv[1:7]
-    {'baseline': baseline, 'duckdb': duckdb_job}[kind](
+    {'baseline': baseline, 'duckdb': duckdb_job, 'beam_floor': beam_floor}[kind](
         input_dir, output_dir, float(threshold), int(width), int(height))

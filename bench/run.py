@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+from cost_model import cost_model, render_cost_model  # noqa: E402  pylint: disable=wrong-import-position
 from generate import generate  # noqa: E402  pylint: disable=wrong-import-position
 
 WIDTH, HEIGHT = 1024, 768
@@ -34,6 +35,11 @@ POSTPROCESSING = ['--label_thresholds', 'Salad=0.6', '--drop_labels', 'Seafood',
                   '--roi', 'POLYGON ((0 0, 0.9 0, 0.9 0.9, 0 0.9, 0 0))', '--nms_iou', '0.5',
                   '--max_detections', '10']
 WITH_POSTPROCESSING = 'pipeline, 2 processes, post-processing'
+BEAM_FLOOR = 'Beam alone, 2 processes, no work'
+TWO_PROCESSES = 'pipeline, 2 processes'
+BASELINE = 'python baseline'
+# Contenders whose rows are not compared: other rows (post-processing) or none at all (the floor).
+UNCHECKED = (WITH_POSTPROCESSING, BEAM_FLOOR)
 
 
 def contender_commands(input_dir, output_dir, threshold, postprocessing=False):
@@ -44,12 +50,12 @@ def contender_commands(input_dir, output_dir, threshold, postprocessing=False):
                           output_dir, str(threshold), str(WIDTH), str(HEIGHT)]
     return {
         'pipeline, 1 process': pipeline,
-        'pipeline, 2 processes': pipeline + ['--direct_num_workers=2',
-                                             '--direct_running_mode=multi_processing'],
-        'python baseline': other('baseline'),
+        TWO_PROCESSES: pipeline + ['--direct_num_workers=2', '--direct_running_mode=multi_processing'],
+        BASELINE: other('baseline'),
         'duckdb, 2 threads': other('duckdb'),
         **({WITH_POSTPROCESSING: pipeline + ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
             + POSTPROCESSING} if postprocessing else {}),
+        BEAM_FLOOR: other('beam_floor'),
     }
 
 
@@ -110,7 +116,7 @@ def bench_size(images, thresholds, repeats, work_dir, postprocessing=False):
                 shutil.rmtree(output_dir, ignore_errors=True)
                 seconds, peak_mb = run_measured(command)
                 timings.setdefault(name, []).append((seconds, peak_mb))
-                if repeat == 0 and name != WITH_POSTPROCESSING:
+                if repeat == 0 and name not in UNCHECKED:
                     rows = canonical_rows(output_dir)
                     if reference is None:
                         reference = rows
@@ -129,7 +135,7 @@ def bench_size(images, thresholds, repeats, work_dir, postprocessing=False):
                 'annotations_per_s': annotations / medians[name],
                 'us_per_annotation': medians[name] / annotations * 1e6,
                 'peak_mb': max(mb for _, mb in runs),
-                'vs_baseline': medians[name] / medians['python baseline'],
+                'vs_baseline': medians[name] / medians[BASELINE],
                 'vs_duckdb': medians[name] / medians['duckdb, 2 threads'],
             })
     return results
@@ -163,11 +169,14 @@ def main():
     results = []
     for images in args.images:
         results += bench_size(images, args.thresholds, args.repeats, args.work_dir, args.postprocessing)
+    model = cost_model(results, pipeline=TWO_PROCESSES, baseline=BASELINE)
     print(render(results))
+    if model:
+        print(render_cost_model(model))
     with open(args.json, 'w', encoding='utf-8') as handle:
         json.dump({'machine': {'cpus': os.cpu_count(),
                                'memory_gb': round(psutil.virtual_memory().total / 2 ** 30)},
-                   'results': results}, handle, indent=2)
+                   'results': results, 'cost_model': model}, handle, indent=2)
     print(f'Results: {args.json}')
 
 

@@ -1,0 +1,54 @@
+"""The benchmark's cost model: fixed seconds and marginal cost per annotation from runs at two sizes,
+and the size from which the 2-process pipeline overtakes the plain Python baseline."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'bench'))
+from cost_model import cost_model  # noqa: E402  pylint: disable=wrong-import-position
+
+TWO_PROCESSES, BASELINE = 'pipeline, 2 processes', 'python baseline'
+
+
+def result(contender, images, seconds, threshold=0.5):
+    return {'contender': contender, 'images': images, 'annotations': images * 20,
+            'threshold': threshold, 'median_s': seconds}
+
+
+def line(fixed, us_per_annotation):
+    return lambda images: fixed + us_per_annotation * 1e-6 * images * 20
+
+
+def test_fits_fixed_and_marginal_cost_and_finds_the_crossing():
+    pipeline, baseline = line(3.0, 1.0), line(0.1, 1.3)
+    results = [result(name, images, cost(images))
+               for images in (20_000, 200_000)
+               for name, cost in ((TWO_PROCESSES, pipeline), (BASELINE, baseline))]
+    model = {entry['contender']: entry for entry in cost_model(results, pipeline=TWO_PROCESSES, baseline=BASELINE)}
+    assert model[TWO_PROCESSES]['fixed_s'] == pytest.approx(3.0)
+    assert model[TWO_PROCESSES]['marginal_us_per_annotation'] == pytest.approx(1.0)
+    assert model[BASELINE]['fixed_s'] == pytest.approx(0.1)
+    # 3.0 + 1.0e-6 a = 0.1 + 1.3e-6 a  ->  a = 9.67 M annotations = 483,333 images of 20.
+    crossing = model[TWO_PROCESSES]['faster_than_baseline_from_images']
+    assert crossing == pytest.approx(2.9 / 0.3e-6 / 20)
+    assert pipeline(crossing) == pytest.approx(baseline(crossing))
+    assert 'faster_than_baseline_from_images' not in model[BASELINE]
+
+
+def test_no_crossing_when_the_pipeline_costs_more_per_annotation_and_no_fit_from_one_size():
+    results = [result(TWO_PROCESSES, 20_000, 3.5), result(TWO_PROCESSES, 200_000, 9.0),
+               result(BASELINE, 20_000, 0.5), result(BASELINE, 200_000, 4.0),
+               result('one size only', 20_000, 1.0)]
+    model = {entry['contender']: entry for entry in cost_model(results, pipeline=TWO_PROCESSES, baseline=BASELINE)}
+    assert 'faster_than_baseline_from_images' not in model[TWO_PROCESSES]
+    assert 'one size only' not in model
+
+
+def test_thresholds_are_fitted_apart():
+    results = [result(BASELINE, images, seconds, threshold)
+               for threshold, (small, large) in ((0.5, (1.0, 4.0)), (0.0, (2.0, 11.0)))
+               for images, seconds in ((20_000, small), (200_000, large))]
+    slopes = {entry['threshold']: entry['marginal_us_per_annotation'] for entry in cost_model(results, pipeline=TWO_PROCESSES, baseline=BASELINE)}
+    assert slopes[0.5] == pytest.approx(3.0 / 3.6e6 * 1e6)
+    assert slopes[0.0] == pytest.approx(9.0 / 3.6e6 * 1e6)
