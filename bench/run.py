@@ -49,7 +49,7 @@ def contender_commands(input_dir, output_dir, threshold, postprocessing=False):
     other = lambda kind: [sys.executable, os.path.join(HERE, 'contenders.py'), kind, input_dir,  # noqa
                           output_dir, str(threshold), str(WIDTH), str(HEIGHT)]
     return {
-        'pipeline, 1 process': pipeline,
+        'pipeline, 1 process': pipeline + ['--direct_num_workers=1'],
         TWO_PROCESSES: pipeline + ['--direct_num_workers=2', '--direct_running_mode=multi_processing'],
         BASELINE: other('baseline'),
         'duckdb, 2 threads': other('duckdb'),

@@ -6,7 +6,7 @@ truncated .gz or an unreadable file must become a dead letter, not fail the run.
 import gzip
 import os
 import re
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import orjson
 from apache_beam.io.filesystem import CompressionTypes
@@ -89,6 +89,13 @@ def split_ranges(path: str, size: int, range_bytes: int = DEFAULT_RANGE_BYTES) -
         return [ShardRange(path, 0, 0)]
     return [ShardRange(path, start, min(start + range_bytes, size))
             for start in range(0, size, range_bytes)]
+
+
+def matched_shards(pattern: str) -> Dict[str, int]:
+    """Path -> size of the result and error shards the pattern matches (one listing)."""
+    return {metadata.path: metadata.size_in_bytes
+            for metadata in FileSystems.match([pattern])[0].metadata_list
+            if classify(metadata.path) != OTHER}
 
 
 def read_range_lines(handle, start: int, end: Optional[int]) -> Iterator[bytes]:
