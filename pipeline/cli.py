@@ -79,6 +79,7 @@ def local_workers(shards, cpus: int) -> int:
 
 
 def use_local_workers(pipeline_options: PipelineOptions, workers: int) -> None:
+    """Sets Beam's direct-runner options for `workers` processes, and tells the user why."""
     if workers > 1:
         direct = pipeline_options.view_as(DirectOptions)
         direct.direct_num_workers = workers
