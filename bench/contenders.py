@@ -82,12 +82,16 @@ def duckdb_job(input_dir, output_dir, threshold, width, height):
         width=width, height=height))
 
 
+# The 2-process runner of the pipeline's contenders, which the floor below runs on too.
+TWO_PROCESS_FLAGS = ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
+
+
 def beam_floor(*_):
     """A pipeline that does no work (three numbers through a Reshuffle) on the runner the pipeline's
     2-process contender uses: what starting, running and stopping Beam costs before any data."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    options = PipelineOptions(['--direct_num_workers=2', '--direct_running_mode=multi_processing'])
+    options = PipelineOptions(TWO_PROCESS_FLAGS)
     with beam.Pipeline('FnApiRunner', options=options) as pipeline:
         _ = pipeline | beam.Create([1, 2, 3]) | beam.Reshuffle() | beam.Map(lambda x: x)
 

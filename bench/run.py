@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+from contenders import TWO_PROCESS_FLAGS  # noqa: E402  pylint: disable=wrong-import-position
 from cost_model import cost_model, render_cost_model  # noqa: E402  pylint: disable=wrong-import-position
 from generate import generate  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -50,11 +51,10 @@ def contender_commands(input_dir, output_dir, threshold, postprocessing=False):
                           output_dir, str(threshold), str(WIDTH), str(HEIGHT)]
     return {
         'pipeline, 1 process': pipeline + ['--direct_num_workers=1'],
-        TWO_PROCESSES: pipeline + ['--direct_num_workers=2', '--direct_running_mode=multi_processing'],
+        TWO_PROCESSES: pipeline + TWO_PROCESS_FLAGS,
         BASELINE: other('baseline'),
         'duckdb, 2 threads': other('duckdb'),
-        **({WITH_POSTPROCESSING: pipeline + ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
-            + POSTPROCESSING} if postprocessing else {}),
+        **({WITH_POSTPROCESSING: pipeline + TWO_PROCESS_FLAGS + POSTPROCESSING} if postprocessing else {}),
         BEAM_FLOOR: other('beam_floor'),
     }
 

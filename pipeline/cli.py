@@ -173,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropBeamNoise())
     try:
-        pipeline_options, settings, pattern = prepare(argv if argv is not None else sys.argv[1:])
+        pipeline_options, settings, pattern = prepare(argv)
     except (OptionError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
