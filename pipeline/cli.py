@@ -1,27 +1,36 @@
 """`python -m pipeline`: parse and check the options, build the job, run it, print the summary."""
 import dataclasses
+import difflib
+import importlib.metadata
 import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
-from typing import List, Optional
+import textwrap
+import uuid
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
-                                                  PipelineOptions, StandardOptions)
+                                                  PipelineOptions, StandardOptions,
+                                                  _BeamArgumentParser)
 from google.api_core.exceptions import GoogleAPIError
 
 from pipeline import geometry
 from pipeline import summary as run_summary
 from pipeline.job import PredictionsToTables
-from pipeline.options import OptionError, Settings, join_path
+from pipeline.locks import RunLock
+from pipeline.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError, Settings
+from pipeline.outputs import OutputLayout, overlaps_with_input
+from pipeline.provision import provision, release_untouched
 from pipeline.sinks import prepare_tables
-from pipeline.sizes import ManifestError, check_manifest_header
-from pipeline.sources import InputError, matched_shards, resolve_input, scheme_of, split_ranges
+from pipeline.sizes import ManifestError, check_manifest
+from pipeline.sources import (InputError, input_root, matched_shards, resolve_input, scheme_of,
+                              split_ranges)
 
 # Without --runner, batch runs on the FnApiRunner: the DirectRunner of Beam 2.77 would first try to
 # download the Prism runner, and these machines are offline. The FnApiRunner does not run unbounded
@@ -37,36 +46,128 @@ LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner', 'Swit
 LOCAL_PARALLEL_MIN_BYTES = 512 * 1024 * 1024
 MAX_LOCAL_WORKERS = 8
 _DIRECT_FLAGS = ('--direct_num_workers', '--direct_running_mode')
+# Set in the template image (templates/Dockerfile): the process is the Flex Template launcher.
+FLEX_TEMPLATE_VARIABLE = 'FLEX_TEMPLATE_PYTHON_PY_FILE'
 
 
-def prepare(argv: Optional[List[str]]):
-    """(pipeline options, settings, input pattern or None when streaming); raises on a wrong option
-    before any work."""
+class LaunchPlan(NamedTuple):
+    """What validation settled, before any work: Beam's options, ours, the input pattern (None when
+    streaming) and the places the run writes."""
+    pipeline_options: PipelineOptions
+    settings: Settings
+    pattern: Optional[str]
+    layout: Optional[OutputLayout]
+
+
+def prepare(argv: Optional[List[str]]) -> LaunchPlan:
+    """Checks every argument, option, the input, the manifest and the region, and where the run would
+    write; raises OptionError or InputError before anything is written or removed."""
     argv = sys.argv[1:] if argv is None else argv
+    check_arguments(argv)
     pipeline_options = PipelineOptions(argv)
     settings = Settings.from_pipeline_options(pipeline_options)
     pattern = None if settings.streaming else resolve_input(settings.input)
     if settings.image_sizes:
         try:
-            check_manifest_header(settings.image_sizes)
+            check_manifest(settings.image_sizes)
         except ManifestError as exc:
             raise OptionError(f'--image_sizes: {exc}') from None
-    if settings.roi is not None:
-        settings = dataclasses.replace(settings, roi_wkt=read_roi(settings.roi))
     standard = pipeline_options.view_as(StandardOptions)
     if settings.streaming:
         standard.streaming = True
     if not standard.runner:
         standard.runner = DEFAULT_LOCAL_STREAMING_RUNNER if settings.streaming else DEFAULT_LOCAL_RUNNER
+    layout = None
+    if not settings.streaming:
+        # Local locations in full, as the input's: summaries then list files wherever a rerun starts.
+        settings = dataclasses.replace(settings, **{
+            name: absolute(getattr(settings, name)) for name in ('output', 'dead_letter', 'summary')})
+        report = settings.report if settings.report is not None else is_local(pipeline_options)
+        layout = OutputLayout.of(settings.output, settings.dead_letter, settings.summary, report)
+        check_locations(layout, settings.input, pattern)
+    settings = dataclasses.replace(
+        settings, run_id=uuid.uuid4().hex,
+        roi_wkt=read_roi(settings.roi) if settings.roi is not None else None,
+        input_scheme=scheme_of(pattern) if pattern else None,
+        report_file=layout.report if layout else None)
     if pattern and standard.runner == DEFAULT_LOCAL_RUNNER and not any(
             arg.startswith(_DIRECT_FLAGS) for arg in argv):
-        use_local_workers(pipeline_options, local_workers(matched_shards(pattern), os.cpu_count() or 1))
-    if settings.output and not settings.streaming:
-        # A streaming job adds windowed files to what earlier jobs wrote there; nothing is removed.
-        clear_output_root(settings)
-    if settings.output_table:
-        settings = prepare_bigquery(settings, pipeline_options)
-    return pipeline_options, settings, pattern
+        use_local_workers(pipeline_options, local_workers(
+            matched_shards(pattern, layout.is_ours_to_skip), os.cpu_count() or 1))
+    return LaunchPlan(pipeline_options, settings, pattern, layout)
+
+
+def check_arguments(argv: Sequence[str]) -> None:
+    """Every argument is one of our options or one of Beam's, spelled out in full (Beam would only
+    warn and drop it, and a misspelled threshold would quietly filter nothing)."""
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
+    for options_class in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+    try:
+        _, unknown = parser.parse_known_args(list(argv))
+    except SystemExit:
+        raise OptionError('an argument has a value of the wrong kind (see the message above)') from None
+    known = sorted(option for action in parser._actions  # pylint: disable=protected-access
+                   for option in action.option_strings)
+    problems = []
+    for index, arg in enumerate(unknown):
+        if arg.startswith('-'):
+            name = arg.split('=', 1)[0]
+            guess = difflib.get_close_matches(name, known, n=1)
+            problems.append(f'{name}' + (f' (did you mean {guess[0]}?)' if guess else ''))
+        elif index == 0 or not unknown[index - 1].startswith('-') or '=' in unknown[index - 1]:
+            problems.append(f'{arg!r} (a value without an option)')
+    if not problems:
+        return
+    message = ('unknown argument: ' + '; '.join(problems) + '. Options are written in full '
+               '(python -m pipeline --help lists them)')
+    if os.environ.get(FLEX_TEMPLATE_VARIABLE):
+        # Under the Flex Template launcher the template metadata has already checked the user's
+        # parameters; what is left comes from Dataflow itself and must not stop the launch.
+        logging.warning('%s', message)
+        return
+    raise OptionError(message)
+
+
+def absolute(path: Optional[str]) -> Optional[str]:
+    return os.path.abspath(path) if path and scheme_of(path) == 'file' else path
+
+
+def check_locations(layout: OutputLayout, raw_input: str, pattern: str) -> None:
+    """An output location equal to the input would read and remove the input: refused. One inside
+    it, or holding it, is fine: each side leaves the other's files alone. Dead letters or a summary
+    inside a table folder would make that table unreadable: refused."""
+    for name, value in layout.inside_tables():
+        raise OptionError(f'--{name}: {value} lies inside {layout.output}/detections or /images, '
+                          f'which hold the Parquet tables only; choose another location')
+    locations = [raw_input.strip(), input_root(pattern)]
+    if scheme_of(raw_input) == 'file':
+        locations = [os.path.realpath(location) for location in locations]
+        layout_real = OutputLayout(*(os.path.realpath(value) if value and scheme_of(value) == 'file'
+                                     else value for value in layout))
+    else:
+        layout_real = layout
+    for name, value in overlaps_with_input(layout_real, locations):
+        raise OptionError(f'--{name}: {value} is the input itself; write the outputs elsewhere '
+                          f'(a folder inside the input is fine)')
+
+
+def provision_outputs(plan: LaunchPlan, local: bool) -> Tuple[Settings, List[RunLock]]:
+    """Takes the locks and clears what earlier runs of ours left (batch), prepares the BigQuery
+    tables; raises OptionError. A Dataflow job releases its Cloud Storage locks itself."""
+    settings, locks = plan.settings, []
+    if plan.layout is not None:
+        locks = provision(plan.layout, settings.overwrite, settings.run_id, settings.input)
+        if not local:
+            settings = dataclasses.replace(settings, job_locks=tuple(
+                lock.path for lock in locks if scheme_of(lock.path) == 'gs'))
+    try:
+        if settings.output_table:
+            settings = prepare_bigquery(settings, plan.pipeline_options)
+    except BaseException:
+        release_untouched(locks)
+        raise
+    return settings, locks
 
 
 def local_workers(shards, cpus: int) -> int:
@@ -86,35 +187,6 @@ def use_local_workers(pipeline_options: PipelineOptions, workers: int) -> None:
         direct.direct_running_mode = 'multi_processing'
         print(f'Large input: running on {workers} local worker processes '
               f'(--direct_num_workers=1 runs in one process)', file=sys.stderr)
-
-
-def clear_output_root(settings: Settings) -> None:
-    """Refuses an output root that holds a completed run unless --overwrite; otherwise removes what
-    an earlier run (completed, or killed before its summary) left in our folders, so the output is
-    exactly this run's. Files of the user's own in the root are never touched."""
-    summary_file = join_path(settings.output, 'summary.json')
-    if FileSystems.exists(summary_file) and not settings.overwrite:
-        raise OptionError(f'--output: {settings.output} holds a completed run ({summary_file}); '
-                          f'pass --overwrite to replace it, or choose another --output')
-    folders = [join_path(settings.output, name) for name in ('detections', 'images', 'report')]
-    if settings.dead_letter:
-        folders.append(settings.dead_letter)
-    leftovers = [metadata.path for result in FileSystems.match([join_path(f, '**') for f in folders])
-                 for metadata in result.metadata_list]
-    for path in (settings.summary, summary_file):
-        if path and FileSystems.exists(path):
-            leftovers.append(path)
-    if leftovers:
-        FileSystems.delete(sorted(set(leftovers)))
-        logging.warning('Removed %d files left by an earlier run in %s', len(set(leftovers)),
-                        settings.output)
-    # A killed run also leaves Beam's temporary folders, which a local file system keeps when empty
-    # (Cloud Storage has no empty folders).
-    for folder in folders:
-        if scheme_of(folder) == 'file' and os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if name.startswith('beam-temp-'):
-                    shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
 def prepare_bigquery(settings: Settings, pipeline_options: PipelineOptions) -> Settings:
@@ -168,40 +240,105 @@ class _DropBeamNoise(logging.Filter):
                     or 'No semi_persistent_directory found' in message)
 
 
+EXIT_RECONCILIATION_FAILED = 1
+EXIT_BAD_LAUNCH = 2
+EXIT_TOO_MANY_DEAD_LETTERS = 3
+EXIT_REPORT_FAILED = 4
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropBeamNoise())
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in ('-h', '--help') for arg in argv):
+        print(help_text())
+        return 0
+    if '--version' in argv:
+        print(f'prediction-tables {package_version()} (Apache Beam {beam.__version__})')
+        return 0
     try:
-        pipeline_options, settings, pattern = prepare(argv)
+        plan = prepare(argv)
+        local = is_local(plan.pipeline_options)
+        settings, locks = provision_outputs(plan, local)
     except (OptionError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
-        return 2
-    local = is_local(pipeline_options)
+        return EXIT_BAD_LAUNCH
     if settings.streaming:
-        return run_streaming(pipeline_options, settings, local)
+        return run_streaming(plan.pipeline_options, settings, local)
+    completed = submitted = False
+    try:
+        code, completed, submitted = run_batch(plan, settings, local)
+    finally:
+        if local or not submitted:  # a submitted Dataflow job releases its own locks
+            for lock in locks:
+                lock.release(keep=not completed)
+    return code
+
+
+def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, bool, bool]:
+    """(exit code, whether the summary was written, whether a remote job was submitted)."""
     scratch = None
     if local and settings.summary is None:
         # BigQuery output only: the summary still comes back to print, through a scratch file.
         scratch = tempfile.mkdtemp(prefix='prediction-tables-')
         settings = dataclasses.replace(settings, summary=os.path.join(scratch, 'summary.json'))
-    pipeline = beam.Pipeline(options=pipeline_options)
-    _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern)
+    pipeline = beam.Pipeline(options=plan.pipeline_options)
+    _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(
+        settings, plan.pattern, skip=plan.layout.is_ours_to_skip)
     result = pipeline.run()
     if not local:
         print('Job submitted; the run summary will be logged'
               + (f' and written to {settings.summary}' if settings.summary else ''))
         if settings.output and settings.report:
-            print(f'When the job has finished: python -m pipeline.report --output {settings.output}')
-        return 0
+            print(f'When the job has finished: python -m pipeline.report --output {settings.output}'
+                  + (f' --summary {settings.summary}' if settings.summary != plan.layout.default_summary
+                     else ''))
+        return 0, False, True
     result.wait_until_finish()
     summary = run_summary.read_summary(settings.summary)
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
-    print_outcome(summary, settings, summary_file=None if scratch else settings.summary)
+    report_ok = print_outcome(summary, settings, summary_file=None if scratch else settings.summary)
     if not summary['reconciliation']['holds']:
-        return 1
-    return check_dead_letter_ratio(summary, settings.max_dead_letter_ratio)
+        return EXIT_RECONCILIATION_FAILED, True, False
+    code = check_dead_letter_ratio(summary, settings.max_dead_letter_ratio)
+    return code or (0 if report_ok else EXIT_REPORT_FAILED), True, False
+
+
+def help_text() -> str:
+    """--help: every option of the table by concern, with its default, and a word on Beam's own."""
+    lines = ['usage: python -m pipeline --input PREDICTIONS --output FOLDER [options] [Beam options]',
+             '       python -m pipeline --input_subscription SUBSCRIPTION --output_table TABLE [options]',
+             '', 'Turns object-detection batch prediction output (legacy AutoML Vision and Vertex AI '
+             'JSONL shards) into Parquet or BigQuery tables, with a dead-letter sink and a run '
+             'summary that accounts for every input line.']
+    for title, names in OPTION_GROUPS:
+        lines += ['', f'{title}:']
+        for name in names:
+            option = OPTIONS_BY_NAME[name]
+            default = option.default
+            shown = ('' if default in (None, {}) else
+                     f' (default: {str(default).lower() if isinstance(default, bool) else default})')
+            runs = '' if option.modes == MODES else f' [{", ".join(option.modes)} runs]'
+            lines.append(f'  --{name}' + ('[=true|false]' if option.flag else '=VALUE') + runs)
+            lines += textwrap.wrap(option.help + shown, width=96, initial_indent=' ' * 6,
+                                   subsequent_indent=' ' * 6)
+    lines += ['', 'Other:', '  -h, --help      this text', '  --version       the version',
+              '', "Beam's own options (--runner, --project, --region, --temp_location, "
+              '--direct_num_workers, ...) are accepted as Beam documents them. Without --runner a '
+              'batch run is local (FnApiRunner). Exit codes: 0 done; 1 the reconciliation failed; 2 '
+              'wrong options, input or output location (nothing was done); 3 more dead letters than '
+              '--max_dead_letter_ratio; 4 the report could not be built (tables and summary are '
+              'complete).']
+    return '\n'.join(lines)
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version('prediction-tables')
+    except importlib.metadata.PackageNotFoundError:
+        return 'unknown'
 
 
 def run_streaming(pipeline_options: PipelineOptions, settings: Settings, local: bool) -> int:
@@ -222,8 +359,9 @@ def run_streaming(pipeline_options: PipelineOptions, settings: Settings, local: 
     return 0
 
 
-def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> None:
-    """The end of a local run's console output: the summary, where it is, and the report."""
+def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> bool:
+    """The end of a local run's console output: the summary, where it is, and the report; False when
+    the report failed (the tables and the summary stay as written)."""
     print(run_summary.render(summary))
     files = summary['files']
     if not files['result'] and not files['error']:
@@ -232,12 +370,20 @@ def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> N
               f'and their .gz)', file=sys.stderr)
     if summary_file:
         print(f'Summary: {summary_file}')
-    if settings.output and settings.report is not False:
-        from pipeline.report import build_report  # pylint: disable=import-outside-toplevel
+    if not settings.report_file:
+        return True
+    from pipeline.report import build_report  # pylint: disable=import-outside-toplevel
+    try:
         path = build_report(settings.output, settings.report_samples,
                             settings.report_image_mirror or {}, settings.dead_letter,
-                            settings.probe_allowed_prefixes)
-        print(f'Report: {path}')
+                            settings.probe_allowed_prefixes, summary_path=settings.summary)
+    except Exception as exc:  # pylint: disable=broad-except
+        logging.getLogger(__name__).error('The report failed', exc_info=True)
+        print(f'error: the report could not be built ({type(exc).__name__}: {exc}); the tables and '
+              f'the summary are complete', file=sys.stderr)
+        return False
+    print(f'Report: {path}')
+    return True
 
 
 def check_dead_letter_ratio(summary, limit: Optional[float]) -> int:

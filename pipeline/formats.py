@@ -323,6 +323,10 @@ def _optional_label_id(value: Any, where: str) -> Optional[str]:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # int64 ids are documented as numbers and written as strings
+    if isinstance(value, float) and abs(value) >= 2.0 ** 64:
+        # JSON integers beyond 64 bits reach us as floats, their exact digits already lost.
+        raise _Invalid(f'{where}: the integer is too large (above 2^64) to be kept exactly; an id '
+                       f'that large must be written as a string')
     raise _Invalid(f'{where}: expected a string or an integer, got {_json_type(value)}')
 
 

@@ -53,6 +53,10 @@ def parse_roi(wkt: str):
         raise ValueError('the region is empty')
     if not region.is_valid:
         raise ValueError(f'the polygon is not valid: {shapely.is_valid_reason(region)}')
+    if shapely.area(shapely.intersection(region, shapely.box(0, 0, 1, 1))) <= 0:
+        raise ValueError(f'the region lies wholly outside the image (normalized coordinates are 0 to '
+                         f'1, bounds given: {", ".join(f"{v:g}" for v in region.bounds)}): every box '
+                         f'would be dropped')
     return region
 
 
@@ -91,8 +95,8 @@ def roi_mask(boxes: np.ndarray, region, min_overlap: Optional[float]) -> np.ndar
     return inside
 
 
-# Lines with more boxes than this get a spatial index (shapely's STRtree) for NMS, so a line of
-# 100,000 boxes never compares every pair. Smaller lines, nearly all of them, are suppressed together:
+# Lines with more boxes than this get a spatial index (shapely's STRtree) for NMS, in which only boxes
+# of similar size meet (see _nms_one_large_line for the worst case). Smaller lines, nearly all of them, are suppressed together:
 # their boxes padded into a (lines, boxes) grid, every pair's IoU at once, then one vectorized step
 # per rank instead of a Python loop per line.
 NMS_INDEX_MIN_BOXES = 64
@@ -160,21 +164,91 @@ def _nms_small_lines(line_position: np.ndarray, rank: np.ndarray, boxes: np.ndar
     return keep[line_row, rank]
 
 
+# Boxes of a long line resolved together: a block's pairwise IoU at once, then one bulk query of the
+# spatial index for the boxes the block keeps.
+_NMS_BLOCK = 256
+
+
 def _nms_one_large_line(boxes: np.ndarray, codes: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """NMS over one long line's boxes, given in score order, with a spatial index for candidates."""
+    """NMS over one long line's boxes, given in score order, in blocks.
+
+    Candidates come from a spatial index in which boxes of different sizes never meet: IoU > t needs
+    both the widths and the heights of two boxes within a factor t^2 of each other (IoU <= sqrt(
+    (w_small / w_large) * (h_small / h_large))), so each box sits in a tile of the plane chosen by
+    log(width) and log(height) in bands of 2 log(1/t), and is compared with the boxes of its own and
+    the neighbouring tiles only. Crossing strips, a horizontal and a vertical one, never meet. The
+    worst case is the number of boxes of similar size overlapping each kept box, not every pair.
+    """
     count = len(boxes)
     keep = np.zeros(count, dtype=bool)
-    decided = np.zeros(count, dtype=bool)
-    tree = shapely.STRtree(boxes_to_geometries(boxes))
-    for i in range(count):
-        if decided[i]:
-            continue
-        keep[i] = decided[i] = True
-        candidates = tree.query(shapely.box(*boxes[i]))
-        candidates = candidates[~decided[candidates] & (codes[candidates] == codes[i])]
-        if candidates.size:
-            decided[candidates[_pairwise_iou(boxes[i], boxes[candidates]) > iou_threshold]] = True
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    solid = np.flatnonzero((widths > 0) & (heights > 0))
+    keep[:] = True  # a box without area has IoU 0 with every box: it is never suppressed
+    if iou_threshold >= 1 or solid.size < 2:
+        return keep
+    tiles = _size_tiles(widths[solid], heights[solid], iou_threshold)
+    line_boxes, line_codes = boxes[solid], codes[solid]
+    tree = shapely.STRtree(_boxes_in_tiles(line_boxes, tiles))
+    kept = np.zeros(len(solid), dtype=bool)
+    undecided = np.ones(len(solid), dtype=bool)
+    start = 0
+    while True:
+        block = np.flatnonzero(undecided[start:])[:_NMS_BLOCK] + start
+        if block.size == 0:
+            break
+        undecided[block] = False
+        block_kept = block[_greedy_within(line_boxes[block], line_codes[block], iou_threshold)]
+        kept[block_kept] = True
+        _suppress_later(block_kept, line_boxes, line_codes, tiles, tree, undecided, iou_threshold)
+        start = block[-1] + 1
+    keep[solid] = kept
     return keep
+
+
+def _size_tiles(widths: np.ndarray, heights: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """(n, 2) tile indices from log(width) and log(height) in bands of 2 log(1/t) (widened a hair
+    against rounding); one tile for all when t is 0."""
+    if iou_threshold <= 0:
+        return np.zeros((len(widths), 2), dtype=np.int64)
+    band = 2 * np.log(1 / iou_threshold) * (1 + 1e-9) + 1e-12
+    tiles = np.floor(np.column_stack([np.log(widths), np.log(heights)]) / band).astype(np.int64)
+    return tiles - tiles.min(axis=0)
+
+
+def _boxes_in_tiles(boxes: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+    """Boxes (normalized, within [0, 1]) moved into their tiles, two units apart: apart tiles never
+    touch. Both sides of a comparison move by the same offset, so overlaps are kept exactly."""
+    offset_x, offset_y = 2.0 * tiles[:, 0], 2.0 * tiles[:, 1]
+    return shapely.box(boxes[:, 0] + offset_x, boxes[:, 1] + offset_y,
+                       boxes[:, 2] + offset_x, boxes[:, 3] + offset_y)
+
+
+_NEIGHBOURS = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)], dtype=np.int64)
+
+
+def _suppress_later(kept: np.ndarray, boxes: np.ndarray, codes: np.ndarray, tiles: np.ndarray,
+                    tree, undecided: np.ndarray, iou_threshold: float) -> None:
+    """Marks as decided (suppressed) every undecided box that a kept box suppresses."""
+    if kept.size == 0:
+        return
+    source = np.repeat(kept, len(_NEIGHBOURS))
+    shifted = tiles[source] + np.tile(_NEIGHBOURS, (len(kept), 1))
+    queries = _boxes_in_tiles(boxes[source], shifted)
+    query_index, target = tree.query(queries, predicate='intersects')
+    source = source[query_index]
+    wanted = undecided[target] & (codes[source] == codes[target])
+    source, target = source[wanted], target[wanted]
+    undecided[target[_pairwise_iou(boxes[source], boxes[target]) > iou_threshold]] = False
+
+
+def _greedy_within(boxes: np.ndarray, codes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS among a few boxes in score order: the keep-mask."""
+    suppresses = ((_pairwise_iou(boxes[:, None, :], boxes[None, :, :]) > iou_threshold)
+                  & (codes[:, None] == codes[None, :]))
+    kept = np.ones(len(boxes), dtype=bool)
+    for j in range(1, len(boxes)):
+        kept[j] = not np.any(kept[:j] & suppresses[:j, j])
+    return kept
 
 
 def top_k_mask(line_index: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:

@@ -7,6 +7,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
 
 from pipeline import dead_letters
+from pipeline.locks import release_gcs_lock
 from pipeline import summary as run_summary
 from pipeline.options import Settings
 from pipeline.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS, DETECTION_COLUMNS,
@@ -23,10 +24,11 @@ class PredictionsToTables(beam.PTransform):
     reads each shard its notification announces, writes the same tables (files per window) and counts
     with Beam counters only, as a job that never ends has no summary."""
 
-    def __init__(self, settings: Settings, pattern: Optional[str] = None):
+    def __init__(self, settings: Settings, pattern: Optional[str] = None, skip=None):
         super().__init__()
         self._settings = settings
         self._pattern = pattern
+        self._skip = skip  # paths under --input that belong to our own outputs
 
     def expand(self, pbegin):
         settings = self._settings
@@ -35,7 +37,7 @@ class PredictionsToTables(beam.PTransform):
                 settings.input_subscription, settings.input, settings.window_seconds,
                 settings.dedupe_hours)
         else:
-            read = pbegin | 'ReadShards' >> ReadShards(self._pattern)
+            read = pbegin | 'ReadShards' >> ReadShards(self._pattern, skip=self._skip)
         manifest = pbegin | 'ImageSizesManifest' >> LoadManifest(settings.image_sizes)
         parsed = read['batches'] | 'ParsePredictions' >> ParsePredictions(settings, manifest)
         written, write_failures = self._write_tables(parsed)
@@ -96,8 +98,13 @@ class PredictionsToTables(beam.PTransform):
 
         def summarize(_, counts, duplicates, *outputs):
             listed = dict(zip(file_outputs, outputs))  # the BigQuery waits follow the file lists
-            summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed)
+            summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed,
+                                                run_summary.count_output_rows(listed))
+            if settings.report_file:
+                summary['outputs']['report'] = [settings.report_file]
             run_summary.publish(summary, settings.summary)
+            for lock in settings.job_locks:  # a Dataflow job outlives the launcher that locked
+                release_gcs_lock(lock, settings.run_id)
             Metrics.counter(METRICS_NAMESPACE, 'duplicate_image_uris').inc(duplicates)
             return summary
 

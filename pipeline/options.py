@@ -5,6 +5,7 @@ and turned into a typed value by its parser, which raises `ValueError` with a me
 wrong. `Settings.from_pipeline_options` runs every parser and the cross-option checks before any work.
 """
 import dataclasses
+import json
 import re
 from typing import Any, Callable, Mapping, Optional, Tuple
 
@@ -66,9 +67,16 @@ def parse_fraction(text: str) -> float:
     return float(text)
 
 
+# Image sides are INT32 columns: a size must fit in one.
+MAX_IMAGE_SIDE = 2 ** 31 - 1
+
+
 def parse_image_size(text: str) -> Tuple[int, int]:
     match = _check_shape(text, IMAGE_SIZE_RE, 'WIDTHxHEIGHT with positive integers (e.g. 1024x768)')
-    return int(match.group(1)), int(match.group(2))
+    width, height = int(match.group(1)), int(match.group(2))
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise ValueError(f'{text!r}: a side is at most {MAX_IMAGE_SIDE} pixels')
+    return width, height
 
 
 def parse_input_format(text: str) -> str:
@@ -83,12 +91,12 @@ def parse_label_thresholds(text: str) -> Mapping[str, float]:
         return {}
     if stripped.startswith('{'):
         try:
-            raw = orjson.loads(stripped)
-        except orjson.JSONDecodeError as exc:
+            raw = json.loads(stripped, object_pairs_hook=list)
+        except ValueError as exc:
             raise ValueError(f'not a valid JSON object: {exc}') from None
-        if not isinstance(raw, dict):
+        if not isinstance(raw, list) or not stripped.endswith('}'):
             raise ValueError('expected a JSON object of label to threshold')
-        items = list(raw.items())
+        items = raw
     else:
         items = []
         for item in stripped.split(','):
@@ -104,6 +112,8 @@ def parse_label_thresholds(text: str) -> Mapping[str, float]:
             raise ValueError(f'threshold of {label!r} must be a number, got {value!r}')
         if not isinstance(value, str):
             value = repr(float(value)) if 0 <= value <= 1 else str(value)
+        if label in thresholds:
+            raise ValueError(f'{label!r} is given twice: give each label one threshold')
         try:
             thresholds[label] = parse_fraction(value)
         except ValueError as exc:
@@ -238,8 +248,9 @@ OPTIONS = (
            'streaming runs: rows land within seconds).',
            parse_choice(BIGQUERY_METHOD_RE, 'file_loads, streaming_inserts'), regex=BIGQUERY_METHOD_RE),
     Option('overwrite', 'Overwrite a completed run',
-           'Replace the outputs of a completed previous run in --output (one with a summary.json). '
-           'Without it such a run is refused; the leftovers of a killed run are always replaced.',
+           'Replace the outputs of a completed previous run of ours (one with a summary.json). '
+           'Without it such a run is refused; what a run of ours left when it stopped before its '
+           'summary is always replaced. Files that no run of ours wrote are never removed.',
            parse_bool, default=False, flag=True, regex=BOOL_RE, modes=(BATCH,)),
     Option('max_dead_letter_ratio', 'Maximum dead-letter ratio',
            'When line dead letters exceed this share (0 to 1) of the non-blank lines, the run still '
@@ -317,6 +328,20 @@ OPTIONS = (
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
+# The options by concern, as --help shows them; every option is in exactly one group (a test checks).
+OPTION_GROUPS = (
+    ('Input', ('input', 'input_format')),
+    ('Streaming', ('input_subscription', 'window_seconds', 'dedupe_hours')),
+    ('Outputs', ('output', 'dead_letter', 'summary', 'overwrite', 'max_dead_letter_ratio')),
+    ('BigQuery', ('output_table', 'images_table', 'dead_letter_table', 'write_disposition',
+                  'bigquery_method')),
+    ('Thresholds and post-processing', ('score_threshold', 'label_thresholds', 'keep_labels',
+                                        'drop_labels', 'min_box_area', 'roi', 'roi_min_overlap',
+                                        'nms_iou', 'nms_class_agnostic', 'max_detections')),
+    ('Image sizes', ('image_size', 'image_sizes', 'probe_image_sizes', 'probe_allowed_prefixes')),
+    ('Report', ('report', 'report_samples', 'report_image_mirror')),
+)
+
 
 class PredictionTableOptions(PipelineOptions):
     """Registers the table's options with Beam, so they also show on the Dataflow job page."""
@@ -368,6 +393,11 @@ class Settings:
     input_subscription: Optional[str] = None
     window_seconds: int = 60
     dedupe_hours: int = 24
+    # Resolved at launch by cli.prepare, never given as options:
+    run_id: Optional[str] = None  # names this run in its summary and locks
+    report_file: Optional[str] = None  # the report this run builds, listed among its outputs
+    job_locks: Tuple[str, ...] = ()  # Cloud Storage locks the job itself releases after its summary
+    input_scheme: Optional[str] = None  # of the resolved input: what image probes may open
 
     @property
     def mode(self) -> str:

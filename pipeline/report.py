@@ -9,24 +9,32 @@ import html
 import io
 import itertools
 import json
+import os
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
 
 matplotlib.use('Agg')  # no display, no network: plots render to PNG bytes
+# Labels are data, shown as plain text: a '$' in a display name must not start matplotlib's math mode.
+matplotlib.rcParams['text.parse_math'] = False
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 import pyarrow.parquet as pq  # noqa: E402  pylint: disable=wrong-import-position
 from apache_beam.io.filesystems import FileSystems  # noqa: E402  pylint: disable=wrong-import-position
 from PIL import Image, ImageDraw  # noqa: E402  pylint: disable=wrong-import-position
 
 from pipeline.options import join_path, parse_mirrors, parse_prefixes  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline.sizes import probe_allowed  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.sizes import open_image_file, resolve_allowed  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.sources import scheme_of  # noqa: E402  pylint: disable=wrong-import-position
 
 SAMPLE_ROWS = 20_000  # detections read for the gallery, at most
 DEAD_LETTERS_PER_KIND = 5
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+# Thumbnails are decoded at reduced size where the format allows it (JPEG); an image that would still
+# decode to more pixels than this is not shown, so a small file cannot take the report's memory.
+MAX_DECODED_PIXELS = 40_000_000
+THUMBNAIL_SIDE = 960
+CHART_LABEL_CHARS = 40
 SAMPLE_COLUMNS = ['image_uri', 'source_file', 'label', 'score', 'rank', 'x_min', 'y_min', 'x_max',
                   'y_max', 'px_x_min', 'px_y_min', 'px_x_max', 'px_y_max']
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -38,33 +46,40 @@ def read_json(path: str):
         return json.loads(handle.read())
 
 
-def first_dead_letters(root: Optional[str], per_kind: int = DEAD_LETTERS_PER_KIND) -> Dict[str, List[dict]]:
+def run_files(summary: Mapping, name: str, pattern: Optional[str]) -> List[str]:
+    """The files of one output, as the run's summary lists them (never a file that is not the run's);
+    a summary without the list (an older run's) falls back to the pattern."""
+    listed = summary.get('outputs', {}).get(name)
+    if isinstance(listed, list):
+        return sorted(listed)
+    if not pattern:
+        return []
+    return sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)
+
+
+def first_dead_letters(paths: Sequence[str], per_kind: int = DEAD_LETTERS_PER_KIND) -> Dict[str, List[dict]]:
     """The first few dead letters of each kind, read line by line (never the whole file)."""
     found: Dict[str, List[dict]] = {}
-    if not root:
-        return found
-    for result in FileSystems.match([join_path(root, '*.jsonl')]):
-        for metadata in sorted(result.metadata_list, key=lambda m: m.path):
-            with FileSystems.open(metadata.path) as handle:
-                for line in io.TextIOWrapper(handle, encoding='utf-8'):
-                    record = json.loads(line)
-                    bucket = found.setdefault(record['kind'], [])
-                    if len(bucket) < per_kind:
-                        bucket.append(record)
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            for line in io.TextIOWrapper(handle, encoding='utf-8'):
+                record = json.loads(line)
+                bucket = found.setdefault(record['kind'], [])
+                if len(bucket) < per_kind:
+                    bucket.append(record)
     return found
 
 
-def sample_detections(output: str, limit: int = SAMPLE_ROWS) -> List[dict]:
+def sample_detections(paths: Sequence[str], limit: int = SAMPLE_ROWS) -> List[dict]:
     """Up to `limit` detection rows, read batch by batch from the Parquet files through Beam's
     FileSystems (local or gs://), never the whole table."""
     rows: List[dict] = []
-    for result in FileSystems.match([join_path(output, 'detections', '*.parquet')]):
-        for metadata in sorted(result.metadata_list, key=lambda m: m.path):
-            with FileSystems.open(metadata.path) as handle:
-                for batch in pq.ParquetFile(handle).iter_batches(columns=SAMPLE_COLUMNS):
-                    rows.extend(batch.to_pylist()[:limit - len(rows)])
-                    if len(rows) >= limit:
-                        return rows
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(columns=SAMPLE_COLUMNS):
+                rows.extend(batch.to_pylist()[:limit - len(rows)])
+                if len(rows) >= limit:
+                    return rows
     return rows
 
 
@@ -110,46 +125,77 @@ def first_line_rows(rows: Sequence[dict]) -> List[dict]:
     return same_file[:end]
 
 
-def draw_boxes(image: Image.Image, rows: Sequence[dict], labels: Sequence[str]) -> Image.Image:
-    """The image with each row's box drawn in pixel coordinates: the px_* columns as written, or the
-    normalized box times the image's own size where the table has no size."""
+def draw_boxes(image: Image.Image, rows: Sequence[dict], labels: Sequence[str],
+               full_size: Optional[Tuple[int, int]] = None) -> Image.Image:
+    """The image with each row's box drawn in pixel coordinates: the px_* columns as written (scaled
+    when the image was decoded smaller than its `full_size`), or the normalized box times the image's
+    own size where the table has no size."""
     canvas = image.convert('RGB')
     pen = ImageDraw.Draw(canvas)
     colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}
     width = max(2, round(max(canvas.size) / 400))
+    scale_x = canvas.width / full_size[0] if full_size else 1.0
+    scale_y = canvas.height / full_size[1] if full_size else 1.0
     for row in sorted(rows, key=lambda r: r['rank']):
         if row['px_x_min'] is not None:
-            box = (row['px_x_min'], row['px_y_min'], row['px_x_max'], row['px_y_max'])
+            box = (row['px_x_min'] * scale_x, row['px_y_min'] * scale_y,
+                   row['px_x_max'] * scale_x, row['px_y_max'] * scale_y)
         else:
             box = (row['x_min'] * canvas.width, row['y_min'] * canvas.height,
                    row['x_max'] * canvas.width, row['y_max'] * canvas.height)
         colour = colours.get(row['label'] or '', PALETTE[0])
         pen.rectangle(box, outline=colour, width=width)
-        caption = f'{row["label"] or row.get("label_id") or "?"} {row["score"]:.2f}'
+        caption = f'{shorten(row["label"] or row.get("label_id") or "?")} {row["score"]:.2f}'
         text_box = pen.textbbox((box[0], box[1]), caption)
         pen.rectangle([text_box[0] - 1, text_box[1] - 1, text_box[2] + 1, text_box[3] + 1], fill=colour)
         pen.text((box[0], box[1]), caption, fill=(255, 255, 255))
     return canvas
 
 
-def load_image(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
-               allowed_prefixes: Optional[Sequence[str]] = None) -> Image.Image:
-    """Reads an image through FileSystems, under the same rule as size probing."""
+def shorten(text: str, limit: int = CHART_LABEL_CHARS) -> str:
+    """A label for a chart or a caption: at most `limit` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[:limit - 1] + '\u2026'
+
+
+def image_path(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
+               allowed_prefixes: Optional[Sequence[str]] = None) -> str:
+    """Where to read an image from, under the same rule as size probing; a mirrored URI must stay
+    inside its mirror once resolved (`imgs/../secret` does not)."""
     for source, target in mirrors.items():
         if uri.startswith(source):
-            uri = target + uri[len(source):]
-            break
-    else:
-        if not probe_allowed(uri, allowed_scheme, tuple(allowed_prefixes or ()) or None):
-            raise PermissionError('outside what this run may open (--probe_allowed_prefixes, or the '
-                                  'scheme of --input)')
-    with FileSystems.open(uri) as handle:
+            mapped = target + uri[len(source):]
+            if scheme_of(target) == 'file':
+                mapped = os.path.abspath(mapped)
+                target = os.path.abspath(target) + ('/' if target.endswith('/') else '')
+            path = resolve_allowed(mapped, scheme_of(target), (target,))
+            if path is None:
+                raise PermissionError(f'{mapped} leads outside the mirror {target}')
+            return path
+    path = resolve_allowed(uri, allowed_scheme, tuple(allowed_prefixes or ()) or None)
+    if path is None:
+        raise PermissionError('outside what this run may open (--probe_allowed_prefixes, or the '
+                              'scheme of --input)')
+    return path
+
+
+def load_image(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
+               allowed_prefixes: Optional[Sequence[str]] = None,
+               max_side: int = THUMBNAIL_SIDE) -> Tuple[Image.Image, Tuple[int, int]]:
+    """(the image decoded at about `max_side`, its full size). JPEG decodes at a reduced scale; an
+    image that would still decode to more than MAX_DECODED_PIXELS is refused before decoding."""
+    with open_image_file(image_path(uri, allowed_scheme, mirrors, allowed_prefixes)) as handle:
         data = handle.read(MAX_IMAGE_BYTES + 1)
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f'larger than {MAX_IMAGE_BYTES // 2 ** 20} MB')
     image = Image.open(io.BytesIO(data))
+    full_size = image.size
+    if image.format == 'JPEG':
+        image.draft('RGB', (max_side, max_side))
+    decoded = image.size[0] * image.size[1]
+    if decoded > MAX_DECODED_PIXELS:
+        raise ValueError(f'{full_size[0]}x{full_size[1]} pixels: too large to decode for a thumbnail')
     image.load()
-    return image
+    return image, full_size
 
 
 def jpeg_data_uri(image: Image.Image, max_side: Optional[int] = None) -> str:
@@ -174,7 +220,10 @@ def label_chart(kept_by_label: Mapping[str, int]) -> Optional[str]:
         return None
     labels = list(kept_by_label)[:30]
     figure, axes = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.2))
-    axes.barh(labels[::-1], [kept_by_label[label] for label in labels][::-1], color='#3c78b4')
+    # Positions, not the labels themselves, go to barh: matplotlib would try each string as a date.
+    positions = list(range(len(labels)))
+    axes.barh(positions, [kept_by_label[label] for label in labels][::-1], color='#3c78b4')
+    axes.set_yticks(positions, [shorten(label) for label in labels][::-1])
     axes.set_xlabel('kept detections')
     axes.set_title('Kept detections per label')
     return figure_data_uri(figure)
@@ -190,7 +239,7 @@ def score_chart(histogram: Mapping, thresholds: Mapping) -> str:
                  label=f'score_threshold {thresholds["score_threshold"]}')
     for index, (label, value) in enumerate(sorted(thresholds.get('label_thresholds', {}).items())):
         axes.axvline(value, color=f'C{index + 1}', linestyle=':',
-                     label=f'{label} {value}')
+                     label=f'{shorten(label)} {value}')
     axes.set_xlim(0, 1)
     axes.set_xlabel('score')
     axes.set_ylabel('annotations')
@@ -261,27 +310,33 @@ def render_html(summary, label_png, score_png, gallery, dead) -> str:
 
 def build_report(output: str, samples: int = 24, mirrors: Optional[Mapping[str, str]] = None,
                  dead_letter_root: Optional[str] = None,
-                 allowed_prefixes: Optional[Sequence[str]] = None) -> str:
-    """Writes `<output>/report/index.html` and returns its path."""
-    summary = read_json(join_path(output, 'summary.json'))
-    rows = sample_detections(output)
+                 allowed_prefixes: Optional[Sequence[str]] = None,
+                 summary_path: Optional[str] = None) -> str:
+    """Writes `<output>/report/index.html` from the run's summary (default `<output>/summary.json`)
+    and the files it lists; returns the page's path."""
+    summary = read_json(summary_path or join_path(output, 'summary.json'))
+    rows = sample_detections(run_files(summary, 'detections',
+                                       join_path(output, 'detections', '*.parquet')))
     labels = sorted({row['label'] or '' for row in rows})
-    allowed_scheme = scheme_of(summary['input'])
+    # The scheme of what the run really read (an operation JSON on disk may point to gs://).
+    allowed_scheme = scheme_of(summary.get('input_pattern') or summary['input'])
     gallery = []
     for uri in choose_gallery(rows, samples):
         line_rows = first_line_rows([r for r in rows if r['image_uri'] == uri])
         item = {'uri': uri, 'boxes': len(line_rows)}
         try:
-            image = load_image(uri, allowed_scheme, mirrors or {}, allowed_prefixes)
-            item['image'] = jpeg_data_uri(draw_boxes(image, line_rows, labels), max_side=960)
+            image, full_size = load_image(uri, allowed_scheme, mirrors or {}, allowed_prefixes)
+            item['image'] = jpeg_data_uri(draw_boxes(image, line_rows, labels, full_size),
+                                          max_side=THUMBNAIL_SIDE)
             if line_rows and line_rows[0]['px_x_min'] is None:
                 item['note'] = 'size unknown in the table: boxes scaled to the image itself'
         except Exception as exc:  # pylint: disable=broad-except
             item['error'] = f'{type(exc).__name__}: {exc}'
         gallery.append(item)
+    dead_pattern = join_path(dead_letter_root or join_path(output, 'dead_letter'), '*.jsonl')
     page = render_html(summary, label_chart(summary.get('kept_by_label', {})),
                        score_chart(summary['score_histogram'], summary['thresholds']),
-                       gallery, first_dead_letters(dead_letter_root or join_path(output, 'dead_letter')))
+                       gallery, first_dead_letters(run_files(summary, 'dead_letters', dead_pattern)))
     path = join_path(output, 'report', 'index.html')
     with FileSystems.create(path, mime_type='text/html') as handle:
         handle.write(page.encode('utf-8'))
@@ -292,6 +347,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--output', required=True, help='the output root of a finished run')
     parser.add_argument('--dead_letter', help='the dead-letter root, if not <output>/dead_letter')
+    parser.add_argument('--summary', help='the run summary, if not <output>/summary.json')
     parser.add_argument('--report_samples', type=int, default=24)
     parser.add_argument('--report_image_mirror', help='SOURCE_PREFIX=MIRROR_PREFIX[,...]')
     parser.add_argument('--probe_allowed_prefixes',
@@ -299,7 +355,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     mirrors = parse_mirrors(args.report_image_mirror) if args.report_image_mirror else {}
     prefixes = parse_prefixes(args.probe_allowed_prefixes) if args.probe_allowed_prefixes else None
-    print(build_report(args.output, args.report_samples, mirrors, args.dead_letter, prefixes))
+    print(build_report(args.output, args.report_samples, mirrors, args.dead_letter, prefixes,
+                       summary_path=args.summary))
     return 0
 
 

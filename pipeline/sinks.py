@@ -6,6 +6,7 @@ partial file in the output folders. Streaming runs write one set of files per wi
 from typing import Optional
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio, filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
@@ -46,10 +47,42 @@ def parquet_writer(handle, schema) -> pq.ParquetWriter:
                             use_dictionary=dictionary_columns(schema))
 
 
+# Rows gathered before a row group is written: the batches of many small shards would otherwise make
+# as many tiny row groups (10,000 one-row shards: 10,000 row groups, 34 MB, 5.5 s to read).
+ROW_GROUP_ROWS = 64 * 1024
+
+
+class CoalescingParquetWriter:
+    """Writes pa.Table batches as row groups of at least ROW_GROUP_ROWS rows (the last one of a file
+    may hold fewer), holding at most that many rows plus one batch in memory."""
+
+    def __init__(self, handle, schema, row_group_rows: int = ROW_GROUP_ROWS):
+        self._writer = parquet_writer(handle, schema)
+        self._row_group_rows = row_group_rows
+        self._pending = []
+        self._pending_rows = 0
+
+    def write(self, table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self._row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.concat_tables(self._pending)
+            self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            self._pending, self._pending_rows = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
 class ParquetFileSink(filebasedsink.FileBasedSink):
     """pa.Table elements into `<prefix>-SSSSS-of-NNNNN.parquet`, through Beam's file sink protocol
     (temporary files, renamed when the write is finalized): Beam's WriteToParquetBatched with our
-    writer settings."""
+    writer settings and row groups coalesced."""
 
     def __init__(self, file_path_prefix: str, schema):
         super().__init__(file_path_prefix, coder=None, file_name_suffix='.parquet',
@@ -59,10 +92,10 @@ class ParquetFileSink(filebasedsink.FileBasedSink):
 
     def open(self, temp_path):
         handle = super().open(temp_path)
-        return parquet_writer(handle, self._schema), handle
+        return CoalescingParquetWriter(handle, self._schema), handle
 
     def write_record(self, file_handle, value):
-        file_handle[0].write_table(value)
+        file_handle[0].write(value)
 
     def close(self, file_handle):
         writer, handle = file_handle
@@ -71,18 +104,18 @@ class ParquetFileSink(filebasedsink.FileBasedSink):
 
 
 class ParquetTableSink(fileio.FileSink):
-    """A fileio sink of pa.Table elements: one Parquet file per (window, shard), row groups as they
-    come. fileio calls flush() just before it closes the file."""
+    """A fileio sink of pa.Table elements: one Parquet file per (window, shard), row groups
+    coalesced. fileio calls flush() just before it closes the file."""
 
     def __init__(self, schema):
         self._schema = schema
         self._writer = None
 
     def open(self, fh):
-        self._writer = parquet_writer(fh, self._schema)
+        self._writer = CoalescingParquetWriter(fh, self._schema)
 
     def write(self, record):
-        self._writer.write_table(record)
+        self._writer.write(record)
 
     def flush(self):
         if self._writer is not None:

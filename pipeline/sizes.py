@@ -7,13 +7,14 @@ import collections
 import csv
 import io
 import os
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import orjson
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from pipeline.sources import scheme_of
+from pipeline.options import MAX_IMAGE_SIDE
+from pipeline.sources import NotARegularFile, open_regular_file, scheme_of
 from pipeline.tables import ImageSize
 
 MANIFEST_COLUMNS = ('image_uri', 'width', 'height')
@@ -36,18 +37,33 @@ def manifest_format(path: str) -> str:
     raise ManifestError(f'{path}: the manifest must end in .csv, .jsonl or .json')
 
 
+MAX_LISTED_PROBLEMS = 10
+
+
 def parse_manifest(data: bytes, fmt: str, name: str = 'manifest') -> Dict[str, Tuple[int, int]]:
-    """image_uri -> (width, height). A URI given twice with different sizes is an error."""
+    """image_uri -> (width, height). Every row is checked; the error lists the first
+    MAX_LISTED_PROBLEMS wrong rows by number (a URI given twice with different sizes is one)."""
     rows = _csv_rows(data, name) if fmt == 'csv' else _jsonl_rows(data, name)
     sizes: Dict[str, Tuple[int, int]] = {}
+    problems: List[str] = []
+    wrong = 0
     for where, row in rows:
-        uri = row.get('image_uri')
-        if not isinstance(uri, str) or not uri:
-            raise ManifestError(f'{where}: image_uri is missing or empty')
-        size = (_positive_int(row.get('width'), f'{where}: width'),
-                _positive_int(row.get('height'), f'{where}: height'))
-        if sizes.setdefault(uri, size) != size:
-            raise ManifestError(f'{where}: {uri} is listed twice with different sizes')
+        try:
+            uri = row.get('image_uri')
+            if not isinstance(uri, str) or not uri:
+                raise ManifestError(f'{where}: image_uri is missing or empty')
+            size = (_positive_int(row.get('width'), f'{where}: width'),
+                    _positive_int(row.get('height'), f'{where}: height'))
+            if sizes.setdefault(uri, size) != size:
+                raise ManifestError(f'{where}: {uri} is listed twice with different sizes '
+                                    f'({sizes[uri][0]}x{sizes[uri][1]} and {size[0]}x{size[1]})')
+        except ManifestError as exc:
+            wrong += 1
+            if len(problems) < MAX_LISTED_PROBLEMS:
+                problems.append(str(exc))
+    if problems:
+        more = f'\n  ... {wrong - len(problems)} more wrong rows' if wrong > len(problems) else ''
+        raise ManifestError(f'{wrong} wrong rows:\n  ' + '\n  '.join(problems) + more)
     return sizes
 
 
@@ -56,17 +72,16 @@ def load_manifest(path: str) -> Dict[str, Tuple[int, int]]:
         return parse_manifest(handle.read(), manifest_format(path), path)
 
 
-def check_manifest_header(path: str) -> None:
-    """Fails fast, before the pipeline starts, on a manifest that is missing or has the wrong columns."""
-    fmt = manifest_format(path)
+def check_manifest(path: str) -> int:
+    """Fails fast, before the pipeline starts, on a manifest that is missing or has any wrong row;
+    returns how many images it sizes."""
+    manifest_format(path)
     if not FileSystems.exists(path):
         raise ManifestError(f'{path}: no such file')
-    if fmt == 'csv':
-        with FileSystems.open(path) as handle:
-            head = handle.read(64 * 1024)
-        first_line = head.split(b'\n', 1)[0].lstrip(b'\xef\xbb\xbf').strip()
-        header = [column.strip() for column in first_line.decode('utf-8', 'replace').split(',')]
-        _check_csv_header(header, path)
+    try:
+        return len(load_manifest(path))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f'{path}: not UTF-8 text: {exc}') from None
 
 
 def _check_csv_header(header, name: str) -> None:
@@ -106,6 +121,8 @@ def _positive_int(value, where: str) -> int:
         raise ManifestError(f'{where} must be a positive integer, got {value!r}') from None
     if not isinstance(number, int) or number <= 0:
         raise ManifestError(f'{where} must be a positive integer, got {value!r}')
+    if number > MAX_IMAGE_SIDE:
+        raise ManifestError(f'{where} must be at most {MAX_IMAGE_SIDE}, got {value!r}')
     return number
 
 
@@ -115,9 +132,17 @@ def size_from_header(head: bytes) -> Tuple[int, int]:
         return image.size
 
 
-def probe_size(uri: str) -> Tuple[int, int]:
+def open_image_file(path: str):
+    """A local image only when it is a regular file (a FIFO or /dev/stdin would block); a remote one
+    through FileSystems."""
+    if scheme_of(path) == 'file':
+        return open_regular_file(path)
+    return FileSystems.open(path)
+
+
+def probe_size(path: str) -> Tuple[int, int]:
     """Reads at most PROBE_MAX_READ bytes of the image to learn its size; raises on failure."""
-    with FileSystems.open(uri) as handle:
+    with open_image_file(path) as handle:
         head = handle.read(PROBE_FIRST_READ)
         try:
             return size_from_header(head)
@@ -128,25 +153,44 @@ def probe_size(uri: str) -> Tuple[int, int]:
     return size_from_header(head)
 
 
-def probe_allowed(uri: str, scheme: str, prefixes: Optional[Tuple[str, ...]]) -> bool:
-    """Whether an image URI found inside a prediction line may be opened: it must be under one of the
-    allowed prefixes or, without any, have the input's scheme. Local paths are normalized first, so
-    `/allowed/../etc/passwd` is not under `/allowed/`."""
+def resolve_allowed(uri: str, scheme: str, prefixes: Optional[Tuple[str, ...]]) -> Optional[str]:
+    """The path to open for an image URI found inside a prediction line, or None when it may not be
+    opened: it must lie under one of the allowed prefixes or, without any, have the input's scheme.
+    A local path is judged by where it really leads (links and `..` resolved), and that real path is
+    what is opened; a remote URI with `.` or `..` segments is never opened."""
     uri_scheme = scheme_of(uri)
     if uri_scheme == 'file':
         if '://' in uri or not uri.startswith('/'):
-            return False  # file:// URIs and relative paths are never probed
-        uri = os.path.normpath(uri)
+            return None  # file:// URIs and relative paths are never probed
+        real = os.path.realpath(uri)
+        if prefixes:
+            allowed = any(real.startswith(_real_prefix(prefix)) for prefix in prefixes
+                          if scheme_of(prefix) == 'file')
+        else:
+            allowed = scheme == 'file'
+        return real if allowed else None
+    if any(part in ('.', '..') for part in uri.split('://', 1)[-1].split('/')):
+        return None
     if prefixes:
-        return any(uri.startswith(prefix) for prefix in prefixes)
-    return uri_scheme == scheme
+        return uri if any(uri.startswith(prefix) for prefix in prefixes) else None
+    return uri if uri_scheme == scheme else None
+
+
+def _real_prefix(prefix: str) -> str:
+    """A local prefix resolved as the paths it is compared with; a trailing '/' means a folder."""
+    real = os.path.realpath(prefix)
+    return real.rstrip('/') + '/' if prefix.endswith('/') else real
+
+
+def probe_allowed(uri: str, scheme: str, prefixes: Optional[Tuple[str, ...]]) -> bool:
+    return resolve_allowed(uri, scheme, prefixes) is not None
 
 
 class SizeResolver:
     """Resolves each image's size from the manifest, a probe, or the fixed size, in that order.
 
     Probes are cached (an image listed on several lines is read once per worker) and only touch URIs
-    with the allowed scheme, so a line naming /etc/passwd on a gs:// run is never opened.
+    that `resolve_allowed` lets through, so a line naming /etc/passwd on a gs:// run is never opened.
     """
 
     def __init__(self, manifest: Optional[Dict[str, Tuple[int, int]]], probe: bool,
@@ -182,15 +226,22 @@ class SizeResolver:
         return result
 
     def _probe_once(self, uri: str) -> Optional[ImageSize]:
-        if not probe_allowed(uri, self._allowed_scheme, self._allowed_prefixes):
+        path = resolve_allowed(uri, self._allowed_scheme, self._allowed_prefixes)
+        if path is None:
             self.probe_failures['probe_skipped_not_allowed'] += 1
             return None
         try:
-            width, height = probe_size(uri)
+            width, height = probe_size(path)
         except FileNotFoundError:
             self.probe_failures['probe_failed_missing'] += 1
             return None
+        except NotARegularFile:
+            self.probe_failures['probe_failed_not_a_file'] += 1
+            return None
         except Exception:  # pylint: disable=broad-except
             self.probe_failures['probe_failed_unreadable'] += 1
+            return None
+        if max(width, height) > MAX_IMAGE_SIDE:
+            self.probe_failures['probe_failed_too_large'] += 1
             return None
         return ImageSize(width, height, 'probe')

@@ -3,10 +3,14 @@
 Lines are read as bytes by our own range reader rather than Beam's text source: a bad byte, a
 truncated .gz or an unreadable file must become a dead letter, not fail the run.
 """
-import gzip
+import errno
+import fcntl
+import glob
 import os
 import re
-from typing import Dict, Iterator, List, NamedTuple, Optional
+import stat
+import zlib
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
 
 import orjson
 from apache_beam.io.filesystem import CompressionTypes
@@ -91,11 +95,72 @@ def split_ranges(path: str, size: int, range_bytes: int = DEFAULT_RANGE_BYTES) -
             for start in range(0, size, range_bytes)]
 
 
-def matched_shards(pattern: str) -> Dict[str, int]:
-    """Path -> size of the result and error shards the pattern matches (one listing)."""
-    return {metadata.path: metadata.size_in_bytes
-            for metadata in FileSystems.match([pattern])[0].metadata_list
-            if classify(metadata.path) != OTHER}
+class Found(NamedTuple):
+    """A file under --input (a local one after resolving its links)."""
+    path: str
+    size: int
+
+
+class Unlisted(NamedTuple):
+    """Something under --input that cannot be read: a dangling or looping link, a folder that
+    cannot be listed. It becomes an `unreadable_file` dead letter."""
+    path: str
+    reason: str
+
+
+def discover(pattern: str, skip: Optional[Callable[[str], bool]] = None
+             ) -> Iterator[Union[Found, Unlisted]]:
+    """Every file the input pattern covers, in a stable order. Local links are followed, each folder
+    and file read once (loop protection); `skip` leaves out paths that belong to our own outputs."""
+    skip = skip or (lambda path: False)
+    if scheme_of(pattern) == 'file':
+        yield from _discover_local(pattern, skip)
+        return
+    for metadata in FileSystems.match([pattern])[0].metadata_list:
+        if not skip(metadata.path):
+            yield Found(metadata.path, metadata.size_in_bytes)
+
+
+def _discover_local(pattern: str, skip: Callable[[str], bool]) -> Iterator[Union[Found, Unlisted]]:
+    roots = glob.glob(pattern[:-3] if pattern.endswith('/**') else pattern)
+    seen: Set[Tuple[int, int]] = set()
+    stack = sorted(roots, reverse=True)
+    while stack:
+        path = stack.pop()
+        if skip(path):
+            continue
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            yield Unlisted(path, _link_problem(path, exc))
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            continue  # a folder or file reached again through a link: read once
+        seen.add(key)
+        if not stat.S_ISDIR(info.st_mode):
+            yield Found(path, info.st_size if stat.S_ISREG(info.st_mode) else 0)
+            continue
+        try:
+            names = os.listdir(path)
+        except OSError as exc:
+            yield Unlisted(path, f'the folder cannot be listed: {exc.strerror or exc}')
+            continue
+        stack.extend(os.path.join(path, name) for name in sorted(names, reverse=True))
+
+
+def _link_problem(path: str, exc: OSError) -> str:
+    if os.path.islink(path):
+        if exc.errno == errno.ELOOP:
+            return 'a link that loops (too many levels of symbolic links)'
+        return f'a link to {os.readlink(path)!r}, which cannot be read: {exc.strerror or exc}'
+    return f'cannot be read: {exc.strerror or exc}'
+
+
+def matched_shards(pattern: str, skip: Optional[Callable[[str], bool]] = None) -> Dict[str, int]:
+    """Path -> size of the result and error shards under the pattern (one listing)."""
+    return {found.path: found.size for found in discover(pattern, skip)
+            if isinstance(found, Found) and classify(found.path) != OTHER}
 
 
 def read_range_lines(handle, start: int, end: Optional[int]) -> Iterator[bytes]:
@@ -154,27 +219,144 @@ def _clean(line: bytes, first: bool) -> bytes:
 def open_shard(path: str):
     """A binary file object over the shard's (decompressed) bytes.
 
-    .gz goes through Python's gzip rather than Beam's decompressor: Beam's returns a truncated
-    stream's first part without any error, which would lose the rest silently; gzip raises EOFError.
+    A local path is opened only when it is a regular file once links are resolved: a FIFO or a
+    device named like a shard would block or never end. .gz goes through our own reader rather than
+    Beam's decompressor, which returns a truncated stream's first part without any error.
     """
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    return gzip.GzipFile(fileobj=raw, mode='rb') if is_compressed(path) else raw
+    raw = open_regular_file(path) if scheme_of(path) == 'file' else FileSystems.open(
+        path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return GzipLineSafeReader(raw) if is_compressed(path) else raw
+
+
+class NotARegularFile(OSError):
+    """A local path that resolves to a FIFO, a device, a socket or a folder."""
+
+
+_FILE_KINDS = ((stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
+               (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+
+
+def open_regular_file(path: str):
+    """Opens a local file for reading without ever blocking on it: O_NONBLOCK keeps the open of a
+    FIFO from waiting for a writer, and anything but a regular file is refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), 'not a regular file')
+            raise NotARegularFile(errno.EINVAL, f'{path} is {kind}, not a regular file')
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class GzipLineSafeReader:
+    """Decompresses a gzip stream (one or more members) in small steps, so that on damage every byte
+    decodable before it has been handed out before the error is raised: zlib drops the output of a
+    call that fails, so the failing step is replayed on a copy of the decoder over ever shorter
+    prefixes of its input. An empty file is not a gzip file."""
+
+    _STEP = 64 * 1024
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._decoder = zlib.decompressobj(wbits=31)
+        self._pending: Optional[Exception] = None
+        self._started = False
+        self._done = False
+
+    def read1(self, size: int = -1) -> bytes:  # pylint: disable=unused-argument
+        while not self._done:
+            if self._pending is not None:
+                error, self._pending = self._pending, None
+                self._done = True
+                raise error
+            out = self._step()
+            if out:
+                return out
+        return b''
+
+    read = read1
+
+    def _step(self) -> bytes:
+        data = self._raw.read(self._STEP)
+        if not data:
+            self._done = True
+            if not self._started:
+                raise EOFError('an empty file is not a gzip file')
+            if not self._decoder.eof:
+                raise EOFError('the gzip stream ended before its end-of-stream marker (truncated)')
+            return b''
+        self._started = True
+        return self._feed(data)
+
+    def _feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._decoder.eof:
+                if not data.strip(b'\0'):
+                    return b''.join(out)  # zero padding after the last member, as gzip allows
+                self._decoder = zlib.decompressobj(wbits=31)
+            before = self._decoder.copy()
+            try:
+                out.append(self._decoder.decompress(data))
+            except zlib.error as exc:
+                out.append(_decodable_prefix(before, data))
+                self._pending = exc
+                return b''.join(out)
+            data = self._decoder.unused_data
+        return b''.join(out)
+
+    def close(self):
+        self._raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _decodable_prefix(decoder, data: bytes) -> bytes:
+    """What the decoder yields from the longest prefix of `data` it accepts without an error."""
+    low, high, best = 0, len(data), b''
+    while low < high:
+        middle = (low + high + 1) // 2
+        attempt = decoder.copy()
+        try:
+            best, low = attempt.decompress(data[:middle]), middle
+        except zlib.error:
+            high = middle - 1
+    return best
 
 
 def is_blank(line: bytes) -> bool:
     return not line.strip(b' \t\r')
 
 
-def resolve_input(raw: str) -> str:
-    """The glob to match for --input: a glob as given, every file under a folder or prefix, or the
-    output directory named inside a saved operation / batch prediction job JSON."""
+def resolve_input(raw: str, _seen: Optional[Set[str]] = None) -> str:
+    """The pattern to read for --input: a glob as given (a glob that matches folders reads everything
+    under them), every file under a folder or prefix, or the output directory named inside a saved
+    operation / batch prediction job JSON. A path that exists as written is taken literally, even
+    with glob characters in it."""
     text = raw.strip()
     if scheme_of(text) == 'file':
         text = os.path.abspath(text)  # source_file columns then name the full path
+        if os.path.isdir(text):
+            pattern = glob.escape(text) + '/**'
+            if not any(True for found in discover(pattern) if isinstance(found, Found)):
+                raise InputError(f'--input: the folder {text} holds no file')
+            return pattern
+        if os.path.lexists(text):
+            return _resolve_single(text, _seen)
     if _GLOB_CHARS.search(text):
-        if not _any_match(text):
-            raise InputError(f'--input: the glob {text!r} matches no file')
-        return text
+        if _any_match(text):
+            return text
+        if _any_match(text.rstrip('/') + '/**'):
+            return text.rstrip('/') + '/**'  # a glob of folders: everything under them
+        raise InputError(f'--input: the glob {text!r} matches no file or folder')
     pattern = text.rstrip('/') + '/**'
     if _any_match(pattern):
         return pattern  # a folder or prefix: every file under it
@@ -182,9 +364,30 @@ def resolve_input(raw: str) -> str:
     if single is None:
         raise InputError(f'--input: nothing found at {text!r}: give a prediction output folder, a '
                          f'prefix holding prediction-* folders, a glob, or an operation JSON')
-    if classify(single) != OTHER:
-        return text
-    return resolve_input(operation_output_directory(single))
+    return _resolve_single(single, _seen)
+
+
+def _resolve_single(path: str, seen: Optional[Set[str]]) -> str:
+    """One file: a shard read as it is, or an operation JSON naming the output directory to read."""
+    if classify(path) != OTHER:
+        return glob.escape(path) if scheme_of(path) == 'file' else path
+    seen = set(seen or ())
+    if path in seen or len(seen) >= 8:
+        raise InputError(f'--input: the operation JSON {path} leads back to itself '
+                         f'({" -> ".join(sorted(seen))}): it must name a prediction output folder')
+    return resolve_input(operation_output_directory(path), seen | {path})
+
+
+_ESCAPED = re.compile(r'\[([*?\[])\]')  # glob.escape's forms
+
+
+def input_root(pattern: str) -> str:
+    """The location a pattern reads: its folder or prefix, glob escapes undone; for a real glob, the
+    part before its first glob character."""
+    body = pattern[:-3] if pattern.endswith('/**') else pattern
+    if not _GLOB_CHARS.search(_ESCAPED.sub('', body)):
+        return _ESCAPED.sub(r'\1', body)
+    return re.match(r'^[^[*?]*', body).group(0).rstrip('/')
 
 
 def operation_output_directory(path: str) -> str:
@@ -193,8 +396,13 @@ def operation_output_directory(path: str) -> str:
     not_operation = InputError(
         f'--input: {path} is one file that is neither a result or error shard nor a batch prediction '
         f'operation or job JSON naming its output directory')
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        data = handle.read(_MAX_OPERATION_BYTES + 1)
+    try:
+        handle = (open_regular_file(path) if scheme_of(path) == 'file'
+                  else FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+        with handle:
+            data = handle.read(_MAX_OPERATION_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f'--input: {path} cannot be read: {exc.strerror or exc}') from None
     if len(data) > _MAX_OPERATION_BYTES:
         raise not_operation
     try:

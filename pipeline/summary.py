@@ -2,30 +2,52 @@
 (so a Dataflow job writes it too), and rendered for the console."""
 import json
 import logging
+import os
 from typing import Dict, List, Mapping, Optional
 
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.formats import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
 from pipeline.options import Settings
-from pipeline.sources import SHARD_KINDS
+from pipeline.outputs import SUMMARY_WRITER, summary_temp_path
+from pipeline.sources import SHARD_KINDS, scheme_of
 from pipeline.tables import HISTOGRAM_BINS, STEPS
 
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
 
 
 def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings, pattern: str,
-                  outputs: Optional[Mapping[str, List[str]]] = None) -> Dict:
+                  outputs: Optional[Mapping[str, List[str]]] = None,
+                  output_rows: Optional[Mapping[str, int]] = None) -> Dict:
+    """`output_rows`: the rows the files listed in `outputs` hold, per output, as read back."""
     get = lambda name: int(counts.get(name, 0))  # noqa: E731
     lines_read, blank = get('lines_read'), get('blank_lines')
     non_blank = lines_read - blank
     images = get('images_written')
     dead = {kind: get(f'dead_letters_{kind}') for kind in DEAD_LETTER_KINDS}
     line_dead = sum(dead[kind] for kind in LINE_DEAD_LETTER_KINDS)
-    holds = non_blank == images + line_dead
+    expected_rows = {'detections': get('detections_kept'), 'images': images,
+                     'dead_letters': sum(dead.values())}
+    files_check = {name: {'files': len((outputs or {}).get(name, [])), 'rows': rows,
+                          'expected': expected_rows[name], 'holds': rows == expected_rows[name]}
+                   for name, rows in (output_rows or {}).items()}
+    lines_hold = non_blank == images + line_dead
+    holds = lines_hold and all(check['holds'] for check in files_check.values())
+    text = (f'{non_blank} non-blank lines read {"==" if lines_hold else "!="} {images} images + '
+            f'{line_dead} line dead letters')
+    missing = [f'{name} files hold {check["rows"]} rows, not {check["expected"]}'
+               for name, check in files_check.items() if not check['holds']]
+    if missing:
+        text += '; ' + '; '.join(missing)
+    elif files_check:
+        text += '; the files written hold every row'
     probe_failures = {name[len('probe_'):]: int(value) for name, value in sorted(counts.items())
                       if name.startswith('probe_')}
     return {
+        'writer': SUMMARY_WRITER,
+        'run_id': settings.run_id,
         'input': settings.input,
         'input_pattern': pattern,
         'files': {
@@ -55,8 +77,8 @@ def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings
             'images': images,
             'line_dead_letters': line_dead,
             'holds': holds,
-            'text': (f'{non_blank} non-blank lines read {"==" if holds else "!="} {images} images + '
-                     f'{line_dead} line dead letters'),
+            'outputs': files_check,
+            'text': text,
         },
         'tables': {name: getattr(settings, name) for name in
                    ('output_table', 'images_table', 'dead_letter_table') if getattr(settings, name)},
@@ -74,12 +96,44 @@ def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings
     }
 
 
+def count_output_rows(outputs: Mapping[str, List[str]]) -> Dict[str, int]:
+    """The rows the listed files hold, read back: Parquet footers, dead-letter lines."""
+    rows = {}
+    for name, paths in outputs.items():
+        total = 0
+        for path in paths:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                if path.endswith('.parquet'):
+                    total += pq.ParquetFile(handle).metadata.num_rows
+                else:
+                    total += sum(chunk.count(b'\n') for chunk in iter(lambda: handle.read(1 << 20), b''))
+        rows[name] = total
+    return rows
+
+
 def publish(summary: Dict, path: Optional[str]) -> None:
-    """Logs the summary (so a Dataflow job shows it) and writes it to `path` when there is one."""
+    """Logs the summary (so a Dataflow job shows it) and writes it to `path` when there is one, in one
+    step: a local file under a temporary name, then renamed; a Cloud Storage object appears whole when
+    its upload completes. A summary is the only mark of a completed run, so it is never partial."""
     logging.getLogger(__name__).info('Run summary: %s', json.dumps(summary))
-    if path:
+    if not path:
+        return
+    data = json.dumps(summary, indent=2).encode('utf-8') + b'\n'
+    if scheme_of(path) != 'file':
         with FileSystems.create(path, mime_type='application/json') as handle:
-            handle.write(json.dumps(summary, indent=2).encode('utf-8') + b'\n')
+            handle.write(data)
+        return
+    temporary = summary_temp_path(path, summary.get('run_id') or os.urandom(16).hex())
+    try:
+        with open(temporary, 'wb') as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
 
 
 def read_summary(path: str) -> Dict:

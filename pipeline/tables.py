@@ -43,8 +43,9 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
         scores_list.extend(prediction.scores)
         coordinates.extend(prediction.coordinates)
         dropped_list.extend(prediction.dropped_scores)
-    scores = np.array(scores_list, dtype=np.float64)
-    boxes = np.array(coordinates, dtype=np.float64).reshape(-1, 4)
+    # + 0.0 turns a -0.0 from the input into 0.0 (it would be written as "-0" in WKT and Parquet).
+    scores = np.array(scores_list, dtype=np.float64) + 0.0
+    boxes = np.array(coordinates, dtype=np.float64).reshape(-1, 4) + 0.0
     dropped = np.array(dropped_list, dtype=np.float64)
     counts_per_line = listed_per_line + np.fromiter(
         (len(p.dropped_scores) for p in predictions), dtype=np.int64, count=n_images)

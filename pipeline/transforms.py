@@ -7,7 +7,6 @@ import zlib
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
@@ -45,17 +44,26 @@ def counted(counts: Dict[str, int]) -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput('counts', counts)
 
 
-class ClassifyShardsFn(beam.DoFn):
-    """FileMetadata -> (path, size) of result and error shards; every file is counted by kind."""
+class DiscoverFilesFn(beam.DoFn):
+    """An input pattern -> every file under it, counted by kind; result and error shards go on as
+    (path, size), and what cannot be read there (a dangling or looping link, a folder that cannot be
+    listed) becomes an `unreadable_file` dead letter."""
 
-    def process(self, metadata):
-        kind = sources.classify(metadata.path)
-        counts = {f'files_{kind}': 1}
-        if kind == sources.OTHER:
-            counts['other_files'] = [metadata.path]
-        else:
-            yield metadata.path, metadata.size_in_bytes
-        yield counted(counts)
+    def __init__(self, skip=None):
+        self._skip = skip
+
+    def process(self, pattern: str):
+        for found in sources.discover(pattern, self._skip):
+            kind = sources.classify(found.path)
+            counts = {f'files_{kind}': 1}
+            if isinstance(found, sources.Unlisted):
+                yield beam.pvalue.TaggedOutput('dead_letters', dead_letters.make_dead_letter(
+                    UNREADABLE_FILE, found.path, f'could not read this entry under --input: {found.reason}'))
+            elif kind == sources.OTHER:
+                counts['other_files'] = [found.path]
+            else:
+                yield found.path, found.size
+            yield counted(counts)
 
 
 class ReadRangeFn(beam.DoFn):
@@ -107,23 +115,27 @@ def unreadable_dead_letter(shard_range: sources.ShardRange, exc: Exception, line
 
 
 class ReadShards(beam.PTransform):
-    """A file pattern -> {'batches': LineBatch, 'dead_letters': dict, 'counts': dict}."""
+    """A file pattern -> {'batches': LineBatch, 'dead_letters': dict, 'counts': dict}. `skip` leaves
+    out the paths of our own outputs when they lie under the input."""
 
     def __init__(self, pattern: str, range_bytes: int = sources.DEFAULT_RANGE_BYTES,
-                 batch_lines: int = BATCH_LINES):
+                 batch_lines: int = BATCH_LINES, skip=None):
         super().__init__()
         self._pattern = pattern
         self._range_bytes = range_bytes
         self._batch_lines = batch_lines
+        self._skip = skip
 
     def expand(self, pbegin):
         shards = (
             pbegin
-            | 'MatchFiles' >> fileio.MatchFiles(self._pattern)
-            | 'ClassifyShards' >> beam.ParDo(ClassifyShardsFn()).with_outputs('counts', main='shards'))
+            | 'InputPattern' >> beam.Create([self._pattern])
+            | 'DiscoverFiles' >> beam.ParDo(DiscoverFilesFn(self._skip)).with_outputs(
+                'dead_letters', 'counts', main='shards'))
         read = shards.shards | 'ReadShardRanges' >> ReadShardRanges(self._range_bytes, self._batch_lines)
         counts = (shards.counts, read['counts']) | 'FlattenReadCounts' >> beam.Flatten()
-        return dict(read, counts=counts)
+        dead = (shards.dead_letters, read['dead_letters']) | 'FlattenReadDeadLetters' >> beam.Flatten()
+        return dict(read, counts=counts, dead_letters=dead)
 
 
 class ReadShardRanges(beam.PTransform):
@@ -242,8 +254,9 @@ class ParseBatchFn(beam.DoFn):
         settings = self._settings
         if self._resolver is None:
             self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
-                                          # streaming without --input: Cloud Storage objects
-                                          scheme_of(settings.input or 'gs://'),
+                                          # the resolved input's scheme; streaming
+                                          # without --input: Cloud Storage objects
+                                          settings.input_scheme or scheme_of(settings.input or 'gs://'),
                                           settings.probe_allowed_prefixes)
         timestamp = dead_letters.utc_timestamp()
         score_floor = settings.score_floor

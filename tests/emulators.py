@@ -85,7 +85,9 @@ class Emulators:
                         PYTHONPATH=os.pathsep.join(filter(None, [str(PATCH_DIR), os.environ.get('PYTHONPATH')])))
         self._start('storage', [str(BIN / 'gcp-storage-emulator'), 'start', '--host', '127.0.0.1',
                                 '--port', str(self.gcs_port), '-q'],
-                    dict(os.environ, STORAGE_BASE=str(self.storage_dir)), f'{self.gcs_url}/storage/v1/b')
+                    dict(os.environ, STORAGE_BASE=str(self.storage_dir), TEST_STORAGE_PRECONDITIONS='1',
+                         PYTHONPATH=os.pathsep.join(filter(None, [str(PATCH_DIR), os.environ.get('PYTHONPATH')]))),
+                    f'{self.gcs_url}/storage/v1/b')
         home = self.root / 'home'
         extensions = home / '.duckdb' / 'extensions' / _spatial_extension().parent.name / 'linux_amd64'
         extensions.mkdir(parents=True)

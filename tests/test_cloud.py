@@ -208,3 +208,35 @@ def test_probe_and_operation_json_on_cloud_storage(cloud):
     summary = json.loads(cloud.local_path(BUCKET, 'probed/summary.json').read_text())
     assert summary['image_sizes']['from_probe'] == 1
     assert sum(summary['image_sizes']['probe_failures'].values()) == 1
+
+
+def test_cloud_storage_lock_refuses_a_running_run_and_takes_over_an_ended_one(cloud):
+    bucket = cloud.storage_client().bucket(BUCKET)
+    lock = bucket.blob('locked/.prediction-tables.lock')
+    holder = {'run_id': 'f' * 32, 'state': 'running', 'host': 'another-machine', 'pid': 1,
+              'started': '2026-12-01T00:00:00Z', 'input': 'gs://x'}
+    lock.upload_from_string(json.dumps(holder))
+    refused = run(cloud, '--input', f'gs://{BUCKET}/input', '--output', f'gs://{BUCKET}/locked', check=False)
+    assert refused.returncode == 2 and 'is held by run ' + 'f' * 32 in refused.stderr
+    assert 'another-machine' in refused.stderr and not bucket.blob('locked/summary.json').exists()
+    lock.upload_from_string(json.dumps(dict(holder, state='ended')))
+    bucket.blob('locked/detections/part-00003-of-00004.parquet').upload_from_string(b'a stopped run')
+    run(cloud, '--input', f'gs://{BUCKET}/input', '--output', f'gs://{BUCKET}/locked', '--report=false')
+    assert not lock.exists()  # a completed run leaves no lock
+    assert not bucket.blob('locked/detections/part-00003-of-00004.parquet').exists()
+    assert json.loads(bucket.blob('locked/summary.json').download_as_bytes())['reconciliation']['holds']
+
+
+def test_a_local_operation_json_pointing_to_cloud_storage_allows_only_cloud_storage(cloud, tmp_path):
+    bucket = cloud.storage_client().bucket(BUCKET)
+    local_image = tmp_path / 'local.png'
+    from PIL import Image
+    Image.new('RGB', (11, 13)).save(local_image)
+    line = {'ID': str(local_image), 'annotations': []}
+    bucket.blob('scheme-run/prediction-m-1/image_object_detection_0.jsonl').upload_from_string(
+        json.dumps(line) + '\n')
+    operation = tmp_path / 'operation.json'
+    operation.write_text(json.dumps({'outputInfo': {'gcsOutputDirectory': f'gs://{BUCKET}/scheme-run'}}))
+    run(cloud, '--input', operation, '--output', tmp_path / 'o', '--probe_image_sizes', '--report=false')
+    summary = json.loads((tmp_path / 'o' / 'summary.json').read_text())
+    assert summary['image_sizes']['probe_failures'] == {'skipped_not_allowed': 1}

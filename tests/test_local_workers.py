@@ -25,9 +25,8 @@ def test_workers_follow_the_input_size_the_cores_and_the_units_of_work(shards, c
 
 
 def prepared(tmp_path, *extra):
-    options, _, _ = cli.prepare(['--input', str(SAMPLE / 'input'), '--output', str(tmp_path / 'out'),
-                                 *extra])
-    return options.view_as(DirectOptions)
+    plan = cli.prepare(['--input', str(SAMPLE / 'input'), '--output', str(tmp_path / 'out'), *extra])
+    return plan.pipeline_options.view_as(DirectOptions)
 
 
 def test_a_large_local_input_runs_on_worker_processes(tmp_path, monkeypatch, capsys):

@@ -145,7 +145,8 @@ def test_gallery_images_follow_the_probe_allowlist(tmp_path):
     other.mkdir()
     Image.new('RGB', (40, 30), (10, 200, 10)).save(allowed / 'a.png')
     Image.new('RGB', (40, 30), (10, 200, 10)).save(other / 'b.png')
-    assert report.load_image(str(allowed / 'a.png'), 'file', {}, [f'{allowed}/']).size == (40, 30)
+    image, full_size = report.load_image(str(allowed / 'a.png'), 'file', {}, [f'{allowed}/'])
+    assert image.size == full_size == (40, 30)
     with pytest.raises(PermissionError):
         report.load_image(str(other / 'b.png'), 'file', {}, [f'{allowed}/'])
     with pytest.raises(PermissionError):

@@ -41,9 +41,9 @@ def test_manifest_must_have_a_known_extension_and_header(tmp_path):
     bad = tmp_path / 'sizes.csv'
     bad.write_text('uri,w,h\n')
     with pytest.raises(ManifestError, match='missing image_uri, width, height'):
-        sizes.check_manifest_header(str(bad))
+        sizes.check_manifest(str(bad))
     with pytest.raises(ManifestError, match='no such file'):
-        sizes.check_manifest_header(str(tmp_path / 'none.csv'))
+        sizes.check_manifest(str(tmp_path / 'none.csv'))
 
 
 @pytest.mark.parametrize('fmt, suffix', [('PNG', 'png'), ('JPEG', 'jpg'), ('GIF', 'gif'), ('WEBP', 'webp')])

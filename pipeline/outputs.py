@@ -1,0 +1,177 @@
+"""Which files are ours: the layout of a batch run's outputs and the names only we write.
+
+A run removes nothing that a run of ours did not write. A file is ours when the summary of a completed
+run lists it, or when it bears one of our names in one of our folders while a run lock of ours stands
+there (a run that died before its summary). Everything else is the user's: it is never removed, and
+when it stands where we would write, the run stops before any work.
+"""
+import re
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from pipeline.options import join_path
+
+LOCK_NAME = '.prediction-tables.lock'
+SUMMARY_WRITER = 'prediction-tables'
+TABLES = ('detections', 'images')
+_HEX = r'[0-9a-f]{32}'
+# Beam's file sinks: final names, and the temporary folders they rename from.
+_TABLE_FILE = re.compile(r'part-\d{5}-of-\d{5}\.parquet')
+_DEAD_LETTER_FILE = re.compile(r'dead_letter-\d{5}-of-\d{5}\.jsonl')
+_BEAM_TEMP = re.compile(rf'beam-temp-(part|dead_letter)-{_HEX}(/.*)?')
+
+
+def normalize(path: str) -> str:
+    """A location without its trailing slash, for comparing locations."""
+    stripped = path.rstrip('/')
+    return stripped or '/'
+
+
+def is_under(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` itself or inside it."""
+    path, folder = normalize(path), normalize(folder)
+    return path == folder or path.startswith(folder.rstrip('/') + '/')
+
+
+class Conflict(NamedTuple):
+    """A file that is not ours where this run would write."""
+    path: str
+    why: str
+
+
+class OutputLayout(NamedTuple):
+    """Where a batch run writes: the Parquet root, the dead-letter root, the summary and the report."""
+    output: Optional[str]
+    dead_letter: Optional[str]
+    summary: Optional[str]
+    report: Optional[str]  # <output>/report/index.html when the report is built
+
+    @classmethod
+    def of(cls, output: Optional[str], dead_letter: Optional[str], summary: Optional[str],
+           report: bool) -> 'OutputLayout':
+        return cls(output and normalize(output), dead_letter and normalize(dead_letter), summary,
+                   join_path(output, 'report', 'index.html') if output and report else None)
+
+    @property
+    def table_folders(self) -> List[str]:
+        return [join_path(self.output, name) for name in TABLES] if self.output else []
+
+    @property
+    def default_summary(self) -> Optional[str]:
+        return join_path(self.output, 'summary.json') if self.output else None
+
+    @property
+    def summaries(self) -> List[str]:
+        """Where a completed run of ours may have left its summary: the one asked for, and the default
+        one in the output root (a run with --summary elsewhere must not write over a run there)."""
+        return list(dict.fromkeys(filter(None, (self.summary, self.default_summary))))
+
+    @property
+    def lock_files(self) -> List[str]:
+        """One lock per place this run writes: the output root, and the dead-letter root and the
+        summary when they lie outside it."""
+        locks = []
+        if self.output:
+            locks.append(join_path(self.output, LOCK_NAME))
+        if self.dead_letter and not (self.output and is_under(self.dead_letter, self.output)):
+            locks.append(join_path(self.dead_letter, LOCK_NAME))
+        if self.summary and not any(is_under(self.summary, folder) for folder in
+                                    filter(None, (self.output, self.dead_letter))):
+            locks.append(self.summary + '.lock')
+        return locks
+
+    def locations(self) -> Dict[str, str]:
+        """Option name -> the location it names, for the checks against --input."""
+        return {name: value for name, value in (('output', self.output), ('dead_letter', self.dead_letter),
+                                                ('summary', self.summary)) if value}
+
+    def inside_tables(self) -> List[Tuple[str, str]]:
+        """(option, location) of the dead-letter root or summary placed inside a table folder."""
+        return [(name, value) for name, value in (('dead_letter', self.dead_letter), ('summary', self.summary))
+                if value and any(is_under(value, folder) for folder in self.table_folders)]
+
+    def owns_name(self, path: str) -> bool:
+        """Whether `path` bears a name that only a run of ours writes there (files of the tables,
+        dead letters, Beam's temporary folders, the summary, its temporary file, the report, locks)."""
+        for folder in self.table_folders:
+            if is_under(path, folder) and path != folder:
+                rest = path[len(folder) + 1:]
+                return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest))
+        if self.dead_letter and is_under(path, self.dead_letter) and path != self.dead_letter:
+            rest = path[len(self.dead_letter) + 1:]
+            if _DEAD_LETTER_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest):
+                return True
+        if path in self.lock_files or path == self.report:
+            return True
+        return any(path == summary or _is_summary_temp(path, summary) for summary in self.summaries)
+
+    def is_ours_to_skip(self, path: str) -> bool:
+        """Whether discovery under --input must leave `path` alone: everything in our table folders,
+        and our own names elsewhere (the input and an output may hold one another)."""
+        return any(is_under(path, folder) for folder in self.table_folders) or self.owns_name(path)
+
+    def write_targets(self, path: str) -> Optional[str]:
+        """Why `path`, if not ours, stands where this run writes (None: it does not)."""
+        for folder in self.table_folders:
+            if is_under(path, folder) and path != folder:
+                return (f'{folder}/ is where the {folder.rsplit("/", 1)[-1]} table goes, and it must '
+                        f'hold only the files of our runs (readers take the whole folder)')
+        if self.dead_letter and is_under(path, self.dead_letter):
+            rest = path[len(self.dead_letter) + 1:]
+            if _DEAD_LETTER_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest):
+                return 'it has the name of a dead-letter file this run would write'
+        if path == self.summary:
+            return 'it is where the run summary goes'
+        if path == self.report:
+            return 'it is where the report goes (or pass --report=false)'
+        return None
+
+
+def _is_summary_temp(path: str, summary: str) -> bool:
+    return path.startswith(summary + '.tmp-') and re.fullmatch(_HEX, path[len(summary) + 5:]) is not None
+
+
+def summary_temp_path(summary: str, run_id: str) -> str:
+    return f'{summary}.tmp-{run_id}'
+
+
+def is_our_summary(document) -> bool:
+    """A summary.json of ours: what the run wrote (older runs had no `writer` field)."""
+    return (isinstance(document, dict) and isinstance(document.get('outputs'), dict)
+            and isinstance(document.get('reconciliation'), dict)
+            and document.get('writer', SUMMARY_WRITER) == SUMMARY_WRITER)
+
+
+def listed_outputs(summary: Mapping) -> List[str]:
+    """Every file a completed run's summary lists as written."""
+    return [path for paths in summary.get('outputs', {}).values() if isinstance(paths, list)
+            for path in paths if isinstance(path, str)]
+
+
+class Survey(NamedTuple):
+    """What stands in our locations before a run: ours to remove, and what blocks the run."""
+    ours: List[str]
+    conflicts: List[Conflict]
+
+
+def survey(layout: OutputLayout, existing: Iterable[str], completed_outputs: Sequence[str],
+           stale_lock: bool) -> Survey:
+    """Sorts the files found in our locations. `completed_outputs` are the files listed by the
+    summaries of completed runs of ours found there; `stale_lock` says a run of ours died there
+    before its summary, so the files bearing our names are its own."""
+    listed = set(completed_outputs)
+    ours, conflicts = [], []
+    for path in sorted(set(existing)):
+        if path in listed or path in layout.lock_files or (stale_lock and layout.owns_name(path)):
+            ours.append(path)
+            continue
+        why = layout.write_targets(path)
+        if why:
+            conflicts.append(Conflict(path, why))
+    return Survey(ours, conflicts)
+
+
+def overlaps_with_input(layout: OutputLayout, input_locations: Sequence[str]) -> List[Tuple[str, str]]:
+    """(option, location) of each output location equal to an input location (local paths resolved by
+    the caller). An output inside the input, or holding it, is allowed."""
+    inputs = {normalize(location) for location in input_locations}
+    return [(name, value) for name, value in layout.locations().items() if normalize(value) in inputs]
