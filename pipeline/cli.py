@@ -244,6 +244,7 @@ EXIT_RECONCILIATION_FAILED = 1
 EXIT_BAD_LAUNCH = 2
 EXIT_TOO_MANY_DEAD_LETTERS = 3
 EXIT_REPORT_FAILED = 4
+EXIT_RUN_FAILED = 5
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -269,6 +270,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     completed = submitted = False
     try:
         code, completed, submitted = run_batch(plan, settings, local)
+    except Exception as exc:  # pylint: disable=broad-except
+        logging.getLogger(__name__).error('The run failed', exc_info=True)
+        print(f'error: the run failed ({type(exc).__name__}: {exc}); it wrote no summary, so nothing of '
+              f'it counts as complete: the next run into the same place replaces what it left',
+              file=sys.stderr)
+        code = EXIT_RUN_FAILED
     finally:
         if local or not submitted:  # a submitted Dataflow job releases its own locks
             for lock in locks:
@@ -330,7 +337,7 @@ def help_text() -> str:
               'batch run is local (FnApiRunner). Exit codes: 0 done; 1 the reconciliation failed; 2 '
               'wrong options, input or output location (nothing was done); 3 more dead letters than '
               '--max_dead_letter_ratio; 4 the report could not be built (tables and summary are '
-              'complete).']
+              'complete); 5 the run failed (no summary: the next run replaces what it left).']
     return '\n'.join(lines)
 
 

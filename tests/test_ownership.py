@@ -264,3 +264,21 @@ def test_dead_letters_or_a_summary_inside_a_table_folder_are_refused(tmp_path, o
     result = run('--input', INPUT, '--output', tmp_path / 'o', option, tmp_path / 'o' / where, check=False)
     assert result.returncode == 2 and 'hold the Parquet tables only' in result.stderr
     assert not (tmp_path / 'o').exists()
+
+
+def test_a_run_that_fails_has_its_own_exit_code_and_the_next_run_replaces_it(tmp_path, monkeypatch, capsys):
+    from pipeline import cli
+
+    def disk_full(summary, path):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(run_summary, 'publish', disk_full)
+    out = tmp_path / 'o'
+    assert cli.main(['--input', str(INPUT), '--output', str(out), '--report=false']) == cli.EXIT_RUN_FAILED
+    assert 'the run failed' in capsys.readouterr().err
+    assert not (out / 'summary.json').exists()
+    assert json.loads((out / LOCK_NAME).read_text())['state'] == 'ended'  # marks what it left as ours
+    assert list((out / 'detections').glob('*.parquet'))
+    monkeypatch.undo()
+    assert cli.main(['--input', str(INPUT), '--output', str(out), '--report=false']) == 0
+    assert json.loads((out / 'summary.json').read_text())['reconciliation']['holds']
+    assert not (out / LOCK_NAME).exists()
