@@ -33,7 +33,7 @@ clean:
 	rm -rf out .pytest_cache build *.egg-info
 
 docs: install
-	$(PY) -m pipeline.docs README.md
+	$(PY) -m pipeline.tools.docs README.md
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -71,7 +71,7 @@ run_or_print = @echo '$(1)' $(if $(DRY_RUN),,&& $(1))
 	run-dataflow-streaming
 
 metadata: install
-	$(PY) -m pipeline.template templates
+	$(PY) -m pipeline.tools.template templates
 
 template-image:
 	$(call require,PROJECT,the Google Cloud project that builds and stores the image)

@@ -20,17 +20,18 @@ from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOpti
                                                   _BeamArgumentParser)
 from google.api_core.exceptions import GoogleAPIError
 
-from pipeline import geometry
-from pipeline import summary as run_summary
-from pipeline.job import PredictionsToTables
-from pipeline.locks import RunLock
-from pipeline.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError, Settings
-from pipeline.outputs import OutputLayout, overlaps_with_input
-from pipeline.provision import provision, release_untouched
-from pipeline.sinks import prepare_tables
-from pipeline.sizes import ManifestError, check_manifest
-from pipeline.sources import (InputError, input_root, matched_shards, resolve_input, scheme_of,
-                              split_ranges)
+from pipeline.core import geometry
+from pipeline.core import summary as run_summary
+from pipeline.io import summary_files
+from pipeline.transforms.job import PredictionsToTables
+from pipeline.io.locks import RunLock
+from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError, Settings
+from pipeline.core.outputs import OutputLayout, overlaps_with_input
+from pipeline.io.provision import provision, release_untouched
+from pipeline.io.bigquery import prepare_tables
+from pipeline.io.sizes import ManifestError, check_manifest
+from pipeline.io.sources import InputError, input_root, matched_shards, resolve_input
+from pipeline.core.shards import scheme_of, split_ranges
 
 # Without --runner, batch runs on the FnApiRunner: the DirectRunner of Beam 2.77 would first try to
 # download the Prism runner, and these machines are offline. The FnApiRunner does not run unbounded
@@ -303,7 +304,7 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
                      else ''))
         return 0, False, True
     result.wait_until_finish()
-    summary = run_summary.read_summary(settings.summary)
+    summary = summary_files.read_summary(settings.summary)
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
     report_ok = print_outcome(summary, settings, summary_file=None if scratch else settings.summary)
@@ -379,7 +380,7 @@ def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> b
         print(f'Summary: {summary_file}')
     if not settings.report_file:
         return True
-    from pipeline.report import build_report  # pylint: disable=import-outside-toplevel
+    from pipeline.tools.report import build_report  # pylint: disable=import-outside-toplevel
     try:
         path = build_report(settings.output, settings.report_samples,
                             settings.report_image_mirror or {}, settings.dead_letter,

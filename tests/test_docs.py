@@ -1,6 +1,6 @@
 from conftest import ROOT
-from pipeline import docs
-from pipeline.options import OPTIONS
+from pipeline.tools import docs
+from pipeline.config.options import OPTIONS
 
 
 def test_readme_generated_sections_match_the_code():

@@ -9,7 +9,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from conftest import ROOT, SAMPLE
-from pipeline.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
+from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 
 SAMPLE_INPUT = SAMPLE / 'input'
 MANIFEST = SAMPLE / 'image_sizes.csv'

@@ -2,7 +2,7 @@
 import orjson
 from hypothesis import event, given, settings, strategies as st
 
-from pipeline.formats import Prediction, _fast_automl, _parse_automl, parse_line
+from pipeline.core.formats import Prediction, _fast_automl, _parse_automl, parse_line
 
 good_number = st.one_of(st.floats(0, 1), st.just(0), st.just(1), st.just(0.0), st.just(1.0))
 bad_number = st.one_of(st.floats(-0.05, 1.05), st.integers(-1, 2), st.booleans(), st.none(),

@@ -1,8 +1,8 @@
 import orjson
 import pytest
 
-from pipeline.formats import (AUTOML, INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, VERTEX,
-                              Prediction, Rejection, parse_line)
+from pipeline.core.formats import AUTOML, VERTEX, Prediction, Rejection, parse_line
+from pipeline.core.dead_letters import INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR
 
 
 def automl_line(annotations, uri='gs://b/a.jpg', **extra):

@@ -17,10 +17,12 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLE
-from pipeline import geometry, report, sources
-from pipeline.formats import Rejection, parse_line
-from pipeline.options import OPTION_GROUPS, OPTIONS
-from pipeline.sizes import SizeResolver
+from pipeline.core import geometry
+from pipeline.tools import report
+from pipeline.io import sources
+from pipeline.core.formats import Rejection, parse_line
+from pipeline.config.options import OPTION_GROUPS, OPTIONS
+from pipeline.io.sizes import SizeResolver
 from test_postprocessing import reference_nms
 from test_reliability import GOOD, GOOD_LINE, run
 

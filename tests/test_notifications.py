@@ -10,10 +10,10 @@ from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline import notifications
-from pipeline.notifications import Ignored, NotifiedShard, parse_notification
+from pipeline.io import notifications
+from pipeline.io.notifications import Ignored, NotifiedShard, parse_notification
 from beam_testing import local_test_pipeline
-from pipeline.transforms import ParseNotificationsFn, ShardsFromNotifications
+from pipeline.transforms.read import ParseNotificationsFn, ShardsFromNotifications
 
 PREFIX = 'gs://bucket/runs'
 

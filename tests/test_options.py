@@ -1,7 +1,7 @@
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.options import OptionError, Settings, parse_label_thresholds
+from pipeline.config.options import OptionError, Settings, parse_label_thresholds
 
 SUB = '--input_subscription=projects/my-project/subscriptions/shard-loader'
 

@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, SAMPLE
-from pipeline import summary as run_summary
-from pipeline.locks import LockHeld, RunLock
-from pipeline.outputs import LOCK_NAME, OutputLayout, survey
+from pipeline.core import summary as run_summary
+from pipeline.io import summary_files
+from pipeline.io.locks import LockHeld, RunLock
+from pipeline.core.outputs import LOCK_NAME, OutputLayout, survey
 from test_reliability import run
 
 INPUT = SAMPLE / 'input'
@@ -187,7 +188,7 @@ def test_local_lock_refuses_a_second_holder_and_is_released_by_a_dead_process(tm
     second.release(keep=False)
     assert not os.path.exists(path)
     holder = subprocess.Popen([sys.executable, '-c', (
-        'import sys, time; sys.path.insert(0, sys.argv[2]); from pipeline.locks import RunLock; '
+        'import sys, time; sys.path.insert(0, sys.argv[2]); from pipeline.io.locks import RunLock; '
         'RunLock(sys.argv[1], "c" * 32, "in").acquire(); print("held", flush=True); time.sleep(60)'),
         path, str(ROOT)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == 'held'
@@ -219,16 +220,16 @@ def test_reconciliation_checks_the_rows_of_the_files_it_lists(tmp_path):
     assert summary['reconciliation']['outputs']['detections'] == {
         'files': 1, 'rows': 52, 'expected': 52, 'holds': True}
     listed = summary['outputs']
-    rows = run_summary.count_output_rows(listed)
+    rows = summary_files.count_output_rows(listed)
     assert rows == {'detections': 52, 'images': 12, 'dead_letters': 3}
     (out / 'images' / 'part-00000-of-00001.parquet').unlink()
     pq.write_table(ds.dataset(str(out / 'detections')).to_table().slice(0, 5),
                    out / 'images' / 'part-00000-of-00001.parquet')
     counts = {'lines_read': 15, 'images_written': 12, 'dead_letters_prediction_error': 3,
               'detections_kept': 52}
-    from pipeline.options import Settings
+    from pipeline.config.options import Settings
     rebuilt = run_summary.build_summary(counts, 0, Settings(input='x', output=str(out)), 'x/**', listed,
-                                        run_summary.count_output_rows(listed))
+                                        summary_files.count_output_rows(listed))
     assert not rebuilt['reconciliation']['holds']
     assert 'images files hold 5 rows, not 12' in rebuilt['reconciliation']['text']
 
@@ -240,10 +241,10 @@ def test_the_summary_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         raise OSError(28, 'No space left on device')
     monkeypatch.setattr(os, 'fsync', disk_full)
     with pytest.raises(OSError):
-        run_summary.publish({'run_id': 'e' * 32, 'x': 1}, str(path))
+        summary_files.publish({'run_id': 'e' * 32, 'x': 1}, str(path))
     assert list(tmp_path.iterdir()) == []  # neither a partial summary nor its temporary file
     monkeypatch.undo()
-    run_summary.publish({'run_id': 'e' * 32, 'x': 1}, str(path))
+    summary_files.publish({'run_id': 'e' * 32, 'x': 1}, str(path))
     assert json.loads(path.read_text()) == {'run_id': 'e' * 32, 'x': 1}
 
 
@@ -271,7 +272,7 @@ def test_a_run_that_fails_has_its_own_exit_code_and_the_next_run_replaces_it(tmp
 
     def disk_full(summary, path):
         raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(run_summary, 'publish', disk_full)
+    monkeypatch.setattr(summary_files, 'publish', disk_full)
     out = tmp_path / 'o'
     assert cli.main(['--input', str(INPUT), '--output', str(out), '--report=false']) == cli.EXIT_RUN_FAILED
     assert 'the run failed' in capsys.readouterr().err

@@ -4,10 +4,11 @@ import pyarrow as pa
 import pytest
 import shapely
 
-from pipeline import geometry
-from pipeline.formats import AUTOML, Prediction
-from pipeline.options import OptionError, Settings
-from pipeline.tables import ImageSize, build_tables, select_detections
+from pipeline.core import geometry
+from pipeline.core.formats import AUTOML, Prediction
+from pipeline.config.options import OptionError, Settings
+from pipeline.core.tables import ImageSize, build_tables
+from pipeline.core.postprocessing import select_detections
 
 
 def nms(boxes, scores, classes=None, threshold=0.5, lines=None):

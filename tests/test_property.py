@@ -6,10 +6,10 @@ import math
 import orjson
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pipeline import dead_letters
-from pipeline.formats import Prediction, parse_line
-from pipeline.options import Settings
-from pipeline.tables import build_tables
+from pipeline.core import dead_letters
+from pipeline.core.formats import Prediction, parse_line
+from pipeline.config.options import Settings
+from pipeline.core.tables import build_tables
 
 unit = st.floats(0, 1, allow_nan=False)
 label = st.sampled_from(['Salad', 'Tomato', 'Baked Goods', 'ü "x"'])

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from conftest import ROOT, SAMPLE
-from pipeline.sizes import probe_allowed
+from pipeline.io.sizes import probe_allowed
 
 GOOD = {'ID': 'gs://b/good.jpg', 'annotations': [{
     'display_name': 'A', 'annotation_spec_id': '1', 'image_object_detection': {

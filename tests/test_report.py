@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import ROOT, SAMPLE
-from pipeline import report
+from pipeline.tools import report
 
 MIRRORS = ('gs://migration-ucaip-trainingaip-20210301091741/openimage/=' + str(SAMPLE / 'images' / 'legacy')
            + '/,gs://migration-ucaip-trainingaip-20210226015226/=' + str(SAMPLE / 'images' / 'vertex') + '/')

@@ -5,10 +5,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_testing import local_test_pipeline
-from pipeline import dead_letters
-from pipeline.schema import (DEAD_LETTER_COLUMNS, DETECTION_COLUMNS, DETECTIONS_SCHEMA, IMAGE_COLUMNS,
-                             PAYLOAD_LIMIT_BYTES, bigquery_schema)
-from pipeline.sinks import WriteParquetTable, row_problem, write_failure
+from pipeline.core import dead_letters
+from pipeline.core.schema import (DEAD_LETTER_COLUMNS, DETECTION_COLUMNS, DETECTIONS_SCHEMA, IMAGE_COLUMNS, PAYLOAD_LIMIT_BYTES, bigquery_schema)
+from pipeline.io.sinks import WriteParquetTable
+from pipeline.io.bigquery import row_problem, write_failure
 
 COLUMNS = {c.name: (c.type, c.nullable) for c in IMAGE_COLUMNS}
 

@@ -2,8 +2,8 @@
 import pytest
 from PIL import Image
 
-from pipeline import sizes
-from pipeline.sizes import ManifestError, SizeResolver
+from pipeline.io import sizes
+from pipeline.io.sizes import ManifestError, SizeResolver
 
 
 def write_image(path, size, fmt, **save_args):

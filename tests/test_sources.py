@@ -5,8 +5,10 @@ import random
 
 import pytest
 
-from pipeline import sources
-from pipeline.sources import ERROR, OTHER, RESULT, InputError
+from pipeline.core import shards
+from pipeline.io import sources
+from pipeline.core.shards import ERROR, OTHER, RESULT
+from pipeline.io.sources import InputError
 
 
 @pytest.mark.parametrize('name, kind', [
@@ -17,20 +19,20 @@ from pipeline.sources import ERROR, OTHER, RESULT, InputError
     ('predictions_00001.jsonl.bak', OTHER), ('my_errors_1.jsonl', OTHER),
 ])
 def test_classify_by_name_pattern(name, kind):
-    assert sources.classify(f'gs://b/out/prediction-m-2021/{name}') == kind
+    assert shards.classify(f'gs://b/out/prediction-m-2021/{name}') == kind
 
 
 def test_prediction_run_is_the_nearest_prediction_folder():
-    assert sources.prediction_run(
+    assert shards.prediction_run(
         'gs://b/x/prediction-salads-2021-03-01T10:52:53.972802Z/predictions_00001.jsonl') == \
         'prediction-salads-2021-03-01T10:52:53.972802Z'
-    assert sources.prediction_run('/data/prediction-a/sub/prediction-b/errors_1.jsonl') == 'prediction-b'
-    assert sources.prediction_run('/data/other/errors_1.jsonl') is None
+    assert shards.prediction_run('/data/prediction-a/sub/prediction-b/errors_1.jsonl') == 'prediction-b'
+    assert shards.prediction_run('/data/other/errors_1.jsonl') is None
 
 
 def read_all(data: bytes, range_bytes: int):
     lines = []
-    for shard_range in sources.split_ranges('f.jsonl', len(data), range_bytes):
+    for shard_range in shards.split_ranges('f.jsonl', len(data), range_bytes):
         lines.extend(sources.read_range_lines(io.BytesIO(data), shard_range.start, shard_range.end))
     return lines
 
@@ -58,10 +60,10 @@ def test_crlf_and_bom_are_removed():
 
 
 def test_compressed_shards_are_one_range():
-    assert sources.split_ranges('gs://b/errors_1.jsonl.gz', 10 ** 9) == [
-        sources.ShardRange('gs://b/errors_1.jsonl.gz', 0, None)]
-    assert sources.split_ranges('f.jsonl', 0) == [sources.ShardRange('f.jsonl', 0, 0)]
-    assert len(sources.split_ranges('f.jsonl', 10, 3)) == 4
+    assert shards.split_ranges('gs://b/errors_1.jsonl.gz', 10 ** 9) == [
+        shards.ShardRange('gs://b/errors_1.jsonl.gz', 0, None)]
+    assert shards.split_ranges('f.jsonl', 0) == [shards.ShardRange('f.jsonl', 0, 0)]
+    assert len(shards.split_ranges('f.jsonl', 10, 3)) == 4
 
 
 def test_gzip_shard_reads_through_filesystems(tmp_path):
@@ -72,8 +74,8 @@ def test_gzip_shard_reads_through_filesystems(tmp_path):
 
 
 def test_blank_means_only_ascii_whitespace():
-    assert sources.is_blank(b' \t\r') and sources.is_blank(b'')
-    assert not sources.is_blank(b'\x00') and not sources.is_blank(b'{}')
+    assert shards.is_blank(b' \t\r') and shards.is_blank(b'')
+    assert not shards.is_blank(b'\x00') and not shards.is_blank(b'{}')
 
 
 def test_resolve_folder_glob_and_single_shard(tmp_path):

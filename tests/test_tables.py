@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import geometry
-from pipeline.formats import AUTOML, VERTEX, Prediction, parse_line
-from pipeline.options import Settings
-from pipeline.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
-from pipeline.tables import ImageSize, build_tables
+from pipeline.core import geometry
+from pipeline.core.formats import AUTOML, VERTEX, Prediction, parse_line
+from pipeline.config.options import Settings
+from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
+from pipeline.core.tables import ImageSize, build_tables
 
 
 def settings(**overrides):

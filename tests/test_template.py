@@ -11,9 +11,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from conftest import ROOT, SAMPLE
-from pipeline import template
+from pipeline.tools import template
 from pipeline.cli import read_roi
-from pipeline.options import BATCH, MODES, OPTIONS, OPTIONS_BY_NAME, STREAMING, OptionError, Settings
+from pipeline.config.options import (BATCH, MODES, OPTIONS, OPTIONS_BY_NAME, STREAMING, OptionError, Settings)
 
 METADATA = ROOT / 'templates' / 'metadata.json'
 STREAMING_METADATA = ROOT / 'templates' / 'metadata-streaming.json'

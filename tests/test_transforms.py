@@ -6,11 +6,13 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 
 from beam_testing import local_test_pipeline
-from pipeline import transforms
-from pipeline.formats import INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, UNREADABLE_FILE
-from pipeline.options import Settings
-from pipeline.transforms import (CountDuplicateImageUris, LineBatch, MergeCountsFn,
-                                 ParsePredictions, ReadShards)
+from pipeline.transforms.count import MAX_LISTED_OTHER_FILES
+from pipeline.core.dead_letters import (INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, UNREADABLE_FILE)
+from pipeline.config.options import Settings
+from pipeline.transforms.count import CountDuplicateImageUris, MergeCountsFn
+from pipeline.transforms.read import LineBatch, ReadShards
+from pipeline.transforms import parse
+from pipeline.transforms.parse import ParsePredictions
 
 GOOD = b'{"ID":"gs://b/%d.jpg","annotations":[]}'
 
@@ -125,7 +127,7 @@ def test_a_streaming_run_without_input_parses_like_a_batch_run(legacy_lines):
 def test_a_batch_that_raises_becomes_dead_letters_line_by_line(monkeypatch, legacy_lines):
     def broken(*_args, **_kwargs):
         raise RuntimeError('bug in assembly')
-    monkeypatch.setattr(transforms, 'build_tables', broken)
+    monkeypatch.setattr(parse, 'build_tables', broken)
     with local_test_pipeline() as p:
         manifest = p | 'Manifest' >> beam.Create([None])
         parsed = (p | beam.Create([LineBatch('f.jsonl', legacy_lines[:4])])
@@ -148,4 +150,4 @@ def test_merge_counts_sums_and_caps_listed_files():
     for i in range(150):
         acc = fn.add_input(acc, {'files_other': 1, 'other_files': [f'f{i}']})
     merged = fn.merge_accumulators([acc, {'files_other': 2}])
-    assert merged['files_other'] == 152 and len(merged['other_files']) == transforms.MAX_LISTED_OTHER_FILES
+    assert merged['files_other'] == 152 and len(merged['other_files']) == MAX_LISTED_OTHER_FILES

@@ -1,13 +1,25 @@
-"""Pure construction of dead-letter records: the contract every dead-letter sink writes."""
+"""Dead letters: their kinds, and the records every dead-letter sink writes (the contract)."""
 import base64
-import hashlib
 import datetime
-from typing import Optional
+import hashlib
+from typing import TYPE_CHECKING, Optional
 
 import orjson
 
-from pipeline.formats import Rejection
-from pipeline.schema import DEAD_LETTER_COLUMNS, PAYLOAD_LIMIT_BYTES
+from pipeline.core.schema import DEAD_LETTER_COLUMNS, PAYLOAD_LIMIT_BYTES
+
+if TYPE_CHECKING:
+    from pipeline.core.formats import Rejection
+
+# A line that is not JSON; JSON that is not a valid record; a record that is the prediction service's
+# own error; a file (or range of one) that cannot be read; a row the output table rejected.
+MALFORMED_LINE = 'malformed_line'
+INVALID_RECORD = 'invalid_record'
+PREDICTION_ERROR = 'prediction_error'
+UNREADABLE_FILE = 'unreadable_file'
+WRITE_FAILURE = 'write_failure'
+LINE_DEAD_LETTER_KINDS = (PREDICTION_ERROR, MALFORMED_LINE, INVALID_RECORD)
+DEAD_LETTER_KINDS = LINE_DEAD_LETTER_KINDS + (UNREADABLE_FILE, WRITE_FAILURE)
 
 FIELDS = tuple(column.name for column in DEAD_LETTER_COLUMNS)
 
@@ -45,7 +57,7 @@ def make_dead_letter(kind: str, source_file: str, message: str, payload: Optiona
     }
 
 
-def from_rejection(rejection: Rejection, source_file: str, line: bytes,
+def from_rejection(rejection: 'Rejection', source_file: str, line: bytes,
                    timestamp: Optional[str] = None) -> dict:
     return make_dead_letter(rejection.kind, source_file, rejection.message, line,
                             rejection.image_uri, rejection.error_code, rejection.error_status,

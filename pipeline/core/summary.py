@@ -1,20 +1,12 @@
-"""The run summary: built from the counts the pipeline combined, written by the pipeline itself
-(so a Dataflow job writes it too), and rendered for the console."""
-import json
-import logging
-import os
+"""The run summary: built from the counts the pipeline combined, and rendered for the console."""
 from typing import Dict, List, Mapping, Optional
 
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
-from pipeline.formats import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
-from pipeline.options import Settings
-from pipeline.outputs import SUMMARY_WRITER, summary_temp_path
-from pipeline.sources import SHARD_KINDS, scheme_of
-from pipeline.tables import HISTOGRAM_BINS, STEPS
-
+from pipeline.config.options import Settings
+from pipeline.core.dead_letters import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
+from pipeline.core.outputs import SUMMARY_WRITER
+from pipeline.core.postprocessing import STEPS
+from pipeline.core.shards import SHARD_KINDS
+from pipeline.core.tables import HISTOGRAM_BINS
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
 
 
@@ -94,51 +86,6 @@ def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings
             ((name.split('=', 1)[1], int(value)) for name, value in counts.items()
              if name.startswith('kept_label=')), key=lambda item: (-item[1], item[0]))),
     }
-
-
-def count_output_rows(outputs: Mapping[str, List[str]]) -> Dict[str, int]:
-    """The rows the listed files hold, read back: Parquet footers, dead-letter lines."""
-    rows = {}
-    for name, paths in outputs.items():
-        total = 0
-        for path in paths:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-                if path.endswith('.parquet'):
-                    total += pq.ParquetFile(handle).metadata.num_rows
-                else:
-                    total += sum(chunk.count(b'\n') for chunk in iter(lambda: handle.read(1 << 20), b''))
-        rows[name] = total
-    return rows
-
-
-def publish(summary: Dict, path: Optional[str]) -> None:
-    """Logs the summary (so a Dataflow job shows it) and writes it to `path` when there is one, in one
-    step: a local file under a temporary name, then renamed; a Cloud Storage object appears whole when
-    its upload completes. A summary is the only mark of a completed run, so it is never partial."""
-    logging.getLogger(__name__).info('Run summary: %s', json.dumps(summary))
-    if not path:
-        return
-    data = json.dumps(summary, indent=2).encode('utf-8') + b'\n'
-    if scheme_of(path) != 'file':
-        with FileSystems.create(path, mime_type='application/json') as handle:
-            handle.write(data)
-        return
-    temporary = summary_temp_path(path, summary.get('run_id') or os.urandom(16).hex())
-    try:
-        with open(temporary, 'wb') as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def read_summary(path: str) -> Dict:
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read())
 
 
 def render(summary: Mapping) -> str:

@@ -13,9 +13,10 @@ import orjson
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from pipeline.options import MAX_IMAGE_SIDE
-from pipeline.sources import NotARegularFile, open_regular_file, scheme_of
-from pipeline.tables import ImageSize
+from pipeline.config.options import MAX_IMAGE_SIDE
+from pipeline.io.sources import NotARegularFile, open_regular_file
+from pipeline.core.shards import scheme_of
+from pipeline.core.tables import ImageSize
 
 MANIFEST_COLUMNS = ('image_uri', 'width', 'height')
 # Header bytes read to learn a size: a first small read covers almost every image; a JPEG with large

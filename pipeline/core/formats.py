@@ -8,16 +8,11 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import orjson
 
+from pipeline.core.dead_letters import INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR
+
 AUTOML = 'automl'
 VERTEX = 'vertex'
 
-MALFORMED_LINE = 'malformed_line'
-INVALID_RECORD = 'invalid_record'
-PREDICTION_ERROR = 'prediction_error'
-UNREADABLE_FILE = 'unreadable_file'
-WRITE_FAILURE = 'write_failure'  # a row the output table rejected
-LINE_DEAD_LETTER_KINDS = (PREDICTION_ERROR, MALFORMED_LINE, INVALID_RECORD)
-DEAD_LETTER_KINDS = LINE_DEAD_LETTER_KINDS + (UNREADABLE_FILE, WRITE_FAILURE)
 
 # Coordinates this far outside [0, 1] are float noise and are clamped; beyond it the record is invalid.
 COORDINATE_TOLERANCE = 0.01

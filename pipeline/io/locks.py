@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Optional
 
-from pipeline.sources import scheme_of
+from pipeline.core.shards import scheme_of
 
 RUNNING = 'running'
 ENDED = 'ended'  # the run stopped without a summary: its lock only marks its files

@@ -10,11 +10,10 @@ from typing import List, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.locks import LockHeld, RunLock
-from pipeline.options import OptionError
-from pipeline.outputs import (Conflict, OutputLayout, is_our_summary, listed_outputs,
-                              summary_temp_path, survey)
-from pipeline.sources import scheme_of
+from pipeline.io.locks import LockHeld, RunLock
+from pipeline.config.options import OptionError
+from pipeline.core.outputs import (Conflict, OutputLayout, is_our_summary, listed_outputs, summary_temp_path, survey)
+from pipeline.core.shards import scheme_of
 
 MAX_NAMED_CONFLICTS = 5
 _BEAM_TEMP_FOLDER = re.compile(r'beam-temp-(part|dead_letter)-[0-9a-f]{32}')

@@ -6,16 +6,17 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton
 
-from pipeline import dead_letters
-from pipeline.locks import release_gcs_lock
-from pipeline import summary as run_summary
-from pipeline.options import Settings
-from pipeline.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS, DETECTION_COLUMNS,
-                             DETECTIONS_SCHEMA, IMAGE_COLUMNS, IMAGES_SCHEMA)
-from pipeline.sinks import WriteBigQueryTable, WriteDeadLetterFiles, WriteParquetTable, table_rows
-from pipeline.transforms import (METRICS_NAMESPACE, CountDeadLetters, CountDuplicateImageUris,
-                                 LoadManifest, MergeCountsFn, ParsePredictions, ReadNotifiedShards,
-                                 ReadShards, count_dead_letter)
+from pipeline.core import dead_letters
+from pipeline.io.locks import release_gcs_lock
+from pipeline.core import summary as run_summary
+from pipeline.io import summary_files
+from pipeline.config.options import Settings
+from pipeline.core.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS, DETECTION_COLUMNS, DETECTIONS_SCHEMA, IMAGE_COLUMNS, IMAGES_SCHEMA)
+from pipeline.io.bigquery import WriteBigQueryTable, table_rows
+from pipeline.io.sinks import WriteDeadLetterFiles, WriteParquetTable
+from pipeline.transforms.count import (METRICS_NAMESPACE, CountDeadLetters, CountDuplicateImageUris, MergeCountsFn, count_dead_letter)
+from pipeline.transforms.parse import LoadManifest, ParsePredictions
+from pipeline.transforms.read import ReadNotifiedShards, ReadShards
 
 
 class PredictionsToTables(beam.PTransform):
@@ -99,10 +100,10 @@ class PredictionsToTables(beam.PTransform):
         def summarize(_, counts, duplicates, *outputs):
             listed = dict(zip(file_outputs, outputs))  # the BigQuery waits follow the file lists
             summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed,
-                                                run_summary.count_output_rows(listed))
+                                                summary_files.count_output_rows(listed))
             if settings.report_file:
                 summary['outputs']['report'] = [settings.report_file]
-            run_summary.publish(summary, settings.summary)
+            summary_files.publish(summary, settings.summary)
             for lock in settings.job_locks:  # a Dataflow job outlives the launcher that locked
                 release_gcs_lock(lock, settings.run_id)
             Metrics.counter(METRICS_NAMESPACE, 'duplicate_image_uris').inc(duplicates)

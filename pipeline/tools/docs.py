@@ -1,16 +1,16 @@
 """README sections generated from the one definition of each contract (options, output schemas).
 
-`python -m pipeline.docs README.md` rewrites the sections between their markers; a test fails when
+`python -m pipeline.tools.docs README.md` rewrites the sections between their markers; a test fails when
 the committed README differs from what this produces.
 """
 import re
 import sys
 from typing import Dict
 
-from pipeline import template
-from pipeline.dead_letters import FIELDS as DEAD_LETTER_FIELDS
-from pipeline.options import BATCH, MODES, OPTIONS, STREAMING
-from pipeline.schema import DETECTION_COLUMNS, IMAGE_COLUMNS, Column
+from pipeline.tools import template
+from pipeline.core.dead_letters import FIELDS as DEAD_LETTER_FIELDS
+from pipeline.config.options import BATCH, MODES, OPTIONS, STREAMING
+from pipeline.core.schema import DETECTION_COLUMNS, IMAGE_COLUMNS, Column
 
 
 def _cell(text: str) -> str:

@@ -9,7 +9,7 @@ from typing import Mapping, NamedTuple, Optional, Union
 
 import orjson
 
-from pipeline import sources
+from pipeline.io import sources
 
 OBJECT_FINALIZE = 'OBJECT_FINALIZE'
 

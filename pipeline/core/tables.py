@@ -7,10 +7,11 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline import geometry
-from pipeline.formats import Prediction
-from pipeline.options import Settings
-from pipeline.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
+from pipeline.config.options import Settings
+from pipeline.core import geometry
+from pipeline.core.formats import Prediction
+from pipeline.core.postprocessing import select_detections
+from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 
 
 class ImageSize(NamedTuple):
@@ -124,76 +125,6 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
             key = f'images_size_from_{size.source}'
             counts[key] = counts.get(key, 0) + 1
     return BatchTables(detections, images, counts)
-
-
-class Selection(NamedTuple):
-    kept: np.ndarray  # row indices that survive every step
-    suppressed: np.ndarray  # row indices removed by the box filters, ROI, NMS or top-K
-    removed: Dict[str, int]  # rows removed by each step, in order
-
-
-# The steps in the order they apply; those after the label filter count as "suppressed" per image.
-STEPS = ('threshold', 'label_filter', 'min_box_area', 'roi', 'nms', 'max_detections')
-_SUPPRESSING_STEPS = STEPS[2:]
-
-
-def select_detections(line_index: np.ndarray, scores: np.ndarray, boxes: np.ndarray,
-                      labels: Sequence[Optional[str]], label_ids: Sequence[Optional[str]],
-                      settings: Settings) -> Selection:
-    """Applies score thresholds -> label filter -> box area -> region of interest -> NMS -> top-K,
-    each on the rows the previous steps kept, and counts what each step removed."""
-    alive = np.arange(len(scores))
-    removed: Dict[str, int] = {}
-    suppressed = []
-    for step in STEPS:
-        mask = _step_mask(step, alive, line_index, scores, boxes, labels, label_ids, settings)
-        if mask is None:
-            continue
-        removed[step] = int(len(alive) - mask.sum())
-        if step in _SUPPRESSING_STEPS:
-            suppressed.append(alive[~mask])
-        alive = alive[mask]
-    suppressed_rows = np.concatenate(suppressed) if suppressed else np.zeros(0, dtype=np.int64)
-    return Selection(alive, suppressed_rows, removed)
-
-
-def _step_mask(step, alive, line_index, scores, boxes, labels, label_ids,
-               settings: Settings) -> Optional[np.ndarray]:
-    """The keep-mask of one step over the `alive` rows, or None when the step is off."""
-    if step == 'threshold':
-        alive_labels = [labels[i] for i in alive.tolist()] if settings.label_thresholds else ()
-        return geometry.threshold_mask(scores[alive], alive_labels, settings.score_threshold,
-                                       settings.label_thresholds)
-    if step == 'label_filter':
-        if settings.keep_labels is None and settings.drop_labels is None:
-            return None
-        keep, drop = set(settings.keep_labels or ()), set(settings.drop_labels or ())
-        return np.fromiter(
-            ((settings.keep_labels is None or labels[i] in keep) and labels[i] not in drop
-             for i in alive.tolist()), dtype=bool, count=len(alive))
-    if step == 'min_box_area':
-        if settings.min_box_area is None:
-            return None
-        return geometry.box_areas(boxes[alive]) >= settings.min_box_area
-    if step == 'roi':
-        if settings.roi_wkt is None:
-            return None
-        return geometry.roi_mask(boxes[alive], geometry.region_of_interest(settings.roi_wkt),
-                                 settings.roi_min_overlap)
-    if step == 'nms':
-        if settings.nms_iou is None:
-            return None
-        if settings.nms_class_agnostic:
-            classes = np.zeros(len(alive), dtype=np.int64)
-        else:
-            # Per label by display name; a box without one is grouped by its label id.
-            classes = np.array([labels[i] if labels[i] is not None else f'\0id:{label_ids[i]}'
-                                for i in alive.tolist()], dtype=object)
-        return geometry.nms_mask(line_index[alive], scores[alive], boxes[alive], classes,
-                                 settings.nms_iou)
-    if settings.max_detections is None:
-        return None
-    return geometry.top_k_mask(line_index[alive], scores[alive], settings.max_detections)
 
 
 # Score histograms (of every annotation, and of the kept ones) use fixed bins, so partial counts from

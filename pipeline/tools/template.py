@@ -2,7 +2,7 @@
 
 One image, two templates: the batch one (`templates/metadata.json`) and the streaming one
 (`templates/metadata-streaming.json`), each listing the options of its kind of run.
-`python -m pipeline.template templates` writes both; a test fails when a committed file differs from
+`python -m pipeline.tools.template templates` writes both; a test fails when a committed file differs from
 what this produces.
 """
 import json
@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Dict
 
-from pipeline.options import BATCH, OPTIONS, STREAMING
+from pipeline.config.options import BATCH, OPTIONS, STREAMING
 
 TEMPLATE_NAME = 'prediction-tables'
 TEMPLATE_DESCRIPTIONS = {

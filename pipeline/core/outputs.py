@@ -8,7 +8,7 @@ when it stands where we would write, the run stops before any work.
 import re
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from pipeline.options import join_path
+from pipeline.config.options import join_path
 
 LOCK_NAME = '.prediction-tables.lock'
 SUMMARY_WRITER = 'prediction-tables'

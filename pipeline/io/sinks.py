@@ -1,0 +1,137 @@
+"""Where the tables and dead letters go as files: Parquet and JSONL.
+
+Beam's file sinks write temporary files and rename them on finalize, so a killed run leaves no
+partial file in the output folders. Streaming runs write one set of files per window (fileio).
+"""
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io import filebasedsink, fileio
+from apache_beam.io.filesystem import CompressionTypes
+
+from pipeline.config.options import join_path
+from pipeline.core import dead_letters
+from pipeline.core.schema import dictionary_columns
+
+
+class WriteParquetTable(beam.PTransform):
+    """pa.Table batches -> `<root>/<name>/part-SSSSS-of-NNNNN.parquet` (batch) or
+    `<root>/<name>/part-<window start>-<window end>-SSSSS-of-NNNNN.parquet` (windowed, streaming);
+    outputs what was written."""
+
+    def __init__(self, root: str, name: str, schema, windowed: bool = False):
+        super().__init__()
+        self._folder = join_path(root, name)
+        self._schema = schema
+        self._windowed = windowed
+
+    def expand(self, tables):
+        if self._windowed:
+            schema = self._schema
+            return tables | 'WriteParquetPerWindow' >> fileio.WriteToFiles(
+                self._folder, file_naming=fileio.default_file_naming('part', '.parquet'),
+                sink=lambda _: ParquetTableSink(schema))
+        return tables | 'WriteParquet' >> beam.io.Write(
+            ParquetFileSink(join_path(self._folder, 'part'), self._schema))
+
+
+def parquet_writer(handle, schema) -> pq.ParquetWriter:
+    """Our Parquet files: snappy, dictionary encoding on the repeating strings only (writing 400k
+    detections: 0.37 s with it on every column, as pyarrow's default, 0.21 s so, and 12% smaller)."""
+    return pq.ParquetWriter(handle, schema, compression='snappy',
+                            use_dictionary=dictionary_columns(schema))
+
+
+# Rows gathered before a row group is written: the batches of many small shards would otherwise make
+# as many tiny row groups (10,000 one-row shards: 10,000 row groups, 34 MB, 5.5 s to read).
+ROW_GROUP_ROWS = 64 * 1024
+
+
+class CoalescingParquetWriter:
+    """Writes pa.Table batches as row groups of at least ROW_GROUP_ROWS rows (the last one of a file
+    may hold fewer), holding at most that many rows plus one batch in memory."""
+
+    def __init__(self, handle, schema, row_group_rows: int = ROW_GROUP_ROWS):
+        self._writer = parquet_writer(handle, schema)
+        self._row_group_rows = row_group_rows
+        self._pending = []
+        self._pending_rows = 0
+
+    def write(self, table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self._row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.concat_tables(self._pending)
+            self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            self._pending, self._pending_rows = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
+class ParquetFileSink(filebasedsink.FileBasedSink):
+    """pa.Table elements into `<prefix>-SSSSS-of-NNNNN.parquet`, through Beam's file sink protocol
+    (temporary files, renamed when the write is finalized): Beam's WriteToParquetBatched with our
+    writer settings and row groups coalesced."""
+
+    def __init__(self, file_path_prefix: str, schema):
+        super().__init__(file_path_prefix, coder=None, file_name_suffix='.parquet',
+                         mime_type='application/x-parquet',
+                         compression_type=CompressionTypes.UNCOMPRESSED)  # snappy is per page
+        self._schema = schema
+
+    def open(self, temp_path):
+        handle = super().open(temp_path)
+        return CoalescingParquetWriter(handle, self._schema), handle
+
+    def write_record(self, file_handle, value):
+        file_handle[0].write(value)
+
+    def close(self, file_handle):
+        writer, handle = file_handle
+        writer.close()
+        handle.close()
+
+
+class ParquetTableSink(fileio.FileSink):
+    """A fileio sink of pa.Table elements: one Parquet file per (window, shard), row groups
+    coalesced. fileio calls flush() just before it closes the file."""
+
+    def __init__(self, schema):
+        self._schema = schema
+        self._writer = None
+
+    def open(self, fh):
+        self._writer = CoalescingParquetWriter(fh, self._schema)
+
+    def write(self, record):
+        self._writer.write(record)
+
+    def flush(self):
+        if self._writer is not None:
+            self._writer.close()  # writes the footer; the file handle stays open for fileio
+            self._writer = None
+
+
+class WriteDeadLetterFiles(beam.PTransform):
+    """Dead-letter records -> JSON lines under `<root>/dead_letter-SSSSS-of-NNNNN.jsonl`, or
+    `<root>/dead_letter-<window start>-<window end>-SSSSS-of-NNNNN.jsonl` when windowed."""
+
+    def __init__(self, root: str, windowed: bool = False):
+        super().__init__()
+        self._root = root
+        self._windowed = windowed
+
+    def expand(self, records):
+        lines = records | 'ToJsonLines' >> beam.Map(dead_letters.to_json_line)
+        if self._windowed:
+            return lines | 'WriteJsonLinesPerWindow' >> fileio.WriteToFiles(
+                self._root, file_naming=fileio.default_file_naming('dead_letter', '.jsonl'),
+                sink=fileio.TextSink)
+        return lines | 'WriteJsonLines' >> beam.io.WriteToText(
+            join_path(self._root, 'dead_letter'), file_name_suffix='.jsonl')

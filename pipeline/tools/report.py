@@ -1,0 +1,364 @@
+"""The visual run report: `<output>/report/index.html`, one self-contained page built from a run's
+outputs (summary.json, the first dead letters, a bounded sample of the detections), never from the
+input. Local runs build it at the end; after a Dataflow job:
+`python -m pipeline.report --output ROOT`.
+"""
+import argparse
+import base64
+import html
+import io
+import itertools
+import json
+import os
+import sys
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use('Agg')  # no display, no network: plots render to PNG bytes
+# Labels are data, shown as plain text: a '$' in a display name must not start matplotlib's math mode.
+matplotlib.rcParams['text.parse_math'] = False
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
+import pyarrow.parquet as pq  # noqa: E402  pylint: disable=wrong-import-position
+from apache_beam.io.filesystems import FileSystems  # noqa: E402  pylint: disable=wrong-import-position
+from PIL import Image, ImageDraw  # noqa: E402  pylint: disable=wrong-import-position
+
+from pipeline.config.options import join_path, parse_mirrors, parse_prefixes  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.io.sizes import open_image_file, resolve_allowed  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core.shards import scheme_of  # noqa: E402  pylint: disable=wrong-import-position
+
+SAMPLE_ROWS = 20_000  # detections read for the gallery, at most
+DEAD_LETTERS_PER_KIND = 5
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+# Thumbnails are decoded at reduced size where the format allows it (JPEG); an image that would still
+# decode to more pixels than this is not shown, so a small file cannot take the report's memory.
+MAX_DECODED_PIXELS = 40_000_000
+THUMBNAIL_SIDE = 960
+CHART_LABEL_CHARS = 40
+SAMPLE_COLUMNS = ['image_uri', 'source_file', 'label', 'score', 'rank', 'x_min', 'y_min', 'x_max',
+                  'y_max', 'px_x_min', 'px_y_min', 'px_x_max', 'px_y_max']
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60)]
+
+
+def read_json(path: str):
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
+def run_files(summary: Mapping, name: str, pattern: Optional[str]) -> List[str]:
+    """The files of one output, as the run's summary lists them (never a file that is not the run's);
+    a summary without the list (an older run's) falls back to the pattern."""
+    listed = summary.get('outputs', {}).get(name)
+    if isinstance(listed, list):
+        return sorted(listed)
+    if not pattern:
+        return []
+    return sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)
+
+
+def first_dead_letters(paths: Sequence[str], per_kind: int = DEAD_LETTERS_PER_KIND) -> Dict[str, List[dict]]:
+    """The first few dead letters of each kind, read line by line (never the whole file)."""
+    found: Dict[str, List[dict]] = {}
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            for line in io.TextIOWrapper(handle, encoding='utf-8'):
+                record = json.loads(line)
+                bucket = found.setdefault(record['kind'], [])
+                if len(bucket) < per_kind:
+                    bucket.append(record)
+    return found
+
+
+def sample_detections(paths: Sequence[str], limit: int = SAMPLE_ROWS) -> List[dict]:
+    """Up to `limit` detection rows, read batch by batch from the Parquet files through Beam's
+    FileSystems (local or gs://), never the whole table."""
+    rows: List[dict] = []
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(columns=SAMPLE_COLUMNS):
+                rows.extend(batch.to_pylist()[:limit - len(rows)])
+                if len(rows) >= limit:
+                    return rows
+    return rows
+
+
+def choose_gallery(rows: Sequence[dict], count: int) -> List[str]:
+    """Up to `count` image URIs spread across labels and scores: round-robin over the labels (most
+    frequent first), within a label the best, the worst, then through the range. Deterministic for
+    the same rows."""
+    by_label: Dict[str, Dict[str, float]] = {}
+    for row in rows:
+        key = row['image_uri']
+        scores = by_label.setdefault(row['label'] or '', {})
+        scores[key] = max(scores.get(key, 0.0), row['score'])
+    queues = []
+    for label in sorted(by_label, key=lambda name: (-len(by_label[name]), name)):
+        ranked = sorted(by_label[label].items(), key=lambda item: (-item[1], item[0]))
+        # Take the best, the worst, then the middle: the gallery shows the score range.
+        spread = [ranked[i] for i in _spread_indices(len(ranked))]
+        queues.append([key for key, _ in spread])
+    chosen: List[str] = []
+    for key in itertools.chain.from_iterable(itertools.zip_longest(*queues)):
+        if key is not None and key not in chosen:
+            chosen.append(key)
+            if len(chosen) == count:
+                break
+    return chosen
+
+
+def _spread_indices(n: int) -> List[int]:
+    order, seen = [], set()
+    for i in [0, n - 1] + [n * k // 8 for k in range(1, 8)] + list(range(n)):
+        if 0 <= i < n and i not in seen:
+            seen.add(i)
+            order.append(i)
+    return order
+
+
+def first_line_rows(rows: Sequence[dict]) -> List[dict]:
+    """The rows of the first prediction line among rows of one image (an image listed on several
+    lines has a rank-0 row per line; rows are in output order)."""
+    first_file = rows[0]['source_file'] if rows else None
+    same_file = [r for r in rows if r['source_file'] == first_file]
+    end = next((i for i, r in enumerate(same_file[1:], 1) if r['rank'] == 0), len(same_file))
+    return same_file[:end]
+
+
+def draw_boxes(image: Image.Image, rows: Sequence[dict], labels: Sequence[str],
+               full_size: Optional[Tuple[int, int]] = None) -> Image.Image:
+    """The image with each row's box drawn in pixel coordinates: the px_* columns as written (scaled
+    when the image was decoded smaller than its `full_size`), or the normalized box times the image's
+    own size where the table has no size."""
+    canvas = image.convert('RGB')
+    pen = ImageDraw.Draw(canvas)
+    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}
+    width = max(2, round(max(canvas.size) / 400))
+    scale_x = canvas.width / full_size[0] if full_size else 1.0
+    scale_y = canvas.height / full_size[1] if full_size else 1.0
+    for row in sorted(rows, key=lambda r: r['rank']):
+        if row['px_x_min'] is not None:
+            box = (row['px_x_min'] * scale_x, row['px_y_min'] * scale_y,
+                   row['px_x_max'] * scale_x, row['px_y_max'] * scale_y)
+        else:
+            box = (row['x_min'] * canvas.width, row['y_min'] * canvas.height,
+                   row['x_max'] * canvas.width, row['y_max'] * canvas.height)
+        colour = colours.get(row['label'] or '', PALETTE[0])
+        pen.rectangle(box, outline=colour, width=width)
+        caption = f'{shorten(row["label"] or row.get("label_id") or "?")} {row["score"]:.2f}'
+        text_box = pen.textbbox((box[0], box[1]), caption)
+        pen.rectangle([text_box[0] - 1, text_box[1] - 1, text_box[2] + 1, text_box[3] + 1], fill=colour)
+        pen.text((box[0], box[1]), caption, fill=(255, 255, 255))
+    return canvas
+
+
+def shorten(text: str, limit: int = CHART_LABEL_CHARS) -> str:
+    """A label for a chart or a caption: at most `limit` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[:limit - 1] + '\u2026'
+
+
+def image_path(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
+               allowed_prefixes: Optional[Sequence[str]] = None) -> str:
+    """Where to read an image from, under the same rule as size probing; a mirrored URI must stay
+    inside its mirror once resolved (`imgs/../secret` does not)."""
+    for source, target in mirrors.items():
+        if uri.startswith(source):
+            mapped = target + uri[len(source):]
+            if scheme_of(target) == 'file':
+                mapped = os.path.abspath(mapped)
+                target = os.path.abspath(target) + ('/' if target.endswith('/') else '')
+            path = resolve_allowed(mapped, scheme_of(target), (target,))
+            if path is None:
+                raise PermissionError(f'{mapped} leads outside the mirror {target}')
+            return path
+    path = resolve_allowed(uri, allowed_scheme, tuple(allowed_prefixes or ()) or None)
+    if path is None:
+        raise PermissionError('outside what this run may open (--probe_allowed_prefixes, or the '
+                              'scheme of --input)')
+    return path
+
+
+def load_image(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
+               allowed_prefixes: Optional[Sequence[str]] = None,
+               max_side: int = THUMBNAIL_SIDE) -> Tuple[Image.Image, Tuple[int, int]]:
+    """(the image decoded at about `max_side`, its full size). JPEG decodes at a reduced scale; an
+    image that would still decode to more than MAX_DECODED_PIXELS is refused before decoding."""
+    with open_image_file(image_path(uri, allowed_scheme, mirrors, allowed_prefixes)) as handle:
+        data = handle.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValueError(f'larger than {MAX_IMAGE_BYTES // 2 ** 20} MB')
+    image = Image.open(io.BytesIO(data))
+    full_size = image.size
+    if image.format == 'JPEG':
+        image.draft('RGB', (max_side, max_side))
+    decoded = image.size[0] * image.size[1]
+    if decoded > MAX_DECODED_PIXELS:
+        raise ValueError(f'{full_size[0]}x{full_size[1]} pixels: too large to decode for a thumbnail')
+    image.load()
+    return image, full_size
+
+
+def jpeg_data_uri(image: Image.Image, max_side: Optional[int] = None) -> str:
+    """A photo embedded in the page (JPEG keeps the page small; the boxes stay sharp enough)."""
+    if max_side and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.convert('RGB').save(buffer, 'JPEG', quality=85)
+    return 'data:image/jpeg;base64,' + base64.b64encode(buffer.getvalue()).decode('ascii')
+
+
+def figure_data_uri(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format='png', dpi=100, bbox_inches='tight')
+    plt.close(figure)
+    return 'data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode('ascii')
+
+
+def label_chart(kept_by_label: Mapping[str, int]) -> Optional[str]:
+    if not kept_by_label:
+        return None
+    labels = list(kept_by_label)[:30]
+    figure, axes = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.2))
+    # Positions, not the labels themselves, go to barh: matplotlib would try each string as a date.
+    positions = list(range(len(labels)))
+    axes.barh(positions, [kept_by_label[label] for label in labels][::-1], color='#3c78b4')
+    axes.set_yticks(positions, [shorten(label) for label in labels][::-1])
+    axes.set_xlabel('kept detections')
+    axes.set_title('Kept detections per label')
+    return figure_data_uri(figure)
+
+
+def score_chart(histogram: Mapping, thresholds: Mapping) -> str:
+    edges = histogram['bin_edges']
+    figure, axes = plt.subplots(figsize=(7, 3.2))
+    lefts, widths = edges[:-1], [b - a for a, b in zip(edges, edges[1:])]
+    axes.bar(lefts, histogram['all'], width=widths, align='edge', color='#c8c8c8', label='all annotations')
+    axes.bar(lefts, histogram['kept'], width=widths, align='edge', color='#3c78b4', alpha=0.8, label='kept')
+    axes.axvline(thresholds['score_threshold'], color='#d62728', linestyle='--',
+                 label=f'score_threshold {thresholds["score_threshold"]}')
+    for index, (label, value) in enumerate(sorted(thresholds.get('label_thresholds', {}).items())):
+        axes.axvline(value, color=f'C{index + 1}', linestyle=':',
+                     label=f'{shorten(label)} {value}')
+    axes.set_xlim(0, 1)
+    axes.set_xlabel('score')
+    axes.set_ylabel('annotations')
+    axes.set_title('Scores before any filter, and kept')
+    axes.legend(fontsize=8)
+    return figure_data_uri(figure)
+
+
+def summary_rows(summary: Mapping) -> List[Tuple[str, str]]:
+    files, lines, det = summary['files'], summary['lines'], summary['detections']
+    dead, sizes = summary['dead_letters'], summary['image_sizes']
+    rows = [('result files', files['result']), ('error files', files['error']),
+            ('other files', files['other']), ('lines read', lines['read']), ('blank lines', lines['blank']),
+            ('images written', summary['images_written']), ('detections in', det['in']),
+            ('detections kept', det['kept'])]
+    rows += [(f'removed by {step}', n) for step, n in det.get('removed_by', {}).items()]
+    rows += [(f'dead letters: {kind}', n) for kind, n in dead.items() if kind != 'total']
+    rows += [('image sizes known', sizes['known']), ('image sizes unknown', sizes['unknown']),
+             ('duplicate image URIs', summary['duplicate_image_uris'])]
+    return [(name, str(value)) for name, value in rows]
+
+
+def render_html(summary, label_png, score_png, gallery, dead) -> str:
+    esc = html.escape
+    reconciliation = summary['reconciliation']
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Prediction run report</title>',
+        '<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}'
+        'td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}td.n{text-align:right}'
+        '.ok{color:#2a7d2a}.bad{color:#b00}.gallery{display:flex;flex-wrap:wrap;gap:12px}'
+        'figure{margin:0;max-width:480px}figure img{max-width:480px;border:1px solid #999}'
+        'figcaption{font-size:12px;word-break:break-all}pre{white-space:pre-wrap;word-break:break-all;'
+        'font-size:12px;background:#f4f4f4;padding:4px}</style></head><body>',
+        f'<h1>Prediction run report</h1><p>Input: <code>{esc(str(summary["input"]))}</code></p>',
+        f'<h2>Run summary</h2><p class="{"ok" if reconciliation["holds"] else "bad"}" id="reconciliation">'
+        f'Reconciliation {"holds" if reconciliation["holds"] else "FAILS"}: {esc(reconciliation["text"])}</p>',
+        '<table id="summary"><tr><th>figure</th><th>value</th></tr>',
+        *(f'<tr><td>{esc(name)}</td><td class="n">{esc(value)}</td></tr>' for name, value in summary_rows(summary)),
+        '</table><h2>Labels and scores</h2>',
+    ]
+    if label_png:
+        parts.append(f'<img alt="Kept detections per label" src="{label_png}">')
+    parts.append(f'<img alt="Score histogram" src="{score_png}">')
+    parts.append(f'<h2>Gallery</h2><p>{len(gallery)} prediction lines, boxes drawn from the rows as '
+                 f'written.</p><div class="gallery">')
+    for item in gallery:
+        caption = (f'{esc(item["uri"])} &middot; {item["boxes"]} boxes'
+                   + (f' &middot; {esc(item["note"])}' if item.get('note') else ''))
+        if item.get('image'):
+            parts.append(f'<figure><img alt="{esc(item["uri"])}" src="{item["image"]}">'
+                         f'<figcaption>{caption}</figcaption></figure>')
+        else:
+            parts.append(f'<figure class="unreadable"><figcaption>{caption}: not shown: '
+                         f'{esc(item["error"])}</figcaption></figure>')
+    parts.append('</div><h2>Dead letters</h2>')
+    if not dead:
+        parts.append('<p>None.</p>')
+    for kind, records in sorted(dead.items()):
+        parts.append(f'<h3>{esc(kind)} ({summary["dead_letters"].get(kind, len(records))})</h3><ul>')
+        for record in records:
+            payload = (record.get('payload') or '')[:300]
+            parts.append(f'<li><code>{esc(record.get("source_file") or "")}</code>: '
+                         f'{esc(record.get("error_message") or "")}<pre>{esc(payload)}</pre></li>')
+        parts.append('</ul>')
+    parts.append('</body></html>')
+    return '\n'.join(parts)
+
+
+def build_report(output: str, samples: int = 24, mirrors: Optional[Mapping[str, str]] = None,
+                 dead_letter_root: Optional[str] = None,
+                 allowed_prefixes: Optional[Sequence[str]] = None,
+                 summary_path: Optional[str] = None) -> str:
+    """Writes `<output>/report/index.html` from the run's summary (default `<output>/summary.json`)
+    and the files it lists; returns the page's path."""
+    summary = read_json(summary_path or join_path(output, 'summary.json'))
+    rows = sample_detections(run_files(summary, 'detections',
+                                       join_path(output, 'detections', '*.parquet')))
+    labels = sorted({row['label'] or '' for row in rows})
+    # The scheme of what the run really read (an operation JSON on disk may point to gs://).
+    allowed_scheme = scheme_of(summary.get('input_pattern') or summary['input'])
+    gallery = []
+    for uri in choose_gallery(rows, samples):
+        line_rows = first_line_rows([r for r in rows if r['image_uri'] == uri])
+        item = {'uri': uri, 'boxes': len(line_rows)}
+        try:
+            image, full_size = load_image(uri, allowed_scheme, mirrors or {}, allowed_prefixes)
+            item['image'] = jpeg_data_uri(draw_boxes(image, line_rows, labels, full_size),
+                                          max_side=THUMBNAIL_SIDE)
+            if line_rows and line_rows[0]['px_x_min'] is None:
+                item['note'] = 'size unknown in the table: boxes scaled to the image itself'
+        except Exception as exc:  # pylint: disable=broad-except
+            item['error'] = f'{type(exc).__name__}: {exc}'
+        gallery.append(item)
+    dead_pattern = join_path(dead_letter_root or join_path(output, 'dead_letter'), '*.jsonl')
+    page = render_html(summary, label_chart(summary.get('kept_by_label', {})),
+                       score_chart(summary['score_histogram'], summary['thresholds']),
+                       gallery, first_dead_letters(run_files(summary, 'dead_letters', dead_pattern)))
+    path = join_path(output, 'report', 'index.html')
+    with FileSystems.create(path, mime_type='text/html') as handle:
+        handle.write(page.encode('utf-8'))
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--output', required=True, help='the output root of a finished run')
+    parser.add_argument('--dead_letter', help='the dead-letter root, if not <output>/dead_letter')
+    parser.add_argument('--summary', help='the run summary, if not <output>/summary.json')
+    parser.add_argument('--report_samples', type=int, default=24)
+    parser.add_argument('--report_image_mirror', help='SOURCE_PREFIX=MIRROR_PREFIX[,...]')
+    parser.add_argument('--probe_allowed_prefixes',
+                        help='comma-separated prefixes whose images may be opened (as for the run)')
+    args = parser.parse_args(argv)
+    mirrors = parse_mirrors(args.report_image_mirror) if args.report_image_mirror else {}
+    prefixes = parse_prefixes(args.probe_allowed_prefixes) if args.probe_allowed_prefixes else None
+    print(build_report(args.output, args.report_samples, mirrors, args.dead_letter, prefixes,
+                       summary_path=args.summary))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The PTransforms: read, parse, count, and the whole job. Imports from io, core and config."""

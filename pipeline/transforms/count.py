@@ -1,0 +1,99 @@
+"""Counting: every count reported both as a Beam Metrics counter (seen live on the Dataflow job page)
+and as data for the in-pipeline summary; dead letters by kind; duplicate image URIs."""
+import collections
+import zlib
+from typing import Dict, List
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+METRICS_NAMESPACE = 'prediction_tables'
+MAX_LISTED_OTHER_FILES = 100
+DUPLICATE_BUCKETS = 64
+
+
+def counted(counts: Dict[str, int]) -> beam.pvalue.TaggedOutput:
+    """Reports counts both as Beam Metrics (seen live in the Dataflow console) and as data for the
+    in-pipeline summary."""
+    for name, value in counts.items():
+        if isinstance(value, int) and value:
+            Metrics.counter(METRICS_NAMESPACE, name).inc(value)
+    return beam.pvalue.TaggedOutput('counts', counts)
+
+
+def count_dead_letter(record: dict) -> dict:
+    counts = {f'dead_letters_{record["kind"]}': 1}
+    Metrics.counter(METRICS_NAMESPACE, next(iter(counts))).inc()
+    return counts
+
+
+class CountDeadLetters(beam.PTransform):
+    """Dead letters by kind, counted from the dead-letter output itself."""
+
+    def expand(self, dead):
+        return (dead
+                | 'KindCount' >> beam.Map(count_dead_letter)
+                | 'SumKinds' >> beam.CombineGlobally(MergeCountsFn()).without_defaults())
+
+
+def _bucketed_uri_counts(uris: List[str]):
+    """Pre-counts one batch's URIs into a few hash buckets (crc32: stable across processes), so the
+    per-key combine below sees one element per bucket and batch, not one per image."""
+    buckets: Dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+    for uri in uris:
+        buckets[zlib.crc32(uri.encode('utf-8')) % DUPLICATE_BUCKETS][uri] += 1
+    return list(buckets.items())
+
+
+class MergeCountersFn(beam.CombineFn):
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, accumulator, counter):
+        accumulator.update(counter)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = collections.Counter()
+        for accumulator in accumulators:
+            merged.update(accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class CountDuplicateImageUris(beam.PTransform):
+    """Distinct image URIs seen on more than one line (each line is kept; the summary says so)."""
+
+    def expand(self, image_uris):
+        return (image_uris
+                | 'BucketUris' >> beam.FlatMap(_bucketed_uri_counts)
+                | 'CountPerUri' >> beam.CombinePerKey(MergeCountersFn())
+                | 'DuplicatesPerBucket' >> beam.MapTuple(
+                    lambda _, counter: sum(1 for n in counter.values() if n > 1))
+                | 'SumDuplicates' >> beam.CombineGlobally(sum))
+
+
+class MergeCountsFn(beam.CombineFn):
+    """Sums dicts of counts; list values (the other files) are concatenated up to a cap."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, accumulator, counts):
+        for name, value in counts.items():
+            if isinstance(value, list):
+                listed = accumulator.setdefault(name, [])
+                listed.extend(value[:MAX_LISTED_OTHER_FILES - len(listed)])
+            else:
+                accumulator[name] = accumulator.get(name, 0) + value
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for accumulator in accumulators:
+            self.add_input(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator

@@ -1,0 +1,51 @@
+"""The package's layers hold: each module imports only from its own layer or those below it, and no
+module that runs on a worker imports the tools."""
+import ast
+import pathlib
+
+import pytest
+
+from conftest import ROOT
+
+# Lowest first. Top-level modules (the command line, its entry points) may import anything.
+LAYERS = ('config', 'core', 'io', 'transforms', 'tools')
+WORKER_LAYERS = ('config', 'core', 'io', 'transforms')
+PACKAGE = ROOT / 'pipeline'
+
+
+def layer_of(module: str):
+    parts = module.split('.')
+    return parts[1] if len(parts) > 2 and parts[1] in LAYERS else None
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob('*.py')):
+        yield '.'.join(path.relative_to(ROOT).with_suffix('').parts), path
+
+
+def imported(path: pathlib.Path):
+    """Every module of ours that a file imports, at the top or inside a function."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('pipeline'):
+            for alias in node.names:
+                yield f'{node.module}.{alias.name}' if node.module.count('.') <= 1 else node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names if alias.name.startswith('pipeline'))
+
+
+def test_every_module_sits_in_a_layer_or_is_an_entry_point():
+    top = sorted(module for module, _ in modules() if layer_of(module) is None)
+    assert top == ['pipeline.__init__', 'pipeline.__main__', 'pipeline.cli', 'pipeline.report']
+
+
+@pytest.mark.parametrize('module, path', list(modules()), ids=[module for module, _ in modules()])
+def test_imports_go_down_the_layers(module, path):
+    own = layer_of(module)
+    if own is None:
+        return
+    for target in imported(path):
+        other = layer_of(target)
+        assert other is not None, f'{module} imports {target}, an entry point'
+        assert LAYERS.index(other) <= LAYERS.index(own), f'{module} ({own}) imports {target} ({other})'
+        if own in WORKER_LAYERS:
+            assert other != 'tools', f'{module} runs on workers and imports {target}'
