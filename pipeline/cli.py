@@ -23,7 +23,7 @@ from google.api_core.exceptions import GoogleAPIError
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
 from pipeline.io import summary_files
-from pipeline.transforms.job import PredictionsToTables
+from pipeline.transforms.job import PredictionsToTables, StreamingPredictionsToTables
 from pipeline.io.locks import RunLock
 from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError, Settings
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
@@ -352,7 +352,7 @@ def package_version() -> str:
 def run_streaming(pipeline_options: PipelineOptions, settings: Settings, local: bool) -> int:
     """Starts the streaming job; a local one runs in the foreground until it is interrupted."""
     pipeline = beam.Pipeline(options=pipeline_options)
-    _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings)
+    _ = pipeline | 'PredictionsToTables' >> StreamingPredictionsToTables(settings)
     result = pipeline.run()
     where = ', '.join(filter(None, [settings.output, settings.output_table]))
     print(f'Streaming: loading each shard notified on {settings.input_subscription}'

@@ -81,7 +81,7 @@ def test_a_shard_version_comes_out_once_across_windows_and_a_new_version_again()
     options = PipelineOptions(runner='BundleBasedDirectRunner', streaming=True)
     pipeline = beam.Pipeline(options=options)
     shards = pipeline | stream | ShardsFromNotifications(PREFIX, window_seconds=60, dedupe_hours=1)
-    windowed = shards['shards'] | beam.ParDo(_with_window_start)
+    windowed = shards.shards | beam.ParDo(_with_window_start)
     assert_that(windowed, equal_to([(f'gs://bucket/{a}', 10, 0), (f'gs://bucket/{b}', 20, 0),
                                     (f'gs://bucket/{a}', 30, 240)]))
     pipeline.run().wait_until_finish()

@@ -38,14 +38,14 @@ def test_read_shards_reads_every_line_once_and_reports_unreadable_files(tmp_path
     lines = make_shards(tmp_path)
     with local_test_pipeline() as p:
         read = p | ReadShards(f'{tmp_path}/**', range_bytes=100, batch_lines=7)
-        good_lines = (read['batches']
+        good_lines = (read.batches
                       | beam.Filter(lambda b: 'errors_1' not in b.source_file)
                       | beam.combiners.ToList() | beam.Map(flatten_lines))
         assert_that(good_lines | beam.Map(sorted), equal_to([sorted(lines)]), label='AllLines')
-        kinds = read['dead_letters'] | beam.Map(lambda d: (d['kind'], d['source_file'].rsplit('/', 1)[1]))
+        kinds = read.dead_letters | beam.Map(lambda d: (d['kind'], d['source_file'].rsplit('/', 1)[1]))
         assert_that(kinds, equal_to([(UNREADABLE_FILE, 'errors_0.jsonl.gz'),
                                      (UNREADABLE_FILE, 'errors_1.jsonl.gz')]), label='Unreadable')
-        counts = read['counts'] | beam.CombineGlobally(MergeCountsFn())
+        counts = read.counts | beam.CombineGlobally(MergeCountsFn())
 
         def check_counts(all_counts):
             (c,) = all_counts
@@ -61,13 +61,13 @@ def test_truncated_gzip_keeps_decoded_lines_and_the_unfinished_one(tmp_path):
     make_shards(tmp_path)
     with local_test_pipeline() as p:
         read = p | ReadShards(f'{tmp_path}/*/errors_1.jsonl.gz')
-        n_lines = read['batches'] | beam.Map(lambda b: len(b.lines)) | beam.CombineGlobally(sum)
+        n_lines = read.batches | beam.Map(lambda b: len(b.lines)) | beam.CombineGlobally(sum)
 
         def check(dead_and_count):
             (dead,), (count,) = dead_and_count
             assert f'{count} complete lines were read' in dead['error_message']
             assert (GOOD % (100 + count)).decode().startswith(dead['payload'])
-        both = ((read['dead_letters'] | 'D' >> beam.combiners.ToList()),
+        both = ((read.dead_letters | 'D' >> beam.combiners.ToList()),
                 (n_lines | 'N' >> beam.combiners.ToList()))
         joined = (p | beam.Create([None]) | beam.Map(
             lambda _, d, n: (d, n), beam.pvalue.AsSingleton(both[0]), beam.pvalue.AsSingleton(both[1])))
@@ -100,15 +100,15 @@ def test_parse_predictions_splits_tables_and_dead_letters(legacy_lines, vertex_l
         manifest = p | 'Manifest' >> beam.Create([{'gs://b/x.jpg': (1, 1)}])
         parsed = (p | beam.Create([LineBatch('gs://b/prediction-r/f.jsonl', lines)])
                   | ParsePredictions(settings(score_threshold=0.8), manifest))
-        rows = parsed['detections'] | 'DetRows' >> beam.Map(lambda t: t.num_rows) | 'SumDet' >> beam.CombineGlobally(sum)
+        rows = parsed.detections | 'DetRows' >> beam.Map(lambda t: t.num_rows) | 'SumDet' >> beam.CombineGlobally(sum)
         assert_that(rows, equal_to([scores_at_least(lines, 0.8)]), label='Detections')
-        images = parsed['images'] | 'ImgRows' >> beam.Map(lambda t: t.num_rows) | 'SumImg' >> beam.CombineGlobally(sum)
+        images = parsed.images | 'ImgRows' >> beam.Map(lambda t: t.num_rows) | 'SumImg' >> beam.CombineGlobally(sum)
         assert_that(images, equal_to([5]), label='Images')
-        kinds = parsed['dead_letters'] | beam.Map(lambda d: (d['kind'], d['payload_encoding']))
+        kinds = parsed.dead_letters | beam.Map(lambda d: (d['kind'], d['payload_encoding']))
         assert_that(kinds, equal_to([(PREDICTION_ERROR, None), (MALFORMED_LINE, None),
                                      (INVALID_RECORD, None), (MALFORMED_LINE, 'base64')]),
                     label='DeadLetters')
-        assert_that(parsed['image_uris'], is_not_empty(), label='Uris')
+        assert_that(parsed.image_uris, is_not_empty(), label='Uris')
 
 
 def test_a_streaming_run_without_input_parses_like_a_batch_run(legacy_lines):
@@ -119,9 +119,9 @@ def test_a_streaming_run_without_input_parses_like_a_batch_run(legacy_lines):
         manifest = p | 'Manifest' >> beam.Create([None])
         parsed = (p | beam.Create([LineBatch('gs://b/prediction-r/f.jsonl', legacy_lines[:3])])
                   | ParsePredictions(streaming, manifest))
-        images = parsed['images'] | beam.Map(lambda t: t.num_rows) | beam.CombineGlobally(sum)
+        images = parsed.images | beam.Map(lambda t: t.num_rows) | beam.CombineGlobally(sum)
         assert_that(images, equal_to([3]), label='Images')
-        assert_that(parsed['dead_letters'], equal_to([]), label='NoDeadLetters')
+        assert_that(parsed.dead_letters, equal_to([]), label='NoDeadLetters')
 
 
 def test_a_batch_that_raises_becomes_dead_letters_line_by_line(monkeypatch, legacy_lines):
@@ -132,10 +132,10 @@ def test_a_batch_that_raises_becomes_dead_letters_line_by_line(monkeypatch, lega
         manifest = p | 'Manifest' >> beam.Create([None])
         parsed = (p | beam.Create([LineBatch('f.jsonl', legacy_lines[:4])])
                   | ParsePredictions(settings(), manifest))
-        dead = parsed['dead_letters'] | beam.Map(
+        dead = parsed.dead_letters | beam.Map(
             lambda d: (d['kind'], 'bug in assembly' in d['error_message'], d['payload']))
         assert_that(dead, equal_to([(INVALID_RECORD, True, line.decode()) for line in legacy_lines[:4]]))
-        assert_that(parsed['images'], equal_to([]), label='NoImages')
+        assert_that(parsed.images, equal_to([]), label='NoImages')
 
 
 def test_count_duplicate_image_uris_across_batches():

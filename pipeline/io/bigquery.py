@@ -1,6 +1,6 @@
 """BigQuery tables: the tables prepared before a run, rows checked against the schema, the write, and
 the rows BigQuery rejects turned into dead letters."""
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
@@ -61,10 +61,13 @@ def _failed_row_to_dead_letter(table: str, failure) -> dict:
     return write_failure(table, row, messages or 'rejected by BigQuery')
 
 
+class BigQueryWriteResult(NamedTuple):
+    failures: beam.PCollection  # the rows it could not write, as write_failure dead letters
+    done: beam.PCollection  # completes with the writes
+
+
 class WriteBigQueryTable(beam.PTransform):
-    """Row dicts -> a BigQuery table (created by `prepare_tables` before the run). Outputs
-    {'failures': the rows it could not write, as write_failure dead letters, 'done': a PCollection
-    that completes with the writes}."""
+    """Row dicts -> a BigQuery table (created by `prepare_tables` before the run) -> BigQueryWriteResult."""
 
     def __init__(self, table: str, columns, method: str, write_disposition: str,
                  temp_location: Optional[str] = None, load_every_seconds: Optional[int] = None):
@@ -101,7 +104,7 @@ class WriteBigQueryTable(beam.PTransform):
             failures.append(done)
         else:
             done = result.destination_load_jobid_pairs
-        return {'failures': tuple(failures) | 'WriteFailures' >> beam.Flatten(), 'done': done}
+        return BigQueryWriteResult(tuple(failures) | 'WriteFailures' >> beam.Flatten(), done)
 
 
 def table_rows(table):

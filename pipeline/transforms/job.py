@@ -1,31 +1,41 @@
-"""The whole job as one PTransform: shards in, tables, dead letters and the run summary out."""
+"""The whole job, batch and streaming: two short composites over the same read, parse-and-filter and
+write steps."""
 import logging
-from typing import Optional
+from typing import NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsList, AsSingleton
+from apache_beam.pvalue import AsList, AsSingleton, PCollection
 
-from pipeline.core import dead_letters
-from pipeline.io.locks import release_gcs_lock
-from pipeline.core import summary as run_summary
-from pipeline.io import summary_files
 from pipeline.config.options import Settings
-from pipeline.core.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS, DETECTION_COLUMNS, DETECTIONS_SCHEMA, IMAGE_COLUMNS, IMAGES_SCHEMA)
+from pipeline.core import dead_letters
+from pipeline.core import summary as run_summary
+from pipeline.core.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS,
+                                  DETECTION_COLUMNS, DETECTIONS_SCHEMA, IMAGE_COLUMNS, IMAGES_SCHEMA)
+from pipeline.io import summary_files
 from pipeline.io.bigquery import WriteBigQueryTable, table_rows
+from pipeline.io.locks import release_gcs_lock
 from pipeline.io.sinks import WriteDeadLetterFiles, WriteParquetTable
-from pipeline.transforms.count import (METRICS_NAMESPACE, CountDeadLetters, CountDuplicateImageUris, MergeCountsFn, count_dead_letter)
-from pipeline.transforms.parse import LoadManifest, ParsePredictions
-from pipeline.transforms.read import ReadNotifiedShards, ReadShards
+from pipeline.transforms.count import (METRICS_NAMESPACE, CountDeadLetters, CountDuplicateImageUris,
+                                       MergeCountsFn, count_dead_letter)
+from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
+from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
+
+
+class TablesWritten(NamedTuple):
+    """What the table writes produced: the Parquet files written (None without --output), the
+    BigQuery writes' completions, and the rows BigQuery rejected, as dead letters."""
+    detection_files: Optional[PCollection]
+    image_files: Optional[PCollection]
+    table_writes: Tuple[PCollection, ...]
+    rejected_rows: Tuple[PCollection, ...]
 
 
 class PredictionsToTables(beam.PTransform):
-    """Batch: reads every shard matched by `pattern`; writes detections, images, dead letters and
-    summary.json; outputs the summary dict (one element). Streaming (settings.input_subscription):
-    reads each shard its notification announces, writes the same tables (files per window) and counts
-    with Beam counters only, as a job that never ends has no summary."""
+    """The batch job: every shard matched by `pattern` -> detections, images, dead letters and
+    summary.json; outputs the summary dict (one element), written after every other output."""
 
-    def __init__(self, settings: Settings, pattern: Optional[str] = None, skip=None):
+    def __init__(self, settings: Settings, pattern: str, skip=None):
         super().__init__()
         self._settings = settings
         self._pattern = pattern
@@ -33,72 +43,26 @@ class PredictionsToTables(beam.PTransform):
 
     def expand(self, pbegin):
         settings = self._settings
-        if settings.streaming:
-            read = pbegin | 'ReadNotifiedShards' >> ReadNotifiedShards(
-                settings.input_subscription, settings.input, settings.window_seconds,
-                settings.dedupe_hours)
-        else:
-            read = pbegin | 'ReadShards' >> ReadShards(self._pattern, skip=self._skip)
-        manifest = pbegin | 'ImageSizesManifest' >> LoadManifest(settings.image_sizes)
-        parsed = read['batches'] | 'ParsePredictions' >> ParsePredictions(settings, manifest)
-        written, write_failures = self._write_tables(parsed)
-        dead = ((read['dead_letters'], parsed['dead_letters'], *write_failures)
-                | 'AllDeadLetters' >> beam.Flatten())
-        written.update(self._write_dead_letters(dead))
-        if settings.streaming:
-            return dead | 'CountDeadLetters' >> beam.Map(count_dead_letter)
+        read = pbegin | 'ReadShards' >> ReadShards(self._pattern, skip=self._skip)
+        parsed = parse_and_filter(pbegin, read, settings)
+        tables = write_tables(parsed, settings)
+        dead = all_dead_letters(read, parsed, tables)
+        dead_written = write_dead_letters(dead, settings)
         counts = (
-            (read['counts'], parsed['counts'], dead | 'CountDeadLetters' >> CountDeadLetters())
+            (read.counts, parsed.counts, dead | 'CountDeadLetters' >> CountDeadLetters())
             | 'AllCounts' >> beam.Flatten()
             | 'SumCounts' >> beam.CombineGlobally(MergeCountsFn()))
-        duplicates = parsed['image_uris'] | 'DuplicateImageUris' >> CountDuplicateImageUris()
-        return self._write_summary(pbegin, counts, duplicates, written)
+        duplicates = parsed.image_uris | 'DuplicateImageUris' >> CountDuplicateImageUris()
+        return self._write_summary(pbegin, counts, duplicates, tables, dead_written)
 
-    def _write_tables(self, parsed):
-        """Detections and images to Parquet and/or BigQuery: ({output: completion PCollection},
-        [BigQuery write failures as dead letters])."""
-        settings = self._settings
-        written, write_failures = {}, []
-        if settings.output:
-            written['detections'] = parsed['detections'] | 'WriteDetections' >> WriteParquetTable(
-                settings.output, 'detections', DETECTIONS_SCHEMA, windowed=settings.streaming)
-            written['images'] = parsed['images'] | 'WriteImages' >> WriteParquetTable(
-                settings.output, 'images', IMAGES_SCHEMA, windowed=settings.streaming)
-        if settings.output_table:
-            for name, table, columns in (('detections', settings.output_table, DETECTION_COLUMNS),
-                                         ('images', settings.images_table, IMAGE_COLUMNS)):
-                result = (parsed[name]
-                          | f'{name.title()}Rows' >> beam.FlatMap(table_rows)
-                          | f'Write{name.title()}Table' >> self._bigquery(table, columns))
-                write_failures.append(result['failures'])
-                written[f'{name}_table'] = result['done']
-        return written, write_failures
-
-    def _write_dead_letters(self, dead):
-        """Dead letters go where the detections go: JSONL files, a BigQuery table, or both."""
-        settings = self._settings
-        written = {}
-        if settings.dead_letter:
-            written['dead_letters'] = dead | 'WriteDeadLetters' >> WriteDeadLetterFiles(
-                settings.dead_letter, windowed=settings.streaming)
-        if settings.dead_letter_table:
-            result = (dead
-                      | 'DeadLettersForBigQuery' >> beam.Map(dead_letters.for_bigquery)
-                      | 'WriteDeadLetterTable' >> self._bigquery(
-                          settings.dead_letter_table,
-                          DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS))
-            _ = result['failures'] | 'LogLostDeadLetters' >> beam.Map(log_unwritable_dead_letter)
-            written['dead_letters_table'] = result['done']
-        return written
-
-    def _write_summary(self, pbegin, counts, duplicates, written):
+    def _write_summary(self, pbegin, counts, duplicates, tables: TablesWritten,
+                       dead_written: 'DeadLettersWritten'):
         """summary.json, written last: it waits on every write (side inputs), so a run killed before
         the end leaves no summary."""
         settings, pattern = self._settings, self._pattern
-        file_outputs = [name for name in ('detections', 'images', 'dead_letters') if name in written]
 
-        def summarize(_, counts, duplicates, *outputs):
-            listed = dict(zip(file_outputs, outputs))  # the BigQuery waits follow the file lists
+        def summarize(_, counts, duplicates, table_writes=(), **listed):
+            del table_writes  # waited for, not read
             summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed,
                                                 summary_files.count_output_rows(listed))
             if settings.report_file:
@@ -109,18 +73,97 @@ class PredictionsToTables(beam.PTransform):
             Metrics.counter(METRICS_NAMESPACE, 'duplicate_image_uris').inc(duplicates)
             return summary
 
-        waits = [AsList(written[name]) for name in file_outputs] + [
-            AsList(written[name]) for name in written if name not in file_outputs]
+        waits = {name: AsList(written) for name, written in (
+            ('detections', tables.detection_files), ('images', tables.image_files),
+            ('dead_letters', dead_written.files)) if written is not None}
+        table_writes = tables.table_writes + dead_written.table_writes
+        if table_writes:
+            waits['table_writes'] = AsList(table_writes | 'TableWrites' >> beam.Flatten())
         return (pbegin
                 | 'SummaryTrigger' >> beam.Create([None])
                 | 'WriteSummary' >> beam.Map(
-                    summarize, AsSingleton(counts), AsSingleton(duplicates), *waits))
+                    summarize, counts=AsSingleton(counts), duplicates=AsSingleton(duplicates), **waits))
 
-    def _bigquery(self, table, columns):
+
+class StreamingPredictionsToTables(beam.PTransform):
+    """The streaming job: each shard its Cloud Storage notification announces -> the same tables (files
+    per window); counts are Beam counters only, as a job that never ends has no summary. Outputs the
+    dead letters' counts."""
+
+    def __init__(self, settings: Settings):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, pbegin):
         settings = self._settings
-        return WriteBigQueryTable(table, columns, settings.bigquery_method,
-                                  settings.write_disposition, settings.temp_location,
-                                  load_every_seconds=settings.window_seconds if settings.streaming else None)
+        read = pbegin | 'ReadNotifiedShards' >> ReadNotifiedShards(
+            settings.input_subscription, settings.input, settings.window_seconds, settings.dedupe_hours)
+        parsed = parse_and_filter(pbegin, read, settings)
+        tables = write_tables(parsed, settings)
+        dead = all_dead_letters(read, parsed, tables)
+        write_dead_letters(dead, settings)
+        return dead | 'CountDeadLetters' >> beam.Map(count_dead_letter)
+
+
+def parse_and_filter(pbegin, read: ReadResult, settings: Settings) -> ParseResult:
+    """The step both jobs share: lines parsed and validated, thresholds and post-processing applied,
+    image sizes resolved."""
+    manifest = pbegin | 'ImageSizesManifest' >> LoadManifest(settings.image_sizes)
+    return read.batches | 'ParsePredictions' >> ParsePredictions(settings, manifest)
+
+
+def write_tables(parsed: ParseResult, settings: Settings) -> TablesWritten:
+    """Detections and images to Parquet and/or BigQuery."""
+    detection_files = image_files = None
+    if settings.output:
+        detection_files = parsed.detections | 'WriteDetections' >> WriteParquetTable(
+            settings.output, 'detections', DETECTIONS_SCHEMA, windowed=settings.streaming)
+        image_files = parsed.images | 'WriteImages' >> WriteParquetTable(
+            settings.output, 'images', IMAGES_SCHEMA, windowed=settings.streaming)
+    table_writes, rejected = [], []
+    if settings.output_table:
+        for name, tables, table, columns in (
+                ('Detections', parsed.detections, settings.output_table, DETECTION_COLUMNS),
+                ('Images', parsed.images, settings.images_table, IMAGE_COLUMNS)):
+            result = (tables
+                      | f'{name}Rows' >> beam.FlatMap(table_rows)
+                      | f'Write{name}Table' >> bigquery_write(settings, table, columns))
+            rejected.append(result.failures)
+            table_writes.append(result.done)
+    return TablesWritten(detection_files, image_files, tuple(table_writes), tuple(rejected))
+
+
+def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritten) -> PCollection:
+    return ((read.dead_letters, parsed.dead_letters, *tables.rejected_rows)
+            | 'AllDeadLetters' >> beam.Flatten())
+
+
+class DeadLettersWritten(NamedTuple):
+    files: Optional[PCollection]  # the JSONL files written; None without --dead_letter
+    table_writes: Tuple[PCollection, ...]
+
+
+def write_dead_letters(dead: PCollection, settings: Settings) -> DeadLettersWritten:
+    """Dead letters go where the detections go: JSONL files, a BigQuery table, or both."""
+    files, table_writes = None, ()
+    if settings.dead_letter:
+        files = dead | 'WriteDeadLetters' >> WriteDeadLetterFiles(
+            settings.dead_letter, windowed=settings.streaming)
+    if settings.dead_letter_table:
+        result = (dead
+                  | 'DeadLettersForBigQuery' >> beam.Map(dead_letters.for_bigquery)
+                  | 'WriteDeadLetterTable' >> bigquery_write(
+                      settings, settings.dead_letter_table,
+                      DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS))
+        _ = result.failures | 'LogLostDeadLetters' >> beam.Map(log_unwritable_dead_letter)
+        table_writes = (result.done,)
+    return DeadLettersWritten(files, table_writes)
+
+
+def bigquery_write(settings: Settings, table: str, columns) -> WriteBigQueryTable:
+    return WriteBigQueryTable(table, columns, settings.bigquery_method, settings.write_disposition,
+                              settings.temp_location,
+                              load_every_seconds=settings.window_seconds if settings.streaming else None)
 
 
 def log_unwritable_dead_letter(record):

@@ -1,7 +1,7 @@
 """Parsing: batches of lines into Arrow tables of detections and images, dead letters and counts, with
 the image sizes resolved per worker."""
 import gc
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 
@@ -83,8 +83,18 @@ def failed_batch_to_dead_letters(failure):
                                             timestamp=timestamp)
 
 
+class ParseResult(NamedTuple):
+    """What parsing gives: Arrow tables of detections and images, dead letters, the image URIs of each
+    batch (for the duplicate count), counts."""
+    detections: beam.PCollection
+    images: beam.PCollection
+    image_uris: beam.PCollection
+    dead_letters: beam.PCollection
+    counts: beam.PCollection
+
+
 class ParsePredictions(beam.PTransform):
-    """LineBatch -> {'detections', 'images' (pa.Table), 'dead_letters' (dict), 'image_uris', 'counts'}."""
+    """LineBatch -> ParseResult."""
 
     def __init__(self, settings: Settings, manifest):
         super().__init__()
@@ -101,8 +111,7 @@ class ParsePredictions(beam.PTransform):
         failed = parsed.failed_batches | 'FailedBatchesToDeadLetters' >> beam.FlatMap(
             failed_batch_to_dead_letters)
         dead = (parsed.dead_letters, failed) | 'FlattenParseDeadLetters' >> beam.Flatten()
-        return {'detections': parsed.detections, 'images': parsed.images,
-                'image_uris': parsed.image_uris, 'dead_letters': dead, 'counts': parsed.counts}
+        return ParseResult(parsed.detections, parsed.images, parsed.image_uris, dead, parsed.counts)
 
 
 class LoadManifest(beam.PTransform):

@@ -97,9 +97,16 @@ def unreadable_dead_letter(shard_range: ShardRange, exc: Exception, lines_read: 
     return dead_letters.make_dead_letter(UNREADABLE_FILE, shard_range.path, message, partial)
 
 
+class ReadResult(NamedTuple):
+    """What reading gives: batches of lines, the dead letters of what could not be read, counts."""
+    batches: beam.PCollection
+    dead_letters: beam.PCollection
+    counts: beam.PCollection
+
+
 class ReadShards(beam.PTransform):
-    """A file pattern -> {'batches': LineBatch, 'dead_letters': dict, 'counts': dict}. `skip` leaves
-    out the paths of our own outputs when they lie under the input."""
+    """A file pattern -> ReadResult. `skip` leaves out the paths of our own outputs when they lie under
+    the input."""
 
     def __init__(self, pattern: str, range_bytes: int = DEFAULT_RANGE_BYTES,
                  batch_lines: int = BATCH_LINES, skip=None):
@@ -116,14 +123,14 @@ class ReadShards(beam.PTransform):
             | 'DiscoverFiles' >> beam.ParDo(DiscoverFilesFn(self._skip)).with_outputs(
                 'dead_letters', 'counts', main='shards'))
         read = shards.shards | 'ReadShardRanges' >> ReadShardRanges(self._range_bytes, self._batch_lines)
-        counts = (shards.counts, read['counts']) | 'FlattenReadCounts' >> beam.Flatten()
-        dead = (shards.dead_letters, read['dead_letters']) | 'FlattenReadDeadLetters' >> beam.Flatten()
-        return dict(read, counts=counts, dead_letters=dead)
+        counts = (shards.counts, read.counts) | 'FlattenReadCounts' >> beam.Flatten()
+        dead = (shards.dead_letters, read.dead_letters) | 'FlattenReadDeadLetters' >> beam.Flatten()
+        return ReadResult(read.batches, dead, counts)
 
 
 class ReadShardRanges(beam.PTransform):
-    """(path, size) of shards -> {'batches': LineBatch, 'dead_letters': dict, 'counts': dict}: each
-    shard split into byte ranges, spread over the workers, read as batches of lines."""
+    """(path, size) of shards -> ReadResult: each shard split into byte ranges, spread over the
+    workers, read as batches of lines."""
 
     def __init__(self, range_bytes: int = DEFAULT_RANGE_BYTES, batch_lines: int = BATCH_LINES):
         super().__init__()
@@ -139,7 +146,7 @@ class ReadShardRanges(beam.PTransform):
             | 'Balance' >> beam.Reshuffle()
             | 'ReadRanges' >> beam.ParDo(ReadRangeFn(self._batch_lines)).with_outputs(
                 'dead_letters', 'counts', main='batches'))
-        return {'batches': read.batches, 'dead_letters': read.dead_letters, 'counts': read.counts}
+        return ReadResult(read.batches, read.dead_letters, read.counts)
 
 
 @beam.typehints.with_output_types(Tuple[str, Any])  # a str key: a deterministic coder for the state
@@ -177,9 +184,13 @@ class SizeNotifiedShardFn(beam.DoFn):
         yield shard.path, size
 
 
+class NotifiedShards(NamedTuple):
+    shards: beam.PCollection  # (path, size) in fixed windows
+    dead_letters: beam.PCollection  # shards that could not be found
+
+
 class ShardsFromNotifications(beam.PTransform):
-    """Pub/Sub messages (Cloud Storage notifications) -> {'shards': (path, size) in fixed windows,
-    'dead_letters': shards that could not be found}. A shard version notified again (Pub/Sub
+    """Pub/Sub messages (Cloud Storage notifications) -> NotifiedShards. A shard version notified again (Pub/Sub
     redelivers, buckets re-notify) within the dedupe horizon comes out once."""
 
     def __init__(self, prefix: Optional[str], window_seconds: int, dedupe_hours: int):
@@ -199,7 +210,7 @@ class ShardsFromNotifications(beam.PTransform):
             | 'Window' >> beam.WindowInto(window.FixedWindows(self._window_seconds))
             | 'ShardSizes' >> beam.ParDo(SizeNotifiedShardFn()).with_outputs(
                 'dead_letters', main='shards'))
-        return {'shards': shards.shards, 'dead_letters': shards.dead_letters}
+        return NotifiedShards(shards.shards, shards.dead_letters)
 
 
 class ReadNotifiedShards(beam.PTransform):
@@ -218,6 +229,6 @@ class ReadNotifiedShards(beam.PTransform):
                   | 'ReadNotifications' >> beam.io.ReadFromPubSub(
                       subscription=self._subscription, with_attributes=True)
                   | 'ShardsFromNotifications' >> self._shards)
-        read = shards['shards'] | 'ReadShardRanges' >> ReadShardRanges(batch_lines=self._batch_lines)
-        dead = (shards['dead_letters'], read['dead_letters']) | 'FlattenReadDeadLetters' >> beam.Flatten()
-        return dict(read, dead_letters=dead)
+        read = shards.shards | 'ReadShardRanges' >> ReadShardRanges(batch_lines=self._batch_lines)
+        dead = (shards.dead_letters, read.dead_letters) | 'FlattenReadDeadLetters' >> beam.Flatten()
+        return ReadResult(read.batches, dead, read.counts)
