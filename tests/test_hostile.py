@@ -192,7 +192,7 @@ def test_the_probe_and_the_report_judge_the_real_path(tmp_path):
     sneaky = f'{allowed}/cur/../private.png'
     resolver = SizeResolver(None, True, None, 'file', (f'{allowed}/',))
     assert resolver.resolve(sneaky) is None
-    assert resolver.probe_failures == {'probe_skipped_not_allowed': 1}
+    assert resolver.probe_failures == {'skipped_not_allowed': 1}
     with pytest.raises(PermissionError):
         report.load_image(sneaky, 'file', {}, [f'{allowed}/'])
     mirror = tmp_path / 'mirror' / 'imgs'

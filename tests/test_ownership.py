@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT, SAMPLE
 from pipeline.core import summary as run_summary
+from pipeline.core.counts import Counts
 from pipeline.io import summary_files
 from pipeline.io.locks import LockHeld, RunLock
 from pipeline.core.outputs import LOCK_NAME, OutputLayout, survey
@@ -225,8 +226,8 @@ def test_reconciliation_checks_the_rows_of_the_files_it_lists(tmp_path):
     (out / 'images' / 'part-00000-of-00001.parquet').unlink()
     pq.write_table(ds.dataset(str(out / 'detections')).to_table().slice(0, 5),
                    out / 'images' / 'part-00000-of-00001.parquet')
-    counts = {'lines_read': 15, 'images_written': 12, 'dead_letters_prediction_error': 3,
-              'detections_kept': 52}
+    counts = Counts({'lines_read': 15, 'images_written': 12, 'dead_letters_prediction_error': 3,
+                     'detections_kept': 52})
     from pipeline.config.options import Settings
     rebuilt = run_summary.build_summary(counts, 0, Settings(input='x', output=str(out)), 'x/**', listed,
                                         summary_files.count_output_rows(listed))

@@ -74,8 +74,8 @@ def test_resolver_precedence_manifest_probe_fixed(tmp_path):
     assert resolver.resolve(listed) == (640, 480, 'manifest')
     assert resolver.resolve(probed) == (30, 40, 'probe')
     assert resolver.resolve(str(tmp_path / 'missing.png')) == (5, 6, 'fixed')
-    assert resolver.probe_failures['probe_failed_missing'] + \
-        resolver.probe_failures['probe_failed_unreadable'] == 1
+    assert resolver.probe_failures['failed_missing'] + \
+        resolver.probe_failures['failed_unreadable'] == 1
     no_probe = SizeResolver({}, probe=False, fixed=None, allowed_scheme='file')
     assert no_probe.resolve(probed) is None
 
@@ -88,7 +88,7 @@ def test_resolver_caches_probes_and_never_opens_other_schemes(tmp_path, monkeypa
     resolver = SizeResolver({}, probe=True, fixed=None, allowed_scheme='gs')
     assert resolver.resolve(path) is None  # a local path on a gs:// run
     assert resolver.resolve('file:///etc/passwd') is None
-    assert calls == [] and resolver.probe_failures['probe_skipped_not_allowed'] == 2
+    assert calls == [] and resolver.probe_failures['skipped_not_allowed'] == 2
     local = SizeResolver({}, probe=True, fixed=None, allowed_scheme='file')
     for _ in range(3):
         assert local.resolve(path) == (30, 40, 'probe')
@@ -102,7 +102,7 @@ def test_not_an_image_fails_the_probe(tmp_path):
         sizes.probe_size(str(path))
     resolver = SizeResolver({}, probe=True, fixed=None, allowed_scheme='file')
     assert resolver.resolve(str(path)) is None
-    assert resolver.probe_failures['probe_failed_unreadable'] == 1
+    assert resolver.probe_failures['failed_unreadable'] == 1
 
 
 def test_truncated_header_fails_the_probe_and_is_counted(tmp_path):
@@ -112,4 +112,4 @@ def test_truncated_header_fails_the_probe_and_is_counted(tmp_path):
     truncated.write_bytes(full.read_bytes()[:12])  # the signature, but no IHDR
     resolver = SizeResolver({}, probe=True, fixed=None, allowed_scheme='file')
     assert resolver.resolve(str(truncated)) is None
-    assert resolver.probe_failures['probe_failed_unreadable'] == 1
+    assert resolver.probe_failures['failed_unreadable'] == 1

@@ -58,15 +58,15 @@ def test_tables_have_the_contract_schemas_and_per_line_ranks():
     assert img['image_width'] == [200, None, 10]
     assert img['size_source'] == ['manifest', None, 'fixed']
     assert img['source_format'] == [AUTOML, AUTOML, VERTEX]
-    core = {k: v for k, v in tables.counts.items() if not k.startswith(('score_bin_', 'kept_label='))}
+    core = {k: v for k, v in tables.counts.as_metrics().items() if not k.startswith(('score_bin_', 'kept_label='))}
     assert core == {'images_written': 3, 'detections_in': 4, 'detections_kept': 2,
                     'removed_by_threshold': 2, 'images_without_size': 1,
                     'images_size_from_manifest': 1, 'images_size_from_fixed': 1}
     # Scores 0.3, 0.9, 0.6, 0.1 in 20 bins of 0.05; the kept ones are 0.9 and 0.6.
-    assert {k: v for k, v in tables.counts.items() if k.startswith('score_bin_')} == {
+    assert {k: v for k, v in tables.counts.as_metrics().items() if k.startswith('score_bin_')} == {
         'score_bin_all_06': 1, 'score_bin_all_18': 1, 'score_bin_all_12': 1, 'score_bin_all_02': 1,
         'score_bin_kept_18': 1, 'score_bin_kept_12': 1}
-    assert tables.counts['kept_label=L1'] == 1 and tables.counts['kept_label=L2'] == 1
+    assert tables.counts.as_metrics()['kept_label=L1'] == 1 and tables.counts.as_metrics()['kept_label=L2'] == 1
 
 
 @pytest.mark.parametrize('options', [

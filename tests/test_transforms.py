@@ -6,7 +6,7 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 
 from beam_testing import local_test_pipeline
-from pipeline.transforms.count import MAX_LISTED_OTHER_FILES
+from pipeline.core.counts import MAX_LISTED_OTHER_FILES, Counts
 from pipeline.core.dead_letters import (INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, UNREADABLE_FILE)
 from pipeline.config.options import Settings
 from pipeline.transforms.count import CountDuplicateImageUris, MergeCountsFn
@@ -49,11 +49,11 @@ def test_read_shards_reads_every_line_once_and_reports_unreadable_files(tmp_path
 
         def check_counts(all_counts):
             (c,) = all_counts
-            assert c['files_result'] == 2 and c['files_error'] == 2 and c['files_other'] == 1
-            assert c['other_files'][0].endswith('_SUCCESS')
-            assert c['blank_lines'] == 2
+            assert c.get('files_result') == 2 and c.get('files_error') == 2 and c.get('files_other') == 1
+            assert c.other_files[0].endswith('_SUCCESS')
+            assert c.get('blank_lines') == 2
             # 50 good lines + 2 blank + the complete lines of the truncated shard
-            assert 1000 < c['lines_read'] - 52 < 4000
+            assert 1000 < c.get('lines_read') - 52 < 4000
         assert_that(counts, check_counts, label='Counts')
 
 
@@ -148,6 +148,8 @@ def test_merge_counts_sums_and_caps_listed_files():
     fn = MergeCountsFn()
     acc = fn.create_accumulator()
     for i in range(150):
-        acc = fn.add_input(acc, {'files_other': 1, 'other_files': [f'f{i}']})
-    merged = fn.merge_accumulators([acc, {'files_other': 2}])
-    assert merged['files_other'] == 152 and len(merged['other_files']) == MAX_LISTED_OTHER_FILES
+        counts = Counts({'files_other': 1})
+        counts.add_other_files([f'f{i}'])
+        acc = fn.add_input(acc, counts)
+    merged = fn.merge_accumulators([acc, Counts({'files_other': 2})])
+    assert merged.get('files_other') == 152 and len(merged.other_files) == MAX_LISTED_OTHER_FILES

@@ -6,21 +6,23 @@ from pipeline.core.dead_letters import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
 from pipeline.core.outputs import SUMMARY_WRITER
 from pipeline.core.postprocessing import STEPS
 from pipeline.core.shards import SHARD_KINDS
-from pipeline.core.tables import HISTOGRAM_BINS
+from pipeline.core import counts as names
+from pipeline.core.counts import HISTOGRAM_BINS, Counts
+
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
 
 
-def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings, pattern: str,
+def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings, pattern: str,
                   outputs: Optional[Mapping[str, List[str]]] = None,
                   output_rows: Optional[Mapping[str, int]] = None) -> Dict:
     """`output_rows`: the rows the files listed in `outputs` hold, per output, as read back."""
-    get = lambda name: int(counts.get(name, 0))  # noqa: E731
-    lines_read, blank = get('lines_read'), get('blank_lines')
+    get = counts.get
+    lines_read, blank = get(names.LINES_READ), get(names.BLANK_LINES)
     non_blank = lines_read - blank
-    images = get('images_written')
-    dead = {kind: get(f'dead_letters_{kind}') for kind in DEAD_LETTER_KINDS}
+    images = get(names.IMAGES_WRITTEN)
+    dead = {kind: get(names.dead_letters(kind)) for kind in DEAD_LETTER_KINDS}
     line_dead = sum(dead[kind] for kind in LINE_DEAD_LETTER_KINDS)
-    expected_rows = {'detections': get('detections_kept'), 'images': images,
+    expected_rows = {'detections': get(names.DETECTIONS_KEPT), 'images': images,
                      'dead_letters': sum(dead.values())}
     files_check = {name: {'files': len((outputs or {}).get(name, [])), 'rows': rows,
                           'expected': expected_rows[name], 'holds': rows == expected_rows[name]}
@@ -35,34 +37,32 @@ def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings
         text += '; ' + '; '.join(missing)
     elif files_check:
         text += '; the files written hold every row'
-    probe_failures = {name[len('probe_'):]: int(value) for name, value in sorted(counts.items())
-                      if name.startswith('probe_')}
     return {
         'writer': SUMMARY_WRITER,
         'run_id': settings.run_id,
         'input': settings.input,
         'input_pattern': pattern,
         'files': {
-            **{kind: get(f'files_{kind}') for kind in SHARD_KINDS},
-            'other_files': sorted(counts.get('other_files', [])),
+            **{kind: get(names.files(kind)) for kind in SHARD_KINDS},
+            'other_files': sorted(counts.other_files),
         },
         'lines': {'read': lines_read, 'blank': blank, 'non_blank': non_blank},
         'images_written': images,
         'detections': {
-            'in': get('detections_in'),
-            'kept': get('detections_kept'),
-            'below_threshold': get('removed_by_threshold'),
-            'removed_by': {step: int(counts[f'removed_by_{step}']) for step in STEPS
-                           if f'removed_by_{step}' in counts},
+            'in': get(names.DETECTIONS_IN),
+            'kept': get(names.DETECTIONS_KEPT),
+            'below_threshold': get(names.removed_by('threshold')),
+            'removed_by': {step: get(names.removed_by(step)) for step in STEPS
+                           if names.removed_by(step) in counts.scalars},  # the steps in force
         },
         'dead_letters': {**dead, 'total': sum(dead.values())},
         'image_sizes': {
-            'known': images - get('images_without_size'),
-            'unknown': get('images_without_size'),
-            **{f'from_{source}': get(f'images_size_from_{source}') for source in SIZE_SOURCES},
-            'probe_failures': probe_failures,
+            'known': images - get(names.IMAGES_WITHOUT_SIZE),
+            'unknown': get(names.IMAGES_WITHOUT_SIZE),
+            **{f'from_{source}': get(names.size_from(source)) for source in SIZE_SOURCES},
+            'probe_failures': dict(sorted(counts.probe_failures.items())),
         },
-        'images_without_size': get('images_without_size'),
+        'images_without_size': get(names.IMAGES_WITHOUT_SIZE),
         'duplicate_image_uris': duplicate_image_uris,
         'reconciliation': {
             'non_blank_lines': non_blank,
@@ -79,12 +79,10 @@ def build_summary(counts: Mapping, duplicate_image_uris: int, settings: Settings
         'outputs': {name: sorted(paths) for name, paths in (outputs or {}).items()},
         'score_histogram': {
             'bin_edges': [round(i / HISTOGRAM_BINS, 6) for i in range(HISTOGRAM_BINS + 1)],
-            'all': [get(f'score_bin_all_{i:02d}') for i in range(HISTOGRAM_BINS)],
-            'kept': [get(f'score_bin_kept_{i:02d}') for i in range(HISTOGRAM_BINS)],
+            'all': list(counts.score_bins['all']),
+            'kept': list(counts.score_bins['kept']),
         },
-        'kept_by_label': dict(sorted(
-            ((name.split('=', 1)[1], int(value)) for name, value in counts.items()
-             if name.startswith('kept_label=')), key=lambda item: (-item[1], item[0]))),
+        'kept_by_label': dict(sorted(counts.kept_by_label.items(), key=lambda item: (-item[1], item[0]))),
     }
 
 

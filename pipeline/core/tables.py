@@ -2,13 +2,15 @@
 
 Everything per annotation happens on columns (numpy, pyarrow), never in a Python loop per detection.
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.config.options import Settings
+from pipeline.core import counts as names
 from pipeline.core import geometry
+from pipeline.core.counts import Counts
 from pipeline.core.formats import Prediction
 from pipeline.core.postprocessing import select_detections
 from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
@@ -23,7 +25,7 @@ class ImageSize(NamedTuple):
 class BatchTables(NamedTuple):
     detections: pa.Table
     images: pa.Table
-    counts: dict
+    counts: Counts
 
 
 def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[ImageSize]],
@@ -108,37 +110,19 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
     ], schema=IMAGES_SCHEMA)
 
     removed = dict(selection.removed, threshold=selection.removed['threshold'] + len(dropped))
-    counts = {
-        'images_written': n_images,
-        'detections_in': int(len(scores) + len(dropped)),
-        'detections_kept': int(len(rows)),
-        'images_without_size': int(image_size_unknown.sum()),
-        **{f'removed_by_{step}': count for step, count in removed.items()},
-        **histogram_counts('score_bin_all', np.concatenate([scores, dropped])),
-        **histogram_counts('score_bin_kept', scores[rows]),
-    }
-    kept_labels = detections.column('label').value_counts().to_pylist()
-    counts.update({f'kept_label={NO_LABEL if item["values"] is None else item["values"]}': item['counts']
-                   for item in kept_labels})
-    for size in sizes:
-        if size:
-            key = f'images_size_from_{size.source}'
-            counts[key] = counts.get(key, 0) + 1
+    counts = Counts({
+        names.IMAGES_WRITTEN: n_images,
+        names.DETECTIONS_IN: int(len(scores) + len(dropped)),
+        names.DETECTIONS_KEPT: int(len(rows)),
+        names.IMAGES_WITHOUT_SIZE: int(image_size_unknown.sum()),
+        **{names.removed_by(step): count for step, count in removed.items()},
+    })
+    counts.add_scores('all', np.concatenate([scores, dropped]))
+    counts.add_scores('kept', scores[rows])
+    for item in detections.column('label').value_counts().to_pylist():
+        counts.kept_by_label[names.NO_LABEL if item['values'] is None else item['values']] += item['counts']
+    counts.scalars.update(names.size_from(size.source) for size in sizes if size)
     return BatchTables(detections, images, counts)
-
-
-# Score histograms (of every annotation, and of the kept ones) use fixed bins, so partial counts from
-# any number of batches add up exactly: HISTOGRAM_BINS counters per histogram.
-HISTOGRAM_BINS = 20
-NO_LABEL = "(no display name)"
-
-
-def histogram_counts(prefix: str, scores: np.ndarray) -> Dict[str, int]:
-    """Counts per bin [k/BINS, (k+1)/BINS), the last bin closed. A decimal score on a bin edge (0.3)
-    falls in the bin it starts, which np.histogram's float edges do not guarantee."""
-    bins = np.minimum(np.floor(scores * HISTOGRAM_BINS + 1e-9).astype(np.int64), HISTOGRAM_BINS - 1)
-    counts = np.bincount(bins, minlength=HISTOGRAM_BINS)
-    return {f'{prefix}_{i:02d}': int(n) for i, n in enumerate(counts) if n}
 
 
 def _repeat(value: Optional[str], count: int) -> pa.Array:

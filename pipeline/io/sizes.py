@@ -204,7 +204,7 @@ class SizeResolver:
         self._allowed_prefixes = allowed_prefixes
         self._cache: 'collections.OrderedDict[str, Optional[ImageSize]]' = collections.OrderedDict()
         self._cache_size = cache_size
-        self.probe_failures: Dict[str, int] = collections.Counter()
+        self.probe_failures: Dict[str, int] = collections.Counter()  # by reason
 
     def resolve(self, uri: str) -> Optional[ImageSize]:
         known = self._manifest.get(uri)
@@ -229,20 +229,20 @@ class SizeResolver:
     def _probe_once(self, uri: str) -> Optional[ImageSize]:
         path = resolve_allowed(uri, self._allowed_scheme, self._allowed_prefixes)
         if path is None:
-            self.probe_failures['probe_skipped_not_allowed'] += 1
+            self.probe_failures['skipped_not_allowed'] += 1
             return None
         try:
             width, height = probe_size(path)
         except FileNotFoundError:
-            self.probe_failures['probe_failed_missing'] += 1
+            self.probe_failures['failed_missing'] += 1
             return None
         except NotARegularFile:
-            self.probe_failures['probe_failed_not_a_file'] += 1
+            self.probe_failures['failed_not_a_file'] += 1
             return None
         except Exception:  # pylint: disable=broad-except
-            self.probe_failures['probe_failed_unreadable'] += 1
+            self.probe_failures['failed_unreadable'] += 1
             return None
         if max(width, height) > MAX_IMAGE_SIDE:
-            self.probe_failures['probe_failed_too_large'] += 1
+            self.probe_failures['failed_too_large'] += 1
             return None
         return ImageSize(width, height, 'probe')

@@ -6,24 +6,26 @@ from typing import Dict, List
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+
+from pipeline.core import counts as names
+from pipeline.core.counts import Counts
+
 METRICS_NAMESPACE = 'prediction_tables'
-MAX_LISTED_OTHER_FILES = 100
 DUPLICATE_BUCKETS = 64
 
 
-def counted(counts: Dict[str, int]) -> beam.pvalue.TaggedOutput:
+def counted(counts: Counts) -> beam.pvalue.TaggedOutput:
     """Reports counts both as Beam Metrics (seen live in the Dataflow console) and as data for the
     in-pipeline summary."""
-    for name, value in counts.items():
-        if isinstance(value, int) and value:
-            Metrics.counter(METRICS_NAMESPACE, name).inc(value)
+    for name, value in counts.metric_items():
+        Metrics.counter(METRICS_NAMESPACE, name).inc(value)
     return beam.pvalue.TaggedOutput('counts', counts)
 
 
-def count_dead_letter(record: dict) -> dict:
-    counts = {f'dead_letters_{record["kind"]}': 1}
-    Metrics.counter(METRICS_NAMESPACE, next(iter(counts))).inc()
-    return counts
+def count_dead_letter(record: dict) -> Counts:
+    name = names.dead_letters(record['kind'])
+    Metrics.counter(METRICS_NAMESPACE, name).inc()
+    return Counts({name: 1})
 
 
 class CountDeadLetters(beam.PTransform):
@@ -75,24 +77,18 @@ class CountDuplicateImageUris(beam.PTransform):
 
 
 class MergeCountsFn(beam.CombineFn):
-    """Sums dicts of counts; list values (the other files) are concatenated up to a cap."""
+    """Counts of the parts -> the counts of the whole."""
 
     def create_accumulator(self):
-        return {}
+        return Counts()
 
     def add_input(self, accumulator, counts):
-        for name, value in counts.items():
-            if isinstance(value, list):
-                listed = accumulator.setdefault(name, [])
-                listed.extend(value[:MAX_LISTED_OTHER_FILES - len(listed)])
-            else:
-                accumulator[name] = accumulator.get(name, 0) + value
-        return accumulator
+        return accumulator.merge(counts)
 
     def merge_accumulators(self, accumulators):
-        merged = {}
+        merged = Counts()
         for accumulator in accumulators:
-            self.add_input(merged, accumulator)
+            merged.merge(accumulator)
         return merged
 
     def extract_output(self, accumulator):

@@ -8,6 +8,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton, PCollection
 
 from pipeline.config.options import Settings
+from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core import summary as run_summary
 from pipeline.core.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS,
@@ -70,7 +71,7 @@ class PredictionsToTables(beam.PTransform):
             summary_files.publish(summary, settings.summary)
             for lock in settings.job_locks:  # a Dataflow job outlives the launcher that locked
                 release_gcs_lock(lock, settings.run_id)
-            Metrics.counter(METRICS_NAMESPACE, 'duplicate_image_uris').inc(duplicates)
+            Metrics.counter(METRICS_NAMESPACE, names.DUPLICATE_IMAGE_URIS).inc(duplicates)
             return summary
 
         waits = {name: AsList(written) for name, written in (
@@ -168,6 +169,6 @@ def bigquery_write(settings: Settings, table: str, columns) -> WriteBigQueryTabl
 
 def log_unwritable_dead_letter(record):
     """A dead letter the dead-letter table itself rejected: logged (without its payload) and counted."""
-    Metrics.counter(METRICS_NAMESPACE, 'dead_letter_table_write_failures').inc()
+    Metrics.counter(METRICS_NAMESPACE, names.DEAD_LETTER_TABLE_WRITE_FAILURES).inc()
     logging.error('The dead-letter table rejected a record of kind %s from %s: %s',
                   record['kind'], record['source_file'], record['error_message'][:500])

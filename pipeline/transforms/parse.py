@@ -45,8 +45,8 @@ class ParseBatchFn(beam.DoFn):
                 rejected.append(dead_letters.from_rejection(parsed, batch.source_file, line, timestamp))
         tables = build_tables(predictions, sizes, batch.source_file,
                               shards.prediction_run(batch.source_file), settings)
-        counts = dict(tables.counts)
-        counts.update(self._resolver.probe_failures)
+        counts = tables.counts
+        counts.probe_failures.update(self._resolver.probe_failures)
         self._resolver.probe_failures.clear()
         if tables.detections.num_rows:
             yield beam.pvalue.TaggedOutput('detections', tables.detections)

@@ -10,7 +10,9 @@ from apache_beam.transforms import window
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.utils.timestamp import Duration
 
+from pipeline.core import counts as names
 from pipeline.core import dead_letters
+from pipeline.core.counts import Counts
 from pipeline.core.shards import DEFAULT_RANGE_BYTES, OTHER, ShardRange, classify, is_blank, split_ranges
 from pipeline.core.dead_letters import UNREADABLE_FILE
 from pipeline.io import notifications, sources
@@ -38,12 +40,12 @@ class DiscoverFilesFn(beam.DoFn):
     def process(self, pattern: str):
         for found in sources.discover(pattern, self._skip):
             kind = classify(found.path)
-            counts = {f'files_{kind}': 1}
+            counts = Counts({names.files(kind): 1})
             if isinstance(found, sources.Unlisted):
                 yield beam.pvalue.TaggedOutput('dead_letters', dead_letters.make_dead_letter(
                     UNREADABLE_FILE, found.path, f'could not read this entry under --input: {found.reason}'))
             elif kind == OTHER:
-                counts['other_files'] = [found.path]
+                counts.add_other_files([found.path])
             else:
                 yield found.path, found.size
             yield counted(counts)
@@ -82,7 +84,7 @@ class ReadRangeFn(beam.DoFn):
                 'dead_letters', unreadable_dead_letter(shard_range, exc, lines_read))
         if batch:
             yield LineBatch(path, batch)
-        yield counted({'lines_read': lines_read, 'blank_lines': blank})
+        yield counted(Counts({names.LINES_READ: lines_read, names.BLANK_LINES: blank}))
 
 
 def unreadable_dead_letter(shard_range: ShardRange, exc: Exception, lines_read: int) -> dict:
@@ -160,10 +162,10 @@ class ParseNotificationsFn(beam.DoFn):
     def process(self, message):
         parsed = notifications.parse_notification(message.data, message.attributes, self._prefix)
         if isinstance(parsed, notifications.Ignored):
-            Metrics.counter(METRICS_NAMESPACE, f'notifications_ignored_{parsed.reason}').inc()
+            Metrics.counter(METRICS_NAMESPACE, names.notifications_ignored(parsed.reason)).inc()
             logging.info('Ignored a notification (%s): %s', parsed.reason, parsed.detail)
             return
-        Metrics.counter(METRICS_NAMESPACE, 'notifications_accepted').inc()
+        Metrics.counter(METRICS_NAMESPACE, names.NOTIFICATIONS_ACCEPTED).inc()
         yield parsed.dedupe_key, parsed
 
 
@@ -172,7 +174,7 @@ class SizeNotifiedShardFn(beam.DoFn):
     shard that cannot be found any more becomes an `unreadable_file` dead letter."""
 
     def process(self, shard: notifications.NotifiedShard):
-        Metrics.counter(METRICS_NAMESPACE, f'files_{classify(shard.path)}').inc()
+        Metrics.counter(METRICS_NAMESPACE, names.files(classify(shard.path))).inc()
         size = shard.size
         if size is None:
             try:

@@ -1,0 +1,111 @@
+"""Every count of a run: its name (the Beam counter's, in one place) and a typed, mergeable object
+that carries counts from the workers to the summary.
+
+A batch's counts and the whole run's are the same type: `merge` adds one into another, so any number
+of partial counts, combined in any order, give the run's. The summary reads the fields; the Beam
+counters are `metric_items()`, whose names are those the job page has always shown.
+"""
+import collections
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+# Scalar counts: a line, an image, a detection, a file, as they pass.
+LINES_READ = 'lines_read'
+BLANK_LINES = 'blank_lines'
+IMAGES_WRITTEN = 'images_written'
+IMAGES_WITHOUT_SIZE = 'images_without_size'
+DETECTIONS_IN = 'detections_in'
+DETECTIONS_KEPT = 'detections_kept'
+
+# Beam counters only (not in the summary): the duplicate count is also a summary field of its own;
+# the others belong to streaming runs and to the dead-letter table.
+DUPLICATE_IMAGE_URIS = 'duplicate_image_uris'
+DEAD_LETTER_TABLE_WRITE_FAILURES = 'dead_letter_table_write_failures'
+NOTIFICATIONS_ACCEPTED = 'notifications_accepted'
+
+# Score histograms (of every annotation, and of the kept ones) use fixed bins, so partial counts from
+# any number of batches add up exactly.
+HISTOGRAM_BINS = 20
+HISTOGRAMS = ('all', 'kept')
+MAX_LISTED_OTHER_FILES = 100
+NO_LABEL = '(no display name)'
+
+
+def files(kind: str) -> str:
+    """Files under --input by kind: result, error or other."""
+    return f'files_{kind}'
+
+
+def removed_by(step: str) -> str:
+    """Detections a post-processing step removed."""
+    return f'removed_by_{step}'
+
+
+def dead_letters(kind: str) -> str:
+    return f'dead_letters_{kind}'
+
+
+def notifications_ignored(reason: str) -> str:
+    return f'notifications_ignored_{reason}'
+
+
+def size_from(source: str) -> str:
+    """Images whose size came from the manifest, a probe or the fixed size."""
+    return f'images_size_from_{source}'
+
+
+class Counts:
+    """Counts of part of a run (a batch, a file) or of all of it."""
+
+    __slots__ = ('scalars', 'score_bins', 'kept_by_label', 'probe_failures', 'other_files')
+
+    def __init__(self, scalars: Optional[Mapping[str, int]] = None):
+        self.scalars: collections.Counter = collections.Counter(scalars or {})
+        self.score_bins: Dict[str, List[int]] = {name: [0] * HISTOGRAM_BINS for name in HISTOGRAMS}
+        self.kept_by_label: collections.Counter = collections.Counter()
+        self.probe_failures: collections.Counter = collections.Counter()  # by reason
+        self.other_files: List[str] = []  # the first MAX_LISTED_OTHER_FILES
+
+    def get(self, name: str) -> int:
+        return int(self.scalars.get(name, 0))
+
+    def add_scores(self, histogram: str, scores: np.ndarray) -> None:
+        """Counts per bin [k/BINS, (k+1)/BINS), the last bin closed. A decimal score on a bin edge
+        (0.3) falls in the bin it starts, which np.histogram's float edges do not guarantee."""
+        bins = np.minimum(np.floor(scores * HISTOGRAM_BINS + 1e-9).astype(np.int64), HISTOGRAM_BINS - 1)
+        for index, count in enumerate(np.bincount(bins, minlength=HISTOGRAM_BINS).tolist()):
+            self.score_bins[histogram][index] += count
+
+    def add_other_files(self, paths: Iterable[str]) -> None:
+        room = MAX_LISTED_OTHER_FILES - len(self.other_files)
+        if room > 0:
+            self.other_files.extend(list(paths)[:room])
+
+    def merge(self, other: 'Counts') -> 'Counts':
+        """Adds `other` into these counts; returns them."""
+        self.scalars.update(other.scalars)
+        for name, bins in other.score_bins.items():
+            self.score_bins[name] = [a + b for a, b in zip(self.score_bins[name], bins)]
+        self.kept_by_label.update(other.kept_by_label)
+        self.probe_failures.update(other.probe_failures)
+        self.add_other_files(other.other_files)
+        return self
+
+    def metric_items(self) -> Iterator[Tuple[str, int]]:
+        """(Beam counter name, value) of every non-zero count."""
+        yield from ((name, value) for name, value in self.scalars.items() if value)
+        for name, bins in self.score_bins.items():
+            yield from ((f'score_bin_{name}_{i:02d}', n) for i, n in enumerate(bins) if n)
+        yield from ((f'kept_label={label}', n) for label, n in self.kept_by_label.items() if n)
+        yield from ((f'probe_{reason}', n) for reason, n in self.probe_failures.items() if n)
+
+    def as_metrics(self) -> Dict[str, int]:
+        return dict(self.metric_items())
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Counts) and self.as_metrics() == other.as_metrics()
+                and self.other_files == other.other_files)
+
+    def __repr__(self) -> str:
+        return f'Counts({self.as_metrics()!r}, other_files={self.other_files!r})'
