@@ -1,5 +1,4 @@
 """`python -m pipeline`: parse and check the options, build the job, run it, print the summary."""
-import dataclasses
 import difflib
 import importlib.metadata
 import logging
@@ -23,9 +22,11 @@ from google.api_core.exceptions import GoogleAPIError
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
 from pipeline.io import summary_files
+from pipeline.tools.template import shown_default
 from pipeline.transforms.job import PredictionsToTables, StreamingPredictionsToTables
 from pipeline.io.locks import RunLock
-from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError, Settings
+from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError
+from pipeline.config.settings import Settings
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
 from pipeline.io.provision import provision, release_untouched
 from pipeline.io.bigquery import prepare_tables
@@ -62,40 +63,56 @@ class LaunchPlan(NamedTuple):
 
 def prepare(argv: Optional[List[str]]) -> LaunchPlan:
     """Checks every argument, option, the input, the manifest and the region, and where the run would
-    write; raises OptionError or InputError before anything is written or removed."""
+    write, and resolves what follows from them; raises OptionError or InputError before anything is
+    written or removed."""
     argv = sys.argv[1:] if argv is None else argv
     check_arguments(argv)
     pipeline_options = PipelineOptions(argv)
     settings = Settings.from_pipeline_options(pipeline_options)
-    pattern = None if settings.streaming else resolve_input(settings.input)
-    if settings.image_sizes:
+    pattern = None if settings.is_streaming else resolve_input(settings.input.input)
+    if settings.sizes.image_sizes:
         try:
-            check_manifest(settings.image_sizes)
+            check_manifest(settings.sizes.image_sizes)
         except ManifestError as exc:
             raise OptionError(f'--image_sizes: {exc}') from None
     standard = pipeline_options.view_as(StandardOptions)
-    if settings.streaming:
+    if settings.is_streaming:
         standard.streaming = True
     if not standard.runner:
-        standard.runner = DEFAULT_LOCAL_STREAMING_RUNNER if settings.streaming else DEFAULT_LOCAL_RUNNER
-    layout = None
-    if not settings.streaming:
-        # Local locations in full, as the input's: summaries then list files wherever a rerun starts.
-        settings = dataclasses.replace(settings, **{
-            name: absolute(getattr(settings, name)) for name in ('output', 'dead_letter', 'summary')})
-        report = settings.report if settings.report is not None else is_local(pipeline_options)
-        layout = OutputLayout.of(settings.output, settings.dead_letter, settings.summary, report)
-        check_locations(layout, settings.input, pattern)
-    settings = dataclasses.replace(
-        settings, run_id=uuid.uuid4().hex,
-        roi_wkt=read_roi(settings.roi) if settings.roi is not None else None,
-        input_scheme=scheme_of(pattern) if pattern else None,
-        report_file=layout.report if layout else None)
+        standard.runner = DEFAULT_LOCAL_STREAMING_RUNNER if settings.is_streaming else DEFAULT_LOCAL_RUNNER
+    local = is_local(pipeline_options)
+    layout = None if settings.is_streaming else output_layout(settings, local, pattern)
+    cloud = pipeline_options.view_as(GoogleCloudOptions)
+    if settings.bigquery.output_table:
+        check_bigquery_options(settings, cloud)
+    settings = settings.resolved(
+        launch={'run_id': uuid.uuid4().hex,
+                # A Dataflow job outlives its launcher: it releases its Cloud Storage locks itself.
+                'job_locks': tuple(lock for lock in (layout.lock_files if layout and not local else ())
+                                   if scheme_of(lock) == 'gs')},
+        outputs={} if layout is None else {'output': layout.output, 'dead_letter': layout.dead_letter,
+                                           'summary': layout.summary, 'report_file': layout.report},
+        postprocessing={'roi_wkt': read_roi(settings.postprocessing.roi)
+                        if settings.postprocessing.roi is not None else None},
+        # Streaming without --input: the notified shards are Cloud Storage objects.
+        sizes={'allowed_scheme': scheme_of(pattern) if pattern else 'gs'},
+        bigquery={'temp_location': cloud.temp_location})
     if pattern and standard.runner == DEFAULT_LOCAL_RUNNER and not any(
             arg.startswith(_DIRECT_FLAGS) for arg in argv):
         use_local_workers(pipeline_options, local_workers(
             matched_shards(pattern, layout.is_ours_to_skip), os.cpu_count() or 1))
     return LaunchPlan(pipeline_options, settings, pattern, layout)
+
+
+def output_layout(settings: Settings, local: bool, pattern: str) -> OutputLayout:
+    """Where a batch run writes, local locations in full (as the input's: summaries then list files
+    wherever a rerun starts), checked against the input."""
+    outputs = settings.outputs
+    report = settings.report.report if settings.report.report is not None else local
+    layout = OutputLayout.of(absolute(outputs.output), absolute(outputs.dead_letter),
+                             absolute(outputs.summary), report)
+    check_locations(layout, settings.input.input, pattern)
+    return layout
 
 
 def check_arguments(argv: Sequence[str]) -> None:
@@ -153,22 +170,24 @@ def check_locations(layout: OutputLayout, raw_input: str, pattern: str) -> None:
                           f'(a folder inside the input is fine)')
 
 
-def provision_outputs(plan: LaunchPlan, local: bool) -> Tuple[Settings, List[RunLock]]:
+def provision_outputs(plan: LaunchPlan) -> List[RunLock]:
     """Takes the locks and clears what earlier runs of ours left (batch), prepares the BigQuery
-    tables; raises OptionError. A Dataflow job releases its Cloud Storage locks itself."""
-    settings, locks = plan.settings, []
+    tables; raises OptionError."""
+    locks = []
     if plan.layout is not None:
-        locks = provision(plan.layout, settings.overwrite, settings.run_id, settings.input)
-        if not local:
-            settings = dataclasses.replace(settings, job_locks=tuple(
-                lock.path for lock in locks if scheme_of(lock.path) == 'gs'))
+        settings = plan.settings
+        locks = provision(plan.layout, settings.outputs.overwrite, settings.launch.run_id,
+                          settings.input.input)
     try:
-        if settings.output_table:
-            settings = prepare_bigquery(settings, plan.pipeline_options)
+        if plan.settings.bigquery.output_table:
+            prepare_tables(plan.settings.bigquery)
+    except (ValueError, GoogleAPIError) as exc:
+        release_untouched(locks)
+        raise OptionError(f'--output_table: {exc}') from None
     except BaseException:
         release_untouched(locks)
         raise
-    return settings, locks
+    return locks
 
 
 def local_workers(shards, cpus: int) -> int:
@@ -190,19 +209,13 @@ def use_local_workers(pipeline_options: PipelineOptions, workers: int) -> None:
               f'(--direct_num_workers=1 runs in one process)', file=sys.stderr)
 
 
-def prepare_bigquery(settings: Settings, pipeline_options: PipelineOptions) -> Settings:
-    """Checks what BigQuery output needs, and creates or extends the tables before the run."""
-    cloud = pipeline_options.view_as(GoogleCloudOptions)
-    if settings.bigquery_method == 'file_loads' and not (cloud.temp_location or '').startswith('gs://'):
+def check_bigquery_options(settings: Settings, cloud: GoogleCloudOptions) -> None:
+    """What BigQuery output needs from Beam's options; the project defaults to the table's."""
+    if settings.bigquery.bigquery_method == 'file_loads' and not (cloud.temp_location or '').startswith('gs://'):
         raise OptionError('--temp_location: BigQuery file loads stage their files in Cloud Storage; '
                           'give --temp_location=gs://BUCKET/tmp (or use --bigquery_method=streaming_inserts)')
     if not cloud.project:
-        cloud.project = settings.output_table.rpartition(':')[0]
-    try:
-        prepare_tables(settings)
-    except (ValueError, GoogleAPIError) as exc:
-        raise OptionError(f'--output_table: {exc}') from None
-    return dataclasses.replace(settings, temp_location=cloud.temp_location)
+        cloud.project = settings.bigquery.output_table.rpartition(':')[0]
 
 
 def read_roi(value: str) -> str:
@@ -262,11 +275,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         plan = prepare(argv)
         local = is_local(plan.pipeline_options)
-        settings, locks = provision_outputs(plan, local)
+        locks = provision_outputs(plan)
     except (OptionError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return EXIT_BAD_LAUNCH
-    if settings.streaming:
+    settings = plan.settings
+    if settings.is_streaming:
         return run_streaming(plan.pipeline_options, settings, local)
     completed = submitted = False
     try:
@@ -287,30 +301,30 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, bool, bool]:
     """(exit code, whether the summary was written, whether a remote job was submitted)."""
     scratch = None
-    if local and settings.summary is None:
+    if local and settings.outputs.summary is None:
         # BigQuery output only: the summary still comes back to print, through a scratch file.
         scratch = tempfile.mkdtemp(prefix='prediction-tables-')
-        settings = dataclasses.replace(settings, summary=os.path.join(scratch, 'summary.json'))
+        settings = settings.resolved(outputs={'summary': os.path.join(scratch, 'summary.json')})
     pipeline = beam.Pipeline(options=plan.pipeline_options)
     _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(
         settings, plan.pattern, skip=plan.layout.is_ours_to_skip)
     result = pipeline.run()
     if not local:
         print('Job submitted; the run summary will be logged'
-              + (f' and written to {settings.summary}' if settings.summary else ''))
-        if settings.output and settings.report:
-            print(f'When the job has finished: python -m pipeline.report --output {settings.output}'
-                  + (f' --summary {settings.summary}' if settings.summary != plan.layout.default_summary
+              + (f' and written to {settings.outputs.summary}' if settings.outputs.summary else ''))
+        if settings.outputs.output and settings.report.report:
+            print(f'When the job has finished: python -m pipeline.report --output {settings.outputs.output}'
+                  + (f' --summary {settings.outputs.summary}' if settings.outputs.summary != plan.layout.default_summary
                      else ''))
         return 0, False, True
     result.wait_until_finish()
-    summary = summary_files.read_summary(settings.summary)
+    summary = summary_files.read_summary(settings.outputs.summary)
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
-    report_ok = print_outcome(summary, settings, summary_file=None if scratch else settings.summary)
+    report_ok = print_outcome(summary, settings, summary_file=None if scratch else settings.outputs.summary)
     if not summary['reconciliation']['holds']:
         return EXIT_RECONCILIATION_FAILED, True, False
-    code = check_dead_letter_ratio(summary, settings.max_dead_letter_ratio)
+    code = check_dead_letter_ratio(summary, settings.outputs.max_dead_letter_ratio)
     return code or (0 if report_ok else EXIT_REPORT_FAILED), True, False
 
 
@@ -326,8 +340,7 @@ def help_text() -> str:
         for name in names:
             option = OPTIONS_BY_NAME[name]
             default = option.default
-            shown = ('' if default in (None, {}) else
-                     f' (default: {str(default).lower() if isinstance(default, bool) else default})')
+            shown = '' if default in (None, {}) else f' (default: {shown_default(default)})'
             runs = '' if option.modes == MODES else f' [{", ".join(option.modes)} runs]'
             lines.append(f'  --{name}' + ('[=true|false]' if option.flag else '=VALUE') + runs)
             lines += textwrap.wrap(option.help + shown, width=96, initial_indent=' ' * 6,
@@ -354,9 +367,9 @@ def run_streaming(pipeline_options: PipelineOptions, settings: Settings, local: 
     pipeline = beam.Pipeline(options=pipeline_options)
     _ = pipeline | 'PredictionsToTables' >> StreamingPredictionsToTables(settings)
     result = pipeline.run()
-    where = ', '.join(filter(None, [settings.output, settings.output_table]))
-    print(f'Streaming: loading each shard notified on {settings.input_subscription}'
-          + (f' under {settings.input}' if settings.input else '') + f' into {where}; counts are the '
+    where = ', '.join(filter(None, [settings.outputs.output, settings.bigquery.output_table]))
+    print(f'Streaming: loading each shard notified on {settings.streaming.input_subscription}'
+          + (f' under {settings.input.input}' if settings.input.input else '') + f' into {where}; counts are the '
           f'Beam counters of namespace prediction_tables'
           + ('. Stop with Ctrl-C.' if local else '. Drain the job to stop it.'), flush=True)
     if local:
@@ -373,18 +386,18 @@ def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> b
     print(run_summary.render(summary))
     files = summary['files']
     if not files['result'] and not files['error']:
-        print(f'warning: no result or error shard was found under {settings.input} '
+        print(f'warning: no result or error shard was found under {settings.input.input} '
               f'(looked for image_object_detection_N.jsonl, predictions_N.jsonl, errors_N.jsonl, '
               f'and their .gz)', file=sys.stderr)
     if summary_file:
         print(f'Summary: {summary_file}')
-    if not settings.report_file:
+    if not settings.outputs.report_file:
         return True
     from pipeline.tools.report import build_report  # pylint: disable=import-outside-toplevel
     try:
-        path = build_report(settings.output, settings.report_samples,
-                            settings.report_image_mirror or {}, settings.dead_letter,
-                            settings.probe_allowed_prefixes, summary_path=settings.summary)
+        path = build_report(settings.outputs.output, settings.report.report_samples,
+                            settings.report.report_image_mirror or {}, settings.outputs.dead_letter,
+                            settings.sizes.probe_allowed_prefixes, summary_path=settings.outputs.summary)
     except Exception as exc:  # pylint: disable=broad-except
         logging.getLogger(__name__).error('The report failed', exc_info=True)
         print(f'error: the report could not be built ({type(exc).__name__}: {exc}); the tables and '

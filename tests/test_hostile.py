@@ -209,7 +209,7 @@ def test_the_allowed_scheme_is_the_resolved_inputs(tmp_path):
     operation = tmp_path / 'operation.json'
     operation.write_text(json.dumps({'outputInfo': {'gcsOutputDirectory': str(folder)}}))
     plan = cli.prepare(['--input', str(operation), '--output', str(tmp_path / 'o')])
-    assert plan.settings.input_scheme == 'file' and plan.pattern.endswith('/**')
+    assert plan.settings.sizes.allowed_scheme == 'file' and plan.pattern.endswith('/**')
     assert sources.scheme_of('gs://b/prediction-1/**') == 'gs'
 
 

@@ -1,7 +1,8 @@
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.config.options import OptionError, Settings, parse_label_thresholds
+from pipeline.config.options import OPTIONS, OptionError, parse_label_thresholds
+from pipeline.config.settings import Settings
 
 SUB = '--input_subscription=projects/my-project/subscriptions/shard-loader'
 
@@ -12,31 +13,31 @@ def settings(*args):
 
 def test_defaults_and_derived_dead_letter_root():
     s = settings('--input', 'in', '--output', 'gs://bucket/out/')
-    assert s.input_format == 'auto' and s.score_threshold == 0.0 and s.label_thresholds == {}
-    assert s.dead_letter == 'gs://bucket/out/dead_letter'
-    assert s.image_size is None and s.probe_image_sizes is False
+    assert s.input.input_format == 'auto' and s.postprocessing.score_threshold == 0.0 and s.postprocessing.label_thresholds == {}
+    assert s.outputs.dead_letter == 'gs://bucket/out/dead_letter'
+    assert s.sizes.image_size is None and s.sizes.probe_image_sizes is False
 
 
 def test_bigquery_table_defaults_follow_the_detections_table():
     s = settings('--input=in', '--output_table=my-project.ds.detections')
-    assert s.output_table == 'my-project:ds.detections'
-    assert s.images_table == 'my-project:ds.detections_images'
-    assert s.dead_letter_table == 'my-project:ds.detections_error_records'
-    assert s.output is None and s.dead_letter is None and s.summary is None
+    assert s.bigquery.output_table == 'my-project:ds.detections'
+    assert s.bigquery.images_table == 'my-project:ds.detections_images'
+    assert s.bigquery.dead_letter_table == 'my-project:ds.detections_error_records'
+    assert s.outputs.output is None and s.outputs.dead_letter is None and s.outputs.summary is None
     both = settings('--input=in', '--output=out', '--output_table=my-project:ds.t',
                     '--dead_letter_table=other-project:ds2.errors', '--summary=gs://bkt/s.json')
-    assert both.dead_letter == 'out/dead_letter' and both.dead_letter_table == 'other-project:ds2.errors'
-    assert both.summary == 'gs://bkt/s.json' and settings('--input=in', '--output=o').summary == 'o/summary.json'
+    assert both.outputs.dead_letter == 'out/dead_letter' and both.bigquery.dead_letter_table == 'other-project:ds2.errors'
+    assert both.outputs.summary == 'gs://bkt/s.json' and settings('--input=in', '--output=o').outputs.summary == 'o/summary.json'
 
 
 def test_values_are_typed():
     s = settings('--input=in', '--output=out', '--score_threshold=0.5', '--image_size=1024x768',
                  '--input_format=vertex', '--label_thresholds=Tomato=0.6, Baked Goods=0.3',
                  '--dead_letter=dl')
-    assert s.score_threshold == 0.5 and s.image_size == (1024, 768) and s.input_format == 'vertex'
-    assert s.label_thresholds == {'Tomato': 0.6, 'Baked Goods': 0.3}
-    assert s.dead_letter == 'dl'
-    assert s.threshold_for('Tomato') == 0.6 and s.threshold_for('Cheese') == 0.5
+    assert s.postprocessing.score_threshold == 0.5 and s.sizes.image_size == (1024, 768) and s.input.input_format == 'vertex'
+    assert s.postprocessing.label_thresholds == {'Tomato': 0.6, 'Baked Goods': 0.3}
+    assert s.outputs.dead_letter == 'dl'
+    assert s.postprocessing.threshold_for('Tomato') == 0.6 and s.postprocessing.threshold_for('Cheese') == 0.5
 
 
 @pytest.mark.parametrize('args, value', [
@@ -44,7 +45,7 @@ def test_values_are_typed():
     (['--probe_image_sizes=false'], False), (['--probe_image_sizes=False'], False), ([], False),
 ])
 def test_boolean_flag_forms(args, value):
-    assert settings('--input=in', '--output=out', *args).probe_image_sizes is value
+    assert settings('--input=in', '--output=out', *args).sizes.probe_image_sizes is value
 
 
 def test_label_thresholds_split_at_last_equals_and_json_for_commas():
@@ -94,12 +95,25 @@ def test_wrong_options_name_the_option(args, fragment):
 
 def test_a_subscription_makes_a_streaming_run_with_its_defaults():
     streaming = settings(SUB, '--output_table=my-project:d.t', '--input=gs://bucket/runs/')
-    assert streaming.streaming and streaming.mode == 'streaming'
-    assert (streaming.window_seconds, streaming.dedupe_hours) == (60, 24)
-    assert streaming.bigquery_method == 'streaming_inserts'
-    assert streaming.summary is None
+    assert streaming.is_streaming and streaming.mode == 'streaming'
+    assert (streaming.streaming.window_seconds, streaming.streaming.dedupe_hours) == (60, 24)
+    assert streaming.bigquery.bigquery_method == 'streaming_inserts'
+    assert streaming.outputs.summary is None
     batch = settings('--input=in', '--output_table=my-project:d.t')
-    assert not batch.streaming and batch.bigquery_method == 'file_loads'
-    assert settings(SUB, '--output=out').input is None  # every shard the bucket announces
+    assert not batch.is_streaming and batch.bigquery.bigquery_method == 'file_loads'
+    assert settings(SUB, '--output=out').input.input is None  # every shard the bucket announces
     loads = settings(SUB, '--output_table=my-project:d.t', '--bigquery_method=file_loads')
-    assert loads.streaming and loads.bigquery_method == 'file_loads'  # one load per window
+    assert loads.is_streaming and loads.bigquery.bigquery_method == 'file_loads'  # one load per window
+
+
+def test_each_settings_group_holds_exactly_its_options_and_no_default_of_its_own():
+    import dataclasses
+    from pipeline.config.options import OPTION_GROUPS
+    from pipeline.config.settings import GROUPS
+    for title, names in OPTION_GROUPS:
+        _, group = GROUPS[title]
+        fields = dataclasses.fields(group)
+        options = [field.name for field in fields if field.default is dataclasses.MISSING]
+        assert options == list(names), title
+        derived = [field.name for field in fields if field.default is not dataclasses.MISSING]
+        assert not set(derived) & {o.name for o in OPTIONS}, title  # resolved at launch, not options

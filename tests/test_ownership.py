@@ -228,8 +228,8 @@ def test_reconciliation_checks_the_rows_of_the_files_it_lists(tmp_path):
                    out / 'images' / 'part-00000-of-00001.parquet')
     counts = Counts({'lines_read': 15, 'images_written': 12, 'dead_letters_prediction_error': 3,
                      'detections_kept': 52})
-    from pipeline.config.options import Settings
-    rebuilt = run_summary.build_summary(counts, 0, Settings(input='x', output=str(out)), 'x/**', listed,
+    from pipeline.config.settings import Settings
+    rebuilt = run_summary.build_summary(counts, 0, Settings.of(input='x', output=str(out)), 'x/**', listed,
                                         summary_files.count_output_rows(listed))
     assert not rebuilt['reconciliation']['holds']
     assert 'images files hold 5 rows, not 12' in rebuilt['reconciliation']['text']

@@ -6,7 +6,8 @@ import shapely
 
 from pipeline.core import geometry
 from pipeline.core.formats import AUTOML, Prediction
-from pipeline.config.options import OptionError, Settings
+from pipeline.config.options import OptionError
+from pipeline.config.settings import Settings
 from pipeline.core.tables import ImageSize, build_tables
 from pipeline.core.postprocessing import select_detections
 
@@ -186,8 +187,10 @@ def test_wkt_is_full_precision_and_reads_back_exactly():
     assert geometry.polygon_wkt(*(pa.array([None], pa.float64()),) * 4)[0].as_py() is None
 
 
-def settings(**overrides):
-    return Settings(input='in', output='out', dead_letter='dl', **overrides)
+def settings(roi_wkt=None, **overrides):
+    """The post-processing settings; roi_wkt is resolved at launch, never an option."""
+    return Settings.of(input='in', output='out', dead_letter='dl', **overrides).resolved(
+        postprocessing={'roi_wkt': roi_wkt}).postprocessing
 
 
 def test_steps_apply_in_order_and_count_what_they_remove():
@@ -249,4 +252,4 @@ def test_wrong_postprocessing_options(raw, fragment):
 def test_label_lists_parse_names_with_spaces_and_json():
     s = Settings.from_raw({'input': 'in', 'output': 'out', 'keep_labels': 'Baked Goods, Salad',
                            'drop_labels': '["A, B"]'})
-    assert s.keep_labels == ('Baked Goods', 'Salad') and s.drop_labels == ('A, B',)
+    assert s.postprocessing.keep_labels == ('Baked Goods', 'Salad') and s.postprocessing.drop_labels == ('A, B',)

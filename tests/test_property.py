@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pipeline.core import dead_letters
 from pipeline.core.formats import Prediction, parse_line
-from pipeline.config.options import Settings
+from pipeline.config.settings import Settings
 from pipeline.core.tables import build_tables
 
 unit = st.floats(0, 1, allow_nan=False)
@@ -86,7 +86,7 @@ def test_every_line_is_accounted_for_and_valid_lines_match_the_reference(lines, 
         else:
             rejected.append(dead_letters.from_rejection(parsed, 'f', line))
     tables = build_tables(predictions, [None] * len(predictions), 'f', None,
-                          Settings(input='in', output='out', score_threshold=threshold))
+                          Settings.of(input='in', output='out', score_threshold=threshold).postprocessing)
     assert tables.images.num_rows + len(rejected) == len(non_blank)
     rows = tables.detections.to_pylist()
     got = sorted((r['image_uri'], r['label'], r['score'], (r['x_min'], r['y_min'], r['x_max'], r['y_max']))

@@ -5,13 +5,13 @@ import pytest
 
 from pipeline.core import geometry
 from pipeline.core.formats import AUTOML, VERTEX, Prediction, parse_line
-from pipeline.config.options import Settings
+from pipeline.config.settings import Settings
 from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 from pipeline.core.tables import ImageSize, build_tables
 
 
 def settings(**overrides):
-    return Settings(input='in', output='out', dead_letter='out/dead_letter', **overrides)
+    return Settings.of(input='in', output='out', dead_letter='out/dead_letter', **overrides).postprocessing
 
 
 def prediction(uri, scores, labels=None, fmt=AUTOML):

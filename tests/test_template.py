@@ -13,7 +13,8 @@ import pytest
 from conftest import ROOT, SAMPLE
 from pipeline.tools import template
 from pipeline.cli import read_roi
-from pipeline.config.options import (BATCH, MODES, OPTIONS, OPTIONS_BY_NAME, STREAMING, OptionError, Settings)
+from pipeline.config.options import BATCH, MODES, OPTIONS, OPTIONS_BY_NAME, STREAMING, OptionError
+from pipeline.config.settings import Settings
 
 METADATA = ROOT / 'templates' / 'metadata.json'
 STREAMING_METADATA = ROOT / 'templates' / 'metadata-streaming.json'

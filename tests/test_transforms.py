@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 from beam_testing import local_test_pipeline
 from pipeline.core.counts import MAX_LISTED_OTHER_FILES, Counts
 from pipeline.core.dead_letters import (INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, UNREADABLE_FILE)
-from pipeline.config.options import Settings
+from pipeline.config.settings import Settings
 from pipeline.transforms.count import CountDuplicateImageUris, MergeCountsFn
 from pipeline.transforms.read import LineBatch, ReadShards
 from pipeline.transforms import parse
@@ -75,7 +75,7 @@ def test_truncated_gzip_keeps_decoded_lines_and_the_unfinished_one(tmp_path):
 
 
 def settings(**overrides):
-    return Settings(input='gs://b/in', output='out', dead_letter='out/dead_letter', **overrides)
+    return Settings.of(input='gs://b/in', output='out', dead_letter='out/dead_letter', **overrides)
 
 
 def scores_at_least(lines, threshold):
@@ -114,7 +114,7 @@ def test_parse_predictions_splits_tables_and_dead_letters(legacy_lines, vertex_l
 def test_a_streaming_run_without_input_parses_like_a_batch_run(legacy_lines):
     streaming = Settings.from_raw({'input_subscription': 'projects/my-project/subscriptions/shards',
                                    'output': 'out'})
-    assert streaming.input is None
+    assert streaming.input.input is None
     with local_test_pipeline() as p:
         manifest = p | 'Manifest' >> beam.Create([None])
         parsed = (p | beam.Create([LineBatch('gs://b/prediction-r/f.jsonl', legacy_lines[:3])])

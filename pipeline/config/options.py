@@ -261,7 +261,7 @@ OPTIONS = (
            'of images with their boxes, the first dead letters. Default: on for local runs; after a '
            'Dataflow job, build it with python -m pipeline.report --output ROOT.',
            parse_bool, flag=True, regex=BOOL_RE, modes=(BATCH,)),
-    Option('report_samples', 'Report gallery size', 'Images in the report gallery (default 24).',
+    Option('report_samples', 'Report gallery size', 'Images in the report gallery.',
            parse_positive_int, default=24, regex=POSITIVE_INT_RE, modes=(BATCH,)),
     Option('report_image_mirror', 'Report image mirror',
            'SOURCE_PREFIX=MIRROR_PREFIX[,...]: read the gallery\'s images under SOURCE_PREFIX from '
@@ -354,137 +354,6 @@ class PredictionTableOptions(PipelineOptions):
                     f'--{option.name}', nargs='?', const='true', default=None, help=option.help)
             else:
                 parser.add_argument(f'--{option.name}', default=None, help=option.help)
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """The validated, typed options that the transforms use."""
-    input: Optional[str]  # None only in streaming runs without a prefix filter
-    output: Optional[str] = None
-    dead_letter: Optional[str] = None
-    input_format: str = 'auto'
-    score_threshold: float = 0.0
-    label_thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    image_size: Optional[Tuple[int, int]] = None
-    image_sizes: Optional[str] = None
-    probe_image_sizes: bool = False
-    keep_labels: Optional[Tuple[str, ...]] = None
-    drop_labels: Optional[Tuple[str, ...]] = None
-    min_box_area: Optional[float] = None
-    max_detections: Optional[int] = None
-    nms_iou: Optional[float] = None
-    nms_class_agnostic: bool = False
-    roi: Optional[str] = None  # a path or WKT as given; see roi_wkt
-    roi_min_overlap: Optional[float] = None
-    roi_wkt: Optional[str] = None  # the validated region's WKT, filled in by cli.prepare
-    output_table: Optional[str] = None
-    images_table: Optional[str] = None
-    dead_letter_table: Optional[str] = None
-    write_disposition: str = 'append'
-    bigquery_method: str = 'file_loads'
-    summary: Optional[str] = None
-    probe_allowed_prefixes: Optional[Tuple[str, ...]] = None
-    report: Optional[bool] = None
-    report_samples: int = 24
-    report_image_mirror: Optional[Mapping[str, str]] = None
-    overwrite: bool = False
-    max_dead_letter_ratio: Optional[float] = None
-    temp_location: Optional[str] = None  # Beam's --temp_location, for BigQuery file loads
-    input_subscription: Optional[str] = None
-    window_seconds: int = 60
-    dedupe_hours: int = 24
-    # Resolved at launch by cli.prepare, never given as options:
-    run_id: Optional[str] = None  # names this run in its summary and locks
-    report_file: Optional[str] = None  # the report this run builds, listed among its outputs
-    job_locks: Tuple[str, ...] = ()  # Cloud Storage locks the job itself releases after its summary
-    input_scheme: Optional[str] = None  # of the resolved input: what image probes may open
-
-    @property
-    def mode(self) -> str:
-        return STREAMING if self.input_subscription else BATCH
-
-    @property
-    def streaming(self) -> bool:
-        return self.mode == STREAMING
-
-    @classmethod
-    def from_pipeline_options(cls, pipeline_options: PipelineOptions) -> 'Settings':
-        raw = pipeline_options.view_as(PredictionTableOptions).get_all_options()
-        return cls.from_raw({name: raw.get(name) for name in OPTIONS_BY_NAME})
-
-    @classmethod
-    def from_raw(cls, raw: Mapping[str, Optional[str]]) -> 'Settings':
-        """Parses every option; raises OptionError naming the first wrong one."""
-        values = {}
-        for option in OPTIONS:
-            text = raw.get(option.name)
-            if text is None:
-                values[option.name] = option.default
-                continue
-            try:
-                values[option.name] = option.parse(str(text))
-            except ValueError as exc:
-                raise OptionError(f'--{option.name}: {exc}') from None
-        _check_mode(raw, values)
-        if values['roi_min_overlap'] is not None and values['roi'] is None:
-            raise OptionError('--roi_min_overlap needs --roi: the region the overlap is measured against')
-        if values['nms_class_agnostic'] and values['nms_iou'] is None:
-            raise OptionError('--nms_class_agnostic needs --nms_iou: the IoU above which boxes are '
-                              'suppressed')
-        if values['output'] is None and values['output_table'] is None:
-            raise OptionError('--output or --output_table is required: a folder for the Parquet '
-                              'tables, a BigQuery table, or both')
-        if values['output_table'] is None:
-            for name in ('images_table', 'dead_letter_table'):
-                if values[name] is not None:
-                    raise OptionError(f'--{name} needs --output_table')
-        else:
-            values['images_table'] = values['images_table'] or values['output_table'] + '_images'
-            values['dead_letter_table'] = (values['dead_letter_table']
-                                           or values['output_table'] + '_error_records')
-        if values['bigquery_method'] is None:
-            values['bigquery_method'] = 'streaming_inserts' if values['input_subscription'] else 'file_loads'
-        if values['write_disposition'] == 'truncate' and values['bigquery_method'] == 'streaming_inserts':
-            raise OptionError('--write_disposition=truncate cannot be used with '
-                              '--bigquery_method=streaming_inserts: BigQuery cannot truncate a table '
-                              'through streaming inserts; use file_loads')
-        if values['dead_letter'] is None and values['output'] is not None:
-            values['dead_letter'] = join_path(values['output'], 'dead_letter')
-        if values['summary'] is None and values['output'] is not None:
-            values['summary'] = join_path(values['output'], 'summary.json')
-        return cls(**values)
-
-    @property
-    def score_floor(self) -> float:
-        """The lowest threshold any detection is held to: nothing scored below it is ever kept."""
-        return min([self.score_threshold, *self.label_thresholds.values()])
-
-    def threshold_for(self, label: Optional[str]) -> float:
-        return self.label_thresholds.get(label, self.score_threshold)
-
-
-def _check_mode(raw: Mapping[str, Optional[str]], values: dict) -> None:
-    """Every option given applies to this kind of run, and every one it needs is there."""
-    mode = STREAMING if values['input_subscription'] else BATCH
-    for option in OPTIONS:
-        if raw.get(option.name) is not None and mode not in option.modes:
-            if mode == BATCH:
-                raise OptionError(f'--{option.name} applies to streaming runs only: add '
-                                  f'--input_subscription, or leave it out')
-            raise OptionError(f'--{option.name} applies to batch runs only: a streaming run never '
-                              f'ends, so it has no summary or report; its counts are Beam counters')
-        if mode in option.required_in and values[option.name] is None:
-            other = ('; or give --input_subscription for a streaming run' if mode == BATCH else '')
-            raise OptionError(f'--{option.name} is required in a {mode} run ({option.label}){other}')
-    if mode == STREAMING:
-        if values['input'] is not None and (not values['input'].startswith('gs://')
-                                            or re.search(r'[*?\[]', values['input'])):
-            raise OptionError(f'--input: in a streaming run it is a gs:// folder (no glob) whose shards '
-                              f'are loaded (notifications name Cloud Storage objects), got '
-                              f'{values["input"]!r}')
-        if values['write_disposition'] == 'truncate':
-            raise OptionError('--write_disposition=truncate: a streaming run appends each new shard '
-                              'to the tables; leave the option out')
 
 
 def join_path(root: str, *parts: str) -> str:

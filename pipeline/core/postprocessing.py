@@ -5,7 +5,7 @@ from typing import Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from pipeline.config.options import Settings
+from pipeline.config.settings import PostprocessingSettings
 from pipeline.core import geometry
 
 
@@ -22,14 +22,14 @@ _SUPPRESSING_STEPS = STEPS[2:]
 
 def select_detections(line_index: np.ndarray, scores: np.ndarray, boxes: np.ndarray,
                       labels: Sequence[Optional[str]], label_ids: Sequence[Optional[str]],
-                      settings: Settings) -> Selection:
+                      postprocessing: PostprocessingSettings) -> Selection:
     """Applies score thresholds -> label filter -> box area -> region of interest -> NMS -> top-K,
     each on the rows the previous steps kept, and counts what each step removed."""
     alive = np.arange(len(scores))
     removed: Dict[str, int] = {}
     suppressed = []
     for step in STEPS:
-        mask = _step_mask(step, alive, line_index, scores, boxes, labels, label_ids, settings)
+        mask = _step_mask(step, alive, line_index, scores, boxes, labels, label_ids, postprocessing)
         if mask is None:
             continue
         removed[step] = int(len(alive) - mask.sum())
@@ -41,39 +41,39 @@ def select_detections(line_index: np.ndarray, scores: np.ndarray, boxes: np.ndar
 
 
 def _step_mask(step, alive, line_index, scores, boxes, labels, label_ids,
-               settings: Settings) -> Optional[np.ndarray]:
+               postprocessing: PostprocessingSettings) -> Optional[np.ndarray]:
     """The keep-mask of one step over the `alive` rows, or None when the step is off."""
     if step == 'threshold':
-        alive_labels = [labels[i] for i in alive.tolist()] if settings.label_thresholds else ()
-        return geometry.threshold_mask(scores[alive], alive_labels, settings.score_threshold,
-                                       settings.label_thresholds)
+        alive_labels = [labels[i] for i in alive.tolist()] if postprocessing.label_thresholds else ()
+        return geometry.threshold_mask(scores[alive], alive_labels, postprocessing.score_threshold,
+                                       postprocessing.label_thresholds)
     if step == 'label_filter':
-        if settings.keep_labels is None and settings.drop_labels is None:
+        if postprocessing.keep_labels is None and postprocessing.drop_labels is None:
             return None
-        keep, drop = set(settings.keep_labels or ()), set(settings.drop_labels or ())
+        keep, drop = set(postprocessing.keep_labels or ()), set(postprocessing.drop_labels or ())
         return np.fromiter(
-            ((settings.keep_labels is None or labels[i] in keep) and labels[i] not in drop
+            ((postprocessing.keep_labels is None or labels[i] in keep) and labels[i] not in drop
              for i in alive.tolist()), dtype=bool, count=len(alive))
     if step == 'min_box_area':
-        if settings.min_box_area is None:
+        if postprocessing.min_box_area is None:
             return None
-        return geometry.box_areas(boxes[alive]) >= settings.min_box_area
+        return geometry.box_areas(boxes[alive]) >= postprocessing.min_box_area
     if step == 'roi':
-        if settings.roi_wkt is None:
+        if postprocessing.roi_wkt is None:
             return None
-        return geometry.roi_mask(boxes[alive], geometry.region_of_interest(settings.roi_wkt),
-                                 settings.roi_min_overlap)
+        return geometry.roi_mask(boxes[alive], geometry.region_of_interest(postprocessing.roi_wkt),
+                                 postprocessing.roi_min_overlap)
     if step == 'nms':
-        if settings.nms_iou is None:
+        if postprocessing.nms_iou is None:
             return None
-        if settings.nms_class_agnostic:
+        if postprocessing.nms_class_agnostic:
             classes = np.zeros(len(alive), dtype=np.int64)
         else:
             # Per label by display name; a box without one is grouped by its label id.
             classes = np.array([labels[i] if labels[i] is not None else f'\0id:{label_ids[i]}'
                                 for i in alive.tolist()], dtype=object)
         return geometry.nms_mask(line_index[alive], scores[alive], boxes[alive], classes,
-                                 settings.nms_iou)
-    if settings.max_detections is None:
+                                 postprocessing.nms_iou)
+    if postprocessing.max_detections is None:
         return None
-    return geometry.top_k_mask(line_index[alive], scores[alive], settings.max_detections)
+    return geometry.top_k_mask(line_index[alive], scores[alive], postprocessing.max_detections)

@@ -1,7 +1,7 @@
 """The run summary: built from the counts the pipeline combined, and rendered for the console."""
 from typing import Dict, List, Mapping, Optional
 
-from pipeline.config.options import Settings
+from pipeline.config.settings import Settings
 from pipeline.core.dead_letters import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
 from pipeline.core.outputs import SUMMARY_WRITER
 from pipeline.core.postprocessing import STEPS
@@ -39,8 +39,8 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
         text += '; the files written hold every row'
     return {
         'writer': SUMMARY_WRITER,
-        'run_id': settings.run_id,
-        'input': settings.input,
+        'run_id': settings.launch.run_id,
+        'input': settings.input.input,
         'input_pattern': pattern,
         'files': {
             **{kind: get(names.files(kind)) for kind in SHARD_KINDS},
@@ -72,10 +72,10 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
             'outputs': files_check,
             'text': text,
         },
-        'tables': {name: getattr(settings, name) for name in
-                   ('output_table', 'images_table', 'dead_letter_table') if getattr(settings, name)},
-        'thresholds': {'score_threshold': settings.score_threshold,
-                       'label_thresholds': dict(settings.label_thresholds)},
+        'tables': {name: getattr(settings.bigquery, name) for name in
+                   ('output_table', 'images_table', 'dead_letter_table') if getattr(settings.bigquery, name)},
+        'thresholds': {'score_threshold': settings.postprocessing.score_threshold,
+                       'label_thresholds': dict(settings.postprocessing.label_thresholds)},
         'outputs': {name: sorted(paths) for name, paths in (outputs or {}).items()},
         'score_histogram': {
             'bin_edges': [round(i / HISTOGRAM_BINS, 6) for i in range(HISTOGRAM_BINS + 1)],

@@ -7,7 +7,7 @@ from typing import List, NamedTuple, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config.options import Settings
+from pipeline.config.settings import PostprocessingSettings
 from pipeline.core import counts as names
 from pipeline.core import geometry
 from pipeline.core.counts import Counts
@@ -29,7 +29,7 @@ class BatchTables(NamedTuple):
 
 
 def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[ImageSize]],
-                 source_file: str, prediction_run: Optional[str], settings: Settings) -> BatchTables:
+                 source_file: str, prediction_run: Optional[str], postprocessing: PostprocessingSettings) -> BatchTables:
     """One `images` row per prediction and one `detections` row per kept annotation. Annotations
     the parser dropped below the score floor count as removed by the threshold step."""
     n_images = len(predictions)
@@ -53,7 +53,7 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
     counts_per_line = listed_per_line + np.fromiter(
         (len(p.dropped_scores) for p in predictions), dtype=np.int64, count=n_images)
 
-    selection = select_detections(line_index, scores, boxes, labels, label_ids, settings)
+    selection = select_detections(line_index, scores, boxes, labels, label_ids, postprocessing)
     order, rank = geometry.order_by_rank(line_index[selection.kept], scores[selection.kept])
     rows = selection.kept[order]
     row_line = line_index[rows]

@@ -5,6 +5,7 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 
+from pipeline.config.settings import BigQuerySettings
 from pipeline.core import dead_letters
 from pipeline.core.dead_letters import WRITE_FAILURE
 from pipeline.core.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS, DETECTION_COLUMNS,
@@ -112,14 +113,14 @@ def table_rows(table):
     return table.to_pylist()
 
 
-def prepare_tables(settings, client=None) -> None:
+def prepare_tables(table_settings: BigQuerySettings, client=None) -> None:
     """Creates the BigQuery tables that are missing (partitioned by ingestion day, detections
     clustered by label and image_uri) and adds the columns an older version's table lacks, before the
     pipeline starts, so both write methods find the same tables."""
     from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
     from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
     retry = bigquery.DEFAULT_RETRY.with_deadline(60)
-    for spec, columns, clustering in bigquery_tables(settings):
+    for spec, columns, clustering in bigquery_tables(table_settings):
         project, _, rest = spec.rpartition(':')
         table_id = f'{project}.{rest}'
         client = client or bigquery.Client(project=project)
@@ -148,10 +149,10 @@ def prepare_tables(settings, client=None) -> None:
             client.update_table(table, ['schema'], retry=retry)
 
 
-def bigquery_tables(settings):
+def bigquery_tables(table_settings: BigQuerySettings):
     """(table spec, columns, clustering fields) for every BigQuery table this run writes."""
-    if settings.output_table is None:
+    if table_settings.output_table is None:
         return []
-    return [(settings.output_table, DETECTION_COLUMNS, ('label', 'image_uri')),
-            (settings.images_table, IMAGE_COLUMNS, ()),
-            (settings.dead_letter_table, DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS, ())]
+    return [(table_settings.output_table, DETECTION_COLUMNS, ('label', 'image_uri')),
+            (table_settings.images_table, IMAGE_COLUMNS, ()),
+            (table_settings.dead_letter_table, DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS, ())]

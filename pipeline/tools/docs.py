@@ -21,7 +21,7 @@ def options_table() -> str:
     rows = ['| option | runs | default | meaning |', '|---|---|---|---|']
     for option in OPTIONS:
         default = option.default
-        shown = '' if default in (None, {}) else f'`{str(default).lower() if option.flag else default}`'
+        shown = '' if default in (None, {}) else f'`{template.shown_default(default)}`'
         runs = 'both' if option.modes == MODES else ', '.join(option.modes)
         rows.append(f'| `--{option.name}` | {runs} | {shown} | {_cell(option.help)} |')
     return '\n'.join(rows)

@@ -23,10 +23,11 @@ import pyarrow.parquet as pq  # noqa: E402  pylint: disable=wrong-import-positio
 from apache_beam.io.filesystems import FileSystems  # noqa: E402  pylint: disable=wrong-import-position
 from PIL import Image, ImageDraw  # noqa: E402  pylint: disable=wrong-import-position
 
-from pipeline.config.options import join_path, parse_mirrors, parse_prefixes  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.config.options import OPTIONS_BY_NAME, join_path, parse_mirrors, parse_prefixes  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.io.sizes import open_image_file, resolve_allowed  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.core.shards import scheme_of  # noqa: E402  pylint: disable=wrong-import-position
 
+DEFAULT_SAMPLES = OPTIONS_BY_NAME['report_samples'].default
 SAMPLE_ROWS = 20_000  # detections read for the gallery, at most
 DEAD_LETTERS_PER_KIND = 5
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -308,7 +309,7 @@ def render_html(summary, label_png, score_png, gallery, dead) -> str:
     return '\n'.join(parts)
 
 
-def build_report(output: str, samples: int = 24, mirrors: Optional[Mapping[str, str]] = None,
+def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[Mapping[str, str]] = None,
                  dead_letter_root: Optional[str] = None,
                  allowed_prefixes: Optional[Sequence[str]] = None,
                  summary_path: Optional[str] = None) -> str:
@@ -348,7 +349,7 @@ def main(argv=None) -> int:
     parser.add_argument('--output', required=True, help='the output root of a finished run')
     parser.add_argument('--dead_letter', help='the dead-letter root, if not <output>/dead_letter')
     parser.add_argument('--summary', help='the run summary, if not <output>/summary.json')
-    parser.add_argument('--report_samples', type=int, default=24)
+    parser.add_argument('--report_samples', type=int, default=DEFAULT_SAMPLES)
     parser.add_argument('--report_image_mirror', help='SOURCE_PREFIX=MIRROR_PREFIX[,...]')
     parser.add_argument('--probe_allowed_prefixes',
                         help='comma-separated prefixes whose images may be opened (as for the run)')

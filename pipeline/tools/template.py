@@ -32,7 +32,8 @@ def metadata(mode: str = BATCH) -> Dict:
         parameter = {
             'name': option.name,
             'label': option.label,
-            'helpText': option.help + (' Pass true or false.' if option.flag else ''),
+            'helpText': option.help + (' Pass true or false.' if option.flag else '') + (
+                f' Default: {shown_default(option.default)}.' if option.default not in (None, {}) else ''),
             'isOptional': mode not in option.required_in,
         }
         if option.regex:
@@ -44,6 +45,10 @@ def metadata(mode: str = BATCH) -> Dict:
         # Rows are deduplicated by shard version, not by record: at-least-once mode could repeat them.
         document.update(streaming=True, supportsExactlyOnce=True, supportsAtLeastOnce=False)
     return document
+
+
+def shown_default(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def render(mode: str = BATCH) -> str:

@@ -7,7 +7,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton, PCollection
 
-from pipeline.config.options import Settings
+from pipeline.config.settings import Settings
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core import summary as run_summary
@@ -66,11 +66,11 @@ class PredictionsToTables(beam.PTransform):
             del table_writes  # waited for, not read
             summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed,
                                                 summary_files.count_output_rows(listed))
-            if settings.report_file:
-                summary['outputs']['report'] = [settings.report_file]
-            summary_files.publish(summary, settings.summary)
-            for lock in settings.job_locks:  # a Dataflow job outlives the launcher that locked
-                release_gcs_lock(lock, settings.run_id)
+            if settings.outputs.report_file:
+                summary['outputs']['report'] = [settings.outputs.report_file]
+            summary_files.publish(summary, settings.outputs.summary)
+            for lock in settings.launch.job_locks:  # a Dataflow job outlives the launcher that locked
+                release_gcs_lock(lock, settings.launch.run_id)
             Metrics.counter(METRICS_NAMESPACE, names.DUPLICATE_IMAGE_URIS).inc(duplicates)
             return summary
 
@@ -98,7 +98,7 @@ class StreamingPredictionsToTables(beam.PTransform):
     def expand(self, pbegin):
         settings = self._settings
         read = pbegin | 'ReadNotifiedShards' >> ReadNotifiedShards(
-            settings.input_subscription, settings.input, settings.window_seconds, settings.dedupe_hours)
+            settings.streaming.input_subscription, settings.input.input, settings.streaming.window_seconds, settings.streaming.dedupe_hours)
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
         dead = all_dead_letters(read, parsed, tables)
@@ -109,23 +109,23 @@ class StreamingPredictionsToTables(beam.PTransform):
 def parse_and_filter(pbegin, read: ReadResult, settings: Settings) -> ParseResult:
     """The step both jobs share: lines parsed and validated, thresholds and post-processing applied,
     image sizes resolved."""
-    manifest = pbegin | 'ImageSizesManifest' >> LoadManifest(settings.image_sizes)
+    manifest = pbegin | 'ImageSizesManifest' >> LoadManifest(settings.sizes.image_sizes)
     return read.batches | 'ParsePredictions' >> ParsePredictions(settings, manifest)
 
 
 def write_tables(parsed: ParseResult, settings: Settings) -> TablesWritten:
     """Detections and images to Parquet and/or BigQuery."""
     detection_files = image_files = None
-    if settings.output:
+    if settings.outputs.output:
         detection_files = parsed.detections | 'WriteDetections' >> WriteParquetTable(
-            settings.output, 'detections', DETECTIONS_SCHEMA, windowed=settings.streaming)
+            settings.outputs.output, 'detections', DETECTIONS_SCHEMA, windowed=settings.is_streaming)
         image_files = parsed.images | 'WriteImages' >> WriteParquetTable(
-            settings.output, 'images', IMAGES_SCHEMA, windowed=settings.streaming)
+            settings.outputs.output, 'images', IMAGES_SCHEMA, windowed=settings.is_streaming)
     table_writes, rejected = [], []
-    if settings.output_table:
+    if settings.bigquery.output_table:
         for name, tables, table, columns in (
-                ('Detections', parsed.detections, settings.output_table, DETECTION_COLUMNS),
-                ('Images', parsed.images, settings.images_table, IMAGE_COLUMNS)):
+                ('Detections', parsed.detections, settings.bigquery.output_table, DETECTION_COLUMNS),
+                ('Images', parsed.images, settings.bigquery.images_table, IMAGE_COLUMNS)):
             result = (tables
                       | f'{name}Rows' >> beam.FlatMap(table_rows)
                       | f'Write{name}Table' >> bigquery_write(settings, table, columns))
@@ -147,14 +147,14 @@ class DeadLettersWritten(NamedTuple):
 def write_dead_letters(dead: PCollection, settings: Settings) -> DeadLettersWritten:
     """Dead letters go where the detections go: JSONL files, a BigQuery table, or both."""
     files, table_writes = None, ()
-    if settings.dead_letter:
+    if settings.outputs.dead_letter:
         files = dead | 'WriteDeadLetters' >> WriteDeadLetterFiles(
-            settings.dead_letter, windowed=settings.streaming)
-    if settings.dead_letter_table:
+            settings.outputs.dead_letter, windowed=settings.is_streaming)
+    if settings.bigquery.dead_letter_table:
         result = (dead
                   | 'DeadLettersForBigQuery' >> beam.Map(dead_letters.for_bigquery)
                   | 'WriteDeadLetterTable' >> bigquery_write(
-                      settings, settings.dead_letter_table,
+                      settings, settings.bigquery.dead_letter_table,
                       DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS))
         _ = result.failures | 'LogLostDeadLetters' >> beam.Map(log_unwritable_dead_letter)
         table_writes = (result.done,)
@@ -162,9 +162,9 @@ def write_dead_letters(dead: PCollection, settings: Settings) -> DeadLettersWrit
 
 
 def bigquery_write(settings: Settings, table: str, columns) -> WriteBigQueryTable:
-    return WriteBigQueryTable(table, columns, settings.bigquery_method, settings.write_disposition,
-                              settings.temp_location,
-                              load_every_seconds=settings.window_seconds if settings.streaming else None)
+    return WriteBigQueryTable(table, columns, settings.bigquery.bigquery_method, settings.bigquery.write_disposition,
+                              settings.bigquery.temp_location,
+                              load_every_seconds=settings.streaming.window_seconds if settings.is_streaming else None)
 
 
 def log_unwritable_dead_letter(record):

@@ -5,7 +5,7 @@ from typing import NamedTuple, Optional
 
 import apache_beam as beam
 
-from pipeline.config.options import Settings
+from pipeline.config.settings import PostprocessingSettings, Settings, SizeSettings
 from pipeline.core import dead_letters, shards
 from pipeline.core.dead_letters import INVALID_RECORD
 from pipeline.core.formats import Prediction, parse_line
@@ -18,33 +18,32 @@ from pipeline.transforms.read import LineBatch
 class ParseBatchFn(beam.DoFn):
     """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts."""
 
-    def __init__(self, settings: Settings):
-        self._settings = settings
+    def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings):
+        self._input_format = input_format
+        self._postprocessing = postprocessing
+        self._sizes = sizes
         self._resolver: Optional[SizeResolver] = None
 
     def setup(self):
         tune_garbage_collector()
 
     def process(self, batch: LineBatch, manifest):
-        settings = self._settings
         if self._resolver is None:
-            self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
-                                          # the resolved input's scheme; streaming
-                                          # without --input: Cloud Storage objects
-                                          settings.input_scheme or shards.scheme_of(settings.input or 'gs://'),
-                                          settings.probe_allowed_prefixes)
+            sizes = self._sizes
+            self._resolver = SizeResolver(manifest, sizes.probe_image_sizes, sizes.image_size,
+                                          sizes.allowed_scheme, sizes.probe_allowed_prefixes)
         timestamp = dead_letters.utc_timestamp()
-        score_floor = settings.score_floor
+        score_floor = self._postprocessing.score_floor
         predictions, sizes, rejected = [], [], []
         for line in batch.lines:
-            parsed = parse_line(line, settings.input_format, score_floor)
+            parsed = parse_line(line, self._input_format, score_floor)
             if isinstance(parsed, Prediction):
                 predictions.append(parsed)
                 sizes.append(self._resolver.resolve(parsed.image_uri))
             else:
                 rejected.append(dead_letters.from_rejection(parsed, batch.source_file, line, timestamp))
         tables = build_tables(predictions, sizes, batch.source_file,
-                              shards.prediction_run(batch.source_file), settings)
+                              shards.prediction_run(batch.source_file), self._postprocessing)
         counts = tables.counts
         counts.probe_failures.update(self._resolver.probe_failures)
         self._resolver.probe_failures.clear()
@@ -103,7 +102,8 @@ class ParsePredictions(beam.PTransform):
 
     def expand(self, batches):
         parsed = batches | 'ParseLines' >> beam.ParDo(
-            ParseBatchFn(self._settings),
+            ParseBatchFn(self._settings.input.input_format, self._settings.postprocessing,
+                         self._settings.sizes),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
             'detections', 'images', 'image_uris', 'dead_letters', 'counts', main='unused',

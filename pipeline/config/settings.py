@@ -1,0 +1,213 @@
+"""The validated, typed settings of a run, one group per concern, so that each part receives only what
+it uses (the post-processing never sees a BigQuery field).
+
+The groups' option fields are exactly the options table's groups (`OPTION_GROUPS`, a test checks), and
+their defaults live in the table alone. The fields after them are resolved once, at launch, by the
+command line (`Settings.resolved`): never given as options.
+"""
+import dataclasses
+import re
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.config.options import (BATCH, OPTION_GROUPS, OPTIONS, OPTIONS_BY_NAME, STREAMING,
+                                     OptionError, PredictionTableOptions, join_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSettings:
+    input: Optional[str]  # None only in streaming runs without a prefix filter
+    input_format: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamingSettings:
+    input_subscription: Optional[str]
+    window_seconds: int
+    dedupe_hours: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSettings:
+    output: Optional[str]
+    dead_letter: Optional[str]
+    summary: Optional[str]
+    overwrite: bool
+    max_dead_letter_ratio: Optional[float]
+    report_file: Optional[str] = None  # the report this run builds, listed among its outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQuerySettings:
+    output_table: Optional[str]
+    images_table: Optional[str]
+    dead_letter_table: Optional[str]
+    write_disposition: str
+    bigquery_method: str
+    temp_location: Optional[str] = None  # Beam's --temp_location, for file loads
+
+
+@dataclasses.dataclass(frozen=True)
+class PostprocessingSettings:
+    score_threshold: float
+    label_thresholds: Mapping[str, float]
+    keep_labels: Optional[Tuple[str, ...]]
+    drop_labels: Optional[Tuple[str, ...]]
+    min_box_area: Optional[float]
+    roi: Optional[str]  # a path or WKT as given; see roi_wkt
+    roi_min_overlap: Optional[float]
+    nms_iou: Optional[float]
+    nms_class_agnostic: bool
+    max_detections: Optional[int]
+    roi_wkt: Optional[str] = None  # the validated region's WKT
+
+    @property
+    def score_floor(self) -> float:
+        """The lowest threshold any detection is held to: nothing scored below it is ever kept."""
+        return min([self.score_threshold, *self.label_thresholds.values()])
+
+    def threshold_for(self, label: Optional[str]) -> float:
+        return self.label_thresholds.get(label, self.score_threshold)
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeSettings:
+    image_size: Optional[Tuple[int, int]]
+    image_sizes: Optional[str]
+    probe_image_sizes: bool
+    probe_allowed_prefixes: Optional[Tuple[str, ...]]
+    allowed_scheme: Optional[str] = None  # of the resolved input: what a probe may open
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSettings:
+    report: Optional[bool]
+    report_samples: int
+    report_image_mirror: Optional[Mapping[str, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchSettings:
+    """Set at launch, for the job as a whole."""
+    run_id: Optional[str] = None  # names this run in its summary and locks
+    job_locks: Tuple[str, ...] = ()  # Cloud Storage locks the job itself releases after its summary
+
+
+# Each title of OPTION_GROUPS, and the settings group that holds those options.
+GROUPS = {'Input': ('input', InputSettings), 'Streaming': ('streaming', StreamingSettings),
+          'Outputs': ('outputs', OutputSettings), 'BigQuery': ('bigquery', BigQuerySettings),
+          'Thresholds and post-processing': ('postprocessing', PostprocessingSettings),
+          'Image sizes': ('sizes', SizeSettings), 'Report': ('report', ReportSettings)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every group of a run's settings."""
+    input: InputSettings
+    streaming: StreamingSettings
+    outputs: OutputSettings
+    bigquery: BigQuerySettings
+    postprocessing: PostprocessingSettings
+    sizes: SizeSettings
+    report: ReportSettings
+    launch: LaunchSettings = LaunchSettings()
+
+    @property
+    def mode(self) -> str:
+        return STREAMING if self.streaming.input_subscription else BATCH
+
+    @property
+    def is_streaming(self) -> bool:
+        return self.mode == STREAMING
+
+    @classmethod
+    def from_pipeline_options(cls, pipeline_options: PipelineOptions) -> 'Settings':
+        raw = pipeline_options.view_as(PredictionTableOptions).get_all_options()
+        return cls.from_raw({name: raw.get(name) for name in OPTIONS_BY_NAME})
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Optional[str]]) -> 'Settings':
+        """Parses every option given as text; raises OptionError naming the first wrong one."""
+        values = {}
+        for name, text in raw.items():
+            if text is None:
+                continue
+            try:
+                values[name] = OPTIONS_BY_NAME[name].parse(str(text))
+            except ValueError as exc:
+                raise OptionError(f'--{name}: {exc}') from None
+        return cls.of(**values)
+
+    @classmethod
+    def of(cls, **given: Any) -> 'Settings':
+        """Settings from typed values (the options not given take the table's defaults), after the
+        checks across options; raises OptionError."""
+        unknown = set(given) - set(OPTIONS_BY_NAME)
+        if unknown:
+            raise TypeError(f'not options: {", ".join(sorted(unknown))}')
+        values = {option.name: given.get(option.name, option.default) for option in OPTIONS}
+        _check_mode(given, values)
+        _check_and_default(values)
+        groups = {attribute: group(**{name: values[name] for name in names})
+                  for title, names in OPTION_GROUPS for attribute, group in [GROUPS[title]]}
+        return cls(**groups)
+
+    def resolved(self, **derived: Dict[str, Any]) -> 'Settings':
+        """These settings with values resolved at launch, by group: resolved(sizes={...}, ...)."""
+        return dataclasses.replace(self, **{group: dataclasses.replace(getattr(self, group), **fields)
+                                            for group, fields in derived.items()})
+
+
+def _check_and_default(values: dict) -> None:
+    """The checks that span options, and the defaults that depend on other options."""
+    if values['roi_min_overlap'] is not None and values['roi'] is None:
+        raise OptionError('--roi_min_overlap needs --roi: the region the overlap is measured against')
+    if values['nms_class_agnostic'] and values['nms_iou'] is None:
+        raise OptionError('--nms_class_agnostic needs --nms_iou: the IoU above which boxes are '
+                          'suppressed')
+    if values['output'] is None and values['output_table'] is None:
+        raise OptionError('--output or --output_table is required: a folder for the Parquet '
+                          'tables, a BigQuery table, or both')
+    if values['output_table'] is None:
+        for name in ('images_table', 'dead_letter_table'):
+            if values[name] is not None:
+                raise OptionError(f'--{name} needs --output_table')
+    else:
+        values['images_table'] = values['images_table'] or values['output_table'] + '_images'
+        values['dead_letter_table'] = (values['dead_letter_table']
+                                       or values['output_table'] + '_error_records')
+    if values['bigquery_method'] is None:
+        values['bigquery_method'] = 'streaming_inserts' if values['input_subscription'] else 'file_loads'
+    if values['write_disposition'] == 'truncate' and values['bigquery_method'] == 'streaming_inserts':
+        raise OptionError('--write_disposition=truncate cannot be used with '
+                          '--bigquery_method=streaming_inserts: BigQuery cannot truncate a table '
+                          'through streaming inserts; use file_loads')
+    if values['dead_letter'] is None and values['output'] is not None:
+        values['dead_letter'] = join_path(values['output'], 'dead_letter')
+    if values['summary'] is None and values['output'] is not None:
+        values['summary'] = join_path(values['output'], 'summary.json')
+
+
+def _check_mode(given: Mapping[str, Any], values: dict) -> None:
+    """Every option given applies to this kind of run, and every one it needs is there."""
+    mode = STREAMING if values['input_subscription'] else BATCH
+    for option in OPTIONS:
+        if given.get(option.name) is not None and mode not in option.modes:
+            if mode == BATCH:
+                raise OptionError(f'--{option.name} applies to streaming runs only: add '
+                                  f'--input_subscription, or leave it out')
+            raise OptionError(f'--{option.name} applies to batch runs only: a streaming run never '
+                              f'ends, so it has no summary or report; its counts are Beam counters')
+        if mode in option.required_in and values[option.name] is None:
+            other = ('; or give --input_subscription for a streaming run' if mode == BATCH else '')
+            raise OptionError(f'--{option.name} is required in a {mode} run ({option.label}){other}')
+    if mode == STREAMING:
+        if values['input'] is not None and (not values['input'].startswith('gs://')
+                                            or re.search(r'[*?\[]', values['input'])):
+            raise OptionError(f'--input: in a streaming run it is a gs:// folder (no glob) whose shards '
+                              f'are loaded (notifications name Cloud Storage objects), got '
+                              f'{values["input"]!r}')
+        if values['write_disposition'] == 'truncate':
+            raise OptionError('--write_disposition=truncate: a streaming run appends each new shard '
+                              'to the tables; leave the option out')
