@@ -3,7 +3,12 @@
 The pins below are the one place dependency versions live: `make` installs the package with them,
 and Dataflow workers install it from this file (`--setup_file` or the Flex Template image).
 """
+import re
+
 import setuptools
+
+with open('pipeline/__init__.py', encoding='utf-8') as handle:
+    VERSION = re.search(r"__version__ = '([^']+)'", handle.read()).group(1)
 
 INSTALL_REQUIRES = [
     'apache-beam[gcp]==2.77.0',
@@ -18,6 +23,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     'test': [
         'pytest==9.2.0',
+        'ruff==0.17.6',  # make lint
         'pytest-xdist==3.8.0',
         'hypothesis==6.170.15',
         # Local stand-ins for Cloud Storage and BigQuery, started by the tests.
@@ -35,7 +41,7 @@ EXTRAS_REQUIRE = {
 
 setuptools.setup(
     name='prediction-tables',
-    version='0.1.0',
+    version=VERSION,
     description=('Turns object-detection batch prediction output (AutoML Vision and Vertex AI) '
                  'into Parquet or BigQuery tables, with a dead-letter sink.'),
     packages=setuptools.find_packages(include=['pipeline', 'pipeline.*']),

@@ -47,7 +47,7 @@ def contender_commands(input_dir, output_dir, threshold, postprocessing=False):
     pipeline = [sys.executable, '-m', 'pipeline', '--input', input_dir, '--output', output_dir,
                 '--score_threshold', str(threshold), '--image_size', f'{WIDTH}x{HEIGHT}',
                 '--report=false', '--overwrite']
-    other = lambda kind: [sys.executable, os.path.join(HERE, 'contenders.py'), kind, input_dir,  # noqa
+    other = lambda kind: [sys.executable, os.path.join(HERE, 'contenders.py'), kind, input_dir,
                           output_dir, str(threshold), str(WIDTH), str(HEIGHT)]
     return {
         'pipeline, 1 process': pipeline + ['--direct_num_workers=1'],

@@ -1,1 +1,2 @@
-"""Object-detection batch prediction output (AutoML Vision, Vertex AI) -> Parquet tables and dead letters."""
+"""prediction-tables: object-detection batch prediction output into clean tables."""
+__version__ = '0.2.0'  # CHANGELOG.md says what changed

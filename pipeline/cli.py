@@ -1,6 +1,5 @@
 """`python -m pipeline`: parse and check the options, build the job, run it, print the summary."""
 import difflib
-import importlib.metadata
 import logging
 import os
 import re
@@ -14,25 +13,30 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
-                                                  PipelineOptions, StandardOptions,
-                                                  _BeamArgumentParser)
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
 from google.api_core.exceptions import GoogleAPIError
 
-from pipeline.core import geometry
-from pipeline.core import summary as run_summary
-from pipeline.io import summary_files
-from pipeline.tools.template import shown_default
-from pipeline.transforms.job import PredictionsToTables, StreamingPredictionsToTables
-from pipeline.io.locks import RunLock
+import pipeline
 from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError
 from pipeline.config.settings import Settings
+from pipeline.core import geometry
+from pipeline.core import summary as run_summary
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
-from pipeline.io.provision import provision, release_untouched
+from pipeline.core.shards import scheme_of, split_ranges
+from pipeline.io import summary_files
 from pipeline.io.bigquery import prepare_tables
+from pipeline.io.locks import RunLock
+from pipeline.io.provision import provision, release_untouched
 from pipeline.io.sizes import ManifestError, check_manifest
 from pipeline.io.sources import InputError, input_root, matched_shards, resolve_input
-from pipeline.core.shards import scheme_of, split_ranges
+from pipeline.tools.template import shown_default
+from pipeline.transforms.job import PredictionsToTables, StreamingPredictionsToTables
 
 # Without --runner, batch runs on the FnApiRunner: the DirectRunner of Beam 2.77 would first try to
 # download the Prism runner, and these machines are offline. The FnApiRunner does not run unbounded
@@ -120,12 +124,12 @@ def check_arguments(argv: Sequence[str]) -> None:
     warn and drop it, and a misspelled threshold would quietly filter nothing)."""
     parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
     for options_class in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
-        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+        options_class._add_argparse_args(parser)
     try:
         _, unknown = parser.parse_known_args(list(argv))
     except SystemExit:
         raise OptionError('an argument has a value of the wrong kind (see the message above)') from None
-    known = sorted(option for action in parser._actions  # pylint: disable=protected-access
+    known = sorted(option for action in parser._actions
                    for option in action.option_strings)
     problems = []
     for index, arg in enumerate(unknown):
@@ -270,7 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(help_text())
         return 0
     if '--version' in argv:
-        print(f'prediction-tables {package_version()} (Apache Beam {beam.__version__})')
+        print(f'prediction-tables {pipeline.__version__} (Apache Beam {beam.__version__})')
         return 0
     try:
         plan = prepare(argv)
@@ -285,7 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     completed = submitted = False
     try:
         code, completed, submitted = run_batch(plan, settings, local)
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:
         logging.getLogger(__name__).error('The run failed', exc_info=True)
         print(f'error: the run failed ({type(exc).__name__}: {exc}); it wrote no summary, so nothing of '
               f'it counts as complete: the next run into the same place replaces what it left',
@@ -355,13 +359,6 @@ def help_text() -> str:
     return '\n'.join(lines)
 
 
-def package_version() -> str:
-    try:
-        return importlib.metadata.version('prediction-tables')
-    except importlib.metadata.PackageNotFoundError:
-        return 'unknown'
-
-
 def run_streaming(pipeline_options: PipelineOptions, settings: Settings, local: bool) -> int:
     """Starts the streaming job; a local one runs in the foreground until it is interrupted."""
     pipeline = beam.Pipeline(options=pipeline_options)
@@ -393,12 +390,12 @@ def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> b
         print(f'Summary: {summary_file}')
     if not settings.outputs.report_file:
         return True
-    from pipeline.tools.report import build_report  # pylint: disable=import-outside-toplevel
+    from pipeline.tools.report import build_report
     try:
         path = build_report(settings.outputs.output, settings.report.report_samples,
                             settings.report.report_image_mirror or {}, settings.outputs.dead_letter,
                             settings.sizes.probe_allowed_prefixes, summary_path=settings.outputs.summary)
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:
         logging.getLogger(__name__).error('The report failed', exc_info=True)
         print(f'error: the report could not be built ({type(exc).__name__}: {exc}); the tables and '
               f'the summary are complete', file=sys.stderr)

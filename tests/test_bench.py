@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'bench'))
-from cost_model import cost_model  # noqa: E402  pylint: disable=wrong-import-position
+from cost_model import cost_model
 
 TWO_PROCESSES, BASELINE = 'pipeline, 2 processes', 'python baseline'
 

@@ -6,7 +6,6 @@ import sys
 
 import pyarrow.dataset as ds
 import pytest
-
 from conftest import ROOT, SAMPLE
 from emulators import PROJECT, Emulators
 
@@ -185,6 +184,7 @@ def test_no_credentials_in_logs_or_dead_letters(cloud):
 
 def test_probe_and_operation_json_on_cloud_storage(cloud):
     import io as _io
+
     from PIL import Image
     bucket = cloud.storage_client().bucket(BUCKET)
     png = _io.BytesIO()

@@ -7,8 +7,8 @@ import sys
 
 import pyarrow.dataset as ds
 import pytest
-
 from conftest import ROOT, SAMPLE
+
 from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 
 SAMPLE_INPUT = SAMPLE / 'input'

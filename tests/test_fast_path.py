@@ -1,6 +1,7 @@
 """The legacy fast path must agree exactly with the full validator on everything it accepts."""
 import orjson
-from hypothesis import event, given, settings, strategies as st
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from pipeline.core.formats import Prediction, _fast_automl, _parse_automl, parse_line
 

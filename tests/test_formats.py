@@ -1,8 +1,8 @@
 import orjson
 import pytest
 
-from pipeline.core.formats import AUTOML, VERTEX, Prediction, Rejection, parse_line
 from pipeline.core.dead_letters import INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR
+from pipeline.core.formats import AUTOML, VERTEX, Prediction, Rejection, parse_line
 
 
 def automl_line(annotations, uri='gs://b/a.jpg', **extra):

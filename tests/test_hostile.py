@@ -14,17 +14,17 @@ import orjson
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-
 from conftest import SAMPLE
-from pipeline.core import geometry
-from pipeline.tools import report
-from pipeline.io import sources
-from pipeline.core.formats import Rejection, parse_line
-from pipeline.config.options import OPTION_GROUPS, OPTIONS
-from pipeline.io.sizes import SizeResolver
+from PIL import Image
 from test_postprocessing import reference_nms
 from test_reliability import GOOD, GOOD_LINE, run
+
+from pipeline.config.options import OPTION_GROUPS, OPTIONS
+from pipeline.core import geometry
+from pipeline.core.formats import Rejection, parse_line
+from pipeline.io import sources
+from pipeline.io.sizes import SizeResolver
+from pipeline.tools import report
 
 INPUT = SAMPLE / 'input'
 

@@ -4,7 +4,6 @@ import ast
 import pathlib
 
 import pytest
-
 from conftest import ROOT
 
 # Lowest first. Top-level modules (the command line, its entry points) may import anything.

@@ -4,8 +4,8 @@ import os
 
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions
-
 from conftest import SAMPLE
+
 from pipeline import cli
 
 MB = 1024 * 1024

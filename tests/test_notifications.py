@@ -9,10 +9,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from beam_testing import local_test_pipeline
 
 from pipeline.io import notifications
 from pipeline.io.notifications import Ignored, NotifiedShard, parse_notification
-from beam_testing import local_test_pipeline
 from pipeline.transforms.read import ParseNotificationsFn, ShardsFromNotifications
 
 PREFIX = 'gs://bucket/runs'

@@ -108,6 +108,7 @@ def test_a_subscription_makes_a_streaming_run_with_its_defaults():
 
 def test_each_settings_group_holds_exactly_its_options_and_no_default_of_its_own():
     import dataclasses
+
     from pipeline.config.options import OPTION_GROUPS
     from pipeline.config.settings import GROUPS
     for title, names in OPTION_GROUPS:

@@ -10,14 +10,14 @@ import time
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, SAMPLE
+from test_reliability import run
+
 from pipeline.core import summary as run_summary
 from pipeline.core.counts import Counts
+from pipeline.core.outputs import LOCK_NAME, OutputLayout, survey
 from pipeline.io import summary_files
 from pipeline.io.locks import LockHeld, RunLock
-from pipeline.core.outputs import LOCK_NAME, OutputLayout, survey
-from test_reliability import run
 
 INPUT = SAMPLE / 'input'
 

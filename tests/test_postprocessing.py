@@ -4,12 +4,12 @@ import pyarrow as pa
 import pytest
 import shapely
 
-from pipeline.core import geometry
-from pipeline.core.formats import AUTOML, Prediction
 from pipeline.config.options import OptionError
 from pipeline.config.settings import Settings
-from pipeline.core.tables import ImageSize, build_tables
+from pipeline.core import geometry
+from pipeline.core.formats import AUTOML, Prediction
 from pipeline.core.postprocessing import select_detections
+from pipeline.core.tables import ImageSize, build_tables
 
 
 def nms(boxes, scores, classes=None, threshold=0.5, lines=None):

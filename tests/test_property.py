@@ -4,11 +4,12 @@ import json
 import math
 
 import orjson
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from pipeline.config.settings import Settings
 from pipeline.core import dead_letters
 from pipeline.core.formats import Prediction, parse_line
-from pipeline.config.settings import Settings
 from pipeline.core.tables import build_tables
 
 unit = st.floats(0, 1, allow_nan=False)

@@ -10,8 +10,8 @@ import time
 import orjson
 import pyarrow.dataset as ds
 import pytest
-
 from conftest import ROOT, SAMPLE
+
 from pipeline.io.sizes import probe_allowed
 
 GOOD = {'ID': 'gs://b/good.jpg', 'annotations': [{

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, SAMPLE
 from PIL import Image, ImageDraw
 
-from conftest import ROOT, SAMPLE
 from pipeline.tools import report
 
 MIRRORS = ('gs://migration-ucaip-trainingaip-20210301091741/openimage/=' + str(SAMPLE / 'images' / 'legacy')

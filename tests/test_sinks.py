@@ -3,12 +3,19 @@ import hashlib
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from beam_testing import local_test_pipeline
+
 from pipeline.core import dead_letters
-from pipeline.core.schema import (DEAD_LETTER_COLUMNS, DETECTION_COLUMNS, DETECTIONS_SCHEMA, IMAGE_COLUMNS, PAYLOAD_LIMIT_BYTES, bigquery_schema)
-from pipeline.io.sinks import WriteParquetTable
+from pipeline.core.schema import (
+    DEAD_LETTER_COLUMNS,
+    DETECTION_COLUMNS,
+    DETECTIONS_SCHEMA,
+    IMAGE_COLUMNS,
+    PAYLOAD_LIMIT_BYTES,
+    bigquery_schema,
+)
 from pipeline.io.bigquery import row_problem, write_failure
+from pipeline.io.sinks import WriteParquetTable
 
 COLUMNS = {c.name: (c.type, c.nullable) for c in IMAGE_COLUMNS}
 
@@ -71,7 +78,7 @@ def test_parquet_tables_keep_every_row_with_dictionaries_on_repeating_strings_on
     assert sorted(parquet.read().to_pylist(), key=lambda r: r['score']) == rows
     columns = {parquet.metadata.row_group(0).column(i).path_in_schema: i
                for i in range(parquet.metadata.num_columns)}
-    encodings = lambda name: parquet.metadata.row_group(0).column(columns[name]).encodings  # noqa: E731
+    encodings = lambda name: parquet.metadata.row_group(0).column(columns[name]).encodings
     assert 'RLE_DICTIONARY' in encodings('image_uri') and 'RLE_DICTIONARY' in encodings('label')
     assert 'RLE_DICTIONARY' not in encodings('box_wkt') and 'RLE_DICTIONARY' not in encodings('score')
 

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from pipeline.core import shards
-from pipeline.io import sources
 from pipeline.core.shards import ERROR, OTHER, RESULT
+from pipeline.io import sources
 from pipeline.io.sources import InputError
 
 

@@ -10,11 +10,10 @@ import time
 
 import pyarrow.dataset as ds
 import pytest
-from google.api_core.exceptions import GoogleAPIError
-from google.api_core.retry import Retry
-
 from conftest import ROOT, SAMPLE
 from emulators import PROJECT, Emulators
+from google.api_core.exceptions import GoogleAPIError
+from google.api_core.retry import Retry
 from test_cloud import canonical
 
 BUCKET = 'stream-bucket'

@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
+from pipeline.config.settings import Settings
 from pipeline.core import geometry
 from pipeline.core.formats import AUTOML, VERTEX, Prediction, parse_line
-from pipeline.config.settings import Settings
 from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 from pipeline.core.tables import ImageSize, build_tables
 

@@ -9,12 +9,12 @@ import venv
 
 import pyarrow.dataset as ds
 import pytest
-
 from conftest import ROOT, SAMPLE
-from pipeline.tools import template
+
 from pipeline.cli import read_roi
 from pipeline.config.options import BATCH, MODES, OPTIONS, OPTIONS_BY_NAME, STREAMING, OptionError
 from pipeline.config.settings import Settings
+from pipeline.tools import template
 
 METADATA = ROOT / 'templates' / 'metadata.json'
 STREAMING_METADATA = ROOT / 'templates' / 'metadata-streaming.json'

@@ -4,15 +4,15 @@ import json
 
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
-
 from beam_testing import local_test_pipeline
-from pipeline.core.counts import MAX_LISTED_OTHER_FILES, Counts
-from pipeline.core.dead_letters import (INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, UNREADABLE_FILE)
+
 from pipeline.config.settings import Settings
-from pipeline.transforms.count import CountDuplicateImageUris, MergeCountsFn
-from pipeline.transforms.read import LineBatch, ReadShards
+from pipeline.core.counts import MAX_LISTED_OTHER_FILES, Counts
+from pipeline.core.dead_letters import INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, UNREADABLE_FILE
 from pipeline.transforms import parse
+from pipeline.transforms.count import CountDuplicateImageUris, MergeCountsFn
 from pipeline.transforms.parse import ParsePredictions
+from pipeline.transforms.read import LineBatch, ReadShards
 
 GOOD = b'{"ID":"gs://b/%d.jpg","annotations":[]}'
 

@@ -11,8 +11,16 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.config.options import (BATCH, OPTION_GROUPS, OPTIONS, OPTIONS_BY_NAME, STREAMING,
-                                     OptionError, PredictionTableOptions, join_path)
+from pipeline.config.options import (
+    BATCH,
+    OPTION_GROUPS,
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    STREAMING,
+    OptionError,
+    PredictionTableOptions,
+    join_path,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ the line is and why, naming the field and the annotation index.
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import orjson
+from google.rpc import code_pb2
 
 from pipeline.core.dead_letters import INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR
 
@@ -17,13 +18,8 @@ VERTEX = 'vertex'
 # Coordinates this far outside [0, 1] are float noise and are clamped; beyond it the record is invalid.
 COORDINATE_TOLERANCE = 0.01
 
-# google.rpc.Code: numeric code <-> enum name.
-RPC_CODES = {
-    0: 'OK', 1: 'CANCELLED', 2: 'UNKNOWN', 3: 'INVALID_ARGUMENT', 4: 'DEADLINE_EXCEEDED',
-    5: 'NOT_FOUND', 6: 'ALREADY_EXISTS', 7: 'PERMISSION_DENIED', 8: 'RESOURCE_EXHAUSTED',
-    9: 'FAILED_PRECONDITION', 10: 'ABORTED', 11: 'OUT_OF_RANGE', 12: 'UNIMPLEMENTED',
-    13: 'INTERNAL', 14: 'UNAVAILABLE', 15: 'DATA_LOSS', 16: 'UNAUTHENTICATED',
-}
+# google.rpc.Code: numeric code <-> enum name, from Google's own definition.
+RPC_CODES = {value.number: value.name for value in code_pb2.Code.DESCRIPTOR.values}
 RPC_STATUS_NAMES = {name: code for code, name in RPC_CODES.items()}
 
 Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalized

@@ -96,9 +96,9 @@ def roi_mask(boxes: np.ndarray, region, min_overlap: Optional[float]) -> np.ndar
 
 
 # Lines with more boxes than this get a spatial index (shapely's STRtree) for NMS, in which only boxes
-# of similar size meet (see _nms_one_large_line for the worst case). Smaller lines, nearly all of them, are suppressed together:
-# their boxes padded into a (lines, boxes) grid, every pair's IoU at once, then one vectorized step
-# per rank instead of a Python loop per line.
+# of similar size meet (see _nms_one_large_line for the worst case). Smaller lines, nearly all of
+# them, are suppressed together: their boxes padded into a (lines, boxes) grid, every pair's IoU at
+# once, then one vectorized step per rank instead of a Python loop per line.
 NMS_INDEX_MIN_BOXES = 64
 # Grid cells (lines x boxes x boxes) per chunk of lines: bounds the memory of the pairwise arrays.
 _NMS_CHUNK_CELLS = 1 << 21

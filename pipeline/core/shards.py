@@ -2,6 +2,7 @@
 byte ranges an uncompressed shard is read in. Pure: no file is opened here."""
 import re
 from typing import List, NamedTuple, Optional
+
 RESULT = 'result'
 ERROR = 'error'
 OTHER = 'other'

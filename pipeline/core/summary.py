@@ -2,12 +2,12 @@
 from typing import Dict, List, Mapping, Optional
 
 from pipeline.config.settings import Settings
+from pipeline.core import counts as names
+from pipeline.core.counts import HISTOGRAM_BINS, Counts
 from pipeline.core.dead_letters import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
 from pipeline.core.outputs import SUMMARY_WRITER
 from pipeline.core.postprocessing import STEPS
 from pipeline.core.shards import SHARD_KINDS
-from pipeline.core import counts as names
-from pipeline.core.counts import HISTOGRAM_BINS, Counts
 
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
 

@@ -29,7 +29,8 @@ class BatchTables(NamedTuple):
 
 
 def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[ImageSize]],
-                 source_file: str, prediction_run: Optional[str], postprocessing: PostprocessingSettings) -> BatchTables:
+                 source_file: str, prediction_run: Optional[str],
+                 postprocessing: PostprocessingSettings) -> BatchTables:
     """One `images` row per prediction and one `detections` row per kept annotation. Annotations
     the parser dropped below the score floor count as removed by the threshold step."""
     n_images = len(predictions)

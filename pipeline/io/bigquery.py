@@ -8,8 +8,13 @@ from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 from pipeline.config.settings import BigQuerySettings
 from pipeline.core import dead_letters
 from pipeline.core.dead_letters import WRITE_FAILURE
-from pipeline.core.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS, DETECTION_COLUMNS,
-                                  IMAGE_COLUMNS, bigquery_schema)
+from pipeline.core.schema import (
+    DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_TABLE_EXTRA_COLUMNS,
+    DETECTION_COLUMNS,
+    IMAGE_COLUMNS,
+    bigquery_schema,
+)
 
 
 class ValidateRowFn(beam.DoFn):
@@ -117,8 +122,8 @@ def prepare_tables(table_settings: BigQuerySettings, client=None) -> None:
     """Creates the BigQuery tables that are missing (partitioned by ingestion day, detections
     clustered by label and image_uri) and adds the columns an older version's table lacks, before the
     pipeline starts, so both write methods find the same tables."""
-    from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
-    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    from google.api_core import exceptions
+    from google.cloud import bigquery
     retry = bigquery.DEFAULT_RETRY.with_deadline(60)
     for spec, columns, clustering in bigquery_tables(table_settings):
         project, _, rest = spec.rpartition(':')

@@ -120,12 +120,10 @@ class RunLock:
 
     # Cloud Storage ------------------------------------------------------------------------------
     def _blob(self):
-        from apache_beam.io.gcp.gcsio import GcsIO, parse_gcs_path  # pylint: disable=import-outside-toplevel
-        bucket, name = parse_gcs_path(self.path)
-        return GcsIO().client.bucket(bucket).blob(name)
+        return gcs_blob(self.path)
 
     def _acquire_gcs(self) -> bool:
-        from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+        from google.api_core import exceptions
         blob = self._blob()
         took_over = False
         for _ in range(3):
@@ -152,7 +150,7 @@ class RunLock:
         raise LockHeld(f'{self.path}: another run keeps taking this lock')
 
     def _release_gcs(self, keep: bool) -> None:
-        from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+        from google.api_core import exceptions
         if self._generation is None:
             return
         blob = self._blob()
@@ -171,9 +169,8 @@ class RunLock:
 def release_gcs_lock(path: str, run_id: str) -> None:
     """Run by the job itself after its summary (a Dataflow job outlives its launcher): removes the
     lock if it is still this run's."""
-    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
-    lock = RunLock(path, run_id, None)
-    blob = lock._blob()  # pylint: disable=protected-access
+    from google.api_core import exceptions
+    blob = gcs_blob(path)
     try:
         blob.reload()
         holder = json.loads(blob.download_as_bytes(if_generation_match=blob.generation))
@@ -181,6 +178,14 @@ def release_gcs_lock(path: str, run_id: str) -> None:
             blob.delete(if_generation_match=blob.generation)
     except (exceptions.NotFound, exceptions.PreconditionFailed, ValueError):
         pass
+
+
+def gcs_blob(path: str):
+    """The Cloud Storage object at `path`, through Beam's own storage client (imported here: local
+    runs never need it)."""
+    from apache_beam.io.gcp.gcsio import GcsIO, parse_gcs_path
+    bucket, name = parse_gcs_path(path)
+    return GcsIO().client.bucket(bucket).blob(name)
 
 
 def _read_fd(fd: int) -> bytes:

@@ -10,10 +10,17 @@ from typing import List, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.io.locks import LockHeld, RunLock
 from pipeline.config.options import OptionError
-from pipeline.core.outputs import (Conflict, OutputLayout, is_our_summary, listed_outputs, summary_temp_path, survey)
+from pipeline.core.outputs import (
+    Conflict,
+    OutputLayout,
+    is_our_summary,
+    listed_outputs,
+    summary_temp_path,
+    survey,
+)
 from pipeline.core.shards import scheme_of
+from pipeline.io.locks import LockHeld, RunLock
 
 MAX_NAMED_CONFLICTS = 5
 _BEAM_TEMP_FOLDER = re.compile(r'beam-temp-(part|dead_letter)-[0-9a-f]{32}')
@@ -160,7 +167,7 @@ def _match(pattern: str) -> List[str]:
                 if os.path.islink(path) or not os.path.isdir(path)]
     try:
         return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
         return []
 
 

@@ -14,9 +14,9 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from pipeline.config.options import MAX_IMAGE_SIDE
-from pipeline.io.sources import NotARegularFile, open_regular_file
 from pipeline.core.shards import scheme_of
 from pipeline.core.tables import ImageSize
+from pipeline.io.sources import NotARegularFile, open_regular_file
 
 MANIFEST_COLUMNS = ('image_uri', 'width', 'height')
 # Header bytes read to learn a size: a first small read covers almost every image; a JPEG with large
@@ -147,7 +147,7 @@ def probe_size(path: str) -> Tuple[int, int]:
         head = handle.read(PROBE_FIRST_READ)
         try:
             return size_from_header(head)
-        except Exception:  # pylint: disable=broad-except
+        except Exception:
             if len(head) < PROBE_FIRST_READ:
                 raise
         head += handle.read(PROBE_MAX_READ - len(head))
@@ -239,7 +239,7 @@ class SizeResolver:
         except NotARegularFile:
             self.probe_failures['failed_not_a_file'] += 1
             return None
-        except Exception:  # pylint: disable=broad-except
+        except Exception:
             self.probe_failures['failed_unreadable'] += 1
             return None
         if max(width, height) > MAX_IMAGE_SIDE:

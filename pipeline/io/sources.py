@@ -20,6 +20,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.core.shards import OTHER, classify, is_compressed, scheme_of
+
 _GLOB_CHARS = re.compile(r'[*?\[]')
 _UTF8_BOM = b'\xef\xbb\xbf'
 # Operation / job JSON files are small; anything larger is not one.
@@ -131,7 +132,7 @@ def read_range_lines(handle, start: int, end: Optional[int]) -> Iterator[bytes]:
         if newline < 0:
             try:
                 chunk = read(_READ_CHUNK)
-            except Exception as exc:  # pylint: disable=broad-except
+            except Exception as exc:
                 raise ReadFailure(exc, b'' if skipping else buffer[cursor:]) from exc
             if not chunk:
                 tail = buffer[cursor:]
@@ -211,7 +212,7 @@ class GzipLineSafeReader:
         self._started = False
         self._done = False
 
-    def read1(self, size: int = -1) -> bytes:  # pylint: disable=unused-argument
+    def read1(self, size: int = -1) -> bytes:
         while not self._done:
             if self._pending is not None:
                 error, self._pending = self._pending, None
@@ -380,5 +381,5 @@ def _any_match(pattern: str) -> bool:
 def _match(pattern: str):
     try:
         return FileSystems.match([pattern], limits=[1])[0].metadata_list
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:
         raise InputError(f'--input: could not list {pattern!r}: {exc}') from exc

@@ -1,16 +1,18 @@
-"""README sections generated from the one definition of each contract (options, output schemas).
+"""Documentation sections generated from the one definition of each contract (options, output
+schemas, template parameters).
 
-`python -m pipeline.tools.docs README.md` rewrites the sections between their markers; a test fails when
-the committed README differs from what this produces.
+`python -m pipeline.tools.docs` rewrites the sections between their markers in README.md and docs/;
+a test fails when a committed page differs from what this produces.
 """
+import os
 import re
 import sys
 from typing import Dict
 
-from pipeline.tools import template
-from pipeline.core.dead_letters import FIELDS as DEAD_LETTER_FIELDS
 from pipeline.config.options import BATCH, MODES, OPTIONS, STREAMING
+from pipeline.core.dead_letters import FIELDS as DEAD_LETTER_FIELDS
 from pipeline.core.schema import DETECTION_COLUMNS, IMAGE_COLUMNS, Column
+from pipeline.tools import template
 
 
 def _cell(text: str) -> str:
@@ -58,23 +60,30 @@ def sections() -> Dict[str, str]:
     }
 
 
+PAGES = ('README.md', 'docs/running.md', 'docs/outputs.md', 'docs/cloud.md', 'docs/streaming.md')
+
+
 def render(text: str) -> str:
-    """`text` with every generated section replaced by its current content."""
+    """`text` with every generated section it holds replaced by its current content."""
     for name, body in sections().items():
         pattern = re.compile(rf'(<!-- BEGIN GENERATED {name} -->\n).*?(<!-- END GENERATED {name} -->)',
                              re.S)
-        if not pattern.search(text):
-            raise ValueError(f'no generated section {name!r} in the README')
-        text = pattern.sub(lambda m: m.group(1) + body + '\n' + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + '\n' + m.group(2), text)
     return text
 
 
+def sections_in(text: str):
+    return re.findall(r'<!-- BEGIN GENERATED (\w+) -->', text)
+
+
 def main(argv) -> int:
-    path = argv[0] if argv else 'README.md'
-    with open(path, encoding='utf-8') as handle:
-        text = render(handle.read())
-    with open(path, 'w', encoding='utf-8') as handle:
-        handle.write(text)
+    root = argv[0] if argv else '.'
+    for page in PAGES:
+        path = os.path.join(root, page)
+        with open(path, encoding='utf-8') as handle:
+            text = render(handle.read())
+        with open(path, 'w', encoding='utf-8') as handle:
+            handle.write(text)
     return 0
 
 

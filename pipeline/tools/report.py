@@ -14,18 +14,18 @@ import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
 
-matplotlib.use('Agg')  # no display, no network: plots render to PNG bytes
+from pipeline.config.options import OPTIONS_BY_NAME, join_path, parse_mirrors, parse_prefixes
+from pipeline.core.shards import scheme_of
+from pipeline.io.sizes import open_image_file, resolve_allowed
+
 # Labels are data, shown as plain text: a '$' in a display name must not start matplotlib's math mode.
+# Figures are drawn without pyplot (no display, no global state) straight to PNG bytes.
 matplotlib.rcParams['text.parse_math'] = False
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
-import pyarrow.parquet as pq  # noqa: E402  pylint: disable=wrong-import-position
-from apache_beam.io.filesystems import FileSystems  # noqa: E402  pylint: disable=wrong-import-position
-from PIL import Image, ImageDraw  # noqa: E402  pylint: disable=wrong-import-position
-
-from pipeline.config.options import OPTIONS_BY_NAME, join_path, parse_mirrors, parse_prefixes  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline.io.sizes import open_image_file, resolve_allowed  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline.core.shards import scheme_of  # noqa: E402  pylint: disable=wrong-import-position
 
 DEFAULT_SAMPLES = OPTIONS_BY_NAME['report_samples'].default
 SAMPLE_ROWS = 20_000  # detections read for the gallery, at most
@@ -212,7 +212,6 @@ def jpeg_data_uri(image: Image.Image, max_side: Optional[int] = None) -> str:
 def figure_data_uri(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format='png', dpi=100, bbox_inches='tight')
-    plt.close(figure)
     return 'data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode('ascii')
 
 
@@ -220,7 +219,8 @@ def label_chart(kept_by_label: Mapping[str, int]) -> Optional[str]:
     if not kept_by_label:
         return None
     labels = list(kept_by_label)[:30]
-    figure, axes = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.2))
+    figure = Figure(figsize=(7, 0.35 * len(labels) + 1.2))
+    axes = figure.subplots()
     # Positions, not the labels themselves, go to barh: matplotlib would try each string as a date.
     positions = list(range(len(labels)))
     axes.barh(positions, [kept_by_label[label] for label in labels][::-1], color='#3c78b4')
@@ -232,7 +232,8 @@ def label_chart(kept_by_label: Mapping[str, int]) -> Optional[str]:
 
 def score_chart(histogram: Mapping, thresholds: Mapping) -> str:
     edges = histogram['bin_edges']
-    figure, axes = plt.subplots(figsize=(7, 3.2))
+    figure = Figure(figsize=(7, 3.2))
+    axes = figure.subplots()
     lefts, widths = edges[:-1], [b - a for a, b in zip(edges, edges[1:])]
     axes.bar(lefts, histogram['all'], width=widths, align='edge', color='#c8c8c8', label='all annotations')
     axes.bar(lefts, histogram['kept'], width=widths, align='edge', color='#3c78b4', alpha=0.8, label='kept')
@@ -331,7 +332,7 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
                                           max_side=THUMBNAIL_SIDE)
             if line_rows and line_rows[0]['px_x_min'] is None:
                 item['note'] = 'size unknown in the table: boxes scaled to the image itself'
-        except Exception as exc:  # pylint: disable=broad-except
+        except Exception as exc:
             item['error'] = f'{type(exc).__name__}: {exc}'
         gallery.append(item)
     dead_pattern = join_path(dead_letter_root or join_path(output, 'dead_letter'), '*.jsonl')

@@ -11,14 +11,25 @@ from pipeline.config.settings import Settings
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core import summary as run_summary
-from pipeline.core.schema import (DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE_EXTRA_COLUMNS,
-                                  DETECTION_COLUMNS, DETECTIONS_SCHEMA, IMAGE_COLUMNS, IMAGES_SCHEMA)
+from pipeline.core.schema import (
+    DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_TABLE_EXTRA_COLUMNS,
+    DETECTION_COLUMNS,
+    DETECTIONS_SCHEMA,
+    IMAGE_COLUMNS,
+    IMAGES_SCHEMA,
+)
 from pipeline.io import summary_files
 from pipeline.io.bigquery import WriteBigQueryTable, table_rows
 from pipeline.io.locks import release_gcs_lock
 from pipeline.io.sinks import WriteDeadLetterFiles, WriteParquetTable
-from pipeline.transforms.count import (METRICS_NAMESPACE, CountDeadLetters, CountDuplicateImageUris,
-                                       MergeCountsFn, count_dead_letter)
+from pipeline.transforms.count import (
+    METRICS_NAMESPACE,
+    CountDeadLetters,
+    CountDuplicateImageUris,
+    MergeCountsFn,
+    count_dead_letter,
+)
 from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
 from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
 
@@ -97,8 +108,9 @@ class StreamingPredictionsToTables(beam.PTransform):
 
     def expand(self, pbegin):
         settings = self._settings
+        streaming = settings.streaming
         read = pbegin | 'ReadNotifiedShards' >> ReadNotifiedShards(
-            settings.streaming.input_subscription, settings.input.input, settings.streaming.window_seconds, settings.streaming.dedupe_hours)
+            streaming.input_subscription, settings.input.input, streaming.window_seconds, streaming.dedupe_hours)
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
         dead = all_dead_letters(read, parsed, tables)

@@ -29,9 +29,9 @@ class ParseBatchFn(beam.DoFn):
 
     def process(self, batch: LineBatch, manifest):
         if self._resolver is None:
-            sizes = self._sizes
-            self._resolver = SizeResolver(manifest, sizes.probe_image_sizes, sizes.image_size,
-                                          sizes.allowed_scheme, sizes.probe_allowed_prefixes)
+            settings = self._sizes
+            self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
+                                          settings.allowed_scheme or 'gs', settings.probe_allowed_prefixes)
         timestamp = dead_letters.utc_timestamp()
         score_floor = self._postprocessing.score_floor
         predictions, sizes, rejected = [], [], []

@@ -13,10 +13,11 @@ from apache_beam.utils.timestamp import Duration
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core.counts import Counts
-from pipeline.core.shards import DEFAULT_RANGE_BYTES, OTHER, ShardRange, classify, is_blank, split_ranges
 from pipeline.core.dead_letters import UNREADABLE_FILE
+from pipeline.core.shards import DEFAULT_RANGE_BYTES, OTHER, ShardRange, classify, is_blank, split_ranges
 from pipeline.io import notifications, sources
 from pipeline.transforms.count import METRICS_NAMESPACE, counted
+
 # A batch of lines is one element: big enough to amortize Beam's per-element cost, small enough that
 # its Arrow tables stay a few MB.
 BATCH_LINES = 2000
@@ -76,7 +77,7 @@ class ReadRangeFn(beam.DoFn):
                     if len(batch) >= self._batch_lines or batch_bytes >= self._batch_bytes:
                         yield LineBatch(path, batch)
                         batch, batch_bytes = [], 0
-        except Exception as exc:  # pylint: disable=broad-except
+        except Exception as exc:
             if batch:
                 yield LineBatch(path, batch)
                 batch = []
@@ -179,7 +180,7 @@ class SizeNotifiedShardFn(beam.DoFn):
         if size is None:
             try:
                 size = FileSystems.match([shard.path], limits=[1])[0].metadata_list[0].size_in_bytes
-            except Exception as exc:  # pylint: disable=broad-except
+            except Exception as exc:
                 yield beam.pvalue.TaggedOutput('dead_letters', unreadable_dead_letter(
                     ShardRange(shard.path, 0, None), exc, 0))
                 return
