@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
     StandardOptions,
+    TestOptions,
     _BeamArgumentParser,
 )
 from google.api_core.exceptions import GoogleAPIError
@@ -279,6 +280,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         plan = prepare(argv)
         local = is_local(plan.pipeline_options)
+        if is_dry_run(plan.pipeline_options):
+            return dry_run(plan)
         locks = provision_outputs(plan)
     except (OptionError, InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
@@ -300,6 +303,29 @@ def main(argv: Optional[List[str]] = None) -> int:
             for lock in locks:
                 lock.release(keep=not completed)
     return code
+
+
+def is_dry_run(pipeline_options: PipelineOptions) -> bool:
+    return bool(pipeline_options.view_as(TestOptions).dry_run)
+
+
+def dry_run(plan: LaunchPlan) -> int:
+    """Beam's --dry_run: the runner builds the whole job (the DataflowRunner offline, with --no_auth)
+    and submits nothing, so nothing is provisioned either: no lock, no file removed, no table made."""
+    pipeline = beam.Pipeline(options=plan.pipeline_options)
+    if plan.settings.is_streaming:
+        _ = pipeline | 'PredictionsToTables' >> StreamingPredictionsToTables(plan.settings)
+    else:
+        _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(
+            plan.settings, plan.pattern, skip=plan.layout.is_ours_to_skip)
+    result = pipeline.run()
+    runner = plan.pipeline_options.view_as(StandardOptions).runner
+    job = getattr(result, 'job', None)  # the DataflowRunner's: the job it would have submitted
+    built = (f' ({len(job.proto_pipeline.components.transforms)} transforms)'
+             if job is not None and hasattr(job, 'proto_pipeline') else '')
+    print(f'Dry run: the {plan.settings.mode} job was built for {runner}{built}; nothing was submitted, '
+          f'and no lock, file or table was touched')
+    return 0
 
 
 def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, bool, bool]:
