@@ -8,7 +8,7 @@ SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_size
 	--score_threshold 0.7 --label_thresholds 'Salad=0.8' \
 	--report_image_mirror 'gs://migration-ucaip-trainingaip-20210301091741/openimage/=sample/images/legacy/,gs://migration-ucaip-trainingaip-20210226015226/=sample/images/vertex/'
 
-.PHONY: install run test lint clean docs bench bench-quick bench-large
+.PHONY: install run test lint lock clean docs bench bench-quick bench-large
 
 install: $(STAMP)
 
@@ -32,6 +32,13 @@ lint: install
 test: lint
 	$(if $(CHROMIUM),,apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(PY) -m pytest -q -n 2 tests
+
+# The runtime lock the template image installs: setup.py's dependencies, resolved in a fresh venv.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip && .venv-lock/bin/pip install --quiet .
+	{ sed -n '1,3p' requirements.lock; .venv-lock/bin/pip freeze --exclude prediction-tables; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info

@@ -1,5 +1,6 @@
 """The Flex Template: metadata generated from the options, regexes consistent with validation, the
 launcher entry file, the image definition, the make targets and the worker package."""
+import ast
 import json
 import re
 import subprocess
@@ -187,6 +188,25 @@ def test_dockerfile_matches_the_package():
     for source in re.findall(r'^COPY (?!--from)(.+) \S+$', dockerfile, re.M):
         for path in source.split():
             assert (ROOT / path).exists(), path
+    assert 'pip install --no-cache-dir -r requirements.lock' in dockerfile
+
+
+def test_the_runtime_lock_agrees_with_the_direct_pins():
+    """The image installs requirements.lock: every direct pin of setup.py must be there, at its
+    version, and nothing in the lock may be left unpinned."""
+    tree = ast.parse((ROOT / 'setup.py').read_text())
+    pins = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and getattr(node.targets[0], 'id', None) == 'INSTALL_REQUIRES')
+    lock = {}
+    for line in (ROOT / 'requirements.lock').read_text().splitlines():
+        if line.strip() and not line.startswith('#'):
+            name, sep, version = line.partition('==')
+            assert sep and version, f'not pinned: {line}'
+            lock[name.lower().replace('_', '-')] = version
+    assert pins
+    for requirement in pins:
+        name, version = re.match(r'([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==([0-9.]+)', requirement).groups()
+        assert lock.get(name.lower().replace('_', '-')) == version, requirement
 
 
 @pytest.mark.parametrize('target, variables, expected', [
