@@ -28,6 +28,7 @@ CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
 # Lint first: a style or import-order slip fails in seconds, before the suite's minutes.
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test: lint
 	$(if $(CHROMIUM),,apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)

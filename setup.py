@@ -24,6 +24,7 @@ EXTRAS_REQUIRE = {
     'test': [
         'pytest==9.2.0',
         'ruff==0.17.6',  # make lint
+        'mypy==2.4.1',  # make lint
         'pytest-xdist==3.8.0',
         'hypothesis==6.170.15',
         # Local stand-ins for Cloud Storage and BigQuery, started by the tests.

@@ -25,7 +25,7 @@ from google.api_core.exceptions import GoogleAPIError
 
 import pipeline
 from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError
-from pipeline.config.settings import Settings
+from pipeline.config.settings import Settings, required
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
@@ -74,7 +74,7 @@ def prepare(argv: Optional[List[str]]) -> LaunchPlan:
     check_arguments(argv)
     pipeline_options = PipelineOptions(argv)
     settings = Settings.from_pipeline_options(pipeline_options)
-    pattern = None if settings.is_streaming else resolve_input(settings.input.input)
+    pattern = None if settings.is_streaming else resolve_input(required(settings.input.input, 'input'))
     if settings.sizes.image_sizes:
         try:
             check_manifest(settings.sizes.image_sizes)
@@ -86,7 +86,7 @@ def prepare(argv: Optional[List[str]]) -> LaunchPlan:
     if not standard.runner:
         standard.runner = DEFAULT_LOCAL_STREAMING_RUNNER if settings.is_streaming else DEFAULT_LOCAL_RUNNER
     local = is_local(pipeline_options)
-    layout = None if settings.is_streaming else output_layout(settings, local, pattern)
+    layout = None if pattern is None else output_layout(settings, local, pattern)
     cloud = pipeline_options.view_as(GoogleCloudOptions)
     if settings.bigquery.output_table:
         check_bigquery_options(settings, cloud)
@@ -102,7 +102,7 @@ def prepare(argv: Optional[List[str]]) -> LaunchPlan:
         # Streaming without --input: the notified shards are Cloud Storage objects.
         sizes={'allowed_scheme': scheme_of(pattern) if pattern else 'gs'},
         bigquery={'temp_location': cloud.temp_location})
-    if pattern and standard.runner == DEFAULT_LOCAL_RUNNER and not any(
+    if pattern and layout and standard.runner == DEFAULT_LOCAL_RUNNER and not any(
             arg.startswith(_DIRECT_FLAGS) for arg in argv):
         use_local_workers(pipeline_options, local_workers(
             matched_shards(pattern, layout.is_ours_to_skip), os.cpu_count() or 1))
@@ -116,7 +116,7 @@ def output_layout(settings: Settings, local: bool, pattern: str) -> OutputLayout
     report = settings.report.report if settings.report.report is not None else local
     layout = OutputLayout.of(absolute(outputs.output), absolute(outputs.dead_letter),
                              absolute(outputs.summary), report)
-    check_locations(layout, settings.input.input, pattern)
+    check_locations(layout, required(settings.input.input, 'input'), pattern)
     return layout
 
 
@@ -181,7 +181,7 @@ def provision_outputs(plan: LaunchPlan) -> List[RunLock]:
     locks = []
     if plan.layout is not None:
         settings = plan.settings
-        locks = provision(plan.layout, settings.outputs.overwrite, settings.launch.run_id,
+        locks = provision(plan.layout, settings.outputs.overwrite, required(settings.launch.run_id, 'run_id'),
                           settings.input.input)
     try:
         if plan.settings.bigquery.output_table:
@@ -220,7 +220,7 @@ def check_bigquery_options(settings: Settings, cloud: GoogleCloudOptions) -> Non
         raise OptionError('--temp_location: BigQuery file loads stage their files in Cloud Storage; '
                           'give --temp_location=gs://BUCKET/tmp (or use --bigquery_method=streaming_inserts)')
     if not cloud.project:
-        cloud.project = settings.bigquery.output_table.rpartition(':')[0]
+        cloud.project = required(settings.bigquery.output_table, 'output_table').rpartition(':')[0]
 
 
 def read_roi(value: str) -> str:
@@ -305,6 +305,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     return code
 
 
+def batch_layout(plan: LaunchPlan) -> OutputLayout:
+    """The output layout, which every batch run has."""
+    assert plan.layout is not None, 'a batch run has an output layout'
+    return plan.layout
+
+
 def is_dry_run(pipeline_options: PipelineOptions) -> bool:
     return bool(pipeline_options.view_as(TestOptions).dry_run)
 
@@ -317,7 +323,7 @@ def dry_run(plan: LaunchPlan) -> int:
         _ = pipeline | 'PredictionsToTables' >> StreamingPredictionsToTables(plan.settings)
     else:
         _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(
-            plan.settings, plan.pattern, skip=plan.layout.is_ours_to_skip)
+            plan.settings, required(plan.pattern, 'input'), skip=batch_layout(plan).is_ours_to_skip)
     result = pipeline.run()
     runner = plan.pipeline_options.view_as(StandardOptions).runner
     job = getattr(result, 'job', None)  # the DataflowRunner's: the job it would have submitted
@@ -337,18 +343,18 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
         settings = settings.resolved(outputs={'summary': os.path.join(scratch, 'summary.json')})
     pipeline = beam.Pipeline(options=plan.pipeline_options)
     _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(
-        settings, plan.pattern, skip=plan.layout.is_ours_to_skip)
+        settings, required(plan.pattern, 'input'), skip=batch_layout(plan).is_ours_to_skip)
     result = pipeline.run()
     if not local:
         print('Job submitted; the run summary will be logged'
               + (f' and written to {settings.outputs.summary}' if settings.outputs.summary else ''))
         if settings.outputs.output and settings.report.report:
+            elsewhere = settings.outputs.summary != batch_layout(plan).default_summary
             print(f'When the job has finished: python -m pipeline.report --output {settings.outputs.output}'
-                  + (f' --summary {settings.outputs.summary}' if settings.outputs.summary != plan.layout.default_summary
-                     else ''))
+                  + (f' --summary {settings.outputs.summary}' if elsewhere else ''))
         return 0, False, True
     result.wait_until_finish()
-    summary = summary_files.read_summary(settings.outputs.summary)
+    summary = summary_files.read_summary(required(settings.outputs.summary, 'summary'))
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
     report_ok = print_outcome(summary, settings, summary_file=None if scratch else settings.outputs.summary)
@@ -418,7 +424,7 @@ def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> b
         return True
     from pipeline.tools.report import build_report
     try:
-        path = build_report(settings.outputs.output, settings.report.report_samples,
+        path = build_report(required(settings.outputs.output, 'output'), settings.report.report_samples,
                             settings.report.report_image_mirror or {}, settings.outputs.dead_letter,
                             settings.sizes.probe_allowed_prefixes, summary_path=settings.outputs.summary)
     except Exception as exc:

@@ -7,7 +7,7 @@ command line (`Settings.resolved`): never given as options.
 """
 import dataclasses
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, TypeVar
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -76,6 +76,8 @@ class PostprocessingSettings:
         return min([self.score_threshold, *self.label_thresholds.values()])
 
     def threshold_for(self, label: Optional[str]) -> float:
+        if label is None:
+            return self.score_threshold
         return self.label_thresholds.get(label, self.score_threshold)
 
 
@@ -100,6 +102,16 @@ class LaunchSettings:
     """Set at launch, for the job as a whole."""
     run_id: Optional[str] = None  # names this run in its summary and locks
     job_locks: Tuple[str, ...] = ()  # Cloud Storage locks the job itself releases after its summary
+
+
+T = TypeVar('T')
+
+
+def required(value: Optional[T], name: str) -> T:
+    """A value that the checks across options made present in this kind of run."""
+    if value is None:
+        raise OptionError(f'--{name} is required here')
+    return value
 
 
 # Each title of OPTION_GROUPS, and the settings group that holds those options.

@@ -43,7 +43,7 @@ class Prediction(NamedTuple):
     @property
     def boxes(self) -> List[Box]:
         flat = self.coordinates
-        return [tuple(flat[i:i + 4]) for i in range(0, len(flat), 4)]
+        return [(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)]
 
 
 class Rejection(NamedTuple):
@@ -106,17 +106,24 @@ def _fast_automl(record: dict, score_floor: float = 0.0) -> Optional[Prediction]
         return Prediction(image_uri, AUTOML, [], [], [], [])
     if annotations.__class__ is not list:
         return None
-    numbers = _NUMBER_CLASSES
-    labels, label_ids, scores, coordinates, dropped = [], [], [], [], []
+    # Values straight from JSON, checked by class below: Any, on purpose.
+    labels: List[Any] = []
+    label_ids: List[Any] = []
+    scores: List[Any] = []
+    coordinates: List[Any] = []
+    dropped: List[Any] = []
+    numbers: Any = _NUMBER_CLASSES
     try:
         for annotation in annotations:
             label = annotation['display_name']
             label_id = annotation['annotation_spec_id']
             detection = annotation['image_object_detection']
-            score = detection['score']
+            score: Any = detection['score']
             first, second = detection['bounding_box']['normalized_vertices']
-            x0, y0 = first.get('x', 0), first.get('y', 0)
-            x1, y1 = second.get('x', 0), second.get('y', 0)
+            x0: Any = first.get('x', 0)
+            y0: Any = first.get('y', 0)
+            x1: Any = second.get('x', 0)
+            y1: Any = second.get('y', 0)
             if (label.__class__ is not str or label_id.__class__ is not str
                     or score.__class__ not in numbers or not 0 <= score <= 1
                     or x0.__class__ not in numbers or y0.__class__ not in numbers
@@ -205,7 +212,10 @@ def _parse_automl(record: dict) -> Prediction:
         annotations = []
     elif not isinstance(annotations, list):
         raise _Invalid(f'annotations: expected a list, got {_json_type(annotations)}')
-    labels, label_ids, scores, coordinates = [], [], [], []
+    labels: List[Optional[str]] = []
+    label_ids: List[Optional[str]] = []
+    scores: List[float] = []
+    coordinates: List[float] = []
     for index, annotation in enumerate(annotations):
         where = f'annotations[{index}]'
         if not isinstance(annotation, dict):
@@ -251,8 +261,8 @@ def _parse_vertex(record: dict) -> Prediction:
     prediction = record.get('prediction')
     if not isinstance(prediction, dict):
         raise _Invalid(f'prediction: expected an object, got {_json_type(prediction)}')
-    confidences = _array(prediction, 'confidences', 'confidences', required=True)
-    bboxes = _array(prediction, 'bboxes', 'bboxes', required=True)
+    confidences = _required_array(prediction, 'confidences', 'confidences')
+    bboxes = _required_array(prediction, 'bboxes', 'bboxes')
     ids = _array(prediction, 'ids', 'ids', required=False)
     names = _array(prediction, 'display_names', 'displayNames', required=False)
     lengths = {'confidences': len(confidences), 'bboxes': len(bboxes)}
@@ -264,10 +274,10 @@ def _parse_vertex(record: dict) -> Prediction:
         found = ', '.join(f'{key}={value}' for key, value in lengths.items())
         raise _Invalid(f'prediction: parallel arrays differ in length ({found})')
     count = len(confidences)
-    labels = [_optional_label(name, f'prediction.displayNames[{i}]') for i, name in enumerate(names)] \
-        if names is not None else [None] * count
-    label_ids = [_optional_label_id(value, f'prediction.ids[{i}]') for i, value in enumerate(ids)] \
-        if ids is not None else [None] * count
+    labels: List[Optional[str]] = ([_optional_label(name, f'prediction.displayNames[{i}]')
+                                     for i, name in enumerate(names)] if names is not None else [None] * count)
+    label_ids: List[Optional[str]] = ([_optional_label_id(value, f'prediction.ids[{i}]')
+                                        for i, value in enumerate(ids)] if ids is not None else [None] * count)
     scores = [_score(value, f'prediction.confidences[{i}]') for i, value in enumerate(confidences)]
     coordinates = [c for i, value in enumerate(bboxes) for c in _vertex_box(value, f'prediction.bboxes[{i}]')]
     return Prediction(image_uri, VERTEX, labels, label_ids, scores, coordinates)
@@ -279,6 +289,12 @@ def _vertex_box(value: Any, where: str) -> Box:
         raise _Invalid(f'{where}: expected 4 numbers [xMin, xMax, yMin, yMax], got {_describe(value)}')
     x1, x2, y1, y2 = (_coordinate(v, f'{where}[{i}]') for i, v in enumerate(value))
     return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+def _required_array(container: dict, snake: str, camel: str) -> list:
+    value = _array(container, snake, camel, required=True)
+    assert value is not None  # _array raised otherwise
+    return value
 
 
 def _array(container: dict, snake: str, camel: str, required: bool) -> Optional[list]:

@@ -2,7 +2,7 @@
 thresholds, ranks, pixel boxes, and the post-processing steps (label and area filters, region of
 interest, non-maximum suppression, top-K) with shapely 2's array functions."""
 import functools
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +11,7 @@ import shapely
 
 
 def threshold_mask(scores: np.ndarray, labels: Sequence[Optional[str]], score_threshold: float,
-                   label_thresholds: Mapping[str, float]) -> np.ndarray:
+                   label_thresholds: Mapping[Any, float]) -> np.ndarray:
     """True where score >= the label's threshold (or the global one): the API's inclusive meaning."""
     if not label_thresholds:
         return scores >= score_threshold

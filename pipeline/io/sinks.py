@@ -3,6 +3,8 @@
 Beam's file sinks write temporary files and rename them on finalize, so a killed run leaves no
 partial file in the output folders. Streaming runs write one set of files per window (fileio).
 """
+from typing import List
+
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -54,7 +56,7 @@ class CoalescingParquetWriter:
     def __init__(self, handle, schema, row_group_rows: int = ROW_GROUP_ROWS):
         self._writer = parquet_writer(handle, schema)
         self._row_group_rows = row_group_rows
-        self._pending = []
+        self._pending: List[pa.Table] = []
         self._pending_rows = 0
 
     def write(self, table) -> None:
@@ -110,6 +112,7 @@ class ParquetTableSink(fileio.FileSink):
         self._writer = CoalescingParquetWriter(fh, self._schema)
 
     def write(self, record):
+        assert self._writer is not None, 'fileio opens a sink before it writes'
         self._writer.write(record)
 
     def flush(self):

@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import zlib
-from typing import Callable, Dict, Iterator, NamedTuple, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
 
 import orjson
 from apache_beam.io.filesystem import CompressionTypes
@@ -238,7 +238,7 @@ class GzipLineSafeReader:
         return self._feed(data)
 
     def _feed(self, data: bytes) -> bytes:
-        out = []
+        out: List[bytes] = []
         while data:
             if self._decoder.eof:
                 if not data.strip(b'\0'):
@@ -328,7 +328,7 @@ def input_root(pattern: str) -> str:
     body = pattern[:-3] if pattern.endswith('/**') else pattern
     if not _GLOB_CHARS.search(_ESCAPED.sub('', body)):
         return _ESCAPED.sub(r'\1', body)
-    return re.match(r'^[^[*?]*', body).group(0).rstrip('/')
+    return re.split(r'[[*?]', body, maxsplit=1)[0].rstrip('/')
 
 
 def operation_output_directory(path: str) -> str:
@@ -356,7 +356,7 @@ def operation_output_directory(path: str) -> str:
                   ('metadata', 'batch_predict_details', 'output_info', 'gcs_output_directory'),
                   ('outputInfo', 'gcsOutputDirectory'),
                   ('output_info', 'gcs_output_directory')):
-        value = document
+        value: Any = document
         for key in route:
             value = value.get(key) if isinstance(value, dict) else None
         if isinstance(value, str) and value:

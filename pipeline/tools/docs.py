@@ -63,12 +63,18 @@ def sections() -> Dict[str, str]:
 PAGES = ('README.md', 'docs/running.md', 'docs/outputs.md', 'docs/cloud.md', 'docs/streaming.md')
 
 
+def _filled_with(body: str):
+    def fill(match: re.Match) -> str:
+        return match.group(1) + body + '\n' + match.group(2)
+    return fill
+
+
 def render(text: str) -> str:
     """`text` with every generated section it holds replaced by its current content."""
     for name, body in sections().items():
         pattern = re.compile(rf'(<!-- BEGIN GENERATED {name} -->\n).*?(<!-- END GENERATED {name} -->)',
                              re.S)
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + '\n' + m.group(2), text)
+        text = pattern.sub(_filled_with(body), text)
     return text
 
 

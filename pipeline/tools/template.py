@@ -8,7 +8,7 @@ what this produces.
 import json
 import os
 import sys
-from typing import Dict
+from typing import Any, Dict
 
 from pipeline.config.options import BATCH, OPTIONS, STREAMING
 
@@ -39,7 +39,7 @@ def metadata(mode: str = BATCH) -> Dict:
         if option.regex:
             parameter['regexes'] = [option.regex]
         parameters.append(parameter)
-    document = {'name': TEMPLATE_NAME if mode == BATCH else f'{TEMPLATE_NAME}-{mode}',
+    document: Dict[str, Any] = {'name': TEMPLATE_NAME if mode == BATCH else f'{TEMPLATE_NAME}-{mode}',
                 'description': TEMPLATE_DESCRIPTIONS[mode], 'parameters': parameters}
     if mode == STREAMING:
         # Rows are deduplicated by shard version, not by record: at-least-once mode could repeat them.

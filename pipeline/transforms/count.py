@@ -55,7 +55,7 @@ class MergeCountersFn(beam.CombineFn):
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        merged = collections.Counter()
+        merged: collections.Counter = collections.Counter()
         for accumulator in accumulators:
             merged.update(accumulator)
         return merged

@@ -7,7 +7,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, AsSingleton, PCollection
 
-from pipeline.config.settings import Settings
+from pipeline.config.settings import Settings, required
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core import summary as run_summary
@@ -81,7 +81,7 @@ class PredictionsToTables(beam.PTransform):
                 summary['outputs']['report'] = [settings.outputs.report_file]
             summary_files.publish(summary, settings.outputs.summary)
             for lock in settings.launch.job_locks:  # a Dataflow job outlives the launcher that locked
-                release_gcs_lock(lock, settings.launch.run_id)
+                release_gcs_lock(lock, required(settings.launch.run_id, 'run_id'))
             Metrics.counter(METRICS_NAMESPACE, names.DUPLICATE_IMAGE_URIS).inc(duplicates)
             return summary
 
@@ -110,7 +110,8 @@ class StreamingPredictionsToTables(beam.PTransform):
         settings = self._settings
         streaming = settings.streaming
         read = pbegin | 'ReadNotifiedShards' >> ReadNotifiedShards(
-            streaming.input_subscription, settings.input.input, streaming.window_seconds, streaming.dedupe_hours)
+            required(streaming.input_subscription, 'input_subscription'), settings.input.input,
+            streaming.window_seconds, streaming.dedupe_hours)
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
         dead = all_dead_letters(read, parsed, tables)
@@ -140,7 +141,7 @@ def write_tables(parsed: ParseResult, settings: Settings) -> TablesWritten:
                 ('Images', parsed.images, settings.bigquery.images_table, IMAGE_COLUMNS)):
             result = (tables
                       | f'{name}Rows' >> beam.FlatMap(table_rows)
-                      | f'Write{name}Table' >> bigquery_write(settings, table, columns))
+                      | f'Write{name}Table' >> bigquery_write(settings, required(table, 'output_table'), columns))
             rejected.append(result.failures)
             table_writes.append(result.done)
     return TablesWritten(detection_files, image_files, tuple(table_writes), tuple(rejected))
@@ -158,7 +159,8 @@ class DeadLettersWritten(NamedTuple):
 
 def write_dead_letters(dead: PCollection, settings: Settings) -> DeadLettersWritten:
     """Dead letters go where the detections go: JSONL files, a BigQuery table, or both."""
-    files, table_writes = None, ()
+    files: Optional[PCollection] = None
+    table_writes: Tuple[PCollection, ...] = ()
     if settings.outputs.dead_letter:
         files = dead | 'WriteDeadLetters' >> WriteDeadLetterFiles(
             settings.outputs.dead_letter, windowed=settings.is_streaming)
@@ -166,7 +168,7 @@ def write_dead_letters(dead: PCollection, settings: Settings) -> DeadLettersWrit
         result = (dead
                   | 'DeadLettersForBigQuery' >> beam.Map(dead_letters.for_bigquery)
                   | 'WriteDeadLetterTable' >> bigquery_write(
-                      settings, settings.bigquery.dead_letter_table,
+                      settings, required(settings.bigquery.dead_letter_table, 'dead_letter_table'),
                       DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS))
         _ = result.failures | 'LogLostDeadLetters' >> beam.Map(log_unwritable_dead_letter)
         table_writes = (result.done,)
