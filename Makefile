@@ -8,7 +8,7 @@ SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_size
 	--score_threshold 0.7 --label_thresholds 'Salad=0.8' \
 	--report_image_mirror 'gs://migration-ucaip-trainingaip-20210301091741/openimage/=sample/images/legacy/,gs://migration-ucaip-trainingaip-20210226015226/=sample/images/vertex/'
 
-.PHONY: install run test lint lock clean docs bench bench-quick bench-large
+.PHONY: install run test test-unit lint lock clean docs bench bench-quick bench-large
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# The fast loop: pure and TestPipeline tests only (well under a minute on 2 cores).
+test-unit: install
+	$(PY) -m pytest -q -n 2 -m 'unit or pipeline' tests
 
 test: lint
 	$(if $(CHROMIUM),,apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)

@@ -284,3 +284,13 @@ class RejectingProxy(ForwardingProxy):
     def env(self, base_env: dict) -> dict:
         return dict(base_env, BIGQUERY_EMULATOR_HOST=self.url,
                     TEST_BIGQUERY_API_BASE_URL=f'{self.url}/bigquery/v2/')
+
+
+# The columns two runs must agree on, whatever they ran against (files, tables, emulators).
+KEY = ('image_uri', 'label', 'score', 'x_min', 'y_min', 'x_max', 'y_max', 'px_x_min', 'rank',
+       'image_width', 'source_format', 'prediction_run', 'box_wkt')
+
+
+def canonical(rows):
+    """Rows as sorted tuples of KEY, to compare outputs from different sinks."""
+    return sorted(tuple(row[k] for k in KEY) for row in rows)

@@ -14,10 +14,8 @@ import orjson
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE
+from conftest import GOOD, GOOD_LINE, SAMPLE
 from PIL import Image
-from test_postprocessing import reference_nms
-from test_reliability import GOOD, GOOD_LINE, run
 
 from pipeline.config.options import OPTION_GROUPS, OPTIONS
 from pipeline.core import geometry
@@ -55,17 +53,17 @@ def outcome(out):
     (['--keep', 'Salad'], '--keep'),
     (['--output_tabel=p:d.t'], 'did you mean --output_table?'),
 ])
-def test_unknown_or_abbreviated_arguments_stop_the_run(tmp_path, args, expected):
+def test_unknown_or_abbreviated_arguments_stop_the_run(run, tmp_path, args, expected):
     result = run('--input', INPUT, '--output', tmp_path / 'o', *args, check=False)
     assert result.returncode == 2 and expected in result.stderr, result.stderr
     assert not (tmp_path / 'o').exists()
 
 
-def test_beams_own_options_are_still_accepted(tmp_path):
+def test_beams_own_options_are_still_accepted(run, tmp_path):
     run('--input', INPUT, '--output', tmp_path / 'o', '--direct_num_workers=1', '--report=false')
 
 
-def test_help_lists_every_option_by_concern_and_version_answers():
+def test_help_lists_every_option_by_concern_and_version_answers(run):
     result = run('--help')
     for option in OPTIONS:
         assert f'--{option.name}' in result.stdout
@@ -85,7 +83,7 @@ def test_help_lists_every_option_by_concern_and_version_answers():
     ('a.jpg,10\n', 'line 2: height'),
     ('a.jpg,2147483648,10\n', 'must be at most 2147483647'),
 ])
-def test_a_wrong_manifest_row_fails_at_launch_and_keeps_the_previous_run(tmp_path, rows, fragment):
+def test_a_wrong_manifest_row_fails_at_launch_and_keeps_the_previous_run(run, tmp_path, rows, fragment):
     out = tmp_path / 'o'
     run('--input', INPUT, '--output', out, '--report=false')
     manifest = tmp_path / 'sizes.csv'
@@ -96,7 +94,7 @@ def test_a_wrong_manifest_row_fails_at_launch_and_keeps_the_previous_run(tmp_pat
     assert json.loads((out / 'summary.json').read_text())['images_written'] == 12  # untouched
 
 
-def test_sizes_beyond_int32_are_refused_or_unknown(tmp_path):
+def test_sizes_beyond_int32_are_refused_or_unknown(run, tmp_path):
     result = run('--input', INPUT, '--output', tmp_path / 'o', '--image_size', '2147483648x10', check=False)
     assert result.returncode == 2 and 'at most 2147483647' in result.stderr
     # A PNG header claiming 2^31 pixels of width: the probe leaves the size unknown and counts it.
@@ -108,7 +106,7 @@ def test_sizes_beyond_int32_are_refused_or_unknown(tmp_path):
     assert sum(resolver.probe_failures.values()) == 1
 
 
-def test_input_that_names_nothing_readable_gets_a_clear_message(tmp_path):
+def test_input_that_names_nothing_readable_gets_a_clear_message(run, tmp_path):
     (tmp_path / 'empty').mkdir()
     result = run('--input', tmp_path / 'empty', '--output', tmp_path / 'o', check=False)
     assert result.returncode == 2 and 'holds no file' in result.stderr and 'Traceback' not in result.stderr
@@ -118,7 +116,7 @@ def test_input_that_names_nothing_readable_gets_a_clear_message(tmp_path):
     assert result.returncode == 2 and 'leads back to itself' in result.stderr
 
 
-def test_a_folder_glob_and_literal_glob_characters_read_everything(tmp_path):
+def test_a_folder_glob_and_literal_glob_characters_read_everything(run, tmp_path):
     for name in ('prediction-a-1', 'prediction-b-2'):
         shards(tmp_path / 'root' / name, [GOOD_LINE])
     out = run('--input', f'{tmp_path}/root/prediction-*', '--output', tmp_path / 'o', '--report=false')
@@ -130,7 +128,7 @@ def test_a_folder_glob_and_literal_glob_characters_read_everything(tmp_path):
 
 
 @pytest.mark.parametrize('where', ['file', 'proc'])
-def test_an_output_that_cannot_be_a_folder_fails_before_any_work(tmp_path, where):
+def test_an_output_that_cannot_be_a_folder_fails_before_any_work(run, tmp_path, where):
     target = tmp_path / 'afile' if where == 'file' else '/proc/prediction-tables-out'
     if where == 'file':
         target.write_text('x')
@@ -143,14 +141,14 @@ def test_an_output_that_cannot_be_a_folder_fails_before_any_work(tmp_path, where
     (['--label_thresholds', '{"Salad": 0.5, "Salad": 0.7}'], "'Salad' is given twice"),
     (['--roi', 'POLYGON ((2 2, 3 2, 3 3, 2 3, 2 2))'], 'wholly outside the image'),
 ])
-def test_ambiguous_or_empty_filters_are_refused(tmp_path, args, fragment):
+def test_ambiguous_or_empty_filters_are_refused(run, tmp_path, args, fragment):
     result = run('--input', INPUT, '--output', tmp_path / 'o', *args, check=False)
     assert result.returncode == 2 and fragment in result.stderr
 
 
 # 4. Nothing hangs, nothing is skipped, nothing escapes -----------------------------------------
 
-def test_a_fifo_named_like_a_shard_and_fifo_images_never_block(tmp_path):
+def test_a_fifo_named_like_a_shard_and_fifo_images_never_block(run, tmp_path):
     run_dir = shards(tmp_path / 'in', [orjson.dumps(dict(GOOD, ID=uri)) for uri in
                                        (str(tmp_path / 'image.fifo'), '/dev/stdin')])
     os.mkfifo(run_dir / 'image_object_detection_2.jsonl')
@@ -164,7 +162,7 @@ def test_a_fifo_named_like_a_shard_and_fifo_images_never_block(tmp_path):
     assert summary['image_sizes']['probe_failures'] == {'failed_not_a_file': 2}
 
 
-def test_links_under_the_input_are_followed_and_broken_ones_are_dead_letters(tmp_path):
+def test_links_under_the_input_are_followed_and_broken_ones_are_dead_letters(run, tmp_path):
     real = shards(tmp_path / 'elsewhere', [GOOD_LINE, GOOD_LINE])
     root = tmp_path / 'in'
     root.mkdir()
@@ -243,7 +241,7 @@ def test_every_complete_line_before_gzip_damage_is_kept():
     assert 0 < expected < 20_000 and got == expected
 
 
-def test_an_empty_gz_is_unreadable(tmp_path):
+def test_an_empty_gz_is_unreadable(run, tmp_path):
     run_dir = shards(tmp_path / 'in', [GOOD_LINE])
     (run_dir / 'errors_1.jsonl.gz').write_bytes(b'')
     out = tmp_path / 'o'
@@ -253,7 +251,7 @@ def test_an_empty_gz_is_unreadable(tmp_path):
 
 # 5. The report never takes the run down ---------------------------------------------------------
 
-def test_labels_are_plain_text_and_bounded_in_charts(tmp_path):
+def test_labels_are_plain_text_and_bounded_in_charts(run, tmp_path):
     labels = ['$\\foo$', '$x^$', 'L' * 3000, 'a_b$c']
     annotations = [dict(GOOD['annotations'][0], display_name=label) for label in labels]
     shards(tmp_path / 'in', [orjson.dumps(dict(GOOD, annotations=annotations))])
@@ -282,7 +280,7 @@ def test_a_decompression_bomb_is_not_decoded(tmp_path):
     assert full == (4000, 3000) and image.size == (2000, 1500)  # decoded at a reduced scale
 
 
-def test_a_failed_report_has_its_own_exit_code_and_keeps_the_data(tmp_path):
+def test_a_failed_report_has_its_own_exit_code_and_keeps_the_data(run, tmp_path):
     out = tmp_path / 'o'
     out.mkdir()
     (out / 'report').write_text('a file where the report folder would go')
@@ -306,7 +304,7 @@ def crossing_strips(n, rng):
 
 
 @pytest.mark.parametrize('threshold', [0.0, 0.3, 0.5, 0.9, 1.0])
-def test_nms_on_adversarial_lines_agrees_with_the_reference(threshold):
+def test_nms_on_adversarial_lines_agrees_with_the_reference(reference_nms, threshold):
     rng = np.random.default_rng(7)
     strips = crossing_strips(300, rng)
     nested = np.array([[0.5 - s, 0.5 - s, 0.5 + s, 0.5 + s] for s in np.linspace(0.01, 0.5, 150)])
@@ -321,7 +319,7 @@ def test_nms_on_adversarial_lines_agrees_with_the_reference(threshold):
     assert got.tolist() == expected
 
 
-def test_many_tiny_shards_make_few_row_groups(tmp_path):
+def test_many_tiny_shards_make_few_row_groups(run, tmp_path):
     run_dir = tmp_path / 'in' / 'prediction-m-1'
     run_dir.mkdir(parents=True)
     for index in range(1500):
@@ -335,7 +333,7 @@ def test_many_tiny_shards_make_few_row_groups(tmp_path):
 
 # Smaller ------------------------------------------------------------------------------------------
 
-def test_negative_zero_is_written_as_zero(tmp_path):
+def test_negative_zero_is_written_as_zero(run, tmp_path):
     line = (b'{"ID":"gs://b/z.jpg","annotations":[{"display_name":"A","annotation_spec_id":"1",'
             b'"image_object_detection":{"score":-0.0,"bounding_box":{"normalized_vertices":'
             b'[{"x":-0.0,"y":-0.0},{"x":0.5,"y":0.5}]}}}]}')

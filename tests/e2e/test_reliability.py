@@ -10,14 +10,10 @@ import time
 import orjson
 import pyarrow.dataset as ds
 import pytest
-from conftest import ROOT, SAMPLE
+from conftest import GOOD, GOOD_LINE, ROOT, SAMPLE
 
 from pipeline.io.sizes import probe_allowed
 
-GOOD = {'ID': 'gs://b/good.jpg', 'annotations': [{
-    'display_name': 'A', 'annotation_spec_id': '1', 'image_object_detection': {
-        'score': 0.9, 'bounding_box': {'normalized_vertices': [{'x': 0.1, 'y': 0.1}, {'x': 0.5, 'y': 0.5}]}}}]}
-GOOD_LINE = orjson.dumps(GOOD)
 TRUNCATED_GZ = gzip.compress(b'\n'.join(orjson.dumps(dict(GOOD, ID=f'gs://b/{i}.jpg')) for i in range(3000)))
 
 # shard name -> (bytes, {outcome: count}); outcomes are images or dead-letter kinds.
@@ -57,16 +53,8 @@ GZ_CASES = {
 }
 
 
-def run(*args, check=True, **kwargs):
-    result = subprocess.run([sys.executable, '-m', 'pipeline', *map(str, args)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=900, **kwargs)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
 @pytest.fixture(scope='module')
-def bad_input_run(tmp_path_factory):
+def bad_input_run(run, tmp_path_factory):
     root = tmp_path_factory.mktemp('bad')
     run_dir = root / 'in' / 'prediction-m-1'
     run_dir.mkdir(parents=True)
@@ -127,7 +115,7 @@ def test_probe_allowlist():
     assert not probe_allowed('/data/images/../../etc/passwd', 'file', ('/data/images/',))
 
 
-def test_probe_never_opens_what_is_outside_the_allowed_prefixes(tmp_path):
+def test_probe_never_opens_what_is_outside_the_allowed_prefixes(run, tmp_path):
     from PIL import Image
     allowed, secret = tmp_path / 'allowed', tmp_path / 'secret'
     allowed.mkdir()
@@ -150,7 +138,7 @@ def test_probe_never_opens_what_is_outside_the_allowed_prefixes(tmp_path):
     assert summary['image_sizes']['probe_failures'] == {'skipped_not_allowed': 4}
 
 
-def test_a_completed_run_is_refused_without_overwrite(tmp_path):
+def test_a_completed_run_is_refused_without_overwrite(run, tmp_path):
     out = tmp_path / 'out'
     run('--input', SAMPLE / 'input', '--output', out)
     (out / 'notes.txt').write_text('mine')
@@ -162,7 +150,7 @@ def test_a_completed_run_is_refused_without_overwrite(tmp_path):
     assert (out / 'notes.txt').read_text() == 'mine'  # not ours: never touched
 
 
-def test_max_dead_letter_ratio_writes_everything_then_fails(tmp_path):
+def test_max_dead_letter_ratio_writes_everything_then_fails(run, tmp_path):
     out = tmp_path / 'out'
     result = run('--input', SAMPLE / 'input', '--output', out, '--max_dead_letter_ratio', '0.1',
                  check=False)
@@ -173,7 +161,7 @@ def test_max_dead_letter_ratio_writes_everything_then_fails(tmp_path):
                '--max_dead_letter_ratio', '0.25').returncode == 0
 
 
-def test_a_killed_run_leaves_no_summary_and_a_rerun_equals_a_clean_run(tmp_path):
+def test_a_killed_run_leaves_no_summary_and_a_rerun_equals_a_clean_run(run, tmp_path):
     sys.path.insert(0, str(ROOT / 'bench'))
     from generate import generate
     generate(str(tmp_path / 'in'), images=20_000, shards=4)

@@ -11,7 +11,6 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, SAMPLE
-from test_reliability import run
 
 from pipeline.core import summary as run_summary
 from pipeline.core.counts import Counts
@@ -28,7 +27,7 @@ def tree(folder):
             for path in sorted(folder.rglob('*')) if path.is_file()}
 
 
-def test_dead_letter_folder_keeps_the_users_files(tmp_path):
+def test_dead_letter_folder_keeps_the_users_files(run, tmp_path):
     user = tmp_path / 'd'
     (user / 'sub').mkdir(parents=True)
     (user / 'a.txt').write_text('x')
@@ -42,7 +41,7 @@ def test_dead_letter_folder_keeps_the_users_files(tmp_path):
     assert sorted(set(after) - set(before)) == ['dead_letter-00000-of-00001.jsonl']
 
 
-def test_dead_letter_in_the_working_directory_removes_nothing_else(tmp_path):
+def test_dead_letter_in_the_working_directory_removes_nothing_else(run, tmp_path):
     (tmp_path / 'notes.md').write_text('mine')
     (tmp_path / 'data').mkdir()
     (tmp_path / 'data' / 'keep.csv').write_text('1,2')
@@ -56,7 +55,7 @@ def test_dead_letter_in_the_working_directory_removes_nothing_else(tmp_path):
 
 
 @pytest.mark.parametrize('option', ['--output', '--dead_letter'])
-def test_an_output_location_equal_to_the_input_is_refused(tmp_path, option):
+def test_an_output_location_equal_to_the_input_is_refused(run, tmp_path, option):
     shards = tmp_path / 'in'
     subprocess.run(['cp', '-r', str(INPUT), str(shards)], check=True)
     before = tree(shards)
@@ -66,7 +65,7 @@ def test_an_output_location_equal_to_the_input_is_refused(tmp_path, option):
     assert tree(shards) == before
 
 
-def test_outputs_inside_the_input_are_neither_read_nor_removed(tmp_path):
+def test_outputs_inside_the_input_are_neither_read_nor_removed(run, tmp_path):
     shards = tmp_path / 'in'
     subprocess.run(['cp', '-r', str(INPUT), str(shards)], check=True)
     before = tree(shards)
@@ -80,7 +79,7 @@ def test_outputs_inside_the_input_are_neither_read_nor_removed(tmp_path):
     assert first.stdout.splitlines()[:9] == second.stdout.splitlines()[:9]
 
 
-def test_files_of_the_user_in_our_folders_stop_the_run_and_stay(tmp_path):
+def test_files_of_the_user_in_our_folders_stop_the_run_and_stay(run, tmp_path):
     out = tmp_path / 'o'
     (out / 'images' / 'holiday').mkdir(parents=True)
     (out / 'images' / 'holiday' / 'cat.jpg').write_bytes(b'jpeg')
@@ -96,7 +95,7 @@ def test_files_of_the_user_in_our_folders_stop_the_run_and_stay(tmp_path):
     assert (out / 'report' / 'index.html').exists()
 
 
-def test_a_users_report_or_summary_where_ours_would_go_stops_the_run(tmp_path):
+def test_a_users_report_or_summary_where_ours_would_go_stops_the_run(run, tmp_path):
     out = tmp_path / 'o'
     (out / 'report').mkdir(parents=True)
     (out / 'report' / 'index.html').write_text('mine')
@@ -111,7 +110,7 @@ def test_a_users_report_or_summary_where_ours_would_go_stops_the_run(tmp_path):
     assert elsewhere.read_text() == '{"my": "notes"}'
 
 
-def test_a_summary_elsewhere_guards_the_completed_run_and_feeds_the_report(tmp_path):
+def test_a_summary_elsewhere_guards_the_completed_run_and_feeds_the_report(run, tmp_path):
     out, summary = tmp_path / 'o', tmp_path / 'runs' / 'summary.json'
     summary.parent.mkdir()
     first = run('--input', INPUT, '--output', out, '--summary', summary)
@@ -125,7 +124,7 @@ def test_a_summary_elsewhere_guards_the_completed_run_and_feeds_the_report(tmp_p
     assert json.loads((tmp_path / 'p' / 'summary.json').read_text())['images_written'] == 12
 
 
-def test_a_second_run_into_a_running_runs_output_is_refused(tmp_path):
+def test_a_second_run_into_a_running_runs_output_is_refused(run, tmp_path):
     sys.path.insert(0, str(ROOT / 'bench'))
     from generate import generate
     generate(str(tmp_path / 'big'), images=20_000, shards=4)
@@ -145,7 +144,7 @@ def test_a_second_run_into_a_running_runs_output_is_refused(tmp_path):
     assert pq.read_table(out / 'images').num_rows == 20_000
 
 
-def test_a_killed_run_left_final_files_and_its_lock_and_the_rerun_replaces_them(tmp_path):
+def test_a_killed_run_left_final_files_and_its_lock_and_the_rerun_replaces_them(run, tmp_path):
     out = tmp_path / 'o'
     run('--input', INPUT, '--output', out, '--report=false')
     (out / 'summary.json').unlink()  # as if killed during finalization, before the summary
@@ -159,7 +158,7 @@ def test_a_killed_run_left_final_files_and_its_lock_and_the_rerun_replaces_them(
         (out / 'summary.json').read_text())['detections']['kept']
 
 
-def test_files_with_our_names_but_no_run_of_ours_are_not_taken(tmp_path):
+def test_files_with_our_names_but_no_run_of_ours_are_not_taken(run, tmp_path):
     out = tmp_path / 'o'
     (out / 'detections').mkdir(parents=True)
     (out / 'detections' / 'part-00000-of-00001.parquet').write_bytes(b'not ours')
@@ -168,7 +167,7 @@ def test_files_with_our_names_but_no_run_of_ours_are_not_taken(tmp_path):
     assert (out / 'detections' / 'part-00000-of-00001.parquet').read_bytes() == b'not ours'
 
 
-def test_an_empty_summary_is_not_taken_for_a_completed_run(tmp_path):
+def test_an_empty_summary_is_not_taken_for_a_completed_run(run, tmp_path):
     out = tmp_path / 'o'
     out.mkdir()
     (out / 'summary.json').write_bytes(b'')
@@ -214,7 +213,7 @@ def test_survey_sorts_ours_from_the_users():
         '/o/detections/part-00000-of-00002.parquet', '/d/notes.txt'}
 
 
-def test_reconciliation_checks_the_rows_of_the_files_it_lists(tmp_path):
+def test_reconciliation_checks_the_rows_of_the_files_it_lists(run, tmp_path):
     out = tmp_path / 'o'
     run('--input', INPUT, '--output', out, '--report=false')
     summary = json.loads((out / 'summary.json').read_text())
@@ -249,7 +248,7 @@ def test_the_summary_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert json.loads(path.read_text()) == {'run_id': 'e' * 32, 'x': 1}
 
 
-def test_relative_locations_inside_the_input_are_skipped_too(tmp_path):
+def test_relative_locations_inside_the_input_are_skipped_too(run, tmp_path):
     subprocess.run(['cp', '-r', str(INPUT), str(tmp_path / 'in')], check=True)
     for overwrite in ([], ['--overwrite']):
         result = subprocess.run([sys.executable, '-m', 'pipeline', '--input', 'in', '--output', 'in/tables',
@@ -262,7 +261,7 @@ def test_relative_locations_inside_the_input_are_skipped_too(tmp_path):
 
 
 @pytest.mark.parametrize('option, where', [('--dead_letter', 'images/dl'), ('--summary', 'detections/s.json')])
-def test_dead_letters_or_a_summary_inside_a_table_folder_are_refused(tmp_path, option, where):
+def test_dead_letters_or_a_summary_inside_a_table_folder_are_refused(run, tmp_path, option, where):
     result = run('--input', INPUT, '--output', tmp_path / 'o', option, tmp_path / 'o' / where, check=False)
     assert result.returncode == 2 and 'hold the Parquet tables only' in result.stderr
     assert not (tmp_path / 'o').exists()

@@ -11,10 +11,9 @@ import time
 import pyarrow.dataset as ds
 import pytest
 from conftest import ROOT, SAMPLE
-from emulators import PROJECT, Emulators
+from emulators import PROJECT, Emulators, canonical
 from google.api_core.exceptions import GoogleAPIError
 from google.api_core.retry import Retry
-from test_cloud import canonical
 
 BUCKET = 'stream-bucket'
 TOPIC = f'projects/{PROJECT}/topics/shard-notifications'

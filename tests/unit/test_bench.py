@@ -1,12 +1,12 @@
 """The benchmark's cost model: fixed seconds and marginal cost per annotation from runs at two sizes,
 and the size from which the 2-process pipeline overtakes the plain Python baseline."""
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'bench'))
-from cost_model import cost_model
+sys.path.insert(0, str(ROOT / 'bench'))
+from cost_model import cost_model  # bench/ is not a package: imported from its folder
 
 TWO_PROCESSES, BASELINE = 'pipeline, 2 processes', 'python baseline'
 

@@ -7,12 +7,9 @@ import sys
 import pyarrow.dataset as ds
 import pytest
 from conftest import ROOT, SAMPLE
-from emulators import PROJECT, Emulators
+from emulators import PROJECT, Emulators, canonical
 
 BUCKET = 'test-bucket'
-KEY = ('image_uri', 'label', 'score', 'x_min', 'y_min', 'x_max', 'y_max', 'px_x_min', 'rank',
-       'image_width', 'source_format', 'prediction_run', 'box_wkt')
-
 
 @pytest.fixture(scope='module')
 def cloud(tmp_path_factory):
@@ -52,10 +49,6 @@ def gcs_args(table, *extra):
 
 def rows_of_table(cloud, table):
     return [dict(row) for row in cloud.bigquery_client().list_rows(f'{PROJECT}.ds.{table}')]
-
-
-def canonical(rows):
-    return sorted(tuple(row[k] for k in KEY) for row in rows)
 
 
 def local_rows(out, table='detections'):

@@ -68,27 +68,9 @@ def test_nms_large_line_uses_the_index_and_agrees_with_small_path(monkeypatch):
     assert 0 < sum(indexed) < n
 
 
-def reference_nms(lines, scores, boxes, classes, threshold):
-    """Greedy NMS written the plain way, one line and one pair at a time."""
-    def iou(p, q):
-        overlap = (max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
-                   * max(0.0, min(p[3], q[3]) - max(p[1], q[1])))
-        union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - overlap
-        return overlap / union if union > 0 else 0.0
-    keep = [False] * len(scores)
-    for line in set(lines):
-        rows = sorted((i for i in range(len(scores)) if lines[i] == line), key=lambda i: (-scores[i], i))
-        kept = []
-        for i in rows:
-            if all(classes[k] != classes[i] or iou(boxes[k], boxes[i]) <= threshold for k in kept):
-                kept.append(i)
-                keep[i] = True
-    return keep
-
-
 @pytest.mark.parametrize('index_from', [64, 3])  # 3: most lines take the spatial-index path
 @pytest.mark.parametrize('seed', range(4))
-def test_nms_agrees_with_a_plain_reference_on_random_lines(monkeypatch, seed, index_from):
+def test_nms_agrees_with_a_plain_reference_on_random_lines(reference_nms, monkeypatch, seed, index_from):
     monkeypatch.setattr(geometry, 'NMS_INDEX_MIN_BOXES', index_from)
     rng = np.random.default_rng(seed)
     n = 400
