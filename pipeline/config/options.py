@@ -2,7 +2,7 @@
 
 Every option is read as a string (the Flex Template launcher passes each parameter as `--name=value`)
 and turned into a typed value by its parser, which raises `ValueError` with a message that says what is
-wrong. `Settings.from_pipeline_options` runs every parser and the cross-option checks before any work.
+wrong. `settings.Settings` runs every parser and the checks across options before any work.
 """
 import dataclasses
 import json

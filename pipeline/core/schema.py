@@ -1,5 +1,5 @@
-"""The one definition of the output tables. Arrow schemas (and, later, BigQuery schemas and docs) derive
-from these column lists, so a column is added in exactly one place."""
+"""The one definition of the output tables. The Arrow and BigQuery schemas and the docs derive from
+these column lists, so a column is added in exactly one place."""
 from typing import List, NamedTuple, Tuple
 
 import pyarrow as pa

@@ -118,3 +118,17 @@ def test_each_settings_group_holds_exactly_its_options_and_no_default_of_its_own
         assert options == list(names), title
         derived = [field.name for field in fields if field.default is not dataclasses.MISSING]
         assert not set(derived) & {o.name for o in OPTIONS}, title  # resolved at launch, not options
+
+
+# The options a run accepts, as users' scripts and templates know them: a change here is a change of
+# contract (add to the list, never rename or drop without a deprecation).
+ACCEPTED = ['input', 'input_subscription', 'window_seconds', 'dedupe_hours', 'output', 'output_table',
+            'images_table', 'dead_letter_table', 'write_disposition', 'bigquery_method', 'overwrite',
+            'max_dead_letter_ratio', 'report', 'report_samples', 'report_image_mirror', 'summary',
+            'dead_letter', 'input_format', 'score_threshold', 'label_thresholds', 'image_size',
+            'image_sizes', 'probe_image_sizes', 'probe_allowed_prefixes', 'keep_labels', 'drop_labels',
+            'min_box_area', 'max_detections', 'nms_iou', 'nms_class_agnostic', 'roi', 'roi_min_overlap']
+
+
+def test_the_options_accepted_are_the_contract():
+    assert [option.name for option in OPTIONS] == ACCEPTED
