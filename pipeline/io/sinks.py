@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import filebasedsink, fileio
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
-from pipeline.config.options import join_path
 from pipeline.core import dead_letters
 from pipeline.core.schema import dictionary_columns
 
@@ -23,7 +23,7 @@ class WriteParquetTable(beam.PTransform):
 
     def __init__(self, root: str, name: str, schema, windowed: bool = False):
         super().__init__()
-        self._folder = join_path(root, name)
+        self._folder = FileSystems.join(root, name)
         self._schema = schema
         self._windowed = windowed
 
@@ -34,7 +34,7 @@ class WriteParquetTable(beam.PTransform):
                 self._folder, file_naming=fileio.default_file_naming('part', '.parquet'),
                 sink=lambda _: ParquetTableSink(schema))
         return tables | 'WriteParquet' >> beam.io.Write(
-            ParquetFileSink(join_path(self._folder, 'part'), self._schema))
+            ParquetFileSink(FileSystems.join(self._folder, 'part'), self._schema))
 
 
 def parquet_writer(handle, schema) -> pq.ParquetWriter:
@@ -137,4 +137,4 @@ class WriteDeadLetterFiles(beam.PTransform):
                 self._root, file_naming=fileio.default_file_naming('dead_letter', '.jsonl'),
                 sink=fileio.TextSink)
         return lines | 'WriteJsonLines' >> beam.io.WriteToText(
-            join_path(self._root, 'dead_letter'), file_name_suffix='.jsonl')
+            FileSystems.join(self._root, 'dead_letter'), file_name_suffix='.jsonl')

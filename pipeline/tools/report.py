@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from pipeline.config.options import OPTIONS_BY_NAME, join_path, parse_mirrors, parse_prefixes
+from pipeline.config.options import OPTIONS_BY_NAME, parse_mirrors, parse_prefixes
 from pipeline.core.shards import scheme_of
 from pipeline.io.sizes import open_image_file, resolve_allowed
 
@@ -316,9 +316,9 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
                  summary_path: Optional[str] = None) -> str:
     """Writes `<output>/report/index.html` from the run's summary (default `<output>/summary.json`)
     and the files it lists; returns the page's path."""
-    summary = read_json(summary_path or join_path(output, 'summary.json'))
+    summary = read_json(summary_path or FileSystems.join(output, 'summary.json'))
     rows = sample_detections(run_files(summary, 'detections',
-                                       join_path(output, 'detections', '*.parquet')))
+                                       FileSystems.join(output, 'detections', '*.parquet')))
     labels = sorted({row['label'] or '' for row in rows})
     # The scheme of what the run really read (an operation JSON on disk may point to gs://).
     allowed_scheme = scheme_of(summary.get('input_pattern') or summary['input'])
@@ -335,11 +335,11 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
         except Exception as exc:
             item['error'] = f'{type(exc).__name__}: {exc}'
         gallery.append(item)
-    dead_pattern = join_path(dead_letter_root or join_path(output, 'dead_letter'), '*.jsonl')
+    dead_pattern = FileSystems.join(dead_letter_root or FileSystems.join(output, 'dead_letter'), '*.jsonl')
     page = render_html(summary, label_chart(summary.get('kept_by_label', {})),
                        score_chart(summary['score_histogram'], summary['thresholds']),
                        gallery, first_dead_letters(run_files(summary, 'dead_letters', dead_pattern)))
-    path = join_path(output, 'report', 'index.html')
+    path = FileSystems.join(output, 'report', 'index.html')
     with FileSystems.create(path, mime_type='text/html') as handle:
         handle.write(page.encode('utf-8'))
     return path

@@ -132,3 +132,12 @@ ACCEPTED = ['input', 'input_subscription', 'window_seconds', 'dedupe_hours', 'ou
 
 def test_the_options_accepted_are_the_contract():
     assert [option.name for option in OPTIONS] == ACCEPTED
+
+
+@pytest.mark.parametrize('root', ['/data/out', '/data/out/', 'gs://bucket/out', 'gs://bucket/out/', 'out'])
+def test_the_pure_join_agrees_with_beams(root):
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipeline.config.options import join_path
+    for parts in (('detections',), ('report', 'index.html'), ('dead_letter',), ('summary.json',)):
+        assert join_path(root, *parts) == FileSystems.join(root, *parts)
