@@ -47,9 +47,8 @@ DEFAULT_LOCAL_STREAMING_RUNNER = 'BundleBasedDirectRunner'
 _MAX_ROI_BYTES = 16 * 1024 * 1024
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner')
 # A local batch run over at least this much input runs on worker processes, one per core up to
-# MAX_LOCAL_WORKERS, unless --direct_num_workers or --direct_running_mode is given. Starting and
-# stopping them costs about 1.5 s, which pays from about 400 MB of shards (make bench, threshold 0.5:
-# 1 process 1.75 s + 1.81 us per annotation, 2 processes 3.28 s + 0.94 us); each takes ~450 MB.
+# MAX_LOCAL_WORKERS, unless --direct_num_workers or --direct_running_mode is given: starting them has
+# a fixed cost that only a large input repays (the benchmark's cost model, docs/benchmark.md).
 LOCAL_PARALLEL_MIN_BYTES = 512 * 1024 * 1024
 MAX_LOCAL_WORKERS = 8
 _DIRECT_FLAGS = ('--direct_num_workers', '--direct_running_mode')

@@ -58,9 +58,9 @@ class ParseBatchFn(beam.DoFn):
 
 
 # Python's cyclic collector runs every 700 net container allocations, and a full pass walks every
-# object of the worker (Beam, pyarrow, ...). Parsing allocates about 6 dicts and lists per annotation,
-# none in a cycle: with the defaults the collector took over 20% of a run (200k-image benchmark, 13.9 s
-# -> 10.7 s in one process). Freezing what startup allocated keeps full passes off it for good.
+# object of the worker (Beam, pyarrow, ...). Parsing allocates several dicts and lists per annotation,
+# none in a cycle, so with the defaults the collector takes a large share of a run; freezing what
+# startup allocated keeps full passes off it for good.
 GC_YOUNG_THRESHOLD = 100_000
 
 
