@@ -48,3 +48,19 @@ def test_imports_go_down_the_layers(module, path):
         assert LAYERS.index(other) <= LAYERS.index(own), f'{module} ({own}) imports {target} ({other})'
         if own in WORKER_LAYERS:
             assert other != 'tools', f'{module} runs on workers and imports {target}'
+
+
+@pytest.mark.parametrize('module, path', [(m, p) for m, p in modules() if layer_of(m) in ('config', 'core')],
+                         ids=[m for m, _ in modules() if layer_of(m) in ('config', 'core')])
+def test_the_core_is_pure(module, path):
+    """The core runs without Beam: its functions are tested, and reused, without a pipeline. (config
+    only registers its options with Beam's parser.)"""
+    beam_imports = {node.module if isinstance(node, ast.ImportFrom) else alias.name
+                    for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in node.names
+                    if ((node.module if isinstance(node, ast.ImportFrom) else alias.name) or '').startswith('apache_beam')}
+    if layer_of(module) == 'core':
+        assert not beam_imports, f'{module} imports {beam_imports}'
+    else:
+        assert beam_imports <= {'apache_beam.options.pipeline_options'}, beam_imports
