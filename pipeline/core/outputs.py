@@ -6,7 +6,7 @@ there (a run that died before its summary). Everything else is the user's: it is
 when it stands where we would write, the run stops before any work.
 """
 import re
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Collection, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from pipeline.config.options import join_path
 
@@ -89,41 +89,57 @@ class OutputLayout(NamedTuple):
         return [(name, value) for name, value in (('dead_letter', self.dead_letter), ('summary', self.summary))
                 if value and any(is_under(value, folder) for folder in self.table_folders)]
 
+    def lock_for(self, path: str) -> Optional[str]:
+        """The lock of the place that holds `path`: where a stopped run of ours left its evidence."""
+        if self.output and is_under(path, self.output):
+            return join_path(self.output, LOCK_NAME)
+        if self.dead_letter and is_under(path, self.dead_letter):
+            return join_path(self.dead_letter, LOCK_NAME)
+        if self.summary and (path == self.summary or _is_summary_temp(path, self.summary)):
+            return self.summary + '.lock'
+        return None
+
     def owns_name(self, path: str) -> bool:
         """Whether `path` bears a name that only a run of ours writes there (files of the tables,
         dead letters, Beam's temporary folders, the summary, its temporary file, the report, locks)."""
-        for folder in self.table_folders:
-            if is_under(path, folder) and path != folder:
-                rest = path[len(folder) + 1:]
-                return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest))
-        if self.dead_letter and is_under(path, self.dead_letter) and path != self.dead_letter:
-            rest = path[len(self.dead_letter) + 1:]
-            if _DEAD_LETTER_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest):
-                return True
-        if path in self.lock_files or path == self.report:
+        table = self._table_folder_of(path)
+        if table is not None:
+            rest = path[len(table) + 1:]
+            return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest))
+        if self._has_dead_letter_name(path) or path in self.lock_files or path == self.report:
             return True
         return any(path == summary or _is_summary_temp(path, summary) for summary in self.summaries)
 
     def is_ours_to_skip(self, path: str) -> bool:
         """Whether discovery under --input must leave `path` alone: everything in our table folders,
         and our own names elsewhere (the input and an output may hold one another)."""
-        return any(is_under(path, folder) for folder in self.table_folders) or self.owns_name(path)
+        return self._table_folder_of(path) is not None or self.owns_name(path)
 
     def write_targets(self, path: str) -> Optional[str]:
         """Why `path`, if not ours, stands where this run writes (None: it does not)."""
-        for folder in self.table_folders:
-            if is_under(path, folder) and path != folder:
-                return (f'{folder}/ is where the {folder.rsplit("/", 1)[-1]} table goes, and it must '
-                        f'hold only the files of our runs (readers take the whole folder)')
-        if self.dead_letter and is_under(path, self.dead_letter):
-            rest = path[len(self.dead_letter) + 1:]
-            if _DEAD_LETTER_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest):
-                return 'it has the name of a dead-letter file this run would write'
+        table = self._table_folder_of(path)
+        if table is not None:
+            return (f'{table}/ is where the {table.rsplit("/", 1)[-1]} table goes, and it must '
+                    f'hold only the files of our runs (readers take the whole folder)')
+        if self._has_dead_letter_name(path):
+            return 'it has the name of a dead-letter file this run would write'
         if path == self.summary:
             return 'it is where the run summary goes'
         if path == self.report:
             return 'it is where the report goes (or pass --report=false)'
         return None
+
+    def _table_folder_of(self, path: str) -> Optional[str]:
+        """The table folder `path` lies in (the folder itself does not count)."""
+        return next((folder for folder in self.table_folders
+                     if path != folder and is_under(path, folder)), None)
+
+    def _has_dead_letter_name(self, path: str) -> bool:
+        """A dead-letter file, or Beam's temporary folder for them, in the dead-letter root."""
+        if not self.dead_letter or path == self.dead_letter or not is_under(path, self.dead_letter):
+            return False
+        rest = path[len(self.dead_letter) + 1:]
+        return bool(_DEAD_LETTER_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest))
 
 
 def _is_summary_temp(path: str, summary: str) -> bool:
@@ -154,14 +170,16 @@ class Survey(NamedTuple):
 
 
 def survey(layout: OutputLayout, existing: Iterable[str], completed_outputs: Sequence[str],
-           stale_lock: bool) -> Survey:
+           stale_locks: Collection[str]) -> Survey:
     """Sorts the files found in our locations. `completed_outputs` are the files listed by the
-    summaries of completed runs of ours found there; `stale_lock` says a run of ours died there
-    before its summary, so the files bearing our names are its own."""
+    summaries of completed runs of ours found there; `stale_locks` are the locks that runs of ours
+    left when they stopped before their summary: in the place each one guards, the files bearing our
+    names are that run's. A place without one proves nothing."""
     listed = set(completed_outputs)
     ours, conflicts = [], []
     for path in sorted(set(existing)):
-        if path in listed or path in layout.lock_files or (stale_lock and layout.owns_name(path)):
+        evidence = layout.lock_for(path) in stale_locks and layout.owns_name(path)
+        if path in listed or path in layout.lock_files or evidence:
             ours.append(path)
             continue
         why = layout.write_targets(path)

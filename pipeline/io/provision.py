@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -35,7 +35,7 @@ def provision(layout: OutputLayout, overwrite: bool, run_id: str,
     """Takes every lock of the layout, then clears what earlier runs of ours left there. Raises
     OptionError (LockHeld, OutputConflict, a location that cannot be written) before removing
     anything; returns the locks, which the caller releases when the run ends."""
-    locks, took_over = acquire_locks(layout, run_id, input_location)
+    locks = acquire_locks(layout, run_id, input_location)
     try:
         completed, conflicts = completed_runs(layout)
         if completed and not overwrite:
@@ -43,11 +43,13 @@ def provision(layout: OutputLayout, overwrite: bool, run_id: str,
                               f'to replace it, or choose another --output')
         found = survey(layout, existing_files(layout),
                        [path for _, summary in completed for path in listed_outputs(summary)]
-                       + [path for path, _ in completed], took_over)
+                       + [path for path, _ in completed],
+                       stale_locks={lock.path for lock in locks if lock.took_over})
         conflicts += found.conflicts
         if conflicts:
             raise OutputConflict(describe_conflicts(conflicts))
-        remove_ours(layout, [path for path in found.ours if path not in {lock.path for lock in locks}],
+        lock_paths = {lock.path for lock in locks}
+        remove_ours(layout, [path for path in found.ours if path not in lock_paths],
                     [path for path, _ in completed])
     except BaseException:
         release_untouched(locks)
@@ -62,14 +64,14 @@ def release_untouched(locks: Sequence[RunLock]) -> None:
         lock.release(keep=lock.took_over)
 
 
-def acquire_locks(layout: OutputLayout, run_id: str,
-                  input_location: Optional[str]) -> Tuple[List[RunLock], bool]:
-    locks, took_over = [], False
+def acquire_locks(layout: OutputLayout, run_id: str, input_location: Optional[str]) -> List[RunLock]:
+    """Every lock of the layout (each says whether it took over the lock of a stopped run)."""
+    locks: List[RunLock] = []
     try:
         for path in layout.lock_files:
             lock = RunLock(path, run_id, input_location)
             try:
-                took_over = lock.acquire() or took_over
+                lock.acquire()
             except LockHeld as exc:
                 raise OptionError(f'another run is writing there: {exc}') from None
             except OSError as exc:
@@ -79,7 +81,7 @@ def acquire_locks(layout: OutputLayout, run_id: str,
     except BaseException:
         release_untouched(locks)
         raise
-    return locks, took_over
+    return locks
 
 
 def completed_runs(layout: OutputLayout):
@@ -167,8 +169,8 @@ def _match(pattern: str) -> List[str]:
                 if os.path.islink(path) or not os.path.isdir(path)]
     try:
         return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
-    except Exception:
-        return []
+    except Exception as exc:  # listing failed: what stands there is unknown, so nothing may go ahead
+        raise OptionError(f'cannot list {pattern} to see what stands where this run writes: {exc}') from None
 
 
 def _walk_local(folder: str) -> List[str]:

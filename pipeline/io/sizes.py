@@ -183,10 +183,6 @@ def _real_prefix(prefix: str) -> str:
     return real.rstrip('/') + '/' if prefix.endswith('/') else real
 
 
-def probe_allowed(uri: str, scheme: str, prefixes: Optional[Tuple[str, ...]]) -> bool:
-    return resolve_allowed(uri, scheme, prefixes) is not None
-
-
 class SizeResolver:
     """Resolves each image's size from the manifest, a probe, or the fixed size, in that order.
 

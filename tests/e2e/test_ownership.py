@@ -204,13 +204,32 @@ def test_survey_sorts_ours_from_the_users():
     existing = ['/o/detections/part-00000-of-00002.parquet', '/o/detections/mine.csv',
                 '/o/images/beam-temp-part-' + 'a' * 32 + '/x', '/d/dead_letter-00000-of-00001.jsonl',
                 '/d/notes.txt', '/o/report/index.html', '/o/summary.json']
-    stale = survey(layout, existing, [], stale_lock=True)
+    stale = survey(layout, existing, [], stale_locks=set(layout.lock_files))
     assert '/o/detections/mine.csv' not in stale.ours and '/d/notes.txt' not in stale.ours
     assert [c.path for c in stale.conflicts] == ['/o/detections/mine.csv']
-    fresh = survey(layout, existing, ['/o/detections/part-00000-of-00002.parquet'], stale_lock=False)
+    fresh = survey(layout, existing, ['/o/detections/part-00000-of-00002.parquet'], stale_locks=set())
     assert fresh.ours == ['/o/detections/part-00000-of-00002.parquet']
     assert {c.path for c in fresh.conflicts} == set(existing) - {
         '/o/detections/part-00000-of-00002.parquet', '/d/notes.txt'}
+
+
+def test_a_stopped_runs_lock_vouches_only_for_the_place_it_guards(run, tmp_path):
+    """The output root holds a stopped run's lock; a separate dead-letter root holds none, so a file
+    there named like our dead letters is not taken as ours: the run stops and the file survives."""
+    layout = OutputLayout.of('/o', '/d', '/o/summary.json', report=False)
+    named = '/d/dead_letter-00000-of-00001.jsonl'
+    only_output = survey(layout, [named, '/o/detections/part-00000-of-00001.parquet'], [],
+                         stale_locks={'/o/' + LOCK_NAME})
+    assert only_output.ours == ['/o/detections/part-00000-of-00001.parquet']
+    assert [c.path for c in only_output.conflicts] == [named]
+    out, dead = tmp_path / 'o', tmp_path / 'd'
+    out.mkdir()
+    dead.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({'run_id': 'x', 'state': 'ended'}))
+    (dead / 'dead_letter-00000-of-00001.jsonl').write_text('another tool wrote this\n')
+    result = run('--input', INPUT, '--output', out, '--dead_letter', dead, check=False)
+    assert result.returncode == 2 and 'dead_letter-00000-of-00001.jsonl' in result.stderr
+    assert (dead / 'dead_letter-00000-of-00001.jsonl').read_text() == 'another tool wrote this\n'
 
 
 def test_reconciliation_checks_the_rows_of_the_files_it_lists(run, tmp_path):

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pytest
 from conftest import GOOD, GOOD_LINE, ROOT, SAMPLE
 
-from pipeline.io.sizes import probe_allowed
+from pipeline.io.sizes import resolve_allowed
 
 TRUNCATED_GZ = gzip.compress(b'\n'.join(orjson.dumps(dict(GOOD, ID=f'gs://b/{i}.jpg')) for i in range(3000)))
 
@@ -100,6 +100,10 @@ def test_bad_input_run_reconciles_and_keeps_odd_ids_verbatim(bad_input_run):
     assert {'gs://b/[1].jpg', 'gs://b/*.jpg', 'gs://b/q?.jpg', 'gs://b/\u00fcnicode-\u5199\u771f.jpg'} <= uris
     assert 'gs://b/dup.jpg' in uris  # duplicate keys: the last one wins, as in orjson
     assert summary['detections']['in'] >= 100_000
+
+
+def probe_allowed(uri, scheme, prefixes):
+    return resolve_allowed(uri, scheme, prefixes) is not None
 
 
 def test_probe_allowlist():
