@@ -87,17 +87,18 @@ def rows_of(cloud, table):
     return [dict(row) for row in rows]
 
 
-def wait_for(condition, process, what):
+def wait_for(condition, process, what, log):
+    """Polls `condition`; a failure shows the end of the job's log, the only trace of why."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
-        assert process.poll() is None, 'the streaming job exited'
+        assert process.poll() is None, 'the streaming job exited:\n' + log.read_text()[-8000:]
         try:
             if condition():
                 return
         except GoogleAPIError:
             pass  # the emulator is busy: ask again
         time.sleep(1)
-    pytest.fail(f'{what}: not within {WAIT_SECONDS} s')
+    pytest.fail(f'{what}: not within {WAIT_SECONDS} s; the job\'s log ends with:\n{log.read_text()[-8000:]}')
 
 
 def files_of(cloud, folder):
@@ -149,7 +150,7 @@ def test_each_notified_shard_is_loaded_once_with_the_rows_of_a_batch_run(cloud, 
         wait_for(lambda: (len(rows_of(cloud, table)) >= len(expected)
                           and len(rows_of(cloud, f'{table}_images')) >= len(expected_images)
                           and len(rows_of(cloud, f'{table}_error_records')) > len(expected_dead)),
-                 process, 'the rows of every notified shard in BigQuery')
+                 process, 'the rows of every notified shard in BigQuery', log)
         # A redelivery after the rows arrived, then a new shard: once that shard's rows are in, the
         # redelivery has been through the job too.
         notify(cloud, repeated)
@@ -158,11 +159,11 @@ def test_each_notified_shard_is_loaded_once_with_the_rows_of_a_batch_run(cloud, 
         notify(cloud, late)
         wait_for(lambda: any(r['source_file'].endswith('/late/errors_1.jsonl')
                              for r in rows_of(cloud, f'{table}_error_records')),
-                 process, 'the late shard')
+                 process, 'the late shard', log)
         parquet_dead = lambda: [json.loads(line) for path in files_of(cloud, f'{out}/dead_letter')
                                 for line in path.read_text().splitlines()]
         wait_for(lambda: any(r['source_file'].endswith('/late/errors_1.jsonl') for r in parquet_dead()),
-                 process, 'the late shard\'s dead letters in the windowed files')
+                 process, 'the late shard\'s dead letters in the windowed files', log)
     finally:
         output = stop(process, log)
 
