@@ -1,7 +1,7 @@
 """The alternatives the pipeline is measured against, each doing the same job as the pipeline's core
 (read every result shard, parse, threshold, pixel boxes, write Parquet), and Beam's own floor.
 
-python bench/contenders.py baseline|duckdb|beam_floor INPUT_DIR OUTPUT_DIR THRESHOLD WIDTH HEIGHT
+python bench/contenders.py baseline|duckdb|beam_floor legacy|vertex INPUT_DIR OUTPUT_DIR THRESHOLD WIDTH HEIGHT
 """
 import glob
 import os
@@ -12,72 +12,105 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+RESULT_SHARDS = {'legacy': 'image_object_detection_*.jsonl', 'vertex': 'predictions_*.jsonl'}
+STRING_COLUMNS = ('image_uri', 'label', 'label_id')
 
-def baseline(input_dir, output_dir, threshold, width, height):
-    """A plain single-process Python loop with orjson and pyarrow."""
+
+def baseline(fmt, input_dir, output_dir, threshold, width, height):
+    """A plain single-process Python loop with orjson and pyarrow: what a user writes for the job."""
     columns = {name: [] for name in ('image_uri', 'label', 'label_id', 'score', 'x_min', 'y_min',
                                      'x_max', 'y_max')}
-    for path in sorted(glob.glob(os.path.join(input_dir, '**', 'image_object_detection_*.jsonl'),
-                                 recursive=True)):
+    rows = legacy_rows if fmt == 'legacy' else vertex_rows
+    for path in sorted(glob.glob(os.path.join(input_dir, '**', RESULT_SHARDS[fmt]), recursive=True)):
         with open(path, 'rb') as handle:
             for line in handle:
-                if not line.strip():
-                    continue
-                record = orjson.loads(line)
-                uri = record['ID']
-                for ann in record.get('annotations') or ():
-                    det = ann['image_object_detection']
-                    score = det['score']
-                    if score < threshold:
-                        continue
-                    vertices = det['bounding_box']['normalized_vertices']
-                    xs = [v.get('x', 0.0) for v in vertices]
-                    ys = [v.get('y', 0.0) for v in vertices]
-                    for name, value in (('image_uri', uri), ('label', ann.get('display_name')),
-                                        ('label_id', ann.get('annotation_spec_id')), ('score', score),
-                                        ('x_min', min(xs)), ('y_min', min(ys)), ('x_max', max(xs)),
-                                        ('y_max', max(ys))):
-                        columns[name].append(value)
-    table = pa.table({name: pa.array(values, type=pa.string() if name in ('image_uri', 'label', 'label_id')
-                                     else pa.float64()) for name, values in columns.items()})
+                if line.strip():
+                    for row in rows(orjson.loads(line), threshold):
+                        for name, value in zip(columns, row):
+                            columns[name].append(value)
+    table = pa.table({name: pa.array(values, type=pa.string() if name in STRING_COLUMNS else pa.float64())
+                      for name, values in columns.items()})
     for name, extent in (('x_min', width), ('y_min', height), ('x_max', width), ('y_max', height)):
         table = table.append_column(f'px_{name}', pc.multiply(table[name], float(extent)))
     os.makedirs(output_dir, exist_ok=True)
     pq.write_table(table, os.path.join(output_dir, 'detections.parquet'))
 
 
-DUCKDB_SQL = """
+def legacy_rows(record, threshold):
+    uri = record['ID']
+    for ann in record.get('annotations') or ():
+        det = ann['image_object_detection']
+        score = det['score']
+        if score >= threshold:
+            vertices = det['bounding_box']['normalized_vertices']
+            xs = [v.get('x', 0.0) for v in vertices]
+            ys = [v.get('y', 0.0) for v in vertices]
+            yield (uri, ann.get('display_name'), ann.get('annotation_spec_id'), score,
+                   min(xs), min(ys), max(xs), max(ys))
+
+
+def vertex_rows(record, threshold):
+    uri = record['instance']['content']
+    prediction = record['prediction']
+    for name, label_id, score, (x1, x2, y1, y2) in zip(prediction['displayNames'], prediction['ids'],
+                                                     prediction['confidences'], prediction['bboxes']):
+        if score >= threshold:
+            yield uri, name, label_id, score, min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+# The fastest of the formulations tried (docs/benchmark.md lists them with their times): unnest in the
+# select list (a lateral join, `FROM t, UNNEST(annotations)`, takes about 3x as long), over a list
+# already filtered by score.
+DUCKDB_SQL = {'legacy': """
 COPY (
-  SELECT ID AS image_uri, a.display_name AS label, a.annotation_spec_id AS label_id,
-         a.image_object_detection.score AS score,
-         least(coalesce(v[1].x, 0), coalesce(v[2].x, 0)) AS x_min,
-         least(coalesce(v[1].y, 0), coalesce(v[2].y, 0)) AS y_min,
-         greatest(coalesce(v[1].x, 0), coalesce(v[2].x, 0)) AS x_max,
-         greatest(coalesce(v[1].y, 0), coalesce(v[2].y, 0)) AS y_max,
+  SELECT image_uri, label, label_id, score, x_min, y_min, x_max, y_max,
          x_min * {width} AS px_x_min, y_min * {height} AS px_y_min,
          x_max * {width} AS px_x_max, y_max * {height} AS px_y_max
   FROM (
-    SELECT ID, a, a.image_object_detection.bounding_box.normalized_vertices AS v
-    FROM read_json('{pattern}', format = 'newline_delimited', columns = {{
-           ID: 'VARCHAR',
-           annotations: 'STRUCT(annotation_spec_id VARCHAR, display_name VARCHAR,
-             image_object_detection STRUCT(bounding_box STRUCT(normalized_vertices
-             STRUCT(x DOUBLE, y DOUBLE)[]), score DOUBLE))[]'}}),
-         UNNEST(annotations) AS t(a)
-  )
-  WHERE a.image_object_detection.score >= {threshold}
+    SELECT ID AS image_uri, a.display_name AS label, a.annotation_spec_id AS label_id,
+           a.image_object_detection.score AS score,
+           least(coalesce(v[1].x, 0), coalesce(v[2].x, 0)) AS x_min,
+           least(coalesce(v[1].y, 0), coalesce(v[2].y, 0)) AS y_min,
+           greatest(coalesce(v[1].x, 0), coalesce(v[2].x, 0)) AS x_max,
+           greatest(coalesce(v[1].y, 0), coalesce(v[2].y, 0)) AS y_max
+    FROM (
+      SELECT ID, a, a.image_object_detection.bounding_box.normalized_vertices AS v
+      FROM (
+        SELECT ID, unnest(list_filter(annotations, x -> x.image_object_detection.score >= {threshold})) AS a
+        FROM read_json('{pattern}', format = 'newline_delimited', columns = {{
+               ID: 'VARCHAR',
+               annotations: 'STRUCT(annotation_spec_id VARCHAR, display_name VARCHAR,
+                 image_object_detection STRUCT(bounding_box STRUCT(normalized_vertices
+                 STRUCT(x DOUBLE, y DOUBLE)[]), score DOUBLE))[]'}}))))
 ) TO '{output}' (FORMAT parquet)
-"""
+""", 'vertex': """
+COPY (
+  SELECT image_uri, label, label_id, score,
+         least(b[1], b[2]) AS x_min, least(b[3], b[4]) AS y_min,
+         greatest(b[1], b[2]) AS x_max, greatest(b[3], b[4]) AS y_max,
+         x_min * {width} AS px_x_min, y_min * {height} AS px_y_min,
+         x_max * {width} AS px_x_max, y_max * {height} AS px_y_max
+  FROM (
+    SELECT instance.content AS image_uri, unnest(prediction.displayNames) AS label,
+           unnest(prediction.ids) AS label_id, unnest(prediction.confidences) AS score,
+           unnest(prediction.bboxes) AS b
+    FROM read_json('{pattern}', format = 'newline_delimited', columns = {{
+           instance: 'STRUCT(content VARCHAR)',
+           prediction: 'STRUCT(ids VARCHAR[], displayNames VARCHAR[], confidences DOUBLE[],
+                               bboxes DOUBLE[][])'}}))
+  WHERE score >= {threshold}
+) TO '{output}' (FORMAT parquet)
+"""}
 
 
-def duckdb_job(input_dir, output_dir, threshold, width, height):
+def duckdb_job(fmt, input_dir, output_dir, threshold, width, height):
     """DuckDB doing the same job in one SQL statement, on 2 threads."""
     import duckdb
     os.makedirs(output_dir, exist_ok=True)
     connection = duckdb.connect()
     connection.execute('SET threads = 2')
-    connection.execute(DUCKDB_SQL.format(
-        pattern=os.path.join(input_dir, '**', 'image_object_detection_*.jsonl'),
+    connection.execute(DUCKDB_SQL[fmt].format(
+        pattern=os.path.join(input_dir, '**', RESULT_SHARDS[fmt]),
         output=os.path.join(output_dir, 'detections.parquet'), threshold=threshold,
         width=width, height=height))
 
@@ -97,6 +130,6 @@ def beam_floor(*_):
 
 
 if __name__ == '__main__':
-    kind, input_dir, output_dir, threshold, width, height = sys.argv[1:7]
+    kind, fmt, input_dir, output_dir, threshold, width, height = sys.argv[1:8]
     {'baseline': baseline, 'duckdb': duckdb_job, 'beam_floor': beam_floor}[kind](
-        input_dir, output_dir, float(threshold), int(width), int(height))
+        fmt, input_dir, output_dir, float(threshold), int(width), int(height))

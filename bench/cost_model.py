@@ -38,7 +38,8 @@ def cost_model(results, pipeline, baseline):
 def render_cost_model(model):
     lines = ['Cost model (seconds = fixed + marginal x annotations, fitted over the sizes run):']
     for entry in model:
-        line = (f'  threshold {entry["threshold"]}: {entry["contender"]}: fixed {entry["fixed_s"]:.2f} s, '
+        line = (f'  {entry.get("format", "legacy")}, threshold {entry["threshold"]}: {entry["contender"]}: '
+                f'fixed {entry["fixed_s"]:.2f} s, '
                 f'marginal {entry["marginal_us_per_annotation"]:.2f} us/annotation')
         if 'faster_than_baseline_from_images' in entry:
             line += (f'; faster than the baseline from about '

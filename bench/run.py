@@ -1,13 +1,16 @@
 """`make bench`: the pipeline against a plain Python baseline and DuckDB, interleaved and repeated.
 
-For each data size and threshold, every contender runs `--repeats` times in turn; the table gives the
-median seconds (and the spread), annotations per second, the peak memory of the whole process tree,
-and the pipeline's ratios to the baseline and to DuckDB. Every contender's output is checked to hold
-the same rows. Results are also written as JSON.
+For each input format, data size and threshold, every contender runs `--repeats` times in turn; the
+table gives the median seconds (and the spread), annotations per second, the CPU seconds per million
+annotations (all processes, what a Dataflow worker bills), the peak memory of the whole process tree,
+and the ratios to the baseline and to DuckDB. Every contender's output is checked to hold the same
+rows. Results are also written as JSON.
 """
 import argparse
+import glob
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -21,7 +24,7 @@ import pyarrow.dataset as ds
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from contenders import TWO_PROCESS_FLAGS  # noqa: E402  pylint: disable=wrong-import-position
+from contenders import RESULT_SHARDS, TWO_PROCESS_FLAGS  # noqa: E402  pylint: disable=wrong-import-position
 from cost_model import cost_model, render_cost_model  # noqa: E402  pylint: disable=wrong-import-position
 from generate import generate  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -43,11 +46,11 @@ BASELINE = 'python baseline'
 UNCHECKED = (WITH_POSTPROCESSING, BEAM_FLOOR)
 
 
-def contender_commands(input_dir, output_dir, threshold, postprocessing=False):
+def contender_commands(fmt, input_dir, output_dir, threshold, postprocessing=False):
     pipeline = [sys.executable, '-m', 'pipeline', '--input', input_dir, '--output', output_dir,
                 '--score_threshold', str(threshold), '--image_size', f'{WIDTH}x{HEIGHT}',
                 '--report=false', '--overwrite']
-    other = lambda kind: [sys.executable, os.path.join(HERE, 'contenders.py'), kind, input_dir,
+    other = lambda kind: [sys.executable, os.path.join(HERE, 'contenders.py'), kind, fmt, input_dir,
                           output_dir, str(threshold), str(WIDTH), str(HEIGHT)]
     return {
         'pipeline, 1 process': pipeline + ['--direct_num_workers=1'],
@@ -59,8 +62,16 @@ def contender_commands(input_dir, output_dir, threshold, postprocessing=False):
     }
 
 
+def children_cpu_seconds():
+    """User + system CPU of every descendant reaped so far (Beam's workers are reaped by the pipeline's
+    process, so they count when it is)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_measured(command):
-    """(seconds, peak RSS in MB of the process and all its children)."""
+    """(seconds, peak RSS in MB of the process and all its children, CPU seconds of them all)."""
+    cpu_before = children_cpu_seconds()
     start = time.perf_counter()
     process = psutil.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -76,7 +87,7 @@ def run_measured(command):
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(f'{command} failed: {process.stderr.read().decode()[-2000:]}')
-    return seconds, peak / 2 ** 20
+    return seconds, peak / 2 ** 20, children_cpu_seconds() - cpu_before
 
 
 def canonical_rows(output_dir):
@@ -88,34 +99,34 @@ def canonical_rows(output_dir):
     return table.sort_by([(name, 'ascending') for name in COMPARED])
 
 
-def annotations_in(input_dir):
+def annotations_in(input_dir, fmt):
     """Annotations in the result shards, counted by a plain scan (the same for every contender)."""
     import orjson
+    count = ((lambda r: len(r.get('annotations') or ())) if fmt == 'legacy'
+             else (lambda r: len(r['prediction']['confidences'])))
     total = 0
-    for folder, _, files in os.walk(input_dir):
-        for name in files:
-            if name.startswith('image_object_detection_'):
-                with open(os.path.join(folder, name), 'rb') as handle:
-                    total += sum(len(orjson.loads(line).get('annotations') or ()) for line in handle)
+    for path in glob.glob(os.path.join(input_dir, '**', RESULT_SHARDS[fmt]), recursive=True):
+        with open(path, 'rb') as handle:
+            total += sum(count(orjson.loads(line)) for line in handle)
     return total
 
 
-def bench_size(images, thresholds, repeats, work_dir, postprocessing=False):
-    data_dir = os.path.join(work_dir, f'data-{images}')
+def bench_size(fmt, images, thresholds, repeats, work_dir, postprocessing=False):
+    data_dir = os.path.join(work_dir, f'data-{images}' if fmt == 'legacy' else f'{fmt}-{images}')
     if not os.path.isdir(data_dir):
-        generate(data_dir, images, shards=8)
-    annotations = annotations_in(data_dir)
+        generate(data_dir, images, shards=8, fmt=fmt)
+    annotations = annotations_in(data_dir, fmt)
     results = []
     for threshold in thresholds:
         timings = {}
         reference = None
         for repeat in range(repeats):
-            for name, command in contender_commands(data_dir, os.path.join(work_dir, 'out'),
+            for name, command in contender_commands(fmt, data_dir, os.path.join(work_dir, 'out'),
                                                     threshold, postprocessing).items():
                 output_dir = os.path.join(work_dir, 'out')
                 shutil.rmtree(output_dir, ignore_errors=True)
-                seconds, peak_mb = run_measured(command)
-                timings.setdefault(name, []).append((seconds, peak_mb))
+                seconds, peak_mb, cpu_s = run_measured(command)
+                timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
                 if repeat == 0 and name not in UNCHECKED:
                     rows = canonical_rows(output_dir)
                     if reference is None:
@@ -123,18 +134,19 @@ def bench_size(images, thresholds, repeats, work_dir, postprocessing=False):
                     elif not rows.equals(reference):
                         raise AssertionError(f'{name} wrote other rows than the first contender '
                                              f'({rows.num_rows} vs {reference.num_rows})')
-                print(f'  {images} images, threshold {threshold}, run {repeat + 1}: {name}: '
-                      f'{seconds:.2f} s, {peak_mb:.0f} MB', flush=True)
-        medians = {name: statistics.median(s for s, _ in runs) for name, runs in timings.items()}
+                print(f'  {fmt}, {images} images, threshold {threshold}, run {repeat + 1}: {name}: '
+                      f'{seconds:.2f} s, {cpu_s:.2f} CPU s, {peak_mb:.0f} MB', flush=True)
+        medians = {name: statistics.median(s for s, _, _ in runs) for name, runs in timings.items()}
         for name, runs in timings.items():
-            seconds = [s for s, _ in runs]
+            seconds = [s for s, _, _ in runs]
             results.append({
-                'images': images, 'annotations': annotations, 'threshold': threshold,
+                'format': fmt, 'images': images, 'annotations': annotations, 'threshold': threshold,
                 'rows_out': reference.num_rows, 'contender': name,
                 'median_s': medians[name], 'min_s': min(seconds), 'max_s': max(seconds),
                 'annotations_per_s': annotations / medians[name],
                 'us_per_annotation': medians[name] / annotations * 1e6,
-                'peak_mb': max(mb for _, mb in runs),
+                'peak_mb': max(mb for _, mb, _ in runs),
+                'cpu_s_per_million_annotations': statistics.median(c for _, _, c in runs) / annotations * 1e6,
                 'vs_baseline': medians[name] / medians[BASELINE],
                 'vs_duckdb': medians[name] / medians['duckdb, 2 threads'],
             })
@@ -142,14 +154,14 @@ def bench_size(images, thresholds, repeats, work_dir, postprocessing=False):
 
 
 def render(results):
-    header = ('images', 'threshold', 'contender', 'median s', 'spread s', 'annot/s', 'us/annot',
-              'peak MB', 'x baseline', 'x duckdb')
+    header = ('format', 'images', 'threshold', 'contender', 'median s', 'spread s', 'annot/s', 'us/annot',
+              'CPU s/M annot', 'peak MB', 'x baseline', 'x duckdb')
     rows = [header]
     for r in results:
-        rows.append((f'{r["images"]:,}', f'{r["threshold"]}', r['contender'], f'{r["median_s"]:.2f}',
+        rows.append((r['format'], f'{r["images"]:,}', f'{r["threshold"]}', r['contender'], f'{r["median_s"]:.2f}',
                      f'{r["min_s"]:.2f}-{r["max_s"]:.2f}', f'{r["annotations_per_s"]:,.0f}',
-                     f'{r["us_per_annotation"]:.2f}', f'{r["peak_mb"]:.0f}',
-                     f'{r["vs_baseline"]:.2f}', f'{r["vs_duckdb"]:.2f}'))
+                     f'{r["us_per_annotation"]:.2f}', f'{r["cpu_s_per_million_annotations"]:.2f}',
+                     f'{r["peak_mb"]:.0f}', f'{r["vs_baseline"]:.2f}', f'{r["vs_duckdb"]:.2f}'))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ['  '.join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, '  '.join('-' * width for width in widths))
@@ -159,6 +171,7 @@ def render(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--images', type=int, nargs='+', default=[20_000, 200_000])
+    parser.add_argument('--formats', nargs='+', choices=sorted(RESULT_SHARDS), default=['legacy', 'vertex'])
     parser.add_argument('--thresholds', type=float, nargs='+', default=[0.5, 0.0])
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--work_dir', default=os.path.join(ROOT, 'bench', 'work'))
@@ -167,9 +180,11 @@ def main():
                         help='also run the pipeline with every post-processing option on')
     args = parser.parse_args()
     results = []
-    for images in args.images:
-        results += bench_size(images, args.thresholds, args.repeats, args.work_dir, args.postprocessing)
-    model = cost_model(results, pipeline=TWO_PROCESSES, baseline=BASELINE)
+    for fmt in args.formats:
+        for images in args.images:
+            results += bench_size(fmt, images, args.thresholds, args.repeats, args.work_dir, args.postprocessing)
+    model = [dict(entry, format=fmt) for fmt in args.formats for entry in cost_model(
+        [r for r in results if r['format'] == fmt], pipeline=TWO_PROCESSES, baseline=BASELINE)]
     print(render(results))
     if model:
         print(render_cost_model(model))
