@@ -12,7 +12,9 @@ with open('pipeline/__init__.py', encoding='utf-8') as handle:
 
 INSTALL_REQUIRES = [
     'apache-beam[gcp]==2.77.0',
-    'orjson==3.13.0',
+    'orjson==3.13.0',  # the full validator, and JSON written
+    'msgspec==0.22.0',  # the typed decoder of result lines
+    'tqdm==4.70.1',  # the live progress bar of a local run
     'shapely==2.2.0',
     'pyarrow==25.0.1',  # Beam 2.77 caps pyarrow below 26
     'numpy==2.4.6',

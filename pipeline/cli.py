@@ -8,6 +8,7 @@ import sys
 import tempfile
 import textwrap
 import uuid
+from contextlib import nullcontext
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -36,6 +37,7 @@ from pipeline.io.locks import RunLock
 from pipeline.io.provision import provision, release_untouched
 from pipeline.io.sizes import ManifestError, check_manifest
 from pipeline.io.sources import InputError, input_root, matched_shards, resolve_input
+from pipeline.tools.progress import ProgressDisplay
 from pipeline.tools.template import shown_default
 from pipeline.transforms.job import PredictionsToTables, StreamingPredictionsToTables
 
@@ -52,6 +54,7 @@ LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner', 'Swit
 LOCAL_PARALLEL_MIN_BYTES = 512 * 1024 * 1024
 MAX_LOCAL_WORKERS = 8
 _DIRECT_FLAGS = ('--direct_num_workers', '--direct_running_mode')
+QUIET_FLAG = '--quiet'  # of the launcher alone: no progress on stderr
 # Set in the template image (templates/Dockerfile): the process is the Flex Template launcher.
 FLEX_TEMPLATE_VARIABLE = 'FLEX_TEMPLATE_PYTHON_PY_FILE'
 
@@ -65,10 +68,10 @@ class LaunchPlan(NamedTuple):
     layout: Optional[OutputLayout]
 
 
-def prepare(argv: Optional[List[str]]) -> LaunchPlan:
+def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     """Checks every argument, option, the input, the manifest and the region, and where the run would
     write, and resolves what follows from them; raises OptionError or InputError before anything is
-    written or removed."""
+    written or removed. `quiet`: a local batch run shows no progress."""
     argv = sys.argv[1:] if argv is None else argv
     check_arguments(argv)
     pipeline_options = PipelineOptions(argv)
@@ -91,6 +94,7 @@ def prepare(argv: Optional[List[str]]) -> LaunchPlan:
         check_bigquery_options(settings, cloud)
     settings = settings.resolved(
         launch={'run_id': uuid.uuid4().hex,
+                'progress': local and pattern is not None and not quiet,
                 # A Dataflow job outlives its launcher: it releases its Cloud Storage locks itself.
                 'job_locks': tuple(lock for lock in (layout.lock_files if layout and not local else ())
                                    if scheme_of(lock) == 'gs')},
@@ -276,8 +280,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if '--version' in argv:
         print(f'prediction-tables {pipeline.__version__} (Apache Beam {beam.__version__})')
         return 0
+    quiet = QUIET_FLAG in argv
+    argv = [arg for arg in argv if arg != QUIET_FLAG]
     try:
-        plan = prepare(argv)
+        plan = prepare(argv, quiet)
         local = is_local(plan.pipeline_options)
         if is_dry_run(plan.pipeline_options):
             return dry_run(plan)
@@ -341,9 +347,10 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
         scratch = tempfile.mkdtemp(prefix='prediction-tables-')
         settings = settings.resolved(outputs={'summary': os.path.join(scratch, 'summary.json')})
     pipeline = beam.Pipeline(options=plan.pipeline_options)
-    _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(
-        settings, required(plan.pattern, 'input'), skip=batch_layout(plan).is_ours_to_skip)
-    result = pipeline.run()
+    pattern, skip = required(plan.pattern, 'input'), batch_layout(plan).is_ours_to_skip
+    _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern, skip=skip)
+    with ProgressDisplay(matched_shards(pattern, skip)) if settings.launch.progress else nullcontext():
+        result = pipeline.run()  # a local runner returns when the pipeline has run
     if not local:
         print('Job submitted; the run summary will be logged'
               + (f' and written to {settings.outputs.summary}' if settings.outputs.summary else ''))
@@ -381,6 +388,7 @@ def help_text() -> str:
             lines += textwrap.wrap(option.help + shown, width=96, initial_indent=' ' * 6,
                                    subsequent_indent=' ' * 6)
     lines += ['', 'Other:', '  -h, --help      this text', '  --version       the version',
+              '  --quiet         no progress on stderr (a local batch run shows it by default)',
               '', "Beam's own options (--runner, --project, --region, --temp_location, "
               '--direct_num_workers, ...) are accepted as Beam documents them. Without --runner a '
               'batch run is local (FnApiRunner). Exit codes: 0 done; 1 the reconciliation failed; 2 '

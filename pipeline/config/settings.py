@@ -102,6 +102,7 @@ class LaunchSettings:
     """Set at launch, for the job as a whole."""
     run_id: Optional[str] = None  # names this run in its summary and locks
     job_locks: Tuple[str, ...] = ()  # Cloud Storage locks the job itself releases after its summary
+    progress: bool = False  # workers report progress for the launcher to show (local batch runs)
 
 
 T = TypeVar('T')

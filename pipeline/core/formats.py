@@ -25,25 +25,39 @@ RPC_STATUS_NAMES = {name: code for code, name in RPC_CODES.items()}
 Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalized
 
 
+# The order of the 4 numbers of each annotation in Prediction.coordinates.
+XYXY = 'xyxy'  # two corners (legacy vertices), in either order
+XXYY = 'xxyy'  # Vertex's [xMin, xMax, yMin, yMax], possibly reversed
+
+
 class Prediction(NamedTuple):
-    """One valid result line: the image and its annotations as parallel lists. The boxes are one
+    """One valid result line: the image and its annotations as parallel lists. The coordinates are one
     flat list, 4 numbers per annotation: floats are not tracked by the garbage collector, a tuple
-    per box is (and numpy reads a flat list several times faster)."""
+    per box is (and numpy reads a flat list several times faster). They are as the line gave them,
+    within the tolerance: `tables` clamps them to [0, 1] and orders them for a whole batch at once."""
     image_uri: str
     source_format: str
     labels: List[Optional[str]]
     label_ids: List[Optional[str]]
     scores: List[float]
-    coordinates: List[float]  # x_min, y_min, x_max, y_max of each annotation, normalized
+    coordinates: List[float]  # 4 per annotation, in `coordinate_order`
     # Annotations validated but not listed above because their score is below the lowest threshold
-    # in force (the `score_floor` of parse_line): no row of theirs could survive it. Only their
+    # in force (the score floor of the typed decoder): no row of theirs could survive it. Only their
     # scores are kept, for the counts and histograms.
     dropped_scores: Sequence[float] = ()
+    coordinate_order: str = XYXY
 
     @property
     def boxes(self) -> List[Box]:
-        flat = self.coordinates
-        return [(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)]
+        """(x_min, y_min, x_max, y_max) of each annotation, clamped and ordered."""
+        return [normalized_box(self.coordinates[i:i + 4], self.coordinate_order)
+                for i in range(0, len(self.coordinates), 4)]
+
+
+def normalized_box(numbers: Sequence[float], order: str = XYXY) -> Box:
+    a, b, c, d = (min(max(float(value), 0.0), 1.0) for value in numbers)
+    x1, y1, x2, y2 = (a, c, b, d) if order == XXYY else (a, b, c, d)
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
 
 
 class Rejection(NamedTuple):
@@ -59,20 +73,16 @@ class _Invalid(Exception):
     """Raised inside the parser for a line that is JSON but not a valid record."""
 
 
-def parse_line(line: bytes, input_format: str = 'auto',
-               score_floor: float = 0.0) -> Union[Prediction, Rejection]:
-    """Parses one non-blank line; `input_format` is 'auto', AUTOML or VERTEX. Annotations scored below
-    `score_floor` may be left out of the lists (see Prediction.dropped_scores), never unvalidated."""
+def parse_line(line: bytes, input_format: str = 'auto') -> Union[Prediction, Rejection]:
+    """The full validator of one non-blank line; `input_format` is 'auto', AUTOML or VERTEX. Every
+    line the typed decoder of `decoding` declines comes here, which names the dead-letter kind and
+    the field (and annotation index) at fault."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return Rejection(MALFORMED_LINE, f'not valid JSON: {exc}')
     if not isinstance(record, dict):
         return Rejection(INVALID_RECORD, f'expected a JSON object, got {_json_type(record)}')
-    if input_format != VERTEX:
-        fast = _fast_automl(record, score_floor)
-        if fast is not None:
-            return fast
     image_uri = _image_uri_or_none(record)
     try:
         status = _error_status(record)
@@ -87,65 +97,17 @@ def parse_line(line: bytes, input_format: str = 'auto',
         return Rejection(INVALID_RECORD, str(exc), image_uri)
 
 
-_NUMBER_CLASSES = frozenset((float, int))  # exact classes: a bool is not a number here
-_FAST_PATH_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
-
-
-def _fast_automl(record: dict, score_floor: float = 0.0) -> Optional[Prediction]:
-    """The common legacy line (snake_case keys, both labels, two in-range vertices) at a fraction of
-    the cost of the full validator. None means "not sure": the full validator then decides, so
-    everything this accepts is exactly what `_parse_automl` would return for it, less the annotations
-    scored below `score_floor`, whose scores go to `dropped_scores`."""
-    if 'error' in record or 'status' in record or 'instance' in record or 'prediction' in record:
-        return None
-    image_uri = record.get('ID')
-    if image_uri.__class__ is not str or not image_uri:
-        return None
-    annotations = record.get('annotations')
-    if annotations is None:
-        return Prediction(image_uri, AUTOML, [], [], [], [])
-    if annotations.__class__ is not list:
-        return None
-    # Values straight from JSON, checked by class below: Any, on purpose.
-    labels: List[Any] = []
-    label_ids: List[Any] = []
-    scores: List[Any] = []
-    coordinates: List[Any] = []
-    dropped: List[Any] = []
-    numbers: Any = _NUMBER_CLASSES
-    try:
-        for annotation in annotations:
-            label = annotation['display_name']
-            label_id = annotation['annotation_spec_id']
-            detection = annotation['image_object_detection']
-            score: Any = detection['score']
-            first, second = detection['bounding_box']['normalized_vertices']
-            x0: Any = first.get('x', 0)
-            y0: Any = first.get('y', 0)
-            x1: Any = second.get('x', 0)
-            y1: Any = second.get('y', 0)
-            if (label.__class__ is not str or label_id.__class__ is not str
-                    or score.__class__ not in numbers or not 0 <= score <= 1
-                    or x0.__class__ not in numbers or y0.__class__ not in numbers
-                    or x1.__class__ not in numbers or y1.__class__ not in numbers
-                    or not (0 <= x0 <= 1 and 0 <= y0 <= 1 and 0 <= x1 <= 1 and 0 <= y1 <= 1)):
-                return None
-            if score < score_floor:
-                dropped.append(score)
-                continue
-            labels.append(label)
-            label_ids.append(label_id)
-            scores.append(score)  # an int score (0 or 1) becomes a double in the Arrow column
-            coordinates.extend((x0, y0, x1, y1) if x0 <= x1 and y0 <= y1 else
-                               (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-    except _FAST_PATH_ERRORS:
-        return None
-    return Prediction(image_uri, AUTOML, labels, label_ids, scores, coordinates, dropped or ())
+# The keys of a saved online prediction response: legacy AutoML's `payload`, Vertex AI's `predictions`.
+ONLINE_RESPONSE_KEYS = ('payload', 'predictions')
 
 
 def _detect_format(record: dict, input_format: str) -> str:
     looks_vertex = 'instance' in record or 'prediction' in record
     looks_automl = 'ID' in record or 'annotations' in record
+    if not looks_vertex and not looks_automl and any(key in record for key in ONLINE_RESPONSE_KEYS):
+        raise _Invalid('an online prediction response (`payload` or `predictions`), saved to a file: it '
+                       'carries no image URI, so it cannot be a batch prediction result line; run a batch '
+                       'prediction, or write one line per image with its URI')
     if input_format == AUTOML:
         if looks_vertex and not looks_automl:
             raise _Invalid('a Vertex AI record, but --input_format=automl')

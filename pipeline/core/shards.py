@@ -46,11 +46,16 @@ def is_compressed(path: str) -> bool:
     return path.lower().endswith('.gz')
 
 
+# Folders a prediction run writes into: `prediction-<model>-<time>`, and `batchprediction-<model>-<time>`
+# from early Vertex AI batch jobs (seen in output Google published).
+RUN_FOLDER_PREFIXES = ('prediction-', 'batchprediction-')
+
+
 def prediction_run(path: str) -> Optional[str]:
-    """The nearest enclosing `prediction-*` folder: model and timestamp, so mixed runs stay apart."""
+    """The nearest enclosing run folder: model and timestamp, so mixed runs stay apart."""
     parts = path.split('/')[:-1]
     for part in reversed(parts):
-        if part.startswith('prediction-'):
+        if part.startswith(RUN_FOLDER_PREFIXES):
             return part
     return None
 

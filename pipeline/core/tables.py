@@ -11,7 +11,7 @@ from pipeline.config.settings import PostprocessingSettings
 from pipeline.core import counts as names
 from pipeline.core import geometry
 from pipeline.core.counts import Counts
-from pipeline.core.formats import Prediction
+from pipeline.core.formats import XXYY, Prediction
 from pipeline.core.postprocessing import select_detections
 from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 
@@ -49,7 +49,9 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
         dropped_list.extend(prediction.dropped_scores)
     # + 0.0 turns a -0.0 from the input into 0.0 (it would be written as "-0" in WKT and Parquet).
     scores = np.array(scores_list, dtype=np.float64) + 0.0
-    boxes = np.array(coordinates, dtype=np.float64).reshape(-1, 4) + 0.0
+    xxyy = np.repeat(np.fromiter((p.coordinate_order == XXYY for p in predictions), dtype=bool, count=n_images),
+                     listed_per_line)
+    boxes = normalized_boxes(np.array(coordinates, dtype=np.float64).reshape(-1, 4), xxyy)
     dropped = np.array(dropped_list, dtype=np.float64)
     counts_per_line = listed_per_line + np.fromiter(
         (len(p.dropped_scores) for p in predictions), dtype=np.int64, count=n_images)
@@ -124,6 +126,15 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
         counts.kept_by_label[names.NO_LABEL if item['values'] is None else item['values']] += item['counts']
     counts.scalars.update(names.size_from(size.source) for size in sizes if size)
     return BatchTables(detections, images, counts)
+
+
+def normalized_boxes(raw: np.ndarray, xxyy: np.ndarray) -> np.ndarray:
+    """Rows of 4 coordinates as the lines gave them (two corners, or [xMin, xMax, yMin, yMax] where
+    `xxyy`) -> (x_min, y_min, x_max, y_max), clamped to [0, 1]."""
+    if xxyy.any():
+        raw[xxyy] = raw[xxyy][:, [0, 2, 1, 3]]
+    np.clip(raw, 0.0, 1.0, out=raw)
+    return np.hstack([np.minimum(raw[:, :2], raw[:, 2:]), np.maximum(raw[:, :2], raw[:, 2:])]) + 0.0
 
 
 def _repeat(value: Optional[str], count: int) -> pa.Array:

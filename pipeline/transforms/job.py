@@ -55,7 +55,8 @@ class PredictionsToTables(beam.PTransform):
 
     def expand(self, pbegin):
         settings = self._settings
-        read = pbegin | 'ReadShards' >> ReadShards(self._pattern, skip=self._skip)
+        read = pbegin | 'ReadShards' >> ReadShards(self._pattern, skip=self._skip,
+                                                   report_progress=settings.launch.progress)
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
         dead = all_dead_letters(read, parsed, tables)

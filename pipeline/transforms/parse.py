@@ -8,21 +8,25 @@ import apache_beam as beam
 from pipeline.config.settings import PostprocessingSettings, Settings, SizeSettings
 from pipeline.core import dead_letters, shards
 from pipeline.core.dead_letters import INVALID_RECORD
-from pipeline.core.formats import Prediction, parse_line
+from pipeline.core.decoding import LineParser
+from pipeline.core.formats import Prediction
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.transforms.count import counted
-from pipeline.transforms.read import LineBatch
+from pipeline.transforms.read import LineBatch, report_progress
 
 
 class ParseBatchFn(beam.DoFn):
     """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts."""
 
-    def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings):
+    def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings,
+                 report_progress: bool = False):
         self._input_format = input_format
+        self._report_progress = report_progress
         self._postprocessing = postprocessing
         self._sizes = sizes
         self._resolver: Optional[SizeResolver] = None
+        self._parser: Optional[LineParser] = None
 
     def setup(self):
         tune_garbage_collector()
@@ -32,11 +36,13 @@ class ParseBatchFn(beam.DoFn):
             settings = self._sizes
             self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
                                           settings.allowed_scheme or 'gs', settings.probe_allowed_prefixes)
+        if self._parser is None:  # per worker: it learns which format the shards hold
+            self._parser = LineParser(self._input_format, self._postprocessing.score_floor)
         timestamp = dead_letters.utc_timestamp()
-        score_floor = self._postprocessing.score_floor
+        parse = self._parser.parse
         predictions, sizes, rejected = [], [], []
         for line in batch.lines:
-            parsed = parse_line(line, self._input_format, score_floor)
+            parsed = parse(line)
             if isinstance(parsed, Prediction):
                 predictions.append(parsed)
                 sizes.append(self._resolver.resolve(parsed.image_uri))
@@ -45,6 +51,8 @@ class ParseBatchFn(beam.DoFn):
         tables = build_tables(predictions, sizes, batch.source_file,
                               shards.prediction_run(batch.source_file), self._postprocessing)
         counts = tables.counts
+        if self._report_progress:
+            report_progress(kept=tables.detections.num_rows)
         counts.probe_failures.update(self._resolver.probe_failures)
         self._resolver.probe_failures.clear()
         if tables.detections.num_rows:
@@ -103,7 +111,7 @@ class ParsePredictions(beam.PTransform):
     def expand(self, batches):
         parsed = batches | 'ParseLines' >> beam.ParDo(
             ParseBatchFn(self._settings.input.input_format, self._settings.postprocessing,
-                         self._settings.sizes),
+                         self._settings.sizes, self._settings.launch.progress),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
             'detections', 'images', 'image_uris', 'dead_letters', 'counts', main='unused',

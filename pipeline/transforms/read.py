@@ -11,7 +11,7 @@ from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.utils.timestamp import Duration
 
 from pipeline.core import counts as names
-from pipeline.core import dead_letters
+from pipeline.core import dead_letters, progress
 from pipeline.core.counts import Counts
 from pipeline.core.dead_letters import UNREADABLE_FILE
 from pipeline.core.shards import DEFAULT_RANGE_BYTES, OTHER, ShardRange, classify, is_blank, split_ranges
@@ -56,19 +56,22 @@ class ReadRangeFn(beam.DoFn):
     """ShardRange -> LineBatch; blank lines are counted and skipped; a file that cannot be read (or a
     .gz that breaks part-way) becomes one `unreadable_file` dead letter after the lines read before it."""
 
-    def __init__(self, batch_lines: int = BATCH_LINES, batch_bytes: int = BATCH_BYTES):
+    def __init__(self, batch_lines: int = BATCH_LINES, batch_bytes: int = BATCH_BYTES,
+                 report_progress: bool = False):
         self._batch_lines = batch_lines
         self._batch_bytes = batch_bytes
+        self._report_progress = report_progress
 
     def process(self, shard_range: ShardRange):
         path = shard_range.path
-        lines_read = blank = 0
+        lines_read = blank = reported_lines = 0
         batch: List[bytes] = []
-        batch_bytes = 0
+        batch_bytes = bytes_read = 0
         try:
             with sources.open_shard(path) as handle:
                 for line in sources.read_range_lines(handle, shard_range.start, shard_range.end):
                     lines_read += 1
+                    bytes_read += len(line) + 1
                     if is_blank(line):
                         blank += 1
                         continue
@@ -77,6 +80,9 @@ class ReadRangeFn(beam.DoFn):
                     if len(batch) >= self._batch_lines or batch_bytes >= self._batch_bytes:
                         yield LineBatch(path, batch)
                         batch, batch_bytes = [], 0
+                        if self._report_progress:
+                            report_progress(bytes=bytes_read, lines=lines_read - reported_lines)
+                            bytes_read, reported_lines = 0, lines_read
         except Exception as exc:
             if batch:
                 yield LineBatch(path, batch)
@@ -85,7 +91,14 @@ class ReadRangeFn(beam.DoFn):
                 'dead_letters', unreadable_dead_letter(shard_range, exc, lines_read))
         if batch:
             yield LineBatch(path, batch)
+        if self._report_progress:
+            report_progress(bytes=bytes_read, lines=lines_read - reported_lines, range_of=progress.shard_key(path))
         yield counted(Counts({names.LINES_READ: lines_read, names.BLANK_LINES: blank}))
+
+
+def report_progress(**fields: int) -> None:
+    """One progress report of a local run (see core.progress)."""
+    logging.getLogger(progress.LOGGER).info(progress.encode(**fields))
 
 
 def unreadable_dead_letter(shard_range: ShardRange, exc: Exception, lines_read: int) -> dict:
@@ -112,12 +125,13 @@ class ReadShards(beam.PTransform):
     the input."""
 
     def __init__(self, pattern: str, range_bytes: int = DEFAULT_RANGE_BYTES,
-                 batch_lines: int = BATCH_LINES, skip=None):
+                 batch_lines: int = BATCH_LINES, skip=None, report_progress: bool = False):
         super().__init__()
         self._pattern = pattern
         self._range_bytes = range_bytes
         self._batch_lines = batch_lines
         self._skip = skip
+        self._report_progress = report_progress
 
     def expand(self, pbegin):
         shards = (
@@ -125,7 +139,8 @@ class ReadShards(beam.PTransform):
             | 'InputPattern' >> beam.Create([self._pattern])
             | 'DiscoverFiles' >> beam.ParDo(DiscoverFilesFn(self._skip)).with_outputs(
                 'dead_letters', 'counts', main='shards'))
-        read = shards.shards | 'ReadShardRanges' >> ReadShardRanges(self._range_bytes, self._batch_lines)
+        read = shards.shards | 'ReadShardRanges' >> ReadShardRanges(self._range_bytes, self._batch_lines,
+                                                                    self._report_progress)
         counts = (shards.counts, read.counts) | 'FlattenReadCounts' >> beam.Flatten()
         dead = (shards.dead_letters, read.dead_letters) | 'FlattenReadDeadLetters' >> beam.Flatten()
         return ReadResult(read.batches, dead, counts)
@@ -135,10 +150,12 @@ class ReadShardRanges(beam.PTransform):
     """(path, size) of shards -> ReadResult: each shard split into byte ranges, spread over the
     workers, read as batches of lines."""
 
-    def __init__(self, range_bytes: int = DEFAULT_RANGE_BYTES, batch_lines: int = BATCH_LINES):
+    def __init__(self, range_bytes: int = DEFAULT_RANGE_BYTES, batch_lines: int = BATCH_LINES,
+                 report_progress: bool = False):
         super().__init__()
         self._range_bytes = range_bytes
         self._batch_lines = batch_lines
+        self._report_progress = report_progress
 
     def expand(self, shards):
         range_bytes = self._range_bytes
@@ -147,7 +164,8 @@ class ReadShardRanges(beam.PTransform):
             | 'SplitIntoRanges' >> beam.FlatMapTuple(
                 lambda path, size: split_ranges(path, size, range_bytes))
             | 'Balance' >> beam.Reshuffle()
-            | 'ReadRanges' >> beam.ParDo(ReadRangeFn(self._batch_lines)).with_outputs(
+            | 'ReadRanges' >> beam.ParDo(ReadRangeFn(
+                self._batch_lines, report_progress=self._report_progress)).with_outputs(
                 'dead_letters', 'counts', main='batches'))
         return ReadResult(read.batches, read.dead_letters, read.counts)
 

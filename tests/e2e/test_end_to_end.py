@@ -323,3 +323,23 @@ def test_wrong_roi_fails_before_any_work(tmp_path, roi, message):
                           '--roi', roi.replace('IN_MISSING', str(tmp_path / 'none')), check=False)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / 'out').exists()
+
+
+PUBLISHED_LAYOUTS = ROOT / 'tests' / 'fixtures' / 'published_layouts'
+
+
+def test_layouts_seen_in_published_output(tmp_path):
+    """An early Vertex AI job's `batchprediction-<model>-<time>/` folder names the run; a saved online
+    prediction response, given by mistake, is a dead letter that says what it is."""
+    out, dead = tmp_path / 'out', tmp_path / 'dead'
+    run_pipeline('--input', PUBLISHED_LAYOUTS, '--output', out, '--dead_letter', dead)
+    images = read_table(out / 'images').to_pylist()
+    assert images and {i['prediction_run'] for i in images} == {
+        'batchprediction-untitled_1618298013322_202141372930-2021-04-13T09:19:12.163334Z'}
+    assert {d['prediction_run'] for d in read_table(out / 'detections').to_pylist()} == {images[0]['prediction_run']}
+    letters = read_dead_letters(dead)
+    assert [d['kind'] for d in letters] == ['invalid_record', 'invalid_record']
+    for letter in letters:
+        assert letter['source_file'].endswith('online_responses/predictions_00001.jsonl')
+        assert letter['error_message'].startswith('an online prediction response'), letter['error_message']
+        assert 'cannot be a batch prediction result line' in letter['error_message']

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from pipeline.config.settings import Settings
 from pipeline.core import dead_letters
-from pipeline.core.formats import Prediction, parse_line
+from pipeline.core.decoding import LineParser
+from pipeline.core.formats import Prediction
 from pipeline.core.tables import build_tables
 
 unit = st.floats(0, 1, allow_nan=False)
@@ -80,7 +81,7 @@ def test_every_line_is_accounted_for_and_valid_lines_match_the_reference(lines, 
     non_blank = [line for line in lines if line.strip(b' \t\r')]
     predictions, rejected, expected = [], [], []
     for line in non_blank:
-        parsed = parse_line(line)
+        parsed = LineParser().parse(line)
         if isinstance(parsed, Prediction):
             predictions.append(parsed)
             expected += reference_rows(line, threshold)

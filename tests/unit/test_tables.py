@@ -5,6 +5,7 @@ import pytest
 
 from pipeline.config.settings import Settings
 from pipeline.core import geometry
+from pipeline.core.decoding import LineParser
 from pipeline.core.formats import AUTOML, VERTEX, Prediction, parse_line
 from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 from pipeline.core.tables import ImageSize, build_tables
@@ -78,7 +79,7 @@ def test_dropping_below_the_score_floor_at_parse_time_changes_no_output(legacy_l
     chosen = settings(**options)
     lines = legacy_lines + vertex_lines
     all_listed = [parse_line(line) for line in lines]
-    floored = [parse_line(line, score_floor=chosen.score_floor) for line in lines]
+    floored = [LineParser(score_floor=chosen.score_floor).parse(line) for line in lines]
     assert sum(len(p.dropped_scores) for p in floored) > 0  # the floor was used
     sizes = [ImageSize(640, 480, 'fixed')] * len(lines)
     expected = build_tables(all_listed, sizes, 'f', None, chosen)
