@@ -25,39 +25,23 @@ RPC_STATUS_NAMES = {name: code for code, name in RPC_CODES.items()}
 Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalized
 
 
-# The order of the 4 numbers of each annotation in Prediction.coordinates.
-XYXY = 'xyxy'  # two corners (legacy vertices), in either order
-XXYY = 'xxyy'  # Vertex's [xMin, xMax, yMin, yMax], possibly reversed
-
-
 class Prediction(NamedTuple):
-    """One valid result line: the image and its annotations as parallel lists. The coordinates are one
-    flat list, 4 numbers per annotation: floats are not tracked by the garbage collector, a tuple
-    per box is (and numpy reads a flat list several times faster). They are as the line gave them,
-    within the tolerance: `tables` clamps them to [0, 1] and orders them for a whole batch at once."""
+    """One valid result line, as the full validator gives it: the image and its annotations as
+    parallel lists, the coordinates one flat list of 4 numbers per annotation."""
     image_uri: str
     source_format: str
     labels: List[Optional[str]]
     label_ids: List[Optional[str]]
     scores: List[float]
-    coordinates: List[float]  # 4 per annotation, in `coordinate_order`
-    # Annotations validated but not listed above because their score is below the lowest threshold
-    # in force (the score floor of the typed decoder): no row of theirs could survive it. Only their
-    # scores are kept, for the counts and histograms.
+    coordinates: List[float]  # x_min, y_min, x_max, y_max of each annotation, normalized
+    # Annotations left out of the lists above (tests build such predictions; the typed decoder of
+    # `decoding` leaves out those below the score floor): only their scores, for counts and histograms.
     dropped_scores: Sequence[float] = ()
-    coordinate_order: str = XYXY
 
     @property
     def boxes(self) -> List[Box]:
-        """(x_min, y_min, x_max, y_max) of each annotation, clamped and ordered."""
-        return [normalized_box(self.coordinates[i:i + 4], self.coordinate_order)
-                for i in range(0, len(self.coordinates), 4)]
-
-
-def normalized_box(numbers: Sequence[float], order: str = XYXY) -> Box:
-    a, b, c, d = (min(max(float(value), 0.0), 1.0) for value in numbers)
-    x1, y1, x2, y2 = (a, c, b, d) if order == XXYY else (a, b, c, d)
-    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+        flat = self.coordinates
+        return [(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)]
 
 
 class Rejection(NamedTuple):

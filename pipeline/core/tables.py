@@ -2,7 +2,8 @@
 
 Everything per annotation happens on columns (numpy, pyarrow), never in a Python loop per detection.
 """
-from typing import List, NamedTuple, Optional, Sequence
+import collections
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +12,7 @@ from pipeline.config.settings import PostprocessingSettings
 from pipeline.core import counts as names
 from pipeline.core import geometry
 from pipeline.core.counts import Counts
-from pipeline.core.formats import XXYY, Prediction
+from pipeline.core.decoding import DecodedLines
 from pipeline.core.postprocessing import select_detections
 from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 
@@ -28,33 +29,15 @@ class BatchTables(NamedTuple):
     counts: Counts
 
 
-def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[ImageSize]],
+def build_tables(decoded: DecodedLines, sizes: Sequence[Optional[ImageSize]],
                  source_file: str, prediction_run: Optional[str],
                  postprocessing: PostprocessingSettings) -> BatchTables:
-    """One `images` row per prediction and one `detections` row per kept annotation. Annotations
-    the parser dropped below the score floor count as removed by the threshold step."""
-    n_images = len(predictions)
-    listed_per_line = np.fromiter((len(p.scores) for p in predictions), dtype=np.int64, count=n_images)
-    line_index = np.repeat(np.arange(n_images), listed_per_line)
-    labels: List[Optional[str]] = []
-    label_ids: List[Optional[str]] = []
-    scores_list: List[float] = []
-    coordinates: List[float] = []
-    dropped_list: List[float] = []
-    for prediction in predictions:
-        labels.extend(prediction.labels)
-        label_ids.extend(prediction.label_ids)
-        scores_list.extend(prediction.scores)
-        coordinates.extend(prediction.coordinates)
-        dropped_list.extend(prediction.dropped_scores)
-    # + 0.0 turns a -0.0 from the input into 0.0 (it would be written as "-0" in WKT and Parquet).
-    scores = np.array(scores_list, dtype=np.float64) + 0.0
-    xxyy = np.repeat(np.fromiter((p.coordinate_order == XXYY for p in predictions), dtype=bool, count=n_images),
-                     listed_per_line)
-    boxes = normalized_boxes(np.array(coordinates, dtype=np.float64).reshape(-1, 4), xxyy)
-    dropped = np.array(dropped_list, dtype=np.float64)
-    counts_per_line = listed_per_line + np.fromiter(
-        (len(p.dropped_scores) for p in predictions), dtype=np.int64, count=n_images)
+    """One `images` row per line and one `detections` row per kept annotation. Annotations the
+    decoder left out below the score floor count as removed by the threshold step."""
+    n_images = len(decoded.image_uris)
+    line_index, labels, label_ids = decoded.line_index, decoded.labels, decoded.label_ids
+    scores, boxes, dropped = decoded.scores, decoded.boxes, decoded.dropped_scores
+    counts_per_line = decoded.annotations_per_line
 
     selection = select_detections(line_index, scores, boxes, labels, label_ids, postprocessing)
     order, rank = geometry.order_by_rank(line_index[selection.kept], scores[selection.kept])
@@ -64,10 +47,10 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
     widths = np.array([s.width if s else np.nan for s in sizes], dtype=np.float64)
     heights = np.array([s.height if s else np.nan for s in sizes], dtype=np.float64)
     row_width, row_height = widths[row_line], heights[row_line]
-    size_unknown = np.isnan(row_width)
+    size_unknown = _mask(np.isnan(row_width))
 
-    image_uri = pa.array([p.image_uri for p in predictions], type=pa.string())
-    source_format = pa.array([p.source_format for p in predictions], type=pa.string())
+    image_uri = pa.array(decoded.image_uris, type=pa.string())
+    source_format = pa.array(decoded.source_formats, type=pa.string())
     row_boxes = boxes[rows]
     row_area = geometry.box_areas(row_boxes)
     px_boxes = [pa.array(geometry.to_pixels(row_boxes[:, i], extent), mask=size_unknown)
@@ -97,7 +80,7 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
     max_score = np.full(n_images, np.nan)
     first_rows = rank == 0
     max_score[row_line[first_rows]] = scores[rows][first_rows]
-    image_size_unknown = np.isnan(widths)
+    image_size_unknown = _mask(np.isnan(widths))
     images = pa.Table.from_arrays([
         image_uri,
         _repeat(source_file, n_images),
@@ -117,29 +100,28 @@ def build_tables(predictions: Sequence[Prediction], sizes: Sequence[Optional[Ima
         names.IMAGES_WRITTEN: n_images,
         names.DETECTIONS_IN: int(len(scores) + len(dropped)),
         names.DETECTIONS_KEPT: int(len(rows)),
-        names.IMAGES_WITHOUT_SIZE: int(image_size_unknown.sum()),
+        names.IMAGES_WITHOUT_SIZE: 0 if image_size_unknown is None else int(image_size_unknown.sum()),
         **{names.removed_by(step): count for step, count in removed.items()},
     })
     counts.add_scores('all', np.concatenate([scores, dropped]))
     counts.add_scores('kept', scores[rows])
     for item in detections.column('label').value_counts().to_pylist():
         counts.kept_by_label[names.NO_LABEL if item['values'] is None else item['values']] += item['counts']
-    counts.scalars.update(names.size_from(size.source) for size in sizes if size)
+    for source, count in collections.Counter(size.source for size in sizes if size).items():
+        counts.scalars[names.size_from(source)] += count
     return BatchTables(detections, images, counts)
-
-
-def normalized_boxes(raw: np.ndarray, xxyy: np.ndarray) -> np.ndarray:
-    """Rows of 4 coordinates as the lines gave them (two corners, or [xMin, xMax, yMin, yMax] where
-    `xxyy`) -> (x_min, y_min, x_max, y_max), clamped to [0, 1]."""
-    if xxyy.any():
-        raw[xxyy] = raw[xxyy][:, [0, 2, 1, 3]]
-    np.clip(raw, 0.0, 1.0, out=raw)
-    return np.hstack([np.minimum(raw[:, :2], raw[:, 2:]), np.maximum(raw[:, :2], raw[:, 2:])]) + 0.0
 
 
 def _repeat(value: Optional[str], count: int) -> pa.Array:
     return pa.repeat(pa.scalar(value, type=pa.string()), count)
 
 
-def _nullable_int32(values: np.ndarray, unknown: np.ndarray) -> pa.Array:
+def _mask(unknown: np.ndarray) -> Optional[np.ndarray]:
+    """A null mask for pyarrow, or None when nothing is null (an all-false mask costs as much)."""
+    return unknown if unknown.any() else None
+
+
+def _nullable_int32(values: np.ndarray, unknown: Optional[np.ndarray]) -> pa.Array:
+    if unknown is None:
+        return pa.array(values.astype(np.int32))
     return pa.array(np.where(unknown, 0, values).astype(np.int32), mask=unknown)

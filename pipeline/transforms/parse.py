@@ -8,8 +8,7 @@ import apache_beam as beam
 from pipeline.config.settings import PostprocessingSettings, Settings, SizeSettings
 from pipeline.core import dead_letters, shards
 from pipeline.core.dead_letters import INVALID_RECORD
-from pipeline.core.decoding import LineParser
-from pipeline.core.formats import Prediction
+from pipeline.core.decoding import BatchDecoder
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.transforms.count import counted
@@ -26,7 +25,7 @@ class ParseBatchFn(beam.DoFn):
         self._postprocessing = postprocessing
         self._sizes = sizes
         self._resolver: Optional[SizeResolver] = None
-        self._parser: Optional[LineParser] = None
+        self._decoder: Optional[BatchDecoder] = None
 
     def setup(self):
         tune_garbage_collector()
@@ -36,19 +35,15 @@ class ParseBatchFn(beam.DoFn):
             settings = self._sizes
             self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
                                           settings.allowed_scheme or 'gs', settings.probe_allowed_prefixes)
-        if self._parser is None:  # per worker: it learns which format the shards hold
-            self._parser = LineParser(self._input_format, self._postprocessing.score_floor)
+        if self._decoder is None:  # per worker: it learns which format the shards hold
+            self._decoder = BatchDecoder(self._input_format, self._postprocessing.score_floor)
+        decoded = self._decoder.decode(batch.lines)
         timestamp = dead_letters.utc_timestamp()
-        parse = self._parser.parse
-        predictions, sizes, rejected = [], [], []
-        for line in batch.lines:
-            parsed = parse(line)
-            if isinstance(parsed, Prediction):
-                predictions.append(parsed)
-                sizes.append(self._resolver.resolve(parsed.image_uri))
-            else:
-                rejected.append(dead_letters.from_rejection(parsed, batch.source_file, line, timestamp))
-        tables = build_tables(predictions, sizes, batch.source_file,
+        rejected = [dead_letters.from_rejection(rejection, batch.source_file, batch.lines[position], timestamp)
+                    for position, rejection in decoded.rejections]
+        resolve = self._resolver.resolve
+        sizes = [resolve(uri) for uri in decoded.lines.image_uris]
+        tables = build_tables(decoded.lines, sizes, batch.source_file,
                               shards.prediction_run(batch.source_file), self._postprocessing)
         counts = tables.counts
         if self._report_progress:
@@ -59,7 +54,7 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('detections', tables.detections)
         if tables.images.num_rows:
             yield beam.pvalue.TaggedOutput('images', tables.images)
-            yield beam.pvalue.TaggedOutput('image_uris', [p.image_uri for p in predictions])
+            yield beam.pvalue.TaggedOutput('image_uris', decoded.lines.image_uris)
         for record in rejected:
             yield beam.pvalue.TaggedOutput('dead_letters', record)
         yield counted(counts)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pipeline.config.settings import Settings
 from pipeline.core import dead_letters, decoding
-from pipeline.core.decoding import LineParser
+from pipeline.core.decoding import BatchDecoder, DecodedLines, decode_line
 from pipeline.core.formats import AUTOML, VERTEX, Prediction, Rejection, parse_line
 from pipeline.core.tables import ImageSize, build_tables
 
@@ -124,30 +124,31 @@ floors = st.sampled_from([0.0, 0.3, 0.5, 1.0])
 formats = st.sampled_from(['auto', 'auto', AUTOML, VERTEX])
 
 
-def view(prediction):
-    return (prediction.image_uri, prediction.source_format, prediction.labels, prediction.label_ids,
-            prediction.scores, prediction.boxes, list(prediction.dropped_scores))
+def view(lines: DecodedLines):
+    return (lines.image_uris, lines.source_formats, lines.annotations_per_line.tolist(), lines.line_index.tolist(),
+            lines.labels, lines.label_ids, lines.scores.tolist(), lines.boxes.tolist(), lines.dropped_scores.tolist())
 
 
 def assert_agrees(line, input_format, floor):
-    """The typed path against the full validator, for one line: rejections identical; a prediction
+    """The typed path against the full validator, for one line: rejections identical; the columns
     the same, or (a legacy line taken by the typed path) with the annotations below the floor
     reduced to their scores."""
-    typed = LineParser(input_format, floor).parse(line)
+    typed = decode_line(line, input_format, floor)
     full = parse_line(line, input_format)
     if isinstance(full, Rejection):
         assert typed == full
         event(f'rejected: {full.kind}')
         return
-    assert isinstance(typed, Prediction)
+    assert isinstance(typed, DecodedLines)
     kept = [i for i, score in enumerate(full.scores) if score >= floor]
-    floored = (full.image_uri, full.source_format, [full.labels[i] for i in kept],
-               [full.label_ids[i] for i in kept], [full.scores[i] for i in kept], [full.boxes[i] for i in kept],
-               [s for s in full.scores if s < floor])
-    assert view(typed) in (view(full), floored)
-    assert all(value.__class__ is float for box in typed.boxes for value in box)
+    floored = Prediction(full.image_uri, full.source_format, [full.labels[i] for i in kept],
+                         [full.label_ids[i] for i in kept], [full.scores[i] for i in kept],
+                         [c for i in kept for c in full.coordinates[4 * i:4 * i + 4]],
+                         [s for s in full.scores if s < floor])
+    assert view(typed) in (view(DecodedLines.of([full])), view(DecodedLines.of([floored])))
+    floored_differs = view(typed) == view(DecodedLines.of([floored])) != view(DecodedLines.of([full]))
     event(f'{full.source_format}, {"with" if full.scores else "without"} annotations, '
-          f'{"floored" if view(typed) == floored and view(typed) != view(full) else "as is"}')
+          f'{"floored" if floored_differs else "as is"}')
 
 
 @settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -162,21 +163,18 @@ def test_any_line_gives_what_the_full_validator_gives(line, input_format, floor)
 def test_any_batch_gives_the_tables_counts_and_dead_letters_of_the_full_validator(lines, input_format, floor,
                                                                                  options):
     postprocessing = Settings.of(input='in', output='out', score_threshold=floor, **options).postprocessing
-    parser = LineParser(input_format, postprocessing.score_floor)  # one per batch, as a worker holds it
 
-    def tables_and_dead_letters(parse):
-        predictions, rejected = [], []
-        for line in lines:
-            parsed = parse(line)
-            if isinstance(parsed, Prediction):
-                predictions.append(parsed)
-            else:
-                rejected.append(dead_letters.from_rejection(parsed, 'f', line, timestamp='t'))
-        sizes = [ImageSize(640, 480, 'fixed') if i % 2 else None for i in range(len(predictions))]
-        return build_tables(predictions, sizes, 'f', 'run', postprocessing), rejected
+    def tables(decoded, rejections):
+        sizes = [ImageSize(640, 480, 'fixed') if i % 2 else None for i in range(len(decoded.image_uris))]
+        return (build_tables(decoded, sizes, 'f', 'run', postprocessing),
+                [dead_letters.from_rejection(rejection, 'f', lines[position], timestamp='t')
+                 for position, rejection in rejections])
 
-    typed, typed_dead = tables_and_dead_letters(parser.parse)
-    full, full_dead = tables_and_dead_letters(lambda line: parse_line(line, input_format))
+    batch = BatchDecoder(input_format, postprocessing.score_floor).decode(lines)
+    typed, typed_dead = tables(batch.lines, batch.rejections)
+    full_parsed = [parse_line(line, input_format) for line in lines]
+    full, full_dead = tables(DecodedLines.of([p for p in full_parsed if isinstance(p, Prediction)]),
+                             [(i, p) for i, p in enumerate(full_parsed) if isinstance(p, Rejection)])
     assert typed.detections.equals(full.detections)
     assert typed.images.equals(full.images)
     assert typed.counts == full.counts
@@ -191,45 +189,46 @@ def full_validator_forbidden(monkeypatch):
 
 
 def test_the_real_lines_of_both_formats_take_the_typed_path(legacy_lines, vertex_lines, full_validator_forbidden):
-    for line in legacy_lines + vertex_lines:
-        assert isinstance(LineParser().parse(line), Prediction)
+    batch = BatchDecoder().decode(legacy_lines + vertex_lines)
+    assert not batch.rejections and len(batch.lines.image_uris) == len(legacy_lines + vertex_lines)
 
 
 def test_a_saved_online_response_is_in_camel_case_and_takes_the_typed_path(full_validator_forbidden):
     line = (b'{"ID":"gs://b/a.jpg","annotations":[{"annotationSpecId":"1","displayName":"Salad",'
             b'"imageObjectDetection":{"boundingBox":{"normalizedVertices":[{"x":0.5},{"x":0.9,"y":1}]},'
             b'"score":0.9}}]}')
-    parsed = LineParser().parse(line)
-    assert parsed.labels == ['Salad'] and parsed.boxes == [(0.5, 0.0, 0.9, 1.0)]
+    decoded = decode_line(line)
+    assert decoded.labels == ['Salad'] and decoded.boxes.tolist() == [[0.5, 0.0, 0.9, 1.0]]
 
 
 def test_what_the_typed_path_declines_is_decided_by_the_full_validator():
-    parser = LineParser()
+    parser = BatchDecoder()
     noise = b'{"ID":"gs://b/a.jpg","annotations":[{"display_name":"A","annotation_spec_id":"1",' \
             b'"image_object_detection":{"score":0.5,"bounding_box":{"normalized_vertices":[{"x":1.004},{}]}}}]}'
-    assert parser.parse(noise).boxes == [(0.0, 0.0, 1.0, 0.0)]  # within the tolerance: clamped
+    assert parser.decode([noise]).lines.boxes.tolist() == [[0.0, 0.0, 1.0, 0.0]]  # within the tolerance
     outside = noise.replace(b'1.004', b'1.02')
-    assert parser.parse(outside) == Rejection(
+    assert parser.decode([outside]).rejections[0][1] == Rejection(
         'invalid_record', 'annotations[0].image_object_detection.bounding_box.normalized_vertices[0].x: '
         '1.02 is outside the image (normalized coordinates are 0 to 1)', 'gs://b/a.jpg')
-    assert parser.parse(b'{"ID":"gs://b/a.jpg","x":"\xff"}').kind == 'malformed_line'
+    assert decode_line(b'{"ID":"gs://b/a.jpg","x":"\xff"}').kind == 'malformed_line'
     for depth in (100, 5000):  # msgspec raises RecursionError past its own limit
         nested = b'{"ID":"gs://b/a.jpg","annotations":' + b'[' * depth + b']' * depth + b'}'
-        assert parser.parse(nested) == parse_line(nested)
+        assert decode_line(nested) == parse_line(nested)
 
 
 def test_an_online_prediction_response_is_named_as_such():
     for line in (b'{"predictions": [{"ids": ["1"], "confidences": [0.9]}], "deployedModelId": "1"}',
                  b'{"payload": [{"displayName": "Salad"}]}'):
         for input_format in ('auto', AUTOML, VERTEX):
-            rejection = LineParser(input_format).parse(line)
+            rejection = decode_line(line, input_format)
             assert rejection.kind == 'invalid_record'
             assert rejection.message.startswith('an online prediction response'), rejection.message
             assert 'no image URI' in rejection.message
 
 
 def test_the_format_of_the_last_line_is_tried_first(legacy_lines, vertex_lines):
-    parser = LineParser()
-    for line in vertex_lines + legacy_lines + vertex_lines:
-        assert isinstance(parser.parse(line), Prediction)
-    assert parser._typed[0][0] is decoding.records.VERTEX_DECODER
+    decoder = BatchDecoder()
+    decoder.decode(legacy_lines)
+    assert decoder._typed[0][0] is decoding.records.LEGACY_DECODER
+    assert not decoder.decode(vertex_lines + legacy_lines + vertex_lines).rejections
+    assert decoder._typed[0][0] is decoding.records.VERTEX_DECODER

@@ -7,6 +7,7 @@ import shapely
 from pipeline.config.options import OptionError
 from pipeline.config.settings import Settings
 from pipeline.core import geometry
+from pipeline.core.decoding import DecodedLines
 from pipeline.core.formats import AUTOML, Prediction
 from pipeline.core.postprocessing import select_detections
 from pipeline.core.tables import ImageSize, build_tables
@@ -206,7 +207,7 @@ def test_keep_labels_drops_detections_without_a_display_name():
 def test_tables_gain_areas_wkt_and_suppressed_count():
     prediction = Prediction('gs://b/a.jpg', AUTOML, ['A', 'A'], [None, None], [0.9, 0.8],
                             [0.0, 0.0, 0.5, 0.25, 0.0, 0.0, 0.5, 0.25])
-    tables = build_tables([prediction, prediction._replace(image_uri='gs://b/b.jpg')],
+    tables = build_tables(DecodedLines.of([prediction, prediction._replace(image_uri='gs://b/b.jpg')]),
                           [ImageSize(200, 100, 'fixed'), None], 'f', None, settings(nms_iou=0.5))
     rows = tables.detections.to_pylist()
     assert [r['box_area'] for r in rows] == [0.125, 0.125]

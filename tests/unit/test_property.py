@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from pipeline.config.settings import Settings
 from pipeline.core import dead_letters
-from pipeline.core.decoding import LineParser
-from pipeline.core.formats import Prediction
+from pipeline.core.decoding import BatchDecoder
 from pipeline.core.tables import build_tables
 
 unit = st.floats(0, 1, allow_nan=False)
@@ -79,15 +78,13 @@ def reference_rows(line, threshold):
 @given(st.lists(any_line, max_size=25), unit)
 def test_every_line_is_accounted_for_and_valid_lines_match_the_reference(lines, threshold):
     non_blank = [line for line in lines if line.strip(b' \t\r')]
-    predictions, rejected, expected = [], [], []
-    for line in non_blank:
-        parsed = LineParser().parse(line)
-        if isinstance(parsed, Prediction):
-            predictions.append(parsed)
-            expected += reference_rows(line, threshold)
-        else:
-            rejected.append(dead_letters.from_rejection(parsed, 'f', line))
-    tables = build_tables(predictions, [None] * len(predictions), 'f', None,
+    decoded = BatchDecoder(score_floor=threshold).decode(non_blank)
+    rejected = [dead_letters.from_rejection(rejection, 'f', non_blank[position])
+                for position, rejection in decoded.rejections]
+    refused = {position for position, _ in decoded.rejections}
+    expected = [row for position, line in enumerate(non_blank) if position not in refused
+                for row in reference_rows(line, threshold)]
+    tables = build_tables(decoded.lines, [None] * len(decoded.lines.image_uris), 'f', None,
                           Settings.of(input='in', output='out', score_threshold=threshold).postprocessing)
     assert tables.images.num_rows + len(rejected) == len(non_blank)
     rows = tables.detections.to_pylist()

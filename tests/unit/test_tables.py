@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.config.settings import Settings
 from pipeline.core import geometry
-from pipeline.core.decoding import LineParser
+from pipeline.core.decoding import BatchDecoder, DecodedLines
 from pipeline.core.formats import AUTOML, VERTEX, Prediction, parse_line
 from pipeline.core.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
 from pipeline.core.tables import ImageSize, build_tables
@@ -42,7 +42,7 @@ def test_tables_have_the_contract_schemas_and_per_line_ranks():
     preds = [prediction('gs://b/a.jpg', [0.3, 0.9, 0.6]), prediction('gs://b/a.jpg', []),
              prediction('gs://b/c.jpg', [0.1], fmt=VERTEX)]
     sizes = [ImageSize(200, 100, 'manifest'), None, ImageSize(10, 10, 'fixed')]
-    tables = build_tables(preds, sizes, 'gs://b/prediction-m-1/x.jsonl', 'prediction-m-1',
+    tables = build_tables(DecodedLines.of(preds), sizes, 'gs://b/prediction-m-1/x.jsonl', 'prediction-m-1',
                           settings(score_threshold=0.5))
     assert tables.detections.schema == DETECTIONS_SCHEMA
     assert tables.images.schema == IMAGES_SCHEMA
@@ -79,25 +79,25 @@ def test_dropping_below_the_score_floor_at_parse_time_changes_no_output(legacy_l
     chosen = settings(**options)
     lines = legacy_lines + vertex_lines
     all_listed = [parse_line(line) for line in lines]
-    floored = [LineParser(score_floor=chosen.score_floor).parse(line) for line in lines]
-    assert sum(len(p.dropped_scores) for p in floored) > 0  # the floor was used
+    floored = BatchDecoder(score_floor=chosen.score_floor).decode(lines)
+    assert not floored.rejections and len(floored.lines.dropped_scores) > 0  # the floor was used
     sizes = [ImageSize(640, 480, 'fixed')] * len(lines)
-    expected = build_tables(all_listed, sizes, 'f', None, chosen)
-    actual = build_tables(floored, sizes, 'f', None, chosen)
+    expected = build_tables(DecodedLines.of(all_listed), sizes, 'f', None, chosen)
+    actual = build_tables(floored.lines, sizes, 'f', None, chosen)
     assert actual.detections.equals(expected.detections)
     assert actual.images.equals(expected.images)
     assert actual.counts == expected.counts
 
 
 def test_unknown_size_gives_null_pixels():
-    tables = build_tables([prediction('gs://b/a.jpg', [0.8])], [None], 'f', None, settings())
+    tables = build_tables(DecodedLines.of([prediction('gs://b/a.jpg', [0.8])]), [None], 'f', None, settings())
     row = tables.detections.to_pylist()[0]
     assert row['image_width'] is None and row['px_x_min'] is None and row['px_y_max'] is None
     assert row['x_max'] == 0.5 and row['prediction_run'] is None
 
 
 def test_empty_batch_gives_empty_tables():
-    tables = build_tables([], [], 'f', None, settings())
+    tables = build_tables(DecodedLines.of([]), [], 'f', None, settings())
     assert tables.detections.num_rows == 0 and tables.images.num_rows == 0
     assert tables.detections.schema == DETECTIONS_SCHEMA
 
