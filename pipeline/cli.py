@@ -349,7 +349,7 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
     pipeline = beam.Pipeline(options=plan.pipeline_options)
     pattern, skip = required(plan.pattern, 'input'), batch_layout(plan).is_ours_to_skip
     _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern, skip=skip)
-    with ProgressDisplay(matched_shards(pattern, skip)) if settings.launch.progress else nullcontext():
+    with progress_display(pattern, skip) if settings.launch.progress else nullcontext():
         result = pipeline.run()  # a local runner returns when the pipeline has run
     if not local:
         print('Job submitted; the run summary will be logged'
@@ -368,6 +368,16 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
         return EXIT_RECONCILIATION_FAILED, True, False
     code = check_dead_letter_ratio(summary, settings.outputs.max_dead_letter_ratio)
     return code or (0 if report_ok else EXIT_REPORT_FAILED), True, False
+
+
+def progress_display(pattern: str, skip):
+    """The progress display over what the input holds now; a listing that fails costs the progress,
+    never the run."""
+    try:
+        return ProgressDisplay(matched_shards(pattern, skip))
+    except Exception as exc:
+        logging.getLogger(__name__).warning('No progress shown: listing the input failed (%s)', exc)
+        return nullcontext()
 
 
 def help_text() -> str:

@@ -32,3 +32,14 @@ def test_quiet_shows_no_progress(tmp_path, monkeypatch, capsys):
     assert cli.main(ARGS + ['--output', str(tmp_path / 'out'), '--quiet']) == 0
     captured = capsys.readouterr()
     assert 'progress' not in captured.err and 'OK' in captured.out
+
+
+def test_a_listing_that_fails_costs_the_progress_not_the_run(tmp_path, monkeypatch, capsys, caplog):
+    def failing(*_):
+        raise OSError('the listing went away')
+    monkeypatch.setattr(cli, 'matched_shards', failing)
+    monkeypatch.setattr(display, 'LINE_EVERY_SECONDS', 0.01)
+    assert cli.main(ARGS + ['--output', str(tmp_path / 'out'), '--direct_num_workers=1']) == 0
+    captured = capsys.readouterr()
+    assert 'No progress shown: listing the input failed (the listing went away)' in caplog.text
+    assert 'progress:' not in captured.err and 'OK' in captured.out
