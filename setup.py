@@ -29,6 +29,7 @@ EXTRAS_REQUIRE = {
         'mypy==2.4.1',  # make lint
         'pytest-xdist==3.8.0',
         'hypothesis==6.170.15',
+        'pycocotools==2.0.11',  # the reference for detection metrics
         # Local stand-ins for Cloud Storage and BigQuery, started by the tests.
         'gcp-storage-emulator==2026.7.19',
         'bqemulator==1.4.0',

@@ -1,0 +1,141 @@
+"""Detections against ground truth, with COCO's definitions (pycocotools' COCOeval, bbox, area range
+"all"): matching per image and label, and average precision from counts that merge associatively.
+
+Pure numpy. Boxes are normalized (x_min, y_min, x_max, y_max): IoU does not change when an image is
+scaled, so no image size is needed. Unlike pycocotools, every detection counts (no maxDets cap), and
+detections of equal score are taken together (pycocotools orders them by image, then by position).
+"""
+from typing import List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+# COCO's IoU thresholds (0.50, 0.55, ..., 0.95) and recall points (0, 0.01, ..., 1).
+COCO_IOU_THRESHOLDS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2).tolist())
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+# Outcomes of a detection at one IoU threshold.
+FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2  # IGNORED: matched to a crowd box
+
+
+def box_ious(detections: np.ndarray, ground_truth: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """(D, G) IoU; against a crowd box, the intersection over the detection's own area (COCO)."""
+    if not len(detections) or not len(ground_truth):
+        return np.zeros((len(detections), len(ground_truth)))
+    d, g = detections[:, None, :], ground_truth[None, :, :]
+    width = np.clip(np.minimum(d[..., 2], g[..., 2]) - np.maximum(d[..., 0], g[..., 0]), 0, None)
+    height = np.clip(np.minimum(d[..., 3], g[..., 3]) - np.maximum(d[..., 1], g[..., 1]), 0, None)
+    inter = width * height
+    det_area = (d[..., 2] - d[..., 0]) * (d[..., 3] - d[..., 1])
+    gt_area = (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1])
+    union = np.where(crowd[None, :], det_area, det_area + gt_area - inter)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+class LabelMatch(NamedTuple):
+    """One image's detections and ground-truth boxes of one label, matched at each IoU threshold;
+    indices are positions in the inputs as given."""
+    outcomes: np.ndarray  # (T, D) FALSE_POSITIVE, TRUE_POSITIVE or IGNORED
+    matched_box: np.ndarray  # (T, D) the ground-truth box a detection matched, -1 if none
+    matched_by: np.ndarray  # (T, G) the detection that matched a box, -1 if none (crowd: the last)
+    ious: np.ndarray  # (D, G)
+
+
+def match_label(scores: np.ndarray, boxes: np.ndarray, ground_truth: np.ndarray, crowd: np.ndarray,
+                thresholds: Sequence[float]) -> LabelMatch:
+    """COCO's greedy matching: detections by descending score (ties in input order), each to the
+    unmatched regular box of highest IoU >= the threshold (a later box wins a tie), else to the crowd
+    box of highest IoU (crowd boxes match any number of detections, which are then ignored)."""
+    ious = box_ious(boxes, ground_truth, crowd)
+    n_thresholds, n_dets, n_boxes = len(thresholds), len(scores), len(ground_truth)
+    outcomes = np.full((n_thresholds, n_dets), FALSE_POSITIVE, dtype=np.int8)
+    matched_box = np.full((n_thresholds, n_dets), -1, dtype=np.int64)
+    matched_by = np.full((n_thresholds, n_boxes), -1, dtype=np.int64)
+    if not n_dets or not n_boxes:
+        return LabelMatch(outcomes, matched_box, matched_by, ious)
+    det_order = np.argsort(-scores, kind='stable')
+    regular, crowds = np.flatnonzero(~crowd), np.flatnonzero(crowd)
+    for t, threshold in enumerate(thresholds):
+        floor = min(threshold, 1 - 1e-10)
+        free = np.ones(n_boxes, dtype=bool)
+        for det in det_order.tolist():
+            box = _best(ious[det], regular[free[regular]], floor)
+            if box < 0:
+                box = _best(ious[det], crowds, floor)
+                if box < 0:
+                    continue
+                outcomes[t, det] = IGNORED
+            else:
+                outcomes[t, det] = TRUE_POSITIVE
+                free[box] = False
+            matched_box[t, det] = box
+            matched_by[t, box] = det
+    return LabelMatch(outcomes, matched_box, matched_by, ious)
+
+
+def _best(ious: np.ndarray, candidates: np.ndarray, floor: float) -> int:
+    """The candidate of highest IoU >= floor, the last one on a tie; -1 when none."""
+    if not len(candidates):
+        return -1
+    values = ious[candidates]
+    best = values.max()
+    if best < floor:
+        return -1
+    return int(candidates[len(values) - 1 - int(np.argmax(values[::-1] == best))])
+
+
+class PrecisionCounts:
+    """For one label: true and false positives per distinct score at each IoU threshold, and the
+    ground-truth boxes that count (not crowd). Merging adds them up: the order of images does not
+    matter, and memory grows with distinct scores, not with images."""
+
+    def __init__(self, n_thresholds: int, scores: Optional[np.ndarray] = None, tp: Optional[np.ndarray] = None,
+                 fp: Optional[np.ndarray] = None, ground_truth: int = 0):
+        self.scores = np.zeros(0) if scores is None else scores  # distinct, descending
+        self.tp = np.zeros((n_thresholds, 0), dtype=np.int64) if tp is None else tp
+        self.fp = np.zeros((n_thresholds, 0), dtype=np.int64) if fp is None else fp
+        self.ground_truth = ground_truth
+
+    @classmethod
+    def of(cls, scores: np.ndarray, outcomes: np.ndarray, ground_truth: int) -> 'PrecisionCounts':
+        """From detections' scores and their (T, D) outcomes, and the image's regular boxes."""
+        return cls(outcomes.shape[0], ground_truth=ground_truth).merge(
+            cls(outcomes.shape[0], scores, (outcomes == TRUE_POSITIVE).astype(np.int64),
+                (outcomes == FALSE_POSITIVE).astype(np.int64)))
+
+    def merge(self, other: 'PrecisionCounts') -> 'PrecisionCounts':
+        scores = np.concatenate([self.scores, other.scores])
+        distinct, inverse = np.unique(-scores, return_inverse=True)
+        tp = np.zeros((self.tp.shape[0], len(distinct)), dtype=np.int64)
+        fp = np.zeros_like(tp)
+        for counts, parts in ((tp, (self.tp, other.tp)), (fp, (self.fp, other.fp))):
+            for t in range(len(counts)):
+                counts[t] = np.bincount(inverse, weights=np.concatenate([p[t] for p in parts]),
+                                        minlength=len(distinct)).astype(np.int64)
+        return PrecisionCounts(len(tp), -distinct, tp, fp, self.ground_truth + other.ground_truth)
+
+    def average_precision(self) -> Optional[np.ndarray]:
+        """(T,) COCO's 101-point interpolated precision; None without ground truth (pycocotools' -1)."""
+        if not self.ground_truth:
+            return None
+        result = np.zeros(len(self.tp))
+        for t, (tp, fp) in enumerate(zip(np.cumsum(self.tp, axis=1), np.cumsum(self.fp, axis=1))):
+            recall = tp / self.ground_truth
+            precision = tp / (tp + fp + np.spacing(1))
+            envelope = np.maximum.accumulate(precision[::-1])[::-1]
+            at = np.searchsorted(recall, RECALL_POINTS, side='left')
+            result[t] = np.where(at < len(envelope), envelope[np.minimum(at, len(envelope) - 1)], 0.0).sum() \
+                / len(RECALL_POINTS) if len(envelope) else 0.0
+        return result
+
+    def recall(self) -> Optional[np.ndarray]:
+        """(T,) the highest recall reached; None without ground truth."""
+        if not self.ground_truth:
+            return None
+        return self.tp.sum(axis=1) / self.ground_truth
+
+
+def mean_over_labels(values: List[Optional[float]]) -> Optional[float]:
+    """The mean over labels that have ground truth (the others are None), or None when none has."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None

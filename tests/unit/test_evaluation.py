@@ -1,0 +1,170 @@
+"""The evaluation core against pycocotools itself: on generated sets (several labels, crowd boxes,
+images without detections or without ground truth, a label that has no ground truth) every AP,
+mAP, mAP@0.5/0.75 and mAR equals COCOeval's to 1e-9, and each detection's outcome equals a plain
+matcher written as pycocotools' loop."""
+import contextlib
+import io
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from pipeline.core.evaluation import (
+    COCO_IOU_THRESHOLDS,
+    FALSE_POSITIVE,
+    IGNORED,
+    TRUE_POSITIVE,
+    PrecisionCounts,
+    box_ious,
+    match_label,
+    mean_over_labels,
+)
+
+LABELS = ('cat', 'dog', 'bird', 'fish')  # 'fish' is only ever predicted
+
+
+def generated_set(seed, images=40):
+    """Images with pixel sizes, ground-truth boxes (some crowd) and detections near them or anywhere,
+    scores continuous (no ties), at most 100 detections per image and label."""
+    rng = np.random.default_rng(seed)
+    sizes, truth, detections = [], [], []
+    for image in range(images):
+        width, height = int(rng.integers(50, 2000)), int(rng.integers(50, 2000))
+        sizes.append((width, height))
+        boxes = []
+        for _ in range(int(rng.integers(0, 8)) if image % 7 else 0):  # every 7th image: no ground truth
+            x, y = rng.uniform(0, width * 0.8), rng.uniform(0, height * 0.8)
+            w, h = rng.uniform(5, width - x), rng.uniform(5, height - y)
+            boxes.append((str(rng.choice(LABELS[:3])), [x, y, w, h], bool(rng.random() < 0.1)))
+        truth.append(boxes)
+        dets = []
+        if image % 5:  # every 5th image: no detection
+            for label, (x, y, w, h), _ in boxes:
+                for _ in range(int(rng.integers(0, 3))):
+                    jitter = rng.normal(0, 0.15, 4) * [w, h, w, h]
+                    nx, ny = np.clip(x + jitter[0], 0, width - 1), np.clip(y + jitter[1], 0, height - 1)
+                    nw, nh = np.clip(w + jitter[2], 1, width - nx), np.clip(h + jitter[3], 1, height - ny)
+                    dets.append((label if rng.random() < 0.85 else str(rng.choice(LABELS)),
+                                 [nx, ny, nw, nh], float(rng.random())))
+            for _ in range(int(rng.integers(0, 4))):
+                x, y = rng.uniform(0, width * 0.9), rng.uniform(0, height * 0.9)
+                dets.append((str(rng.choice(LABELS)), [x, y, rng.uniform(1, width - x), rng.uniform(1, height - y)],
+                             float(rng.random())))
+        detections.append(dets)
+    return sizes, truth, detections
+
+
+def pycocotools_eval(sizes, truth, detections):
+    categories = [{'id': i + 1, 'name': name} for i, name in enumerate(LABELS)]
+    ids = {name: i + 1 for i, name in enumerate(LABELS)}
+    annotations = [{'id': len(annotation_list) + 1, 'image_id': image, 'category_id': ids[label], 'bbox': box,
+                    'area': box[2] * box[3], 'iscrowd': int(crowd)}
+                   for annotation_list in [[]] for image, boxes in enumerate(truth)
+                   for label, box, crowd in boxes if not annotation_list.append(1)]
+    ground_truth = COCO()
+    ground_truth.dataset = {'images': [{'id': i, 'width': w, 'height': h} for i, (w, h) in enumerate(sizes)],
+                            'annotations': annotations, 'categories': categories}
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth.createIndex()
+        results = ground_truth.loadRes([{'image_id': image, 'category_id': ids[label], 'bbox': box, 'score': score}
+                                        for image, dets in enumerate(detections) for label, box, score in dets])
+        coco = COCOeval(ground_truth, results, 'bbox')
+        coco.evaluate()
+        coco.accumulate()
+        coco.summarize()
+    precision = coco.eval['precision'][:, :, :, 0, 2]  # (T, R, K), area "all", maxDets 100
+    per_label = {}
+    for k, name in enumerate(LABELS):
+        values = precision[:, :, k]
+        per_label[name] = None if (values == -1).all() else values.mean(axis=1)
+    return per_label, coco.stats
+
+
+def normalized(box, size):
+    x, y, w, h = box
+    return [x / size[0], y / size[1], (x + w) / size[0], (y + h) / size[1]]
+
+
+def our_eval(sizes, truth, detections):
+    counts = {label: PrecisionCounts(len(COCO_IOU_THRESHOLDS)) for label in LABELS}
+    for size, boxes, dets in zip(sizes, truth, detections):
+        for label in LABELS:
+            gt = [(normalized(b, size), crowd) for name, b, crowd in boxes if name == label]
+            mine = [(normalized(b, size), score) for name, b, score in dets if name == label]
+            crowd = np.array([c for _, c in gt], dtype=bool)
+            scores = np.array([s for _, s in mine])
+            match = match_label(scores, np.array([b for b, _ in mine]).reshape(-1, 4),
+                                np.array([b for b, _ in gt]).reshape(-1, 4), crowd, COCO_IOU_THRESHOLDS)
+            counts[label] = counts[label].merge(PrecisionCounts.of(scores, match.outcomes, int((~crowd).sum())))
+    return counts
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_ap_map_and_mar_equal_pycocotools(seed):
+    sizes, truth, detections = generated_set(seed)
+    theirs, stats = pycocotools_eval(sizes, truth, detections)
+    counts = our_eval(sizes, truth, detections)
+    for label in LABELS:
+        ap = counts[label].average_precision()
+        if theirs[label] is None:
+            assert ap is None, label
+        else:
+            np.testing.assert_allclose(ap, theirs[label], rtol=0, atol=1e-9, err_msg=label)
+    aps = [counts[label].average_precision() for label in LABELS]
+    assert mean_over_labels([None if a is None else float(a.mean()) for a in aps]) == pytest.approx(stats[0], abs=1e-9)
+    assert mean_over_labels([None if a is None else float(a[0]) for a in aps]) == pytest.approx(stats[1], abs=1e-9)
+    assert mean_over_labels([None if a is None else float(a[5]) for a in aps]) == pytest.approx(stats[2], abs=1e-9)
+    recalls = [counts[label].recall() for label in LABELS]
+    assert mean_over_labels([None if r is None else float(r.mean()) for r in recalls]) == pytest.approx(stats[8], abs=1e-9)
+
+
+def test_counts_merge_in_any_order():
+    sizes, truth, detections = generated_set(11)
+    forward = our_eval(sizes, truth, detections)
+    backward = our_eval(sizes[::-1], truth[::-1], detections[::-1])
+    for label in LABELS:
+        a, b = forward[label], backward[label]
+        assert (a.scores == b.scores).all() and (a.tp == b.tp).all() and (a.fp == b.fp).all()
+        assert a.ground_truth == b.ground_truth
+
+
+def plain_match(scores, ious, crowd, threshold):
+    """pycocotools' evaluateImg loop, transcribed: detections by score, boxes regular first."""
+    det_order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    box_order = sorted(range(len(crowd)), key=lambda g: crowd[g])
+    matched, outcome = set(), {}
+    for d in det_order:
+        best, m = min(threshold, 1 - 1e-10), -1
+        for g in box_order:
+            if g in matched and not crowd[g]:
+                continue
+            if m > -1 and not crowd[m] and crowd[g]:
+                break
+            if ious[d][g] < best:
+                continue
+            best, m = ious[d][g], g
+        if m == -1:
+            outcome[d] = (FALSE_POSITIVE, -1)
+        else:
+            outcome[d] = (IGNORED if crowd[m] else TRUE_POSITIVE, m)
+            matched.add(m)
+    return [outcome[d] for d in range(len(scores))]
+
+
+def test_each_detection_gets_the_outcome_of_the_plain_matcher():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n_gt, n_det = int(rng.integers(0, 6)), int(rng.integers(0, 8))
+        corners = rng.random((n_gt + n_det, 2, 2))
+        boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+        if n_gt and n_det and rng.random() < 0.3:
+            boxes[n_gt] = boxes[0]  # an exact duplicate: IoU 1
+        gt, dets = boxes[:n_gt], boxes[n_gt:]
+        crowd = rng.random(n_gt) < 0.25
+        scores = rng.random(n_det)
+        match = match_label(scores, dets, gt, crowd, (0.3, 0.5, 1.0))
+        ious = box_ious(dets, gt, crowd)
+        for t, threshold in enumerate((0.3, 0.5, 1.0)):
+            expected = plain_match(scores.tolist(), ious.tolist(), crowd.tolist(), threshold)
+            assert list(zip(match.outcomes[t].tolist(), match.matched_box[t].tolist())) == expected
