@@ -1,0 +1,265 @@
+"""Ground truth in the three formats users hold it in, each unit (a JSONL line, a CSV row, a COCO
+image) into labelled boxes of one image, or into the reason it cannot be used.
+
+- Vertex AI's image bounding-box import JSONL (`image_bounding_box_io_format_1.0.0`): `imageGcsUri`,
+  `boundingBoxAnnotations` [{`displayName`, `xMin`, `xMax`, `yMin`, `yMax`}], normalized, and
+  `dataItemResourceLabels` {`aiplatform.googleapis.com/ml_use`: ...}.
+- AutoML Vision's CSV: `[ML_USE,]GCS_PATH,LABEL,X1,Y1,X2,Y2,X3,Y3,X4,Y4`, normalized vertices, the box
+  spanning the vertices given (`X_MIN,Y_MIN,,,X_MAX,Y_MAX,,` is the common shorthand); a row with
+  neither label nor box is an image without objects.
+- COCO JSON: `images`, `annotations` (pixel `bbox` [x, y, w, h], `iscrowd`), `categories`; boxes are
+  normalized by their image's own width and height.
+
+Pure: the callers read the files and say where each unit came from.
+"""
+import csv
+import math
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import orjson
+
+from pipeline.core.formats import COORDINATE_TOLERANCE
+
+INVALID_GROUND_TRUTH = 'invalid_ground_truth'
+ML_USES = ('training', 'validation', 'test', 'unassigned')
+_ML_USE_SPELLINGS = {'train': 'training', 'training': 'training', 'validation': 'validation', 'test': 'test',
+                     'unassigned': 'unassigned'}
+ML_USE_LABEL = 'aiplatform.googleapis.com/ml_use'
+
+Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalized
+
+
+class GroundTruthBox(NamedTuple):
+    label: str
+    box: Box
+    crowd: bool = False
+
+
+class GroundTruthImage(NamedTuple):
+    """The labelled boxes of one image from one unit of ground truth (none: an image without objects)."""
+    image_uri: str
+    boxes: Tuple[GroundTruthBox, ...]
+    ml_use: Optional[str] = None  # one of ML_USES
+
+
+class GroundTruthRejection(NamedTuple):
+    message: str
+    image_uri: Optional[str] = None
+    kind: str = INVALID_GROUND_TRUTH
+
+
+GroundTruthUnit = Union[GroundTruthImage, GroundTruthRejection]
+
+
+class _Invalid(Exception):
+    pass
+
+
+def ml_use(text: Any) -> Optional[str]:
+    """An ML use as written by Vertex AI or AutoML (any case; `train` for `training`), or None."""
+    if text is None or text == '':
+        return None
+    use = _ML_USE_SPELLINGS.get(str(text).strip().lower())
+    if use is None:
+        raise _Invalid(f'ML use {text!r} is none of TRAINING, VALIDATION, TEST, UNASSIGNED')
+    return use
+
+
+def _coordinate(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise _Invalid(f'{where}: expected a number from 0 to 1, got {value!r}')
+    if not -COORDINATE_TOLERANCE <= value <= 1 + COORDINATE_TOLERANCE:
+        raise _Invalid(f'{where}: {value!r} is outside the image (normalized coordinates are 0 to 1)')
+    return min(max(float(value), 0.0), 1.0)
+
+
+def _box(xs: Sequence[float], ys: Sequence[float], where: str) -> Box:
+    box = (min(xs), min(ys), max(xs), max(ys))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise _Invalid(f'{where}: the box has no area ({box[0]}, {box[1]}) to ({box[2]}, {box[3]})')
+    return box
+
+
+def _uri(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f'{where}: expected the image URI as a non-empty string, got {value!r}')
+    return value
+
+
+# -- Vertex AI import JSONL ------------------------------------------------------------------------
+
+def parse_vertex_line(line: bytes) -> GroundTruthUnit:
+    """One line of an `image_bounding_box_io_format_1.0.0` import file."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return GroundTruthRejection(f'not valid JSON: {exc}')
+    uri = record.get('imageGcsUri') if isinstance(record, dict) else None
+    try:
+        if not isinstance(record, dict):
+            raise _Invalid('expected a JSON object with imageGcsUri')
+        uri = _uri(uri, 'imageGcsUri')
+        labels = record.get('dataItemResourceLabels') or {}
+        if not isinstance(labels, dict):
+            raise _Invalid('dataItemResourceLabels: expected an object')
+        annotations = record.get('boundingBoxAnnotations') or []
+        if not isinstance(annotations, list):
+            raise _Invalid('boundingBoxAnnotations: expected a list')
+        boxes = tuple(_vertex_annotation(a, f'boundingBoxAnnotations[{i}]') for i, a in enumerate(annotations))
+        return GroundTruthImage(uri, boxes, ml_use(labels.get(ML_USE_LABEL)))
+    except _Invalid as exc:
+        return GroundTruthRejection(str(exc), uri if isinstance(uri, str) and uri else None)
+
+
+def _vertex_annotation(annotation: Any, where: str) -> GroundTruthBox:
+    if not isinstance(annotation, dict):
+        raise _Invalid(f'{where}: expected an object')
+    label = annotation.get('displayName')
+    if not isinstance(label, str) or not label:
+        raise _Invalid(f'{where}.displayName: expected a non-empty string, got {label!r}')
+    x_min, x_max, y_min, y_max = (_coordinate(annotation.get(key), f'{where}.{key}')
+                                  for key in ('xMin', 'xMax', 'yMin', 'yMax'))
+    return GroundTruthBox(label, _box((x_min, x_max), (y_min, y_max), where))
+
+
+# -- AutoML Vision CSV ------------------------------------------------------------------------------
+
+def parse_automl_csv(text: str) -> Iterator[Tuple[int, str, GroundTruthUnit]]:
+    """(line number from 1, the row as written, what it holds) for each non-blank row of a CSV file."""
+    lines = text.splitlines()
+    reader = csv.reader(lines)
+    first = 1
+    for fields in reader:
+        written = '\n'.join(lines[first - 1:reader.line_num])
+        number, first = first, reader.line_num + 1
+        if any(field.strip() for field in fields):
+            yield number, written, parse_automl_row(fields)
+
+
+def parse_automl_row(fields: List[str]) -> GroundTruthUnit:
+    """`[ML_USE,]GCS_PATH,LABEL,X1,Y1,X2,Y2,X3,Y3,X4,Y4`; trailing empty fields may be left out."""
+    fields = [field.strip() for field in fields]
+    uri = None
+    try:
+        if len(fields) > 11:
+            raise _Invalid(f'expected at most 11 columns ([ML_USE,]GCS_PATH,LABEL,X1,Y1,...,Y4), got {len(fields)}')
+        use = None
+        if len(fields) == 11 or (fields and fields[0].lower() in _ML_USE_SPELLINGS):
+            use, fields = ml_use(fields[0]), fields[1:]  # an unknown ML use raises
+        if not fields or not fields[0]:
+            raise _Invalid('the image path (GCS_PATH) is missing')
+        uri = fields[0]
+        label, numbers = (fields[1] if len(fields) > 1 else ''), fields[2:] + [''] * (8 - len(fields[2:]))
+        if not label and not any(numbers):
+            return GroundTruthImage(uri, (), use)
+        if not label:
+            raise _Invalid('a box without a label')
+        return GroundTruthImage(uri, (GroundTruthBox(label, _csv_box(numbers)),), use)
+    except _Invalid as exc:
+        return GroundTruthRejection(str(exc), uri)
+
+
+def _csv_box(numbers: List[str]) -> Box:
+    xs, ys = [], []
+    for vertex in range(4):
+        x, y = numbers[2 * vertex], numbers[2 * vertex + 1]
+        if not x and not y:
+            continue
+        if not x or not y:
+            raise _Invalid(f'vertex {vertex + 1} has only one coordinate')
+        xs.append(_coordinate(_number(x), f'X{vertex + 1}'))
+        ys.append(_coordinate(_number(y), f'Y{vertex + 1}'))
+    if len(xs) < 2:
+        raise _Invalid(f'a box needs at least 2 vertices, got {len(xs)}')
+    return _box(xs, ys, 'the box')
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+# -- COCO -------------------------------------------------------------------------------------------
+
+CocoParts = Tuple[List[GroundTruthImage], List[Tuple[str, GroundTruthRejection]]]
+
+
+def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
+    """(an image per COCO image, with its boxes; (what, why) for each part that cannot be used). The
+    image URI is `image_prefix` joined to `file_name`."""
+    try:
+        data = orjson.loads(document)
+    except orjson.JSONDecodeError as exc:
+        return [], [('the document', GroundTruthRejection(f'not valid JSON: {exc}'))]
+    if not isinstance(data, dict) or not isinstance(data.get('images'), list):
+        return [], [('the document',
+                      GroundTruthRejection('expected a COCO object with images, annotations, categories'))]
+    rejected: List[Tuple[str, GroundTruthRejection]] = []
+    categories = _coco_categories(data.get('categories'), rejected)
+    images: Dict[Any, Tuple[str, float, float]] = {}
+    order: List[Any] = []
+    for index, image in enumerate(data['images']):
+        try:
+            if not isinstance(image, dict):
+                raise _Invalid('expected an object')
+            width, height = (_side(image.get(name), name) for name in ('width', 'height'))
+            file_name = _uri(image.get('file_name'), 'file_name')
+            if image.get('id') in images:
+                raise _Invalid(f'id {image.get("id")!r} is used by another image')
+            images[image.get('id')] = (_joined(image_prefix, file_name), width, height)
+            order.append(image.get('id'))
+        except _Invalid as exc:
+            rejected.append((f'images[{index}]', GroundTruthRejection(str(exc))))
+    boxes: Dict[Any, List[GroundTruthBox]] = {image_id: [] for image_id in order}
+    for index, annotation in enumerate(data.get('annotations') or []):
+        try:
+            image_id, box = _coco_annotation(annotation, images, categories)
+            boxes[image_id].append(box)
+        except _Invalid as exc:
+            uri = images.get(annotation.get('image_id'), (None,))[0] if isinstance(annotation, dict) else None
+            rejected.append((f'annotations[{index}]', GroundTruthRejection(str(exc), uri)))
+    return [GroundTruthImage(images[i][0], tuple(boxes[i])) for i in order], rejected
+
+
+def _side(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _Invalid(f'{name}: expected a positive number, got {value!r}')
+    return float(value)
+
+
+def _coco_categories(categories: Any, rejected: List[Tuple[str, GroundTruthRejection]]) -> Dict[Any, str]:
+    names: Dict[Any, str] = {}
+    for index, category in enumerate(categories if isinstance(categories, list) else []):
+        if isinstance(category, dict) and isinstance(category.get('name'), str) and category['name']:
+            names[category.get('id')] = category['name']
+        else:
+            rejected.append((f'categories[{index}]', GroundTruthRejection('expected an object with id and name')))
+    return names
+
+
+def _coco_annotation(annotation: Any, images: Dict[Any, Tuple[str, float, float]],
+                     categories: Dict[Any, str]) -> Tuple[Any, GroundTruthBox]:
+    if not isinstance(annotation, dict):
+        raise _Invalid('expected an object')
+    if annotation.get('image_id') not in images:
+        raise _Invalid(f'image_id {annotation.get("image_id")!r} is not an image of the document')
+    if annotation.get('category_id') not in categories:
+        raise _Invalid(f'category_id {annotation.get("category_id")!r} is not a category of the document')
+    bbox = annotation.get('bbox')
+    if (not isinstance(bbox, list) or len(bbox) != 4
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in bbox)):
+        raise _Invalid(f'bbox: expected [x, y, width, height] in pixels, got {bbox!r}')
+    _, width, height = images[annotation['image_id']]
+    x, y, w, h = bbox
+    box = _box([_coordinate(x / width, 'bbox x'), _coordinate((x + w) / width, 'bbox x + width')],
+               [_coordinate(y / height, 'bbox y'), _coordinate((y + h) / height, 'bbox y + height')], 'bbox')
+    return annotation['image_id'], GroundTruthBox(categories[annotation['category_id']], box,
+                                                  bool(annotation.get('iscrowd', 0)))
+
+
+def _joined(prefix: str, file_name: str) -> str:
+    if not prefix:
+        return file_name
+    return prefix.rstrip('/') + '/' + file_name.lstrip('/')

@@ -1,0 +1,118 @@
+"""Ground truth in its three formats, from fixtures in each format's published shape; every unit that
+cannot be used is a rejection with a reason, never an exception."""
+import pytest
+from conftest import ROOT
+
+from pipeline.core.ground_truth import (
+    INVALID_GROUND_TRUTH,
+    GroundTruthBox,
+    GroundTruthImage,
+    GroundTruthRejection,
+    parse_automl_csv,
+    parse_automl_row,
+    parse_coco,
+    parse_vertex_line,
+)
+
+FIXTURES = ROOT / 'tests' / 'fixtures' / 'ground_truth'
+
+
+def test_the_automl_csv_sample_rows():
+    rows = list(parse_automl_csv((FIXTURES / 'automl_vision.csv').read_text()))
+    assert [number for number, _, _ in rows] == [1, 2, 3, 4]
+    assert rows[0][1] == 'TRAIN,gs://folder/image1.png,car,0.1,0.1,,,0.3,0.3,,'
+    assert [unit for _, _, unit in rows] == [
+        GroundTruthImage('gs://folder/image1.png', (GroundTruthBox('car', (0.1, 0.1, 0.3, 0.3)),), 'training'),
+        GroundTruthImage('gs://folder/image1.png', (GroundTruthBox('bike', (0.7, 0.6, 0.8, 0.9)),), 'training'),
+        GroundTruthImage('gs://folder/im2.png', (GroundTruthBox('car', (0.1, 0.1, 0.2, 0.3)),), 'unassigned'),
+        GroundTruthImage('gs://folder/im3.png', (), 'test'),
+    ]
+
+
+def test_csv_without_ml_use_with_quoted_paths_and_short_rows():
+    rows = list(parse_automl_csv('"gs://b/a, b ""c"".jpg",cat,0,0,,,1,0.5,,\n\n'
+                                 'gs://b/d.jpg,dog,0.2,0.2,,,0.4,0.4\nvalidation,gs://b/e.jpg\n'))
+    assert [(n, unit) for n, _, unit in rows] == [
+        (1, GroundTruthImage('gs://b/a, b "c".jpg', (GroundTruthBox('cat', (0.0, 0.0, 1.0, 0.5)),))),
+        (3, GroundTruthImage('gs://b/d.jpg', (GroundTruthBox('dog', (0.2, 0.2, 0.4, 0.4)),))),
+        (4, GroundTruthImage('gs://b/e.jpg', (), 'validation')),
+    ]
+
+
+@pytest.mark.parametrize('row, message', [
+    ('TRAIN,gs://b/a.jpg,car,0.1,0.1,,,0.3,0.3,,,extra', 'expected at most 11 columns'),
+    ('SOMETIMES,gs://b/a.jpg,car,0.1,0.1,,,0.3,0.3,,', "ML use 'SOMETIMES' is none of"),
+    ('gs://b/a.jpg,car,x,0.1,,,0.3,0.3,,', "X1: expected a number from 0 to 1, got 'x'"),
+    ('gs://b/a.jpg,car,0.1,0.1,,,1.5,0.3,,', 'X3: 1.5 is outside the image'),
+    ('gs://b/a.jpg,,0.1,0.1,,,0.3,0.3,,', 'a box without a label'),
+    ('gs://b/a.jpg,car,0.1,,,,0.3,0.3,,', 'vertex 1 has only one coordinate'),
+    ('gs://b/a.jpg,car,0.1,0.1,,,,,,', 'a box needs at least 2 vertices, got 1'),
+    ('gs://b/a.jpg,car,0.1,0.1,,,0.1,0.3,,', 'the box has no area'),
+    (',car,0.1,0.1,,,0.3,0.3,,', 'the image path (GCS_PATH) is missing'),
+])
+def test_bad_csv_rows_are_rejected_with_a_reason(row, message):
+    (_, written, unit), = parse_automl_csv(row + '\n')
+    assert written == row
+    assert isinstance(unit, GroundTruthRejection) and unit.kind == INVALID_GROUND_TRUTH
+    assert message in unit.message, unit.message
+
+
+def test_the_vertex_import_lines():
+    lines = (FIXTURES / 'vertex_import.jsonl').read_bytes().splitlines()
+    assert [parse_vertex_line(line) for line in lines] == [
+        GroundTruthImage('gs://bucket/filename1.jpeg', (GroundTruthBox('Tomato', (0.3, 0.3, 0.7, 0.6)),
+                                                       GroundTruthBox('Salad', (0.1, 0.2, 0.5, 0.9))), 'test'),
+        GroundTruthImage('gs://bucket/filename2.jpeg', (), 'training'),
+    ]
+
+
+@pytest.mark.parametrize('line, message, uri', [
+    (b'{"imageGcsUri": "gs://b/a.jpg",', 'not valid JSON', None),
+    (b'[]', 'expected a JSON object with imageGcsUri', None),
+    (b'{"boundingBoxAnnotations": []}', 'imageGcsUri: expected the image URI', None),
+    (b'{"imageGcsUri": "gs://b/a.jpg", "boundingBoxAnnotations": [{"displayName": "x", "xMin": "0.1", '
+     b'"xMax": 0.2, "yMin": 0, "yMax": 1}]}', "boundingBoxAnnotations[0].xMin: expected a number", 'gs://b/a.jpg'),
+    (b'{"imageGcsUri": "gs://b/a.jpg", "boundingBoxAnnotations": [{"xMin": 0.1, "xMax": 0.2, "yMin": 0, '
+     b'"yMax": 1}]}', 'boundingBoxAnnotations[0].displayName: expected a non-empty string', 'gs://b/a.jpg'),
+    (b'{"imageGcsUri": "gs://b/a.jpg", "dataItemResourceLabels": {"aiplatform.googleapis.com/ml_use": "x"}}',
+     "ML use 'x' is none of", 'gs://b/a.jpg'),
+])
+def test_bad_vertex_lines_are_rejected_with_a_reason(line, message, uri):
+    unit = parse_vertex_line(line)
+    assert isinstance(unit, GroundTruthRejection) and message in unit.message, unit
+    assert unit.image_uri == uri
+
+
+def test_coco_boxes_are_normalized_by_their_own_image():
+    images, rejected = parse_coco((FIXTURES / 'coco.json').read_bytes(), image_prefix='gs://bucket/images/')
+    assert not rejected
+    assert images == [
+        GroundTruthImage('gs://bucket/images/a.jpg', (GroundTruthBox('dog', (0.1, 0.1, 0.6, 0.6)),
+                                                      GroundTruthBox('person', (0.0, 0.0, 1.0, 1.0), crowd=True))),
+        GroundTruthImage('gs://bucket/images/sub/b c.jpg', (GroundTruthBox('dog', (0.1, 0.1, 0.4, 0.3)),)),
+        GroundTruthImage('gs://bucket/images/empty.jpg', ()),
+    ]
+
+
+def test_bad_coco_parts_are_rejected_and_the_rest_is_kept():
+    document = (b'{"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100},'
+                b' {"id": 2, "file_name": "b.jpg", "width": 0, "height": 100}],'
+                b' "annotations": [{"image_id": 9, "category_id": 1, "bbox": [0, 0, 10, 10]},'
+                b' {"image_id": 1, "category_id": 7, "bbox": [0, 0, 10, 10]},'
+                b' {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10]},'
+                b' {"image_id": 1, "category_id": 1, "bbox": [90, 0, 20, 10]},'
+                b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],'
+                b' "categories": [{"id": 1, "name": "cat"}]}')
+    images, rejected = parse_coco(document)
+    assert images == [GroundTruthImage('a.jpg', (GroundTruthBox('cat', (0.1, 0.1, 0.3, 0.3)),))]
+    assert [(where, r.message.split(':')[0]) for where, r in rejected] == [
+        ('images[1]', 'width'), ('annotations[0]', 'image_id 9 is not an image of the document'),
+        ('annotations[1]', 'category_id 7 is not a category of the document'), ('annotations[2]', 'bbox'),
+        ('annotations[3]', 'bbox x + width')]
+    assert parse_coco(b'{"images": 1}')[1][0][1].message.startswith('expected a COCO object')
+    assert parse_coco(b'not json')[1][0][1].message.startswith('not valid JSON')
+
+
+def test_a_row_is_a_unit_of_its_own():
+    assert parse_automl_row(['TEST', 'gs://b/a.jpg', '', '', '', '', '', '', '', '', '']) == \
+        GroundTruthImage('gs://b/a.jpg', (), 'test')
