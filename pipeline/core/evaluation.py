@@ -139,3 +139,86 @@ def mean_over_labels(values: List[Optional[float]]) -> Optional[float]:
     """The mean over labels that have ground truth (the others are None), or None when none has."""
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
+
+
+# Vertex AI's confidence grid for precision, recall and F1 curves.
+CONFIDENCE_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (0.96, 0.97, 0.98, 0.99)
+TP, FP, FN = 'tp', 'fp', 'fn'
+
+
+class BoxOutcome(NamedTuple):
+    """One row of the per-box outcomes at the evaluation IoU: a kept detection (tp or fp), or a
+    ground-truth box no detection matched (fn)."""
+    outcome: str
+    label: Optional[str]
+    score: Optional[float]
+    rank: Optional[int]  # the detection's rank in its image, by score
+    iou: float  # tp: with its match; fp: the best with a box of its label; fn: the best with a detection of its label
+    detection: Optional[int]  # position of the detection in the image's detections
+    gt_index: Optional[int]  # position of the box in the image's ground truth
+
+
+class ImageEvaluation(NamedTuple):
+    counts: dict  # label -> PrecisionCounts, for AP over the IoU thresholds
+    outcomes: List[BoxOutcome]
+    confidence: dict  # label -> (tp, fp, fn) arrays over CONFIDENCE_GRID, at the evaluation IoU
+    confusion: dict  # (true label or None, predicted label or None) -> count
+
+
+def evaluate_image(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: np.ndarray,
+                   gt_labels: Sequence[str], gt_boxes: np.ndarray, gt_crowd: np.ndarray,
+                   thresholds: Sequence[float], eval_iou: float, eval_confidence: float) -> ImageEvaluation:
+    """Everything one image contributes: AP counts per label, per-box outcomes, the confidence curves'
+    counts and the confusion matrix's cells. Detections without a label can only be false positives."""
+    ranks = np.empty(len(scores), dtype=np.int64)
+    ranks[np.argsort(-scores, kind='stable')] = np.arange(len(scores))
+    counts, confidence, outcomes = {}, {}, []
+    grid = np.array(CONFIDENCE_GRID)
+    for label in dict.fromkeys([*gt_labels, *(lbl for lbl in labels if lbl is not None)]):
+        dets = np.array([i for i, lbl in enumerate(labels) if lbl == label], dtype=np.int64)
+        gts = np.array([i for i, lbl in enumerate(gt_labels) if lbl == label], dtype=np.int64)
+        crowd = gt_crowd[gts]
+        match = match_label(scores[dets], boxes[dets], gt_boxes[gts], crowd, (*thresholds, eval_iou))
+        counts[label] = PrecisionCounts.of(scores[dets], match.outcomes[:-1], int((~crowd).sum()))
+        at_iou, matched_box, matched_by = match.outcomes[-1], match.matched_box[-1], match.matched_by[-1]
+        tp_scores = scores[dets][at_iou == TRUE_POSITIVE]
+        fp_scores = scores[dets][at_iou == FALSE_POSITIVE]
+        tp = (tp_scores[None, :] >= grid[:, None]).sum(axis=1)
+        confidence[label] = (tp, (fp_scores[None, :] >= grid[:, None]).sum(axis=1), int((~crowd).sum()) - tp)
+        for position, det in enumerate(dets.tolist()):
+            if at_iou[position] == IGNORED:
+                continue
+            box = int(matched_box[position])
+            regular = match.ious[position][~crowd]
+            iou = float(match.ious[position, box]) if box >= 0 else float(regular.max(initial=0.0))
+            outcomes.append(BoxOutcome(TP if box >= 0 else FP, label, float(scores[det]), int(ranks[det]), iou,
+                                       det, int(gts[box]) if box >= 0 else None))
+        for position, gt in enumerate(gts.tolist()):
+            if not crowd[position] and matched_by[position] < 0:
+                outcomes.append(BoxOutcome(FN, label, None, None, float(match.ious[:, position].max(initial=0.0)),
+                                           None, gt))
+    for det in (i for i, lbl in enumerate(labels) if lbl is None):
+        outcomes.append(BoxOutcome(FP, None, float(scores[det]), int(ranks[det]), 0.0, det, None))
+    confusion = confusion_cells(labels, scores, boxes, gt_labels, gt_boxes, gt_crowd, eval_iou, eval_confidence)
+    return ImageEvaluation(counts, outcomes, confidence, confusion)
+
+
+def confusion_cells(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: np.ndarray,
+                    gt_labels: Sequence[str], gt_boxes: np.ndarray, gt_crowd: np.ndarray,
+                    eval_iou: float, eval_confidence: float) -> dict:
+    """The detections at or above the confidence matched to boxes regardless of label (greedy by
+    score, IoU >= eval_iou): (true, predicted) per pair, (None, predicted) per unmatched detection,
+    (true, None) per unmatched regular box; a detection on a crowd box counts nowhere (COCO)."""
+    kept = np.flatnonzero(scores >= eval_confidence)
+    match = match_label(scores[kept], boxes[kept], gt_boxes, gt_crowd, (eval_iou,))
+    cells: dict = {}
+    for position, det in enumerate(kept.tolist()):
+        if match.outcomes[0, position] == IGNORED:
+            continue
+        box = int(match.matched_box[0, position])
+        key = (gt_labels[box] if box >= 0 else None, labels[det])
+        cells[key] = cells.get(key, 0) + 1
+    for box in np.flatnonzero(~gt_crowd).tolist():
+        if match.matched_by[0, box] < 0:
+            cells[(gt_labels[box], None)] = cells.get((gt_labels[box], None), 0) + 1
+    return cells

@@ -12,11 +12,13 @@ from pycocotools.cocoeval import COCOeval
 
 from pipeline.core.evaluation import (
     COCO_IOU_THRESHOLDS,
+    CONFIDENCE_GRID,
     FALSE_POSITIVE,
     IGNORED,
     TRUE_POSITIVE,
     PrecisionCounts,
     box_ious,
+    evaluate_image,
     match_label,
     mean_over_labels,
 )
@@ -168,3 +170,63 @@ def test_each_detection_gets_the_outcome_of_the_plain_matcher():
         for t, threshold in enumerate((0.3, 0.5, 1.0)):
             expected = plain_match(scores.tolist(), ious.tolist(), crowd.tolist(), threshold)
             assert list(zip(match.outcomes[t].tolist(), match.matched_box[t].tolist())) == expected
+
+
+def image_arrays(size, boxes, dets):
+    gt_labels = [label for label, _, _ in boxes]
+    gt_boxes = np.array([normalized(b, size) for _, b, _ in boxes]).reshape(-1, 4)
+    gt_crowd = np.array([c for _, _, c in boxes], dtype=bool)
+    labels = [label for label, _, _ in dets]
+    scores = np.array([s for _, _, s in dets])
+    det_boxes = np.array([normalized(b, size) for _, b, _ in dets]).reshape(-1, 4)
+    return labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_an_image_contributes_the_counts_outcomes_curves_and_cells_of_plain_matching(seed):
+    sizes, truth, detections = generated_set(seed, images=25)
+    merged = {label: PrecisionCounts(len(COCO_IOU_THRESHOLDS)) for label in LABELS}
+    for size, boxes, dets in zip(sizes, truth, detections):
+        labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd = image_arrays(size, boxes, dets)
+        labels = [None if i % 9 == 4 else label for i, label in enumerate(labels)]  # some without a label
+        result = evaluate_image(labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd,
+                                COCO_IOU_THRESHOLDS, 0.5, 0.4)
+        for label, counts in result.counts.items():
+            merged[label] = merged[label].merge(counts)
+        ious = box_ious(det_boxes, gt_boxes, gt_crowd).tolist()
+        for label in set(gt_labels) | {lbl for lbl in labels if lbl}:
+            dets_of = [i for i, lbl in enumerate(labels) if lbl == label]
+            gts_of = [g for g, lbl in enumerate(gt_labels) if lbl == label]
+            plain = plain_match([scores[i] for i in dets_of], [[ious[d][g] for g in gts_of] for d in dets_of],
+                                [bool(gt_crowd[g]) for g in gts_of], 0.5)
+            rows = {(o.outcome, o.detection, o.gt_index) for o in result.outcomes if o.label == label}
+            expected = {('tp' if state == TRUE_POSITIVE else 'fp', d, gts_of[m] if m >= 0 else None)
+                        for d, (state, m) in zip(dets_of, plain) if state != IGNORED}
+            matched = {gts_of[m] for state, m in plain if state == TRUE_POSITIVE}
+            expected |= {('fn', None, g) for g in gts_of if not gt_crowd[g] and g not in matched}
+            assert rows == expected
+            tp, fp, fn = result.confidence[label]
+            for c, confidence in enumerate(CONFIDENCE_GRID):
+                above = [d for d in dets_of if scores[d] >= confidence]
+                again = plain_match([scores[d] for d in above], [[ious[d][g] for g in gts_of] for d in above],
+                                    [bool(gt_crowd[g]) for g in gts_of], 0.5)
+                assert tp[c] == sum(state == TRUE_POSITIVE for state, _ in again)
+                assert fp[c] == sum(state == FALSE_POSITIVE for state, _ in again)
+                assert fn[c] == sum(not gt_crowd[g] for g in gts_of) - tp[c]
+        assert sum(o.outcome == 'fp' and o.label is None for o in result.outcomes) == labels.count(None)
+        above = [d for d in range(len(scores)) if scores[d] >= 0.4]
+        plain = plain_match([scores[d] for d in above], [ious[d] for d in above], gt_crowd.tolist(), 0.5)
+        cells = {}
+        for d, (state, m) in zip(above, plain):
+            if state != IGNORED:
+                key = (gt_labels[m] if m >= 0 else None, labels[d])
+                cells[key] = cells.get(key, 0) + 1
+        for g in range(len(gt_labels)):
+            if not gt_crowd[g] and all(m != g for state, m in plain if state == TRUE_POSITIVE):
+                cells[(gt_labels[g], None)] = cells.get((gt_labels[g], None), 0) + 1
+        assert result.confusion == cells
+    reference = our_eval(sizes, truth, detections)
+    for label in LABELS:
+        assert (merged[label].average_precision() is None) == (reference[label].average_precision() is None)
+        if reference[label].ground_truth:
+            assert merged[label].ground_truth == reference[label].ground_truth
