@@ -222,3 +222,78 @@ def confusion_cells(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: 
         if match.matched_by[0, box] < 0:
             cells[(gt_labels[box], None)] = cells.get((gt_labels[box], None), 0) + 1
     return cells
+
+
+class LabelTotals(NamedTuple):
+    """What one label of one run adds up to: AP counts, detections, and tp/fp/fn at the evaluation IoU,
+    overall and at each confidence of CONFIDENCE_GRID."""
+    counts: PrecisionCounts
+    detections: int
+    tp: int
+    fp: int
+    fn: int
+    confidence_tp: np.ndarray
+    confidence_fp: np.ndarray
+    confidence_fn: np.ndarray
+
+
+def label_totals(result: ImageEvaluation, label_detections: dict) -> dict:
+    """label -> LabelTotals of one image (`label_detections`: label -> its kept detections there)."""
+    outcomes: dict = {}
+    for row in result.outcomes:
+        if row.label is not None:
+            outcomes[(row.label, row.outcome)] = outcomes.get((row.label, row.outcome), 0) + 1
+    return {label: LabelTotals(counts, label_detections.get(label, 0), outcomes.get((label, TP), 0),
+                               outcomes.get((label, FP), 0), outcomes.get((label, FN), 0), *result.confidence[label])
+            for label, counts in result.counts.items()}
+
+
+def merge_totals(first: LabelTotals, second: LabelTotals) -> LabelTotals:
+    return LabelTotals(first.counts.merge(second.counts), first.detections + second.detections,
+                       first.tp + second.tp, first.fp + second.fp, first.fn + second.fn,
+                       first.confidence_tp + second.confidence_tp, first.confidence_fp + second.confidence_fp,
+                       first.confidence_fn + second.confidence_fn)
+
+
+def f1_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray):
+    """(precision, recall, f1) arrays; 0 where undefined."""
+    with np.errstate(divide='ignore', invalid='ignore'):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return precision, recall, f1
+
+
+def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float]) -> dict:
+    """One entry of metrics.json's `labels` (the key names are a contract)."""
+    ap, recall = totals.counts.average_precision(), totals.counts.recall()
+    _, _, f1 = f1_scores(totals.confidence_tp, totals.confidence_fp, totals.confidence_fn)
+    best = int(np.argmax(f1)) if len(f1) else 0
+    at = {t: i for i, t in enumerate(thresholds)}
+    return {
+        'label': label, 'ground_truth_boxes': totals.counts.ground_truth, 'detections': totals.detections,
+        'ap': None if ap is None else float(ap.mean()),
+        'ap_50': None if ap is None or 0.5 not in at else float(ap[at[0.5]]),
+        'ap_75': None if ap is None or 0.75 not in at else float(ap[at[0.75]]),
+        'ar': None if recall is None else float(recall.mean()),
+        'ap_per_iou': None if ap is None else [float(v) for v in ap],
+        'tp': totals.tp, 'fp': totals.fp, 'fn': totals.fn,
+        'best_f1': float(f1[best]) if totals.counts.ground_truth else None,
+        'best_f1_confidence': CONFIDENCE_GRID[best] if totals.counts.ground_truth else None,
+    }
+
+
+def run_metrics(prediction_run: Optional[str], images: int, detections: int, labels: dict,
+                thresholds: Sequence[float]) -> dict:
+    """One entry of metrics.json's `runs`: mAP over the labels that have ground truth (`detections`
+    counts those without a label too)."""
+    entries = [label_metrics(label, totals, thresholds) for label, totals in sorted(labels.items())]
+    return {
+        'prediction_run': prediction_run, 'images': images,
+        'ground_truth_boxes': sum(e['ground_truth_boxes'] for e in entries), 'detections': detections,
+        'map': mean_over_labels([e['ap'] for e in entries]),
+        'map_50': mean_over_labels([e['ap_50'] for e in entries]),
+        'map_75': mean_over_labels([e['ap_75'] for e in entries]),
+        'mar': mean_over_labels([e['ar'] for e in entries]),
+        'labels': entries,
+    }

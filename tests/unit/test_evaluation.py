@@ -19,8 +19,11 @@ from pipeline.core.evaluation import (
     PrecisionCounts,
     box_ious,
     evaluate_image,
+    label_totals,
     match_label,
     mean_over_labels,
+    merge_totals,
+    run_metrics,
 )
 
 LABELS = ('cat', 'dog', 'bird', 'fish')  # 'fish' is only ever predicted
@@ -230,3 +233,31 @@ def test_an_image_contributes_the_counts_outcomes_curves_and_cells_of_plain_matc
         assert (merged[label].average_precision() is None) == (reference[label].average_precision() is None)
         if reference[label].ground_truth:
             assert merged[label].ground_truth == reference[label].ground_truth
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_the_run_metrics_are_pycocotools_summary(seed):
+    sizes, truth, detections = generated_set(seed)
+    _, stats = pycocotools_eval(sizes, truth, detections)
+    totals = {}
+    for size, boxes, dets in zip(sizes, truth, detections):
+        labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd = image_arrays(size, boxes, dets)
+        result = evaluate_image(labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd, COCO_IOU_THRESHOLDS, 0.5, 0.5)
+        per_label = {label: labels.count(label) for label in set(labels)}
+        for label, part in label_totals(result, per_label).items():
+            totals[label] = merge_totals(totals[label], part) if label in totals else part
+    metrics = run_metrics('prediction-m-1', len(sizes), sum(map(len, detections)), totals, COCO_IOU_THRESHOLDS)
+    assert metrics['map'] == pytest.approx(stats[0], abs=1e-9)
+    assert metrics['map_50'] == pytest.approx(stats[1], abs=1e-9)
+    assert metrics['map_75'] == pytest.approx(stats[2], abs=1e-9)
+    assert metrics['mar'] == pytest.approx(stats[8], abs=1e-9)
+    assert metrics['detections'] == sum(map(len, detections))
+    assert set(metrics) == {'prediction_run', 'images', 'ground_truth_boxes', 'detections', 'map', 'map_50',
+                            'map_75', 'mar', 'labels'}
+    fish = next(e for e in metrics['labels'] if e['label'] == 'fish')  # predicted, never in the ground truth
+    assert fish['ap'] is None and fish['best_f1'] is None and fish['fp'] == fish['detections'] > 0
+    for entry in metrics['labels']:
+        assert entry['tp'] + entry['fn'] == entry['ground_truth_boxes']
+        assert entry['tp'] + entry['fp'] <= entry['detections']  # the rest matched crowd boxes
+        assert set(entry) == {'label', 'ground_truth_boxes', 'detections', 'ap', 'ap_50', 'ap_75', 'ar',
+                              'ap_per_iou', 'tp', 'fp', 'fn', 'best_f1', 'best_f1_confidence'}
