@@ -1,0 +1,94 @@
+"""Ground-truth files: found under a local or gs:// file, folder or glob, their format recognized, and
+read unit by unit (a line, a row, a COCO image) with where each unit came from."""
+import glob
+import os
+from typing import Iterator, List, NamedTuple, Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.core import ground_truth
+from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit
+from pipeline.core.shards import scheme_of
+from pipeline.io.sources import open_shard
+
+VERTEX_JSONL, AUTOML_CSV, COCO = 'vertex_jsonl', 'automl_csv', 'coco'
+GROUND_TRUTH_FORMATS = ('auto', VERTEX_JSONL, AUTOML_CSV, COCO)
+
+
+class GroundTruthError(ValueError):
+    """--ground_truth names nothing to read, or a file whose format cannot be told."""
+
+
+class Unit(NamedTuple):
+    """One unit of a ground-truth file: where it is (line or row number from 1, or the COCO part),
+    its text as written (the dead-letter payload), and what it holds."""
+    source_file: str
+    position: str
+    payload: Optional[bytes]
+    parsed: GroundTruthUnit
+
+
+def ground_truth_files(pattern: str) -> List[str]:
+    """The files --ground_truth names: a file, every file under a folder or prefix, or a glob."""
+    if scheme_of(pattern) == 'file':
+        path = os.path.abspath(pattern)
+        if os.path.isdir(path):
+            files = [p for p in glob.glob(os.path.join(glob.escape(path), '**'), recursive=True) if os.path.isfile(p)]
+        elif os.path.isfile(path):
+            files = [path]
+        else:
+            files = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+    else:
+        matched = FileSystems.match([pattern if any(c in pattern for c in '*?[') else pattern.rstrip('/') + '*'])
+        files = [m.path for m in matched[0].metadata_list if not m.path.endswith('/')]
+    if not files:
+        raise GroundTruthError(f'--ground_truth: {pattern} holds no file')
+    return sorted(files)
+
+
+def detect_format(path: str, head: bytes) -> str:
+    """By extension, then by content: a JSON document with `images` is COCO, a line object with
+    `imageGcsUri` is Vertex AI's import format, anything else with commas is AutoML's CSV."""
+    name = path.lower().removesuffix('.gz')
+    if name.endswith('.jsonl'):
+        return VERTEX_JSONL
+    if name.endswith('.csv'):
+        return AUTOML_CSV
+    text = head.lstrip()
+    if text.startswith(b'{') and b'"images"' in head and b'"imageGcsUri"' not in head:
+        return COCO
+    if text.startswith(b'{'):
+        return VERTEX_JSONL
+    if b',' in head:
+        return AUTOML_CSV
+    raise GroundTruthError(f'--ground_truth: cannot tell the format of {path}; give --ground_truth_format')
+
+
+def read_units(path: str, fmt: str = 'auto', image_prefix: str = '') -> Iterator[Unit]:
+    """Every unit of one ground-truth file, in file order; a file that cannot be read is one rejection."""
+    try:
+        with open_shard(path) as handle:
+            data = handle.read()
+    except Exception as exc:  # the file, not a unit, is unusable: one dead letter for it
+        yield Unit(path, 'the file', None, GroundTruthRejection(f'could not read the file: {exc!r}'))
+        return
+    if fmt == 'auto':
+        fmt = detect_format(path, data[:65536])
+    if fmt == COCO:
+        images, rejected = ground_truth.parse_coco(data, image_prefix)
+        for index, image in enumerate(images):
+            yield Unit(path, f'images[{index}]', None, image)
+        for where, rejection in rejected:
+            yield Unit(path, where, None, rejection)
+    elif fmt == VERTEX_JSONL:
+        for number, line in enumerate(data.splitlines(), start=1):
+            if line.strip():
+                yield Unit(path, f'line {number}', line, ground_truth.parse_vertex_line(line))
+    else:
+        try:
+            text = data.decode('utf-8-sig')
+        except UnicodeDecodeError as exc:
+            yield Unit(path, 'the file', None, GroundTruthRejection(f'not UTF-8 text: {exc}'))
+            return
+        for number, row, parsed in ground_truth.parse_automl_csv(text):
+            yield Unit(path, f'line {number}', row.encode('utf-8'), parsed)

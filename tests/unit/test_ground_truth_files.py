@@ -1,0 +1,65 @@
+"""Ground-truth files: which files --ground_truth names, their format told by name or content, and
+their units read with where each one came from."""
+import shutil
+
+import pytest
+from conftest import ROOT
+
+from pipeline.core.ground_truth import GroundTruthImage, GroundTruthRejection
+from pipeline.io.ground_truth import (
+    AUTOML_CSV,
+    COCO,
+    VERTEX_JSONL,
+    GroundTruthError,
+    detect_format,
+    ground_truth_files,
+    read_units,
+)
+
+FIXTURES = ROOT / 'tests' / 'fixtures' / 'ground_truth'
+
+
+def test_a_file_a_folder_or_a_glob(tmp_path):
+    folder = tmp_path / 'truth'
+    shutil.copytree(FIXTURES, folder)
+    (folder / 'sub').mkdir()
+    (folder / 'sub' / 'more.csv').write_text('gs://b/x.jpg,cat,0,0,,,1,1,,\n')
+    everything = ground_truth_files(str(folder))
+    assert [p.rsplit('/', 1)[1] for p in everything] == ['SOURCES.md', 'automl_vision.csv', 'coco.json',
+                                                          'more.csv', 'vertex_import.jsonl']
+    assert ground_truth_files(str(folder / '**' / '*.csv')) == [str(folder / 'automl_vision.csv'),
+                                                                str(folder / 'sub' / 'more.csv')]
+    assert ground_truth_files(str(folder / 'coco.json')) == [str(folder / 'coco.json')]
+    with pytest.raises(GroundTruthError, match='holds no file'):
+        ground_truth_files(str(tmp_path / 'nothing-here'))
+
+
+@pytest.mark.parametrize('name, head, fmt', [
+    ('a.jsonl', b'', VERTEX_JSONL), ('a.jsonl.gz', b'', VERTEX_JSONL), ('A.CSV', b'', AUTOML_CSV),
+    ('a.json', b'{"info": {}, "images": []}', COCO), ('a.json', b'{"imageGcsUri": "gs://b/a.jpg"}', VERTEX_JSONL),
+    ('labels', b'TEST,gs://b/a.jpg,,,,,,,,,', AUTOML_CSV),
+])
+def test_the_format_by_name_then_content(name, head, fmt):
+    assert detect_format(f'/data/{name}', head) == fmt
+
+
+def test_a_format_that_cannot_be_told_is_an_error():
+    with pytest.raises(GroundTruthError, match='give --ground_truth_format'):
+        detect_format('/data/labels', b'hello')
+
+
+def test_units_say_where_they_came_from(tmp_path):
+    csv_units = list(read_units(str(FIXTURES / 'automl_vision.csv')))
+    assert [u.position for u in csv_units] == ['line 1', 'line 2', 'line 3', 'line 4']
+    assert csv_units[3].payload == b'TEST,gs://folder/im3.png,,,,,,,,,'
+    coco = list(read_units(str(FIXTURES / 'coco.json'), image_prefix='gs://b/'))
+    assert [u.position for u in coco] == ['images[0]', 'images[1]', 'images[2]']
+    assert coco[0].parsed.image_uri == 'gs://b/a.jpg' and coco[0].payload is None
+    vertex = list(read_units(str(FIXTURES / 'vertex_import.jsonl'), VERTEX_JSONL))
+    assert all(isinstance(u.parsed, GroundTruthImage) for u in vertex) and vertex[1].position == 'line 2'
+    bad = tmp_path / 'bad.csv'
+    bad.write_bytes(b'gs://b/a.jpg,cat,0,0,,,1,1,,\n\xff\xfe\n')
+    (unit,) = read_units(str(bad))
+    assert isinstance(unit.parsed, GroundTruthRejection) and unit.parsed.message.startswith('not UTF-8 text')
+    (missing,) = read_units(str(tmp_path / 'gone.csv'))
+    assert missing.position == 'the file' and 'could not read the file' in missing.parsed.message
