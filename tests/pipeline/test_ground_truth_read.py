@@ -1,0 +1,50 @@
+"""Reading ground truth in a pipeline: every file, one labelled image per URI with the boxes of all its
+units, the images of one ML use when asked, and a dead letter per unusable unit."""
+import shutil
+
+import apache_beam as beam
+from apache_beam.testing.util import assert_that, equal_to
+from beam_testing import local_test_pipeline
+from conftest import ROOT
+
+from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
+from pipeline.io.ground_truth import ground_truth_files
+from pipeline.transforms.ground_truth import ReadGroundTruth, merge_units
+
+FIXTURES = ROOT / 'tests' / 'fixtures' / 'ground_truth'
+
+
+def test_units_of_one_image_are_merged_and_bad_ones_are_dead_letters(tmp_path):
+    shutil.copy(FIXTURES / 'automl_vision.csv', tmp_path)
+    (tmp_path / 'more.csv').write_text('gs://folder/im3.png,car,0.5,0.5,,,0.6,0.6,,\n'
+                                       'gs://folder/im4.png,car,x,0.5,,,0.6,0.6,,\n')
+    pipeline = local_test_pipeline()
+    read = pipeline | ReadGroundTruth(ground_truth_files(str(tmp_path)))
+    assert_that(read.images, equal_to([
+        ('gs://folder/image1.png', GroundTruthImage('gs://folder/image1.png', (
+            GroundTruthBox('car', (0.1, 0.1, 0.3, 0.3)), GroundTruthBox('bike', (0.7, 0.6, 0.8, 0.9))), 'training')),
+        ('gs://folder/im2.png', GroundTruthImage('gs://folder/im2.png', (
+            GroundTruthBox('car', (0.1, 0.1, 0.2, 0.3)),), 'unassigned')),
+        ('gs://folder/im3.png', GroundTruthImage('gs://folder/im3.png', (
+            GroundTruthBox('car', (0.5, 0.5, 0.6, 0.6)),), 'test')),
+    ]), label='images')
+    assert_that(read.dead_letters | 'Brief' >> beam.Map(
+        lambda d: (d['kind'], d['source_file'].rsplit('/', 1)[1], d['image_uri'], d['error_message'], d['payload'])),
+        equal_to([('invalid_ground_truth', 'more.csv', 'gs://folder/im4.png',
+                   "line 2: X1: expected a number from 0 to 1, got 'x'", 'gs://folder/im4.png,car,x,0.5,,,0.6,0.6,,')]),
+        label='dead letters')
+    pipeline.run().wait_until_finish()
+
+
+def test_the_boxes_of_an_image_keep_their_file_order_whatever_order_they_come_in():
+    car, bike = GroundTruthBox('car', (0.1, 0.1, 0.3, 0.3)), GroundTruthBox('bike', (0.7, 0.6, 0.8, 0.9))
+    units = [('b.csv', 0, GroundTruthImage('u', (bike,))), ('a.csv', 3, GroundTruthImage('u', (car,), 'test')),
+             ('a.csv', 1, GroundTruthImage('u', (bike,), None))]
+    assert merge_units(('u', units)) == GroundTruthImage('u', (bike, car, bike), 'test')
+
+
+def test_only_the_images_of_the_ml_use_asked_for(tmp_path):
+    pipeline = local_test_pipeline()
+    read = pipeline | ReadGroundTruth([str(FIXTURES / 'automl_vision.csv')], ml_use='test')
+    assert_that(read.images, equal_to([('gs://folder/im3.png', GroundTruthImage('gs://folder/im3.png', (), 'test'))]))
+    pipeline.run().wait_until_finish()
