@@ -297,3 +297,38 @@ def run_metrics(prediction_run: Optional[str], images: int, detections: int, lab
         'mar': mean_over_labels([e['ar'] for e in entries]),
         'labels': entries,
     }
+
+
+def confidence_rows(prediction_run: Optional[str], labels: dict, eval_iou: float) -> List[dict]:
+    """The rows of `confidence_metrics`: per label and over all labels (label None), at each confidence
+    of CONFIDENCE_GRID, at the evaluation IoU."""
+    rows = []
+    per_label = [(label, t.confidence_tp, t.confidence_fp, t.confidence_fn) for label, t in sorted(labels.items())]
+    if per_label:
+        per_label.append((None, *(sum(part[i] for part in per_label) for i in (1, 2, 3))))
+    for label, tp, fp, fn in per_label:
+        precision, recall, f1 = f1_scores(tp, fp, fn)
+        for c, confidence in enumerate(CONFIDENCE_GRID):
+            rows.append({'prediction_run': prediction_run, 'label': label, 'iou_threshold': eval_iou,
+                         'confidence_threshold': confidence, 'tp': int(tp[c]), 'fp': int(fp[c]), 'fn': int(fn[c]),
+                         'precision': float(precision[c]), 'recall': float(recall[c]), 'f1': float(f1[c])})
+    return rows
+
+
+def confusion_rows(prediction_run: Optional[str], cells: dict) -> List[dict]:
+    """The rows of `confusion_matrix`; background is None."""
+    return [{'prediction_run': prediction_run, 'true_label': true, 'predicted_label': predicted, 'count': count}
+            for (true, predicted), count in sorted(cells.items(), key=lambda item: (str(item[0][0]), str(item[0][1])))]
+
+
+def merge_cells(first: dict, second: dict) -> dict:
+    merged = dict(first)
+    for key, count in second.items():
+        merged[key] = merged.get(key, 0) + count
+    return merged
+
+
+def metrics_document(iou_thresholds: Sequence[float], eval_iou: float, runs: List[dict]) -> dict:
+    """metrics.json: the runs side by side, in prediction_run order (a run without a name first)."""
+    return {'iou_thresholds': [float(t) for t in iou_thresholds], 'eval_iou': float(eval_iou),
+            'runs': sorted(runs, key=lambda run: (run['prediction_run'] is not None, run['prediction_run'] or ''))}

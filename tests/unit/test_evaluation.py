@@ -18,11 +18,15 @@ from pipeline.core.evaluation import (
     TRUE_POSITIVE,
     PrecisionCounts,
     box_ious,
+    confidence_rows,
+    confusion_rows,
     evaluate_image,
     label_totals,
     match_label,
     mean_over_labels,
+    merge_cells,
     merge_totals,
+    metrics_document,
     run_metrics,
 )
 
@@ -261,3 +265,32 @@ def test_the_run_metrics_are_pycocotools_summary(seed):
         assert entry['tp'] + entry['fp'] <= entry['detections']  # the rest matched crowd boxes
         assert set(entry) == {'label', 'ground_truth_boxes', 'detections', 'ap', 'ap_50', 'ap_75', 'ar',
                               'ap_per_iou', 'tp', 'fp', 'fn', 'best_f1', 'best_f1_confidence'}
+
+
+def test_confidence_and_confusion_rows_and_the_document():
+    sizes, truth, detections = generated_set(4, images=15)
+    totals, cells = {}, {}
+    for size, boxes, dets in zip(sizes, truth, detections):
+        labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd = image_arrays(size, boxes, dets)
+        result = evaluate_image(labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd, (0.5,), 0.5, 0.3)
+        for label, part in label_totals(result, {}).items():
+            totals[label] = merge_totals(totals[label], part) if label in totals else part
+        cells = merge_cells(cells, result.confusion)
+    rows = confidence_rows('run-a', totals, 0.5)
+    assert len(rows) == (len(totals) + 1) * len(CONFIDENCE_GRID)
+    overall = [r for r in rows if r['label'] is None]
+    for c, row in enumerate(overall):
+        assert row['tp'] == sum(r['tp'] for r in rows if r['label'] is not None and r['confidence_threshold']
+                                == CONFIDENCE_GRID[c])
+        if row['tp'] + row['fp']:
+            assert row['precision'] == pytest.approx(row['tp'] / (row['tp'] + row['fp']))
+        assert row['iou_threshold'] == 0.5 and row['prediction_run'] == 'run-a'
+    assert [r['tp'] for r in overall] == sorted((r['tp'] for r in overall), reverse=True)  # fewer kept, fewer tp
+    matrix = confusion_rows('run-a', cells)
+    regular = sum(1 for boxes in truth for _, _, crowd in boxes if not crowd)
+    assert sum(r['count'] for r in matrix if r['true_label'] is not None) == regular
+    assert all(set(r) == {'prediction_run', 'true_label', 'predicted_label', 'count'} for r in matrix)
+    document = metrics_document((0.5, 0.75), 0.5, [{'prediction_run': 'b'}, {'prediction_run': None},
+                                                   {'prediction_run': 'a'}])
+    assert document == {'iou_thresholds': [0.5, 0.75], 'eval_iou': 0.5,
+                        'runs': [{'prediction_run': None}, {'prediction_run': 'a'}, {'prediction_run': 'b'}]}
