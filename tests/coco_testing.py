@@ -1,0 +1,71 @@
+"""Generated detection sets and pycocotools' answer on them: the reference for the evaluation tests."""
+import contextlib
+import io
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+LABELS = ('cat', 'dog', 'bird', 'fish')  # 'fish' is only ever predicted
+
+
+def generated_set(seed, images=40):
+    """Images with pixel sizes, ground-truth boxes (some crowd) and detections near them or anywhere,
+    scores continuous (no ties), at most 100 detections per image and label."""
+    rng = np.random.default_rng(seed)
+    sizes, truth, detections = [], [], []
+    for image in range(images):
+        width, height = int(rng.integers(50, 2000)), int(rng.integers(50, 2000))
+        sizes.append((width, height))
+        boxes = []
+        for _ in range(int(rng.integers(0, 8)) if image % 7 else 0):  # every 7th image: no ground truth
+            x, y = rng.uniform(0, width * 0.8), rng.uniform(0, height * 0.8)
+            w, h = rng.uniform(5, width - x), rng.uniform(5, height - y)
+            boxes.append((str(rng.choice(LABELS[:3])), [x, y, w, h], bool(rng.random() < 0.1)))
+        truth.append(boxes)
+        dets = []
+        if image % 5:  # every 5th image: no detection
+            for label, (x, y, w, h), _ in boxes:
+                for _ in range(int(rng.integers(0, 3))):
+                    jitter = rng.normal(0, 0.15, 4) * [w, h, w, h]
+                    nx, ny = np.clip(x + jitter[0], 0, width - 1), np.clip(y + jitter[1], 0, height - 1)
+                    nw, nh = np.clip(w + jitter[2], 1, width - nx), np.clip(h + jitter[3], 1, height - ny)
+                    dets.append((label if rng.random() < 0.85 else str(rng.choice(LABELS)),
+                                 [nx, ny, nw, nh], float(rng.random())))
+            for _ in range(int(rng.integers(0, 4))):
+                x, y = rng.uniform(0, width * 0.9), rng.uniform(0, height * 0.9)
+                dets.append((str(rng.choice(LABELS)), [x, y, rng.uniform(1, width - x), rng.uniform(1, height - y)],
+                             float(rng.random())))
+        detections.append(dets)
+    return sizes, truth, detections
+
+
+def pycocotools_eval(sizes, truth, detections):
+    categories = [{'id': i + 1, 'name': name} for i, name in enumerate(LABELS)]
+    ids = {name: i + 1 for i, name in enumerate(LABELS)}
+    annotations = [{'id': len(annotation_list) + 1, 'image_id': image, 'category_id': ids[label], 'bbox': box,
+                    'area': box[2] * box[3], 'iscrowd': int(crowd)}
+                   for annotation_list in [[]] for image, boxes in enumerate(truth)
+                   for label, box, crowd in boxes if not annotation_list.append(1)]
+    ground_truth = COCO()
+    ground_truth.dataset = {'images': [{'id': i, 'width': w, 'height': h} for i, (w, h) in enumerate(sizes)],
+                            'annotations': annotations, 'categories': categories}
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth.createIndex()
+        results = ground_truth.loadRes([{'image_id': image, 'category_id': ids[label], 'bbox': box, 'score': score}
+                                        for image, dets in enumerate(detections) for label, box, score in dets])
+        coco = COCOeval(ground_truth, results, 'bbox')
+        coco.evaluate()
+        coco.accumulate()
+        coco.summarize()
+    precision = coco.eval['precision'][:, :, :, 0, 2]  # (T, R, K), area "all", maxDets 100
+    per_label = {}
+    for k, name in enumerate(LABELS):
+        values = precision[:, :, k]
+        per_label[name] = None if (values == -1).all() else values.mean(axis=1)
+    return per_label, coco.stats
+
+
+def normalized(box, size):
+    x, y, w, h = box
+    return [x / size[0], y / size[1], (x + w) / size[0], (y + h) / size[1]]

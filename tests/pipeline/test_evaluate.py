@@ -1,0 +1,62 @@
+"""Evaluation as a Beam step: two prediction runs against the same ground truth, each run's mAP equal
+to pycocotools' on its own detections; images without prediction, predictions without ground truth
+and further lines of one image counted, and only an image's first line evaluated."""
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.util import assert_that
+from beam_testing import local_test_pipeline
+from coco_testing import generated_set, normalized, pycocotools_eval
+
+from pipeline.core.evaluation import COCO_IOU_THRESHOLDS
+from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
+from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth, LinePrediction, RunImage
+
+
+def line(run, uri, position, size, dets):
+    return LinePrediction(run, uri, ('f.jsonl', position), [label for label, _, _ in dets],
+                          np.array([score for _, _, score in dets]),
+                          np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4))
+
+
+def test_two_runs_side_by_side_equal_pycocotools_each():
+    sizes, truth, detections = generated_set(8, images=30)
+    other = [dets[::2] for dets in detections]  # run B: every other detection
+    uris = [f'gs://b/{i}.jpg' for i in range(len(sizes))]
+    lines = [line('run-a', uri, i, size, dets) for i, (uri, size, dets) in enumerate(zip(uris, sizes, detections))
+             if i % 5]  # every 5th image has no line of run A: all its boxes are missed
+    lines += [line('run-b', uri, i, size, dets) for i, (uri, size, dets) in enumerate(zip(uris, sizes, other))]
+    lines.append(line('run-b', uris[1], 999, sizes[1], detections[1]))  # a later line of the same image
+    lines.append(line('run-a', 'gs://b/unlabelled.jpg', 0, (10, 10), []))  # no ground truth
+    ground_truth = [(uri, GroundTruthImage(uri, tuple(GroundTruthBox(label, tuple(normalized(box, size)), crowd)
+                                                      for label, box, crowd in boxes)))
+                    for uri, size, boxes in zip(uris, sizes, truth)]
+    expected_a = pycocotools_eval(sizes, truth, [d if i % 5 else [] for i, d in enumerate(detections)])[1]
+    expected_b = pycocotools_eval(sizes, truth, other)[1]
+
+    pipeline = local_test_pipeline()
+    result = ({'predictions': pipeline | 'Lines' >> beam.Create(lines),
+               'truth': pipeline | 'Truth' >> beam.Create(ground_truth)}
+              | EvaluateAgainstGroundTruth(COCO_IOU_THRESHOLDS, 0.5, 0.5))
+
+    def check_metrics(documents):
+        (document,) = documents
+        runs = {run['prediction_run']: run for run in document['runs']}
+        assert list(runs) == ['run-a', 'run-b']
+        for name, stats in (('run-a', expected_a), ('run-b', expected_b)):
+            assert runs[name]['map'] == pytest.approx(stats[0], abs=1e-9)
+            assert runs[name]['map_50'] == pytest.approx(stats[1], abs=1e-9)
+            assert runs[name]['mar'] == pytest.approx(stats[8], abs=1e-9)
+            assert runs[name]['images'] == len(sizes)
+        assert runs['run-b']['detections'] == sum(map(len, other))
+
+    def check_runs(pairs):
+        runs = dict(pairs)
+        assert runs['run-a'] == RunImage(evaluated=len(sizes), without_prediction=len(range(0, len(sizes), 5)),
+                                         predictions_without_ground_truth=1, other_lines=0,
+                                         detections=sum(len(d) for i, d in enumerate(detections) if i % 5))
+        assert runs['run-b'].other_lines == 1 and runs['run-b'].without_prediction == 0
+
+    assert_that(result.metrics, check_metrics, label='metrics')
+    assert_that(result.runs, check_runs, label='runs')
+    pipeline.run().wait_until_finish()
