@@ -8,7 +8,7 @@ Only the annotations at or above the score floor are taken apart beyond their sc
 """
 from array import array
 from itertools import chain
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import msgspec
 import numpy as np
@@ -254,9 +254,3 @@ def _is_utf8(line: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-# For code that takes one line at a time (and the tests): the same decision as BatchDecoder's.
-def decode_line(line: bytes, input_format: str = 'auto', score_floor: float = 0.0) -> Union[DecodedLines, Rejection]:
-    batch = BatchDecoder(input_format, score_floor).decode([line])
-    return batch.rejections[0][1] if batch.rejections else batch.lines

@@ -5,6 +5,7 @@ records over as they are, and local worker processes forward theirs to the launc
 local runs report (a Dataflow job shows its progress in the console, and its workers' logs would fill
 with these lines); `--quiet` turns it off.
 """
+import logging
 import re
 import zlib
 from typing import Dict, Mapping, Optional
@@ -26,6 +27,11 @@ def shard_key(path: str) -> int:
 
 def encode(**fields: int) -> str:
     return MARKER + ''.join(f' {name}={value}' for name, value in fields.items())
+
+
+def report(**fields: int) -> None:
+    """One report of a worker, on the logging channel (the launcher collects it)."""
+    logging.getLogger(LOGGER).info(encode(**fields))
 
 
 def decode(text: str) -> Optional[Dict[str, int]]:

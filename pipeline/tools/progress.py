@@ -6,8 +6,6 @@ import threading
 import time
 from typing import List, Mapping, Optional, TextIO
 
-from tqdm import tqdm
-
 from pipeline.core import progress
 from pipeline.core.progress import Progress
 
@@ -81,6 +79,8 @@ class ProgressDisplay:
             print(self.state.line(time.monotonic() - self._start), file=self._stream, flush=True)
 
     def _show_bar(self) -> None:
+        from tqdm import tqdm  # only a terminal needs it: no import cost for the other runs
+
         state = self.state
         with tqdm(total=state.total_bytes, unit='B', unit_scale=True, file=self._stream, desc='read',
                   dynamic_ncols=True, leave=False) as bar:

@@ -6,13 +6,13 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 
 from pipeline.config.settings import PostprocessingSettings, Settings, SizeSettings
-from pipeline.core import dead_letters, shards
+from pipeline.core import dead_letters, progress, shards
 from pipeline.core.dead_letters import INVALID_RECORD
 from pipeline.core.decoding import BatchDecoder
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.transforms.count import counted
-from pipeline.transforms.read import LineBatch, report_progress
+from pipeline.transforms.read import LineBatch
 
 
 class ParseBatchFn(beam.DoFn):
@@ -47,7 +47,7 @@ class ParseBatchFn(beam.DoFn):
                               shards.prediction_run(batch.source_file), self._postprocessing)
         counts = tables.counts
         if self._report_progress:
-            report_progress(kept=tables.detections.num_rows)
+            progress.report(kept=tables.detections.num_rows)
         counts.probe_failures.update(self._resolver.probe_failures)
         self._resolver.probe_failures.clear()
         if tables.detections.num_rows:

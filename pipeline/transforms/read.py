@@ -66,12 +66,11 @@ class ReadRangeFn(beam.DoFn):
         path = shard_range.path
         lines_read = blank = reported_lines = 0
         batch: List[bytes] = []
-        batch_bytes = bytes_read = 0
+        batch_bytes = 0
         try:
             with sources.open_shard(path) as handle:
                 for line in sources.read_range_lines(handle, shard_range.start, shard_range.end):
                     lines_read += 1
-                    bytes_read += len(line) + 1
                     if is_blank(line):
                         blank += 1
                         continue
@@ -79,10 +78,11 @@ class ReadRangeFn(beam.DoFn):
                     batch_bytes += len(line)
                     if len(batch) >= self._batch_lines or batch_bytes >= self._batch_bytes:
                         yield LineBatch(path, batch)
+                        if self._report_progress:  # the batch's bytes and the line ends read since
+                            progress.report(bytes=batch_bytes + lines_read - reported_lines,
+                                            lines=lines_read - reported_lines)
+                            reported_lines = lines_read
                         batch, batch_bytes = [], 0
-                        if self._report_progress:
-                            report_progress(bytes=bytes_read, lines=lines_read - reported_lines)
-                            bytes_read, reported_lines = 0, lines_read
         except Exception as exc:
             if batch:
                 yield LineBatch(path, batch)
@@ -92,13 +92,9 @@ class ReadRangeFn(beam.DoFn):
         if batch:
             yield LineBatch(path, batch)
         if self._report_progress:
-            report_progress(bytes=bytes_read, lines=lines_read - reported_lines, range_of=progress.shard_key(path))
+            progress.report(bytes=batch_bytes + lines_read - reported_lines, lines=lines_read - reported_lines,
+                            range_of=progress.shard_key(path))
         yield counted(Counts({names.LINES_READ: lines_read, names.BLANK_LINES: blank}))
-
-
-def report_progress(**fields: int) -> None:
-    """One progress report of a local run (see core.progress)."""
-    logging.getLogger(progress.LOGGER).info(progress.encode(**fields))
 
 
 def unreadable_dead_letter(shard_range: ShardRange, exc: Exception, lines_read: int) -> dict:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pipeline.config.settings import Settings
 from pipeline.core import dead_letters, decoding
-from pipeline.core.decoding import BatchDecoder, DecodedLines, decode_line
+from pipeline.core.decoding import BatchDecoder, DecodedLines
 from pipeline.core.formats import AUTOML, VERTEX, Prediction, Rejection, parse_line
 from pipeline.core.tables import ImageSize, build_tables
 
@@ -122,6 +122,12 @@ any_line = st.one_of(serialized(legacy_record), serialized(vertex_record()), st.
                      st.sampled_from([b'{"predictions": [{"ids": []}]}', b'{"payload": []}', b'null']))
 floors = st.sampled_from([0.0, 0.3, 0.5, 1.0])
 formats = st.sampled_from(['auto', 'auto', AUTOML, VERTEX])
+
+
+def decode_line(line, input_format='auto', score_floor=0.0):
+    """One line through the batch decoder: its columns, or its rejection."""
+    batch = BatchDecoder(input_format, score_floor).decode([line])
+    return batch.rejections[0][1] if batch.rejections else batch.lines
 
 
 def view(lines: DecodedLines):
