@@ -33,6 +33,7 @@ from pipeline.core.outputs import OutputLayout, overlaps_with_input
 from pipeline.core.shards import scheme_of, split_ranges
 from pipeline.io import summary_files
 from pipeline.io.bigquery import prepare_tables
+from pipeline.io.ground_truth import GroundTruthError, resolve_ground_truth
 from pipeline.io.locks import RunLock
 from pipeline.io.provision import provision, release_untouched
 from pipeline.io.sizes import ManifestError, check_manifest
@@ -92,7 +93,15 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     cloud = pipeline_options.view_as(GoogleCloudOptions)
     if settings.bigquery.output_table:
         check_bigquery_options(settings, cloud)
+    ground_truth = settings.evaluation
+    if ground_truth.enabled:
+        try:
+            files = resolve_ground_truth(required(ground_truth.ground_truth, 'ground_truth'),
+                                         ground_truth.ground_truth_format, layout.is_ours_to_skip if layout else None)
+        except GroundTruthError as exc:
+            raise OptionError(str(exc)) from None
     settings = settings.resolved(
+        evaluation={'ground_truth_files': tuple(files)} if ground_truth.enabled else {},
         launch={'run_id': uuid.uuid4().hex,
                 'progress': local and pattern is not None and not quiet,
                 # A Dataflow job outlives its launcher: it releases its Cloud Storage locks itself.
@@ -118,7 +127,7 @@ def output_layout(settings: Settings, local: bool, pattern: str) -> OutputLayout
     outputs = settings.outputs
     report = settings.report.report if settings.report.report is not None else local
     layout = OutputLayout.of(absolute(outputs.output), absolute(outputs.dead_letter),
-                             absolute(outputs.summary), report)
+                             absolute(outputs.summary), report, evaluation=settings.evaluation.enabled)
     check_locations(layout, required(settings.input.input, 'input'), pattern)
     return layout
 
@@ -188,7 +197,7 @@ def provision_outputs(plan: LaunchPlan) -> List[RunLock]:
                           settings.input.input)
     try:
         if plan.settings.bigquery.output_table:
-            prepare_tables(plan.settings.bigquery)
+            prepare_tables(plan.settings.bigquery, evaluation=plan.settings.evaluation.enabled)
     except (ValueError, GoogleAPIError) as exc:
         release_untouched(locks)
         raise OptionError(f'--output_table: {exc}') from None

@@ -18,6 +18,9 @@ class OptionError(ValueError):
 
 
 INPUT_FORMATS = ('auto', 'automl', 'vertex')
+GROUND_TRUTH_FORMATS = ('auto', 'vertex_jsonl', 'automl_csv', 'coco')
+# COCO's IoU thresholds for AP: 0.50, 0.55, ..., 0.95.
+COCO_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
 # The shapes of option values. Each parser checks its value against the same pattern that the template
 # metadata publishes, so what the Dataflow console accepts and what the pipeline accepts cannot drift.
@@ -41,6 +44,9 @@ WRITE_DISPOSITION_RE = r'^(append|truncate)$'
 BIGQUERY_METHOD_RE = r'^(file_loads|streaming_inserts)$'
 ROI_RE = rf'^((?i:(multi)?polygon)\s*\(.*\)|{_BUCKET}/.+)$'
 # projects/PROJECT/subscriptions/NAME, with Pub/Sub's rules for the name.
+GROUND_TRUTH_FORMAT_RE = r'^(auto|vertex_jsonl|automl_csv|coco)$'
+ML_USE_RE = r'^(?i:training|train|validation|test|unassigned)$'
+FRACTIONS_RE = rf'^\s*{_FRACTION}\s*(,\s*{_FRACTION}\s*)*$'
 SUBSCRIPTION_RE = rf'^projects/({_PROJECT})/subscriptions/([A-Za-z][-A-Za-z0-9_.~+%]{{2,254}})$'
 
 # A run is a batch run over what --input holds, or a streaming run over what --input_subscription
@@ -157,6 +163,30 @@ def parse_mirrors(text: str) -> Mapping[str, str]:
             raise ValueError(f'expected SOURCE_PREFIX=MIRROR_PREFIX, got {item!r}')
         mirrors[source.strip()] = target.strip()
     return mirrors
+
+
+def parse_ml_use(text: str) -> str:
+    """An ML use in any case, `train` for `training`, as Vertex AI and AutoML write it."""
+    use = _check_shape(text.strip(), ML_USE_RE, 'one of training (or train), validation, test, unassigned')
+    return {'train': 'training'}.get(use.group(0).lower(), use.group(0).lower())
+
+
+def parse_iou_thresholds(text: str) -> Tuple[float, ...]:
+    """Distinct IoU thresholds in (0, 1], comma-separated, in increasing order."""
+    _check_shape(text, FRACTIONS_RE, 'comma-separated numbers between 0 and 1 (e.g. 0.5,0.75)')
+    values = [float(item) for item in text.split(',')]
+    if min(values) <= 0:
+        raise ValueError('an IoU threshold of 0 matches boxes that do not overlap: give thresholds above 0')
+    if len(set(values)) != len(values):
+        raise ValueError(f'{text!r} gives a threshold twice')
+    return tuple(sorted(values))
+
+
+def parse_positive_iou(text: str) -> float:
+    value = parse_fraction(text)
+    if value <= 0:
+        raise ValueError('an IoU of 0 matches boxes that do not overlap: give a number above 0')
+    return value
 
 
 def parse_positive_int(text: str) -> int:
@@ -324,6 +354,32 @@ OPTIONS = (
     Option('roi_min_overlap', 'Minimum ROI overlap',
            'Keep a box when at least this fraction (0 to 1) of its area lies inside --roi. '
            'Default: any overlap.', parse_fraction, regex=FRACTION_RE),
+    Option('ground_truth', 'Ground truth',
+           'A file, folder or glob (local or gs://) of labelled boxes: Vertex AI import JSONL, AutoML '
+           'Vision CSV or COCO JSON. Turns evaluation on: <output>/evaluation/ receives metrics.json, '
+           'matches/, confidence_metrics/ and confusion_matrix/, each prediction run evaluated on its own.',
+           parse_path, regex=GCS_PATH_RE, modes=(BATCH,)),
+    Option('ground_truth_format', 'Ground truth format',
+           'auto (by extension, then by content), vertex_jsonl, automl_csv or coco.',
+           parse_choice(GROUND_TRUTH_FORMAT_RE, ', '.join(GROUND_TRUTH_FORMATS)), default='auto',
+           regex=GROUND_TRUTH_FORMAT_RE, modes=(BATCH,)),
+    Option('ground_truth_image_prefix', 'COCO image prefix',
+           'COCO only: the prefix joined to each image\'s file_name to make the image URI the '
+           'predictions name (such as gs://bucket/images/). Default: file_name as it is.',
+           parse_path, regex=r'^.+$', modes=(BATCH,)),
+    Option('ml_use', 'Ground truth ML use',
+           'Evaluate only the ground-truth images of this ML use: training (or train), validation, test '
+           'or unassigned, in any case.', parse_ml_use, regex=ML_USE_RE, modes=(BATCH,)),
+    Option('iou_thresholds', 'IoU thresholds for AP',
+           'Comma-separated IoU thresholds (above 0, at most 1) over which AP and AR are averaged.',
+           parse_iou_thresholds, default=COCO_IOU_THRESHOLDS, regex=FRACTIONS_RE, modes=(BATCH,)),
+    Option('eval_iou', 'Evaluation IoU',
+           'The IoU (above 0, at most 1) of the per-box outcomes, the tp/fp/fn counts, the confidence '
+           'metrics and the confusion matrix.', parse_positive_iou, default=0.5, regex=FRACTION_RE,
+           modes=(BATCH,)),
+    Option('eval_confidence', 'Confusion matrix confidence',
+           'The confidence (0 to 1) at or above which detections enter the confusion matrix.',
+           parse_fraction, default=0.5, regex=FRACTION_RE, modes=(BATCH,)),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -340,6 +396,8 @@ OPTION_GROUPS = (
                                         'nms_iou', 'nms_class_agnostic', 'max_detections')),
     ('Image sizes', ('image_size', 'image_sizes', 'probe_image_sizes', 'probe_allowed_prefixes')),
     ('Report', ('report', 'report_samples', 'report_image_mirror')),
+    ('Evaluation', ('ground_truth', 'ground_truth_format', 'ground_truth_image_prefix', 'ml_use',
+                    'iou_thresholds', 'eval_iou', 'eval_confidence')),
 )
 
 

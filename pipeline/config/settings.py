@@ -98,6 +98,22 @@ class ReportSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluationSettings:
+    ground_truth: Optional[str]  # None: no evaluation
+    ground_truth_format: str
+    ground_truth_image_prefix: Optional[str]
+    ml_use: Optional[str]
+    iou_thresholds: Tuple[float, ...]
+    eval_iou: float
+    eval_confidence: float
+    ground_truth_files: Tuple[Tuple[str, str], ...] = ()  # (path, format) of each file, found at launch
+
+    @property
+    def enabled(self) -> bool:
+        return self.ground_truth is not None
+
+
+@dataclasses.dataclass(frozen=True)
 class LaunchSettings:
     """Set at launch, for the job as a whole."""
     run_id: Optional[str] = None  # names this run in its summary and locks
@@ -119,7 +135,8 @@ def required(value: Optional[T], name: str) -> T:
 GROUPS = {'Input': ('input', InputSettings), 'Streaming': ('streaming', StreamingSettings),
           'Outputs': ('outputs', OutputSettings), 'BigQuery': ('bigquery', BigQuerySettings),
           'Thresholds and post-processing': ('postprocessing', PostprocessingSettings),
-          'Image sizes': ('sizes', SizeSettings), 'Report': ('report', ReportSettings)}
+          'Image sizes': ('sizes', SizeSettings), 'Report': ('report', ReportSettings),
+          'Evaluation': ('evaluation', EvaluationSettings)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +149,7 @@ class Settings:
     postprocessing: PostprocessingSettings
     sizes: SizeSettings
     report: ReportSettings
+    evaluation: EvaluationSettings
     launch: LaunchSettings = LaunchSettings()
 
     @property
@@ -187,6 +205,13 @@ def _check_and_default(values: dict) -> None:
     if values['nms_class_agnostic'] and values['nms_iou'] is None:
         raise OptionError('--nms_class_agnostic needs --nms_iou: the IoU above which boxes are '
                           'suppressed')
+    if values['ground_truth'] is None:
+        for name in ('ground_truth_image_prefix', 'ml_use'):
+            if values[name] is not None:
+                raise OptionError(f'--{name} needs --ground_truth: the labelled boxes to evaluate against')
+    if values['ground_truth_image_prefix'] is not None and values['ground_truth_format'] not in ('auto', 'coco'):
+        raise OptionError('--ground_truth_image_prefix applies to COCO ground truth only (its file_name '
+                          f'fields), not to --ground_truth_format={values["ground_truth_format"]}')
     if values['output'] is None and values['output_table'] is None:
         raise OptionError('--output or --output_table is required: a folder for the Parquet '
                           'tables, a BigQuery table, or both')

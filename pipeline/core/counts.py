@@ -18,6 +18,18 @@ IMAGES_WITHOUT_SIZE = 'images_without_size'
 DETECTIONS_IN = 'detections_in'
 DETECTIONS_KEPT = 'detections_kept'
 
+# Evaluation against ground truth (--ground_truth): the ground truth read, and what was evaluated.
+GROUND_TRUTH_ROWS_READ = 'ground_truth_rows_read'  # lines, CSV rows or COCO images
+GROUND_TRUTH_ROWS_USED = 'ground_truth_rows_used'
+GROUND_TRUTH_OTHER_ML_USE = 'ground_truth_images_other_ml_use'  # left out by --ml_use
+GROUND_TRUTH_IMAGES = 'ground_truth_images'  # distinct images evaluated against (after --ml_use)
+GROUND_TRUTH_BOXES = 'ground_truth_boxes'
+IMAGES_EVALUATED = 'images_evaluated'  # per run, summed over the runs
+IMAGES_WITHOUT_PREDICTION = 'images_without_prediction'
+PREDICTIONS_WITHOUT_GROUND_TRUTH = 'predictions_without_ground_truth'
+FURTHER_LINES_OF_EVALUATED_IMAGES = 'further_lines_of_evaluated_images'
+EVALUATION_MATCH_ROWS = 'evaluation_match_rows'
+
 # Beam counters only (not in the summary): the duplicate count is also a summary field of its own;
 # the others belong to streaming runs and to the dead-letter table.
 DUPLICATE_IMAGE_URIS = 'duplicate_image_uris'

@@ -12,14 +12,16 @@ if TYPE_CHECKING:
     from pipeline.core.formats import Rejection
 
 # A line that is not JSON; JSON that is not a valid record; a record that is the prediction service's
-# own error; a file (or range of one) that cannot be read; a row the output table rejected.
+# own error; a file (or range of one) that cannot be read; a row the output table rejected; a line, row
+# or image of the ground truth that cannot be used (evaluation).
 MALFORMED_LINE = 'malformed_line'
 INVALID_RECORD = 'invalid_record'
 PREDICTION_ERROR = 'prediction_error'
 UNREADABLE_FILE = 'unreadable_file'
 WRITE_FAILURE = 'write_failure'
+INVALID_GROUND_TRUTH = 'invalid_ground_truth'
 LINE_DEAD_LETTER_KINDS = (PREDICTION_ERROR, MALFORMED_LINE, INVALID_RECORD)
-DEAD_LETTER_KINDS = LINE_DEAD_LETTER_KINDS + (UNREADABLE_FILE, WRITE_FAILURE)
+DEAD_LETTER_KINDS = LINE_DEAD_LETTER_KINDS + (UNREADABLE_FILE, WRITE_FAILURE, INVALID_GROUND_TRUTH)
 
 FIELDS = tuple(column.name for column in DEAD_LETTER_COLUMNS)
 

@@ -5,12 +5,13 @@ Pure numpy. Boxes are normalized (x_min, y_min, x_max, y_max): IoU does not chan
 scaled, so no image size is needed. Unlike pycocotools, every detection counts (no maxDets cap), and
 detections of equal score are taken together (pycocotools orders them by image, then by position).
 """
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-# COCO's IoU thresholds (0.50, 0.55, ..., 0.95) and recall points (0, 0.01, ..., 1).
-COCO_IOU_THRESHOLDS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2).tolist())
+from pipeline.core.decoding import DecodedLines
+
+# COCO's recall points (0, 0.01, ..., 1).
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 # Outcomes of a detection at one IoU threshold.
@@ -158,6 +159,40 @@ class BoxOutcome(NamedTuple):
     gt_index: Optional[int]  # position of the box in the image's ground truth
 
 
+class LinePrediction(NamedTuple):
+    """The kept detections of one prediction line, with what orders the lines of one image: the line
+    first in (source file, position) order is the one evaluated."""
+    prediction_run: Optional[str]
+    image_uri: str
+    order: Tuple[str, int, int]  # (source file, start of the byte range read, position of the line in it)
+    labels: List[Optional[str]]
+    scores: np.ndarray
+    boxes: np.ndarray  # (n, 4) normalized
+
+
+class RunImage(NamedTuple):
+    """What one image adds to one run's figures (or, summed, a run's)."""
+    evaluated: int = 0
+    without_prediction: int = 0
+    predictions_without_ground_truth: int = 0
+    other_lines: int = 0  # further lines of an image already evaluated
+    detections: int = 0
+
+
+def line_predictions(decoded: DecodedLines, rows: np.ndarray, positions: Sequence[int], source_file: str,
+                     range_start: int, prediction_run: Optional[str]) -> Iterator[LinePrediction]:
+    """The kept detections of each decoded line: `rows` are the kept rows of the decoded columns, the
+    rows of a line together in rank order (as the detections table holds them); `positions` place each
+    decoded line among its byte range's lines."""
+    row_line = decoded.line_index[rows]
+    bounds = np.searchsorted(row_line, np.arange(len(decoded.image_uris) + 1)).tolist()
+    labels, scores, boxes = decoded.labels, decoded.scores[rows], decoded.boxes[rows]
+    for line, uri in enumerate(decoded.image_uris):
+        start, end = bounds[line], bounds[line + 1]
+        yield LinePrediction(prediction_run, uri, (source_file, range_start, positions[line]),
+                             [labels[row] for row in rows[start:end].tolist()], scores[start:end], boxes[start:end])
+
+
 class ImageEvaluation(NamedTuple):
     counts: dict  # label -> PrecisionCounts, for AP over the IoU thresholds
     outcomes: List[BoxOutcome]
@@ -201,6 +236,32 @@ def evaluate_image(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: n
         outcomes.append(BoxOutcome(FP, None, float(scores[det]), int(ranks[det]), 0.0, det, None))
     confusion = confusion_cells(labels, scores, boxes, gt_labels, gt_boxes, gt_crowd, eval_iou, eval_confidence)
     return ImageEvaluation(counts, outcomes, confidence, confusion)
+
+
+def outcome_rows(prediction_run: Optional[str], image_uri: str, result: ImageEvaluation, boxes: np.ndarray,
+                 gt_boxes: np.ndarray) -> List[tuple]:
+    """The rows of `matches` for one image, in schema.MATCH_COLUMNS order: detections by rank, then the
+    missed boxes in ground-truth order."""
+    rows = []
+    for row in sorted(result.outcomes, key=lambda o: (o.rank is None, o.rank, o.gt_index)):
+        box = (None,) * 4 if row.detection is None else tuple(boxes[row.detection].tolist())
+        gt = (None,) * 4 if row.gt_index is None else tuple(gt_boxes[row.gt_index].tolist())
+        rows.append((prediction_run, image_uri, row.outcome, row.label, row.score, row.rank, row.iou,
+                     *box, *gt, row.gt_index))
+    return rows
+
+
+def metric_rows(prediction_run: Optional[str], labels: dict, thresholds: Sequence[float]) -> List[dict]:
+    """The rows of the BigQuery metrics table: per label and IoU threshold, AP and recall."""
+    rows = []
+    for label, totals in sorted(labels.items()):
+        ap, recall = totals.counts.average_precision(), totals.counts.recall()
+        for index, threshold in enumerate(thresholds):
+            rows.append({'prediction_run': prediction_run, 'label': label, 'iou_threshold': float(threshold),
+                         'ap': None if ap is None else float(ap[index]),
+                         'recall': None if recall is None else float(recall[index]),
+                         'ground_truth_boxes': totals.counts.ground_truth, 'detections': totals.detections})
+    return rows
 
 
 def confusion_cells(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: np.ndarray,

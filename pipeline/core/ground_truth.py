@@ -18,9 +18,9 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tu
 
 import orjson
 
+from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.formats import COORDINATE_TOLERANCE
 
-INVALID_GROUND_TRUTH = 'invalid_ground_truth'
 ML_USES = ('training', 'validation', 'test', 'unassigned')
 _ML_USE_SPELLINGS = {'train': 'training', 'training': 'training', 'validation': 'validation', 'test': 'test',
                      'unassigned': 'unassigned'}

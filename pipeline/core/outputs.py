@@ -13,6 +13,9 @@ from pipeline.config.options import join_path
 LOCK_NAME = '.prediction-tables.lock'
 SUMMARY_WRITER = 'prediction-tables'
 TABLES = ('detections', 'images')
+EVALUATION_FOLDER = 'evaluation'
+EVALUATION_TABLES = ('matches', 'confidence_metrics', 'confusion_matrix')
+METRICS_FILE = 'metrics.json'
 _HEX = r'[0-9a-f]{32}'
 # Beam's file sinks: final names, and the temporary folders they rename from.
 _TABLE_FILE = re.compile(r'part-\d{5}-of-\d{5}\.parquet')
@@ -39,21 +42,32 @@ class Conflict(NamedTuple):
 
 
 class OutputLayout(NamedTuple):
-    """Where a batch run writes: the Parquet root, the dead-letter root, the summary and the report."""
+    """Where a batch run writes: the Parquet root, the dead-letter root, the summary, the report and
+    the evaluation."""
     output: Optional[str]
     dead_letter: Optional[str]
     summary: Optional[str]
     report: Optional[str]  # <output>/report/index.html when the report is built
+    evaluation: Optional[str] = None  # <output>/evaluation when the run evaluates against ground truth
 
     @classmethod
     def of(cls, output: Optional[str], dead_letter: Optional[str], summary: Optional[str],
-           report: bool) -> 'OutputLayout':
+           report: bool, evaluation: bool = False) -> 'OutputLayout':
         return cls(output and normalize(output), dead_letter and normalize(dead_letter), summary,
-                   join_path(output, 'report', 'index.html') if output and report else None)
+                   join_path(output, 'report', 'index.html') if output and report else None,
+                   join_path(output, EVALUATION_FOLDER) if output and evaluation else None)
 
     @property
     def table_folders(self) -> List[str]:
-        return [join_path(self.output, name) for name in TABLES] if self.output else []
+        """The folders that hold one Parquet table each, and nothing else."""
+        folders = [join_path(self.output, name) for name in TABLES] if self.output else []
+        if self.evaluation:
+            folders += [join_path(self.evaluation, name) for name in EVALUATION_TABLES]
+        return folders
+
+    @property
+    def metrics_file(self) -> Optional[str]:
+        return join_path(self.evaluation, METRICS_FILE) if self.evaluation else None
 
     @property
     def default_summary(self) -> Optional[str]:
@@ -106,7 +120,8 @@ class OutputLayout(NamedTuple):
         if table is not None:
             rest = path[len(table) + 1:]
             return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest))
-        if self._has_dead_letter_name(path) or path in self.lock_files or path == self.report:
+        if (self._has_dead_letter_name(path) or path in self.lock_files or path == self.report
+                or path == self.metrics_file):
             return True
         return any(path == summary or _is_summary_temp(path, summary) for summary in self.summaries)
 
@@ -127,6 +142,8 @@ class OutputLayout(NamedTuple):
             return 'it is where the run summary goes'
         if path == self.report:
             return 'it is where the report goes (or pass --report=false)'
+        if path == self.metrics_file:
+            return 'it is where the evaluation metrics go'
         return None
 
     def _table_folder_of(self, path: str) -> Optional[str]:

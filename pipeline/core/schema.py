@@ -52,11 +52,63 @@ IMAGE_COLUMNS: Tuple[Column, ...] = (
            'detections removed by box filters, the region of interest, NMS and top-K together'),
 )
 
+# Evaluation against ground truth (--ground_truth): under <output>/evaluation/, and as BigQuery tables
+# <output_table>_eval_matches, _eval_confidence, _eval_confusion and _eval_metrics.
+_RUN = Column('prediction_run', pa.string(), True, 'the prediction run evaluated (null: shards outside a run folder)')
+MATCH_COLUMNS: Tuple[Column, ...] = (
+    _RUN,
+    Column('image_uri', pa.string(), False, 'the image'),
+    Column('outcome', pa.string(), False, 'tp, fp or fn at --eval_iou'),
+    Column('label', pa.string(), True, 'display name (of the detection; of the ground-truth box for fn)'),
+    Column('score', pa.float64(), True, 'the detection\'s score; null for fn'),
+    Column('rank', pa.int32(), True, 'the detection\'s rank in its image by score (0 first); null for fn'),
+    Column('iou', pa.float64(), False, 'tp: with its match; fp: the best with a ground-truth box of its label; '
+           'fn: the best with a detection of its label; 0 when none'),
+    Column('x_min', pa.float64(), True, 'the detection\'s normalized box; null for fn'),
+    Column('y_min', pa.float64(), True, 'the detection\'s normalized box; null for fn'),
+    Column('x_max', pa.float64(), True, 'the detection\'s normalized box; null for fn'),
+    Column('y_max', pa.float64(), True, 'the detection\'s normalized box; null for fn'),
+    Column('gt_x_min', pa.float64(), True, 'the ground-truth box (tp: the match), normalized; null for fp'),
+    Column('gt_y_min', pa.float64(), True, 'the ground-truth box, normalized; null for fp'),
+    Column('gt_x_max', pa.float64(), True, 'the ground-truth box, normalized; null for fp'),
+    Column('gt_y_max', pa.float64(), True, 'the ground-truth box, normalized; null for fp'),
+    Column('gt_index', pa.int32(), True, 'position of the ground-truth box in its image\'s ground truth; null for fp'),
+)
+CONFIDENCE_COLUMNS: Tuple[Column, ...] = (
+    _RUN,
+    Column('label', pa.string(), True, 'display name; null for all labels together'),
+    Column('iou_threshold', pa.float64(), False, '--eval_iou'),
+    Column('confidence_threshold', pa.float64(), False, 'detections scored at or above it count'),
+    Column('tp', pa.int64(), False, 'true positives'),
+    Column('fp', pa.int64(), False, 'false positives'),
+    Column('fn', pa.int64(), False, 'ground-truth boxes missed'),
+    Column('precision', pa.float64(), False, 'tp / (tp + fp); 0 when there is no detection'),
+    Column('recall', pa.float64(), False, 'tp / (tp + fn); 0 when there is no ground truth'),
+    Column('f1', pa.float64(), False, 'harmonic mean of precision and recall; 0 when both are 0'),
+)
+CONFUSION_COLUMNS: Tuple[Column, ...] = (
+    _RUN,
+    Column('true_label', pa.string(), True,
+           'the ground-truth label; null for background (a detection that matched nothing)'),
+    Column('predicted_label', pa.string(), True, 'the detection\'s label; null for background (a missed box)'),
+    Column('count', pa.int64(), False, 'boxes in this cell, at --eval_iou and --eval_confidence'),
+)
+METRIC_COLUMNS: Tuple[Column, ...] = (  # BigQuery only; metrics.json holds the same figures
+    _RUN,
+    Column('label', pa.string(), False, 'display name'),
+    Column('iou_threshold', pa.float64(), False, 'one of --iou_thresholds'),
+    Column('ap', pa.float64(), True, '101-point interpolated AP at this IoU; null without ground truth'),
+    Column('recall', pa.float64(), True, 'the highest recall at this IoU; null without ground truth'),
+    Column('ground_truth_boxes', pa.int64(), False, 'ground-truth boxes of the label (crowd boxes aside)'),
+    Column('detections', pa.int64(), False, 'kept detections of the label in the evaluated images'),
+)
+
 
 DEAD_LETTER_COLUMNS: Tuple[Column, ...] = (
     Column('timestamp', pa.timestamp('ms', tz='UTC'), False, 'when the line was rejected (RFC 3339 UTC)'),
     Column('kind', pa.string(), False,
-           'prediction_error, malformed_line, invalid_record, unreadable_file or write_failure'),
+           'prediction_error, malformed_line, invalid_record, unreadable_file, write_failure or '
+           'invalid_ground_truth'),
     Column('source_file', pa.string(), True, 'the shard the line came from'),
     Column('image_uri', pa.string(), True, 'the image, where known'),
     Column('error_code', pa.int64(), True, 'google.rpc.Code number'),
@@ -103,3 +155,6 @@ def bigquery_schema(columns: Tuple[Column, ...]) -> dict:
 
 DETECTIONS_SCHEMA = arrow_schema(DETECTION_COLUMNS)
 IMAGES_SCHEMA = arrow_schema(IMAGE_COLUMNS)
+MATCHES_SCHEMA = arrow_schema(MATCH_COLUMNS)
+CONFIDENCE_SCHEMA = arrow_schema(CONFIDENCE_COLUMNS)
+CONFUSION_SCHEMA = arrow_schema(CONFUSION_COLUMNS)

@@ -1,10 +1,11 @@
 """The run summary: built from the counts the pipeline combined, and rendered for the console."""
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, NamedTuple, Optional
 
 from pipeline.config.settings import Settings
 from pipeline.core import counts as names
 from pipeline.core.counts import HISTOGRAM_BINS, Counts
-from pipeline.core.dead_letters import DEAD_LETTER_KINDS, LINE_DEAD_LETTER_KINDS
+from pipeline.core.dead_letters import DEAD_LETTER_KINDS, INVALID_GROUND_TRUTH, LINE_DEAD_LETTER_KINDS
+from pipeline.core.evaluation import RunImage
 from pipeline.core.outputs import SUMMARY_WRITER
 from pipeline.core.postprocessing import STEPS
 from pipeline.core.shards import SHARD_KINDS
@@ -12,9 +13,19 @@ from pipeline.core.shards import SHARD_KINDS
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
 
 
+class EvaluationOutcome(NamedTuple):
+    """What the evaluation gave, for the summary: metrics.json, each run's image counts, and the rows
+    of the two small tables (the matches' rows are counted as they are made)."""
+    metrics: Mapping
+    runs: Mapping[Optional[str], RunImage]
+    confidence_rows: int
+    confusion_rows: int
+
+
 def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings, pattern: str,
                   outputs: Optional[Mapping[str, List[str]]] = None,
-                  output_rows: Optional[Mapping[str, int]] = None) -> Dict:
+                  output_rows: Optional[Mapping[str, int]] = None,
+                  evaluation: Optional[EvaluationOutcome] = None) -> Dict:
     """`output_rows`: the rows the files listed in `outputs` hold, per output, as read back."""
     get = counts.get
     lines_read, blank = get(names.LINES_READ), get(names.BLANK_LINES)
@@ -24,6 +35,12 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
     line_dead = sum(dead[kind] for kind in LINE_DEAD_LETTER_KINDS)
     expected_rows = {'detections': get(names.DETECTIONS_KEPT), 'images': images,
                      'dead_letters': sum(dead.values())}
+    ground_truth = None
+    if evaluation is not None:
+        expected_rows.update(evaluation_matches=get(names.EVALUATION_MATCH_ROWS),
+                             evaluation_confidence=evaluation.confidence_rows,
+                             evaluation_confusion=evaluation.confusion_rows)
+        ground_truth = ground_truth_section(counts, dead[INVALID_GROUND_TRUTH])
     files_check = {name: {'files': len((outputs or {}).get(name, [])), 'rows': rows,
                           'expected': expected_rows[name], 'holds': rows == expected_rows[name]}
                    for name, rows in (output_rows or {}).items()}
@@ -31,6 +48,10 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
     holds = lines_hold and all(check['holds'] for check in files_check.values())
     text = (f'{non_blank} non-blank lines read {"==" if lines_hold else "!="} {images} images + '
             f'{line_dead} line dead letters')
+    if ground_truth is not None:
+        holds = holds and ground_truth['holds']
+        text += (f'; {ground_truth["rows_read"]} ground-truth rows read {"==" if ground_truth["holds"] else "!="} '
+                 f'{ground_truth["rows_used"]} used + {ground_truth["dead_letters"]} dead letters')
     missing = [f'{name} files hold {check["rows"]} rows, not {check["expected"]}'
                for name, check in files_check.items() if not check['holds']]
     if missing:
@@ -83,6 +104,38 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
             'kept': list(counts.score_bins['kept']),
         },
         'kept_by_label': dict(sorted(counts.kept_by_label.items(), key=lambda item: (-item[1], item[0]))),
+        **({} if evaluation is None else {'ground_truth': ground_truth,
+                                          'evaluation': evaluation_section(counts, evaluation)}),
+    }
+
+
+def ground_truth_section(counts: Counts, dead_letters: int) -> Dict:
+    """The ground truth as read: rows read == rows used + dead letters."""
+    read, used = counts.get(names.GROUND_TRUTH_ROWS_READ), counts.get(names.GROUND_TRUTH_ROWS_USED)
+    return {'rows_read': read, 'rows_used': used, 'dead_letters': dead_letters,
+            'images_other_ml_use': counts.get(names.GROUND_TRUTH_OTHER_ML_USE),
+            'images': counts.get(names.GROUND_TRUTH_IMAGES), 'boxes': counts.get(names.GROUND_TRUTH_BOXES),
+            'holds': read == used + dead_letters}
+
+
+def evaluation_section(counts: Counts, evaluation: EvaluationOutcome) -> Dict:
+    """Per run, side by side: the headline figures of metrics.json and what was (not) evaluated."""
+    metrics = evaluation.metrics
+    runs = []
+    for run in metrics['runs']:
+        images = evaluation.runs.get(run['prediction_run'], RunImage())
+        runs.append({key: run[key] for key in ('prediction_run', 'images', 'detections', 'ground_truth_boxes',
+                                               'map', 'map_50', 'map_75', 'mar')}
+                    | {'images_without_prediction': images.without_prediction,
+                       'predictions_without_ground_truth': images.predictions_without_ground_truth,
+                       'further_lines_of_evaluated_images': images.other_lines})
+    return {
+        'iou_thresholds': metrics['iou_thresholds'], 'eval_iou': metrics['eval_iou'],
+        'images_evaluated': counts.get(names.IMAGES_EVALUATED),
+        'images_without_prediction': counts.get(names.IMAGES_WITHOUT_PREDICTION),
+        'predictions_without_ground_truth': counts.get(names.PREDICTIONS_WITHOUT_GROUND_TRUTH),
+        'further_lines_of_evaluated_images': counts.get(names.FURTHER_LINES_OF_EVALUATED_IMAGES),
+        'runs': runs,
     }
 
 
@@ -97,14 +150,36 @@ def render(summary: Mapping) -> str:
         ('images written', summary['images_written']),
         ('detections in / kept', f'{detections["in"]} / {detections["kept"]}'),
         ('removed, by step', ', '.join(f'{step} {n}' for step, n in detections['removed_by'].items())),
-        ('dead letters', ', '.join(f'{kind} {dead[kind]}' for kind in DEAD_LETTER_KINDS)),
+        ('dead letters', ', '.join(f'{kind} {dead[kind]}' for kind in DEAD_LETTER_KINDS
+                                   if kind != INVALID_GROUND_TRUTH or 'ground_truth' in summary)),
         ('image sizes', f'{sizes["known"]} known ({by_source}), {sizes["unknown"]} unknown'),
         ('duplicate image URIs', f'{summary["duplicate_image_uris"]} (each line kept as its own prediction)'),
         ('reconciliation', ('OK: ' if summary['reconciliation']['holds'] else 'FAILED: ')
          + summary['reconciliation']['text']),
     ]
+    if 'evaluation' in summary:
+        rows[-1:-1] = evaluation_rows(summary)
     if files['other_files']:
         rows.insert(1, ('other files (not parsed)', ', '.join(files['other_files'][:5])
                         + (' ...' if len(files['other_files']) > 5 else '')))
     width = max(len(name) for name, _ in rows)
     return '\n'.join(f'{name.ljust(width)}  {value}' for name, value in rows)
+
+
+def evaluation_rows(summary: Mapping) -> List[tuple]:
+    truth, evaluation = summary['ground_truth'], summary['evaluation']
+    rows = [('ground truth', f'{truth["rows_read"]} rows read, {truth["images"]} images, {truth["boxes"]} boxes'
+             + (f', {truth["images_other_ml_use"]} images of another ML use left out'
+                if truth['images_other_ml_use'] else '')),
+            ('evaluated', f'{evaluation["images_evaluated"]} images over the runs; '
+                          f'{evaluation["images_without_prediction"]} without prediction, '
+                          f'{evaluation["predictions_without_ground_truth"]} prediction lines without ground truth')]
+    for run in evaluation['runs']:
+        rows.append((f'  {run["prediction_run"] or "(no run folder)"}',
+                     f'mAP {_figure(run["map"])}, mAP@0.5 {_figure(run["map_50"])}, '
+                     f'mAP@0.75 {_figure(run["map_75"])}, mAR {_figure(run["mar"])}'))
+    return rows
+
+
+def _figure(value: Optional[float]) -> str:
+    return 'n/a' if value is None else f'{value:.4f}'

@@ -27,6 +27,7 @@ class BatchTables(NamedTuple):
     detections: pa.Table
     images: pa.Table
     counts: Counts
+    rows: np.ndarray  # per detection row: its row in the decoded columns (rows of a line together, by rank)
 
 
 def build_tables(decoded: DecodedLines, sizes: Sequence[Optional[ImageSize]],
@@ -109,7 +110,14 @@ def build_tables(decoded: DecodedLines, sizes: Sequence[Optional[ImageSize]],
         counts.kept_by_label[names.NO_LABEL if item['values'] is None else item['values']] += item['counts']
     for source, count in collections.Counter(size.source for size in sizes if size).items():
         counts.scalars[names.size_from(source)] += count
-    return BatchTables(detections, images, counts)
+    return BatchTables(detections, images, counts, rows)
+
+
+def rows_to_table(rows: Sequence[tuple], schema: pa.Schema) -> pa.Table:
+    """Rows given as tuples in the schema's column order -> one Arrow table."""
+    columns = list(zip(*rows)) if rows else [()] * len(schema)
+    return pa.Table.from_arrays([pa.array(column, type=field.type) for column, field in zip(columns, schema)],
+                                schema=schema)
 
 
 def _repeat(value: Optional[str], count: int) -> pa.Array:

@@ -9,10 +9,14 @@ from pipeline.config.settings import BigQuerySettings
 from pipeline.core import dead_letters
 from pipeline.core.dead_letters import WRITE_FAILURE
 from pipeline.core.schema import (
+    CONFIDENCE_COLUMNS,
+    CONFUSION_COLUMNS,
     DEAD_LETTER_COLUMNS,
     DEAD_LETTER_TABLE_EXTRA_COLUMNS,
     DETECTION_COLUMNS,
     IMAGE_COLUMNS,
+    MATCH_COLUMNS,
+    METRIC_COLUMNS,
     bigquery_schema,
 )
 
@@ -118,14 +122,14 @@ def table_rows(table):
     return table.to_pylist()
 
 
-def prepare_tables(table_settings: BigQuerySettings, client=None) -> None:
+def prepare_tables(table_settings: BigQuerySettings, client=None, evaluation: bool = False) -> None:
     """Creates the BigQuery tables that are missing (partitioned by ingestion day, detections
     clustered by label and image_uri) and adds the columns an older version's table lacks, before the
     pipeline starts, so both write methods find the same tables."""
     from google.api_core import exceptions
     from google.cloud import bigquery
     retry = bigquery.DEFAULT_RETRY.with_deadline(60)
-    for spec, columns, clustering in bigquery_tables(table_settings):
+    for spec, columns, clustering in bigquery_tables(table_settings, evaluation):
         project, _, rest = spec.rpartition(':')
         table_id = f'{project}.{rest}'
         client = client or bigquery.Client(project=project)
@@ -154,10 +158,21 @@ def prepare_tables(table_settings: BigQuerySettings, client=None) -> None:
             client.update_table(table, ['schema'], retry=retry)
 
 
-def bigquery_tables(table_settings: BigQuerySettings):
+def bigquery_tables(table_settings: BigQuerySettings, evaluation: bool = False):
     """(table spec, columns, clustering fields) for every BigQuery table this run writes."""
     if table_settings.output_table is None:
         return []
-    return [(table_settings.output_table, DETECTION_COLUMNS, ('label', 'image_uri')),
-            (table_settings.images_table, IMAGE_COLUMNS, ()),
-            (table_settings.dead_letter_table, DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS, ())]
+    tables = [(table_settings.output_table, DETECTION_COLUMNS, ('label', 'image_uri')),
+              (table_settings.images_table, IMAGE_COLUMNS, ()),
+              (table_settings.dead_letter_table, DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS, ())]
+    if evaluation:
+        tables += [(table, columns, ()) for table, columns in evaluation_tables(table_settings.output_table)]
+    return tables
+
+
+def evaluation_tables(output_table: str):
+    """(table spec, columns) of the evaluation's tables, named after the detections table: matches,
+    metrics, confidence and confusion, in that order."""
+    return [(f'{output_table}_eval_matches', MATCH_COLUMNS), (f'{output_table}_eval_metrics', METRIC_COLUMNS),
+            (f'{output_table}_eval_confidence', CONFIDENCE_COLUMNS),
+            (f'{output_table}_eval_confusion', CONFUSION_COLUMNS)]

@@ -2,17 +2,17 @@
 read unit by unit (a line, a row, a COCO image) with where each unit came from."""
 import glob
 import os
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.config.options import GROUND_TRUTH_FORMATS
 from pipeline.core import ground_truth
 from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit
 from pipeline.core.shards import scheme_of
 from pipeline.io.sources import open_shard
 
-VERTEX_JSONL, AUTOML_CSV, COCO = 'vertex_jsonl', 'automl_csv', 'coco'
-GROUND_TRUTH_FORMATS = ('auto', VERTEX_JSONL, AUTOML_CSV, COCO)
+VERTEX_JSONL, AUTOML_CSV, COCO = GROUND_TRUTH_FORMATS[1:]
 
 
 class GroundTruthError(ValueError):
@@ -38,12 +38,43 @@ def ground_truth_files(pattern: str) -> List[str]:
             files = [path]
         else:
             files = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
-    else:
-        matched = FileSystems.match([pattern if any(c in pattern for c in '*?[') else pattern.rstrip('/') + '*'])
-        files = [m.path for m in matched[0].metadata_list if not m.path.endswith('/')]
+    elif any(c in pattern for c in '*?['):
+        files = _matched(pattern)
+    else:  # an object, or every object under it as a folder ('*' does not cross '/' there: '**')
+        files = _matched(pattern) if not pattern.endswith('/') else []
+        files = files or _matched(pattern.rstrip('/') + '/**')
     if not files:
         raise GroundTruthError(f'--ground_truth: {pattern} holds no file')
     return sorted(files)
+
+
+# Enough of a file to tell its format.
+HEAD_BYTES = 64 * 1024
+
+
+def resolve_ground_truth(pattern: str, fmt: str = 'auto', skip=None) -> List[Tuple[str, str]]:
+    """(path, format) of every file --ground_truth names, the format told from each file's name and
+    first bytes when `fmt` is auto; `skip` leaves out our own outputs. Raises GroundTruthError."""
+    resolved = []
+    for path in ground_truth_files(pattern):
+        if skip is not None and skip(path):
+            continue
+        if fmt != 'auto':
+            resolved.append((path, fmt))
+            continue
+        try:
+            with open_shard(path) as handle:
+                head = handle.read(HEAD_BYTES)
+        except Exception as exc:
+            raise GroundTruthError(f'--ground_truth: cannot read {path}: {exc}') from None
+        resolved.append((path, detect_format(path, head)))
+    if not resolved:
+        raise GroundTruthError(f'--ground_truth: {pattern} holds no file but our own outputs')
+    return resolved
+
+
+def _matched(pattern: str) -> List[str]:
+    return [m.path for m in FileSystems.match([pattern])[0].metadata_list if not m.path.endswith('/')]
 
 
 def detect_format(path: str, head: bytes) -> str:

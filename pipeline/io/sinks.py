@@ -3,6 +3,7 @@
 Beam's file sinks write temporary files and rename them on finalize, so a killed run leaves no
 partial file in the output folders. Streaming runs write one set of files per window (fileio).
 """
+import json
 from typing import List
 
 import apache_beam as beam
@@ -138,3 +139,25 @@ class WriteDeadLetterFiles(beam.PTransform):
                 sink=fileio.TextSink)
         return lines | 'WriteJsonLines' >> beam.io.WriteToText(
             FileSystems.join(self._root, 'dead_letter'), file_name_suffix='.jsonl')
+
+
+def write_json_document(document, path: str) -> str:
+    """One JSON document to `path` (metrics.json), written by one worker; returns the path. The run's
+    summary, written after it, is what marks it complete."""
+    with FileSystems.create(path, mime_type='application/json') as handle:
+        handle.write(json.dumps(document, indent=2).encode('utf-8') + b'\n')
+    return path
+
+
+class RowsToTable(beam.PTransform):
+    """Rows (dicts) of a small table -> one Arrow table of `schema` (an empty one when there is none)."""
+
+    def __init__(self, schema):
+        super().__init__()
+        self._schema = schema
+
+    def expand(self, rows):
+        schema = self._schema
+        return (rows
+                | 'AllRows' >> beam.combiners.ToList()
+                | 'ToTable' >> beam.Map(lambda listed: pa.Table.from_pylist(listed, schema=schema)))

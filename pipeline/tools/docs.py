@@ -11,7 +11,15 @@ from typing import Dict
 
 from pipeline.config.options import BATCH, MODES, OPTIONS, STREAMING
 from pipeline.core.dead_letters import FIELDS as DEAD_LETTER_FIELDS
-from pipeline.core.schema import DETECTION_COLUMNS, IMAGE_COLUMNS, Column
+from pipeline.core.schema import (
+    CONFIDENCE_COLUMNS,
+    CONFUSION_COLUMNS,
+    DETECTION_COLUMNS,
+    IMAGE_COLUMNS,
+    MATCH_COLUMNS,
+    METRIC_COLUMNS,
+    Column,
+)
 from pipeline.tools import template
 
 
@@ -56,11 +64,16 @@ def sections() -> Dict[str, str]:
         'template_parameters_streaming': template_parameters_table(STREAMING),
         'detections': columns_table(DETECTION_COLUMNS),
         'images': columns_table(IMAGE_COLUMNS),
+        'matches': columns_table(MATCH_COLUMNS),
+        'confidence_metrics': columns_table(CONFIDENCE_COLUMNS),
+        'confusion_matrix': columns_table(CONFUSION_COLUMNS),
+        'eval_metrics': columns_table(METRIC_COLUMNS),
         'dead_letter_fields': ', '.join(f'`{name}`' for name in DEAD_LETTER_FIELDS),
     }
 
 
-PAGES = ('README.md', 'docs/running.md', 'docs/outputs.md', 'docs/cloud.md', 'docs/streaming.md')
+PAGES = ('README.md', 'docs/running.md', 'docs/outputs.md', 'docs/cloud.md', 'docs/streaming.md',
+         'docs/evaluation.md')
 
 
 def _filled_with(body: str):

@@ -48,6 +48,8 @@ def metadata(mode: str = BATCH) -> Dict:
 
 
 def shown_default(value) -> str:
+    if isinstance(value, tuple):  # as the option is written: comma-separated
+        return ','.join(shown_default(item) for item in value)
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

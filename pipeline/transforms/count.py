@@ -6,6 +6,7 @@ from typing import Dict, List
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.core import counts as names
 from pipeline.core.counts import Counts
@@ -93,3 +94,10 @@ class MergeCountsFn(beam.CombineFn):
 
     def extract_output(self, accumulator):
         return accumulator
+
+
+def counted_at_bundle_end(counts: Counts) -> beam.pvalue.TaggedOutput:
+    """`counted`, from a DoFn's finish_bundle: counts gathered over a bundle leave as one element (in
+    the global window, as finish_bundle outputs must say), not one per input."""
+    output = counted(counts)
+    return beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))

@@ -1,69 +1,76 @@
 """Evaluation against ground truth as a Beam step: the kept detections of each prediction line joined
 with the image's ground truth by URI, each image evaluated on its own (no worker holds more than one
-image's boxes), and the per-label counts of each prediction run combined (they merge in any order).
-The job does not run it yet."""
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+image's boxes), and the per-label counts of each prediction run combined (they merge in any order, so
+the figures are exact with memory that grows with distinct scores, never with images)."""
+from typing import Iterable, List, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.transforms.window import GlobalWindows
 
+from pipeline.core import counts as names
+from pipeline.core.counts import Counts
 from pipeline.core.evaluation import (
     LabelTotals,
+    LinePrediction,
+    RunImage,
+    confidence_rows,
+    confusion_rows,
     evaluate_image,
     label_totals,
     merge_cells,
     merge_totals,
+    metric_rows,
     metrics_document,
+    outcome_rows,
     run_metrics,
 )
 from pipeline.core.ground_truth import GroundTruthImage
-
-
-class LinePrediction(NamedTuple):
-    """The kept detections of one prediction line, with what orders the lines of one image: the line
-    first in (source file, position) order is the one evaluated."""
-    prediction_run: Optional[str]
-    image_uri: str
-    order: Tuple[str, int]  # (source file, position of the line in it)
-    labels: List[Optional[str]]
-    scores: np.ndarray
-    boxes: np.ndarray  # (n, 4) normalized
-
-
-class RunImage(NamedTuple):
-    """What one image adds to one run's figures."""
-    evaluated: int = 0
-    without_prediction: int = 0
-    predictions_without_ground_truth: int = 0
-    other_lines: int = 0  # further lines of an image already evaluated
-    detections: int = 0
+from pipeline.core.schema import MATCHES_SCHEMA
+from pipeline.core.tables import rows_to_table
+from pipeline.transforms.count import counted_at_bundle_end
 
 
 class EvaluationResult(NamedTuple):
     metrics: beam.PCollection  # the metrics.json document (one element)
     runs: beam.PCollection  # (prediction_run, RunImage) summed per run
-    confusion: beam.PCollection  # (prediction_run, {(true label, predicted label): count})
-    images: beam.PCollection  # (prediction_run, image URI, ImageEvaluation) of each evaluated image
+    matches: beam.PCollection  # pa.Table batches of the per-box outcomes (schema.MATCH_COLUMNS)
+    confidence: beam.PCollection  # rows of schema.CONFIDENCE_COLUMNS, as dicts
+    confusion: beam.PCollection  # rows of schema.CONFUSION_COLUMNS, as dicts
+    metric_rows: beam.PCollection  # rows of schema.METRIC_COLUMNS, as dicts
+    counts: beam.PCollection  # Counts
 
 
 def _empty_line(run: Optional[str], uri: str) -> LinePrediction:
-    return LinePrediction(run, uri, ('', -1), [], np.zeros(0), np.zeros((0, 4)))
+    return LinePrediction(run, uri, ('', -1, -1), [], np.zeros(0), np.zeros((0, 4)))
+
+
+# Rows of `matches` gathered before they leave as one Arrow table (and at the end of each bundle).
+MATCH_TABLE_ROWS = 32 * 1024
 
 
 class EvaluateImageFn(beam.DoFn):
     """(image URI, {'predictions': lines, 'truth': images}) -> per run: (run, RunImage), the image's
-    label totals keyed (run, label), its confusion cells keyed by run, and the image's evaluation."""
+    label totals keyed (run, label) and its confusion cells keyed by run; the per-box outcomes as Arrow
+    tables (main output) and the counts, both gathered per bundle."""
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float):
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
         self._eval_confidence = eval_confidence
+        self._rows: List[tuple] = []
+        self._counts = Counts()
+
+    def start_bundle(self):
+        self._rows, self._counts = [], Counts()
 
     def process(self, element, runs: Iterable[Optional[str]]):
         uri, joined = element
         lines: List[LinePrediction] = list(joined['predictions'])
         truth: List[GroundTruthImage] = list(joined['truth'])
+        scalars = self._counts.scalars
         if not truth:
+            scalars[names.PREDICTIONS_WITHOUT_GROUND_TRUTH] += len(lines)
             for line in lines:
                 yield beam.pvalue.TaggedOutput(
                     'runs', (line.prediction_run, RunImage(predictions_without_ground_truth=1)))
@@ -72,6 +79,8 @@ class EvaluateImageFn(beam.DoFn):
         gt_labels = [box.label for box in boxes]
         gt_boxes = np.array([box.box for box in boxes], dtype=np.float64).reshape(-1, 4)
         gt_crowd = np.array([box.crowd for box in boxes], dtype=bool)
+        scalars[names.GROUND_TRUTH_IMAGES] += 1
+        scalars[names.GROUND_TRUTH_BOXES] += len(boxes)
         for run in runs:
             mine = sorted((line for line in lines if line.prediction_run == run), key=lambda line: line.order)
             line = mine[0] if mine else _empty_line(run, uri)
@@ -81,10 +90,27 @@ class EvaluateImageFn(beam.DoFn):
             for label, totals in label_totals(result, per_label).items():
                 yield beam.pvalue.TaggedOutput('totals', ((run, label), totals))
             yield beam.pvalue.TaggedOutput('cells', (run, result.confusion))
-            yield beam.pvalue.TaggedOutput('runs', (run, RunImage(
-                evaluated=1, without_prediction=0 if mine else 1, other_lines=max(len(mine) - 1, 0),
-                detections=len(line.scores))))
-            yield run, uri, result
+            image = RunImage(evaluated=1, without_prediction=0 if mine else 1,
+                             other_lines=max(len(mine) - 1, 0), detections=len(line.scores))
+            yield beam.pvalue.TaggedOutput('runs', (run, image))
+            scalars[names.IMAGES_EVALUATED] += 1
+            scalars[names.IMAGES_WITHOUT_PREDICTION] += image.without_prediction
+            scalars[names.FURTHER_LINES_OF_EVALUATED_IMAGES] += image.other_lines
+            self._rows.extend(outcome_rows(run, uri, result, line.boxes, gt_boxes))
+        if len(self._rows) >= MATCH_TABLE_ROWS:
+            yield self._matches()
+
+    def finish_bundle(self):
+        if self._rows:
+            yield GlobalWindows.windowed_value(self._matches())
+        yield counted_at_bundle_end(self._counts)
+        self._counts = Counts()
+
+    def _matches(self):
+        table = rows_to_table(self._rows, MATCHES_SCHEMA)
+        self._counts.scalars[names.EVALUATION_MATCH_ROWS] += table.num_rows
+        self._rows = []
+        return table
 
 
 class MergeTotalsFn(beam.CombineFn):
@@ -109,6 +135,13 @@ def _sum_run_images(parts: Iterable[RunImage]) -> RunImage:
     return RunImage(*(sum(values) for values in zip(RunImage(), *parts)))
 
 
+class RunFigures(NamedTuple):
+    """One run's label totals and image counts, joined."""
+    prediction_run: Optional[str]
+    labels: dict  # label -> LabelTotals
+    images: RunImage
+
+
 class EvaluateAgainstGroundTruth(beam.PTransform):
     """{'predictions': LinePrediction, 'truth': (image URI, GroundTruthImage)} -> EvaluationResult."""
 
@@ -118,7 +151,7 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
         self._eval_iou = eval_iou
         self._eval_confidence = eval_confidence
 
-    def expand(self, inputs: Dict[str, beam.PCollection]):
+    def expand(self, inputs):
         predictions, truth = inputs['predictions'], inputs['truth']
         runs = (predictions
                 | 'RunOfLine' >> beam.Map(lambda line: line.prediction_run)
@@ -129,19 +162,31 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'JoinWithGroundTruth' >> beam.CoGroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateImageFn(self._thresholds, self._eval_iou, self._eval_confidence),
-                runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'cells', 'runs', main='images'))
+                runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'cells', 'runs', 'counts', main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())
         run_images = evaluated.runs | 'SumPerRun' >> beam.CombinePerKey(_sum_run_images)
-        confusion = evaluated.cells | 'CellsPerRun' >> beam.CombinePerKey(_merge_all_cells)
-        thresholds, eval_iou = self._thresholds, self._eval_iou
-        metrics = (
+        confusion = (evaluated.cells
+                     | 'CellsPerRun' >> beam.CombinePerKey(_merge_all_cells)
+                     | 'ConfusionRows' >> beam.FlatMapTuple(confusion_rows))
+        figures = (
             {'totals': totals | 'ByRun' >> beam.MapTuple(lambda key, t: (key[0], (key[1], t))),
              'images': run_images}
             | 'JoinPerRun' >> beam.CoGroupByKey()
-            | 'RunMetrics' >> beam.MapTuple(lambda run, parts: _run_entry(run, parts, thresholds))
+            | 'RunFigures' >> beam.MapTuple(lambda run, parts: RunFigures(
+                run, dict(parts['totals']), _sum_run_images(parts['images']))))
+        thresholds, eval_iou = self._thresholds, self._eval_iou
+        metrics = (
+            figures
+            | 'RunMetrics' >> beam.Map(lambda f: run_metrics(
+                f.prediction_run, f.images.evaluated, f.images.detections, f.labels, thresholds))
             | 'AllRuns' >> beam.combiners.ToList()
             | 'Document' >> beam.Map(lambda runs: metrics_document(thresholds, eval_iou, runs)))
-        return EvaluationResult(metrics, run_images, confusion, evaluated.images)
+        confidence = figures | 'ConfidenceRows' >> beam.FlatMap(
+            lambda f: confidence_rows(f.prediction_run, f.labels, eval_iou))
+        metric_table = figures | 'MetricRows' >> beam.FlatMap(
+            lambda f: metric_rows(f.prediction_run, f.labels, thresholds))
+        return EvaluationResult(metrics, run_images, evaluated.matches, confidence, confusion, metric_table,
+                                evaluated.counts)
 
 
 def _merge_all_cells(parts: Iterable[dict]) -> dict:
@@ -149,9 +194,3 @@ def _merge_all_cells(parts: Iterable[dict]) -> dict:
     for cells in parts:
         merged = merge_cells(merged, cells)
     return merged
-
-
-def _run_entry(run: Optional[str], parts: dict, thresholds: Sequence[float]) -> dict:
-    images = _sum_run_images(parts['images'])
-    return run_metrics(run, images.evaluated, images.detections, dict(parts['totals']), thresholds)
-

@@ -1,35 +1,39 @@
 """Reading ground truth: every file --ground_truth names, unit by unit, into one labelled image per
 image URI (an image listed on several lines or rows has all their boxes), and a dead letter for each
-unit that cannot be used. The job does not evaluate against it yet."""
-from typing import Iterable, List, NamedTuple, Optional, Tuple
+unit that cannot be used. Rows read == rows used + dead letters, as for the predictions."""
+from typing import Iterable, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 
+from pipeline.core import counts as names
 from pipeline.core import dead_letters
-from pipeline.core.ground_truth import INVALID_GROUND_TRUTH, GroundTruthImage, GroundTruthRejection
+from pipeline.core.counts import Counts
+from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
+from pipeline.core.ground_truth import GroundTruthImage, GroundTruthRejection
 from pipeline.io import ground_truth as files
-from pipeline.transforms.count import METRICS_NAMESPACE
-
-GROUND_TRUTH_ROWS_READ = 'ground_truth_rows_read'
-GROUND_TRUTH_OTHER_ML_USE = 'ground_truth_images_other_ml_use'
+from pipeline.transforms.count import counted, counted_at_bundle_end
 
 
 class ReadUnitsFn(beam.DoFn):
-    """A ground-truth file -> (image URI, GroundTruthImage) per usable unit; dead letters tagged."""
+    """(ground-truth file, its format) -> (image URI, (file, position, GroundTruthImage)) per usable
+    unit; a dead letter per unusable one; the file's counts."""
 
-    def __init__(self, fmt: str, image_prefix: str):
-        self._fmt = fmt
+    def __init__(self, image_prefix: str):
         self._image_prefix = image_prefix
 
-    def process(self, path: str):
-        for index, unit in enumerate(files.read_units(path, self._fmt, self._image_prefix)):
-            beam.metrics.Metrics.counter(METRICS_NAMESPACE, GROUND_TRUTH_ROWS_READ).inc()
+    def process(self, file: Tuple[str, str]):
+        path, fmt = file
+        read = used = 0
+        for index, unit in enumerate(files.read_units(path, fmt, self._image_prefix)):
+            read += 1
             if isinstance(unit.parsed, GroundTruthRejection):
                 yield beam.pvalue.TaggedOutput('dead_letters', dead_letters.make_dead_letter(
                     INVALID_GROUND_TRUTH, unit.source_file, f'{unit.position}: {unit.parsed.message}',
                     unit.payload, unit.parsed.image_uri))
             else:
+                used += 1
                 yield unit.parsed.image_uri, (path, index, unit.parsed)
+        yield counted(Counts({names.GROUND_TRUTH_ROWS_READ: read, names.GROUND_TRUTH_ROWS_USED: used}))
 
 
 def merge_units(element: Tuple[str, Iterable[Tuple[str, int, GroundTruthImage]]]) -> GroundTruthImage:
@@ -41,38 +45,55 @@ def merge_units(element: Tuple[str, Iterable[Tuple[str, int, GroundTruthImage]]]
     return GroundTruthImage(uri, tuple(box for unit in units for box in unit.boxes), uses[0] if uses else None)
 
 
+class MergeUnitsFn(beam.DoFn):
+    """(image URI, its units) -> (image URI, GroundTruthImage) when the image is of `ml_use` (or no ML use
+    is asked for); the images left out are counted, per bundle."""
+
+    def __init__(self, ml_use: Optional[str]):
+        self._ml_use = ml_use
+        self._other = 0
+
+    def start_bundle(self):
+        self._other = 0
+
+    def process(self, element):
+        image = merge_units(element)
+        if self._ml_use is None or image.ml_use == self._ml_use:
+            yield image.image_uri, image
+        else:
+            self._other += 1
+
+    def finish_bundle(self):
+        if self._other:
+            yield counted_at_bundle_end(Counts({names.GROUND_TRUTH_OTHER_ML_USE: self._other}))
+
+
 class GroundTruthRead(NamedTuple):
     images: beam.PCollection  # (image URI, GroundTruthImage), one per image
     dead_letters: beam.PCollection  # invalid_ground_truth records
+    counts: beam.PCollection  # Counts
 
 
 class ReadGroundTruth(beam.PTransform):
-    """The ground-truth files -> GroundTruthRead, keeping only the images of `ml_use` when given."""
+    """(path, format) of each ground-truth file -> GroundTruthRead, keeping only the images of `ml_use`
+    when given. The files are read whole, one per worker at a time (a ground-truth file is small next
+    to the predictions it labels)."""
 
-    def __init__(self, paths: List[str], fmt: str = 'auto', image_prefix: str = '', ml_use: Optional[str] = None):
+    def __init__(self, ground_truth_files: Sequence[Tuple[str, str]], image_prefix: Optional[str] = None,
+                 ml_use: Optional[str] = None):
         super().__init__()
-        self._paths = paths
-        self._fmt = fmt
-        self._image_prefix = image_prefix
+        self._files = list(ground_truth_files)
+        self._image_prefix = image_prefix or ''
         self._ml_use = ml_use
 
     def expand(self, pbegin):
         read = (pbegin
-                | 'GroundTruthFiles' >> beam.Create(self._paths)
+                | 'GroundTruthFiles' >> beam.Create(self._files)
                 | 'SpreadFiles' >> beam.Reshuffle()
-                | 'ReadUnits' >> beam.ParDo(ReadUnitsFn(self._fmt, self._image_prefix)).with_outputs(
-                    'dead_letters', main='units'))
-        images = (read.units
+                | 'ReadUnits' >> beam.ParDo(ReadUnitsFn(self._image_prefix)).with_outputs(
+                    'dead_letters', 'counts', main='units'))
+        merged = (read.units
                   | 'ByImage' >> beam.GroupByKey()
-                  | 'MergeUnits' >> beam.Map(merge_units))
-        if self._ml_use is not None:
-            images = images | 'OfThisMlUse' >> beam.Filter(_of_ml_use, self._ml_use)
-        return GroundTruthRead(images | 'KeyByImage' >> beam.Map(lambda image: (image.image_uri, image)),
-                               read.dead_letters)
-
-
-def _of_ml_use(image: GroundTruthImage, ml_use: str) -> bool:
-    if image.ml_use == ml_use:
-        return True
-    beam.metrics.Metrics.counter(METRICS_NAMESPACE, GROUND_TRUTH_OTHER_ML_USE).inc()
-    return False
+                  | 'MergeUnits' >> beam.ParDo(MergeUnitsFn(self._ml_use)).with_outputs('counts', main='images'))
+        counts = (read.counts, merged.counts) | 'GroundTruthCounts' >> beam.Flatten()
+        return GroundTruthRead(merged.images, read.dead_letters, counts)

@@ -1,28 +1,33 @@
 """The whole job, batch and streaming: two short composites over the same read, parse-and-filter and
 write steps."""
 import logging
-from typing import NamedTuple, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsList, AsSingleton, PCollection
+from apache_beam.pvalue import AsDict, AsList, AsSingleton, PCollection
 
+from pipeline.config.options import join_path
 from pipeline.config.settings import Settings, required
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core import summary as run_summary
+from pipeline.core.outputs import EVALUATION_FOLDER, METRICS_FILE
 from pipeline.core.schema import (
+    CONFIDENCE_SCHEMA,
+    CONFUSION_SCHEMA,
     DEAD_LETTER_COLUMNS,
     DEAD_LETTER_TABLE_EXTRA_COLUMNS,
     DETECTION_COLUMNS,
     DETECTIONS_SCHEMA,
     IMAGE_COLUMNS,
     IMAGES_SCHEMA,
+    MATCHES_SCHEMA,
 )
 from pipeline.io import summary_files
-from pipeline.io.bigquery import WriteBigQueryTable, table_rows
+from pipeline.io.bigquery import WriteBigQueryTable, evaluation_tables, table_rows
 from pipeline.io.locks import release_gcs_lock
-from pipeline.io.sinks import WriteDeadLetterFiles, WriteParquetTable
+from pipeline.io.sinks import RowsToTable, WriteDeadLetterFiles, WriteParquetTable, write_json_document
 from pipeline.transforms.count import (
     METRICS_NAMESPACE,
     CountDeadLetters,
@@ -30,6 +35,8 @@ from pipeline.transforms.count import (
     MergeCountsFn,
     count_dead_letter,
 )
+from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
+from pipeline.transforms.ground_truth import ReadGroundTruth
 from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
 from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
 
@@ -41,6 +48,24 @@ class TablesWritten(NamedTuple):
     image_files: Optional[PCollection]
     table_writes: Tuple[PCollection, ...]
     rejected_rows: Tuple[PCollection, ...]
+
+
+class EvaluationWritten(NamedTuple):
+    """What the evaluation produced and wrote: metrics.json's document, each run's image counts, the
+    files written under <output>/evaluation/ (None without --output), the rows of the two small tables,
+    the BigQuery writes, and the ground truth's dead letters and counts."""
+    metrics: PCollection
+    runs: PCollection
+    metrics_file: Optional[PCollection]
+    match_files: Optional[PCollection]
+    confidence_files: Optional[PCollection]
+    confusion_files: Optional[PCollection]
+    confidence_rows: PCollection  # their number (one element)
+    confusion_rows: PCollection
+    table_writes: Tuple[PCollection, ...]
+    rejected_rows: Tuple[PCollection, ...]
+    dead_letters: PCollection
+    counts: PCollection
 
 
 class PredictionsToTables(beam.PTransform):
@@ -59,25 +84,31 @@ class PredictionsToTables(beam.PTransform):
                                                    report_progress=settings.launch.progress)
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
-        dead = all_dead_letters(read, parsed, tables)
+        evaluation = evaluate(pbegin, parsed, settings) if settings.evaluation.enabled else None
+        dead = all_dead_letters(read, parsed, tables, evaluation)
         dead_written = write_dead_letters(dead, settings)
         counts = (
-            (read.counts, parsed.counts, dead | 'CountDeadLetters' >> CountDeadLetters())
+            (read.counts, parsed.counts, dead | 'CountDeadLetters' >> CountDeadLetters(),
+             *((evaluation.counts,) if evaluation else ()))
             | 'AllCounts' >> beam.Flatten()
             | 'SumCounts' >> beam.CombineGlobally(MergeCountsFn()))
         duplicates = parsed.image_uris | 'DuplicateImageUris' >> CountDuplicateImageUris()
-        return self._write_summary(pbegin, counts, duplicates, tables, dead_written)
+        return self._write_summary(pbegin, counts, duplicates, tables, dead_written, evaluation)
 
     def _write_summary(self, pbegin, counts, duplicates, tables: TablesWritten,
-                       dead_written: 'DeadLettersWritten'):
+                       dead_written: 'DeadLettersWritten', evaluation: Optional[EvaluationWritten]):
         """summary.json, written last: it waits on every write (side inputs), so a run killed before
         the end leaves no summary."""
         settings, pattern = self._settings, self._pattern
 
-        def summarize(_, counts, duplicates, table_writes=(), **listed):
+        def summarize(_, counts, duplicates, table_writes=(), metrics_document=None, run_images=None,
+                      confidence_rows=0, confusion_rows=0, **listed):
             del table_writes  # waited for, not read
-            summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed,
-                                                summary_files.count_output_rows(listed))
+            outcome = None if metrics_document is None else run_summary.EvaluationOutcome(
+                metrics_document, run_images, confidence_rows, confusion_rows)
+            rows = summary_files.count_output_rows(
+                {name: paths for name, paths in listed.items() if name != 'evaluation_metrics'})
+            summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed, rows, outcome)
             if settings.outputs.report_file:
                 summary['outputs']['report'] = [settings.outputs.report_file]
             summary_files.publish(summary, settings.outputs.summary)
@@ -86,10 +117,20 @@ class PredictionsToTables(beam.PTransform):
             Metrics.counter(METRICS_NAMESPACE, names.DUPLICATE_IMAGE_URIS).inc(duplicates)
             return summary
 
-        waits = {name: AsList(written) for name, written in (
-            ('detections', tables.detection_files), ('images', tables.image_files),
-            ('dead_letters', dead_written.files)) if written is not None}
+        written_files = [('detections', tables.detection_files), ('images', tables.image_files),
+                         ('dead_letters', dead_written.files)]
         table_writes = tables.table_writes + dead_written.table_writes
+        waits: Dict[str, Any] = {}
+        if evaluation is not None:
+            written_files += [('evaluation_metrics', evaluation.metrics_file),
+                              ('evaluation_matches', evaluation.match_files),
+                              ('evaluation_confidence', evaluation.confidence_files),
+                              ('evaluation_confusion', evaluation.confusion_files)]
+            table_writes += evaluation.table_writes
+            waits.update(metrics_document=AsSingleton(evaluation.metrics), run_images=AsDict(evaluation.runs),
+                         confidence_rows=AsSingleton(evaluation.confidence_rows),
+                         confusion_rows=AsSingleton(evaluation.confusion_rows))
+        waits.update({name: AsList(written) for name, written in written_files if written is not None})
         if table_writes:
             waits['table_writes'] = AsList(table_writes | 'TableWrites' >> beam.Flatten())
         return (pbegin
@@ -148,9 +189,52 @@ def write_tables(parsed: ParseResult, settings: Settings) -> TablesWritten:
     return TablesWritten(detection_files, image_files, tuple(table_writes), tuple(rejected))
 
 
-def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritten) -> PCollection:
-    return ((read.dead_letters, parsed.dead_letters, *tables.rejected_rows)
+def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritten,
+                     evaluation: Optional[EvaluationWritten] = None) -> PCollection:
+    extra = (evaluation.dead_letters, *evaluation.rejected_rows) if evaluation else ()
+    return ((read.dead_letters, parsed.dead_letters, *tables.rejected_rows, *extra)
             | 'AllDeadLetters' >> beam.Flatten())
+
+
+def evaluate(pbegin, parsed: ParseResult, settings: Settings) -> EvaluationWritten:
+    """The kept detections against the ground truth, and the evaluation's outputs: metrics.json and
+    three Parquet tables under <output>/evaluation/, and/or four BigQuery tables."""
+    options = settings.evaluation
+    truth = pbegin | 'ReadGroundTruth' >> ReadGroundTruth(
+        options.ground_truth_files, options.ground_truth_image_prefix, options.ml_use)
+    result = ({'predictions': parsed.line_predictions, 'truth': truth.images}
+              | 'Evaluate' >> EvaluateAgainstGroundTruth(options.iou_thresholds, options.eval_iou,
+                                                         options.eval_confidence))
+    confidence_rows = result.confidence | 'CountConfidenceRows' >> beam.combiners.Count.Globally()
+    confusion_rows = result.confusion | 'CountConfusionRows' >> beam.combiners.Count.Globally()
+    metrics_file = match_files = confidence_files = confusion_files = None
+    root = settings.outputs.output
+    if root:
+        evaluation_root = join_path(root, EVALUATION_FOLDER)
+        metrics_file = result.metrics | 'WriteMetrics' >> beam.Map(
+            write_json_document, join_path(evaluation_root, METRICS_FILE))
+        match_files = result.matches | 'WriteMatches' >> WriteParquetTable(evaluation_root, 'matches', MATCHES_SCHEMA)
+        confidence_files = (result.confidence
+                            | 'ConfidenceTable' >> RowsToTable(CONFIDENCE_SCHEMA)
+                            | 'WriteConfidence' >> WriteParquetTable(evaluation_root, 'confidence_metrics',
+                                                                     CONFIDENCE_SCHEMA))
+        confusion_files = (result.confusion
+                           | 'ConfusionTable' >> RowsToTable(CONFUSION_SCHEMA)
+                           | 'WriteConfusion' >> WriteParquetTable(evaluation_root, 'confusion_matrix',
+                                                                   CONFUSION_SCHEMA))
+    table_writes, rejected = [], []
+    if settings.bigquery.output_table:
+        for (name, rows), (table, columns) in zip(
+                (('Matches', result.matches | 'MatchRows' >> beam.FlatMap(table_rows)),
+                 ('Metrics', result.metric_rows), ('Confidence', result.confidence), ('Confusion', result.confusion)),
+                evaluation_tables(required(settings.bigquery.output_table, 'output_table'))):
+            written = rows | f'WriteEval{name}Table' >> bigquery_write(settings, table, columns)
+            rejected.append(written.failures)
+            table_writes.append(written.done)
+    return EvaluationWritten(result.metrics, result.runs, metrics_file, match_files, confidence_files,
+                             confusion_files, confidence_rows, confusion_rows, tuple(table_writes),
+                             tuple(rejected), truth.dead_letters, (truth.counts, result.counts)
+                             | 'EvaluationCounts' >> beam.Flatten())
 
 
 class DeadLettersWritten(NamedTuple):

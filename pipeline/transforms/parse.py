@@ -9,6 +9,7 @@ from pipeline.config.settings import PostprocessingSettings, Settings, SizeSetti
 from pipeline.core import dead_letters, progress, shards
 from pipeline.core.dead_letters import INVALID_RECORD
 from pipeline.core.decoding import BatchDecoder
+from pipeline.core.evaluation import line_predictions
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.transforms.count import counted
@@ -19,8 +20,9 @@ class ParseBatchFn(beam.DoFn):
     """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts."""
 
     def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings,
-                 report_progress: bool = False):
+                 report_progress: bool = False, evaluate: bool = False):
         self._input_format = input_format
+        self._evaluate = evaluate  # each line's kept detections go on to the evaluation
         self._report_progress = report_progress
         self._postprocessing = postprocessing
         self._sizes = sizes
@@ -43,8 +45,8 @@ class ParseBatchFn(beam.DoFn):
                     for position, rejection in decoded.rejections]
         resolve = self._resolver.resolve
         sizes = [resolve(uri) for uri in decoded.lines.image_uris]
-        tables = build_tables(decoded.lines, sizes, batch.source_file,
-                              shards.prediction_run(batch.source_file), self._postprocessing)
+        run = shards.prediction_run(batch.source_file)
+        tables = build_tables(decoded.lines, sizes, batch.source_file, run, self._postprocessing)
         counts = tables.counts
         if self._report_progress:
             progress.report(kept=tables.detections.num_rows)
@@ -57,6 +59,13 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('image_uris', decoded.lines.image_uris)
         for record in rejected:
             yield beam.pvalue.TaggedOutput('dead_letters', record)
+        if self._evaluate:
+            rejected_positions = {position for position, _ in decoded.rejections}
+            positions = [batch.first + position for position in range(len(batch.lines))
+                         if position not in rejected_positions]
+            for line in line_predictions(decoded.lines, tables.rows, positions, batch.source_file,
+                                         batch.range_start, run):
+                yield beam.pvalue.TaggedOutput('line_predictions', line)
         yield counted(counts)
 
 
@@ -87,12 +96,14 @@ def failed_batch_to_dead_letters(failure):
 
 class ParseResult(NamedTuple):
     """What parsing gives: Arrow tables of detections and images, dead letters, the image URIs of each
-    batch (for the duplicate count), counts."""
+    batch (for the duplicate count), counts, and each line's kept detections (LinePrediction) when the
+    run evaluates."""
     detections: beam.PCollection
     images: beam.PCollection
     image_uris: beam.PCollection
     dead_letters: beam.PCollection
     counts: beam.PCollection
+    line_predictions: beam.PCollection
 
 
 class ParsePredictions(beam.PTransform):
@@ -104,17 +115,19 @@ class ParsePredictions(beam.PTransform):
         self._manifest = manifest  # a singleton PCollection: uri -> (width, height), or None
 
     def expand(self, batches):
+        settings = self._settings
         parsed = batches | 'ParseLines' >> beam.ParDo(
-            ParseBatchFn(self._settings.input.input_format, self._settings.postprocessing,
-                         self._settings.sizes, self._settings.launch.progress),
+            ParseBatchFn(settings.input.input_format, settings.postprocessing, settings.sizes,
+                         settings.launch.progress, settings.evaluation.enabled),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
-            'detections', 'images', 'image_uris', 'dead_letters', 'counts', main='unused',
+            'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'line_predictions', main='unused',
         ).with_exception_handling(main_tag='unused', dead_letter_tag='failed_batches')
         failed = parsed.failed_batches | 'FailedBatchesToDeadLetters' >> beam.FlatMap(
             failed_batch_to_dead_letters)
         dead = (parsed.dead_letters, failed) | 'FlattenParseDeadLetters' >> beam.Flatten()
-        return ParseResult(parsed.detections, parsed.images, parsed.image_uris, dead, parsed.counts)
+        return ParseResult(parsed.detections, parsed.images, parsed.image_uris, dead, parsed.counts,
+                           parsed.line_predictions)
 
 
 class LoadManifest(beam.PTransform):

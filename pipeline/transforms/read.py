@@ -25,9 +25,12 @@ BATCH_BYTES = 8 * 1024 * 1024
 
 
 class LineBatch(NamedTuple):
-    """Non-blank lines of one shard, in file order."""
+    """Non-blank lines of one shard, in file order; (range_start, first) places them in the shard: the
+    byte range they were read from and the position of the first one among that range's lines."""
     source_file: str
     lines: List[bytes]
+    range_start: int = 0
+    first: int = 0
 
 
 class DiscoverFilesFn(beam.DoFn):
@@ -64,7 +67,7 @@ class ReadRangeFn(beam.DoFn):
 
     def process(self, shard_range: ShardRange):
         path = shard_range.path
-        lines_read = blank = reported_lines = 0
+        lines_read = blank = reported_lines = emitted = 0
         batch: List[bytes] = []
         batch_bytes = 0
         try:
@@ -77,7 +80,8 @@ class ReadRangeFn(beam.DoFn):
                     batch.append(line)
                     batch_bytes += len(line)
                     if len(batch) >= self._batch_lines or batch_bytes >= self._batch_bytes:
-                        yield LineBatch(path, batch)
+                        yield LineBatch(path, batch, shard_range.start, emitted)
+                        emitted += len(batch)
                         if self._report_progress:  # the batch's bytes and the line ends read since
                             progress.report(bytes=batch_bytes + lines_read - reported_lines,
                                             lines=lines_read - reported_lines)
@@ -85,12 +89,12 @@ class ReadRangeFn(beam.DoFn):
                         batch, batch_bytes = [], 0
         except Exception as exc:
             if batch:
-                yield LineBatch(path, batch)
+                yield LineBatch(path, batch, shard_range.start, emitted)
                 batch = []
             yield beam.pvalue.TaggedOutput(
                 'dead_letters', unreadable_dead_letter(shard_range, exc, lines_read))
         if batch:
-            yield LineBatch(path, batch)
+            yield LineBatch(path, batch, shard_range.start, emitted)
         if self._report_progress:
             progress.report(bytes=batch_bytes + lines_read - reported_lines, lines=lines_read - reported_lines,
                             range_of=progress.shard_key(path))

@@ -233,3 +233,47 @@ def test_a_local_operation_json_pointing_to_cloud_storage_allows_only_cloud_stor
     run(cloud, '--input', operation, '--output', tmp_path / 'o', '--probe_image_sizes', '--report=false')
     summary = json.loads((tmp_path / 'o' / 'summary.json').read_text())
     assert summary['image_sizes']['probe_failures'] == {'skipped_not_allowed': 1}
+
+
+def test_evaluation_from_cloud_storage_to_bigquery_equals_the_local_files(cloud, tmp_path):
+    """Ground truth read from Cloud Storage; the four evaluation tables in BigQuery hold what the
+    Parquet files of the same run hold, and metrics.json lands in the bucket."""
+    truth = tmp_path / 'truth.jsonl'
+    lines = [json.dumps({'imageGcsUri': row['image_uri'], 'boundingBoxAnnotations': [
+        {'displayName': 'Salad', 'xMin': 0.1, 'xMax': 0.9, 'yMin': 0.05, 'yMax': 0.95}]})
+        for row in local_rows_of_sample_images()]
+    truth.write_text('\n'.join(lines) + '\n')
+    cloud.storage_client().bucket(BUCKET).blob('labels/truth.jsonl').upload_from_filename(str(truth))
+    result = run(cloud, *gcs_args('evaluated', '--output', f'gs://{BUCKET}/evaluated',
+                                  '--ground_truth', f'gs://{BUCKET}/labels/'))
+    assert 'mAP@0.5' in result.stdout and 'OK:' in result.stdout
+    out = cloud.local_path(BUCKET, 'evaluated/evaluation')
+    for table, folder in (('matches', 'matches'), ('confidence', 'confidence_metrics'),
+                          ('confusion', 'confusion_matrix')):
+        files = ds.dataset(str(out / folder)).to_table().to_pylist()
+        assert files and same_rows(rows_of_table(cloud, f'evaluated_eval_{table}')) == same_rows(files)
+    document = json.loads((out / 'metrics.json').read_text())
+    metric_rows = rows_of_table(cloud, 'evaluated_eval_metrics')
+    for run_entry in document['runs']:
+        for label in run_entry['labels']:
+            mine = sorted((r for r in metric_rows if r['prediction_run'] == run_entry['prediction_run']
+                           and r['label'] == label['label']), key=lambda r: r['iou_threshold'])
+            assert [r['iou_threshold'] for r in mine] == document['iou_thresholds']
+            assert [r['ap'] for r in mine] == (label['ap_per_iou'] or [None] * len(mine))
+
+
+def same_rows(rows):
+    """Rows of any table, comparable whatever their order (floats to 12 digits)."""
+    return sorted(json.dumps({k: round(v, 12) if isinstance(v, float) else v for k, v in row.items()},
+                             sort_keys=True) for row in rows)
+
+
+def local_rows_of_sample_images():
+    rows = {}
+    for path in (SAMPLE / 'input').rglob('*.jsonl'):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            uri = record.get('ID') or record.get('instance', {}).get('content')
+            if uri and 'error' not in record and 'status' not in record:
+                rows[uri] = {'image_uri': uri}
+    return list(rows.values())

@@ -40,3 +40,11 @@ def test_the_streaming_job_builds_for_dataflow_without_touching_bigquery(method)
                                '--output_table', 'my-project:ds.detections', '--output', 'gs://my-bucket/stream',
                                '--bigquery_method', method)
     assert mode == 'streaming' and transforms > 50
+
+
+def test_the_batch_job_with_evaluation_and_bigquery_builds_for_dataflow(tmp_path):
+    _, plain = dry_run('--input', SAMPLE / 'input', '--output', tmp_path / 'a')
+    mode, transforms = dry_run('--input', SAMPLE / 'input', '--output', tmp_path / 'b', '--output_table',
+                               'my-project:ds.detections',
+                               '--ground_truth', ROOT / 'tests' / 'fixtures' / 'ground_truth' / 'coco.json')
+    assert mode == 'batch' and transforms > plain + 20  # the ground truth, the join, four tables

@@ -94,9 +94,23 @@ CASES = [
     ('input_subscription', 'shard-loader', False),
     ('window_seconds', '60', True), ('window_seconds', '0', False), ('window_seconds', '1.5', False),
     ('dedupe_hours', '24', True), ('dedupe_hours', '-1', False),
+    ('ground_truth', 'gs://bucket/labels/', True), ('ground_truth', 'gs://bucket/labels/*.csv', True),
+    ('ground_truth', 'labels.jsonl', False), ('ground_truth', 'gs://', False),
+    ('ground_truth_format', 'auto', True), ('ground_truth_format', 'coco', True),
+    ('ground_truth_format', 'vertex_jsonl', True), ('ground_truth_format', 'automl_csv', True),
+    ('ground_truth_format', 'COCO', False), ('ground_truth_format', 'csv', False),
+    ('ground_truth_image_prefix', 'gs://bucket/images/', True), ('ground_truth_image_prefix', '', False),
+    ('ml_use', 'test', True), ('ml_use', 'TEST', True), ('ml_use', 'Train', True), ('ml_use', 'holdout', False),
+    ('ml_use', '', False), ('iou_thresholds', '0.5,0.75', True), ('iou_thresholds', '0.5, 0.75', True),
+    ('iou_thresholds', '0.5', True), ('iou_thresholds', '1.5', False), ('iou_thresholds', '0.5;0.75', False),
+    ('iou_thresholds', '', False), ('eval_iou', '0.5', True), ('eval_iou', '1', True), ('eval_iou', '2', False),
+    ('eval_confidence', '0', True), ('eval_confidence', '0.9', True), ('eval_confidence', '90%', False),
 ]
 # Well-shaped values whose content the pipeline still rejects at launch (checked before any work).
-SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]')}
+SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]'), ('iou_thresholds', '0.5,0.5'),
+              ('iou_thresholds', '0,0.5'), ('eval_iou', '0')}
+EVALUATION = {'ground_truth_format', 'ground_truth_image_prefix', 'ml_use', 'iou_thresholds', 'eval_iou',
+              'eval_confidence'}
 
 
 def accepted(name, value):
@@ -109,13 +123,15 @@ def accepted(name, value):
         raw['nms_iou'] = '0.5'
     if name in ('images_table', 'dead_letter_table'):
         raw['output_table'] = 'my-project:ds.t'
+    if name in EVALUATION:
+        raw['ground_truth'] = 'gs://bucket/labels.jsonl'
     try:
         Settings.from_raw(raw)
         if name == 'roi' and not value.startswith('gs://'):
             read_roi(value)  # inline WKT is checked at launch; a gs:// file is read there too
     except OptionError:
         return False
-    on_dataflow = {'input', 'output', 'dead_letter', 'image_sizes', 'summary'}  # gs:// there
+    on_dataflow = {'input', 'output', 'dead_letter', 'image_sizes', 'summary', 'ground_truth'}  # gs:// there
     return value.startswith('gs://') if name in on_dataflow else True
 
 
@@ -152,7 +168,10 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
               'nms_class_agnostic': 'false', 'roi': roi, 'roi_min_overlap': '0.5',
               'probe_allowed_prefixes': 'gs://images-bucket/', 'overwrite': 'false',
               'max_dead_letter_ratio': '0.5', 'report': 'true', 'report_samples': '5',
-              'report_image_mirror': 'gs://migration-ucaip-trainingaip-20210226015226/=/nonexistent/'}
+              'report_image_mirror': 'gs://migration-ucaip-trainingaip-20210226015226/=/nonexistent/',
+              'ground_truth': str(ROOT / 'tests' / 'fixtures' / 'ground_truth' / 'coco.json'),
+              'ground_truth_format': 'coco', 'ground_truth_image_prefix': 'gs://migration-ucaip-trainingaip-20210226015226/',
+              'ml_use': 'unassigned', 'iou_thresholds': '0.5,0.75', 'eval_iou': '0.6', 'eval_confidence': '0.4'}
     all_names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
     bigquery = {'output_table', 'images_table', 'dead_letter_table', 'write_disposition',
                 'bigquery_method'}  # run against the emulator in test_cloud.py
@@ -172,6 +191,8 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
         assert rows[0] == rows[1] and rows[0]
     summaries = [json.loads((out / 'summary.json').read_text()) for out in (launcher_out, module_out)]
     assert summaries[0]['detections'] == summaries[1]['detections']
+    assert summaries[0]['ground_truth'] == summaries[1]['ground_truth']
+    assert summaries[0]['evaluation']['eval_iou'] == 0.6
 
 
 def test_dockerfile_matches_the_package():

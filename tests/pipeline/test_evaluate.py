@@ -8,13 +8,14 @@ from apache_beam.testing.util import assert_that
 from beam_testing import local_test_pipeline
 from coco_testing import generated_set, normalized, pycocotools_eval
 
-from pipeline.core.evaluation import COCO_IOU_THRESHOLDS
+from pipeline.config.options import COCO_IOU_THRESHOLDS
+from pipeline.core.evaluation import LinePrediction, RunImage
 from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
-from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth, LinePrediction, RunImage
+from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 
 
 def line(run, uri, position, size, dets):
-    return LinePrediction(run, uri, ('f.jsonl', position), [label for label, _, _ in dets],
+    return LinePrediction(run, uri, ('f.jsonl', 0, position), [label for label, _, _ in dets],
                           np.array([score for _, _, score in dets]),
                           np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4))
 

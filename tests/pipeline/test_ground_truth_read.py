@@ -8,7 +8,7 @@ from beam_testing import local_test_pipeline
 from conftest import ROOT
 
 from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
-from pipeline.io.ground_truth import ground_truth_files
+from pipeline.io.ground_truth import resolve_ground_truth
 from pipeline.transforms.ground_truth import ReadGroundTruth, merge_units
 
 FIXTURES = ROOT / 'tests' / 'fixtures' / 'ground_truth'
@@ -19,7 +19,7 @@ def test_units_of_one_image_are_merged_and_bad_ones_are_dead_letters(tmp_path):
     (tmp_path / 'more.csv').write_text('gs://folder/im3.png,car,0.5,0.5,,,0.6,0.6,,\n'
                                        'gs://folder/im4.png,car,x,0.5,,,0.6,0.6,,\n')
     pipeline = local_test_pipeline()
-    read = pipeline | ReadGroundTruth(ground_truth_files(str(tmp_path)))
+    read = pipeline | ReadGroundTruth(resolve_ground_truth(str(tmp_path)))
     assert_that(read.images, equal_to([
         ('gs://folder/image1.png', GroundTruthImage('gs://folder/image1.png', (
             GroundTruthBox('car', (0.1, 0.1, 0.3, 0.3)), GroundTruthBox('bike', (0.7, 0.6, 0.8, 0.9))), 'training')),
@@ -45,6 +45,6 @@ def test_the_boxes_of_an_image_keep_their_file_order_whatever_order_they_come_in
 
 def test_only_the_images_of_the_ml_use_asked_for(tmp_path):
     pipeline = local_test_pipeline()
-    read = pipeline | ReadGroundTruth([str(FIXTURES / 'automl_vision.csv')], ml_use='test')
+    read = pipeline | ReadGroundTruth([(str(FIXTURES / 'automl_vision.csv'), 'automl_csv')], ml_use='test')
     assert_that(read.images, equal_to([('gs://folder/im3.png', GroundTruthImage('gs://folder/im3.png', (), 'test'))]))
     pipeline.run().wait_until_finish()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from coco_testing import LABELS, generated_set, normalized, pycocotools_eval
 
+from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.evaluation import (
-    COCO_IOU_THRESHOLDS,
     CONFIDENCE_GRID,
     FALSE_POSITIVE,
     IGNORED,

@@ -3,8 +3,8 @@ cannot be used is a rejection with a reason, never an exception."""
 import pytest
 from conftest import ROOT
 
+from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.ground_truth import (
-    INVALID_GROUND_TRUTH,
     GroundTruthBox,
     GroundTruthImage,
     GroundTruthRejection,

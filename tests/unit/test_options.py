@@ -127,7 +127,9 @@ ACCEPTED = ['input', 'input_subscription', 'window_seconds', 'dedupe_hours', 'ou
             'max_dead_letter_ratio', 'report', 'report_samples', 'report_image_mirror', 'summary',
             'dead_letter', 'input_format', 'score_threshold', 'label_thresholds', 'image_size',
             'image_sizes', 'probe_image_sizes', 'probe_allowed_prefixes', 'keep_labels', 'drop_labels',
-            'min_box_area', 'max_detections', 'nms_iou', 'nms_class_agnostic', 'roi', 'roi_min_overlap']
+            'min_box_area', 'max_detections', 'nms_iou', 'nms_class_agnostic', 'roi', 'roi_min_overlap',
+            'ground_truth', 'ground_truth_format', 'ground_truth_image_prefix', 'ml_use', 'iou_thresholds',
+            'eval_iou', 'eval_confidence']
 
 
 def test_the_options_accepted_are_the_contract():
