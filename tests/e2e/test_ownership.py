@@ -302,3 +302,15 @@ def test_a_run_that_fails_has_its_own_exit_code_and_the_next_run_replaces_it(tmp
     assert cli.main(['--input', str(INPUT), '--output', str(out), '--report=false']) == 0
     assert json.loads((out / 'summary.json').read_text())['reconciliation']['holds']
     assert not (out / LOCK_NAME).exists()
+
+
+def test_the_evaluation_folders_and_metrics_are_ours_only_when_the_run_evaluates():
+    evaluating = OutputLayout.of('/o', '/o/dead_letter', '/o/summary.json', report=False, evaluation=True)
+    plain = OutputLayout.of('/o', '/o/dead_letter', '/o/summary.json', report=False)
+    existing = ['/o/evaluation/metrics.json', '/o/evaluation/matches/part-00000-of-00001.parquet',
+                '/o/evaluation/confusion_matrix/notes.txt']
+    stale = survey(evaluating, existing, [], stale_locks=set(evaluating.lock_files))
+    assert stale.ours == sorted(existing[:2])
+    assert [c.path for c in stale.conflicts] == ['/o/evaluation/confusion_matrix/notes.txt']
+    assert survey(plain, existing, [], stale_locks=set(plain.lock_files)) == ([], [])
+    assert evaluating.write_targets('/o/evaluation/metrics.json') == 'it is where the evaluation metrics go'

@@ -106,3 +106,20 @@ def test_pixel_boxes_are_normalized_times_size():
     norm = np.array([0.0, 0.25, 1.0])
     assert geometry.to_pixels(norm, np.array([640.0, 640.0, 640.0])).tolist() == [0.0, 160.0, 640.0]
     assert math.isnan(geometry.to_pixels(np.array([0.5]), np.array([np.nan]))[0])
+
+
+def test_each_line_keeps_its_rows_in_rank_order_and_its_place_for_the_evaluation():
+    from pipeline.core.evaluation import line_predictions
+    lines = [b'{"ID": "a", "annotations": []}', b'not json',
+             b'{"ID": "b", "annotations": [' + b','.join(
+                 b'{"display_name": "%s", "image_object_detection": {"score": %s, "bounding_box": '
+                 b'{"normalized_vertices": [{"x": 0.1, "y": 0.1}, {"x": 0.%d, "y": 0.5}]}}}' % (label, score, i + 2)
+                 for i, (label, score) in enumerate([(b'x', b'0.2'), (b'y', b'0.9'), (b'x', b'0.05')])) + b']}']
+    decoded = BatchDecoder().decode(lines)
+    settings = Settings.of(input='i', output='o', score_threshold=0.1)
+    tables = build_tables(decoded.lines, [None, None], 'f', None, settings.postprocessing)
+    positions = [10 + p for p in range(len(lines)) if p not in {q for q, _ in decoded.rejections}]
+    a, b = line_predictions(decoded.lines, tables.rows, positions, 'f', 4096, 'run')
+    assert (a.image_uri, a.order, a.labels, len(a.scores)) == ('a', ('f', 4096, 10), [], 0)
+    assert (b.image_uri, b.order, b.labels, b.scores.tolist()) == ('b', ('f', 4096, 12), ['y', 'x'], [0.9, 0.2])
+    assert b.boxes[:, 2].tolist() == [0.3, 0.2]  # the rows of the detections table, in its order
