@@ -3,6 +3,7 @@ import contextlib
 import io
 
 import numpy as np
+import orjson
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -69,3 +70,36 @@ def pycocotools_eval(sizes, truth, detections):
 def normalized(box, size):
     x, y, w, h = box
     return [x / size[0], y / size[1], (x + w) / size[0], (y + h) / size[1]]
+
+
+# Prediction lines and ground truth written from a generated set, as users' files hold them.
+def normalized_box(box, size):
+    return [float(value) for value in normalized(box, size)]
+
+
+def vertex_line(uri, size, dets):
+    boxes = [normalized_box(box, size) for _, box, _ in dets]
+    return orjson.dumps({'instance': {'content': uri, 'mimeType': 'image/jpeg'}, 'prediction': {
+        'ids': [str(LABELS.index(label)) for label, _, _ in dets],
+        'displayNames': [label for label, _, _ in dets],
+        'confidences': [score for _, _, score in dets],
+        'bboxes': [[b[0], b[2], b[1], b[3]] for b in boxes]}})
+
+
+def legacy_line(uri, size, dets):
+    return orjson.dumps({'ID': uri, 'annotations': [
+        {'display_name': label, 'annotation_spec_id': str(sum(map(ord, label))), 'image_object_detection': {
+            'score': score, 'bounding_box': {'normalized_vertices': [{'x': b[0], 'y': b[1]}, {'x': b[2], 'y': b[3]}]}}}
+        for (label, box, score), b in ((det, normalized_box(det[1], size)) for det in dets)]})
+
+
+def coco_ground_truth(sizes, truth):
+    ids = {name: i + 1 for i, name in enumerate(LABELS)}
+    annotations = [{'id': n + 1, 'image_id': image, 'category_id': ids[label], 'bbox': [float(v) for v in box],
+                    'iscrowd': int(crowd), 'area': float(box[2] * box[3])}
+                   for n, (image, label, box, crowd) in enumerate(
+                       (image, *b) for image, boxes in enumerate(truth) for b in boxes)]
+    annotations.append({'id': 99999, 'image_id': 12345, 'category_id': 1, 'bbox': [1, 1, 2, 2], 'iscrowd': 0})
+    return {'images': [{'id': i, 'file_name': f'{i}.jpg', 'width': w, 'height': h} for i, (w, h) in enumerate(sizes)],
+            'annotations': annotations,
+            'categories': [{'id': i + 1, 'name': name} for i, name in enumerate(LABELS)]}

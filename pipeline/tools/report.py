@@ -4,7 +4,6 @@ input. Local runs build it at the end; after a Dataflow job:
 `python -m pipeline.report --output ROOT`.
 """
 import argparse
-import base64
 import html
 import io
 import itertools
@@ -13,7 +12,6 @@ import os
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-import matplotlib
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
@@ -22,10 +20,8 @@ from PIL import Image, ImageDraw
 from pipeline.config.options import OPTIONS_BY_NAME, parse_mirrors, parse_prefixes
 from pipeline.core.shards import scheme_of
 from pipeline.io.sizes import open_image_file, resolve_allowed
-
-# Labels are data, shown as plain text: a '$' in a display name must not start matplotlib's math mode.
-# Figures are drawn without pyplot (no display, no global state) straight to PNG bytes.
-matplotlib.rcParams['text.parse_math'] = False
+from pipeline.tools import evaluation_report
+from pipeline.tools.drawing import blank_canvas, figure_data_uri, jpeg_data_uri, shorten, why_not_shown
 
 DEFAULT_SAMPLES = OPTIONS_BY_NAME['report_samples'].default
 SAMPLE_ROWS = 20_000  # detections read for the gallery, at most
@@ -35,9 +31,8 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 # decode to more pixels than this is not shown, so a small file cannot take the report's memory.
 MAX_DECODED_PIXELS = 40_000_000
 THUMBNAIL_SIDE = 960
-CHART_LABEL_CHARS = 40
 SAMPLE_COLUMNS = ['image_uri', 'source_file', 'label', 'score', 'rank', 'x_min', 'y_min', 'x_max',
-                  'y_max', 'px_x_min', 'px_y_min', 'px_x_max', 'px_y_max']
+                  'y_max', 'px_x_min', 'px_y_min', 'px_x_max', 'px_y_max', 'image_width', 'image_height']
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60)]
 
@@ -153,11 +148,6 @@ def draw_boxes(image: Image.Image, rows: Sequence[dict], labels: Sequence[str],
     return canvas
 
 
-def shorten(text: str, limit: int = CHART_LABEL_CHARS) -> str:
-    """A label for a chart or a caption: at most `limit` characters, with an ellipsis when cut."""
-    return text if len(text) <= limit else text[:limit - 1] + '\u2026'
-
-
 def image_path(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
                allowed_prefixes: Optional[Sequence[str]] = None) -> str:
     """Where to read an image from, under the same rule as size probing; a mirrored URI must stay
@@ -197,22 +187,6 @@ def load_image(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
         raise ValueError(f'{full_size[0]}x{full_size[1]} pixels: too large to decode for a thumbnail')
     image.load()
     return image, full_size
-
-
-def jpeg_data_uri(image: Image.Image, max_side: Optional[int] = None) -> str:
-    """A photo embedded in the page (JPEG keeps the page small; the boxes stay sharp enough)."""
-    if max_side and max(image.size) > max_side:
-        image = image.copy()
-        image.thumbnail((max_side, max_side))
-    buffer = io.BytesIO()
-    image.convert('RGB').save(buffer, 'JPEG', quality=85)
-    return 'data:image/jpeg;base64,' + base64.b64encode(buffer.getvalue()).decode('ascii')
-
-
-def figure_data_uri(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format='png', dpi=100, bbox_inches='tight')
-    return 'data:image/png;base64,' + base64.b64encode(buffer.getvalue()).decode('ascii')
 
 
 def label_chart(kept_by_label: Mapping[str, int]) -> Optional[str]:
@@ -264,7 +238,7 @@ def summary_rows(summary: Mapping) -> List[Tuple[str, str]]:
     return [(name, str(value)) for name, value in rows]
 
 
-def render_html(summary, label_png, score_png, gallery, dead) -> str:
+def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: str = '') -> str:
     esc = html.escape
     reconciliation = summary['reconciliation']
     parts = [
@@ -290,13 +264,12 @@ def render_html(summary, label_png, score_png, gallery, dead) -> str:
     for item in gallery:
         caption = (f'{esc(item["uri"])} &middot; {item["boxes"]} boxes'
                    + (f' &middot; {esc(item["note"])}' if item.get('note') else ''))
-        if item.get('image'):
-            parts.append(f'<figure><img alt="{esc(item["uri"])}" src="{item["image"]}">'
-                         f'<figcaption>{caption}</figcaption></figure>')
-        else:
-            parts.append(f'<figure class="unreadable"><figcaption>{caption}: not shown: '
-                         f'{esc(item["error"])}</figcaption></figure>')
-    parts.append('</div><h2>Dead letters</h2>')
+        css = ' class="unreadable"' if item.get('unreadable') else ''
+        parts.append(f'<figure{css}><img alt="{esc(item["uri"])}" src="{item["image"]}">'
+                     f'<figcaption>{caption}</figcaption></figure>')
+    parts.append('</div>')
+    parts.append(evaluation_html)
+    parts.append('<h2>Dead letters</h2>')
     if not dead:
         parts.append('<p>None.</p>')
     for kind, records in sorted(dead.items()):
@@ -326,23 +299,53 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
     for uri in choose_gallery(rows, samples):
         line_rows = first_line_rows([r for r in rows if r['image_uri'] == uri])
         item = {'uri': uri, 'boxes': len(line_rows)}
+        full_size: Optional[Tuple[int, int]]
         try:
             image, full_size = load_image(uri, allowed_scheme, mirrors or {}, allowed_prefixes)
-            item['image'] = jpeg_data_uri(draw_boxes(image, line_rows, labels, full_size),
-                                          max_side=THUMBNAIL_SIDE)
             if line_rows and line_rows[0]['px_x_min'] is None:
                 item['note'] = 'size unknown in the table: boxes scaled to the image itself'
-        except Exception as exc:
-            item['error'] = f'{type(exc).__name__}: {exc}'
+        except Exception as exc:  # the boxes still show, on a canvas of the image's shape
+            known = line_rows[0]['image_width'] if line_rows else None
+            full_size = (known, line_rows[0]['image_height']) if known else None
+            image = blank_canvas(full_size)
+            item.update(note=why_not_shown(exc), unreadable=True)
+        item['image'] = jpeg_data_uri(draw_boxes(image, line_rows, labels, full_size), max_side=THUMBNAIL_SIDE)
         gallery.append(item)
     dead_pattern = FileSystems.join(dead_letter_root or FileSystems.join(output, 'dead_letter'), '*.jsonl')
+    evaluation_html = (evaluation_section(summary, allowed_scheme, mirrors or {}, allowed_prefixes, samples)
+                       if 'evaluation' in summary else '')
     page = render_html(summary, label_chart(summary.get('kept_by_label', {})),
                        score_chart(summary['score_histogram'], summary['thresholds']),
-                       gallery, first_dead_letters(run_files(summary, 'dead_letters', dead_pattern)))
+                       gallery, first_dead_letters(run_files(summary, 'dead_letters', dead_pattern)),
+                       evaluation_html)
     path = FileSystems.join(output, 'report', 'index.html')
     with FileSystems.create(path, mime_type='text/html') as handle:
         handle.write(page.encode('utf-8'))
     return path
+
+
+def evaluation_section(summary: Mapping, allowed_scheme: str, mirrors: Mapping[str, str],
+                       allowed_prefixes: Optional[Sequence[str]], samples: int) -> str:
+    """The Evaluation section, from the evaluation files the summary lists."""
+    metrics = read_json(run_files(summary, 'evaluation_metrics', None)[0])
+    confidence = evaluation_report.read_table(run_files(summary, 'evaluation_confidence', None))
+    cells = evaluation_report.read_table(run_files(summary, 'evaluation_confusion', None))
+    runs = metrics['runs']
+    charts = {'ap': evaluation_report.ap_chart(runs), 'curves': evaluation_report.curve_charts(confidence, runs)}
+    confusion = {name: chart for name, chart in (
+        (run['prediction_run'] or '(no run folder)', evaluation_report.confusion_chart(cells, run['prediction_run']))
+        for run in runs) if chart}
+    per_run = max(1, min(evaluation_report.GALLERY_PER_RUN, samples // max(1, 2 * len(runs))))
+    gallery = []
+    for image in evaluation_report.choose_gallery_images(run_files(summary, 'evaluation_matches', None), per_run):
+        note = None
+        try:
+            picture, _ = load_image(image.image_uri, allowed_scheme, mirrors, allowed_prefixes)
+        except Exception as exc:  # the boxes still show, on a square canvas (no size in the matches)
+            picture, note = blank_canvas(None), why_not_shown(exc)
+        drawn = evaluation_report.draw_outcomes(picture, image.rows)
+        gallery.append((image, jpeg_data_uri(drawn, max_side=THUMBNAIL_SIDE), note))
+    return evaluation_report.render_section(metrics, charts, confusion, gallery)
 
 
 def main(argv=None) -> int:

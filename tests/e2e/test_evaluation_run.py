@@ -3,10 +3,9 @@ in each format) against COCO ground truth with crowd boxes; each run's metrics.j
 pycocotools' on that run's detections, and every output, count and dead letter is accounted for."""
 import json
 
-import orjson
 import pyarrow.parquet as pq
 import pytest
-from coco_testing import LABELS, generated_set, normalized, pycocotools_eval
+from coco_testing import coco_ground_truth, generated_set, legacy_line, pycocotools_eval, vertex_line
 from conftest import ROOT
 
 from pipeline.core.evaluation import CONFIDENCE_GRID
@@ -14,38 +13,6 @@ from pipeline.io.ground_truth import read_units
 
 PREFIX = 'gs://bucket/images/'
 RUN_A, RUN_B = 'prediction-model_a-2026-11-30T10:00:00.000Z', 'prediction-model_b-2026-11-30T11:00:00.000Z'
-
-
-def normalized_box(box, size):
-    return [float(value) for value in normalized(box, size)]
-
-
-def vertex_line(uri, size, dets):
-    boxes = [normalized_box(box, size) for _, box, _ in dets]
-    return orjson.dumps({'instance': {'content': uri, 'mimeType': 'image/jpeg'}, 'prediction': {
-        'ids': [str(LABELS.index(label)) for label, _, _ in dets],
-        'displayNames': [label for label, _, _ in dets],
-        'confidences': [score for _, _, score in dets],
-        'bboxes': [[b[0], b[2], b[1], b[3]] for b in boxes]}})
-
-
-def legacy_line(uri, size, dets):
-    return orjson.dumps({'ID': uri, 'annotations': [
-        {'display_name': label, 'annotation_spec_id': str(sum(map(ord, label))), 'image_object_detection': {
-            'score': score, 'bounding_box': {'normalized_vertices': [{'x': b[0], 'y': b[1]}, {'x': b[2], 'y': b[3]}]}}}
-        for (label, box, score), b in ((det, normalized_box(det[1], size)) for det in dets)]})
-
-
-def coco_ground_truth(sizes, truth):
-    ids = {name: i + 1 for i, name in enumerate(LABELS)}
-    annotations = [{'id': n + 1, 'image_id': image, 'category_id': ids[label], 'bbox': [float(v) for v in box],
-                    'iscrowd': int(crowd), 'area': float(box[2] * box[3])}
-                   for n, (image, label, box, crowd) in enumerate(
-                       (image, *b) for image, boxes in enumerate(truth) for b in boxes)]
-    annotations.append({'id': 99999, 'image_id': 12345, 'category_id': 1, 'bbox': [1, 1, 2, 2], 'iscrowd': 0})
-    return {'images': [{'id': i, 'file_name': f'{i}.jpg', 'width': w, 'height': h} for i, (w, h) in enumerate(sizes)],
-            'annotations': annotations,
-            'categories': [{'id': i + 1, 'name': name} for i, name in enumerate(LABELS)]}
 
 
 @pytest.fixture(scope='module')

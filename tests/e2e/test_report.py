@@ -2,11 +2,13 @@
 and rendered by a real browser."""
 import html.parser
 import json
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
+from coco_testing import coco_ground_truth, generated_set, legacy_line, vertex_line
 from conftest import ROOT, SAMPLE
 from PIL import Image, ImageDraw
 
@@ -151,3 +153,64 @@ def test_gallery_images_follow_the_probe_allowlist(tmp_path):
         report.load_image(str(other / 'b.png'), 'file', {}, [f'{allowed}/'])
     with pytest.raises(PermissionError):
         report.load_image('/etc/passwd', 'gs', {})
+
+
+@pytest.fixture(scope='module')
+def evaluation_report(tmp_path_factory):
+    """A run with ground truth over two prediction runs whose images the report cannot open (gs://)."""
+    tmp = tmp_path_factory.mktemp('evaluation-report')
+    sizes, truth, detections = generated_set(5, images=24)
+    uris = [f'gs://bucket/images/{i}.jpg' for i in range(len(sizes))]
+    for run, line, shard in (('prediction-a-2026-11-30T10:00:00Z', vertex_line, 'predictions_00001.jsonl'),
+                             ('prediction-b-2026-11-30T11:00:00Z', legacy_line, 'image_object_detection_1.jsonl')):
+        folder = tmp / 'in' / run
+        folder.mkdir(parents=True)
+        dets = detections if run.startswith('prediction-a') else [d[::2] for d in detections]
+        (folder / shard).write_bytes(b'\n'.join(line(u, s, d) for u, s, d in zip(uris, sizes, dets)) + b'\n')
+    (tmp / 'truth.json').write_text(json.dumps(coco_ground_truth(sizes, truth)))
+    out = tmp / 'out'
+    result = subprocess.run([sys.executable, '-m', 'pipeline', '--input', tmp / 'in', '--output', out,
+                             '--ground_truth', tmp / 'truth.json', '--ground_truth_image_prefix', 'gs://bucket/images/'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def test_the_evaluation_section_shows_metrics_json_and_both_galleries(evaluation_report):
+    text = (evaluation_report / 'report' / 'index.html').read_text()
+    page = Page()
+    page.feed(text)
+    page.close()
+    assert page.stack == []
+    metrics = json.loads((evaluation_report / 'evaluation' / 'metrics.json').read_text())
+    shown = dict(re.findall(r'data-run="([^"]+)" data-key="map">([^<]+)<', text))
+    assert shown == {run['prediction_run']: f'{run["map"]:.4f}' for run in metrics['runs']}
+    assert 'id="gallery-fp"' in text and 'id="gallery-fn"' in text
+    for kind in ('fp', 'fn'):
+        gallery = text.split(f'id="gallery-{kind}"')[1].split('</div>')[0]
+        assert gallery.count('<figure class="unreadable"><img') >= 2  # boxes on a canvas, the reason in words
+    assert 'outside what this run may open' in text and 'PermissionError' not in text
+    alts = {img.get('alt') for img in page.images}
+    assert {'AP per label', 'Precision-recall and F1 against confidence'} <= alts
+    assert sum(1 for alt in alts if alt and alt.startswith('Confusion matrix of')) == 2
+
+
+def test_the_evaluation_report_renders_in_headless_chromium_without_console_errors(evaluation_report):
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    assert chromium, 'make test installs Debian\'s chromium package'
+    result = subprocess.run([chromium, '--headless', '--no-sandbox', '--disable-gpu', '--enable-logging=stderr',
+                             '--v=0', '--dump-dom', (evaluation_report / 'report' / 'index.html').as_uri()],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert 'id="evaluation"' in result.stdout and 'data-key="map_50"' in result.stdout
+    assert 'CONSOLE' not in result.stderr and 'Uncaught' not in result.stderr, result.stderr[-2000:]
+
+
+def test_an_image_that_cannot_be_opened_shows_its_boxes_on_a_canvas_of_its_shape():
+    canvas = report.blank_canvas((2000, 1000))
+    assert canvas.size == (480, 240)
+    drawn = report.draw_boxes(canvas, [row(px_x_min=500.0, px_y_min=250.0, px_x_max=1000.0, px_y_max=750.0)],
+                              ['A'], full_size=(2000, 1000))
+    assert drawn.getpixel((240, 150)) == report.PALETTE[0]  # the right edge, x = 1000 / 2000 * 480
+    assert report.blank_canvas(None).size == (480, 480)
+    assert 'PermissionError' not in report.why_not_shown(PermissionError('x'))

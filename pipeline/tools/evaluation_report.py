@@ -1,0 +1,296 @@
+"""The report's Evaluation section: each prediction run's headline figures side by side, AP per label,
+precision-recall and F1 against confidence, the confusion matrix, and galleries of the highest-scored
+false positives and of missed boxes. Read from the run's own evaluation outputs, in bounded memory:
+the per-box table is scanned batch by batch and only the chosen images' rows are kept."""
+import heapq
+import html
+import itertools
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
+
+from pipeline.tools.drawing import figure_data_uri, shorten
+
+GALLERY_PER_RUN = 6  # images in each of a run's two galleries
+CURVE_LABELS = 6  # labels with the most ground truth get a curve
+CONFUSION_LABELS = 15
+# Styles: ground truth dashed, detections solid; a detection's colour says its outcome.
+TRUE_POSITIVE = (44, 160, 44)
+FALSE_POSITIVE = (214, 39, 40)
+GROUND_TRUTH = (31, 119, 180)
+MISSED = (255, 127, 14)
+LEGEND = ((TRUE_POSITIVE, 'solid', 'detection matched (tp)'), (FALSE_POSITIVE, 'solid', 'false positive (fp)'),
+          (GROUND_TRUTH, 'dashed', 'ground truth matched'), (MISSED, 'dashed', 'ground truth missed (fn)'))
+MATCH_COLUMNS = ['prediction_run', 'image_uri', 'outcome', 'label', 'score', 'iou', 'x_min', 'y_min', 'x_max',
+                 'y_max', 'gt_x_min', 'gt_y_min', 'gt_x_max', 'gt_y_max', 'gt_index']
+
+
+class GalleryImage(NamedTuple):
+    kind: str  # 'fp' (a highest-scored false positive) or 'fn' (a largest missed box)
+    prediction_run: Optional[str]
+    image_uri: str
+    why: str  # what the gallery shows of it: the false positive's score, or the missed box
+    rows: List[dict]  # every matches row of this image and run
+
+
+def read_table(paths: Sequence[str]) -> List[dict]:
+    """A small table (confidence metrics, confusion matrix) as rows."""
+    rows: List[dict] = []
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            rows += pq.read_table(handle).to_pylist()
+    return rows
+
+
+def _batches(paths: Sequence[str]):
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(columns=MATCH_COLUMNS, batch_size=65536)
+
+
+def choose_gallery_images(paths: Sequence[str], per_run: int = GALLERY_PER_RUN) -> List[GalleryImage]:
+    """Per run, the images of the highest-scored false positives and of the largest missed boxes (one
+    entry per image), with all their rows: two passes over the table, holding only the chosen rows."""
+    false_positives: Dict[Optional[str], list] = {}
+    misses: Dict[Optional[str], list] = {}
+    order = itertools.count()  # ties in value and URI never reach the rows
+    for batch in _batches(paths):
+        table = pa.Table.from_batches([batch])
+        for outcome, heaps, key in (('fp', false_positives, 'score'), ('fn', misses, 'area')):
+            chosen = table.filter(pc.equal(table['outcome'], outcome))
+            if not chosen.num_rows:
+                continue
+            for row in chosen.to_pylist():
+                value = row['score'] if key == 'score' else (
+                    (row['gt_x_max'] - row['gt_x_min']) * (row['gt_y_max'] - row['gt_y_min']))
+                heap = heaps.setdefault(row['prediction_run'], [])
+                item = (value, row['image_uri'], -next(order), row)
+                if len(heap) < per_run * 4:
+                    heapq.heappush(heap, item)
+                elif item[:3] > heap[0][:3]:
+                    heapq.heapreplace(heap, item)
+    picks: List[Tuple[str, Optional[str], str, str]] = []
+    for kind, heaps, describe in (('fp', false_positives, _describe_fp), ('fn', misses, _describe_fn)):
+        for run in sorted(heaps, key=lambda r: r or ''):
+            seen: set = set()
+            for _, uri, _, row in sorted(heaps[run], key=lambda item: (-item[0], item[1], -item[2])):
+                if uri not in seen and len(seen) < per_run:
+                    seen.add(uri)
+                    picks.append((kind, run, uri, describe(row)))
+    wanted = {(run, uri) for _, run, uri, _ in picks}
+    rows: Dict[Tuple[Optional[str], str], List[dict]] = {key: [] for key in wanted}
+    uris = pa.array(sorted({uri for _, uri in wanted}), type=pa.string())
+    for batch in _batches(paths) if wanted else ():
+        table = pa.Table.from_batches([batch])
+        for row in table.filter(pc.is_in(table['image_uri'], value_set=uris)).to_pylist():
+            image_key = (row['prediction_run'], row['image_uri'])
+            if image_key in rows:
+                rows[image_key].append(row)
+    return [GalleryImage(kind, run, uri, why, rows[(run, uri)]) for kind, run, uri, why in picks]
+
+
+def _describe_fp(row: dict) -> str:
+    return f'false positive {shorten(row["label"] or "(no label)")} {row["score"]:.2f}, best IoU {row["iou"]:.2f}'
+
+
+def _describe_fn(row: dict) -> str:
+    return f'missed {shorten(row["label"] or "")}, best IoU with a detection {row["iou"]:.2f}'
+
+
+def draw_outcomes(canvas: Image.Image, rows: Sequence[dict]) -> Image.Image:
+    """Ground-truth boxes dashed (blue when matched, orange when missed), detections solid (green when
+    matched, red when not), each with its label."""
+    canvas = canvas.convert('RGB')
+    pen = ImageDraw.Draw(canvas)
+    width = max(2, round(max(canvas.size) / 300))
+    w, h = canvas.size
+    for row in rows:
+        if row['gt_x_min'] is not None:
+            box = (row['gt_x_min'] * w, row['gt_y_min'] * h, row['gt_x_max'] * w, row['gt_y_max'] * h)
+            colour = MISSED if row['outcome'] == 'fn' else GROUND_TRUTH
+            _dashed_rectangle(pen, box, colour, width)
+            if row['outcome'] == 'fn':
+                _caption(pen, (box[0], box[3]), shorten(row['label'] or ''), colour, below=True)
+    for row in rows:
+        if row['x_min'] is not None:
+            box = (row['x_min'] * w, row['y_min'] * h, row['x_max'] * w, row['y_max'] * h)
+            colour = TRUE_POSITIVE if row['outcome'] == 'tp' else FALSE_POSITIVE
+            pen.rectangle(box, outline=colour, width=width)
+            _caption(pen, (box[0], box[1]), f'{shorten(row["label"] or "?")} {row["score"]:.2f}', colour)
+    return canvas
+
+
+def _dashed_rectangle(pen: ImageDraw.ImageDraw, box, colour, width: int, dash: int = 8) -> None:
+    x0, y0, x1, y1 = box
+    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        length = max(abs(bx - ax), abs(by - ay))
+        steps = max(1, int(length // dash))
+        for i in range(0, steps, 2):
+            t0, t1 = i / steps, min((i + 1) / steps, 1.0)
+            pen.line([(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)],
+                     fill=colour, width=width)
+
+
+def _caption(pen: ImageDraw.ImageDraw, at, text: str, colour, below: bool = False) -> None:
+    x, y = at
+    box = pen.textbbox((x, y), text)
+    if below:
+        y = min(y, pen.im.size[1] - (box[3] - box[1]) - 2)
+        box = pen.textbbox((x, y), text)
+    pen.rectangle([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], fill=colour)
+    pen.text((x, y), text, fill=(255, 255, 255))
+
+
+def _run_name(run: Optional[str]) -> str:
+    return run or '(no run folder)'
+
+
+def ap_chart(runs: Sequence[Mapping]) -> Optional[str]:
+    """AP per label (with ground truth), one bar per run, side by side."""
+    labels = sorted({entry['label'] for run in runs for entry in run['labels'] if entry['ap'] is not None})[:30]
+    if not labels:
+        return None
+    figure = Figure(figsize=(7, 0.3 * len(labels) * max(1, len(runs)) + 1.4))
+    axes = figure.subplots()
+    height = 0.8 / len(runs)
+    for index, run in enumerate(runs):
+        ap = {entry['label']: entry['ap'] for entry in run['labels']}
+        positions = [p + index * height for p in range(len(labels))]
+        axes.barh(positions, [ap.get(label) or 0.0 for label in labels], height=height,
+                  label=shorten(_run_name(run['prediction_run'])), color=f'C{index}')
+    axes.set_yticks([p + 0.4 - height / 2 for p in range(len(labels))], [shorten(label) for label in labels])
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1)
+    axes.set_xlabel('AP (mean over the IoU thresholds)')
+    axes.set_title('AP per label')
+    axes.legend(fontsize=8)
+    return figure_data_uri(figure)
+
+
+def curve_charts(confidence: Sequence[Mapping], runs: Sequence[Mapping]) -> Optional[str]:
+    """Per run: precision against recall, and F1 against confidence, at --eval_iou, for the labels with
+    the most ground truth and for all labels together."""
+    if not confidence:
+        return None
+    figure = Figure(figsize=(10, 3.6 * len(runs)))
+    axes_grid = figure.subplots(len(runs), 2, squeeze=False)
+    for (pr_axes, f1_axes), run in zip(axes_grid, runs):
+        entries = sorted((e for e in run['labels'] if e['ground_truth_boxes']),
+                         key=lambda e: (-e['ground_truth_boxes'], e['label']))[:CURVE_LABELS]
+        for index, label in enumerate([None] + [entry['label'] for entry in entries]):
+            rows = sorted((r for r in confidence if r['prediction_run'] == run['prediction_run']
+                           and r['label'] == label), key=lambda r: r['confidence_threshold'])
+            if not rows:
+                continue
+            name = 'all labels' if label is None else shorten(label)
+            style = {'color': 'black', 'linewidth': 2} if label is None else {'color': f'C{index}'}
+            pr_axes.plot([r['recall'] for r in rows], [r['precision'] for r in rows], marker='.', label=name, **style)
+            f1_axes.plot([r['confidence_threshold'] for r in rows], [r['f1'] for r in rows], label=name, **style)
+        iou = rows[0]['iou_threshold'] if rows else None
+        pr_axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='recall', ylabel='precision',
+                    title=f'{shorten(_run_name(run["prediction_run"]))}: precision-recall at IoU {iou}')
+        f1_axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='confidence threshold', ylabel='F1',
+                    title='F1 against confidence')
+        pr_axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure_data_uri(figure)
+
+
+def confusion_chart(cells: Sequence[Mapping], run: Optional[str]) -> Optional[str]:
+    """The confusion matrix of one run as a heat map (the most frequent labels, then background)."""
+    mine = [cell for cell in cells if cell['prediction_run'] == run]
+    if not mine:
+        return None
+    totals: Dict[str, int] = {}
+    for cell in mine:
+        for label in (cell['true_label'], cell['predicted_label']):
+            if label is not None:
+                totals[label] = totals.get(label, 0) + cell['count']
+    labels = sorted(totals, key=lambda name: (-totals[name], name))[:CONFUSION_LABELS]
+    axis = labels + [None]
+    index = {label: i for i, label in enumerate(axis)}
+    grid = [[0] * len(axis) for _ in axis]
+    for cell in mine:
+        if cell['true_label'] in index and cell['predicted_label'] in index:
+            grid[index[cell['true_label']]][index[cell['predicted_label']]] += cell['count']
+    names = [shorten(label, 24) if label is not None else 'background' for label in axis]
+    figure = Figure(figsize=(1.2 + 0.5 * len(axis), 1.0 + 0.5 * len(axis)))
+    axes = figure.subplots()
+    image = axes.imshow(grid, cmap='Blues')
+    axes.set_xticks(range(len(axis)), names, rotation=60, ha='right', fontsize=8)
+    axes.set_yticks(range(len(axis)), names, fontsize=8)
+    peak = max(max(row) for row in grid) or 1
+    for i, row in enumerate(grid):
+        for j, count in enumerate(row):
+            if count:
+                axes.text(j, i, str(count), ha='center', va='center', fontsize=7,
+                          color='white' if count > peak / 2 else 'black')
+    axes.set_xlabel('predicted label')
+    axes.set_ylabel('true label')
+    axes.set_title(f'Confusion matrix: {shorten(_run_name(run))}')
+    figure.colorbar(image, ax=axes, shrink=0.7)
+    return figure_data_uri(figure)
+
+
+HEADLINE = (('images', 'images evaluated'), ('ground_truth_boxes', 'ground-truth boxes'),
+            ('detections', 'detections'), ('map', 'mAP'), ('map_50', 'mAP@0.5'), ('map_75', 'mAP@0.75'),
+            ('mar', 'mAR'))
+
+
+def figure_text(value) -> str:
+    if value is None:
+        return 'n/a'
+    return f'{value:.4f}' if isinstance(value, float) else str(value)
+
+
+def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confusion: Mapping[str, str],
+                   gallery: Sequence[Tuple[GalleryImage, str, Optional[str]]]) -> str:
+    """The Evaluation section's HTML. `gallery`: (image, picture data URI, note when the picture is a
+    blank canvas)."""
+    esc = html.escape
+    runs = metrics['runs']
+    parts = ['<h2 id="evaluation">Evaluation</h2>',
+             f'<p>Against ground truth: AP averaged over IoU {esc(", ".join(map(str, metrics["iou_thresholds"])))}; '
+             f'per-box outcomes, curves and confusion matrix at IoU {metrics["eval_iou"]}.</p>',
+             '<table id="evaluation-runs"><tr><th>figure</th>'
+             + ''.join(f'<th>{esc(_run_name(run["prediction_run"]))}</th>' for run in runs) + '</tr>']
+    for key, name in HEADLINE:
+        parts.append(f'<tr><td>{esc(name)}</td>' + ''.join(
+            f'<td class="n" data-run="{esc(_run_name(run["prediction_run"]))}" data-key="{key}">'
+            f'{figure_text(run[key])}</td>' for run in runs) + '</tr>')
+    parts.append('</table><h3>AP per label</h3><table id="evaluation-labels"><tr><th>label</th>'
+                 + ''.join(f'<th>{esc(_run_name(run["prediction_run"]))}</th>' for run in runs) + '</tr>')
+    labels = sorted({entry['label'] for run in runs for entry in run['labels']})
+    by_run = [{entry['label']: entry for entry in run['labels']} for run in runs]
+    for label in labels:
+        cells = []
+        for entries in by_run:
+            entry = entries.get(label)
+            cells.append('<td class="n">' + ('' if entry is None else
+                         f'AP {figure_text(entry["ap"])} &middot; tp {entry["tp"]} fp {entry["fp"]} fn {entry["fn"]}')
+                         + '</td>')
+        parts.append(f'<tr><td>{esc(label)}</td>{"".join(cells)}</tr>')
+    parts.append('</table>')
+    for key, alt in (('ap', 'AP per label'), ('curves', 'Precision-recall and F1 against confidence')):
+        if charts.get(key):
+            parts.append(f'<img alt="{alt}" src="{charts[key]}">')
+    for run, chart in confusion.items():
+        parts.append(f'<img alt="Confusion matrix of {esc(run)}" src="{chart}">')
+    legend = ('<p class="legend">' + ' '.join(
+        f'<span style="border:3px {style} rgb{colour};padding:0 6px">{esc(text)}</span>'
+        for colour, style, text in LEGEND) + '</p>')
+    for kind, title in (('fp', 'Highest-scored false positives'), ('fn', 'Missed boxes (the largest first)')):
+        parts.append(f'<h3>{title}</h3>{legend}<div class="gallery" id="gallery-{kind}">')
+        for image, picture, note in (item for item in gallery if item[0].kind == kind):
+            caption = (f'{esc(_run_name(image.prediction_run))} &middot; {esc(image.image_uri)} &middot; '
+                       f'{esc(image.why)}' + (f' &middot; {esc(note)}' if note else ''))
+            css = ' class="unreadable"' if note else ''
+            parts.append(f'<figure{css}><img alt="{esc(image.image_uri)}" src="{picture}">'
+                         f'<figcaption>{caption}</figcaption></figure>')
+        parts.append('</div>')
+    return '\n'.join(parts)
