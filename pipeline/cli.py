@@ -29,6 +29,7 @@ from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, Optio
 from pipeline.config.settings import Settings, required
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
+from pipeline.core.evaluation import bucket_count
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
 from pipeline.core.shards import scheme_of, split_ranges
 from pipeline.io import summary_files
@@ -100,8 +101,11 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
                                          ground_truth.ground_truth_format, layout.is_ours_to_skip if layout else None)
         except GroundTruthError as exc:
             raise OptionError(str(exc)) from None
+        input_bytes = sum(matched_shards(required(pattern, 'input'),
+                                         layout.is_ours_to_skip if layout else None).values())
     settings = settings.resolved(
-        evaluation={'ground_truth_files': tuple(files)} if ground_truth.enabled else {},
+        evaluation={'ground_truth_files': tuple(files), 'buckets': bucket_count(input_bytes)}
+        if ground_truth.enabled else {},
         launch={'run_id': uuid.uuid4().hex,
                 'progress': local and pattern is not None and not quiet,
                 # A Dataflow job outlives its launcher: it releases its Cloud Storage locks itself.

@@ -107,6 +107,7 @@ class EvaluationSettings:
     eval_iou: float
     eval_confidence: float
     ground_truth_files: Tuple[Tuple[str, str], ...] = ()  # (path, format) of each file, found at launch
+    buckets: int = 1  # images are evaluated in this many buckets, from the input's size at launch
 
     @property
     def enabled(self) -> bool:

@@ -5,7 +5,8 @@ Pure numpy. Boxes are normalized (x_min, y_min, x_max, y_max): IoU does not chan
 scaled, so no image size is needed. Unlike pycocotools, every detection counts (no maxDets cap), and
 detections of equal score are taken together (pycocotools orders them by image, then by position).
 """
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+import zlib
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,52 +44,58 @@ class LabelMatch(NamedTuple):
 
 
 def match_label(scores: np.ndarray, boxes: np.ndarray, ground_truth: np.ndarray, crowd: np.ndarray,
-                thresholds: Sequence[float]) -> LabelMatch:
-    """COCO's greedy matching: detections by descending score (ties in input order), each to the
-    unmatched regular box of highest IoU >= the threshold (a later box wins a tie), else to the crowd
-    box of highest IoU (crowd boxes match any number of detections, which are then ignored)."""
-    ious = box_ious(boxes, ground_truth, crowd)
-    n_thresholds, n_dets, n_boxes = len(thresholds), len(scores), len(ground_truth)
-    outcomes = np.full((n_thresholds, n_dets), FALSE_POSITIVE, dtype=np.int8)
-    matched_box = np.full((n_thresholds, n_dets), -1, dtype=np.int64)
-    matched_by = np.full((n_thresholds, n_boxes), -1, dtype=np.int64)
-    if not n_dets or not n_boxes:
-        return LabelMatch(outcomes, matched_box, matched_by, ious)
-    det_order = np.argsort(-scores, kind='stable')
-    regular, crowds = np.flatnonzero(~crowd), np.flatnonzero(crowd)
-    for t, threshold in enumerate(thresholds):
-        floor = min(threshold, 1 - 1e-10)
-        free = np.ones(n_boxes, dtype=bool)
-        for det in det_order.tolist():
-            box = _best(ious[det], regular[free[regular]], floor)
-            if box < 0:
-                box = _best(ious[det], crowds, floor)
-                if box < 0:
-                    continue
-                outcomes[t, det] = IGNORED
-            else:
-                outcomes[t, det] = TRUE_POSITIVE
-                free[box] = False
-            matched_box[t, det] = box
-            matched_by[t, box] = det
-    return LabelMatch(outcomes, matched_box, matched_by, ious)
+                thresholds: Sequence[float], ious: Optional[np.ndarray] = None) -> LabelMatch:
+    """COCO's greedy matching (see `greedy`) at each threshold, as arrays."""
+    if ious is None:
+        ious = box_ious(boxes, ground_truth, crowd)
+    n_dets, n_boxes = ious.shape
+    order = sorted(range(n_dets), key=scores.tolist().__getitem__, reverse=True)
+    rows, is_crowd = ious.tolist(), crowd.tolist()
+    regular = [g for g in range(n_boxes) if not is_crowd[g]]
+    crowds = [g for g in range(n_boxes) if is_crowd[g]]
+    matches = [greedy(rows, order, regular, crowds, threshold, n_boxes) for threshold in thresholds]
+    return LabelMatch(np.array([m[0] for m in matches], dtype=np.int8).reshape(len(thresholds), n_dets),
+                      np.array([m[1] for m in matches], dtype=np.int64).reshape(len(thresholds), n_dets),
+                      np.array([m[2] for m in matches], dtype=np.int64).reshape(len(thresholds), n_boxes), ious)
 
 
-def _best(ious: np.ndarray, candidates: np.ndarray, floor: float) -> int:
-    """The candidate of highest IoU >= floor, the last one on a tie; -1 when none."""
-    if not len(candidates):
-        return -1
-    values = ious[candidates]
-    best = values.max()
-    if best < floor:
-        return -1
-    return int(candidates[len(values) - 1 - int(np.argmax(values[::-1] == best))])
+def greedy(rows: List[List[float]], order: List[int], regular: List[int], crowds: List[int], threshold: float,
+           n_boxes: int):
+    """COCO's greedy matching at one IoU threshold: detections in `order` (descending score, ties in
+    input order), each to the unmatched regular box of highest IoU >= the threshold (a later box wins a
+    tie), else to the crowd box of highest IoU (crowd boxes match any number of detections, which are
+    then ignored). `rows`: the (D, G) IoU as lists. Returns (outcome per detection, the box each
+    matched or -1, the detection each box was matched by or -1; a crowd box: the last).
+
+    An image holds a few boxes per label: plain lists beat numpy's cost per call here."""
+    floor = min(threshold, 1 - 1e-10)
+    free = [True] * n_boxes
+    outcome, box_of, by = [FALSE_POSITIVE] * len(rows), [-1] * len(rows), [-1] * n_boxes
+    for det in order:
+        row = rows[det]
+        best, value = -1, floor
+        for box in regular:
+            if free[box] and row[box] >= value:
+                best, value = box, row[box]
+        if best >= 0:
+            outcome[det] = TRUE_POSITIVE
+            free[best] = False
+        else:
+            for box in crowds:
+                if row[box] >= value:
+                    best, value = box, row[box]
+            if best < 0:
+                continue
+            outcome[det] = IGNORED
+        box_of[det] = best
+        by[best] = det
+    return outcome, box_of, by
 
 
 class PrecisionCounts:
-    """For one label: true and false positives per distinct score at each IoU threshold, and the
-    ground-truth boxes that count (not crowd). Merging adds them up: the order of images does not
-    matter, and memory grows with distinct scores, not with images."""
+    """For one label: true and false positives per score at each IoU threshold, and the ground-truth
+    boxes that count (not crowd). Merging adds them up per distinct score: the order of images does
+    not matter, and memory grows with distinct scores, not with images."""
 
     def __init__(self, n_thresholds: int, scores: Optional[np.ndarray] = None, tp: Optional[np.ndarray] = None,
                  fp: Optional[np.ndarray] = None, ground_truth: int = 0):
@@ -99,28 +106,36 @@ class PrecisionCounts:
 
     @classmethod
     def of(cls, scores: np.ndarray, outcomes: np.ndarray, ground_truth: int) -> 'PrecisionCounts':
-        """From detections' scores and their (T, D) outcomes, and the image's regular boxes."""
-        return cls(outcomes.shape[0], ground_truth=ground_truth).merge(
-            cls(outcomes.shape[0], scores, (outcomes == TRUE_POSITIVE).astype(np.int64),
-                (outcomes == FALSE_POSITIVE).astype(np.int64)))
+        """From detections' scores and their (T, D) outcomes, and the image's regular boxes: kept as
+        they are (one column per detection) until counts are merged."""
+        return cls(outcomes.shape[0], scores, (outcomes == TRUE_POSITIVE).astype(np.int64),
+                   (outcomes == FALSE_POSITIVE).astype(np.int64), ground_truth)
+
+    @classmethod
+    def merge_all(cls, parts: Sequence['PrecisionCounts']) -> 'PrecisionCounts':
+        """The counts of many parts at once (one sort for all: merging them two by two would sort as
+        many times)."""
+        scores = np.concatenate([part.scores for part in parts])
+        distinct, inverse = np.unique(-scores, return_inverse=True)
+        n_thresholds = parts[0].tp.shape[0]
+        tp = np.zeros((n_thresholds, len(distinct)), dtype=np.int64)
+        fp = np.zeros_like(tp)
+        for counts, name in ((tp, 'tp'), (fp, 'fp')):
+            weights = np.concatenate([getattr(part, name) for part in parts], axis=1)
+            for t in range(n_thresholds):
+                counts[t] = np.bincount(inverse, weights=weights[t], minlength=len(distinct)).astype(np.int64)
+        return PrecisionCounts(n_thresholds, -distinct, tp, fp, sum(part.ground_truth for part in parts))
 
     def merge(self, other: 'PrecisionCounts') -> 'PrecisionCounts':
-        scores = np.concatenate([self.scores, other.scores])
-        distinct, inverse = np.unique(-scores, return_inverse=True)
-        tp = np.zeros((self.tp.shape[0], len(distinct)), dtype=np.int64)
-        fp = np.zeros_like(tp)
-        for counts, parts in ((tp, (self.tp, other.tp)), (fp, (self.fp, other.fp))):
-            for t in range(len(counts)):
-                counts[t] = np.bincount(inverse, weights=np.concatenate([p[t] for p in parts]),
-                                        minlength=len(distinct)).astype(np.int64)
-        return PrecisionCounts(len(tp), -distinct, tp, fp, self.ground_truth + other.ground_truth)
+        return PrecisionCounts.merge_all([self, other])
 
     def average_precision(self) -> Optional[np.ndarray]:
         """(T,) COCO's 101-point interpolated precision; None without ground truth (pycocotools' -1)."""
         if not self.ground_truth:
             return None
-        result = np.zeros(len(self.tp))
-        for t, (tp, fp) in enumerate(zip(np.cumsum(self.tp, axis=1), np.cumsum(self.fp, axis=1))):
+        merged = PrecisionCounts.merge_all([self])  # distinct scores, descending
+        result = np.zeros(len(merged.tp))
+        for t, (tp, fp) in enumerate(zip(np.cumsum(merged.tp, axis=1), np.cumsum(merged.fp, axis=1))):
             recall = tp / self.ground_truth
             precision = tp / (tp + fp + np.spacing(1))
             envelope = np.maximum.accumulate(precision[::-1])[::-1]
@@ -170,6 +185,22 @@ class LinePrediction(NamedTuple):
     boxes: np.ndarray  # (n, 4) normalized
 
 
+# Images are evaluated in buckets (a hash of their URI): one Beam element carries the lines or ground
+# truth of many images, and a worker holds one bucket at a time. The count of buckets follows the size
+# of the input, so that a bucket holds about this many bytes of prediction lines whatever the run's size.
+BUCKET_INPUT_BYTES = 16 * 1024 * 1024
+MAX_BUCKETS = 1 << 20
+
+
+def bucket_count(input_bytes: int) -> int:
+    return max(1, min(MAX_BUCKETS, -(-input_bytes // BUCKET_INPUT_BYTES)))
+
+
+def bucket_of(image_uri: str, buckets: int) -> int:
+    """Stable across processes and machines (crc32, not Python's salted hash)."""
+    return zlib.crc32(image_uri.encode('utf-8')) % buckets
+
+
 class RunImage(NamedTuple):
     """What one image adds to one run's figures (or, summed, a run's)."""
     evaluated: int = 0
@@ -179,63 +210,149 @@ class RunImage(NamedTuple):
     detections: int = 0
 
 
-def line_predictions(decoded: DecodedLines, rows: np.ndarray, positions: Sequence[int], source_file: str,
-                     range_start: int, prediction_run: Optional[str]) -> Iterator[LinePrediction]:
-    """The kept detections of each decoded line: `rows` are the kept rows of the decoded columns, the
-    rows of a line together in rank order (as the detections table holds them); `positions` place each
-    decoded line among its byte range's lines."""
+class BucketLines(NamedTuple):
+    """The prediction lines of one batch that fall in one bucket, as columns: one Beam element, pickled
+    in one piece, whatever the number of lines (a list of LinePrediction would be pickled line by line)."""
+    prediction_run: Optional[str]
+    source_file: str
+    range_start: int
+    positions: List[int]  # of each line among its byte range's lines
+    image_uris: List[str]
+    offsets: np.ndarray  # (lines + 1,): the rows of line i are offsets[i]:offsets[i + 1]
+    labels: List[Optional[str]]
+    scores: np.ndarray
+    boxes: np.ndarray  # (rows, 4) normalized
+
+    def lines(self) -> Iterator[LinePrediction]:
+        bounds = self.offsets.tolist()
+        for line, uri in enumerate(self.image_uris):
+            start, end = bounds[line], bounds[line + 1]
+            yield LinePrediction(self.prediction_run, uri, (self.source_file, self.range_start, self.positions[line]),
+                                 self.labels[start:end], self.scores[start:end], self.boxes[start:end])
+
+
+def lines_by_bucket(decoded: DecodedLines, rows: np.ndarray, positions: Sequence[int], source_file: str,
+                    range_start: int, prediction_run: Optional[str], buckets: int) -> Dict[int, BucketLines]:
+    """The kept detections of each decoded line, by the bucket of its image: `rows` are the kept rows of
+    the decoded columns, the rows of a line together in rank order (as the detections table holds them);
+    `positions` place each decoded line among its byte range's lines."""
+    line_bucket = np.array([bucket_of(uri, buckets) for uri in decoded.image_uris], dtype=np.int64)
     row_line = decoded.line_index[rows]
-    bounds = np.searchsorted(row_line, np.arange(len(decoded.image_uris) + 1)).tolist()
-    labels, scores, boxes = decoded.labels, decoded.scores[rows], decoded.boxes[rows]
-    for line, uri in enumerate(decoded.image_uris):
-        start, end = bounds[line], bounds[line + 1]
-        yield LinePrediction(prediction_run, uri, (source_file, range_start, positions[line]),
-                             [labels[row] for row in rows[start:end].tolist()], scores[start:end], boxes[start:end])
+    per_line = np.bincount(row_line, minlength=len(decoded.image_uris))
+    out = {}
+    for bucket in np.unique(line_bucket).tolist():
+        lines = np.flatnonzero(line_bucket == bucket)
+        chosen = rows[line_bucket[row_line] == bucket]
+        out[bucket] = BucketLines(
+            prediction_run, source_file, range_start, [positions[i] for i in lines.tolist()],
+            [decoded.image_uris[i] for i in lines.tolist()], np.concatenate([[0], np.cumsum(per_line[lines])]),
+            [decoded.labels[row] for row in chosen.tolist()], decoded.scores[chosen], decoded.boxes[chosen])
+    return out
+
+
+class LabelAtIou(NamedTuple):
+    """One label of one image at the evaluation IoU: the scores of its true and false positives, its
+    regular ground-truth boxes and how many of them were missed."""
+    tp_scores: List[float]
+    fp_scores: List[float]
+    regular: int
+    missed: int
+
+
+def grid_counts(tp_scores: Sequence[float], fp_scores: Sequence[float], regular: int):
+    """(tp, fp, fn) arrays over CONFIDENCE_GRID: what a confidence threshold at each point keeps."""
+    grid = np.array(CONFIDENCE_GRID)
+    tp = (np.asarray(tp_scores, dtype=np.float64)[None, :] >= grid[:, None]).sum(axis=1)
+    fp = (np.asarray(fp_scores, dtype=np.float64)[None, :] >= grid[:, None]).sum(axis=1)
+    return tp, fp, regular - tp
+
+
+class LabelCounts(NamedTuple):
+    """One label of one image, for AP: its detections' scores and their outcome at each IoU threshold
+    (lists, made into arrays once per many images)."""
+    scores: List[float]
+    outcomes: List[List[int]]  # per threshold, per detection
+    regular: int
+
+    def precision_counts(self) -> 'PrecisionCounts':
+        outcomes = np.array(self.outcomes, dtype=np.int8).reshape(len(self.outcomes), len(self.scores))
+        return PrecisionCounts.of(np.array(self.scores, dtype=np.float64), outcomes, self.regular)
 
 
 class ImageEvaluation(NamedTuple):
-    counts: dict  # label -> PrecisionCounts, for AP over the IoU thresholds
+    label_counts: dict  # label -> LabelCounts, for AP over the IoU thresholds
     outcomes: List[BoxOutcome]
-    confidence: dict  # label -> (tp, fp, fn) arrays over CONFIDENCE_GRID, at the evaluation IoU
+    at_eval: dict  # label -> LabelAtIou
     confusion: dict  # (true label or None, predicted label or None) -> count
+
+    @property
+    def counts(self) -> dict:
+        """label -> PrecisionCounts of this image alone."""
+        return {label: counts.precision_counts() for label, counts in self.label_counts.items()}
+
+    @property
+    def confidence(self) -> dict:
+        """label -> (tp, fp, fn) arrays over CONFIDENCE_GRID, at the evaluation IoU."""
+        return {label: grid_counts(part.tp_scores, part.fp_scores, part.regular)
+                for label, part in self.at_eval.items()}
 
 
 def evaluate_image(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: np.ndarray,
                    gt_labels: Sequence[str], gt_boxes: np.ndarray, gt_crowd: np.ndarray,
                    thresholds: Sequence[float], eval_iou: float, eval_confidence: float) -> ImageEvaluation:
-    """Everything one image contributes: AP counts per label, per-box outcomes, the confidence curves'
-    counts and the confusion matrix's cells. Detections without a label can only be false positives."""
-    ranks = np.empty(len(scores), dtype=np.int64)
-    ranks[np.argsort(-scores, kind='stable')] = np.arange(len(scores))
-    counts, confidence, outcomes = {}, {}, []
-    grid = np.array(CONFIDENCE_GRID)
+    """Everything one image contributes: AP counts per label, per-box outcomes, what the confidence
+    curves count and the confusion matrix's cells. Detections without a label can only be false
+    positives. IoU is computed once for the image (numpy); the rest works on a few boxes per label, in
+    plain lists, which is several times faster than numpy on arrays this small."""
+    score_list = scores.tolist()
+    by_score = sorted(range(len(score_list)), key=score_list.__getitem__, reverse=True)
+    ranks = [0] * len(score_list)
+    for rank, det in enumerate(by_score):
+        ranks[det] = rank
+    iou_rows = box_ious(boxes, gt_boxes, gt_crowd).tolist()
+    dets_of: dict = {}
+    for det in by_score:  # each label's detections in descending score order, ties in input order
+        dets_of.setdefault(labels[det], []).append(det)
+    gts_of: dict = {}
+    for gt, label in enumerate(gt_labels):
+        gts_of.setdefault(label, []).append(gt)
+    is_crowd = gt_crowd.tolist()
+    all_thresholds = (*thresholds, eval_iou)
+    label_counts, at_eval, outcomes = {}, {}, []
     for label in dict.fromkeys([*gt_labels, *(lbl for lbl in labels if lbl is not None)]):
-        dets = np.array([i for i, lbl in enumerate(labels) if lbl == label], dtype=np.int64)
-        gts = np.array([i for i, lbl in enumerate(gt_labels) if lbl == label], dtype=np.int64)
-        crowd = gt_crowd[gts]
-        match = match_label(scores[dets], boxes[dets], gt_boxes[gts], crowd, (*thresholds, eval_iou))
-        counts[label] = PrecisionCounts.of(scores[dets], match.outcomes[:-1], int((~crowd).sum()))
-        at_iou, matched_box, matched_by = match.outcomes[-1], match.matched_box[-1], match.matched_by[-1]
-        tp_scores = scores[dets][at_iou == TRUE_POSITIVE]
-        fp_scores = scores[dets][at_iou == FALSE_POSITIVE]
-        tp = (tp_scores[None, :] >= grid[:, None]).sum(axis=1)
-        confidence[label] = (tp, (fp_scores[None, :] >= grid[:, None]).sum(axis=1), int((~crowd).sum()) - tp)
-        for position, det in enumerate(dets.tolist()):
+        dets, gts = dets_of.get(label, []), gts_of.get(label, [])
+        crowd = [is_crowd[g] for g in gts]
+        rows = [[iou_rows[d][g] for g in gts] for d in dets]
+        regular = [p for p, c in enumerate(crowd) if not c]
+        crowds = [p for p, c in enumerate(crowd) if c]
+        order = list(range(len(dets)))  # dets are in score order already
+        matches = [greedy(rows, order, regular, crowds, t, len(gts)) for t in all_thresholds]
+        label_counts[label] = LabelCounts([score_list[d] for d in dets], [m[0] for m in matches[:-1]], len(regular))
+        at_iou, matched_box, matched_by = matches[-1]
+        tp_scores, fp_scores, missed = [], [], 0
+        for position, det in enumerate(dets):
             if at_iou[position] == IGNORED:
                 continue
-            box = int(matched_box[position])
-            regular = match.ious[position][~crowd]
-            iou = float(match.ious[position, box]) if box >= 0 else float(regular.max(initial=0.0))
-            outcomes.append(BoxOutcome(TP if box >= 0 else FP, label, float(scores[det]), int(ranks[det]), iou,
-                                       det, int(gts[box]) if box >= 0 else None))
-        for position, gt in enumerate(gts.tolist()):
-            if not crowd[position] and matched_by[position] < 0:
-                outcomes.append(BoxOutcome(FN, label, None, None, float(match.ious[:, position].max(initial=0.0)),
-                                           None, gt))
-    for det in (i for i, lbl in enumerate(labels) if lbl is None):
-        outcomes.append(BoxOutcome(FP, None, float(scores[det]), int(ranks[det]), 0.0, det, None))
-    confusion = confusion_cells(labels, scores, boxes, gt_labels, gt_boxes, gt_crowd, eval_iou, eval_confidence)
-    return ImageEvaluation(counts, outcomes, confidence, confusion)
+            box = matched_box[position]
+            if box >= 0:
+                iou = rows[position][box]
+                tp_scores.append(score_list[det])
+            else:
+                iou = max((rows[position][g] for g in regular), default=0.0)
+                fp_scores.append(score_list[det])
+            outcomes.append(BoxOutcome(TP if box >= 0 else FP, label, score_list[det], ranks[det], iou, det,
+                                       gts[box] if box >= 0 else None))
+        for position in regular:
+            if matched_by[position] < 0:
+                missed += 1
+                outcomes.append(BoxOutcome(FN, label, None, None, max((row[position] for row in rows), default=0.0),
+                                           None, gts[position]))
+        at_eval[label] = LabelAtIou(tp_scores, fp_scores, len(regular), missed)
+    for det in dets_of.get(None, []):
+        outcomes.append(BoxOutcome(FP, None, score_list[det], ranks[det], 0.0, det, None))
+    confusion = confusion_cells(labels, scores, boxes, gt_labels, gt_boxes, gt_crowd, eval_iou, eval_confidence,
+                                iou_rows=iou_rows, by_score=by_score)
+    return ImageEvaluation(label_counts, outcomes, at_eval, confusion)
 
 
 def outcome_rows(prediction_run: Optional[str], image_uri: str, result: ImageEvaluation, boxes: np.ndarray,
@@ -266,21 +383,31 @@ def metric_rows(prediction_run: Optional[str], labels: dict, thresholds: Sequenc
 
 def confusion_cells(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: np.ndarray,
                     gt_labels: Sequence[str], gt_boxes: np.ndarray, gt_crowd: np.ndarray,
-                    eval_iou: float, eval_confidence: float) -> dict:
+                    eval_iou: float, eval_confidence: float, iou_rows: Optional[List[List[float]]] = None,
+                    by_score: Optional[List[int]] = None) -> dict:
     """The detections at or above the confidence matched to boxes regardless of label (greedy by
     score, IoU >= eval_iou): (true, predicted) per pair, (None, predicted) per unmatched detection,
-    (true, None) per unmatched regular box; a detection on a crowd box counts nowhere (COCO)."""
-    kept = np.flatnonzero(scores >= eval_confidence)
-    match = match_label(scores[kept], boxes[kept], gt_boxes, gt_crowd, (eval_iou,))
+    (true, None) per unmatched regular box; a detection on a crowd box counts nowhere (COCO).
+    `iou_rows` and `by_score`: the image's IoU and score order, when already computed."""
+    score_list = scores.tolist()
+    if iou_rows is None:
+        iou_rows = box_ious(boxes, gt_boxes, gt_crowd).tolist()
+    if by_score is None:
+        by_score = sorted(range(len(score_list)), key=score_list.__getitem__, reverse=True)
+    kept = [det for det in by_score if score_list[det] >= eval_confidence]
+    is_crowd = gt_crowd.tolist()
+    regular = [g for g, c in enumerate(is_crowd) if not c]
+    outcome, box_of, matched_by = greedy([iou_rows[d] for d in kept], list(range(len(kept))), regular,
+                                         [g for g, c in enumerate(is_crowd) if c], eval_iou, len(is_crowd))
     cells: dict = {}
-    for position, det in enumerate(kept.tolist()):
-        if match.outcomes[0, position] == IGNORED:
+    for position, det in enumerate(kept):
+        if outcome[position] == IGNORED:
             continue
-        box = int(match.matched_box[0, position])
+        box = box_of[position]
         key = (gt_labels[box] if box >= 0 else None, labels[det])
         cells[key] = cells.get(key, 0) + 1
-    for box in np.flatnonzero(~gt_crowd).tolist():
-        if match.matched_by[0, box] < 0:
+    for box in regular:
+        if matched_by[box] < 0:
             cells[(gt_labels[box], None)] = cells.get((gt_labels[box], None), 0) + 1
     return cells
 
@@ -298,15 +425,53 @@ class LabelTotals(NamedTuple):
     confidence_fn: np.ndarray
 
 
+class LabelAccumulator:
+    """The images of one run and label gathered, then made into one LabelTotals: the AP counts merged
+    with one sort and the confidence grid counted once, not once per image."""
+
+    __slots__ = ('scores', 'outcomes', 'tp_scores', 'fp_scores', 'regular', 'ap_regular', 'detections', 'missed')
+
+    def __init__(self):
+        self.scores: List[float] = []
+        self.outcomes: Optional[List[List[int]]] = None  # per threshold
+        self.tp_scores: List[float] = []
+        self.fp_scores: List[float] = []
+        self.regular = self.ap_regular = self.detections = self.missed = 0
+
+    def add(self, counts: LabelCounts, at_eval: LabelAtIou, detections: int) -> None:
+        self.scores += counts.scores
+        if self.outcomes is None:
+            self.outcomes = [[] for _ in counts.outcomes]
+        for gathered, outcome in zip(self.outcomes, counts.outcomes):
+            gathered += outcome
+        self.ap_regular += counts.regular
+        self.tp_scores += at_eval.tp_scores
+        self.fp_scores += at_eval.fp_scores
+        self.regular += at_eval.regular
+        self.missed += at_eval.missed
+        self.detections += detections
+
+    def totals(self) -> LabelTotals:
+        counts = LabelCounts(self.scores, self.outcomes or [], self.ap_regular).precision_counts()
+        return LabelTotals(PrecisionCounts.merge_all([counts]), self.detections, len(self.tp_scores),
+                           len(self.fp_scores), self.missed, *grid_counts(self.tp_scores, self.fp_scores, self.regular))
+
+
+def accumulate(accumulators: dict, result: ImageEvaluation, label_detections: dict) -> None:
+    """Adds one image's labels to `accumulators` (label -> LabelAccumulator); `label_detections`:
+    label -> its kept detections in the image."""
+    for label, counts in result.label_counts.items():
+        accumulator = accumulators.get(label)
+        if accumulator is None:
+            accumulator = accumulators[label] = LabelAccumulator()
+        accumulator.add(counts, result.at_eval[label], label_detections.get(label, 0))
+
+
 def label_totals(result: ImageEvaluation, label_detections: dict) -> dict:
     """label -> LabelTotals of one image (`label_detections`: label -> its kept detections there)."""
-    outcomes: dict = {}
-    for row in result.outcomes:
-        if row.label is not None:
-            outcomes[(row.label, row.outcome)] = outcomes.get((row.label, row.outcome), 0) + 1
-    return {label: LabelTotals(counts, label_detections.get(label, 0), outcomes.get((label, TP), 0),
-                               outcomes.get((label, FP), 0), outcomes.get((label, FN), 0), *result.confidence[label])
-            for label, counts in result.counts.items()}
+    accumulators: dict = {}
+    accumulate(accumulators, result, label_detections)
+    return {label: accumulator.totals() for label, accumulator in accumulators.items()}
 
 
 def merge_totals(first: LabelTotals, second: LabelTotals) -> LabelTotals:

@@ -14,7 +14,7 @@ Pure: the callers read the files and say where each unit came from.
 """
 import csv
 import math
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import orjson
 
@@ -49,6 +49,60 @@ class GroundTruthRejection(NamedTuple):
 
 
 GroundTruthUnit = Union[GroundTruthImage, GroundTruthRejection]
+
+
+class PlacedImage(NamedTuple):
+    """A usable unit with where it came from: the boxes of one image are put together in this order."""
+    source_file: str
+    position: int
+    image: GroundTruthImage
+
+
+class BucketTruth(NamedTuple):
+    """Usable units of one ground-truth file that fall in one bucket, as columns: one Beam element,
+    pickled in one piece (a list of PlacedImage would be pickled unit by unit)."""
+    source_file: str
+    positions: List[int]
+    image_uris: List[str]
+    ml_uses: List[Optional[str]]
+    offsets: List[int]  # (units + 1): the boxes of unit i are offsets[i]:offsets[i + 1]
+    labels: List[str]
+    boxes: List[Box]
+    crowd: List[bool]
+
+    @classmethod
+    def of(cls, source_file: str, units: Sequence[Tuple[int, GroundTruthImage]]) -> 'BucketTruth':
+        offsets, labels, boxes, crowd = [0], [], [], []
+        for _, image in units:
+            for box in image.boxes:
+                labels.append(box.label)
+                boxes.append(box.box)
+                crowd.append(box.crowd)
+            offsets.append(len(labels))
+        return cls(source_file, [p for p, _ in units], [image.image_uri for _, image in units],
+                   [image.ml_use for _, image in units], offsets, labels, boxes, crowd)
+
+    def units(self) -> Iterator[PlacedImage]:
+        for unit, uri in enumerate(self.image_uris):
+            start, end = self.offsets[unit], self.offsets[unit + 1]
+            yield PlacedImage(self.source_file, self.positions[unit], GroundTruthImage(uri, tuple(
+                GroundTruthBox(self.labels[i], self.boxes[i], self.crowd[i]) for i in range(start, end)),
+                self.ml_uses[unit]))
+
+
+def merge_units(units: Iterable[PlacedImage]) -> List[GroundTruthImage]:
+    """One image per URI with the boxes of all its units in (file, position) order, whatever order
+    the units come in; its ML use, the first one given."""
+    by_uri: Dict[str, List[PlacedImage]] = {}
+    for unit in units:
+        by_uri.setdefault(unit.image.image_uri, []).append(unit)
+    merged = []
+    for uri in sorted(by_uri):
+        ordered = [unit.image for unit in sorted(by_uri[uri], key=lambda u: (u.source_file, u.position))]
+        uses = [image.ml_use for image in ordered if image.ml_use is not None]
+        merged.append(GroundTruthImage(uri, tuple(box for image in ordered for box in image.boxes),
+                                       uses[0] if uses else None))
+    return merged
 
 
 class _Invalid(Exception):
@@ -105,10 +159,31 @@ def parse_vertex_line(line: bytes) -> GroundTruthUnit:
         annotations = record.get('boundingBoxAnnotations') or []
         if not isinstance(annotations, list):
             raise _Invalid('boundingBoxAnnotations: expected a list')
-        boxes = tuple(_vertex_annotation(a, f'boundingBoxAnnotations[{i}]') for i, a in enumerate(annotations))
+        boxes = tuple(_plain_vertex_annotation(a) or _vertex_annotation(a, f'boundingBoxAnnotations[{i}]')
+                      for i, a in enumerate(annotations))
         return GroundTruthImage(uri, boxes, ml_use(labels.get(ML_USE_LABEL)))
     except _Invalid as exc:
         return GroundTruthRejection(str(exc), uri if isinstance(uri, str) and uri else None)
+
+
+def _plain_vertex_annotation(annotation: Any) -> Optional[GroundTruthBox]:
+    """The common case checked in one expression (names and messages are only built for the others,
+    by _vertex_annotation): a label, four numbers within [0, 1], a box with an area."""
+    if annotation.__class__ is not dict:
+        return None
+    label: Any = annotation.get('displayName')
+    x_min: Any = annotation.get('xMin')
+    x_max: Any = annotation.get('xMax')
+    y_min: Any = annotation.get('yMin')
+    y_max: Any = annotation.get('yMax')
+    if (label.__class__ is str and label and _plain(x_min) and _plain(x_max) and _plain(y_min) and _plain(y_max)
+            and x_min < x_max and y_min < y_max):
+        return GroundTruthBox(label, (float(x_min), float(y_min), float(x_max), float(y_max)))
+    return None
+
+
+def _plain(value: Any) -> bool:
+    return (value.__class__ is float or value.__class__ is int) and 0 <= value <= 1
 
 
 def _vertex_annotation(annotation: Any, where: str) -> GroundTruthBox:

@@ -201,10 +201,10 @@ def evaluate(pbegin, parsed: ParseResult, settings: Settings) -> EvaluationWritt
     three Parquet tables under <output>/evaluation/, and/or four BigQuery tables."""
     options = settings.evaluation
     truth = pbegin | 'ReadGroundTruth' >> ReadGroundTruth(
-        options.ground_truth_files, options.ground_truth_image_prefix, options.ml_use)
-    result = ({'predictions': parsed.line_predictions, 'truth': truth.images}
+        options.ground_truth_files, options.ground_truth_image_prefix, options.buckets)
+    result = ({'predictions': parsed.line_predictions, 'truth': truth.units}
               | 'Evaluate' >> EvaluateAgainstGroundTruth(options.iou_thresholds, options.eval_iou,
-                                                         options.eval_confidence))
+                                                         options.eval_confidence, options.ml_use))
     confidence_rows = result.confidence | 'CountConfidenceRows' >> beam.combiners.Count.Globally()
     confusion_rows = result.confusion | 'CountConfusionRows' >> beam.combiners.Count.Globally()
     metrics_file = match_files = confidence_files = confusion_files = None

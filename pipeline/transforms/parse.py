@@ -9,7 +9,7 @@ from pipeline.config.settings import PostprocessingSettings, Settings, SizeSetti
 from pipeline.core import dead_letters, progress, shards
 from pipeline.core.dead_letters import INVALID_RECORD
 from pipeline.core.decoding import BatchDecoder
-from pipeline.core.evaluation import line_predictions
+from pipeline.core.evaluation import lines_by_bucket
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.transforms.count import counted
@@ -20,9 +20,9 @@ class ParseBatchFn(beam.DoFn):
     """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts."""
 
     def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings,
-                 report_progress: bool = False, evaluate: bool = False):
+                 report_progress: bool = False, evaluation_buckets: int = 0):
         self._input_format = input_format
-        self._evaluate = evaluate  # each line's kept detections go on to the evaluation
+        self._buckets = evaluation_buckets  # when set, each line's kept detections go to the evaluation
         self._report_progress = report_progress
         self._postprocessing = postprocessing
         self._sizes = sizes
@@ -59,14 +59,17 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('image_uris', decoded.lines.image_uris)
         for record in rejected:
             yield beam.pvalue.TaggedOutput('dead_letters', record)
-        if self._evaluate:
-            rejected_positions = {position for position, _ in decoded.rejections}
-            positions = [batch.first + position for position in range(len(batch.lines))
-                         if position not in rejected_positions]
-            for line in line_predictions(decoded.lines, tables.rows, positions, batch.source_file,
-                                         batch.range_start, run):
-                yield beam.pvalue.TaggedOutput('line_predictions', line)
+        if self._buckets:
+            yield from self._line_predictions(batch, decoded, tables.rows, run)
         yield counted(counts)
+
+    def _line_predictions(self, batch: LineBatch, decoded, rows, run):
+        """(bucket, BucketLines) per bucket the batch's lines fall in."""
+        rejected = {position for position, _ in decoded.rejections}
+        positions = [batch.first + position for position in range(len(batch.lines)) if position not in rejected]
+        for bucket in lines_by_bucket(decoded.lines, rows, positions, batch.source_file, batch.range_start, run,
+                                      self._buckets).items():
+            yield beam.pvalue.TaggedOutput('line_predictions', bucket)
 
 
 # Python's cyclic collector runs every 700 net container allocations, and a full pass walks every
@@ -96,8 +99,8 @@ def failed_batch_to_dead_letters(failure):
 
 class ParseResult(NamedTuple):
     """What parsing gives: Arrow tables of detections and images, dead letters, the image URIs of each
-    batch (for the duplicate count), counts, and each line's kept detections (LinePrediction) when the
-    run evaluates."""
+    batch (for the duplicate count), counts, and each line's kept detections when the run evaluates
+    ((bucket, BucketLines))."""
     detections: beam.PCollection
     images: beam.PCollection
     image_uris: beam.PCollection
@@ -118,7 +121,8 @@ class ParsePredictions(beam.PTransform):
         settings = self._settings
         parsed = batches | 'ParseLines' >> beam.ParDo(
             ParseBatchFn(settings.input.input_format, settings.postprocessing, settings.sizes,
-                         settings.launch.progress, settings.evaluation.enabled),
+                         settings.launch.progress,
+                         settings.evaluation.buckets if settings.evaluation.enabled else 0),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
             'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'line_predictions', main='unused',

@@ -9,8 +9,8 @@ from beam_testing import local_test_pipeline
 from coco_testing import generated_set, normalized, pycocotools_eval
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
-from pipeline.core.evaluation import LinePrediction, RunImage
-from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
+from pipeline.core.evaluation import BucketLines, LinePrediction, RunImage, bucket_of
+from pipeline.core.ground_truth import BucketTruth, GroundTruthBox, GroundTruthImage
 from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 
 
@@ -18,6 +18,30 @@ def line(run, uri, position, size, dets):
     return LinePrediction(run, uri, ('f.jsonl', 0, position), [label for label, _, _ in dets],
                           np.array([score for _, _, score in dets]),
                           np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4))
+
+
+def lines_in_buckets(lines, buckets):
+    """Elements as the job makes them: (bucket, BucketLines), several per bucket and per run."""
+    out = []
+    for start in range(0, len(lines), 7):
+        grouped = {}
+        for line in lines[start:start + 7]:
+            grouped.setdefault((bucket_of(line.image_uri, buckets), line.prediction_run), []).append(line)
+        for (bucket, run), group in grouped.items():
+            counts = np.cumsum([0] + [len(line.scores) for line in group])
+            out.append((bucket, BucketLines(run, 'f.jsonl', 0, [line.order[2] for line in group],
+                                            [line.image_uri for line in group], counts,
+                                            [label for line in group for label in line.labels],
+                                            np.concatenate([line.scores for line in group]),
+                                            np.concatenate([line.boxes for line in group]).reshape(-1, 4))))
+    return out
+
+
+def truth_in_buckets(images, buckets):
+    grouped = {}
+    for position, image in enumerate(images):
+        grouped.setdefault(bucket_of(image.image_uri, buckets), []).append((position, image))
+    return [(bucket, BucketTruth.of('truth.jsonl', units)) for bucket, units in grouped.items()]
 
 
 def test_two_runs_side_by_side_equal_pycocotools_each():
@@ -35,9 +59,11 @@ def test_two_runs_side_by_side_equal_pycocotools_each():
     expected_a = pycocotools_eval(sizes, truth, [d if i % 5 else [] for i, d in enumerate(detections)])[1]
     expected_b = pycocotools_eval(sizes, truth, other)[1]
 
+    buckets = 4
     pipeline = local_test_pipeline()
-    result = ({'predictions': pipeline | 'Lines' >> beam.Create(lines),
-               'truth': pipeline | 'Truth' >> beam.Create(ground_truth)}
+    result = ({'predictions': pipeline | 'Lines' >> beam.Create(lines_in_buckets(lines, buckets)),
+               'truth': pipeline | 'Truth' >> beam.Create(truth_in_buckets([image for _, image in ground_truth],
+                                                                           buckets))}
               | EvaluateAgainstGroundTruth(COCO_IOU_THRESHOLDS, 0.5, 0.5))
 
     def check_metrics(documents):

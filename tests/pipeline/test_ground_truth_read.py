@@ -1,5 +1,6 @@
-"""Reading ground truth in a pipeline: every file, one labelled image per URI with the boxes of all its
-units, the images of one ML use when asked, and a dead letter per unusable unit."""
+"""Reading ground truth in a pipeline: every file's usable units in batches keyed by bucket, one
+labelled image per URI with the boxes of all its units once merged, and a dead letter per unusable
+unit."""
 import shutil
 
 import apache_beam as beam
@@ -7,9 +8,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_testing import local_test_pipeline
 from conftest import ROOT
 
-from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
+from pipeline.core.evaluation import bucket_of
+from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage, PlacedImage, merge_units
 from pipeline.io.ground_truth import resolve_ground_truth
-from pipeline.transforms.ground_truth import ReadGroundTruth, merge_units
+from pipeline.transforms.ground_truth import ReadGroundTruth
 
 FIXTURES = ROOT / 'tests' / 'fixtures' / 'ground_truth'
 
@@ -19,8 +21,17 @@ def test_units_of_one_image_are_merged_and_bad_ones_are_dead_letters(tmp_path):
     (tmp_path / 'more.csv').write_text('gs://folder/im3.png,car,0.5,0.5,,,0.6,0.6,,\n'
                                        'gs://folder/im4.png,car,x,0.5,,,0.6,0.6,,\n')
     pipeline = local_test_pipeline()
-    read = pipeline | ReadGroundTruth(resolve_ground_truth(str(tmp_path)))
-    assert_that(read.images, equal_to([
+    read = pipeline | ReadGroundTruth(resolve_ground_truth(str(tmp_path)), buckets=3)
+
+    def right_bucket(batches):
+        assert all(bucket_of(unit.image.image_uri, 3) == bucket for bucket, units in batches for unit in units.units())
+    assert_that(read.units, right_bucket, label='buckets')
+    images = (read.units
+              | 'AllUnits' >> beam.FlatMap(lambda batch: batch[1].units())
+              | 'Together' >> beam.combiners.ToList()
+              | 'Merge' >> beam.FlatMap(merge_units)
+              | 'ByUri' >> beam.Map(lambda image: (image.image_uri, image)))
+    assert_that(images, equal_to([
         ('gs://folder/image1.png', GroundTruthImage('gs://folder/image1.png', (
             GroundTruthBox('car', (0.1, 0.1, 0.3, 0.3)), GroundTruthBox('bike', (0.7, 0.6, 0.8, 0.9))), 'training')),
         ('gs://folder/im2.png', GroundTruthImage('gs://folder/im2.png', (
@@ -38,13 +49,9 @@ def test_units_of_one_image_are_merged_and_bad_ones_are_dead_letters(tmp_path):
 
 def test_the_boxes_of_an_image_keep_their_file_order_whatever_order_they_come_in():
     car, bike = GroundTruthBox('car', (0.1, 0.1, 0.3, 0.3)), GroundTruthBox('bike', (0.7, 0.6, 0.8, 0.9))
-    units = [('b.csv', 0, GroundTruthImage('u', (bike,))), ('a.csv', 3, GroundTruthImage('u', (car,), 'test')),
-             ('a.csv', 1, GroundTruthImage('u', (bike,), None))]
-    assert merge_units(('u', units)) == GroundTruthImage('u', (bike, car, bike), 'test')
-
-
-def test_only_the_images_of_the_ml_use_asked_for(tmp_path):
-    pipeline = local_test_pipeline()
-    read = pipeline | ReadGroundTruth([(str(FIXTURES / 'automl_vision.csv'), 'automl_csv')], ml_use='test')
-    assert_that(read.images, equal_to([('gs://folder/im3.png', GroundTruthImage('gs://folder/im3.png', (), 'test'))]))
-    pipeline.run().wait_until_finish()
+    units = [PlacedImage('b.csv', 0, GroundTruthImage('u', (bike,))),
+             PlacedImage('a.csv', 3, GroundTruthImage('u', (car,), 'test')),
+             PlacedImage('a.csv', 1, GroundTruthImage('u', (bike,), None)),
+             PlacedImage('a.csv', 2, GroundTruthImage('v', (car,), 'training'))]
+    assert merge_units(units) == [GroundTruthImage('u', (bike, car, bike), 'test'),
+                                  GroundTruthImage('v', (car,), 'training')]

@@ -116,3 +116,20 @@ def test_bad_coco_parts_are_rejected_and_the_rest_is_kept():
 def test_a_row_is_a_unit_of_its_own():
     assert parse_automl_row(['TEST', 'gs://b/a.jpg', '', '', '', '', '', '', '', '', '']) == \
         GroundTruthImage('gs://b/a.jpg', (), 'test')
+
+
+def test_the_plain_path_gives_what_the_full_check_gives():
+    """A Vertex box taken by the one-expression check equals the full check's box, on random values
+    around the edges (0, 1, swapped, equal, ints, bools, strings, out of range)."""
+    import random
+
+    from pipeline.core import ground_truth
+    rng = random.Random(17)
+    values = [0, 1, 0.0, 1.0, 0.5, 0.25, 0.75, 1.0000001, -0.0, True, '0.5', None, 2, -1]
+    for _ in range(3000):
+        annotation = {'displayName': rng.choice(['car', '', 7]),
+                      **{key: rng.choice(values + [rng.random()]) for key in ('xMin', 'xMax', 'yMin', 'yMax')}}
+        plain = ground_truth._plain_vertex_annotation(annotation)
+        if plain is None:
+            continue
+        assert plain == ground_truth._vertex_annotation(annotation, 'a'), annotation
