@@ -38,6 +38,7 @@ EXTRAS_REQUIRE = {
     ],
     'bench': [
         'duckdb==1.5.5',
+        'faster-coco-eval==1.8.0',  # the evaluation's anchor
         'psutil==7.2.2',
         'pyinstrument==5.1.3',
     ],

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from contenders import RESULT_SHARDS, TWO_PROCESS_FLAGS  # noqa: E402  pylint: disable=wrong-import-position
 from cost_model import cost_model, render_cost_model  # noqa: E402  pylint: disable=wrong-import-position
+from evaluation import generate_ground_truth  # noqa: E402  pylint: disable=wrong-import-position
 from generate import generate  # noqa: E402  pylint: disable=wrong-import-position
 
 WIDTH, HEIGHT = 1024, 768
@@ -153,6 +154,79 @@ def bench_size(fmt, images, thresholds, repeats, work_dir, postprocessing=False)
     return results
 
 
+WITHOUT_GROUND_TRUTH = 'pipeline, 2 processes'
+WITH_GROUND_TRUTH = 'pipeline, 2 processes, --ground_truth'
+FASTER_COCO_EVAL = 'faster-coco-eval'
+
+
+def bench_evaluation(images, threshold, repeats, work_dir):
+    """The same run with and without --ground_truth, and faster-coco-eval on the same boxes (its COCO
+    ground truth, the prediction lines converted as its users do). The mAP of each is compared."""
+    data_dir = os.path.join(work_dir, f'data-{images}')
+    if not os.path.isdir(data_dir):
+        generate(data_dir, images, shards=8)
+    truth_jsonl = os.path.join(work_dir, 'ground-truth', f'truth-{images}.jsonl')
+    truth_coco = os.path.join(work_dir, 'ground-truth', f'truth-{images}.coco.json')
+    if not os.path.exists(truth_coco):
+        os.makedirs(os.path.dirname(truth_coco), exist_ok=True)
+        generate_ground_truth(data_dir, truth_jsonl, truth_coco, WIDTH, HEIGHT)
+    annotations = annotations_in(data_dir, 'legacy')
+    output_dir = os.path.join(work_dir, 'out')
+    anchor_json = os.path.join(work_dir, 'faster-coco-eval.json')
+    pipeline = [sys.executable, '-m', 'pipeline', '--input', data_dir, '--output', output_dir,
+                '--score_threshold', str(threshold), '--image_size', f'{WIDTH}x{HEIGHT}', '--report=false',
+                '--overwrite', *TWO_PROCESS_FLAGS]
+    commands = {
+        WITHOUT_GROUND_TRUTH: pipeline,
+        WITH_GROUND_TRUTH: pipeline + ['--ground_truth', truth_jsonl],
+        FASTER_COCO_EVAL: [sys.executable, os.path.join(HERE, 'evaluation.py'), 'faster_coco_eval', data_dir,
+                           truth_coco, str(threshold), str(WIDTH), str(HEIGHT), anchor_json],
+    }
+    timings, maps = {}, {}
+    for repeat in range(repeats):
+        for name, command in commands.items():
+            shutil.rmtree(output_dir, ignore_errors=True)
+            seconds, peak_mb, cpu_s = run_measured(command)
+            timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
+            if name == WITH_GROUND_TRUTH:
+                with open(os.path.join(output_dir, 'evaluation', 'metrics.json'), encoding='utf-8') as handle:
+                    maps[name] = json.load(handle)['runs'][0]['map']
+            elif name == FASTER_COCO_EVAL:
+                with open(anchor_json, encoding='utf-8') as handle:
+                    anchor = json.load(handle)
+                maps[name] = anchor['map']
+            print(f'  evaluation, {images} images, threshold {threshold}, run {repeat + 1}: {name}: '
+                  f'{seconds:.2f} s, {cpu_s:.2f} CPU s, {peak_mb:.0f} MB', flush=True)
+    if abs(maps[WITH_GROUND_TRUTH] - maps[FASTER_COCO_EVAL]) > 1e-6:
+        raise AssertionError(f'mAP differs: {maps}')
+    medians = {name: statistics.median(s for s, _, _ in runs) for name, runs in timings.items()}
+    plain = medians[WITHOUT_GROUND_TRUTH]
+    return [{'images': images, 'annotations': annotations, 'threshold': threshold, 'contender': name,
+             'median_s': medians[name], 'min_s': min(s for s, _, _ in runs), 'max_s': max(s for s, _, _ in runs),
+             'peak_mb': max(mb for _, mb, _ in runs),
+             'cpu_s': statistics.median(c for _, _, c in runs),
+             'added_vs_plain_run': (medians[name] - plain) / plain if name == WITH_GROUND_TRUTH else None,
+             'vs_faster_coco_eval': medians[name] / medians[FASTER_COCO_EVAL],
+             'map': maps.get(name),
+             **({'faster_coco_eval_convert_s': anchor['convert_s'], 'faster_coco_eval_evaluate_s': anchor['evaluate_s']}
+                if name == FASTER_COCO_EVAL else {})}
+            for name, runs in timings.items()]
+
+
+def render_evaluation(results):
+    header = ('images', 'threshold', 'contender', 'median s', 'spread s', 'CPU s', 'peak MB', 'added', 'x fce', 'mAP')
+    rows = [header]
+    for r in results:
+        rows.append((f'{r["images"]:,}', f'{r["threshold"]}', r['contender'], f'{r["median_s"]:.2f}',
+                     f'{r["min_s"]:.2f}-{r["max_s"]:.2f}', f'{r["cpu_s"]:.2f}', f'{r["peak_mb"]:.0f}',
+                     '' if r['added_vs_plain_run'] is None else f'{r["added_vs_plain_run"]:+.0%}',
+                     f'{r["vs_faster_coco_eval"]:.2f}', '' if r['map'] is None else f'{r["map"]:.6f}'))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ['  '.join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines.insert(1, '  '.join('-' * width for width in widths))
+    return '\n'.join(lines)
+
+
 def render(results):
     header = ('format', 'images', 'threshold', 'contender', 'median s', 'spread s', 'annot/s', 'us/annot',
               'CPU s/M annot', 'peak MB', 'x baseline', 'x duckdb')
@@ -178,20 +252,31 @@ def main():
     parser.add_argument('--json', default=os.path.join(ROOT, 'bench', 'results.json'))
     parser.add_argument('--postprocessing', action='store_true',
                         help='also run the pipeline with every post-processing option on')
+    parser.add_argument('--evaluation', type=int, nargs='*', default=None, metavar='IMAGES',
+                        help='also the evaluation rows: with and without --ground_truth, and faster-coco-eval, '
+                             'on these sizes (default 200000), legacy format, threshold 0.5')
+    parser.add_argument('--only_evaluation', action='store_true', help='the evaluation rows alone')
     args = parser.parse_args()
     results = []
-    for fmt in args.formats:
+    for fmt in args.formats if not args.only_evaluation else ():
         for images in args.images:
             results += bench_size(fmt, images, args.thresholds, args.repeats, args.work_dir, args.postprocessing)
+    evaluation = []
+    if args.evaluation is not None or args.only_evaluation:
+        for images in args.evaluation or [200_000]:
+            evaluation += bench_evaluation(images, 0.5, args.repeats, args.work_dir)
     model = [dict(entry, format=fmt) for fmt in args.formats for entry in cost_model(
         [r for r in results if r['format'] == fmt], pipeline=TWO_PROCESSES, baseline=BASELINE)]
-    print(render(results))
+    if results:
+        print(render(results))
     if model:
         print(render_cost_model(model))
+    if evaluation:
+        print(render_evaluation(evaluation))
     with open(args.json, 'w', encoding='utf-8') as handle:
         json.dump({'machine': {'cpus': os.cpu_count(),
                                'memory_gb': round(psutil.virtual_memory().total / 2 ** 30)},
-                   'results': results, 'cost_model': model}, handle, indent=2)
+                   'results': results, 'cost_model': model, 'evaluation': evaluation}, handle, indent=2)
     print(f'Results: {args.json}')
 
 

@@ -474,6 +474,15 @@ def label_totals(result: ImageEvaluation, label_detections: dict) -> dict:
     return {label: accumulator.totals() for label, accumulator in accumulators.items()}
 
 
+def merge_all_totals(parts: Sequence[LabelTotals]) -> LabelTotals:
+    """Many parts' totals at once (one sort of the scores for them all)."""
+    return LabelTotals(PrecisionCounts.merge_all([part.counts for part in parts]),
+                       sum(part.detections for part in parts), sum(part.tp for part in parts),
+                       sum(part.fp for part in parts), sum(part.fn for part in parts),
+                       *(np.sum([getattr(part, name) for part in parts], axis=0)
+                         for name in ('confidence_tp', 'confidence_fp', 'confidence_fn')))
+
+
 def merge_totals(first: LabelTotals, second: LabelTotals) -> LabelTotals:
     return LabelTotals(first.counts.merge(second.counts), first.detections + second.detections,
                        first.tp + second.tp, first.fp + second.fp, first.fn + second.fn,

@@ -14,8 +14,10 @@ Pure: the callers read the files and say where each unit came from.
 """
 import csv
 import math
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Annotated, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+import msgspec
+import numpy as np
 import orjson
 
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
@@ -51,10 +53,13 @@ class GroundTruthRejection(NamedTuple):
 GroundTruthUnit = Union[GroundTruthImage, GroundTruthRejection]
 
 
+Place = Tuple[int, int]  # (the start of the byte range read, the unit's number in it): orders a file's units
+
+
 class PlacedImage(NamedTuple):
     """A usable unit with where it came from: the boxes of one image are put together in this order."""
     source_file: str
-    position: int
+    position: Place
     image: GroundTruthImage
 
 
@@ -62,16 +67,16 @@ class BucketTruth(NamedTuple):
     """Usable units of one ground-truth file that fall in one bucket, as columns: one Beam element,
     pickled in one piece (a list of PlacedImage would be pickled unit by unit)."""
     source_file: str
-    positions: List[int]
+    positions: List[Place]
     image_uris: List[str]
     ml_uses: List[Optional[str]]
     offsets: List[int]  # (units + 1): the boxes of unit i are offsets[i]:offsets[i + 1]
     labels: List[str]
-    boxes: List[Box]
-    crowd: List[bool]
+    boxes: np.ndarray  # (boxes, 4) float64
+    crowd: np.ndarray  # (boxes,) bool
 
     @classmethod
-    def of(cls, source_file: str, units: Sequence[Tuple[int, GroundTruthImage]]) -> 'BucketTruth':
+    def of(cls, source_file: str, units: Sequence[Tuple[Place, GroundTruthImage]]) -> 'BucketTruth':
         offsets, labels, boxes, crowd = [0], [], [], []
         for _, image in units:
             for box in image.boxes:
@@ -80,13 +85,15 @@ class BucketTruth(NamedTuple):
                 crowd.append(box.crowd)
             offsets.append(len(labels))
         return cls(source_file, [p for p, _ in units], [image.image_uri for _, image in units],
-                   [image.ml_use for _, image in units], offsets, labels, boxes, crowd)
+                   [image.ml_use for _, image in units], offsets, labels,
+                   np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(crowd, dtype=bool))
 
     def units(self) -> Iterator[PlacedImage]:
+        boxes, crowd = self.boxes.tolist(), self.crowd.tolist()
         for unit, uri in enumerate(self.image_uris):
             start, end = self.offsets[unit], self.offsets[unit + 1]
             yield PlacedImage(self.source_file, self.positions[unit], GroundTruthImage(uri, tuple(
-                GroundTruthBox(self.labels[i], self.boxes[i], self.crowd[i]) for i in range(start, end)),
+                GroundTruthBox(self.labels[i], tuple(boxes[i]), crowd[i]) for i in range(start, end)),
                 self.ml_uses[unit]))
 
 
@@ -142,8 +149,53 @@ def _uri(value: Any, where: str) -> str:
 
 # -- Vertex AI import JSONL ------------------------------------------------------------------------
 
+class _ImportBox(msgspec.Struct):
+    displayName: Annotated[str, msgspec.Meta(min_length=1)]
+    xMin: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    xMax: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    yMin: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    yMax: Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
+class _ImportLine(msgspec.Struct):
+    """The common, valid shape of an import line, decoded and checked in C; every other line goes to
+    the full check, whose answers (and messages) are the contract."""
+    imageGcsUri: Annotated[str, msgspec.Meta(min_length=1)]
+    boundingBoxAnnotations: List[_ImportBox] = []
+    dataItemResourceLabels: Dict[str, str] = {}
+
+
+_IMPORT_LINE = msgspec.json.Decoder(_ImportLine)
+
+
 def parse_vertex_line(line: bytes) -> GroundTruthUnit:
-    """One line of an `image_bounding_box_io_format_1.0.0` import file."""
+    """One line of an `image_bounding_box_io_format_1.0.0` import file: the typed decoder for the
+    common case, the full check (orjson) for the rest."""
+    if line.isascii() or _is_utf8(line):  # msgspec does not check the strings it skips
+        try:
+            record = _IMPORT_LINE.decode(line)
+        except (msgspec.DecodeError, RecursionError):
+            record = None
+        if record is not None and record.imageGcsUri.strip() and all(
+                box.xMin < box.xMax and box.yMin < box.yMax for box in record.boundingBoxAnnotations):
+            use = record.dataItemResourceLabels.get(ML_USE_LABEL)
+            if use is None or use == '' or use.strip().lower() in _ML_USE_SPELLINGS:
+                return GroundTruthImage(record.imageGcsUri, tuple(
+                    GroundTruthBox(box.displayName, (box.xMin, box.yMin, box.xMax, box.yMax))
+                    for box in record.boundingBoxAnnotations), ml_use(use))
+    return parse_vertex_line_fully(line)
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode('utf-8')
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def parse_vertex_line_fully(line: bytes) -> GroundTruthUnit:
+    """One import line through the full check: every rejection names the field and what is wrong."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:

@@ -8,9 +8,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config.options import GROUND_TRUTH_FORMATS
 from pipeline.core import ground_truth
-from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit
-from pipeline.core.shards import scheme_of
-from pipeline.io.sources import open_shard
+from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit, Place
+from pipeline.core.shards import scheme_of, split_ranges
+from pipeline.io.sources import open_shard, read_range_lines
 
 VERTEX_JSONL, AUTOML_CSV, COCO = GROUND_TRUTH_FORMATS[1:]
 
@@ -95,31 +95,59 @@ def detect_format(path: str, head: bytes) -> str:
     raise GroundTruthError(f'--ground_truth: cannot tell the format of {path}; give --ground_truth_format')
 
 
-def read_units(path: str, fmt: str = 'auto', image_prefix: str = '') -> Iterator[Unit]:
-    """Every unit of one ground-truth file, in file order; a file that cannot be read is one rejection."""
+def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int = 0,
+               end: Optional[int] = None) -> Iterator[Tuple[Place, Unit]]:
+    """(place, unit) for every unit of one ground-truth file, in file order; a file that cannot be
+    read is one rejection. A JSONL file may be read in byte ranges [start, end) (the lines that begin
+    there, as the prediction shards are); the other formats are read whole."""
+    if fmt == VERTEX_JSONL:
+        yield from _jsonl_units(path, start, end)
+        return
     try:
         with open_shard(path) as handle:
             data = handle.read()
     except Exception as exc:  # the file, not a unit, is unusable: one dead letter for it
-        yield Unit(path, 'the file', None, GroundTruthRejection(f'could not read the file: {exc!r}'))
+        yield (start, 0), Unit(path, 'the file', None, GroundTruthRejection(f'could not read the file: {exc!r}'))
         return
     if fmt == 'auto':
-        fmt = detect_format(path, data[:65536])
+        fmt = detect_format(path, data[:HEAD_BYTES])
+        if fmt == VERTEX_JSONL:
+            yield from _jsonl_units(path, start, end)
+            return
     if fmt == COCO:
         images, rejected = ground_truth.parse_coco(data, image_prefix)
         for index, image in enumerate(images):
-            yield Unit(path, f'images[{index}]', None, image)
-        for where, rejection in rejected:
-            yield Unit(path, where, None, rejection)
-    elif fmt == VERTEX_JSONL:
-        for number, line in enumerate(data.splitlines(), start=1):
-            if line.strip():
-                yield Unit(path, f'line {number}', line, ground_truth.parse_vertex_line(line))
-    else:
-        try:
-            text = data.decode('utf-8-sig')
-        except UnicodeDecodeError as exc:
-            yield Unit(path, 'the file', None, GroundTruthRejection(f'not UTF-8 text: {exc}'))
-            return
-        for number, row, parsed in ground_truth.parse_automl_csv(text):
-            yield Unit(path, f'line {number}', row.encode('utf-8'), parsed)
+            yield (0, index), Unit(path, f'images[{index}]', None, image)
+        for index, (where, rejection) in enumerate(rejected, start=len(images)):
+            yield (0, index), Unit(path, where, None, rejection)
+        return
+    try:
+        text = data.decode('utf-8-sig')
+    except UnicodeDecodeError as exc:
+        yield (0, 0), Unit(path, 'the file', None, GroundTruthRejection(f'not UTF-8 text: {exc}'))
+        return
+    for number, row, parsed in ground_truth.parse_automl_csv(text):
+        yield (0, number), Unit(path, f'line {number}', row.encode('utf-8'), parsed)
+
+
+def _jsonl_units(path: str, start: int, end: Optional[int]) -> Iterator[Tuple[Place, Unit]]:
+    where = 'line {}' if start == 0 else f'line {{}} of the range from byte {start}'
+    number = 0
+    try:
+        with open_shard(path) as handle:
+            for number, line in enumerate(read_range_lines(handle, start, end), start=1):
+                if line.strip():
+                    yield (start, number), Unit(path, where.format(number), line, ground_truth.parse_vertex_line(line))
+    except Exception as exc:
+        yield (start, number + 1), Unit(path, where.format(number + 1) + ' on', None, GroundTruthRejection(
+            f'could not read the file from there: {exc!r}'))
+
+
+def ranges_of(path: str, fmt: str, range_bytes: int) -> List[Tuple[str, str, int, Optional[int]]]:
+    """(path, format, start, end) of the byte ranges one ground-truth file is read in: JSONL files in
+    ranges read by different workers, the others whole."""
+    if fmt != VERTEX_JSONL:
+        return [(path, fmt, 0, None)]
+    size = FileSystems.match([path], limits=[1])[0].metadata_list[0].size_in_bytes
+    return [(shard_range.path, fmt, shard_range.start, shard_range.end)
+            for shard_range in split_ranges(path, size, range_bytes)]

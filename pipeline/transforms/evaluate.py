@@ -3,32 +3,26 @@ with the ground truth by bucket (a hash of the image URI: one element carries ma
 worker holds one bucket at a time), each image evaluated on its own, and the per-label counts of each
 prediction run combined (they merge in any order, so the figures are exact with memory that grows
 with distinct scores, never with images)."""
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
-import numpy as np
+import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.core import counts as names
+from pipeline.core.bucket_evaluation import assemble, evaluate_images
 from pipeline.core.counts import Counts
 from pipeline.core.evaluation import (
-    LabelAccumulator,
     LabelTotals,
-    LinePrediction,
     RunImage,
     confidence_rows,
     confusion_rows,
-    evaluate_image,
+    merge_all_totals,
     merge_cells,
-    merge_totals,
     metric_rows,
     metrics_document,
-    outcome_rows,
     run_metrics,
 )
-from pipeline.core.ground_truth import GroundTruthImage, merge_units
-from pipeline.core.schema import MATCHES_SCHEMA
-from pipeline.core.tables import rows_to_table
 from pipeline.transforms.count import counted_at_bundle_end
 
 
@@ -40,10 +34,6 @@ class EvaluationResult(NamedTuple):
     confusion: beam.PCollection  # rows of schema.CONFUSION_COLUMNS, as dicts
     metric_rows: beam.PCollection  # rows of schema.METRIC_COLUMNS, as dicts
     counts: beam.PCollection  # Counts
-
-
-def _empty_line(run: Optional[str], uri: str) -> LinePrediction:
-    return LinePrediction(run, uri, ('', -1, -1), [], np.zeros(0), np.zeros((0, 4)))
 
 
 # Rows of `matches` gathered before they leave as one Arrow table (and at the end of each bundle).
@@ -62,109 +52,67 @@ class EvaluateBucketFn(beam.DoFn):
         self._eval_iou = eval_iou
         self._eval_confidence = eval_confidence
         self._ml_use = ml_use
-        self._rows: List[tuple] = []
+        self._tables: List[pa.Table] = []
+        self._pending_rows = 0
         self._counts = Counts()
 
     def start_bundle(self):
-        self._rows, self._counts = [], Counts()
+        self._tables, self._pending_rows, self._counts = [], 0, Counts()
 
     def process(self, element, runs: Iterable[Optional[str]]):
         _, joined = element
         runs = list(runs)
-        lines_of: Dict[str, List[LinePrediction]] = {}
-        for batch in joined['predictions']:
-            for line in batch.lines():
-                lines_of.setdefault(line.image_uri, []).append(line)
-        truth = merge_units(unit for batch in joined['truth'] for unit in batch.units())
+        bucket = assemble(list(joined['truth']), list(joined['predictions']), runs, self._ml_use)
         scalars = self._counts.scalars
-        if self._ml_use is not None:
-            scalars[names.GROUND_TRUTH_OTHER_ML_USE] += sum(image.ml_use != self._ml_use for image in truth)
-            truth = [image for image in truth if image.ml_use == self._ml_use]
-        labelled = {image.image_uri for image in truth}
-        run_images: Dict[Optional[str], RunImage] = {}
-        for uri, lines in lines_of.items():
-            if uri not in labelled:
-                for line in lines:
-                    _add(run_images, line.prediction_run, RunImage(predictions_without_ground_truth=1))
-                scalars[names.PREDICTIONS_WITHOUT_GROUND_TRUTH] += len(lines)
-        accumulators: Dict[Tuple[Optional[str], str], LabelAccumulator] = {}
-        cells: Dict[Optional[str], dict] = {}
-        for image in truth:
-            self._evaluate(image, lines_of.get(image.image_uri, []), runs, accumulators, cells, run_images)
-        for (run, label), accumulator in accumulators.items():
-            yield beam.pvalue.TaggedOutput('totals', ((run, label), accumulator.totals()))
-        for run, run_cells in cells.items():
-            yield beam.pvalue.TaggedOutput('cells', (run, run_cells))
-        for run, image_counts in run_images.items():
-            yield beam.pvalue.TaggedOutput('runs', (run, image_counts))
-        if len(self._rows) >= MATCH_TABLE_ROWS:
+        scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
+        scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
+        scalars[names.GROUND_TRUTH_BOXES] += len(bucket.gt_labels)
+        for run, (columns, counts) in bucket.runs.items():
+            yield beam.pvalue.TaggedOutput('runs', (run, counts))
+            scalars[names.IMAGES_EVALUATED] += counts.evaluated
+            scalars[names.IMAGES_WITHOUT_PREDICTION] += counts.without_prediction
+            scalars[names.PREDICTIONS_WITHOUT_GROUND_TRUTH] += counts.predictions_without_ground_truth
+            scalars[names.FURTHER_LINES_OF_EVALUATED_IMAGES] += counts.other_lines
+            if not columns.image_uris:
+                continue
+            result = evaluate_images(columns, run, self._thresholds, self._eval_iou, self._eval_confidence)
+            for label, totals in result.labels.items():
+                yield beam.pvalue.TaggedOutput('totals', ((run, label), totals))
+            yield beam.pvalue.TaggedOutput('cells', (run, result.cells))
+            self._tables.append(result.matches)
+            self._pending_rows += result.matches.num_rows
+        if self._pending_rows >= MATCH_TABLE_ROWS:
             yield self._matches()
 
-    def _evaluate(self, image: GroundTruthImage, lines: List[LinePrediction], runs, accumulators, cells,
-                  run_images) -> None:
-        """One image against each run's first line of it."""
-        gt_labels = [box.label for box in image.boxes]
-        gt_boxes = np.array([box.box for box in image.boxes], dtype=np.float64).reshape(-1, 4)
-        gt_crowd = np.array([box.crowd for box in image.boxes], dtype=bool)
-        scalars = self._counts.scalars
-        scalars[names.GROUND_TRUTH_IMAGES] += 1
-        scalars[names.GROUND_TRUTH_BOXES] += len(image.boxes)
-        for run in runs:
-            mine = sorted((line for line in lines if line.prediction_run == run), key=lambda line: line.order)
-            line = mine[0] if mine else _empty_line(run, image.image_uri)
-            result = evaluate_image(line.labels, line.scores, line.boxes, gt_labels, gt_boxes, gt_crowd,
-                                    self._thresholds, self._eval_iou, self._eval_confidence)
-            per_label: Dict[str, int] = {}
-            for label in line.labels:
-                if label is not None:
-                    per_label[label] = per_label.get(label, 0) + 1
-            for label in result.label_counts:
-                accumulator = accumulators.get((run, label))
-                if accumulator is None:
-                    accumulator = accumulators[(run, label)] = LabelAccumulator()
-                accumulator.add(result.label_counts[label], result.at_eval[label], per_label.get(label, 0))
-            cells[run] = merge_cells(cells.get(run, {}), result.confusion)
-            counts = RunImage(evaluated=1, without_prediction=0 if mine else 1,
-                              other_lines=max(len(mine) - 1, 0), detections=len(line.scores))
-            _add(run_images, run, counts)
-            scalars[names.IMAGES_EVALUATED] += 1
-            scalars[names.IMAGES_WITHOUT_PREDICTION] += counts.without_prediction
-            scalars[names.FURTHER_LINES_OF_EVALUATED_IMAGES] += counts.other_lines
-            self._rows.extend(outcome_rows(run, image.image_uri, result, line.boxes, gt_boxes))
-
     def finish_bundle(self):
-        if self._rows:
+        if self._tables:
             yield GlobalWindows.windowed_value(self._matches())
         yield counted_at_bundle_end(self._counts)
         self._counts = Counts()
 
     def _matches(self):
-        table = rows_to_table(self._rows, MATCHES_SCHEMA)
+        table = pa.concat_tables(self._tables)
         self._counts.scalars[names.EVALUATION_MATCH_ROWS] += table.num_rows
-        self._rows = []
+        self._tables, self._pending_rows = [], 0
         return table
 
 
-def _add(run_images: Dict[Optional[str], RunImage], run: Optional[str], counts: RunImage) -> None:
-    run_images[run] = _sum_run_images([run_images.get(run, RunImage()), counts])
-
-
 class MergeTotalsFn(beam.CombineFn):
+    """LabelTotals of the buckets -> the run's, for one label. The parts are kept until the end and
+    merged at once: merging two by two would sort the growing score list once per bucket."""
+
     def create_accumulator(self):
-        return None
+        return []
 
     def add_input(self, accumulator, totals: LabelTotals):
-        return totals if accumulator is None else merge_totals(accumulator, totals)
+        accumulator.append(totals)
+        return accumulator
 
     def merge_accumulators(self, accumulators):
-        merged = None
-        for accumulator in accumulators:
-            if accumulator is not None:
-                merged = accumulator if merged is None else merge_totals(merged, accumulator)
-        return merged
+        return [totals for accumulator in accumulators for totals in accumulator]
 
     def extract_output(self, accumulator):
-        return accumulator
+        return merge_all_totals(accumulator) if accumulator else None
 
 
 def _sum_run_images(parts: Iterable[RunImage]) -> RunImage:

@@ -11,27 +11,28 @@ from pipeline.core import dead_letters
 from pipeline.core.counts import Counts
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.evaluation import bucket_of
-from pipeline.core.ground_truth import BucketTruth, GroundTruthImage, GroundTruthRejection
+from pipeline.core.ground_truth import BucketTruth, GroundTruthImage, GroundTruthRejection, Place
 from pipeline.io import ground_truth as files
 from pipeline.transforms.count import counted
 
 # Units gathered per file before they leave in one element per bucket.
 UNITS_PER_FLUSH = 20_000
+GROUND_TRUTH_RANGE_BYTES = 8 * 1024 * 1024
 
 
 class ReadUnitsFn(beam.DoFn):
-    """(ground-truth file, its format) -> (bucket, BucketTruth) batches of its usable units; a dead
-    letter per unusable one; the file's counts."""
+    """(ground-truth file, its format, a byte range of it) -> (bucket, BucketTruth) batches of its
+    usable units; a dead letter per unusable one; the range's counts."""
 
     def __init__(self, image_prefix: str, buckets: int):
         self._image_prefix = image_prefix
         self._buckets = buckets
 
-    def process(self, file: Tuple[str, str]):
-        path, fmt = file
+    def process(self, part: Tuple[str, str, int, Optional[int]]):
+        path, fmt, start, end = part
         read = used = 0
-        pending: Dict[int, List[Tuple[int, GroundTruthImage]]] = {}
-        for index, unit in enumerate(files.read_units(path, fmt, self._image_prefix)):
+        pending: Dict[int, List[Tuple[Place, GroundTruthImage]]] = {}
+        for place, unit in files.read_units(path, fmt, self._image_prefix, start, end):
             read += 1
             if isinstance(unit.parsed, GroundTruthRejection):
                 yield beam.pvalue.TaggedOutput('dead_letters', dead_letters.make_dead_letter(
@@ -40,7 +41,7 @@ class ReadUnitsFn(beam.DoFn):
                 continue
             used += 1
             bucket = bucket_of(unit.parsed.image_uri, self._buckets)
-            pending.setdefault(bucket, []).append((index, unit.parsed))
+            pending.setdefault(bucket, []).append((place, unit.parsed))
             if used % UNITS_PER_FLUSH == 0:
                 yield from ((bucket, BucketTruth.of(path, units)) for bucket, units in pending.items())
                 pending = {}
@@ -55,20 +56,24 @@ class GroundTruthRead(NamedTuple):
 
 
 class ReadGroundTruth(beam.PTransform):
-    """(path, format) of each ground-truth file -> GroundTruthRead. A file is read whole by one worker
-    (a ground-truth file is small next to the predictions it labels); its units are spread by bucket."""
+    """(path, format) of each ground-truth file -> GroundTruthRead. A JSONL file is read in byte ranges
+    on any number of workers, a CSV or COCO file whole by one (a quoted CSV field may hold a line end;
+    a COCO document is one JSON value); the units are spread by bucket."""
 
     def __init__(self, ground_truth_files: Sequence[Tuple[str, str]], image_prefix: Optional[str] = None,
-                 buckets: int = 1):
+                 buckets: int = 1, range_bytes: int = GROUND_TRUTH_RANGE_BYTES):
         super().__init__()
+        self._range_bytes = range_bytes
         self._files = list(ground_truth_files)
         self._image_prefix = image_prefix or ''
         self._buckets = buckets
 
     def expand(self, pbegin):
+        range_bytes = self._range_bytes
         read = (pbegin
                 | 'GroundTruthFiles' >> beam.Create(self._files)
-                | 'SpreadFiles' >> beam.Reshuffle()
+                | 'ByteRanges' >> beam.FlatMapTuple(lambda path, fmt: files.ranges_of(path, fmt, range_bytes))
+                | 'SpreadRanges' >> beam.Reshuffle()
                 | 'ReadUnits' >> beam.ParDo(ReadUnitsFn(self._image_prefix, self._buckets)).with_outputs(
                     'dead_letters', 'counts', main='units'))
         return GroundTruthRead(read.units, read.dead_letters, read.counts)

@@ -140,7 +140,7 @@ def test_each_ground_truth_format_end_to_end(run, tmp_path, fixture, extra, imag
     """Predictions that are the fixture's own boxes: AP 1 for every label with ground truth."""
     prefix = extra[1] if extra and extra[0] == '--ground_truth_image_prefix' else ''
     boxes_of = {}  # one prediction line per image, with the boxes of all its units
-    for unit in read_units(str(FIXTURES / fixture), 'auto', prefix):
+    for _, unit in read_units(str(FIXTURES / fixture), 'auto', prefix):
         boxes_of.setdefault(unit.parsed.image_uri, []).extend(unit.parsed.boxes)
     folder = tmp_path / 'in' / 'prediction-m-2026-12-01T00:00:00.000Z'
     folder.mkdir(parents=True)

@@ -40,7 +40,7 @@ def lines_in_buckets(lines, buckets):
 def truth_in_buckets(images, buckets):
     grouped = {}
     for position, image in enumerate(images):
-        grouped.setdefault(bucket_of(image.image_uri, buckets), []).append((position, image))
+        grouped.setdefault(bucket_of(image.image_uri, buckets), []).append(((0, position), image))
     return [(bucket, BucketTruth.of('truth.jsonl', units)) for bucket, units in grouped.items()]
 
 

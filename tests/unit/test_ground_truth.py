@@ -133,3 +133,33 @@ def test_the_plain_path_gives_what_the_full_check_gives():
         if plain is None:
             continue
         assert plain == ground_truth._vertex_annotation(annotation, 'a'), annotation
+
+
+def test_the_typed_import_line_decoder_answers_as_the_full_check():
+    """Random import lines, valid and not: the typed path's image (or its decline, then the full
+    check) equals what the full check alone gives."""
+    import json
+    import random
+
+    from pipeline.core.ground_truth import parse_vertex_line, parse_vertex_line_fully
+    rng = random.Random(5)
+    numbers = [0, 1, 0.0, 0.5, 1.0, 0.2, 0.9, -0.0, 1.0000001, -1e-9, 2, True, None, '0.5']
+
+    def box():
+        fields = {'displayName': rng.choice(['car', '', 'dog', 3]),
+                  **{k: rng.choice(numbers) for k in ('xMin', 'xMax', 'yMin', 'yMax')}}
+        if rng.random() < 0.1:
+            del fields[rng.choice(list(fields))]
+        return fields
+    for _ in range(3000):
+        line = {'imageGcsUri': rng.choice(['gs://b/a.jpg', '', ' ', 5]),
+                'boundingBoxAnnotations': [box() for _ in range(rng.randint(0, 3))]}
+        if rng.random() < 0.3:
+            line['dataItemResourceLabels'] = {'aiplatform.googleapis.com/ml_use': rng.choice(
+                ['test', 'TRAIN', 'holdout', '', 7])}
+        if rng.random() < 0.05:
+            line['boundingBoxAnnotations'] = None
+        data = json.dumps(line).encode()
+        assert parse_vertex_line(data) == parse_vertex_line_fully(data), data
+    assert parse_vertex_line(b'{"imageGcsUri": "gs://b/\xff.jpg"}') == parse_vertex_line_fully(
+        b'{"imageGcsUri": "gs://b/\xff.jpg"}')

@@ -49,17 +49,30 @@ def test_a_format_that_cannot_be_told_is_an_error():
 
 
 def test_units_say_where_they_came_from(tmp_path):
-    csv_units = list(read_units(str(FIXTURES / 'automl_vision.csv')))
+    csv_units = [unit for _, unit in read_units(str(FIXTURES / 'automl_vision.csv'))]
     assert [u.position for u in csv_units] == ['line 1', 'line 2', 'line 3', 'line 4']
     assert csv_units[3].payload == b'TEST,gs://folder/im3.png,,,,,,,,,'
-    coco = list(read_units(str(FIXTURES / 'coco.json'), image_prefix='gs://b/'))
+    coco = [unit for _, unit in read_units(str(FIXTURES / 'coco.json'), image_prefix='gs://b/')]
     assert [u.position for u in coco] == ['images[0]', 'images[1]', 'images[2]']
     assert coco[0].parsed.image_uri == 'gs://b/a.jpg' and coco[0].payload is None
-    vertex = list(read_units(str(FIXTURES / 'vertex_import.jsonl'), VERTEX_JSONL))
+    vertex = [unit for _, unit in read_units(str(FIXTURES / 'vertex_import.jsonl'), VERTEX_JSONL)]
     assert all(isinstance(u.parsed, GroundTruthImage) for u in vertex) and vertex[1].position == 'line 2'
     bad = tmp_path / 'bad.csv'
     bad.write_bytes(b'gs://b/a.jpg,cat,0,0,,,1,1,,\n\xff\xfe\n')
-    (unit,) = read_units(str(bad))
+    ((_, unit),) = read_units(str(bad))
     assert isinstance(unit.parsed, GroundTruthRejection) and unit.parsed.message.startswith('not UTF-8 text')
-    (missing,) = read_units(str(tmp_path / 'gone.csv'))
+    ((_, missing),) = read_units(str(tmp_path / 'gone.csv'))
     assert missing.position == 'the file' and 'could not read the file' in missing.parsed.message
+
+
+def test_a_jsonl_file_read_in_byte_ranges_gives_every_line_once_in_order(tmp_path):
+    from pipeline.io.ground_truth import ranges_of
+    path = tmp_path / 'labels.jsonl'
+    lines = [b'{"imageGcsUri": "gs://b/%d.jpg", "boundingBoxAnnotations": []}' % i for i in range(500)]
+    path.write_bytes(b'\n'.join(lines[:250]) + b'\n\n' + b'\n'.join(lines[250:]) + b'\n')
+    ranges = ranges_of(str(path), VERTEX_JSONL, 1000)
+    assert len(ranges) > 10
+    units = [item for _, _, start, end in ranges for item in read_units(str(path), VERTEX_JSONL, '', start, end)]
+    assert [unit.parsed.image_uri for _, unit in units] == [f'gs://b/{i}.jpg' for i in range(500)]
+    assert [place for place, _ in units] == sorted(place for place, _ in units)
+    assert units[-1][1].position.startswith('line ') and 'of the range from byte' in units[-1][1].position

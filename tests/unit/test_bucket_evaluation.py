@@ -1,0 +1,93 @@
+"""The bucket path (many images at once, on columns) against the reference (`evaluate_image`, one image
+at a time, itself held to pycocotools): the same AP counts, tp/fp/fn, confidence counts, confusion
+cells and per-box rows, on generated sets with crowd boxes, detections without a label, ties in score
+and images without detections or without boxes."""
+import numpy as np
+import pytest
+from coco_testing import generated_set, normalized
+
+from pipeline.config.options import COCO_IOU_THRESHOLDS
+from pipeline.core.bucket_evaluation import ImageColumns, evaluate_images
+from pipeline.core.evaluation import evaluate_image, label_totals, match_label, merge_cells, merge_totals, outcome_rows
+from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
+from pipeline.core.matching import match_groups
+
+
+def images_of(seed, ties=False, unlabelled=False):
+    sizes, truth, detections = generated_set(seed, images=30)
+    rng = np.random.default_rng(seed)
+    images = []
+    for i, (size, boxes, dets) in enumerate(zip(sizes, truth, detections)):
+        labels = [None if unlabelled and rng.random() < 0.1 else label for label, _, _ in dets]
+        scores = np.array([round(score, 1) if ties else score for _, _, score in dets])
+        det_boxes = np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4)
+        ground = GroundTruthImage(f'gs://b/{i}.jpg', tuple(GroundTruthBox(label, tuple(normalized(box, size)), crowd)
+                                                           for label, box, crowd in boxes))
+        images.append((f'gs://b/{i}.jpg', labels, scores, det_boxes, ground))
+    return images
+
+
+def reference(images, eval_iou, eval_confidence):
+    totals, cells, rows = {}, {}, []
+    for uri, labels, scores, boxes, ground in images:
+        gt_boxes = np.array([b.box for b in ground.boxes]).reshape(-1, 4)
+        result = evaluate_image(labels, scores, boxes, [b.label for b in ground.boxes], gt_boxes,
+                                np.array([b.crowd for b in ground.boxes], dtype=bool), COCO_IOU_THRESHOLDS,
+                                eval_iou, eval_confidence)
+        per_label = {label: labels.count(label) for label in set(labels) if label is not None}
+        for label, part in label_totals(result, per_label).items():
+            totals[label] = merge_totals(totals[label], part) if label in totals else part
+        cells = merge_cells(cells, result.confusion)
+        rows += outcome_rows('run', uri, result, boxes, gt_boxes)
+    return totals, cells, rows
+
+
+@pytest.mark.parametrize('seed, ties, unlabelled, eval_iou, eval_confidence', [
+    (1, False, False, 0.5, 0.5), (2, True, False, 0.5, 0.3), (3, False, True, 0.75, 0.0),
+    (4, True, True, 0.3, 0.9), (5, False, False, 0.95, 0.5), (6, True, True, 1.0, 0.5)])
+def test_the_bucket_path_gives_the_references_answers(seed, ties, unlabelled, eval_iou, eval_confidence):
+    images = images_of(seed, ties, unlabelled)
+    totals, cells, rows = reference(images, eval_iou, eval_confidence)
+    got = evaluate_images(ImageColumns.of(images), 'run', COCO_IOU_THRESHOLDS, eval_iou, eval_confidence)
+    assert sorted(got.labels) == sorted(totals)
+    for label, expected in totals.items():
+        mine = got.labels[label]
+        assert (mine.detections, mine.tp, mine.fp, mine.fn) == (expected.detections, expected.tp, expected.fp,
+                                                                expected.fn), label
+        for name in ('confidence_tp', 'confidence_fp', 'confidence_fn'):
+            assert getattr(mine, name).tolist() == getattr(expected, name).tolist(), (label, name)
+        a, b = mine.counts.average_precision(), expected.counts.average_precision()
+        assert (a is None and b is None) or np.allclose(a, b, rtol=0, atol=1e-12), label
+        assert mine.counts.ground_truth == expected.counts.ground_truth
+    assert got.cells == cells
+    as_rows = {tuple(None if v is None else (round(v, 12) if isinstance(v, float) else v) for v in row.values())
+               for row in got.matches.to_pylist()}
+    assert as_rows == {tuple(None if v is None else (round(v, 12) if isinstance(v, float) else v) for v in row)
+                       for row in rows}
+    assert got.matches.num_rows == len(rows)
+
+
+def test_an_empty_bucket_and_images_without_boxes_or_detections():
+    empty = GroundTruthImage('u', ())
+    got = evaluate_images(ImageColumns.of([('u', [], np.zeros(0), np.zeros((0, 4)), empty)]), None,
+                          COCO_IOU_THRESHOLDS, 0.5, 0.5)
+    assert got.labels == {} and got.cells == {} and got.matches.num_rows == 0
+    only_dets = [('v', ['a'], np.array([0.9]), np.array([[0.1, 0.1, 0.5, 0.5]]), GroundTruthImage('v', ()))]
+    got = evaluate_images(ImageColumns.of(only_dets), None, COCO_IOU_THRESHOLDS, 0.5, 0.5)
+    assert got.matches.to_pylist()[0]['outcome'] == 'fp' and got.cells == {(None, 'a'): 1}
+
+
+def test_group_matching_equals_the_per_label_matcher_at_every_threshold():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n_dets, n_boxes = int(rng.integers(0, 7)), int(rng.integers(0, 6))
+        boxes = lambda n: np.sort(rng.random((n, 2, 2)), axis=1).transpose(0, 2, 1).reshape(n, 4)[:, [0, 2, 1, 3]]
+        dets, gts = boxes(n_dets), boxes(n_boxes)
+        scores = rng.integers(0, 4, n_dets) / 4  # ties on purpose
+        crowd = rng.random(n_boxes) < 0.3
+        thresholds = (0.1, 0.3, 0.5, 0.7)
+        expected = match_label(scores, dets, gts, crowd, thresholds)
+        got = match_groups(np.zeros(n_dets, dtype=np.int64), scores, dets, np.zeros(n_boxes, dtype=np.int64), gts,
+                           crowd, thresholds)
+        assert got.outcomes.T.tolist() == expected.outcomes.tolist()
+        assert got.matched_box.T.tolist() == expected.matched_box.tolist()
