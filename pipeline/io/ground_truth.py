@@ -67,9 +67,11 @@ def resolve_ground_truth(pattern: str, fmt: str = 'auto', skip=None) -> List[Tup
                 head = handle.read(HEAD_BYTES)
         except Exception as exc:
             raise GroundTruthError(f'--ground_truth: cannot read {path}: {exc}') from None
+        if not head.strip():  # an empty file (a _SUCCESS marker, say) holds no unit in any format
+            continue
         resolved.append((path, detect_format(path, head)))
     if not resolved:
-        raise GroundTruthError(f'--ground_truth: {pattern} holds no file but our own outputs')
+        raise GroundTruthError(f'--ground_truth: {pattern} holds no ground truth: only empty files or our own outputs')
     return resolved
 
 

@@ -76,3 +76,13 @@ def test_a_jsonl_file_read_in_byte_ranges_gives_every_line_once_in_order(tmp_pat
     assert [unit.parsed.image_uri for _, unit in units] == [f'gs://b/{i}.jpg' for i in range(500)]
     assert [place for place, _ in units] == sorted(place for place, _ in units)
     assert units[-1][1].position.startswith('line ') and 'of the range from byte' in units[-1][1].position
+
+
+def test_empty_files_beside_the_ground_truth_are_left_out(tmp_path):
+    from pipeline.io.ground_truth import GroundTruthError, resolve_ground_truth
+    (tmp_path / '_SUCCESS').write_bytes(b'')
+    (tmp_path / 'labels.jsonl').write_bytes(b'{"imageGcsUri": "gs://b/a.jpg"}\n')
+    assert resolve_ground_truth(str(tmp_path)) == [(str(tmp_path / 'labels.jsonl'), VERTEX_JSONL)]
+    (tmp_path / 'labels.jsonl').unlink()
+    with pytest.raises(GroundTruthError, match='holds no ground truth'):
+        resolve_ground_truth(str(tmp_path))
