@@ -1,0 +1,183 @@
+"""Kept boxes written back out for people: the import formats of Vertex AI and AutoML Vision, COCO, and
+Label Studio's tasks with pre-annotations. Pure: each image becomes its own lines, rows or JSON pieces,
+and the one-document formats (COCO, Label Studio) are written as a stream over the images, never
+holding them all (`write_coco`, `write_label_studio`).
+
+Ids are deterministic from run to run whatever the order the images come in: an image's COCO id is
+derived from its URI, a category's from its label's place in the sorted labels.
+"""
+import csv
+import hashlib
+import io
+from typing import IO, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import orjson
+
+from pipeline.core.ground_truth import ML_USE_LABEL
+
+Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalized
+
+EXPORT_FORMATS = ('vertex_jsonl', 'automl_csv', 'coco', 'label_studio')
+# Vertex AI's import limits for image object detection: boxes per image, and the smallest box side as
+# a share of the image side and in pixels (where the image's size is known).
+VERTEX_MAX_BOXES = 500
+VERTEX_MIN_SIDE = 0.01
+VERTEX_MIN_PIXELS = 8
+AUTOML_ML_USE = {'training': 'TRAIN', 'validation': 'VALIDATION', 'test': 'TEST'}
+
+
+class ExportImage(NamedTuple):
+    """One image and its kept boxes, by descending score."""
+    image_uri: str
+    labels: List[Optional[str]]
+    scores: List[float]
+    boxes: List[Box]
+    width: Optional[int] = None
+    height: Optional[int] = None
+    prediction_run: Optional[str] = None
+
+
+class Removed(NamedTuple):
+    """What an export left out of an image, by reason."""
+    no_label: int = 0  # a box without a display name cannot be imported
+    too_small: int = 0  # a side under Vertex AI's minimum
+    over_limit: int = 0  # past Vertex AI's 500 boxes per image
+
+
+def _labelled(image: ExportImage):
+    return [(label, score, box) for label, score, box in zip(image.labels, image.scores, image.boxes)
+            if label is not None]
+
+
+def vertex_boxes(image: ExportImage) -> Tuple[List[Tuple[str, float, Box]], Removed]:
+    """The boxes Vertex AI's import accepts, highest scores first, and what the limits removed."""
+    labelled = _labelled(image)
+    large = [(label, score, box) for label, score, box in labelled if _large_enough(box, image)]
+    ranked = sorted(large, key=lambda item: -item[1])
+    kept = ranked[:VERTEX_MAX_BOXES]
+    return kept, Removed(len(image.labels) - len(labelled), len(labelled) - len(large), len(ranked) - len(kept))
+
+
+# Box sides are differences of decimals written in binary (0.11 - 0.1 = 0.00999...): a side within this
+# of a limit meets it.
+_SLACK = 1e-9
+
+
+def _large_enough(box: Box, image: ExportImage) -> bool:
+    width, height = box[2] - box[0], box[3] - box[1]
+    if width < VERTEX_MIN_SIDE - _SLACK or height < VERTEX_MIN_SIDE - _SLACK:
+        return False
+    if image.width and image.height:
+        return (width * image.width >= VERTEX_MIN_PIXELS - _SLACK
+                and height * image.height >= VERTEX_MIN_PIXELS - _SLACK)
+    return True
+
+
+def vertex_jsonl_line(image: ExportImage, ml_use: Optional[str] = None) -> Tuple[bytes, Removed]:
+    """One line of Vertex AI's `image_bounding_box_io_format_1.0.0`, and what its limits removed."""
+    kept, removed = vertex_boxes(image)
+    record: Dict = {'imageGcsUri': image.image_uri, 'boundingBoxAnnotations': [
+        {'displayName': label, 'xMin': box[0], 'xMax': box[2], 'yMin': box[1], 'yMax': box[3]}
+        for label, _, box in kept]}
+    if ml_use:
+        record['dataItemResourceLabels'] = {ML_USE_LABEL: ml_use}
+    return orjson.dumps(record), removed
+
+
+def automl_csv_rows(image: ExportImage, ml_use: Optional[str] = None) -> Tuple[str, Removed]:
+    """`[ML_USE,]GCS_PATH,LABEL,X_MIN,Y_MIN,,,X_MAX,Y_MAX,,` rows of one image (quoted as CSV requires),
+    or one row with an empty label and box for an image without boxes."""
+    labelled = _labelled(image)
+    prefix = [AUTOML_ML_USE[ml_use]] if ml_use else []
+    rows = [prefix + [image.image_uri, label, _number(box[0]), _number(box[1]), '', '', _number(box[2]),
+                      _number(box[3]), '', ''] for label, _, box in labelled]
+    if not rows:
+        rows = [prefix + [image.image_uri] + [''] * 9]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator='\n').writerows(rows)
+    return buffer.getvalue(), Removed(no_label=len(image.labels) - len(labelled))
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def coco_image_id(image_uri: str) -> int:
+    """A positive 63-bit id from the URI: the same image has the same id in every run."""
+    return int.from_bytes(hashlib.sha256(image_uri.encode('utf-8')).digest()[:8], 'big') >> 1 or 1
+
+
+def rewrite_uri(uri: str, prefixes: Optional[Mapping[str, str]]) -> str:
+    """`--export_image_prefix`: the first SOURCE prefix that starts the URI is replaced by its TARGET."""
+    for source, target in (prefixes or {}).items():
+        if uri.startswith(source):
+            return target + uri[len(source):]
+    return uri
+
+
+def write_coco(handle: IO[bytes], images: Callable[[], Iterable[ExportImage]], labels: Sequence[str],
+               prefixes: Optional[Mapping[str, str]] = None) -> Tuple[int, int, int]:
+    """A COCO document, streamed: `images` is called twice (images, then annotations), so nothing is
+    held but one image at a time. An image whose size is unknown is left out (COCO needs it).
+    Returns (images written, annotations written, images left out)."""
+    category = {label: index + 1 for index, label in enumerate(sorted(labels))}
+    written = left_out = annotations = 0
+    handle.write(b'{"images":[')
+    for image in images():
+        if not (image.width and image.height):
+            left_out += 1
+            continue
+        handle.write((b',' if written else b'') + orjson.dumps({
+            'id': coco_image_id(image.image_uri), 'file_name': rewrite_uri(image.image_uri, prefixes),
+            'width': image.width, 'height': image.height}))
+        written += 1
+    handle.write(b'],"annotations":[')
+    for image in images():
+        if not (image.width and image.height):
+            continue
+        image_id = coco_image_id(image.image_uri)
+        for index, (label, score, box) in enumerate(_labelled(image)):
+            x, y = box[0] * image.width, box[1] * image.height
+            w, h = (box[2] - box[0]) * image.width, (box[3] - box[1]) * image.height
+            handle.write((b',' if annotations else b'') + orjson.dumps({
+                'id': coco_annotation_id(image.image_uri, index), 'image_id': image_id,
+                'category_id': category[label], 'bbox': [x, y, w, h], 'area': w * h, 'score': score,
+                'iscrowd': 0}))
+            annotations += 1
+    handle.write(b'],"categories":' + orjson.dumps([{'id': category[label], 'name': label}
+                                                      for label in sorted(category)]) + b'}')
+    return written, annotations, left_out
+
+
+def coco_annotation_id(image_uri: str, index: int) -> int:
+    return int.from_bytes(hashlib.sha256(f'{image_uri}#{index}'.encode('utf-8')).digest()[:8], 'big') >> 1 or 1
+
+
+def label_studio_task(image: ExportImage, from_name: str = 'label', to_name: str = 'image',
+                      prefixes: Optional[Mapping[str, str]] = None) -> Dict:
+    """One Label Studio task: the image, and the run's boxes as a prediction (pre-annotations), in
+    percent of the image; `original_width`/`original_height` where the size is known."""
+    results = []
+    for label, score, box in _labelled(image):
+        result = {'type': 'rectanglelabels', 'from_name': from_name, 'to_name': to_name,
+                  'value': {'x': box[0] * 100, 'y': box[1] * 100, 'width': (box[2] - box[0]) * 100,
+                            'height': (box[3] - box[1]) * 100, 'rotation': 0, 'rectanglelabels': [label]},
+                  'score': score}
+        if image.width and image.height:
+            result.update(original_width=image.width, original_height=image.height)
+        results.append(result)
+    return {'data': {'image': rewrite_uri(image.image_uri, prefixes)},
+            'predictions': [{'model_version': image.prediction_run or '', 'score': max(image.scores, default=0.0),
+                             'result': results}]}
+
+
+def write_label_studio(handle: IO[bytes], images: Iterable[ExportImage], from_name: str = 'label',
+                       to_name: str = 'image', prefixes: Optional[Mapping[str, str]] = None) -> int:
+    """A JSON list of tasks, streamed one image at a time; returns the tasks written."""
+    handle.write(b'[')
+    count = 0
+    for image in images:
+        handle.write((b',' if count else b'') + orjson.dumps(label_studio_task(image, from_name, to_name, prefixes)))
+        count += 1
+    handle.write(b']')
+    return count
