@@ -131,7 +131,8 @@ def output_layout(settings: Settings, local: bool, pattern: str) -> OutputLayout
     outputs = settings.outputs
     report = settings.report.report if settings.report.report is not None else local
     layout = OutputLayout.of(absolute(outputs.output), absolute(outputs.dead_letter),
-                             absolute(outputs.summary), report, evaluation=settings.evaluation.enabled)
+                             absolute(outputs.summary), report, evaluation=settings.evaluation.enabled,
+                             export=settings.export.enabled)
     check_locations(layout, required(settings.input.input, 'input'), pattern)
     return layout
 

@@ -19,6 +19,8 @@ class OptionError(ValueError):
 
 INPUT_FORMATS = ('auto', 'automl', 'vertex')
 GROUND_TRUTH_FORMATS = ('auto', 'vertex_jsonl', 'automl_csv', 'coco')
+EXPORT_FORMATS = ('vertex_jsonl', 'automl_csv', 'coco', 'label_studio')
+EXPORT_SELECTIONS = ('kept', 'uncertain', 'errors')
 # COCO's IoU thresholds for AP: 0.50, 0.55, ..., 0.95.
 COCO_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
@@ -47,6 +49,10 @@ ROI_RE = rf'^((?i:(multi)?polygon)\s*\(.*\)|{_BUCKET}/.+)$'
 GROUND_TRUTH_FORMAT_RE = r'^(auto|vertex_jsonl|automl_csv|coco)$'
 ML_USE_RE = r'^(?i:training|train|validation|test|unassigned)$'
 FRACTIONS_RE = rf'^\s*{_FRACTION}\s*(,\s*{_FRACTION}\s*)*$'
+EXPORT_RE = r'^(vertex_jsonl|automl_csv|coco|label_studio)(,(vertex_jsonl|automl_csv|coco|label_studio))*$'
+EXPORT_SELECT_RE = r'^(kept|uncertain|errors)$'
+EXPORT_ML_USE_RE = r'^(training|validation|test)$'
+NAME_RE = r'^[A-Za-z_][A-Za-z0-9_.-]*$'
 SUBSCRIPTION_RE = rf'^projects/({_PROJECT})/subscriptions/([A-Za-z][-A-Za-z0-9_.~+%]{{2,254}})$'
 
 # A run is a batch run over what --input holds, or a streaming run over what --input_subscription
@@ -187,6 +193,15 @@ def parse_positive_iou(text: str) -> float:
     if value <= 0:
         raise ValueError('an IoU of 0 matches boxes that do not overlap: give a number above 0')
     return value
+
+
+def parse_export_formats(text: str) -> Tuple[str, ...]:
+    """Distinct export formats, comma-separated, in the order given."""
+    formats = _check_shape(text.strip(), EXPORT_RE, f'comma-separated formats among {", ".join(EXPORT_FORMATS)}'
+                           ).group(0).split(',')
+    if len(set(formats)) != len(formats):
+        raise ValueError(f'{text!r} names a format twice')
+    return tuple(formats)
 
 
 def parse_positive_int(text: str) -> int:
@@ -380,6 +395,36 @@ OPTIONS = (
     Option('eval_confidence', 'Confusion matrix confidence',
            'The confidence (0 to 1) at or above which detections enter the confusion matrix.',
            parse_fraction, default=0.5, regex=FRACTION_RE, modes=(BATCH,)),
+    Option('export', 'Export formats',
+           'Write the kept boxes for review and relabeling under <output>/export/<format>/: comma-separated '
+           'vertex_jsonl (Vertex AI import), automl_csv (AutoML Vision import), coco, label_studio.',
+           parse_export_formats, regex=EXPORT_RE, modes=(BATCH,)),
+    Option('export_select', 'Images to export',
+           'kept (every image with its kept boxes, none included: pre-annotations), uncertain (images with '
+           'an annotation scored in [--uncertain_min, --uncertain_max) before thresholds) or errors (needs '
+           '--ground_truth: images with a false positive or a miss at --eval_iou).',
+           parse_choice(EXPORT_SELECT_RE, ', '.join(EXPORT_SELECTIONS)), default='kept', regex=EXPORT_SELECT_RE,
+           modes=(BATCH,)),
+    Option('uncertain_min', 'Uncertain band, low end', 'The lowest score (0 to 1) of the uncertain band.',
+           parse_fraction, default=0.3, regex=FRACTION_RE, modes=(BATCH,)),
+    Option('uncertain_max', 'Uncertain band, high end', 'The score (0 to 1) the uncertain band stops below.',
+           parse_fraction, default=0.7, regex=FRACTION_RE, modes=(BATCH,)),
+    Option('export_ml_use', 'ML use of exported images',
+           'Vertex AI and AutoML exports: the ML use written for every image (training, validation or test); '
+           'none by default.', parse_choice(EXPORT_ML_USE_RE, 'training, validation, test'),
+           regex=EXPORT_ML_USE_RE, modes=(BATCH,)),
+    Option('export_image_prefix', 'Exported image URIs',
+           'COCO and Label Studio exports: SOURCE_PREFIX=TARGET_PREFIX[,...] rewrites image URIs into what the '
+           'labeling tool can open (such as gs://bucket/=/data/local-files/?d=). A target may hold "=".',
+           parse_mirrors, regex=r'^[^=,]+=[^,]+(,[^=,]+=[^,]+)*$', modes=(BATCH,)),
+    Option('label_studio_from_name', 'Label Studio control name',
+           'The from_name of the exported results: the RectangleLabels control of the labeling config.',
+           parse_choice(NAME_RE, 'a name of letters, digits, _, . and -'), default='label', regex=NAME_RE,
+           modes=(BATCH,)),
+    Option('label_studio_to_name', 'Label Studio image name',
+           'The to_name of the exported results: the Image object of the labeling config.',
+           parse_choice(NAME_RE, 'a name of letters, digits, _, . and -'), default='image', regex=NAME_RE,
+           modes=(BATCH,)),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -398,6 +443,8 @@ OPTION_GROUPS = (
     ('Report', ('report', 'report_samples', 'report_image_mirror')),
     ('Evaluation', ('ground_truth', 'ground_truth_format', 'ground_truth_image_prefix', 'ml_use',
                     'iou_thresholds', 'eval_iou', 'eval_confidence')),
+    ('Export', ('export', 'export_select', 'uncertain_min', 'uncertain_max', 'export_ml_use',
+                'export_image_prefix', 'label_studio_from_name', 'label_studio_to_name')),
 )
 
 

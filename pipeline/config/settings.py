@@ -115,6 +115,22 @@ class EvaluationSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExportSettings:
+    export: Tuple[str, ...]
+    export_select: str
+    uncertain_min: float
+    uncertain_max: float
+    export_ml_use: Optional[str]
+    export_image_prefix: Optional[Mapping[str, str]]
+    label_studio_from_name: str
+    label_studio_to_name: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.export)
+
+
+@dataclasses.dataclass(frozen=True)
 class LaunchSettings:
     """Set at launch, for the job as a whole."""
     run_id: Optional[str] = None  # names this run in its summary and locks
@@ -137,7 +153,7 @@ GROUPS = {'Input': ('input', InputSettings), 'Streaming': ('streaming', Streamin
           'Outputs': ('outputs', OutputSettings), 'BigQuery': ('bigquery', BigQuerySettings),
           'Thresholds and post-processing': ('postprocessing', PostprocessingSettings),
           'Image sizes': ('sizes', SizeSettings), 'Report': ('report', ReportSettings),
-          'Evaluation': ('evaluation', EvaluationSettings)}
+          'Evaluation': ('evaluation', EvaluationSettings), 'Export': ('export', ExportSettings)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +167,7 @@ class Settings:
     sizes: SizeSettings
     report: ReportSettings
     evaluation: EvaluationSettings
+    export: ExportSettings
     launch: LaunchSettings = LaunchSettings()
 
     @property
@@ -213,6 +230,7 @@ def _check_and_default(values: dict) -> None:
     if values['ground_truth_image_prefix'] is not None and values['ground_truth_format'] not in ('auto', 'coco'):
         raise OptionError('--ground_truth_image_prefix applies to COCO ground truth only (its file_name '
                           f'fields), not to --ground_truth_format={values["ground_truth_format"]}')
+    _check_export(values)
     if values['output'] is None and values['output_table'] is None:
         raise OptionError('--output or --output_table is required: a folder for the Parquet '
                           'tables, a BigQuery table, or both')
@@ -234,6 +252,23 @@ def _check_and_default(values: dict) -> None:
         values['dead_letter'] = join_path(values['output'], 'dead_letter')
     if values['summary'] is None and values['output'] is not None:
         values['summary'] = join_path(values['output'], 'summary.json')
+
+
+def _check_export(values: dict) -> None:
+    if not values['export']:
+        values['export'] = ()
+        for name in ('export_ml_use', 'export_image_prefix'):
+            if values[name] is not None:
+                raise OptionError(f'--{name} needs --export: the formats to write')
+        return
+    if values['output'] is None:
+        raise OptionError('--export writes under <output>/export/: give --output')
+    if values['export_select'] == 'errors' and values['ground_truth'] is None:
+        raise OptionError('--export_select=errors needs --ground_truth: errors are false positives and misses '
+                          'against it')
+    if values['uncertain_min'] >= values['uncertain_max']:
+        raise OptionError(f'--uncertain_min ({values["uncertain_min"]}) must be below --uncertain_max '
+                          f'({values["uncertain_max"]})')
 
 
 def _check_mode(given: Mapping[str, Any], values: dict) -> None:

@@ -7,6 +7,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.core.evaluation import (
     FALSE_POSITIVE,
@@ -60,6 +61,11 @@ class BucketEvaluation(NamedTuple):
     labels: Dict[str, LabelTotals]
     cells: Dict[Tuple[Optional[str], Optional[str]], int]
     matches: pa.Table
+
+    def images_with_errors(self) -> List[str]:
+        """The images with a false positive or a missed box at the evaluation IoU."""
+        outcome = self.matches.column('outcome')
+        return pc.unique(self.matches.column('image_uri').filter(pc.not_equal(outcome, TP))).to_pylist()
 
 
 def _codes(values: Sequence[Optional[str]], index: Dict[str, int]) -> np.ndarray:

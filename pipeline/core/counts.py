@@ -30,6 +30,20 @@ PREDICTIONS_WITHOUT_GROUND_TRUTH = 'predictions_without_ground_truth'
 FURTHER_LINES_OF_EVALUATED_IMAGES = 'further_lines_of_evaluated_images'
 EVALUATION_MATCH_ROWS = 'evaluation_match_rows'
 
+
+def exported_images(fmt: str) -> str:
+    return f'exported_images_{fmt}'
+
+
+def exported_boxes(fmt: str) -> str:
+    return f'exported_boxes_{fmt}'
+
+
+def export_removed(fmt: str, reason: str) -> str:
+    """Boxes an export left out: no label, too small or over the limit (Vertex AI), size unknown (COCO)."""
+    return f'export_removed_{fmt}_{reason}'
+
+
 # Beam counters only (not in the summary): the duplicate count is also a summary field of its own;
 # the others belong to streaming runs and to the dead-letter table.
 DUPLICATE_IMAGE_URIS = 'duplicate_image_uris'

@@ -9,15 +9,16 @@ derived from its URI, a category's from its label's place in the sorted labels.
 import csv
 import hashlib
 import io
-from typing import IO, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import orjson
 
+from pipeline.core.decoding import DecodedLines
+from pipeline.core.evaluation import bucket_of
 from pipeline.core.ground_truth import ML_USE_LABEL
 
 Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalized
-
-EXPORT_FORMATS = ('vertex_jsonl', 'automl_csv', 'coco', 'label_studio')
 # Vertex AI's import limits for image object detection: boxes per image, and the smallest box side as
 # a share of the image side and in pixels (where the image's size is known).
 VERTEX_MAX_BOXES = 500
@@ -35,6 +36,67 @@ class ExportImage(NamedTuple):
     width: Optional[int] = None
     height: Optional[int] = None
     prediction_run: Optional[str] = None
+
+
+class ExportBatch(NamedTuple):
+    """The exported lines of one batch, as columns (one Beam element, pickled in one piece)."""
+    prediction_run: Optional[str]
+    image_uris: List[str]
+    offsets: np.ndarray  # (lines + 1,): the boxes of line i are offsets[i]:offsets[i + 1]
+    labels: List[Optional[str]]
+    scores: np.ndarray
+    boxes: np.ndarray  # (boxes, 4) normalized
+    widths: List[Optional[int]]
+    heights: List[Optional[int]]
+
+    def lines(self, chosen: Sequence[int]) -> 'ExportBatch':
+        """The batch with only the `chosen` lines."""
+        bounds = self.offsets.tolist()
+        rows = [row for line in chosen for row in range(bounds[line], bounds[line + 1])]
+        counts = [bounds[line + 1] - bounds[line] for line in chosen]
+        index = np.array(rows, dtype=np.int64)
+        return ExportBatch(self.prediction_run, [self.image_uris[line] for line in chosen],
+                           np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), [self.labels[r] for r in rows],
+                           self.scores[index], self.boxes.reshape(-1, 4)[index], [self.widths[line] for line in chosen],
+                           [self.heights[line] for line in chosen])
+
+    def images(self) -> Iterator[ExportImage]:
+        bounds, scores, boxes = self.offsets.tolist(), self.scores.tolist(), self.boxes.tolist()
+        for line, uri in enumerate(self.image_uris):
+            start, end = bounds[line], bounds[line + 1]
+            yield ExportImage(uri, self.labels[start:end], scores[start:end], [tuple(b) for b in boxes[start:end]],
+                              self.widths[line], self.heights[line], self.prediction_run)
+
+
+def split_by_bucket(batch: ExportBatch, buckets: int) -> Dict[int, ExportBatch]:
+    """The batch's lines by the bucket of their image (for the `errors` selection, which waits for the
+    evaluation of each bucket)."""
+    groups: Dict[int, List[int]] = {}
+    for line, uri in enumerate(batch.image_uris):
+        groups.setdefault(bucket_of(uri, buckets), []).append(line)
+    return {bucket: batch.lines(lines) for bucket, lines in groups.items()}
+
+
+def export_batch(decoded: DecodedLines, rows: np.ndarray, lines: np.ndarray, sizes: Sequence,
+                 prediction_run: Optional[str]) -> ExportBatch:
+    """The chosen `lines` of a batch with their kept rows (`rows`: the detections table's rows, a line's
+    together by descending score); `sizes`: each line's ImageSize or None."""
+    row_line = decoded.line_index[rows]
+    chosen = rows[np.isin(row_line, lines)]
+    per_line = np.bincount(decoded.line_index[chosen], minlength=len(decoded.image_uris))[lines]
+    picked = lines.tolist()
+    return ExportBatch(prediction_run, [decoded.image_uris[i] for i in picked],
+                       np.concatenate([[0], np.cumsum(per_line)]).astype(np.int64),
+                       [decoded.labels[r] for r in chosen.tolist()], decoded.scores[chosen], decoded.boxes[chosen],
+                       [sizes[i].width if sizes[i] else None for i in picked],
+                       [sizes[i].height if sizes[i] else None for i in picked])
+
+
+def uncertain_lines(decoded: DecodedLines, low: float, high: float) -> np.ndarray:
+    """The lines with an annotation scored in [low, high), before any threshold (the decoder must keep
+    the rows from `low` up)."""
+    in_band = (decoded.scores >= low) & (decoded.scores < high)
+    return np.unique(decoded.line_index[in_band])
 
 
 class Removed(NamedTuple):
@@ -104,7 +166,7 @@ def _number(value: float) -> str:
 
 def coco_image_id(image_uri: str) -> int:
     """A positive 63-bit id from the URI: the same image has the same id in every run."""
-    return int.from_bytes(hashlib.sha256(image_uri.encode('utf-8')).digest()[:8], 'big') >> 1 or 1
+    return coco_id(image_uri)
 
 
 def rewrite_uri(uri: str, prefixes: Optional[Mapping[str, str]]) -> str:
@@ -115,32 +177,35 @@ def rewrite_uri(uri: str, prefixes: Optional[Mapping[str, str]]) -> str:
     return uri
 
 
-def write_coco(handle: IO[bytes], images: Callable[[], Iterable[ExportImage]], labels: Sequence[str],
+def write_coco(handle: IO[bytes], images: Callable[[], Iterable[ExportImage]],
                prefixes: Optional[Mapping[str, str]] = None) -> Tuple[int, int, int]:
     """A COCO document, streamed: `images` is called twice (images, then annotations), so nothing is
-    held but one image at a time. An image whose size is unknown is left out (COCO needs it).
-    Returns (images written, annotations written, images left out)."""
-    category = {label: index + 1 for index, label in enumerate(sorted(labels))}
+    held but one image at a time, the labels and the ids given. An image whose size is unknown is left
+    out (COCO needs it). An image on several prediction lines is one COCO image per line, each with
+    its own id. Returns (images written, annotations written, images left out)."""
+    labels: set = set()
     written = left_out = annotations = 0
     handle.write(b'{"images":[')
-    for image in images():
-        if not (image.width and image.height):
+    for image, image_id in _with_ids(images()):
+        if image_id is None:
             left_out += 1
             continue
+        labels.update(label for label in image.labels if label is not None)
         handle.write((b',' if written else b'') + orjson.dumps({
-            'id': coco_image_id(image.image_uri), 'file_name': rewrite_uri(image.image_uri, prefixes),
+            'id': image_id, 'file_name': rewrite_uri(image.image_uri, prefixes),
             'width': image.width, 'height': image.height}))
         written += 1
+    category = {label: index + 1 for index, label in enumerate(sorted(labels))}
     handle.write(b'],"annotations":[')
-    for image in images():
-        if not (image.width and image.height):
+    for image, image_id in _with_ids(images()):
+        if image_id is None:
             continue
-        image_id = coco_image_id(image.image_uri)
+        assert image.width and image.height
         for index, (label, score, box) in enumerate(_labelled(image)):
             x, y = box[0] * image.width, box[1] * image.height
             w, h = (box[2] - box[0]) * image.width, (box[3] - box[1]) * image.height
             handle.write((b',' if annotations else b'') + orjson.dumps({
-                'id': coco_annotation_id(image.image_uri, index), 'image_id': image_id,
+                'id': coco_id(f'{image_id}#{index}'), 'image_id': image_id,
                 'category_id': category[label], 'bbox': [x, y, w, h], 'area': w * h, 'score': score,
                 'iscrowd': 0}))
             annotations += 1
@@ -149,8 +214,19 @@ def write_coco(handle: IO[bytes], images: Callable[[], Iterable[ExportImage]], l
     return written, annotations, left_out
 
 
-def coco_annotation_id(image_uri: str, index: int) -> int:
-    return int.from_bytes(hashlib.sha256(f'{image_uri}#{index}'.encode('utf-8')).digest()[:8], 'big') >> 1 or 1
+def _with_ids(images: Iterable[ExportImage]) -> Iterator[Tuple[ExportImage, Optional[int]]]:
+    """Each image with its COCO id (None: size unknown); a URI seen again gets the next id of its own."""
+    seen: Dict[str, int] = {}
+    for image in images:
+        if not (image.width and image.height):
+            yield image, None
+            continue
+        occurrence = seen[image.image_uri] = seen.get(image.image_uri, 0) + 1
+        yield image, coco_image_id(image.image_uri if occurrence == 1 else f'{image.image_uri}#{occurrence}')
+
+
+def coco_id(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode('utf-8')).digest()[:8], 'big') >> 1 or 1
 
 
 def label_studio_task(image: ExportImage, from_name: str = 'label', to_name: str = 'image',
@@ -172,12 +248,14 @@ def label_studio_task(image: ExportImage, from_name: str = 'label', to_name: str
 
 
 def write_label_studio(handle: IO[bytes], images: Iterable[ExportImage], from_name: str = 'label',
-                       to_name: str = 'image', prefixes: Optional[Mapping[str, str]] = None) -> int:
-    """A JSON list of tasks, streamed one image at a time; returns the tasks written."""
+                       to_name: str = 'image', prefixes: Optional[Mapping[str, str]] = None) -> Tuple[int, int]:
+    """A JSON list of tasks, streamed one image at a time; returns (tasks, boxes) written."""
     handle.write(b'[')
-    count = 0
+    count = boxes = 0
     for image in images:
-        handle.write((b',' if count else b'') + orjson.dumps(label_studio_task(image, from_name, to_name, prefixes)))
+        task = label_studio_task(image, from_name, to_name, prefixes)
+        handle.write((b',' if count else b'') + orjson.dumps(task))
         count += 1
+        boxes += len(task['predictions'][0]['result'])
     handle.write(b']')
-    return count
+    return count, boxes

@@ -16,9 +16,12 @@ TABLES = ('detections', 'images')
 EVALUATION_FOLDER = 'evaluation'
 EVALUATION_TABLES = ('matches', 'confidence_metrics', 'confusion_matrix')
 METRICS_FILE = 'metrics.json'
+EXPORT_FOLDER = 'export'
+EXPORT_FORMAT_FOLDERS = ('vertex_jsonl', 'automl_csv', 'coco', 'label_studio')
+EXPORT_DOCUMENTS = {'coco': 'annotations.json', 'label_studio': 'tasks.json'}
 _HEX = r'[0-9a-f]{32}'
 # Beam's file sinks: final names, and the temporary folders they rename from.
-_TABLE_FILE = re.compile(r'part-\d{5}-of-\d{5}\.parquet')
+_TABLE_FILE = re.compile(r'part-\d{5}-of-\d{5}\.(parquet|jsonl|csv)')
 _DEAD_LETTER_FILE = re.compile(r'dead_letter-\d{5}-of-\d{5}\.jsonl')
 _BEAM_TEMP = re.compile(rf'beam-temp-(part|dead_letter)-{_HEX}(/.*)?')
 
@@ -49,13 +52,15 @@ class OutputLayout(NamedTuple):
     summary: Optional[str]
     report: Optional[str]  # <output>/report/index.html when the report is built
     evaluation: Optional[str] = None  # <output>/evaluation when the run evaluates against ground truth
+    export: Optional[str] = None  # <output>/export when the run exports boxes
 
     @classmethod
     def of(cls, output: Optional[str], dead_letter: Optional[str], summary: Optional[str],
-           report: bool, evaluation: bool = False) -> 'OutputLayout':
+           report: bool, evaluation: bool = False, export: bool = False) -> 'OutputLayout':
         return cls(output and normalize(output), dead_letter and normalize(dead_letter), summary,
                    join_path(output, 'report', 'index.html') if output and report else None,
-                   join_path(output, EVALUATION_FOLDER) if output and evaluation else None)
+                   join_path(output, EVALUATION_FOLDER) if output and evaluation else None,
+                   join_path(output, EXPORT_FOLDER) if output and export else None)
 
     @property
     def table_folders(self) -> List[str]:
@@ -63,7 +68,16 @@ class OutputLayout(NamedTuple):
         folders = [join_path(self.output, name) for name in TABLES] if self.output else []
         if self.evaluation:
             folders += [join_path(self.evaluation, name) for name in EVALUATION_TABLES]
+        if self.export:
+            folders += [join_path(self.export, name) for name in EXPORT_FORMAT_FOLDERS]
         return folders
+
+    @property
+    def export_documents(self) -> List[str]:
+        """The one-document exports (COCO, Label Studio), named in their folders."""
+        if not self.export:
+            return []
+        return [join_path(self.export, fmt, name) for fmt, name in EXPORT_DOCUMENTS.items()]
 
     @property
     def metrics_file(self) -> Optional[str]:
@@ -119,7 +133,7 @@ class OutputLayout(NamedTuple):
         table = self._table_folder_of(path)
         if table is not None:
             rest = path[len(table) + 1:]
-            return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest))
+            return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest) or path in self.export_documents)
         if (self._has_dead_letter_name(path) or path in self.lock_files or path == self.report
                 or path == self.metrics_file):
             return True
@@ -134,7 +148,7 @@ class OutputLayout(NamedTuple):
         """Why `path`, if not ours, stands where this run writes (None: it does not)."""
         table = self._table_folder_of(path)
         if table is not None:
-            return (f'{table}/ is where the {table.rsplit("/", 1)[-1]} table goes, and it must '
+            return (f'{table}/ is where the {table.rsplit("/", 1)[-1]} output goes, and it must '
                     f'hold only the files of our runs (readers take the whole folder)')
         if self._has_dead_letter_name(path):
             return 'it has the name of a dead-letter file this run would write'

@@ -106,7 +106,19 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
         'kept_by_label': dict(sorted(counts.kept_by_label.items(), key=lambda item: (-item[1], item[0]))),
         **({} if evaluation is None else {'ground_truth': ground_truth,
                                           'evaluation': evaluation_section(counts, evaluation)}),
+        **({'export': export_section(counts, settings.export.export)} if settings.export.enabled else {}),
     }
+
+
+EXPORT_REMOVED = ('no_label', 'too_small', 'over_limit', 'size_unknown')
+
+
+def export_section(counts: Counts, formats) -> Dict:
+    """Per export format: images and boxes written, and what the format's limits removed."""
+    return {fmt: {'images': counts.get(names.exported_images(fmt)), 'boxes': counts.get(names.exported_boxes(fmt)),
+                  'removed': {reason: counts.get(names.export_removed(fmt, reason)) for reason in EXPORT_REMOVED
+                              if counts.get(names.export_removed(fmt, reason))}}
+            for fmt in formats}
 
 
 def ground_truth_section(counts: Counts, dead_letters: int) -> Dict:
@@ -159,6 +171,10 @@ def render(summary: Mapping) -> str:
     ]
     if 'evaluation' in summary:
         rows[-1:-1] = evaluation_rows(summary)
+    for fmt, figures in summary.get('export', {}).items():
+        removed = ', '.join(f'{reason.replace("_", " ")} {n}' for reason, n in figures['removed'].items())
+        rows.insert(len(rows) - 1, (f'export {fmt}', f'{figures["images"]} images, {figures["boxes"]} boxes'
+                                    + (f' (left out: {removed})' if removed else '')))
     if files['other_files']:
         rows.insert(1, ('other files (not parsed)', ', '.join(files['other_files'][:5])
                         + (' ...' if len(files['other_files']) > 5 else '')))

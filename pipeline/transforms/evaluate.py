@@ -34,6 +34,7 @@ class EvaluationResult(NamedTuple):
     confusion: beam.PCollection  # rows of schema.CONFUSION_COLUMNS, as dicts
     metric_rows: beam.PCollection  # rows of schema.METRIC_COLUMNS, as dicts
     counts: beam.PCollection  # Counts
+    errors: beam.PCollection  # (bucket, [(run, image URI)]) of the images with a false positive or a miss
 
 
 # Rows of `matches` gathered before they leave as one Arrow table (and at the end of each bundle).
@@ -60,7 +61,8 @@ class EvaluateBucketFn(beam.DoFn):
         self._tables, self._pending_rows, self._counts = [], 0, Counts()
 
     def process(self, element, runs: Iterable[Optional[str]]):
-        _, joined = element
+        bucket_id, joined = element
+        errors = []
         runs = list(runs)
         bucket = assemble(list(joined['truth']), list(joined['predictions']), runs, self._ml_use)
         scalars = self._counts.scalars
@@ -79,8 +81,11 @@ class EvaluateBucketFn(beam.DoFn):
             for label, totals in result.labels.items():
                 yield beam.pvalue.TaggedOutput('totals', ((run, label), totals))
             yield beam.pvalue.TaggedOutput('cells', (run, result.cells))
+            errors += [(run, uri) for uri in result.images_with_errors()]
             self._tables.append(result.matches)
             self._pending_rows += result.matches.num_rows
+        if errors:
+            yield beam.pvalue.TaggedOutput('errors', (bucket_id, errors))
         if self._pending_rows >= MATCH_TABLE_ROWS:
             yield self._matches()
 
@@ -147,7 +152,8 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'JoinByBucket' >> beam.CoGroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use),
-                runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'cells', 'runs', 'counts', main='matches'))
+                runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'cells', 'runs', 'counts', 'errors',
+                                                            main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())
         run_images = evaluated.runs | 'SumPerRun' >> beam.CombinePerKey(_sum_run_images)
         confusion = (evaluated.cells
@@ -171,7 +177,7 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
         metric_table = figures | 'MetricRows' >> beam.FlatMap(
             lambda f: metric_rows(f.prediction_run, f.labels, thresholds))
         return EvaluationResult(metrics, run_images, evaluated.matches, confidence, confusion, metric_table,
-                                evaluated.counts)
+                                evaluated.counts, evaluated.errors)
 
 
 def _merge_all_cells(parts: Iterable[dict]) -> dict:

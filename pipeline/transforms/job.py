@@ -36,6 +36,7 @@ from pipeline.transforms.count import (
     count_dead_letter,
 )
 from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
+from pipeline.transforms.export import ExportsWritten, WriteExports
 from pipeline.transforms.ground_truth import ReadGroundTruth
 from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
 from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
@@ -66,6 +67,7 @@ class EvaluationWritten(NamedTuple):
     rejected_rows: Tuple[PCollection, ...]
     dead_letters: PCollection
     counts: PCollection
+    errors: PCollection  # (bucket, [(run, image URI)]) with a false positive or a miss
 
 
 class PredictionsToTables(beam.PTransform):
@@ -85,18 +87,26 @@ class PredictionsToTables(beam.PTransform):
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
         evaluation = evaluate(pbegin, parsed, settings) if settings.evaluation.enabled else None
+        exports = None
+        if settings.export.enabled:
+            exported = parsed.exported
+            if settings.export.export_select == 'errors':
+                exported = select_errors(exported, required(evaluation, 'ground_truth').errors)
+            exports = exported | 'Export' >> WriteExports(required(settings.outputs.output, 'output'),
+                                                          settings.export)
         dead = all_dead_letters(read, parsed, tables, evaluation)
         dead_written = write_dead_letters(dead, settings)
         counts = (
             (read.counts, parsed.counts, dead | 'CountDeadLetters' >> CountDeadLetters(),
-             *((evaluation.counts,) if evaluation else ()))
+             *((evaluation.counts,) if evaluation else ()), *((exports.counts,) if exports else ()))
             | 'AllCounts' >> beam.Flatten()
             | 'SumCounts' >> beam.CombineGlobally(MergeCountsFn()))
         duplicates = parsed.image_uris | 'DuplicateImageUris' >> CountDuplicateImageUris()
-        return self._write_summary(pbegin, counts, duplicates, tables, dead_written, evaluation)
+        return self._write_summary(pbegin, counts, duplicates, tables, dead_written, evaluation, exports)
 
     def _write_summary(self, pbegin, counts, duplicates, tables: TablesWritten,
-                       dead_written: 'DeadLettersWritten', evaluation: Optional[EvaluationWritten]):
+                       dead_written: 'DeadLettersWritten', evaluation: Optional[EvaluationWritten],
+                       exports: Optional[ExportsWritten]):
         """summary.json, written last: it waits on every write (side inputs), so a run killed before
         the end leaves no summary."""
         settings, pattern = self._settings, self._pattern
@@ -106,8 +116,8 @@ class PredictionsToTables(beam.PTransform):
             del table_writes  # waited for, not read
             outcome = None if metrics_document is None else run_summary.EvaluationOutcome(
                 metrics_document, run_images, confidence_rows, confusion_rows)
-            rows = summary_files.count_output_rows(
-                {name: paths for name, paths in listed.items() if name != 'evaluation_metrics'})
+            rows = summary_files.count_output_rows({name: paths for name, paths in listed.items()
+                                                    if name != 'evaluation_metrics' and not name.startswith('export_')})
             summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed, rows, outcome)
             if settings.outputs.report_file:
                 summary['outputs']['report'] = [settings.outputs.report_file]
@@ -130,6 +140,8 @@ class PredictionsToTables(beam.PTransform):
             waits.update(metrics_document=AsSingleton(evaluation.metrics), run_images=AsDict(evaluation.runs),
                          confidence_rows=AsSingleton(evaluation.confidence_rows),
                          confusion_rows=AsSingleton(evaluation.confusion_rows))
+        if exports is not None:
+            written_files += [(f'export_{fmt}', files) for fmt, files in exports.files.items()]
         waits.update({name: AsList(written) for name, written in written_files if written is not None})
         if table_writes:
             waits['table_writes'] = AsList(table_writes | 'TableWrites' >> beam.Flatten())
@@ -189,6 +201,21 @@ def write_tables(parsed: ParseResult, settings: Settings) -> TablesWritten:
     return TablesWritten(detection_files, image_files, tuple(table_writes), tuple(rejected))
 
 
+def select_errors(batches: PCollection, errors: PCollection) -> PCollection:
+    """(bucket, ExportBatch) and (bucket, [(run, image URI)]) -> the exported lines of the images the
+    evaluation found a false positive or a miss in, for the run of the line."""
+    def keep(element):
+        _, joined = element
+        wanted = {pair for part in joined['errors'] for pair in part}
+        for batch in joined['batches']:
+            lines = [line for line, uri in enumerate(batch.image_uris) if (batch.prediction_run, uri) in wanted]
+            if lines:
+                yield batch.lines(lines)
+    return ({'batches': batches, 'errors': errors}
+            | 'JoinErrorsByBucket' >> beam.CoGroupByKey()
+            | 'ImagesWithErrors' >> beam.FlatMap(keep))
+
+
 def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritten,
                      evaluation: Optional[EvaluationWritten] = None) -> PCollection:
     extra = (evaluation.dead_letters, *evaluation.rejected_rows) if evaluation else ()
@@ -234,7 +261,7 @@ def evaluate(pbegin, parsed: ParseResult, settings: Settings) -> EvaluationWritt
     return EvaluationWritten(result.metrics, result.runs, metrics_file, match_files, confidence_files,
                              confusion_files, confidence_rows, confusion_rows, tuple(table_writes),
                              tuple(rejected), truth.dead_letters, (truth.counts, result.counts)
-                             | 'EvaluationCounts' >> beam.Flatten())
+                             | 'EvaluationCounts' >> beam.Flatten(), result.errors)
 
 
 class DeadLettersWritten(NamedTuple):

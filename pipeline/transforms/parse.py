@@ -4,12 +4,14 @@ import gc
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
+import numpy as np
 
-from pipeline.config.settings import PostprocessingSettings, Settings, SizeSettings
+from pipeline.config.settings import ExportSettings, PostprocessingSettings, Settings, SizeSettings
 from pipeline.core import dead_letters, progress, shards
 from pipeline.core.dead_letters import INVALID_RECORD
 from pipeline.core.decoding import BatchDecoder
 from pipeline.core.evaluation import lines_by_bucket
+from pipeline.core.export import export_batch, split_by_bucket, uncertain_lines
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.transforms.count import counted
@@ -20,9 +22,11 @@ class ParseBatchFn(beam.DoFn):
     """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts."""
 
     def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings,
-                 report_progress: bool = False, evaluation_buckets: int = 0):
+                 report_progress: bool = False, evaluation_buckets: int = 0,
+                 export: Optional[ExportSettings] = None):
         self._input_format = input_format
         self._buckets = evaluation_buckets  # when set, each line's kept detections go to the evaluation
+        self._export = export if export is not None and export.enabled else None
         self._report_progress = report_progress
         self._postprocessing = postprocessing
         self._sizes = sizes
@@ -38,7 +42,10 @@ class ParseBatchFn(beam.DoFn):
             self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
                                           settings.allowed_scheme or 'gs', settings.probe_allowed_prefixes)
         if self._decoder is None:  # per worker: it learns which format the shards hold
-            self._decoder = BatchDecoder(self._input_format, self._postprocessing.score_floor)
+            floor = self._postprocessing.score_floor
+            if self._export is not None and self._export.export_select == 'uncertain':
+                floor = min(floor, self._export.uncertain_min)  # the band is judged before thresholds
+            self._decoder = BatchDecoder(self._input_format, floor)
         decoded = self._decoder.decode(batch.lines)
         timestamp = dead_letters.utc_timestamp()
         rejected = [dead_letters.from_rejection(rejection, batch.source_file, batch.lines[position], timestamp)
@@ -61,7 +68,27 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('dead_letters', record)
         if self._buckets:
             yield from self._line_predictions(batch, decoded, tables.rows, run)
+        if self._export is not None:
+            yield from self._exported(decoded.lines, tables.rows, sizes, run)
         yield counted(counts)
+
+    def _exported(self, decoded, rows, sizes, run):
+        """The batch's lines to export, with their kept boxes: the uncertain ones, or every line (for the
+        errors selection, by bucket: the evaluation says which)."""
+        export = self._export
+        assert export is not None
+        if export.export_select == 'uncertain':
+            lines = uncertain_lines(decoded, export.uncertain_min, export.uncertain_max)
+        else:
+            lines = np.arange(len(decoded.image_uris))
+        if not len(lines):
+            return
+        batch = export_batch(decoded, rows, lines, sizes, run)
+        if export.export_select == 'errors':  # waits for the evaluation of each bucket
+            for bucket in split_by_bucket(batch, self._buckets).items():
+                yield beam.pvalue.TaggedOutput('exported', bucket)
+        else:
+            yield beam.pvalue.TaggedOutput('exported', batch)
 
     def _line_predictions(self, batch: LineBatch, decoded, rows, run):
         """(bucket, BucketLines) per bucket the batch's lines fall in."""
@@ -107,6 +134,7 @@ class ParseResult(NamedTuple):
     dead_letters: beam.PCollection
     counts: beam.PCollection
     line_predictions: beam.PCollection
+    exported: beam.PCollection  # ExportBatch of the lines to export ((bucket, ExportBatch) for errors)
 
 
 class ParsePredictions(beam.PTransform):
@@ -122,16 +150,17 @@ class ParsePredictions(beam.PTransform):
         parsed = batches | 'ParseLines' >> beam.ParDo(
             ParseBatchFn(settings.input.input_format, settings.postprocessing, settings.sizes,
                          settings.launch.progress,
-                         settings.evaluation.buckets if settings.evaluation.enabled else 0),
+                         settings.evaluation.buckets if settings.evaluation.enabled else 0, settings.export),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
-            'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'line_predictions', main='unused',
+            'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'line_predictions', 'exported',
+            main='unused',
         ).with_exception_handling(main_tag='unused', dead_letter_tag='failed_batches')
         failed = parsed.failed_batches | 'FailedBatchesToDeadLetters' >> beam.FlatMap(
             failed_batch_to_dead_letters)
         dead = (parsed.dead_letters, failed) | 'FlattenParseDeadLetters' >> beam.Flatten()
         return ParseResult(parsed.detections, parsed.images, parsed.image_uris, dead, parsed.counts,
-                           parsed.line_predictions)
+                           parsed.line_predictions, parsed.exported)
 
 
 class LoadManifest(beam.PTransform):

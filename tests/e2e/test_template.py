@@ -105,12 +105,23 @@ CASES = [
     ('iou_thresholds', '0.5', True), ('iou_thresholds', '1.5', False), ('iou_thresholds', '0.5;0.75', False),
     ('iou_thresholds', '', False), ('eval_iou', '0.5', True), ('eval_iou', '1', True), ('eval_iou', '2', False),
     ('eval_confidence', '0', True), ('eval_confidence', '0.9', True), ('eval_confidence', '90%', False),
+    ('export', 'coco', True), ('export', 'vertex_jsonl,automl_csv,coco,label_studio', True),
+    ('export', 'yolo', False), ('export', 'coco, label_studio', False), ('export', '', False),
+    ('export_select', 'kept', True), ('export_select', 'uncertain', True), ('export_select', 'all', False),
+    ('uncertain_min', '0.2', True), ('uncertain_min', '2', False), ('uncertain_max', '0.8', True),
+    ('export_ml_use', 'test', True), ('export_ml_use', 'unassigned', False),
+    ('export_image_prefix', 'gs://b/=/data/local-files/?d=b/', True), ('export_image_prefix', 'gs://b/', False),
+    ('label_studio_from_name', 'label', True), ('label_studio_from_name', 'my label', False),
+    ('label_studio_to_name', 'img.1', True), ('label_studio_to_name', '', False),
 ]
 # Well-shaped values whose content the pipeline still rejects at launch (checked before any work).
 SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]'), ('iou_thresholds', '0.5,0.5'),
-              ('iou_thresholds', '0,0.5'), ('eval_iou', '0')}
+              ('iou_thresholds', '0,0.5'), ('eval_iou', '0'), ('export', 'coco,coco'),
+              ('uncertain_max', '0.1')}
 EVALUATION = {'ground_truth_format', 'ground_truth_image_prefix', 'ml_use', 'iou_thresholds', 'eval_iou',
               'eval_confidence'}
+EXPORT = {'export_select', 'uncertain_min', 'uncertain_max', 'export_ml_use', 'export_image_prefix',
+          'label_studio_from_name', 'label_studio_to_name'}
 
 
 def accepted(name, value):
@@ -125,6 +136,8 @@ def accepted(name, value):
         raw['output_table'] = 'my-project:ds.t'
     if name in EVALUATION:
         raw['ground_truth'] = 'gs://bucket/labels.jsonl'
+    if name in EXPORT:
+        raw['export'] = 'coco'
     try:
         Settings.from_raw(raw)
         if name == 'roi' and not value.startswith('gs://'):
@@ -171,7 +184,10 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
               'report_image_mirror': 'gs://migration-ucaip-trainingaip-20210226015226/=/nonexistent/',
               'ground_truth': str(ROOT / 'tests' / 'fixtures' / 'ground_truth' / 'coco.json'),
               'ground_truth_format': 'coco', 'ground_truth_image_prefix': 'gs://migration-ucaip-trainingaip-20210226015226/',
-              'ml_use': 'unassigned', 'iou_thresholds': '0.5,0.75', 'eval_iou': '0.6', 'eval_confidence': '0.4'}
+              'ml_use': 'unassigned', 'iou_thresholds': '0.5,0.75', 'eval_iou': '0.6', 'eval_confidence': '0.4',
+              'export': 'vertex_jsonl,label_studio', 'export_select': 'uncertain', 'uncertain_min': '0.2',
+              'uncertain_max': '0.9', 'export_ml_use': 'test', 'export_image_prefix': 'gs://x/=/y/',
+              'label_studio_from_name': 'tag', 'label_studio_to_name': 'img'}
     all_names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
     bigquery = {'output_table', 'images_table', 'dead_letter_table', 'write_disposition',
                 'bigquery_method'}  # run against the emulator in test_cloud.py
@@ -193,6 +209,7 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
     assert summaries[0]['detections'] == summaries[1]['detections']
     assert summaries[0]['ground_truth'] == summaries[1]['ground_truth']
     assert summaries[0]['evaluation']['eval_iou'] == 0.6
+    assert summaries[0]['export'] == summaries[1]['export'] and summaries[0]['export']['label_studio']['images']
 
 
 def test_dockerfile_matches_the_package():

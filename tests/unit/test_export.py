@@ -75,7 +75,7 @@ def test_automl_rows_read_back_with_pythons_csv_and_our_reader():
 
 def test_coco_loads_in_pycocotools_and_scores_ap_one_against_itself():
     buffer = io.BytesIO()
-    counts = write_coco(buffer, images, ['cat', *ODD_LABELS], {'gs://b/': 'https://host/b/'})
+    counts = write_coco(buffer, images, {'gs://b/': 'https://host/b/'})
     assert counts == (2, 5, 1)  # the image of unknown size is left out, and counted
     document = json.loads(buffer.getvalue())
     assert {image['file_name'] for image in document['images']} == {'https://host/b/with space/a.jpg',
@@ -92,16 +92,20 @@ def test_coco_loads_in_pycocotools_and_scores_ap_one_against_itself():
         evaluation.summarize()
     assert evaluation.stats[0] == pytest.approx(1.0)
     again = io.BytesIO()
-    write_coco(again, lambda: reversed(images()), list(reversed(['cat', *ODD_LABELS])), {'gs://b/': 'https://host/b/'})
+    write_coco(again, lambda: reversed(images()), {'gs://b/': 'https://host/b/'})
     reordered = json.loads(again.getvalue())
     assert sorted(map(json.dumps, reordered['annotations'])) == sorted(map(json.dumps, document['annotations']))
     assert reordered['categories'] == document['categories']
     assert coco_image_id('gs://b/empty.jpg') == coco_image_id('gs://b/empty.jpg') > 0
+    twice = io.BytesIO()
+    write_coco(twice, lambda: images() + images())  # an image on two prediction lines: two ids
+    ids = [image['id'] for image in json.loads(twice.getvalue())['images']]
+    assert len(ids) == len(set(ids)) == 4
 
 
 def test_label_studio_tasks_in_percent_with_the_run_as_model_version():
     buffer = io.BytesIO()
-    assert write_label_studio(buffer, images(), 'tag', 'img', {'gs://b/': '/data/local-files/?d=b/'}) == 3
+    assert write_label_studio(buffer, images(), 'tag', 'img', {'gs://b/': '/data/local-files/?d=b/'}) == (3, 6)
     tasks = json.loads(buffer.getvalue())
     first = tasks[0]
     assert first['data']['image'] == '/data/local-files/?d=b/with space/a.jpg'
