@@ -132,3 +132,9 @@ def test_errors_exports_the_images_with_a_false_positive_or_a_miss(run, tmp_path
     exported = {json.loads(line)['imageGcsUri'] for line in path.read_text().splitlines()}
     assert expected and exported == expected
     assert set(uris[1::2]) <= exported
+
+
+def test_a_streaming_run_refuses_exports(run):
+    result = run('--input_subscription', 'projects/my-project/subscriptions/shards', '--output_table',
+                 'my-project:dataset.detections', '--export', 'coco', check=False)
+    assert result.returncode == 2 and '--export applies to batch runs only' in result.stderr
