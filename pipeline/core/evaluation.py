@@ -1,9 +1,14 @@
 """Detections against ground truth, with COCO's definitions (pycocotools' COCOeval, bbox, area range
 "all"): matching per image and label, and average precision from counts that merge associatively.
 
-Pure numpy. Boxes are normalized (x_min, y_min, x_max, y_max): IoU does not change when an image is
+Pure. Boxes are normalized (x_min, y_min, x_max, y_max): IoU does not change when an image is
 scaled, so no image size is needed. Unlike pycocotools, every detection counts (no maxDets cap), and
 detections of equal score are taken together (pycocotools orders them by image, then by position).
+
+`evaluate_image` (with `match_label`, `label_totals`, `outcome_rows`) is the definition, one image at
+a time, that the tests hold to pycocotools; the job evaluates a bucket of images at once on columns
+(`bucket_evaluation`), held by the tests to this definition. The counts, metrics and rows below are
+shared by both.
 """
 import zlib
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple

@@ -113,13 +113,6 @@ def build_tables(decoded: DecodedLines, sizes: Sequence[Optional[ImageSize]],
     return BatchTables(detections, images, counts, rows)
 
 
-def rows_to_table(rows: Sequence[tuple], schema: pa.Schema) -> pa.Table:
-    """Rows given as tuples in the schema's column order -> one Arrow table."""
-    columns = list(zip(*rows)) if rows else [()] * len(schema)
-    return pa.Table.from_arrays([pa.array(column, type=field.type) for column, field in zip(columns, schema)],
-                                schema=schema)
-
-
 def _repeat(value: Optional[str], count: int) -> pa.Array:
     return pa.repeat(pa.scalar(value, type=pa.string()), count)
 
