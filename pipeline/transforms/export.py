@@ -54,7 +54,9 @@ class FormatLinesFn(beam.DoFn):
 def write_document(element, fmt: str, path: str, export: ExportSettings):
     """(None, every ExportBatch) -> the one COCO or Label Studio document; its counts tagged."""
     _, batches = element
-    images = lambda: (image for batch in batches for image in batch.images())
+
+    def images():  # a GroupByKey's iterable may be read again: COCO reads it twice
+        return (image for batch in batches for image in batch.images())
     with FileSystems.create(path, mime_type='application/json') as handle:
         if fmt == COCO:
             written, boxes, left_out = write_coco(handle, images, export.export_image_prefix)
