@@ -48,3 +48,7 @@ def test_the_batch_job_with_evaluation_and_bigquery_builds_for_dataflow(tmp_path
                                'my-project:ds.detections',
                                '--ground_truth', ROOT / 'tests' / 'fixtures' / 'ground_truth' / 'coco.json')
     assert mode == 'batch' and transforms > plain + 20  # the ground truth, the join, four tables
+    _, exporting = dry_run('--input', SAMPLE / 'input', '--output', tmp_path / 'c',
+                           '--ground_truth', ROOT / 'tests' / 'fixtures' / 'ground_truth' / 'coco.json',
+                           '--export', 'vertex_jsonl,automl_csv,coco,label_studio', '--export_select', 'errors')
+    assert exporting > plain + 20
