@@ -94,8 +94,7 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     for code, name in enumerate(names):
         mine, boxes = det_code == code, gt_code == code
         scores = columns.det_scores[mine]
-        counts = PrecisionCounts.merge_all([PrecisionCounts.of(scores, match.outcomes[mine, :-1].T,
-                                                               int((boxes & regular).sum()))])
+        counts = PrecisionCounts.of(scores, match.outcomes[mine, :-1].T, int((boxes & regular).sum()))
         tp_scores, fp_scores = scores[at_eval[mine] == TRUE_POSITIVE], scores[at_eval[mine] == FALSE_POSITIVE]
         labels[name] = LabelTotals(counts, int(mine.sum()), len(tp_scores), len(fp_scores),
                                    int((boxes & missed).sum()),

@@ -11,7 +11,7 @@ a time, that the tests hold to pycocotools; the job evaluates a bucket of images
 shared by both.
 """
 import zlib
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -112,9 +112,9 @@ class PrecisionCounts:
     @classmethod
     def of(cls, scores: np.ndarray, outcomes: np.ndarray, ground_truth: int) -> 'PrecisionCounts':
         """From detections' scores and their (T, D) outcomes, and the image's regular boxes: kept as
-        they are (one column per detection) until counts are merged."""
-        return cls(outcomes.shape[0], scores, (outcomes == TRUE_POSITIVE).astype(np.int64),
-                   (outcomes == FALSE_POSITIVE).astype(np.int64), ground_truth)
+        they are (one byte per detection and threshold) until counts are merged."""
+        return cls(outcomes.shape[0], scores, (outcomes == TRUE_POSITIVE).astype(np.uint8),
+                   (outcomes == FALSE_POSITIVE).astype(np.uint8), ground_truth)
 
     @classmethod
     def merge_all(cls, parts: Sequence['PrecisionCounts']) -> 'PrecisionCounts':
@@ -154,6 +154,35 @@ class PrecisionCounts:
         if not self.ground_truth:
             return None
         return self.tp.sum(axis=1) / self.ground_truth
+
+
+class PrecisionSummary(NamedTuple):
+    """What the metrics need of a label's merged PrecisionCounts, small enough to travel: AP and the
+    highest recall at each threshold (None without ground truth), and the regular boxes."""
+    ap: Optional[np.ndarray]
+    best_recall: Optional[np.ndarray]
+    ground_truth: int
+
+    @classmethod
+    def of(cls, counts: 'PrecisionCounts') -> 'PrecisionSummary':
+        return cls(counts.average_precision(), counts.recall(), counts.ground_truth)
+
+    def average_precision(self) -> Optional[np.ndarray]:
+        return self.ap
+
+    def recall(self) -> Optional[np.ndarray]:
+        return self.best_recall
+
+
+def settled(totals: 'LabelTotals') -> 'LabelTotals':
+    """A run's label totals with the AP counts reduced to what the metrics need."""
+    return totals._replace(counts=PrecisionSummary.of(_merging(totals)))
+
+
+def _merging(totals: 'LabelTotals') -> 'PrecisionCounts':
+    """The AP counts of totals still being merged (settled ones are not merged again)."""
+    assert isinstance(totals.counts, PrecisionCounts), 'settled totals are final'
+    return totals.counts
 
 
 def mean_over_labels(values: List[Optional[float]]) -> Optional[float]:
@@ -419,8 +448,9 @@ def confusion_cells(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: 
 
 class LabelTotals(NamedTuple):
     """What one label of one run adds up to: AP counts, detections, and tp/fp/fn at the evaluation IoU,
-    overall and at each confidence of CONFIDENCE_GRID."""
-    counts: PrecisionCounts
+    overall and at each confidence of CONFIDENCE_GRID. `counts`: while being merged, PrecisionCounts;
+    once settled, a PrecisionSummary (the same methods, a few numbers)."""
+    counts: Union['PrecisionCounts', 'PrecisionSummary']
     detections: int
     tp: int
     fp: int
@@ -481,7 +511,7 @@ def label_totals(result: ImageEvaluation, label_detections: dict) -> dict:
 
 def merge_all_totals(parts: Sequence[LabelTotals]) -> LabelTotals:
     """Many parts' totals at once (one sort of the scores for them all)."""
-    return LabelTotals(PrecisionCounts.merge_all([part.counts for part in parts]),
+    return LabelTotals(PrecisionCounts.merge_all([_merging(part) for part in parts]),
                        sum(part.detections for part in parts), sum(part.tp for part in parts),
                        sum(part.fp for part in parts), sum(part.fn for part in parts),
                        *(np.sum([getattr(part, name) for part in parts], axis=0)
@@ -489,7 +519,7 @@ def merge_all_totals(parts: Sequence[LabelTotals]) -> LabelTotals:
 
 
 def merge_totals(first: LabelTotals, second: LabelTotals) -> LabelTotals:
-    return LabelTotals(first.counts.merge(second.counts), first.detections + second.detections,
+    return LabelTotals(_merging(first).merge(_merging(second)), first.detections + second.detections,
                        first.tp + second.tp, first.fp + second.fp, first.fn + second.fn,
                        first.confidence_tp + second.confidence_tp, first.confidence_fp + second.confidence_fp,
                        first.confidence_fn + second.confidence_fn)

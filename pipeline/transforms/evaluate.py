@@ -22,6 +22,7 @@ from pipeline.core.evaluation import (
     metric_rows,
     metrics_document,
     run_metrics,
+    settled,
 )
 from pipeline.transforms.count import counted_at_bundle_end
 
@@ -117,7 +118,7 @@ class MergeTotalsFn(beam.CombineFn):
         return [totals for accumulator in accumulators for totals in accumulator]
 
     def extract_output(self, accumulator):
-        return merge_all_totals(accumulator) if accumulator else None
+        return settled(merge_all_totals(accumulator)) if accumulator else None
 
 
 def _sum_run_images(parts: Iterable[RunImage]) -> RunImage:
