@@ -77,16 +77,10 @@ class BucketTruth(NamedTuple):
 
     @classmethod
     def of(cls, source_file: str, units: Sequence[Tuple[Place, GroundTruthImage]]) -> 'BucketTruth':
-        offsets, labels, boxes, crowd = [0], [], [], []
-        for _, image in units:
-            for box in image.boxes:
-                labels.append(box.label)
-                boxes.append(box.box)
-                crowd.append(box.crowd)
-            offsets.append(len(labels))
-        return cls(source_file, [p for p, _ in units], [image.image_uri for _, image in units],
-                   [image.ml_use for _, image in units], offsets, labels,
-                   np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(crowd, dtype=bool))
+        builder = BucketTruthBuilder()
+        for place, image in units:
+            builder.add_image(place, image)
+        return builder.build(source_file)
 
     def units(self) -> Iterator[PlacedImage]:
         boxes, crowd = self.boxes.tolist(), self.crowd.tolist()
@@ -95,6 +89,46 @@ class BucketTruth(NamedTuple):
             yield PlacedImage(self.source_file, self.positions[unit], GroundTruthImage(uri, tuple(
                 GroundTruthBox(self.labels[i], tuple(boxes[i]), crowd[i]) for i in range(start, end)),
                 self.ml_uses[unit]))
+
+
+class BucketTruthBuilder:
+    """Gathers one file's usable units of one bucket into a BucketTruth, plain lines without an object
+    per box."""
+
+    def __init__(self):
+        self.positions: List[Place] = []
+        self.image_uris: List[str] = []
+        self.ml_uses: List[Optional[str]] = []
+        self.offsets = [0]
+        self.labels: List[str] = []
+        self.boxes: List[float] = []
+        self.crowd: List[bool] = []
+
+    def __len__(self) -> int:
+        return len(self.image_uris)
+
+    def add_plain(self, place: Place, plain: 'PlainImage') -> None:
+        self.positions.append(place)
+        self.image_uris.append(plain.image_uri)
+        self.ml_uses.append(plain.ml_use)
+        self.labels += plain.labels
+        self.boxes += plain.boxes
+        self.crowd += [False] * len(plain.labels)
+        self.offsets.append(len(self.labels))
+
+    def add_image(self, place: Place, image: GroundTruthImage) -> None:
+        self.positions.append(place)
+        self.image_uris.append(image.image_uri)
+        self.ml_uses.append(image.ml_use)
+        for box in image.boxes:
+            self.labels.append(box.label)
+            self.boxes += box.box
+            self.crowd.append(box.crowd)
+        self.offsets.append(len(self.labels))
+
+    def build(self, source_file: str) -> BucketTruth:
+        return BucketTruth(source_file, self.positions, self.image_uris, self.ml_uses, self.offsets, self.labels,
+                           np.array(self.boxes, dtype=np.float64).reshape(-1, 4), np.array(self.crowd, dtype=bool))
 
 
 def merge_units(units: Iterable[PlacedImage]) -> List[GroundTruthImage]:
@@ -168,22 +202,48 @@ class _ImportLine(msgspec.Struct):
 _IMPORT_LINE = msgspec.json.Decoder(_ImportLine)
 
 
+class PlainImage(NamedTuple):
+    """A plain import line as columns: no object per box."""
+    image_uri: str
+    ml_use: Optional[str]
+    labels: List[str]
+    boxes: List[float]  # x_min, y_min, x_max, y_max of each box, one after the other
+
+
+def plain_vertex_line(line: bytes) -> Optional[PlainImage]:
+    """The common, valid import line through the typed decoder; None for any other (the full check
+    decides those, with its messages)."""
+    if not (line.isascii() or _is_utf8(line)):  # msgspec does not check the strings it skips
+        return None
+    try:
+        record = _IMPORT_LINE.decode(line)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if not record.imageGcsUri.strip():
+        return None
+    labels: List[str] = []
+    boxes: List[float] = []
+    for box in record.boundingBoxAnnotations:
+        if not (box.xMin < box.xMax and box.yMin < box.yMax):
+            return None
+        labels.append(box.displayName)
+        boxes += (box.xMin, box.yMin, box.xMax, box.yMax)
+    use = record.dataItemResourceLabels.get(ML_USE_LABEL)
+    if use is not None and use != '' and use.strip().lower() not in _ML_USE_SPELLINGS:
+        return None
+    return PlainImage(record.imageGcsUri, ml_use(use), labels, boxes)
+
+
 def parse_vertex_line(line: bytes) -> GroundTruthUnit:
     """One line of an `image_bounding_box_io_format_1.0.0` import file: the typed decoder for the
     common case, the full check (orjson) for the rest."""
-    if line.isascii() or _is_utf8(line):  # msgspec does not check the strings it skips
-        try:
-            record = _IMPORT_LINE.decode(line)
-        except (msgspec.DecodeError, RecursionError):
-            record = None
-        if record is not None and record.imageGcsUri.strip() and all(
-                box.xMin < box.xMax and box.yMin < box.yMax for box in record.boundingBoxAnnotations):
-            use = record.dataItemResourceLabels.get(ML_USE_LABEL)
-            if use is None or use == '' or use.strip().lower() in _ML_USE_SPELLINGS:
-                return GroundTruthImage(record.imageGcsUri, tuple(
-                    GroundTruthBox(box.displayName, (box.xMin, box.yMin, box.xMax, box.yMax))
-                    for box in record.boundingBoxAnnotations), ml_use(use))
-    return parse_vertex_line_fully(line)
+    plain = plain_vertex_line(line)
+    if plain is None:
+        return parse_vertex_line_fully(line)
+    b = plain.boxes
+    return GroundTruthImage(plain.image_uri, tuple(
+        GroundTruthBox(label, (b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]))
+        for i, label in enumerate(plain.labels)), plain.ml_use)
 
 
 def _is_utf8(line: bytes) -> bool:

@@ -2,13 +2,13 @@
 read unit by unit (a line, a row, a COCO image) with where each unit came from."""
 import glob
 import os
-from typing import Iterator, List, NamedTuple, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config.options import GROUND_TRUTH_FORMATS
 from pipeline.core import ground_truth
-from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit, Place
+from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit, Place, PlainImage
 from pipeline.core.shards import scheme_of, split_ranges
 from pipeline.io.sources import open_shard, read_range_lines
 
@@ -25,7 +25,7 @@ class Unit(NamedTuple):
     source_file: str
     position: str
     payload: Optional[bytes]
-    parsed: GroundTruthUnit
+    parsed: Union[GroundTruthUnit, PlainImage]
 
 
 def ground_truth_files(pattern: str) -> List[str]:
@@ -98,12 +98,13 @@ def detect_format(path: str, head: bytes) -> str:
 
 
 def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int = 0,
-               end: Optional[int] = None) -> Iterator[Tuple[Place, Unit]]:
+               end: Optional[int] = None, plain: bool = False) -> Iterator[Tuple[Place, Unit]]:
     """(place, unit) for every unit of one ground-truth file, in file order; a file that cannot be
     read is one rejection. A JSONL file may be read in byte ranges [start, end) (the lines that begin
-    there, as the prediction shards are); the other formats are read whole."""
+    there, as the prediction shards are); the other formats are read whole. `plain`: a plain JSONL
+    line comes as a PlainImage (columns), not a GroundTruthImage."""
     if fmt == VERTEX_JSONL:
-        yield from _jsonl_units(path, start, end)
+        yield from _jsonl_units(path, start, end, plain)
         return
     try:
         with open_shard(path) as handle:
@@ -114,7 +115,7 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
     if fmt == 'auto':
         fmt = detect_format(path, data[:HEAD_BYTES])
         if fmt == VERTEX_JSONL:
-            yield from _jsonl_units(path, start, end)
+            yield from _jsonl_units(path, start, end, plain)
             return
     if fmt == COCO:
         images, rejected = ground_truth.parse_coco(data, image_prefix)
@@ -132,14 +133,17 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
         yield (0, number), Unit(path, f'line {number}', row.encode('utf-8'), parsed)
 
 
-def _jsonl_units(path: str, start: int, end: Optional[int]) -> Iterator[Tuple[Place, Unit]]:
+def _jsonl_units(path: str, start: int, end: Optional[int], plain_lines: bool) -> Iterator[Tuple[Place, Unit]]:
+    """The units of a JSONL range; with `plain_lines`, a plain line is a PlainImage (columns)."""
     where = 'line {}' if start == 0 else f'line {{}} of the range from byte {start}'
     number = 0
     try:
         with open_shard(path) as handle:
             for number, line in enumerate(read_range_lines(handle, start, end), start=1):
                 if line.strip():
-                    yield (start, number), Unit(path, where.format(number), line, ground_truth.parse_vertex_line(line))
+                    plain = ground_truth.plain_vertex_line(line) if plain_lines else None
+                    parsed = plain if plain is not None else ground_truth.parse_vertex_line(line)
+                    yield (start, number), Unit(path, where.format(number), line, parsed)
     except Exception as exc:
         yield (start, number + 1), Unit(path, where.format(number + 1) + ' on', None, GroundTruthRejection(
             f'could not read the file from there: {exc!r}'))

@@ -2,7 +2,7 @@
 into batches of usable units keyed by the bucket of their image (the evaluation joins them with the
 prediction lines of the same bucket), and a dead letter for each unit that cannot be used. Rows read ==
 rows used + dead letters, as for the predictions."""
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 
@@ -11,7 +11,7 @@ from pipeline.core import dead_letters
 from pipeline.core.counts import Counts
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.evaluation import bucket_of
-from pipeline.core.ground_truth import BucketTruth, GroundTruthImage, GroundTruthRejection, Place
+from pipeline.core.ground_truth import BucketTruthBuilder, GroundTruthRejection, PlainImage
 from pipeline.io import ground_truth as files
 from pipeline.transforms.count import counted
 
@@ -31,8 +31,8 @@ class ReadUnitsFn(beam.DoFn):
     def process(self, part: Tuple[str, str, int, Optional[int]]):
         path, fmt, start, end = part
         read = used = 0
-        pending: Dict[int, List[Tuple[Place, GroundTruthImage]]] = {}
-        for place, unit in files.read_units(path, fmt, self._image_prefix, start, end):
+        pending: Dict[int, BucketTruthBuilder] = {}
+        for place, unit in files.read_units(path, fmt, self._image_prefix, start, end, plain=True):
             read += 1
             if isinstance(unit.parsed, GroundTruthRejection):
                 yield beam.pvalue.TaggedOutput('dead_letters', dead_letters.make_dead_letter(
@@ -40,12 +40,17 @@ class ReadUnitsFn(beam.DoFn):
                     unit.payload, unit.parsed.image_uri))
                 continue
             used += 1
-            bucket = bucket_of(unit.parsed.image_uri, self._buckets)
-            pending.setdefault(bucket, []).append((place, unit.parsed))
+            builder = pending.get(bucket := bucket_of(unit.parsed.image_uri, self._buckets))
+            if builder is None:
+                builder = pending[bucket] = BucketTruthBuilder()
+            if isinstance(unit.parsed, PlainImage):
+                builder.add_plain(place, unit.parsed)
+            else:
+                builder.add_image(place, unit.parsed)
             if used % UNITS_PER_FLUSH == 0:
-                yield from ((bucket, BucketTruth.of(path, units)) for bucket, units in pending.items())
+                yield from ((bucket, units.build(path)) for bucket, units in pending.items())
                 pending = {}
-        yield from ((bucket, BucketTruth.of(path, units)) for bucket, units in pending.items())
+        yield from ((bucket, units.build(path)) for bucket, units in pending.items())
         yield counted(Counts({names.GROUND_TRUTH_ROWS_READ: read, names.GROUND_TRUTH_ROWS_USED: used}))
 
 

@@ -86,3 +86,23 @@ def test_empty_files_beside_the_ground_truth_are_left_out(tmp_path):
     (tmp_path / 'labels.jsonl').unlink()
     with pytest.raises(GroundTruthError, match='holds no ground truth'):
         resolve_ground_truth(str(tmp_path))
+
+
+def test_plain_lines_as_columns_hold_what_the_images_hold(tmp_path):
+    """The job reads plain JSONL lines as columns; built into a bucket, they give the same images as
+    the lines parsed one by one, and a line that is not plain still comes through the full check."""
+    from pipeline.core.ground_truth import BucketTruthBuilder, GroundTruthRejection, PlainImage, merge_units
+    path = tmp_path / 'labels.jsonl'
+    path.write_bytes((FIXTURES / 'vertex_import.jsonl').read_bytes() + b'{"imageGcsUri": 7}\n')
+    builder, rejected = BucketTruthBuilder(), []
+    for place, unit in read_units(str(path), VERTEX_JSONL, plain=True):
+        if isinstance(unit.parsed, GroundTruthRejection):
+            rejected.append(unit)
+        elif isinstance(unit.parsed, PlainImage):
+            builder.add_plain(place, unit.parsed)
+        else:
+            builder.add_image(place, unit.parsed)
+    expected = [unit.parsed for _, unit in read_units(str(path), VERTEX_JSONL)
+                if not isinstance(unit.parsed, GroundTruthRejection)]
+    assert merge_units(builder.build(str(path)).units()) == sorted(expected, key=lambda image: image.image_uri)
+    assert len(rejected) == 1
