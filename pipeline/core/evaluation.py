@@ -509,6 +509,11 @@ def label_totals(result: ImageEvaluation, label_detections: dict) -> dict:
     return {label: accumulator.totals() for label, accumulator in accumulators.items()}
 
 
+def held_scores(parts: Sequence[LabelTotals]) -> int:
+    """The scores the AP counts of totals being merged hold (one per detection or distinct score)."""
+    return sum(len(_merging(part).scores) for part in parts)
+
+
 def merge_all_totals(parts: Sequence[LabelTotals]) -> LabelTotals:
     """Many parts' totals at once (one sort of the scores for them all)."""
     return LabelTotals(PrecisionCounts.merge_all([_merging(part) for part in parts]),

@@ -17,6 +17,7 @@ from pipeline.core.evaluation import (
     RunImage,
     confidence_rows,
     confusion_rows,
+    held_scores,
     merge_all_totals,
     merge_cells,
     metric_rows,
@@ -103,22 +104,34 @@ class EvaluateBucketFn(beam.DoFn):
         return table
 
 
+# Detections a label's gathered parts may hold before they are merged into counts per distinct score:
+# what a worker holds for one label stays below this, or below the label's distinct scores.
+COMPACT_AT = 2_000_000
+
+
 class MergeTotalsFn(beam.CombineFn):
-    """LabelTotals of the buckets -> the run's, for one label. The parts are kept until the end and
-    merged at once: merging two by two would sort the growing score list once per bucket."""
+    """LabelTotals of the buckets -> the run's, for one label. Parts are gathered and merged many at
+    once (two by two would sort the growing score list once per bucket), whenever they hold more than
+    COMPACT_AT detections and at the end."""
 
     def create_accumulator(self):
         return []
 
     def add_input(self, accumulator, totals: LabelTotals):
         accumulator.append(totals)
-        return accumulator
+        return _compacted(accumulator)
 
     def merge_accumulators(self, accumulators):
-        return [totals for accumulator in accumulators for totals in accumulator]
+        return _compacted([totals for accumulator in accumulators for totals in accumulator])
 
     def extract_output(self, accumulator):
         return settled(merge_all_totals(accumulator)) if accumulator else None
+
+
+def _compacted(parts: List[LabelTotals]) -> List[LabelTotals]:
+    if len(parts) > 1 and held_scores(parts) > COMPACT_AT:
+        return [merge_all_totals(parts)]
+    return parts
 
 
 def _sum_run_images(parts: Iterable[RunImage]) -> RunImage:

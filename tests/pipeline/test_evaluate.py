@@ -87,3 +87,34 @@ def test_two_runs_side_by_side_equal_pycocotools_each():
     assert_that(result.metrics, check_metrics, label='metrics')
     assert_that(result.runs, check_runs, label='runs')
     pipeline.run().wait_until_finish()
+
+
+def test_merging_in_steps_gives_what_merging_at_once_gives(monkeypatch):
+    """A label's parts compacted whenever they grow past a bound (here 5 scores) settle into the same
+    AP, recall and counts as parts merged once at the end."""
+    from pipeline.core.evaluation import LabelTotals, PrecisionCounts
+    from pipeline.transforms import evaluate
+    rng = np.random.default_rng(4)
+
+    def part():
+        n = int(rng.integers(0, 6))
+        outcomes = rng.integers(0, 3, (len(COCO_IOU_THRESHOLDS), n))
+        scores = rng.integers(0, 10, n) / 10  # ties across parts
+        grid = np.zeros(23, dtype=np.int64)
+        return LabelTotals(PrecisionCounts.of(scores, outcomes, int(rng.integers(0, 4))), n, 1, 1, 1, grid, grid, grid)
+    parts = [part() for _ in range(40)]
+    combine = evaluate.MergeTotalsFn()
+    at_once = combine.extract_output(combine.merge_accumulators([[p] for p in parts]))
+    monkeypatch.setattr(evaluate, 'COMPACT_AT', 5)
+    accumulator = combine.create_accumulator()
+    for p in parts[:25]:
+        accumulator = combine.add_input(accumulator, p)
+    other = combine.create_accumulator()
+    for p in parts[25:]:
+        other = combine.add_input(other, p)
+    assert len(accumulator) < 25
+    in_steps = combine.extract_output(combine.merge_accumulators([accumulator, other]))
+    assert np.allclose(in_steps.counts.average_precision(), at_once.counts.average_precision(), atol=1e-12)
+    assert in_steps.counts.recall().tolist() == at_once.counts.recall().tolist()
+    assert (in_steps.detections, in_steps.tp, in_steps.counts.ground_truth) == (
+        at_once.detections, at_once.tp, at_once.counts.ground_truth)
