@@ -1,5 +1,6 @@
 """`python -m pipeline`: parse and check the options, build the job, run it, print the summary."""
 import difflib
+import functools
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from google.api_core.exceptions import GoogleAPIError
 
 import pipeline
 from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError
-from pipeline.config.settings import Settings, required
+from pipeline.config.settings import EvaluationSettings, Settings, required
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
 from pipeline.core.evaluation import bucket_count
@@ -94,18 +95,10 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     cloud = pipeline_options.view_as(GoogleCloudOptions)
     if settings.bigquery.output_table:
         check_bigquery_options(settings, cloud)
-    ground_truth = settings.evaluation
-    if ground_truth.enabled:
-        try:
-            files = resolve_ground_truth(required(ground_truth.ground_truth, 'ground_truth'),
-                                         ground_truth.ground_truth_format, layout.is_ours_to_skip if layout else None)
-        except GroundTruthError as exc:
-            raise OptionError(str(exc)) from None
-        input_bytes = sum(matched_shards(required(pattern, 'input'),
-                                         layout.is_ours_to_skip if layout else None).values())
+    skip = layout.is_ours_to_skip if layout else None
+    input_shards = functools.cache(lambda: matched_shards(required(pattern, 'input'), skip))  # listed once
     settings = settings.resolved(
-        evaluation={'ground_truth_files': tuple(files), 'buckets': bucket_count(input_bytes)}
-        if ground_truth.enabled else {},
+        evaluation=resolved_evaluation(settings.evaluation, input_shards, skip),
         launch={'run_id': uuid.uuid4().hex,
                 'progress': local and pattern is not None and not quiet,
                 # A Dataflow job outlives its launcher: it releases its Cloud Storage locks itself.
@@ -120,9 +113,21 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
         bigquery={'temp_location': cloud.temp_location})
     if pattern and layout and standard.runner == DEFAULT_LOCAL_RUNNER and not any(
             arg.startswith(_DIRECT_FLAGS) for arg in argv):
-        use_local_workers(pipeline_options, local_workers(
-            matched_shards(pattern, layout.is_ours_to_skip), os.cpu_count() or 1))
+        use_local_workers(pipeline_options, local_workers(input_shards(), os.cpu_count() or 1))
     return LaunchPlan(pipeline_options, settings, pattern, layout)
+
+
+def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip) -> dict:
+    """The ground-truth files with their formats, and the count of evaluation buckets from the size of
+    the input (`input_shards`: path -> size); raises OptionError."""
+    if not evaluation.enabled:
+        return {}
+    try:
+        files = resolve_ground_truth(required(evaluation.ground_truth, 'ground_truth'),
+                                     evaluation.ground_truth_format, skip)
+    except GroundTruthError as exc:
+        raise OptionError(str(exc)) from None
+    return {'ground_truth_files': tuple(files), 'buckets': bucket_count(sum(input_shards().values()))}
 
 
 def output_layout(settings: Settings, local: bool, pattern: str) -> OutputLayout:

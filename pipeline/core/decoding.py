@@ -77,7 +77,7 @@ class BatchDecoder:
     def _typed_record(self, line: bytes):
         """The line as a typed record when one of the structs describes it as a plain result line,
         else None (the full validator decides)."""
-        if not (line.isascii() or _is_utf8(line)):  # msgspec does not check the strings it skips
+        if not (line.isascii() or is_utf8(line)):  # msgspec does not check the strings it skips
             return None
         for position, (decoder, plain) in enumerate(self._typed):
             try:
@@ -248,7 +248,7 @@ def normalized_boxes(raw: np.ndarray) -> np.ndarray:
     return np.hstack([np.minimum(raw[:, :2], raw[:, 2:]), np.maximum(raw[:, :2], raw[:, 2:])]) + 0.0
 
 
-def _is_utf8(line: bytes) -> bool:
+def is_utf8(line: bytes) -> bool:
     try:
         line.decode('utf-8')
     except UnicodeDecodeError:

@@ -460,53 +460,15 @@ class LabelTotals(NamedTuple):
     confidence_fn: np.ndarray
 
 
-class LabelAccumulator:
-    """The images of one run and label gathered, then made into one LabelTotals: the AP counts merged
-    with one sort and the confidence grid counted once, not once per image."""
-
-    __slots__ = ('scores', 'outcomes', 'tp_scores', 'fp_scores', 'regular', 'ap_regular', 'detections', 'missed')
-
-    def __init__(self):
-        self.scores: List[float] = []
-        self.outcomes: Optional[List[List[int]]] = None  # per threshold
-        self.tp_scores: List[float] = []
-        self.fp_scores: List[float] = []
-        self.regular = self.ap_regular = self.detections = self.missed = 0
-
-    def add(self, counts: LabelCounts, at_eval: LabelAtIou, detections: int) -> None:
-        self.scores += counts.scores
-        if self.outcomes is None:
-            self.outcomes = [[] for _ in counts.outcomes]
-        for gathered, outcome in zip(self.outcomes, counts.outcomes):
-            gathered += outcome
-        self.ap_regular += counts.regular
-        self.tp_scores += at_eval.tp_scores
-        self.fp_scores += at_eval.fp_scores
-        self.regular += at_eval.regular
-        self.missed += at_eval.missed
-        self.detections += detections
-
-    def totals(self) -> LabelTotals:
-        counts = LabelCounts(self.scores, self.outcomes or [], self.ap_regular).precision_counts()
-        return LabelTotals(PrecisionCounts.merge_all([counts]), self.detections, len(self.tp_scores),
-                           len(self.fp_scores), self.missed, *grid_counts(self.tp_scores, self.fp_scores, self.regular))
-
-
-def accumulate(accumulators: dict, result: ImageEvaluation, label_detections: dict) -> None:
-    """Adds one image's labels to `accumulators` (label -> LabelAccumulator); `label_detections`:
-    label -> its kept detections in the image."""
-    for label, counts in result.label_counts.items():
-        accumulator = accumulators.get(label)
-        if accumulator is None:
-            accumulator = accumulators[label] = LabelAccumulator()
-        accumulator.add(counts, result.at_eval[label], label_detections.get(label, 0))
-
-
 def label_totals(result: ImageEvaluation, label_detections: dict) -> dict:
     """label -> LabelTotals of one image (`label_detections`: label -> its kept detections there)."""
-    accumulators: dict = {}
-    accumulate(accumulators, result, label_detections)
-    return {label: accumulator.totals() for label, accumulator in accumulators.items()}
+    totals = {}
+    for label, counts in result.label_counts.items():
+        at_eval = result.at_eval[label]
+        totals[label] = LabelTotals(counts.precision_counts(), label_detections.get(label, 0),
+                                    len(at_eval.tp_scores), len(at_eval.fp_scores), at_eval.missed,
+                                    *grid_counts(at_eval.tp_scores, at_eval.fp_scores, at_eval.regular))
+    return totals
 
 
 def held_scores(parts: Sequence[LabelTotals]) -> int:

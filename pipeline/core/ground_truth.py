@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
+from pipeline.core.decoding import is_utf8
 from pipeline.core.formats import COORDINATE_TOLERANCE
 
 ML_USES = ('training', 'validation', 'test', 'unassigned')
@@ -213,7 +214,7 @@ class PlainImage(NamedTuple):
 def plain_vertex_line(line: bytes) -> Optional[PlainImage]:
     """The common, valid import line through the typed decoder; None for any other (the full check
     decides those, with its messages)."""
-    if not (line.isascii() or _is_utf8(line)):  # msgspec does not check the strings it skips
+    if not (line.isascii() or is_utf8(line)):  # msgspec does not check the strings it skips
         return None
     try:
         record = _IMPORT_LINE.decode(line)
@@ -244,14 +245,6 @@ def parse_vertex_line(line: bytes) -> GroundTruthUnit:
     return GroundTruthImage(plain.image_uri, tuple(
         GroundTruthBox(label, (b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]))
         for i, label in enumerate(plain.labels)), plain.ml_use)
-
-
-def _is_utf8(line: bytes) -> bool:
-    try:
-        line.decode('utf-8')
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def parse_vertex_line_fully(line: bytes) -> GroundTruthUnit:

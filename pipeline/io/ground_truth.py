@@ -141,8 +141,11 @@ def _jsonl_units(path: str, start: int, end: Optional[int], plain_lines: bool) -
         with open_shard(path) as handle:
             for number, line in enumerate(read_range_lines(handle, start, end), start=1):
                 if line.strip():
-                    plain = ground_truth.plain_vertex_line(line) if plain_lines else None
-                    parsed = plain if plain is not None else ground_truth.parse_vertex_line(line)
+                    if plain_lines:  # a line the typed decoder declines goes to the full check, once
+                        plain = ground_truth.plain_vertex_line(line)
+                        parsed = plain if plain is not None else ground_truth.parse_vertex_line_fully(line)
+                    else:
+                        parsed = ground_truth.parse_vertex_line(line)
                     yield (start, number), Unit(path, where.format(number), line, parsed)
     except Exception as exc:
         yield (start, number + 1), Unit(path, where.format(number + 1) + ' on', None, GroundTruthRejection(

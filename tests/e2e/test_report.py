@@ -92,12 +92,18 @@ def sample_report(tmp_path_factory):
     return out
 
 
-def test_report_is_valid_html_naming_every_summary_figure(sample_report):
-    text = (sample_report / 'report' / 'index.html').read_text()
+def parsed_page(out):
+    """(the report's text, the parsed page), the page checked well nested."""
+    text = (out / 'report' / 'index.html').read_text()
     page = Page()
     page.feed(text)
     page.close()
     assert page.stack == []
+    return text, page
+
+
+def test_report_is_valid_html_naming_every_summary_figure(sample_report):
+    text, page = parsed_page(sample_report)
     summary = json.loads((sample_report / 'summary.json').read_text())
     figures = dict(zip(page.cells[::2], page.cells[1::2]))
     assert figures['images written'] == str(summary['images_written'])
@@ -156,32 +162,26 @@ def test_gallery_images_follow_the_probe_allowlist(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def evaluation_report(tmp_path_factory):
+def evaluation_report(tmp_path_factory, run):
     """A run with ground truth over two prediction runs whose images the report cannot open (gs://)."""
     tmp = tmp_path_factory.mktemp('evaluation-report')
     sizes, truth, detections = generated_set(5, images=24)
     uris = [f'gs://bucket/images/{i}.jpg' for i in range(len(sizes))]
-    for run, line, shard in (('prediction-a-2026-11-30T10:00:00Z', vertex_line, 'predictions_00001.jsonl'),
+    for run_name, line, shard in (('prediction-a-2026-11-30T10:00:00Z', vertex_line, 'predictions_00001.jsonl'),
                              ('prediction-b-2026-11-30T11:00:00Z', legacy_line, 'image_object_detection_1.jsonl')):
-        folder = tmp / 'in' / run
+        folder = tmp / 'in' / run_name
         folder.mkdir(parents=True)
-        dets = detections if run.startswith('prediction-a') else [d[::2] for d in detections]
+        dets = detections if run_name.startswith('prediction-a') else [d[::2] for d in detections]
         (folder / shard).write_bytes(b'\n'.join(line(u, s, d) for u, s, d in zip(uris, sizes, dets)) + b'\n')
     (tmp / 'truth.json').write_text(json.dumps(coco_ground_truth(sizes, truth)))
     out = tmp / 'out'
-    result = subprocess.run([sys.executable, '-m', 'pipeline', '--input', tmp / 'in', '--output', out,
-                             '--ground_truth', tmp / 'truth.json', '--ground_truth_image_prefix', 'gs://bucket/images/'],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run('--input', tmp / 'in', '--output', out, '--ground_truth', tmp / 'truth.json',
+        '--ground_truth_image_prefix', 'gs://bucket/images/')
     return out
 
 
 def test_the_evaluation_section_shows_metrics_json_and_both_galleries(evaluation_report):
-    text = (evaluation_report / 'report' / 'index.html').read_text()
-    page = Page()
-    page.feed(text)
-    page.close()
-    assert page.stack == []
+    text, page = parsed_page(evaluation_report)
     metrics = json.loads((evaluation_report / 'evaluation' / 'metrics.json').read_text())
     shown = dict(re.findall(r'data-run="([^"]+)" data-key="map">([^<]+)<', text))
     assert shown == {run['prediction_run']: f'{run["map"]:.4f}' for run in metrics['runs']}
