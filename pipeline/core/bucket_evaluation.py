@@ -2,7 +2,6 @@
 gives image by image (its AP counts, per-box outcomes, confidence counts and confusion cells), summed
 over the images, in a few dozen numpy operations per bucket (tests/unit/test_bucket_evaluation.py holds
 the two to the same answers)."""
-import itertools
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,20 +22,21 @@ from pipeline.core.evaluation import (
     grid_counts,
 )
 from pipeline.core.ground_truth import BucketTruth, GroundTruthImage
-from pipeline.core.matching import match_groups
+from pipeline.core.matching import concat_ranges, label_codes, match_groups, recoded
 from pipeline.core.schema import MATCHES_SCHEMA
 
 
 class ImageColumns(NamedTuple):
     """The evaluated images of one run in a bucket: each image's kept detections (its first line) and
-    its ground truth, flattened."""
+    its ground truth, flattened; labels as codes into `label_names` (-1: no label)."""
     image_uris: List[str]
+    label_names: List[str]
     det_image: np.ndarray  # (D,) the image of each detection
-    det_labels: List[Optional[str]]
+    det_label: np.ndarray  # (D,)
     det_scores: np.ndarray
     det_boxes: np.ndarray  # (D, 4)
     gt_image: np.ndarray
-    gt_labels: List[str]
+    gt_label: np.ndarray
     gt_boxes: np.ndarray  # (G, 4)
     gt_crowd: np.ndarray
     gt_position: np.ndarray  # (G,) position in its image's ground truth
@@ -47,11 +47,13 @@ class ImageColumns(NamedTuple):
         det_counts = [len(scores) for _, _, scores, _, _ in images]
         gt_counts = [len(truth.boxes) for *_, truth in images]
         boxes = [box for *_, truth in images for box in truth.boxes]
-        return cls([uri for uri, *_ in images],
-                   np.repeat(np.arange(len(images)), det_counts), [lbl for _, labels, *_ in images for lbl in labels],
+        det_labels = [label for _, labels, *_ in images for label in labels]
+        names, codes = label_codes(det_labels + [box.label for box in boxes])
+        return cls([uri for uri, *_ in images], names,
+                   np.repeat(np.arange(len(images)), det_counts), codes[:len(det_labels)].astype(np.int64),
                    np.concatenate([np.zeros(0)] + [scores for _, _, scores, _, _ in images]),
                    np.concatenate([np.zeros((0, 4))] + [b.reshape(-1, 4) for _, _, _, b, _ in images]),
-                   np.repeat(np.arange(len(images)), gt_counts), [box.label for box in boxes],
+                   np.repeat(np.arange(len(images)), gt_counts), codes[len(det_labels):].astype(np.int64),
                    np.array([box.box for box in boxes], dtype=np.float64).reshape(-1, 4),
                    np.array([box.crowd for box in boxes], dtype=bool),
                    np.concatenate([np.zeros(0, dtype=np.int64)] + [np.arange(n) for n in gt_counts]))
@@ -68,15 +70,9 @@ class BucketEvaluation(NamedTuple):
         return pc.unique(self.matches.column('image_uri').filter(pc.not_equal(outcome, TP))).to_pylist()
 
 
-def _codes(values: Sequence[Optional[str]], index: Dict[str, int]) -> np.ndarray:
-    return np.array([-1 if value is None else index[value] for value in values], dtype=np.int64)
-
-
 def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresholds: Sequence[float],
                     eval_iou: float, eval_confidence: float) -> BucketEvaluation:
-    names = sorted(set(columns.gt_labels) | {label for label in columns.det_labels if label is not None})
-    index = {name: code for code, name in enumerate(names)}
-    det_code, gt_code = _codes(columns.det_labels, index), _codes(columns.gt_labels, index)
+    names, det_code, gt_code = columns.label_names, columns.det_label, columns.gt_label
     n_labels = max(len(names), 1)
     det_group = np.where(det_code >= 0, columns.det_image * n_labels + det_code, -1)
     match = match_groups(det_group, columns.det_scores, columns.det_boxes, columns.gt_image * n_labels + gt_code,
@@ -91,7 +87,8 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     best_detection = np.zeros(len(gt_code))
     np.maximum.at(best_detection, match.pairs.gt, match.pairs.iou)
     labels = {}
-    for code, name in enumerate(names):
+    for code in np.unique(np.r_[det_code[det_code >= 0], gt_code]).tolist():  # the labels present
+        name = names[code]
         mine, boxes = det_code == code, gt_code == code
         scores = columns.det_scores[mine]
         counts = PrecisionCounts.of(scores, match.outcomes[mine, :-1].T, int((boxes & regular).sum()))
@@ -126,7 +123,7 @@ def _matches_table(columns: ImageColumns, prediction_run, match, at_eval, missed
     det_nulls = np.r_[np.zeros(n_dets, dtype=bool), np.ones(n_fns, dtype=bool)]
     gt_nulls = np.r_[~tp, np.zeros(n_fns, dtype=bool)]
     outcome = np.where(tp, TP, FP).tolist() + [FN] * n_fns
-    label_of = [columns.det_labels[d] for d in dets.tolist()] + [columns.gt_labels[g] for g in fns.tolist()]
+    label_code = np.r_[columns.det_label[dets], columns.gt_label[fns]]
     iou = np.r_[np.where(tp, match.matched_iou[dets, -1], best_regular[dets]), best_detection[fns]]
 
     def det_column(values):
@@ -137,7 +134,8 @@ def _matches_table(columns: ImageColumns, prediction_run, match, at_eval, missed
     arrays = [
         pa.repeat(pa.scalar(prediction_run, type=pa.string()), n_dets + n_fns),
         uris.take(pa.array(np.r_[columns.det_image[dets], columns.gt_image[fns]])),
-        pa.array(outcome, type=pa.string()), pa.array(label_of, type=pa.string()),
+        pa.array(outcome, type=pa.string()),
+        pa.array(columns.label_names, type=pa.string()).take(pa.array(np.maximum(label_code, 0), mask=label_code < 0)),
         det_column(columns.det_scores), det_column(rank).cast(pa.int32()), pa.array(iou),
         *(det_column(columns.det_boxes[:, i]) for i in range(4)),
         *(gt_column(columns.gt_boxes[:, i]) if len(columns.gt_boxes) else pa.nulls(n_dets + n_fns, pa.float64())
@@ -155,104 +153,116 @@ def _confusion(columns: ImageColumns, det_code, gt_code, names, eval_iou: float,
     match = match_groups(np.where(confident, columns.det_image, -1), columns.det_scores, columns.det_boxes,
                          columns.gt_image, columns.gt_boxes, columns.gt_crowd, (eval_iou,))
     outcome, box = match.outcomes[:, 0], match.matched_box[:, 0]
-    label_name = names + [None]  # code -1 (a detection without a label) reads as None
-    cells: Dict[Tuple[Optional[str], Optional[str]], int] = {}
+    # A cell's code: (true + 1) * (labels + 1) + predicted + 1, with -1 (background, or no label) as 0.
+    side = len(names) + 1
+    cell_counts = np.zeros(side * side, dtype=np.int64)
 
     def count(true_codes, predicted_codes):
-        pairs, counts = np.unique(np.stack([true_codes, predicted_codes], axis=1).reshape(-1, 2), axis=0,
-                                  return_counts=True)
-        for (true, predicted), n in zip(pairs.tolist(), counts.tolist()):
-            key = (label_name[true], label_name[predicted])
-            cells[key] = cells.get(key, 0) + n
+        cell_counts[:] += np.bincount((true_codes + 1) * side + predicted_codes + 1, minlength=side * side)
     matched = confident & (outcome == TRUE_POSITIVE)
     count(gt_code[box[matched]], det_code[matched])
     unmatched = confident & (outcome == FALSE_POSITIVE)
     count(np.full(int(unmatched.sum()), -1), det_code[unmatched])
     left = ~columns.gt_crowd & match.box_free[:, 0]
     count(gt_code[left], np.full(int(left.sum()), -1))
-    return cells
+    label_name = [None] + names  # code 0 reads as None: background, or a detection without a label
+    return {(label_name[cell // side], label_name[cell % side]): int(cell_counts[cell])
+            for cell in np.flatnonzero(cell_counts).tolist()}
 
 
 class Assembled(NamedTuple):
     """A bucket's ground truth and lines, put together: the evaluated images (of the ML use asked for,
     if any), their boxes as columns, and each run's first line of every image."""
     image_uris: List[str]
-    gt_image: np.ndarray
-    gt_labels: List[str]
-    gt_boxes: np.ndarray
-    gt_crowd: np.ndarray
-    gt_position: np.ndarray
+    gt_boxes: int
     other_ml_use: int  # images of the ground truth left out by --ml_use
     runs: Dict[Optional[str], Tuple[ImageColumns, RunImage]]
 
 
+def _ranks(values: Sequence) -> np.ndarray:
+    """Each value's rank among the distinct values (sorted), for ordering by it with numpy."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.array(values, dtype=object), return_inverse=True)[1].reshape(-1)
+
+
+def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    return np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if len(sorted_keys) else np.zeros(0, dtype=bool)
+
+
 def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: Sequence[Optional[str]],
              ml_use: Optional[str]) -> Assembled:
-    """The columns `evaluate_images` takes, for each run, from the bucket's elements, without a Python
-    object per box: an image's boxes are its units' in (file, place) order; its ML use the first given;
-    a run's line of an image is its first in (file, range, position) order."""
-    units = sorted((uri, part.source_file, part.positions[i], p, i)
-                   for p, part in enumerate(truth) for i, uri in enumerate(part.image_uris))
-    box_base = np.cumsum([0] + [len(part.labels) for part in truth])
-    image_uris: List[str] = []
-    gt_index: List[int] = []
-    gt_image: List[int] = []
-    other = 0
-    for uri, group in itertools.groupby(units, key=lambda unit: unit[0]):
-        members = list(group)
-        uses = [truth[p].ml_uses[i] for _, _, _, p, i in members if truth[p].ml_uses[i] is not None]
-        if ml_use is not None and (uses[0] if uses else None) != ml_use:
-            other += 1
-            continue
-        for _, _, _, p, i in members:
-            start, end = truth[p].offsets[i], truth[p].offsets[i + 1]
-            gt_index.extend(range(box_base[p] + start, box_base[p] + end))
-        gt_image.extend([len(image_uris)] * (len(gt_index) - len(gt_image)))
-        image_uris.append(uri)
-    all_labels = [label for part in truth for label in part.labels]
-    index = np.array(gt_index, dtype=np.int64)
-    image_of = np.array(gt_image, dtype=np.int64)
-    boxes = np.concatenate([np.zeros((0, 4))] + [part.boxes for part in truth])[index]
-    crowd = np.concatenate([np.zeros(0, dtype=bool)] + [part.crowd for part in truth])[index]
-    first_of_image = np.searchsorted(image_of, np.arange(len(image_uris)))
-    position = np.arange(len(index)) - first_of_image[image_of] if len(index) else np.zeros(0, dtype=np.int64)
-    labels = [all_labels[i] for i in gt_index]
-    by_run = {run: _run_columns(run, image_uris, lines, image_of, labels, boxes, crowd, position) for run in runs}
-    return Assembled(image_uris, image_of, labels, boxes, crowd, position, other, by_run)
+    """The columns `evaluate_images` takes, for each run, from the bucket's elements, in numpy: an
+    image's boxes are its units' in (file, place) order; its ML use the first given; a run's line of an
+    image is its first in (file, range, position) order."""
+    names = sorted(set().union(*(part.label_names for part in truth), *(part.label_names for part in lines)))
+    index = {name: code for code, name in enumerate(names)}
+    uris = [uri for part in truth for uri in part.image_uris]
+    part_of = np.repeat(np.arange(len(truth)), [len(part.image_uris) for part in truth])
+    places = np.concatenate([np.zeros((0, 2), dtype=np.int64)] + [part.positions for part in truth])
+    uri_rank = _ranks(uris)
+    order = np.lexsort((places[:, 1], places[:, 0], _ranks([part.source_file for part in truth])[part_of], uri_rank))
+    image_of = np.cumsum(_group_starts(uri_rank[order])) - 1  # of each unit in `order`
+    n_images = int(image_of[-1]) + 1 if len(order) else 0
+    keep = np.ones(n_images, dtype=bool)
+    if ml_use is not None:
+        uses = [use for part in truth for use in part.ml_uses]
+        given = np.array([use is not None for use in uses], dtype=bool)[order]
+        first_given = np.full(n_images, len(order))
+        np.minimum.at(first_given, image_of, np.where(given, np.arange(len(order)), len(order)))
+        asked = np.array([use == ml_use for use in uses] + [False], dtype=bool)
+        keep = asked[np.r_[order, len(uses)][first_given]]
+    kept = keep[image_of]
+    units, number = order[kept], (np.cumsum(keep) - 1)[image_of[kept]]  # evaluated images renumbered
+    base = np.cumsum([0] + [len(part.label_codes) for part in truth])
+    unit_start = np.concatenate([np.zeros(0, dtype=np.int64)] + [part.offsets[:-1] + base[p]
+                                                                 for p, part in enumerate(truth)])
+    unit_end = np.concatenate([np.zeros(0, dtype=np.int64)] + [part.offsets[1:] + base[p]
+                                                               for p, part in enumerate(truth)])
+    boxes = concat_ranges(unit_start[units], unit_end[units])
+    gt_image = np.repeat(number, unit_end[units] - unit_start[units])
+    image_uris = [uris[unit] for unit in units[_group_starts(number)].tolist()]
+    first_box = np.searchsorted(gt_image, np.arange(len(image_uris)))
+    truth_columns = (
+        gt_image,
+        np.concatenate([np.zeros(0, dtype=np.int64)] + [recoded(part.label_codes, part.label_names, index)
+                                                        for part in truth])[boxes],
+        np.concatenate([np.zeros((0, 4))] + [part.boxes for part in truth])[boxes],
+        np.concatenate([np.zeros(0, dtype=bool)] + [part.crowd for part in truth])[boxes],
+        np.arange(len(boxes)) - first_box[gt_image])
+    detections = (
+        np.concatenate([np.zeros(0, dtype=np.int64)] + [recoded(part.label_codes, part.label_names, index)
+                                                        for part in lines]),
+        np.concatenate([np.zeros(0)] + [part.scores for part in lines]),
+        np.concatenate([np.zeros((0, 4))] + [part.boxes.reshape(-1, 4) for part in lines]))
+    by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns) for run in runs}
+    return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run)
 
 
-def _run_columns(run, image_uris, lines: Sequence[BucketLines], gt_image, gt_labels, gt_boxes, gt_crowd,
-                 gt_position):
+def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[BucketLines], detections,
+                 truth_columns):
     """One run's columns: each evaluated image's first line of the run (none: every box missed), and
-    what the run's lines add to its counts."""
+    what the run's lines add to its counts. `detections`: the labels, scores and boxes of all the
+    bucket's lines, one part after the other."""
     evaluated = {uri: n for n, uri in enumerate(image_uris)}
-    mine = sorted((uri, (part.source_file, part.range_start, part.positions[i]), p, i)
-                  for p, part in enumerate(lines) if part.prediction_run == run
-                  for i, uri in enumerate(part.image_uris))
+    mine = [p for p, part in enumerate(lines) if part.prediction_run == run]
+    line_image = np.array([evaluated.get(uri, -1) for p in mine for uri in lines[p].image_uris], dtype=np.int64)
     row_base = np.cumsum([0] + [len(part.scores) for part in lines])
-    chosen: Dict[int, Tuple[int, int]] = {}
-    without_truth = further = 0
-    for uri, group in itertools.groupby(mine, key=lambda line: line[0]):
-        members = list(group)
-        if uri not in evaluated:
-            without_truth += len(members)
-            continue
-        _, _, p, i = members[0]
-        further += len(members) - 1
-        chosen[evaluated[uri]] = (row_base[p] + int(lines[p].offsets[i]), row_base[p] + int(lines[p].offsets[i + 1]))
-    rows: List[int] = []
-    det_image: List[int] = []
-    for image in sorted(chosen):
-        start, end = chosen[image]
-        rows.extend(range(start, end))
-        det_image.extend([image] * (end - start))
-    row_index = np.array(rows, dtype=np.int64)
-    all_labels = [label for part in lines for label in part.labels]
-    columns = ImageColumns(
-        image_uris, np.array(det_image, dtype=np.int64), [all_labels[r] for r in rows],
-        np.concatenate([np.zeros(0)] + [part.scores for part in lines])[row_index],
-        np.concatenate([np.zeros((0, 4))] + [part.boxes.reshape(-1, 4) for part in lines])[row_index],
-        gt_image, gt_labels, gt_boxes, gt_crowd, gt_position)
+    line_start = np.concatenate([np.zeros(0, dtype=np.int64)] + [lines[p].offsets[:-1] + row_base[p] for p in mine])
+    line_end = np.concatenate([np.zeros(0, dtype=np.int64)] + [lines[p].offsets[1:] + row_base[p] for p in mine])
+    known = np.flatnonzero(line_image >= 0)
+    positions = np.concatenate([np.zeros(0, dtype=np.int64)] + [lines[p].positions for p in mine])
+    range_starts = np.array([lines[p].range_start for p in mine], dtype=np.int64)
+    file_rank = _ranks([lines[p].source_file for p in mine])
+    local_part = np.repeat(np.arange(len(mine)), [len(lines[p].image_uris) for p in mine])
+    order = known[np.lexsort((positions[known], range_starts[local_part[known]], file_rank[local_part[known]],
+                              line_image[known]))]
+    chosen = order[_group_starts(line_image[order])]  # each image's first line, by image
+    rows = concat_ranges(line_start[chosen], line_end[chosen])
+    labels, scores, boxes = detections
+    columns = ImageColumns(image_uris, names, np.repeat(line_image[chosen], line_end[chosen] - line_start[chosen]),
+                           labels[rows], scores[rows], boxes[rows], *truth_columns)
     counts = RunImage(evaluated=len(image_uris), without_prediction=len(image_uris) - len(chosen),
-                      predictions_without_ground_truth=without_truth, other_lines=further, detections=len(rows))
+                      predictions_without_ground_truth=len(line_image) - len(known),
+                      other_lines=len(known) - len(chosen), detections=len(rows))
     return columns, counts

@@ -10,12 +10,14 @@ a time, that the tests hold to pycocotools; the job evaluates a bucket of images
 (`bucket_evaluation`), held by the tests to this definition. The counts, metrics and rows below are
 shared by both.
 """
+import pickle
 import zlib
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from pipeline.core.decoding import DecodedLines
+from pipeline.core.matching import label_codes
 
 # COCO's recall points (0, 0.01, ..., 1).
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -226,6 +228,16 @@ BUCKET_INPUT_BYTES = 16 * 1024 * 1024
 MAX_BUCKETS = 1 << 20
 
 
+def packed(part: Union['BucketLines', Any]) -> bytes:
+    """A bucket's part (BucketLines, BucketTruth) as it travels to the join: bytes, so that a runner
+    that groups in its own memory (the local one) holds one buffer per part, not its objects."""
+    return pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpacked(data: bytes):
+    return pickle.loads(data)
+
+
 def bucket_count(input_bytes: int) -> int:
     return max(1, min(MAX_BUCKETS, -(-input_bytes // BUCKET_INPUT_BYTES)))
 
@@ -246,23 +258,34 @@ class RunImage(NamedTuple):
 
 class BucketLines(NamedTuple):
     """The prediction lines of one batch that fall in one bucket, as columns: one Beam element, pickled
-    in one piece, whatever the number of lines (a list of LinePrediction would be pickled line by line)."""
+    in one piece, whatever the number of lines (a list of LinePrediction would be pickled line by
+    line), each label's text once (the detections hold codes)."""
     prediction_run: Optional[str]
     source_file: str
     range_start: int
-    positions: List[int]  # of each line among its byte range's lines
+    positions: np.ndarray  # of each line among its byte range's lines
     image_uris: List[str]
     offsets: np.ndarray  # (lines + 1,): the rows of line i are offsets[i]:offsets[i + 1]
-    labels: List[Optional[str]]
+    label_names: List[str]
+    label_codes: np.ndarray  # (rows,) int32: positions in label_names, -1 for a detection without one
     scores: np.ndarray
     boxes: np.ndarray  # (rows, 4) normalized
 
+    @classmethod
+    def of(cls, prediction_run: Optional[str], source_file: str, range_start: int, positions: Sequence[int],
+           image_uris: List[str], offsets: np.ndarray, labels: Sequence[Optional[str]], scores: np.ndarray,
+           boxes: np.ndarray) -> 'BucketLines':
+        names, codes = label_codes(labels)
+        return cls(prediction_run, source_file, range_start, np.asarray(positions, dtype=np.int64), image_uris,
+                   np.asarray(offsets, dtype=np.int64), names, codes, scores, boxes)
+
     def lines(self) -> Iterator[LinePrediction]:
-        bounds = self.offsets.tolist()
+        bounds, positions = self.offsets.tolist(), self.positions.tolist()
+        labels = [self.label_names[code] if code >= 0 else None for code in self.label_codes.tolist()]
         for line, uri in enumerate(self.image_uris):
             start, end = bounds[line], bounds[line + 1]
-            yield LinePrediction(self.prediction_run, uri, (self.source_file, self.range_start, self.positions[line]),
-                                 self.labels[start:end], self.scores[start:end], self.boxes[start:end])
+            yield LinePrediction(self.prediction_run, uri, (self.source_file, self.range_start, positions[line]),
+                                 labels[start:end], self.scores[start:end], self.boxes[start:end])
 
 
 def lines_by_bucket(decoded: DecodedLines, rows: np.ndarray, positions: Sequence[int], source_file: str,
@@ -277,7 +300,7 @@ def lines_by_bucket(decoded: DecodedLines, rows: np.ndarray, positions: Sequence
     for bucket in np.unique(line_bucket).tolist():
         lines = np.flatnonzero(line_bucket == bucket)
         chosen = rows[line_bucket[row_line] == bucket]
-        out[bucket] = BucketLines(
+        out[bucket] = BucketLines.of(
             prediction_run, source_file, range_start, [positions[i] for i in lines.tolist()],
             [decoded.image_uris[i] for i in lines.tolist()], np.concatenate([[0], np.cumsum(per_line[lines])]),
             [decoded.labels[row] for row in chosen.tolist()], decoded.scores[chosen], decoded.boxes[chosen])

@@ -23,6 +23,7 @@ import orjson
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.decoding import is_utf8
 from pipeline.core.formats import COORDINATE_TOLERANCE
+from pipeline.core.matching import label_codes
 
 ML_USES = ('training', 'validation', 'test', 'unassigned')
 _ML_USE_SPELLINGS = {'train': 'training', 'training': 'training', 'validation': 'validation', 'test': 'test',
@@ -66,13 +67,15 @@ class PlacedImage(NamedTuple):
 
 class BucketTruth(NamedTuple):
     """Usable units of one ground-truth file that fall in one bucket, as columns: one Beam element,
-    pickled in one piece (a list of PlacedImage would be pickled unit by unit)."""
+    pickled in one piece (a list of PlacedImage would be pickled unit by unit), each label's text once
+    (the boxes hold codes)."""
     source_file: str
-    positions: List[Place]
+    positions: np.ndarray  # (units, 2) int64: each unit's Place
     image_uris: List[str]
     ml_uses: List[Optional[str]]
-    offsets: List[int]  # (units + 1): the boxes of unit i are offsets[i]:offsets[i + 1]
-    labels: List[str]
+    offsets: np.ndarray  # (units + 1,): the boxes of unit i are offsets[i]:offsets[i + 1]
+    label_names: List[str]
+    label_codes: np.ndarray  # (boxes,) int32: positions in label_names
     boxes: np.ndarray  # (boxes, 4) float64
     crowd: np.ndarray  # (boxes,) bool
 
@@ -84,12 +87,12 @@ class BucketTruth(NamedTuple):
         return builder.build(source_file)
 
     def units(self) -> Iterator[PlacedImage]:
-        boxes, crowd = self.boxes.tolist(), self.crowd.tolist()
+        boxes, crowd, codes = self.boxes.tolist(), self.crowd.tolist(), self.label_codes.tolist()
+        offsets, positions = self.offsets.tolist(), self.positions.tolist()
         for unit, uri in enumerate(self.image_uris):
-            start, end = self.offsets[unit], self.offsets[unit + 1]
-            yield PlacedImage(self.source_file, self.positions[unit], GroundTruthImage(uri, tuple(
-                GroundTruthBox(self.labels[i], tuple(boxes[i]), crowd[i]) for i in range(start, end)),
-                self.ml_uses[unit]))
+            yield PlacedImage(self.source_file, tuple(positions[unit]), GroundTruthImage(uri, tuple(
+                GroundTruthBox(self.label_names[codes[i]], tuple(boxes[i]), crowd[i])
+                for i in range(offsets[unit], offsets[unit + 1])), self.ml_uses[unit]))
 
 
 class BucketTruthBuilder:
@@ -128,7 +131,9 @@ class BucketTruthBuilder:
         self.offsets.append(len(self.labels))
 
     def build(self, source_file: str) -> BucketTruth:
-        return BucketTruth(source_file, self.positions, self.image_uris, self.ml_uses, self.offsets, self.labels,
+        names, codes = label_codes(self.labels)
+        return BucketTruth(source_file, np.array(self.positions, dtype=np.int64).reshape(-1, 2), self.image_uris,
+                           self.ml_uses, np.array(self.offsets, dtype=np.int64), names, codes,
                            np.array(self.boxes, dtype=np.float64).reshape(-1, 4), np.array(self.crowd, dtype=bool))
 
 

@@ -24,6 +24,7 @@ from pipeline.core.evaluation import (
     metrics_document,
     run_metrics,
     settled,
+    unpacked,
 )
 from pipeline.transforms.count import counted_at_bundle_end
 
@@ -44,7 +45,7 @@ MATCH_TABLE_ROWS = 32 * 1024
 
 
 class EvaluateBucketFn(beam.DoFn):
-    """(bucket, {'predictions': [BucketLines], 'truth': [BucketTruth]}) -> for the bucket's
+    """(bucket, {'predictions': [(run, packed BucketLines)], 'truth': [packed BucketTruth]}) -> for the bucket's
     images, per run: (run, RunImage), label totals keyed (run, label), confusion cells keyed by run;
     the per-box outcomes as Arrow tables (main output) and the counts, gathered per bundle. Each image
     is evaluated on its own; what it adds is summed over the bucket before it leaves."""
@@ -66,11 +67,12 @@ class EvaluateBucketFn(beam.DoFn):
         bucket_id, joined = element
         errors = []
         runs = list(runs)
-        bucket = assemble(list(joined['truth']), list(joined['predictions']), runs, self._ml_use)
+        bucket = assemble([unpacked(part) for part in joined['truth']],
+                          [unpacked(part) for _, part in joined['predictions']], runs, self._ml_use)
         scalars = self._counts.scalars
         scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
-        scalars[names.GROUND_TRUTH_BOXES] += len(bucket.gt_labels)
+        scalars[names.GROUND_TRUTH_BOXES] += bucket.gt_boxes
         for run, (columns, counts) in bucket.runs.items():
             yield beam.pvalue.TaggedOutput('runs', (run, counts))
             scalars[names.IMAGES_EVALUATED] += counts.evaluated
@@ -146,7 +148,8 @@ class RunFigures(NamedTuple):
 
 
 class EvaluateAgainstGroundTruth(beam.PTransform):
-    """{'predictions': (bucket, BucketLines), 'truth': (bucket, BucketTruth)} -> EvaluationResult."""
+    """{'predictions': (bucket, (run, packed BucketLines)), 'truth': (bucket, packed BucketTruth)} ->
+    EvaluationResult."""
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
                  ml_use: Optional[str] = None):
@@ -159,7 +162,7 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
     def expand(self, inputs):
         predictions, truth = inputs['predictions'], inputs['truth']
         runs = (predictions
-                | 'RunsOfLines' >> beam.MapTuple(lambda _, lines: lines.prediction_run)
+                | 'RunsOfLines' >> beam.MapTuple(lambda _, lines: lines[0])
                 | 'DistinctRuns' >> beam.Distinct())
         evaluated = (
             {'predictions': predictions, 'truth': truth}

@@ -10,7 +10,7 @@ from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core.counts import Counts
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
-from pipeline.core.evaluation import bucket_of
+from pipeline.core.evaluation import bucket_of, packed
 from pipeline.core.ground_truth import BucketTruthBuilder, GroundTruthRejection, PlainImage
 from pipeline.io import ground_truth as files
 from pipeline.transforms.count import counted
@@ -21,7 +21,7 @@ GROUND_TRUTH_RANGE_BYTES = 8 * 1024 * 1024
 
 
 class ReadUnitsFn(beam.DoFn):
-    """(ground-truth file, its format, a byte range of it) -> (bucket, BucketTruth) batches of its
+    """(ground-truth file, its format, a byte range of it) -> (bucket, packed BucketTruth) batches of its
     usable units; a dead letter per unusable one; the range's counts."""
 
     def __init__(self, image_prefix: str, buckets: int):
@@ -48,14 +48,14 @@ class ReadUnitsFn(beam.DoFn):
             else:
                 builder.add_image(place, unit.parsed)
             if used % UNITS_PER_FLUSH == 0:
-                yield from ((bucket, units.build(path)) for bucket, units in pending.items())
+                yield from ((bucket, packed(units.build(path))) for bucket, units in pending.items())
                 pending = {}
-        yield from ((bucket, units.build(path)) for bucket, units in pending.items())
+        yield from ((bucket, packed(units.build(path))) for bucket, units in pending.items())
         yield counted(Counts({names.GROUND_TRUTH_ROWS_READ: read, names.GROUND_TRUTH_ROWS_USED: used}))
 
 
 class GroundTruthRead(NamedTuple):
-    units: beam.PCollection  # (bucket, BucketTruth)
+    units: beam.PCollection  # (bucket, packed BucketTruth)
     dead_letters: beam.PCollection  # invalid_ground_truth records
     counts: beam.PCollection  # Counts
 

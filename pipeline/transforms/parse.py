@@ -10,7 +10,7 @@ from pipeline.config.settings import ExportSettings, PostprocessingSettings, Set
 from pipeline.core import dead_letters, progress, shards
 from pipeline.core.dead_letters import INVALID_RECORD
 from pipeline.core.decoding import BatchDecoder
-from pipeline.core.evaluation import lines_by_bucket
+from pipeline.core.evaluation import lines_by_bucket, packed
 from pipeline.core.export import export_batch, split_by_bucket, uncertain_lines
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
@@ -91,12 +91,12 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('exported', batch)
 
     def _line_predictions(self, batch: LineBatch, decoded, rows, run):
-        """(bucket, BucketLines) per bucket the batch's lines fall in."""
+        """(bucket, (run, packed BucketLines)) per bucket the batch's lines fall in."""
         rejected = {position for position, _ in decoded.rejections}
         positions = [batch.first + position for position in range(len(batch.lines)) if position not in rejected]
-        for bucket in lines_by_bucket(decoded.lines, rows, positions, batch.source_file, batch.range_start, run,
-                                      self._buckets).items():
-            yield beam.pvalue.TaggedOutput('line_predictions', bucket)
+        for bucket, lines in lines_by_bucket(decoded.lines, rows, positions, batch.source_file, batch.range_start,
+                                             run, self._buckets).items():
+            yield beam.pvalue.TaggedOutput('line_predictions', (bucket, (run, packed(lines))))
 
 
 # Python's cyclic collector runs every 700 net container allocations, and a full pass walks every
@@ -127,7 +127,7 @@ def failed_batch_to_dead_letters(failure):
 class ParseResult(NamedTuple):
     """What parsing gives: Arrow tables of detections and images, dead letters, the image URIs of each
     batch (for the duplicate count), counts, and each line's kept detections when the run evaluates
-    ((bucket, BucketLines))."""
+    ((bucket, (run, packed BucketLines)))."""
     detections: beam.PCollection
     images: beam.PCollection
     image_uris: beam.PCollection

@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_testing import local_test_pipeline
 from conftest import ROOT
 
-from pipeline.core.evaluation import bucket_of
+from pipeline.core.evaluation import bucket_of, unpacked
 from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage, PlacedImage, merge_units
 from pipeline.io.ground_truth import resolve_ground_truth
 from pipeline.transforms.ground_truth import ReadGroundTruth
@@ -24,10 +24,11 @@ def test_units_of_one_image_are_merged_and_bad_ones_are_dead_letters(tmp_path):
     read = pipeline | ReadGroundTruth(resolve_ground_truth(str(tmp_path)), buckets=3)
 
     def right_bucket(batches):
-        assert all(bucket_of(unit.image.image_uri, 3) == bucket for bucket, units in batches for unit in units.units())
+        assert all(bucket_of(unit.image.image_uri, 3) == bucket for bucket, units in batches
+                   for unit in unpacked(units).units())
     assert_that(read.units, right_bucket, label='buckets')
     images = (read.units
-              | 'AllUnits' >> beam.FlatMap(lambda batch: batch[1].units())
+              | 'AllUnits' >> beam.FlatMap(lambda batch: unpacked(batch[1]).units())
               | 'Together' >> beam.combiners.ToList()
               | 'Merge' >> beam.FlatMap(merge_units)
               | 'ByUri' >> beam.Map(lambda image: (image.image_uri, image)))

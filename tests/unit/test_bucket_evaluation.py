@@ -91,3 +91,61 @@ def test_group_matching_equals_the_per_label_matcher_at_every_threshold():
                            crowd, thresholds)
         assert got.outcomes.T.tolist() == expected.outcomes.tolist()
         assert got.matched_box.T.tolist() == expected.matched_box.tolist()
+
+
+def test_assembling_a_bucket_follows_the_order_rules():
+    """Units of one image spread over files and ranges, ML uses given on some units only, several lines
+    of one image per run, lines without ground truth: `assemble` gives what the plain rules give
+    (`merge_units` for the ground truth, the first line in (file, range, position) order per run)."""
+    from pipeline.core.bucket_evaluation import assemble
+    from pipeline.core.evaluation import BucketLines
+    from pipeline.core.ground_truth import BucketTruth, merge_units
+    rng = np.random.default_rng(7)
+    uris = [f"gs://b/{i}.jpg" for i in range(5)]
+    parts, placed = [], []
+    for file in ('t2.jsonl', 't1.jsonl'):
+        for range_start in (4096, 0):
+            units = []
+            for number in range(8):
+                uri = uris[rng.integers(len(uris))]
+                boxes = tuple(GroundTruthBox(str(rng.choice(['cat', 'dog', 'eel'])), (0.1 * k, 0.1, 0.1 * k + 0.05, 0.3),
+                                             bool(rng.random() < 0.2)) for k in range(rng.integers(0, 3)))
+                use = [None, 'test', 'training'][rng.integers(3)]
+                units.append(((range_start, number), GroundTruthImage(uri, boxes, use)))
+            parts.append(BucketTruth.of(file, units))
+            placed += list(parts[-1].units())
+    lines = []
+    for run in ('a', 'b'):
+        for file, range_start in (('p2', 0), ('p1', 64), ('p1', 0)):
+            chosen = [str(uri) for uri in rng.choice(uris + ['gs://b/none.jpg'], size=5)]
+            counts = rng.integers(0, 3, size=len(chosen))
+            labels = [str(rng.choice(['cat', 'dog', 'fox'])) for _ in range(int(counts.sum()))]
+            lines.append(BucketLines.of(run, file, range_start, list(rng.permutation(len(chosen))), chosen,
+                                        np.r_[0, np.cumsum(counts)], labels, rng.random(len(labels)),
+                                        rng.random((len(labels), 4))))
+    for ml_use in (None, 'test'):
+        got = assemble(parts, lines, ['a', 'b'], ml_use)
+        merged = [image for image in merge_units(placed) if ml_use is None or image.ml_use == ml_use]
+        assert got.image_uris == [image.image_uri for image in merged]
+        assert got.other_ml_use == len(merge_units(placed)) - len(merged)
+        for run in ('a', 'b'):
+            columns, counts = got.runs[run]
+            assert [(columns.label_names[code], tuple(box), crowd) for code, box, crowd in zip(
+                columns.gt_label.tolist(), columns.gt_boxes.tolist(), columns.gt_crowd.tolist())] == [
+                (box.label, box.box, box.crowd) for image in merged for box in image.boxes]
+            assert columns.gt_image.tolist() == [n for n, image in enumerate(merged) for _ in image.boxes]
+            assert columns.gt_position.tolist() == [k for image in merged for k in range(len(image.boxes))]
+            first = {}
+            for line in sorted((line for part in lines if part.prediction_run == run for line in part.lines()),
+                               key=lambda line: line.order):
+                first.setdefault(line.image_uri, line)
+            evaluated = [first[image.image_uri] for image in merged if image.image_uri in first]
+            assert [columns.label_names[code] for code in columns.det_label.tolist()] == [
+                label for line in evaluated for label in line.labels]
+            assert columns.det_scores.tolist() == [score for line in evaluated for score in line.scores.tolist()]
+            assert columns.det_image.tolist() == [n for n, image in enumerate(merged) if image.image_uri in first
+                                                  for _ in first[image.image_uri].scores]
+            mine = [line for part in lines if part.prediction_run == run for line in part.lines()]
+            known = [line for line in mine if line.image_uri in {image.image_uri for image in merged}]
+            assert (counts.without_prediction, counts.predictions_without_ground_truth, counts.other_lines) == (
+                len(merged) - len(evaluated), len(mine) - len(known), len(known) - len(evaluated))
