@@ -228,6 +228,11 @@ BUCKET_INPUT_BYTES = 16 * 1024 * 1024
 MAX_BUCKETS = 1 << 20
 
 
+# What the join by bucket carries, one element per part of a bucket:
+# (PREDICTED, prediction run, packed BucketLines) or (LABELLED, None, packed BucketTruth).
+PREDICTED, LABELLED = 0, 1
+
+
 def packed(part: Union['BucketLines', Any]) -> bytes:
     """A bucket's part (BucketLines, BucketTruth) as it travels to the join: bytes, so that a runner
     that groups in its own memory (the local one) holds one buffer per part, not its objects."""

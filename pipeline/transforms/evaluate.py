@@ -13,6 +13,8 @@ from pipeline.core import counts as names
 from pipeline.core.bucket_evaluation import assemble, evaluate_images
 from pipeline.core.counts import Counts
 from pipeline.core.evaluation import (
+    LABELLED,
+    PREDICTED,
     LabelTotals,
     RunImage,
     confidence_rows,
@@ -45,7 +47,7 @@ MATCH_TABLE_ROWS = 32 * 1024
 
 
 class EvaluateBucketFn(beam.DoFn):
-    """(bucket, {'predictions': [(run, packed BucketLines)], 'truth': [packed BucketTruth]}) -> for the bucket's
+    """(bucket, its parts: see evaluation.PREDICTED) -> for the bucket's
     images, per run: (run, RunImage), label totals keyed (run, label), confusion cells keyed by run;
     the per-box outcomes as Arrow tables (main output) and the counts, gathered per bundle. Each image
     is evaluated on its own; what it adds is summed over the bucket before it leaves."""
@@ -64,11 +66,12 @@ class EvaluateBucketFn(beam.DoFn):
         self._tables, self._pending_rows, self._counts = [], 0, Counts()
 
     def process(self, element, runs: Iterable[Optional[str]]):
-        bucket_id, joined = element
+        bucket_id, parts = element
         errors = []
         runs = list(runs)
-        bucket = assemble([unpacked(part) for part in joined['truth']],
-                          [unpacked(part) for _, part in joined['predictions']], runs, self._ml_use)
+        parts = list(parts)
+        bucket = assemble([unpacked(data) for kind, _, data in parts if kind == LABELLED],
+                          [unpacked(data) for kind, _, data in parts if kind == PREDICTED], runs, self._ml_use)
         scalars = self._counts.scalars
         scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
@@ -148,7 +151,7 @@ class RunFigures(NamedTuple):
 
 
 class EvaluateAgainstGroundTruth(beam.PTransform):
-    """{'predictions': (bucket, (run, packed BucketLines)), 'truth': (bucket, packed BucketTruth)} ->
+    """(bucket, part) of the prediction lines and of the ground truth (see evaluation.PREDICTED) ->
     EvaluationResult."""
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
@@ -159,14 +162,13 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
         self._eval_confidence = eval_confidence
         self._ml_use = ml_use
 
-    def expand(self, inputs):
-        predictions, truth = inputs['predictions'], inputs['truth']
-        runs = (predictions
-                | 'RunsOfLines' >> beam.MapTuple(lambda _, lines: lines[0])
+    def expand(self, parts):
+        runs = (parts
+                | 'RunsOfLines' >> beam.FlatMapTuple(lambda _, part: [part[1]] if part[0] == PREDICTED else [])
                 | 'DistinctRuns' >> beam.Distinct())
         evaluated = (
-            {'predictions': predictions, 'truth': truth}
-            | 'JoinByBucket' >> beam.CoGroupByKey()
+            parts
+            | 'JoinByBucket' >> beam.GroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use),
                 runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'cells', 'runs', 'counts', 'errors',

@@ -37,7 +37,7 @@ from pipeline.transforms.count import (
 )
 from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 from pipeline.transforms.export import ExportsWritten, WriteExports
-from pipeline.transforms.ground_truth import ReadGroundTruth
+from pipeline.transforms.ground_truth import truth_ranges
 from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
 from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
 
@@ -54,7 +54,7 @@ class TablesWritten(NamedTuple):
 class EvaluationWritten(NamedTuple):
     """What the evaluation produced and wrote: metrics.json's document, each run's image counts, the
     files written under <output>/evaluation/ (None without --output), the rows of the two small tables,
-    the BigQuery writes, and the ground truth's dead letters and counts."""
+    the BigQuery writes (and the rows they rejected) and the evaluation's counts."""
     metrics: PCollection
     runs: PCollection
     metrics_file: Optional[PCollection]
@@ -65,7 +65,6 @@ class EvaluationWritten(NamedTuple):
     confusion_rows: PCollection
     table_writes: Tuple[PCollection, ...]
     rejected_rows: Tuple[PCollection, ...]
-    dead_letters: PCollection
     counts: PCollection
     errors: PCollection  # (bucket, [(run, image URI)]) with a false positive or a miss
 
@@ -82,11 +81,12 @@ class PredictionsToTables(beam.PTransform):
 
     def expand(self, pbegin):
         settings = self._settings
+        ground_truth = truth_ranges(settings.evaluation.ground_truth_files) if settings.evaluation.enabled else ()
         read = pbegin | 'ReadShards' >> ReadShards(self._pattern, skip=self._skip,
-                                                   report_progress=settings.launch.progress)
+                                                   report_progress=settings.launch.progress, other_work=ground_truth)
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
-        evaluation = evaluate(pbegin, parsed, settings) if settings.evaluation.enabled else None
+        evaluation = evaluate(parsed, settings) if settings.evaluation.enabled else None
         exports = None
         if settings.export.enabled:
             exported = parsed.exported
@@ -218,18 +218,17 @@ def select_errors(batches: PCollection, errors: PCollection) -> PCollection:
 
 def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritten,
                      evaluation: Optional[EvaluationWritten] = None) -> PCollection:
-    extra = (evaluation.dead_letters, *evaluation.rejected_rows) if evaluation else ()
+    extra = evaluation.rejected_rows if evaluation else ()
     return ((read.dead_letters, parsed.dead_letters, *tables.rejected_rows, *extra)
             | 'AllDeadLetters' >> beam.Flatten())
 
 
-def evaluate(pbegin, parsed: ParseResult, settings: Settings) -> EvaluationWritten:
-    """The kept detections against the ground truth, and the evaluation's outputs: metrics.json and
-    three Parquet tables under <output>/evaluation/, and/or four BigQuery tables."""
+def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
+    """The kept detections against the ground truth (read in the parse step), and the evaluation's
+    outputs: metrics.json and three Parquet tables under <output>/evaluation/, and/or four BigQuery
+    tables."""
     options = settings.evaluation
-    truth = pbegin | 'ReadGroundTruth' >> ReadGroundTruth(
-        options.ground_truth_files, options.ground_truth_image_prefix, options.buckets)
-    result = ({'predictions': parsed.line_predictions, 'truth': truth.units}
+    result = (parsed.evaluation_parts
               | 'Evaluate' >> EvaluateAgainstGroundTruth(options.iou_thresholds, options.eval_iou,
                                                          options.eval_confidence, options.ml_use))
     confidence_rows = result.confidence | 'CountConfidenceRows' >> beam.combiners.Count.Globally()
@@ -260,8 +259,7 @@ def evaluate(pbegin, parsed: ParseResult, settings: Settings) -> EvaluationWritt
             table_writes.append(written.done)
     return EvaluationWritten(result.metrics, result.runs, metrics_file, match_files, confidence_files,
                              confusion_files, confidence_rows, confusion_rows, tuple(table_writes),
-                             tuple(rejected), truth.dead_letters, (truth.counts, result.counts)
-                             | 'EvaluationCounts' >> beam.Flatten(), result.errors)
+                             tuple(rejected), result.counts, result.errors)
 
 
 class DeadLettersWritten(NamedTuple):

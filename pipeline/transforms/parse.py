@@ -1,31 +1,35 @@
 """Parsing: batches of lines into Arrow tables of detections and images, dead letters and counts, with
 the image sizes resolved per worker."""
 import gc
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import apache_beam as beam
 import numpy as np
 
 from pipeline.config.settings import ExportSettings, PostprocessingSettings, Settings, SizeSettings
 from pipeline.core import dead_letters, progress, shards
-from pipeline.core.dead_letters import INVALID_RECORD
+from pipeline.core.dead_letters import INVALID_GROUND_TRUTH, INVALID_RECORD
 from pipeline.core.decoding import BatchDecoder
-from pipeline.core.evaluation import lines_by_bucket, packed
+from pipeline.core.evaluation import PREDICTED, lines_by_bucket, packed
 from pipeline.core.export import export_batch, split_by_bucket, uncertain_lines
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.transforms.count import counted
+from pipeline.transforms.ground_truth import TruthRange, read_truth_range
 from pipeline.transforms.read import LineBatch
 
 
 class ParseBatchFn(beam.DoFn):
-    """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts."""
+    """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts, and
+    the lines' parts of the evaluation; TruthRange (a range of ground truth) -> its parts of the
+    evaluation, dead letters and counts."""
 
     def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings,
                  report_progress: bool = False, evaluation_buckets: int = 0,
-                 export: Optional[ExportSettings] = None):
+                 export: Optional[ExportSettings] = None, ground_truth_image_prefix: str = ''):
         self._input_format = input_format
         self._buckets = evaluation_buckets  # when set, each line's kept detections go to the evaluation
+        self._image_prefix = ground_truth_image_prefix
         self._export = export if export is not None and export.enabled else None
         self._report_progress = report_progress
         self._postprocessing = postprocessing
@@ -36,7 +40,10 @@ class ParseBatchFn(beam.DoFn):
     def setup(self):
         tune_garbage_collector()
 
-    def process(self, batch: LineBatch, manifest):
+    def process(self, batch: Union[LineBatch, TruthRange], manifest):
+        if isinstance(batch, TruthRange):  # read here, beside the shards: no step of its own
+            yield from read_truth_range(batch, self._image_prefix, self._buckets)
+            return
         if self._resolver is None:
             settings = self._sizes
             self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
@@ -67,7 +74,7 @@ class ParseBatchFn(beam.DoFn):
         for record in rejected:
             yield beam.pvalue.TaggedOutput('dead_letters', record)
         if self._buckets:
-            yield from self._line_predictions(batch, decoded, tables.rows, run)
+            yield from self._evaluation_parts(batch, decoded, tables.rows, run)
         if self._export is not None:
             yield from self._exported(decoded.lines, tables.rows, sizes, run)
         yield counted(counts)
@@ -90,13 +97,13 @@ class ParseBatchFn(beam.DoFn):
         else:
             yield beam.pvalue.TaggedOutput('exported', batch)
 
-    def _line_predictions(self, batch: LineBatch, decoded, rows, run):
-        """(bucket, (run, packed BucketLines)) per bucket the batch's lines fall in."""
+    def _evaluation_parts(self, batch: LineBatch, decoded, rows, run):
+        """(bucket, (PREDICTED, run, packed BucketLines)) per bucket the batch's lines fall in."""
         rejected = {position for position, _ in decoded.rejections}
         positions = [batch.first + position for position in range(len(batch.lines)) if position not in rejected]
         for bucket, lines in lines_by_bucket(decoded.lines, rows, positions, batch.source_file, batch.range_start,
                                              run, self._buckets).items():
-            yield beam.pvalue.TaggedOutput('line_predictions', (bucket, (run, packed(lines))))
+            yield beam.pvalue.TaggedOutput('evaluation_parts', (bucket, (PREDICTED, run, packed(lines))))
 
 
 # Python's cyclic collector runs every 700 net container allocations, and a full pass walks every
@@ -117,6 +124,11 @@ def failed_batch_to_dead_letters(failure):
     """The net under ParseBatchFn: a batch that raised unexpectedly becomes one invalid_record dead
     letter per line, so no line is lost even to a bug."""
     batch, (exc_type, exc_repr, _) = failure
+    if isinstance(batch, TruthRange):
+        yield dead_letters.make_dead_letter(
+            INVALID_GROUND_TRUTH, batch.path, f'unexpected error while reading bytes {batch.start}-{batch.end} of '
+            f'this ground-truth file: {exc_type.__name__}: {exc_repr}')
+        return
     message = f'unexpected error while processing this batch: {exc_type.__name__}: {exc_repr}'
     timestamp = dead_letters.utc_timestamp()
     for line in batch.lines:
@@ -126,19 +138,19 @@ def failed_batch_to_dead_letters(failure):
 
 class ParseResult(NamedTuple):
     """What parsing gives: Arrow tables of detections and images, dead letters, the image URIs of each
-    batch (for the duplicate count), counts, and each line's kept detections when the run evaluates
-    ((bucket, (run, packed BucketLines)))."""
+    batch (for the duplicate count), counts, and when the run evaluates, the parts of the join by bucket:
+    each line's kept detections and the ground truth's units (see evaluation.PREDICTED)."""
     detections: beam.PCollection
     images: beam.PCollection
     image_uris: beam.PCollection
     dead_letters: beam.PCollection
     counts: beam.PCollection
-    line_predictions: beam.PCollection
+    evaluation_parts: beam.PCollection
     exported: beam.PCollection  # ExportBatch of the lines to export ((bucket, ExportBatch) for errors)
 
 
 class ParsePredictions(beam.PTransform):
-    """LineBatch -> ParseResult."""
+    """LineBatch (and TruthRange, read here when the run evaluates) -> ParseResult."""
 
     def __init__(self, settings: Settings, manifest):
         super().__init__()
@@ -150,17 +162,18 @@ class ParsePredictions(beam.PTransform):
         parsed = batches | 'ParseLines' >> beam.ParDo(
             ParseBatchFn(settings.input.input_format, settings.postprocessing, settings.sizes,
                          settings.launch.progress,
-                         settings.evaluation.buckets if settings.evaluation.enabled else 0, settings.export),
+                         settings.evaluation.buckets if settings.evaluation.enabled else 0, settings.export,
+                         settings.evaluation.ground_truth_image_prefix or ''),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
-            'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'line_predictions', 'exported',
+            'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'evaluation_parts', 'exported',
             main='unused',
         ).with_exception_handling(main_tag='unused', dead_letter_tag='failed_batches')
         failed = parsed.failed_batches | 'FailedBatchesToDeadLetters' >> beam.FlatMap(
             failed_batch_to_dead_letters)
         dead = (parsed.dead_letters, failed) | 'FlattenParseDeadLetters' >> beam.Flatten()
         return ParseResult(parsed.detections, parsed.images, parsed.image_uris, dead, parsed.counts,
-                           parsed.line_predictions, parsed.exported)
+                           parsed.evaluation_parts, parsed.exported)
 
 
 class LoadManifest(beam.PTransform):

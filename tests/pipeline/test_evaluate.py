@@ -9,7 +9,7 @@ from beam_testing import local_test_pipeline
 from coco_testing import generated_set, normalized, pycocotools_eval
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
-from pipeline.core.evaluation import BucketLines, LinePrediction, RunImage, bucket_of, packed
+from pipeline.core.evaluation import LABELLED, PREDICTED, BucketLines, LinePrediction, RunImage, bucket_of, packed
 from pipeline.core.ground_truth import BucketTruth, GroundTruthBox, GroundTruthImage
 from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 
@@ -21,7 +21,7 @@ def line(run, uri, position, size, dets):
 
 
 def lines_in_buckets(lines, buckets):
-    """Elements as the job makes them: (bucket, (run, packed BucketLines)), several per bucket and per run."""
+    """Elements as the job makes them: (bucket, (PREDICTED, run, packed BucketLines)), several per bucket and per run."""
     out = []
     for start in range(0, len(lines), 7):
         grouped = {}
@@ -29,7 +29,7 @@ def lines_in_buckets(lines, buckets):
             grouped.setdefault((bucket_of(line.image_uri, buckets), line.prediction_run), []).append(line)
         for (bucket, run), group in grouped.items():
             counts = np.cumsum([0] + [len(line.scores) for line in group])
-            out.append((bucket, (run, packed(BucketLines.of(run, 'f.jsonl', 0, [line.order[2] for line in group],
+            out.append((bucket, (PREDICTED, run, packed(BucketLines.of(run, 'f.jsonl', 0, [line.order[2] for line in group],
                                             [line.image_uri for line in group], counts,
                                             [label for line in group for label in line.labels],
                                             np.concatenate([line.scores for line in group]),
@@ -41,7 +41,7 @@ def truth_in_buckets(images, buckets):
     grouped = {}
     for position, image in enumerate(images):
         grouped.setdefault(bucket_of(image.image_uri, buckets), []).append(((0, position), image))
-    return [(bucket, packed(BucketTruth.of('truth.jsonl', units))) for bucket, units in grouped.items()]
+    return [(bucket, (LABELLED, None, packed(BucketTruth.of('truth.jsonl', units)))) for bucket, units in grouped.items()]
 
 
 def test_two_runs_side_by_side_equal_pycocotools_each():
@@ -61,9 +61,9 @@ def test_two_runs_side_by_side_equal_pycocotools_each():
 
     buckets = 4
     pipeline = local_test_pipeline()
-    result = ({'predictions': pipeline | 'Lines' >> beam.Create(lines_in_buckets(lines, buckets)),
-               'truth': pipeline | 'Truth' >> beam.Create(truth_in_buckets([image for _, image in ground_truth],
-                                                                           buckets))}
+    parts = lines_in_buckets(lines, buckets) + truth_in_buckets([image for _, image in ground_truth], buckets)
+    result = (pipeline
+              | 'Parts' >> beam.Create(parts)
               | EvaluateAgainstGroundTruth(COCO_IOU_THRESHOLDS, 0.5, 0.5))
 
     def check_metrics(documents):
