@@ -300,15 +300,19 @@ def lines_by_bucket(decoded: DecodedLines, rows: np.ndarray, positions: Sequence
     `positions` place each decoded line among its byte range's lines."""
     line_bucket = np.array([bucket_of(uri, buckets) for uri in decoded.image_uris], dtype=np.int64)
     row_line = decoded.line_index[rows]
+    row_bucket = line_bucket[row_line]
     per_line = np.bincount(row_line, minlength=len(decoded.image_uris))
+    names, codes = label_codes([decoded.labels[row] for row in rows.tolist()])  # once for the batch
+    line_positions = np.asarray(positions, dtype=np.int64)
     out = {}
     for bucket in np.unique(line_bucket).tolist():
         lines = np.flatnonzero(line_bucket == bucket)
-        chosen = rows[line_bucket[row_line] == bucket]
-        out[bucket] = BucketLines.of(
-            prediction_run, source_file, range_start, [positions[i] for i in lines.tolist()],
+        mine = row_bucket == bucket
+        chosen = rows[mine]
+        out[bucket] = BucketLines(
+            prediction_run, source_file, range_start, line_positions[lines],
             [decoded.image_uris[i] for i in lines.tolist()], np.concatenate([[0], np.cumsum(per_line[lines])]),
-            [decoded.labels[row] for row in chosen.tolist()], decoded.scores[chosen], decoded.boxes[chosen])
+            names, codes[mine], decoded.scores[chosen], decoded.boxes[chosen])
     return out
 
 

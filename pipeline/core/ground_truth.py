@@ -189,7 +189,7 @@ def _uri(value: Any, where: str) -> str:
 
 # -- Vertex AI import JSONL ------------------------------------------------------------------------
 
-class _ImportBox(msgspec.Struct):
+class _ImportBox(msgspec.Struct, gc=False):  # no cycles: the collector need not track them
     displayName: Annotated[str, msgspec.Meta(min_length=1)]
     xMin: Annotated[float, msgspec.Meta(ge=0, le=1)]
     xMax: Annotated[float, msgspec.Meta(ge=0, le=1)]
@@ -197,7 +197,7 @@ class _ImportBox(msgspec.Struct):
     yMax: Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
-class _ImportLine(msgspec.Struct):
+class _ImportLine(msgspec.Struct, gc=False):
     """The common, valid shape of an import line, decoded and checked in C; every other line goes to
     the full check, whose answers (and messages) are the contract."""
     imageGcsUri: Annotated[str, msgspec.Meta(min_length=1)]

@@ -105,6 +105,7 @@ def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.nd
     matched_box = np.full((n_dets, n_thresholds), -1, dtype=np.int64)
     matched_iou = np.zeros((n_dets, n_thresholds))
     box_free = np.ones((n_boxes, n_thresholds), dtype=bool)
+    any_crowd = bool(gt_crowd.any())
     pair_rank = rank[pairs.det]
     by_rank = np.argsort(pair_rank, kind='stable')  # within a rank: by group, then by box
     bounds = np.searchsorted(pair_rank[by_rank], np.arange(int(pair_rank.max(initial=-1)) + 2))
@@ -121,9 +122,10 @@ def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.nd
         _record(taken, det, gt, iou, starts, outcomes, matched_box, matched_iou, TRUE_POSITIVE)
         rows, cols = np.nonzero(taken >= 0)
         box_free[gt[taken[rows, cols]], cols] = False
-        on_crowd = _take(reaches & ~regular[:, None], iou, starts, owner)
-        on_crowd[taken >= 0] = -1
-        _record(on_crowd, det, gt, iou, starts, outcomes, matched_box, matched_iou, IGNORED)
+        if any_crowd:  # most sets have none
+            on_crowd = _take(reaches & ~regular[:, None], iou, starts, owner)
+            on_crowd[taken >= 0] = -1
+            _record(on_crowd, det, gt, iou, starts, outcomes, matched_box, matched_iou, IGNORED)
     return GroupMatch(outcomes, matched_box, matched_iou, box_free, pairs)
 
 
