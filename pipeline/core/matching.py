@@ -53,30 +53,32 @@ class GroupMatch(NamedTuple):
     pairs: Pairs
 
 
-def _sorted_groups(groups: np.ndarray, order: np.ndarray):
-    """(group ids, first position in `order`, count) of the groups of `order` (sorted by group)."""
-    ids, first, counts = np.unique(groups[order], return_index=True, return_counts=True)
-    return ids, first, counts
+def _runs(sorted_keys: np.ndarray):
+    """(the distinct keys, the first position of each, its count) of sorted keys."""
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) if len(sorted_keys) else \
+        np.zeros(0, dtype=np.int64)
+    return sorted_keys[starts], starts, np.diff(np.r_[starts, len(sorted_keys)])
 
 
 def group_pairs(det_group: np.ndarray, det_scores: np.ndarray, gt_group: np.ndarray,
                 det_boxes: np.ndarray, gt_boxes: np.ndarray, gt_crowd: np.ndarray):
     """(pairs, rank of each detection in its group by descending score, ties in input order). A
     detection or box of group -1 takes part in no pair."""
-    n_dets, n_boxes = len(det_group), len(gt_group)
-    det_order = np.lexsort((np.arange(n_dets), -det_scores, det_group))
-    det_order = det_order[det_group[det_order] >= 0]
-    gt_order = np.lexsort((np.arange(n_boxes), gt_group))
-    gt_order = gt_order[gt_group[gt_order] >= 0]
-    d_ids, d_first, d_counts = _sorted_groups(det_group, det_order)
-    rank = np.zeros(n_dets, dtype=np.int64)
+    det_order = np.lexsort((-det_scores, det_group))  # stable: ties stay in input order
+    det_order = det_order[np.searchsorted(det_group[det_order], 0):]
+    gt_order = np.argsort(gt_group, kind='stable')
+    gt_order = gt_order[np.searchsorted(gt_group[gt_order], 0):]
+    d_ids, d_first, d_counts = _runs(det_group[det_order])
+    rank = np.zeros(len(det_group), dtype=np.int64)
     rank[det_order] = np.arange(len(det_order)) - np.repeat(d_first, d_counts)
-    g_ids, g_first, g_counts = _sorted_groups(gt_group, gt_order)
-    common, d_at, g_at = np.intersect1d(d_ids, g_ids, assume_unique=True, return_indices=True)
+    g_ids, g_first, g_counts = _runs(gt_group[gt_order])
+    at = np.minimum(np.searchsorted(g_ids, d_ids), max(len(g_ids) - 1, 0))
+    d_at = np.flatnonzero(g_ids[at] == d_ids) if len(g_ids) else np.zeros(0, dtype=np.int64)
+    g_at = at[d_at]
     dc, gc = d_counts[d_at], g_counts[g_at]
     per_group = dc * gc
     total = int(per_group.sum())
-    group = np.repeat(np.arange(len(common)), per_group)
+    group = np.repeat(np.arange(len(d_at)), per_group)
     local = np.arange(total) - np.repeat(np.cumsum(per_group) - per_group, per_group)
     det = det_order[d_first[d_at][group] + local // gc[group]]
     gt = gt_order[g_first[g_at][group] + local % gc[group]]
