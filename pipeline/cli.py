@@ -40,6 +40,7 @@ from pipeline.io.locks import RunLock
 from pipeline.io.provision import provision, release_untouched
 from pipeline.io.sizes import ManifestError, check_manifest
 from pipeline.io.sources import InputError, input_root, matched_shards, resolve_input
+from pipeline.io.spill import make_spill_folder, remove_spill_folder
 from pipeline.tools.progress import ProgressDisplay
 from pipeline.tools.template import shown_default
 from pipeline.transforms.job import PredictionsToTables, StreamingPredictionsToTables
@@ -365,28 +366,34 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
         # BigQuery output only: the summary still comes back to print, through a scratch file.
         scratch = tempfile.mkdtemp(prefix='prediction-tables-')
         settings = settings.resolved(outputs={'summary': os.path.join(scratch, 'summary.json')})
-    pipeline = beam.Pipeline(options=plan.pipeline_options)
-    pattern, skip = required(plan.pattern, 'input'), batch_layout(plan).is_ours_to_skip
-    _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern, skip=skip)
-    with progress_display(pattern, skip) if settings.launch.progress else nullcontext():
-        result = pipeline.run()  # a local runner returns when the pipeline has run
-    if not local:
-        print('Job submitted; the run summary will be logged'
-              + (f' and written to {settings.outputs.summary}' if settings.outputs.summary else ''))
-        if settings.outputs.output and settings.report.report:
-            elsewhere = settings.outputs.summary != batch_layout(plan).default_summary
-            print(f'When the job has finished: python -m pipeline.report --output {settings.outputs.output}'
-                  + (f' --summary {settings.outputs.summary}' if elsewhere else ''))
-        return 0, False, True
-    result.wait_until_finish()
-    summary = summary_files.read_summary(required(settings.outputs.summary, 'summary'))
-    if scratch:
-        shutil.rmtree(scratch, ignore_errors=True)
-    report_ok = print_outcome(summary, settings, summary_file=None if scratch else settings.outputs.summary)
-    if not summary['reconciliation']['holds']:
-        return EXIT_RECONCILIATION_FAILED, True, False
-    code = check_dead_letter_ratio(summary, settings.outputs.max_dead_letter_ratio)
-    return code or (0 if report_ok else EXIT_REPORT_FAILED), True, False
+    spill = make_spill_folder() if local and settings.evaluation.enabled else None
+    if spill:
+        settings = settings.resolved(evaluation={'spill_folder': spill})
+    try:
+        pipeline = beam.Pipeline(options=plan.pipeline_options)
+        pattern, skip = required(plan.pattern, 'input'), batch_layout(plan).is_ours_to_skip
+        _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern, skip=skip)
+        with progress_display(pattern, skip) if settings.launch.progress else nullcontext():
+            result = pipeline.run()  # a local runner returns when the pipeline has run
+        if not local:
+            print('Job submitted; the run summary will be logged'
+                  + (f' and written to {settings.outputs.summary}' if settings.outputs.summary else ''))
+            if settings.outputs.output and settings.report.report:
+                elsewhere = settings.outputs.summary != batch_layout(plan).default_summary
+                print(f'When the job has finished: python -m pipeline.report --output {settings.outputs.output}'
+                      + (f' --summary {settings.outputs.summary}' if elsewhere else ''))
+            return 0, False, True
+        result.wait_until_finish()
+        summary = summary_files.read_summary(required(settings.outputs.summary, 'summary'))
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        report_ok = print_outcome(summary, settings, summary_file=None if scratch else settings.outputs.summary)
+        if not summary['reconciliation']['holds']:
+            return EXIT_RECONCILIATION_FAILED, True, False
+        code = check_dead_letter_ratio(summary, settings.outputs.max_dead_letter_ratio)
+        return code or (0 if report_ok else EXIT_REPORT_FAILED), True, False
+    finally:
+        remove_spill_folder(spill)
 
 
 def progress_display(pattern: str, skip):

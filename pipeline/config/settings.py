@@ -108,6 +108,7 @@ class EvaluationSettings:
     eval_confidence: float
     ground_truth_files: Tuple[Tuple[str, str], ...] = ()  # (path, format) of each file, found at launch
     buckets: int = 1  # images are evaluated in this many buckets, from the input's size at launch
+    spill_folder: Optional[str] = None  # a local run's folder for the join's parts (io.spill), made at launch
 
     @property
     def enabled(self) -> bool:

@@ -28,6 +28,7 @@ from pipeline.core.evaluation import (
     settled,
     unpacked,
 )
+from pipeline.io.spill import read_payload
 from pipeline.transforms.count import counted_at_bundle_end
 
 
@@ -70,8 +71,9 @@ class EvaluateBucketFn(beam.DoFn):
         errors = []
         runs = list(runs)
         parts = list(parts)
-        bucket = assemble([unpacked(data) for kind, _, data in parts if kind == LABELLED],
-                          [unpacked(data) for kind, _, data in parts if kind == PREDICTED], runs, self._ml_use)
+        bucket = assemble([unpacked(read_payload(data)) for kind, _, data in parts if kind == LABELLED],
+                          [unpacked(read_payload(data)) for kind, _, data in parts if kind == PREDICTED], runs,
+                          self._ml_use)
         scalars = self._counts.scalars
         scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)

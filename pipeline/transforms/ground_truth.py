@@ -3,7 +3,7 @@ a work item read beside the prediction shards, in the same step (no stage and no
 own); its usable units leave in one element per bucket, packed, for the evaluation to join with the
 prediction lines of the same bucket, and each unit that cannot be used is a dead letter. Rows read ==
 rows used + dead letters, as for the predictions."""
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 
@@ -14,6 +14,7 @@ from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.evaluation import LABELLED, bucket_of, packed
 from pipeline.core.ground_truth import BucketTruthBuilder, GroundTruthRejection, PlainImage
 from pipeline.io import ground_truth as files
+from pipeline.io.spill import Payload
 from pipeline.transforms.count import counted
 
 # Units gathered per range before they leave in one element per bucket.
@@ -38,10 +39,11 @@ def truth_ranges(ground_truth_files: Sequence[Tuple[str, str]],
     return [TruthRange(*part) for path, fmt in ground_truth_files for part in files.ranges_of(path, fmt, range_bytes)]
 
 
-def read_truth_range(work: TruthRange, image_prefix: str, buckets: int) -> Iterator:
+def read_truth_range(work: TruthRange, image_prefix: str, buckets: int,
+                     payload: Callable[[bytes], Payload] = lambda part: part) -> Iterator:
     """The outputs of one range, tagged as the parse step's: 'evaluation_parts' (bucket, (LABELLED,
-    None, packed BucketTruth)) for its usable units, 'dead_letters' an invalid_ground_truth record per
-    unusable one, and 'counts'."""
+    None, payload of a packed BucketTruth)) for its usable units, 'dead_letters' an invalid_ground_truth
+    record per unusable one, and 'counts'."""
     read = used = 0
     pending: Dict[int, BucketTruthBuilder] = {}
     for place, unit in files.read_units(work.path, work.fmt, image_prefix, work.start, work.end, plain=True):
@@ -60,12 +62,13 @@ def read_truth_range(work: TruthRange, image_prefix: str, buckets: int) -> Itera
         else:
             builder.add_image(place, unit.parsed)
         if used % UNITS_PER_FLUSH == 0:
-            yield from _parts(pending, work.path)
+            yield from _parts(pending, work.path, payload)
             pending = {}
-    yield from _parts(pending, work.path)
+    yield from _parts(pending, work.path, payload)
     yield counted(Counts({names.GROUND_TRUTH_ROWS_READ: read, names.GROUND_TRUTH_ROWS_USED: used}))
 
 
-def _parts(pending: Dict[int, BucketTruthBuilder], path: str) -> Iterator[beam.pvalue.TaggedOutput]:
+def _parts(pending: Dict[int, BucketTruthBuilder], path: str, payload) -> Iterator[beam.pvalue.TaggedOutput]:
     for bucket, units in pending.items():
-        yield beam.pvalue.TaggedOutput('evaluation_parts', (bucket, (LABELLED, None, packed(units.build(path)))))
+        yield beam.pvalue.TaggedOutput('evaluation_parts',
+                                       (bucket, (LABELLED, None, payload(packed(units.build(path))))))

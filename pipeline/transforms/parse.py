@@ -14,6 +14,7 @@ from pipeline.core.evaluation import PREDICTED, lines_by_bucket, packed
 from pipeline.core.export import export_batch, split_by_bucket, uncertain_lines
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
+from pipeline.io.spill import Payload, SpillWriter
 from pipeline.transforms.count import counted
 from pipeline.transforms.ground_truth import TruthRange, read_truth_range
 from pipeline.transforms.read import LineBatch
@@ -26,10 +27,13 @@ class ParseBatchFn(beam.DoFn):
 
     def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings,
                  report_progress: bool = False, evaluation_buckets: int = 0,
-                 export: Optional[ExportSettings] = None, ground_truth_image_prefix: str = ''):
+                 export: Optional[ExportSettings] = None, ground_truth_image_prefix: str = '',
+                 spill_folder: Optional[str] = None):
         self._input_format = input_format
         self._buckets = evaluation_buckets  # when set, each line's kept detections go to the evaluation
         self._image_prefix = ground_truth_image_prefix
+        self._spill_folder = spill_folder  # when set, the evaluation's parts wait there (io.spill)
+        self._spill: Optional[SpillWriter] = None
         self._export = export if export is not None and export.enabled else None
         self._report_progress = report_progress
         self._postprocessing = postprocessing
@@ -40,9 +44,19 @@ class ParseBatchFn(beam.DoFn):
     def setup(self):
         tune_garbage_collector()
 
+    def start_bundle(self):
+        self._spill = SpillWriter(self._spill_folder) if self._spill_folder else None
+
+    def finish_bundle(self):
+        if self._spill is not None:
+            self._spill.close()
+
+    def _payload(self, part: bytes) -> Payload:
+        return self._spill.put(part) if self._spill is not None else part
+
     def process(self, batch: Union[LineBatch, TruthRange], manifest):
         if isinstance(batch, TruthRange):  # read here, beside the shards: no step of its own
-            yield from read_truth_range(batch, self._image_prefix, self._buckets)
+            yield from read_truth_range(batch, self._image_prefix, self._buckets, self._payload)
             return
         if self._resolver is None:
             settings = self._sizes
@@ -98,12 +112,13 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('exported', batch)
 
     def _evaluation_parts(self, batch: LineBatch, decoded, rows, run):
-        """(bucket, (PREDICTED, run, packed BucketLines)) per bucket the batch's lines fall in."""
+        """(bucket, (PREDICTED, run, packed BucketLines or where it waits)) per bucket the batch's lines
+        fall in."""
         rejected = {position for position, _ in decoded.rejections}
         positions = [batch.first + position for position in range(len(batch.lines)) if position not in rejected]
         for bucket, lines in lines_by_bucket(decoded.lines, rows, positions, batch.source_file, batch.range_start,
                                              run, self._buckets).items():
-            yield beam.pvalue.TaggedOutput('evaluation_parts', (bucket, (PREDICTED, run, packed(lines))))
+            yield beam.pvalue.TaggedOutput('evaluation_parts', (bucket, (PREDICTED, run, self._payload(packed(lines)))))
 
 
 # Python's cyclic collector runs every 700 net container allocations, and a full pass walks every
@@ -163,7 +178,7 @@ class ParsePredictions(beam.PTransform):
             ParseBatchFn(settings.input.input_format, settings.postprocessing, settings.sizes,
                          settings.launch.progress,
                          settings.evaluation.buckets if settings.evaluation.enabled else 0, settings.export,
-                         settings.evaluation.ground_truth_image_prefix or ''),
+                         settings.evaluation.ground_truth_image_prefix or '', settings.evaluation.spill_folder),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
             'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'evaluation_parts', 'exported',

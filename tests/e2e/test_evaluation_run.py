@@ -187,3 +187,33 @@ def test_a_streaming_run_refuses_evaluation(run, tmp_path):
     result = run('--input_subscription', 'projects/my-project/subscriptions/shards', '--output_table',
                  'my-project:dataset.detections', '--ground_truth', tmp_path, check=False)
     assert result.returncode == 2 and '--ground_truth applies to batch runs only' in result.stderr
+
+
+def test_a_local_run_spills_its_join_to_a_folder_of_its_own_and_removes_it(tmp_path, monkeypatch):
+    """The join's parts wait in files of a folder the run makes under $TMPDIR (a reference travels
+    instead), and the folder is gone when the run ends."""
+    import os
+    import tempfile
+
+    from pipeline import cli
+    scratch = tmp_path / 'scratch'
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+    seen = {}
+    remove = cli.remove_spill_folder
+
+    def watched(folder):
+        seen[folder] = sorted(os.listdir(folder)) if folder and os.path.isdir(folder) else None
+        remove(folder)
+    monkeypatch.setattr(cli, 'remove_spill_folder', watched)
+    folder = tmp_path / 'in' / 'prediction-m-2026-12-01T00:00:00.000Z'
+    folder.mkdir(parents=True)
+    (folder / 'image_object_detection_1.jsonl').write_bytes(
+        legacy_line('gs://folder/image1.png', (1, 1), [('car', [0.1, 0.1, 0.2, 0.2], 0.9)]) + b'\n')
+    assert cli.main(['--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out'), '--ground_truth',
+                     str(FIXTURES / 'vertex_import.jsonl'), '--report=false', '--quiet']) == 0
+    ((spill, files),) = seen.items()
+    assert os.path.dirname(spill) == str(scratch) and files and all(name.endswith('.parts') for name in files)
+    assert not os.listdir(scratch)
+    (metrics,) = json.loads((tmp_path / 'out' / 'evaluation' / 'metrics.json').read_text())['runs']
+    assert metrics['images'] == 2

@@ -11,6 +11,7 @@ from coco_testing import generated_set, normalized, pycocotools_eval
 from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.evaluation import LABELLED, PREDICTED, BucketLines, LinePrediction, RunImage, bucket_of, packed
 from pipeline.core.ground_truth import BucketTruth, GroundTruthBox, GroundTruthImage
+from pipeline.io.spill import SpillWriter
 from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 
 
@@ -44,7 +45,16 @@ def truth_in_buckets(images, buckets):
     return [(bucket, (LABELLED, None, packed(BucketTruth.of('truth.jsonl', units)))) for bucket, units in grouped.items()]
 
 
-def test_two_runs_side_by_side_equal_pycocotools_each():
+def spilled(parts, folder):
+    """The same parts as a local run carries them: each waits in a file, a reference travels."""
+    writer = SpillWriter(str(folder))
+    refs = [(bucket, (kind, run, writer.put(data))) for bucket, (kind, run, data) in parts]
+    writer.close()
+    return refs
+
+
+@pytest.mark.parametrize('spill', [False, True])
+def test_two_runs_side_by_side_equal_pycocotools_each(spill, tmp_path):
     sizes, truth, detections = generated_set(8, images=30)
     other = [dets[::2] for dets in detections]  # run B: every other detection
     uris = [f'gs://b/{i}.jpg' for i in range(len(sizes))]
@@ -62,6 +72,8 @@ def test_two_runs_side_by_side_equal_pycocotools_each():
     buckets = 4
     pipeline = local_test_pipeline()
     parts = lines_in_buckets(lines, buckets) + truth_in_buckets([image for _, image in ground_truth], buckets)
+    if spill:
+        parts = spilled(parts, tmp_path)
     result = (pipeline
               | 'Parts' >> beam.Create(parts)
               | EvaluateAgainstGroundTruth(COCO_IOU_THRESHOLDS, 0.5, 0.5))
