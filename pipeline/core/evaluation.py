@@ -12,7 +12,7 @@ shared by both.
 """
 import pickle
 import zlib
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -601,3 +601,48 @@ def metrics_document(iou_thresholds: Sequence[float], eval_iou: float, runs: Lis
     """metrics.json: the runs side by side, in prediction_run order (a run without a name first)."""
     return {'iou_thresholds': [float(t) for t in iou_thresholds], 'eval_iou': float(eval_iou),
             'runs': sorted(runs, key=lambda run: (run['prediction_run'] is not None, run['prediction_run'] or ''))}
+
+
+class RunFigures(NamedTuple):
+    """One prediction run's evaluation, gathered: its label totals (settled), image counts and
+    confusion cells."""
+    prediction_run: Optional[str]
+    labels: dict  # label -> LabelTotals
+    images: RunImage
+    cells: dict  # (true label, predicted label) -> count
+
+
+class EvaluationFigures(NamedTuple):
+    """Every run's figures in one value: the small outputs (metrics.json, the confidence, confusion and
+    metric rows) are all made from it."""
+    iou_thresholds: Tuple[float, ...]
+    eval_iou: float
+    runs: List[RunFigures]
+
+    @classmethod
+    def of(cls, iou_thresholds: Sequence[float], eval_iou: float, parts: Iterable[tuple]) -> 'EvaluationFigures':
+        """From ('labels', run, label, LabelTotals) and ('run', run, RunImage, cells) parts."""
+        labels: Dict[Optional[str], dict] = {}
+        images: Dict[Optional[str], Tuple[RunImage, dict]] = {}
+        for part in parts:
+            if part[0] == 'labels':
+                labels.setdefault(part[1], {})[part[2]] = part[3]
+            else:
+                images[part[1]] = (part[2], part[3])
+        return cls(tuple(iou_thresholds), eval_iou, [
+            RunFigures(run, labels.get(run, {}), *images.get(run, (RunImage(), {})))
+            for run in sorted(set(labels) | set(images), key=lambda run: (run is not None, run or ''))])
+
+    def metrics_document(self) -> dict:
+        return metrics_document(self.iou_thresholds, self.eval_iou, [
+            run_metrics(run.prediction_run, run.images.evaluated, run.images.detections, run.labels,
+                        self.iou_thresholds) for run in self.runs])
+
+    def confidence_rows(self) -> List[dict]:
+        return [row for run in self.runs for row in confidence_rows(run.prediction_run, run.labels, self.eval_iou)]
+
+    def confusion_rows(self) -> List[dict]:
+        return [row for run in self.runs for row in confusion_rows(run.prediction_run, run.cells)]
+
+    def metric_rows(self) -> List[dict]:
+        return [row for run in self.runs for row in metric_rows(run.prediction_run, run.labels, self.iou_thresholds)]

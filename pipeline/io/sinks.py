@@ -149,15 +149,17 @@ def write_json_document(document, path: str) -> str:
     return path
 
 
-class RowsToTable(beam.PTransform):
-    """Rows (dicts) of a small table -> one Arrow table of `schema` (an empty one when there is none)."""
+# The one file of a small table, named as the file sinks name theirs.
+SMALL_TABLE_FILE = 'part-00000-of-00001.parquet'
 
-    def __init__(self, schema):
-        super().__init__()
-        self._schema = schema
 
-    def expand(self, rows):
-        schema = self._schema
-        return (rows
-                | 'AllRows' >> beam.combiners.ToList()
-                | 'ToTable' >> beam.Map(lambda listed: pa.Table.from_pylist(listed, schema=schema)))
+def write_small_table(rows: List[dict], schema, folder: str) -> str:
+    """A small table (the confidence metrics, the confusion matrix: hundreds of rows) as one Parquet
+    file in `folder`, written by one worker without the file sink's steps; returns its path. As for
+    metrics.json, the run's summary, written after it, is what marks it complete."""
+    path = FileSystems.join(folder, SMALL_TABLE_FILE)
+    with FileSystems.create(path, mime_type='application/x-parquet') as handle:
+        writer = parquet_writer(handle, schema)
+        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+        writer.close()
+    return path

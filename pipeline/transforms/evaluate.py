@@ -3,7 +3,7 @@ with the ground truth by bucket (a hash of the image URI: one element carries ma
 worker holds one bucket at a time), each image evaluated on its own, and the per-label counts of each
 prediction run combined (they merge in any order, so the figures are exact with memory that grows
 with distinct scores, never with images)."""
-from typing import Iterable, List, NamedTuple, Optional, Sequence
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -15,16 +15,12 @@ from pipeline.core.counts import Counts
 from pipeline.core.evaluation import (
     LABELLED,
     PREDICTED,
+    EvaluationFigures,
     LabelTotals,
     RunImage,
-    confidence_rows,
-    confusion_rows,
     held_scores,
     merge_all_totals,
     merge_cells,
-    metric_rows,
-    metrics_document,
-    run_metrics,
     settled,
     unpacked,
 )
@@ -33,12 +29,8 @@ from pipeline.transforms.count import counted_at_bundle_end
 
 
 class EvaluationResult(NamedTuple):
-    metrics: beam.PCollection  # the metrics.json document (one element)
-    runs: beam.PCollection  # (prediction_run, RunImage) summed per run
+    figures: beam.PCollection  # EvaluationFigures (one element): metrics.json and the small tables' rows
     matches: beam.PCollection  # pa.Table batches of the per-box outcomes (schema.MATCH_COLUMNS)
-    confidence: beam.PCollection  # rows of schema.CONFIDENCE_COLUMNS, as dicts
-    confusion: beam.PCollection  # rows of schema.CONFUSION_COLUMNS, as dicts
-    metric_rows: beam.PCollection  # rows of schema.METRIC_COLUMNS, as dicts
     counts: beam.PCollection  # Counts
     errors: beam.PCollection  # (bucket, [(run, image URI)]) of the images with a false positive or a miss
 
@@ -79,17 +71,17 @@ class EvaluateBucketFn(beam.DoFn):
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
         scalars[names.GROUND_TRUTH_BOXES] += bucket.gt_boxes
         for run, (columns, counts) in bucket.runs.items():
-            yield beam.pvalue.TaggedOutput('runs', (run, counts))
             scalars[names.IMAGES_EVALUATED] += counts.evaluated
             scalars[names.IMAGES_WITHOUT_PREDICTION] += counts.without_prediction
             scalars[names.PREDICTIONS_WITHOUT_GROUND_TRUTH] += counts.predictions_without_ground_truth
             scalars[names.FURTHER_LINES_OF_EVALUATED_IMAGES] += counts.other_lines
             if not columns.image_uris:
+                yield beam.pvalue.TaggedOutput('run_parts', (run, (counts, {})))
                 continue
             result = evaluate_images(columns, run, self._thresholds, self._eval_iou, self._eval_confidence)
             for label, totals in result.labels.items():
                 yield beam.pvalue.TaggedOutput('totals', ((run, label), totals))
-            yield beam.pvalue.TaggedOutput('cells', (run, result.cells))
+            yield beam.pvalue.TaggedOutput('run_parts', (run, (counts, result.cells)))
             errors += [(run, uri) for uri in result.images_with_errors()]
             self._tables.append(result.matches)
             self._pending_rows += result.matches.num_rows
@@ -141,15 +133,13 @@ def _compacted(parts: List[LabelTotals]) -> List[LabelTotals]:
     return parts
 
 
-def _sum_run_images(parts: Iterable[RunImage]) -> RunImage:
-    return RunImage(*(sum(values) for values in zip(RunImage(), *parts)))
-
-
-class RunFigures(NamedTuple):
-    """One run's label totals and image counts, joined."""
-    prediction_run: Optional[str]
-    labels: dict  # label -> LabelTotals
-    images: RunImage
+def _sum_run_parts(parts: Iterable[Tuple[RunImage, dict]]) -> Tuple[RunImage, dict]:
+    """A run's image counts and confusion cells, summed over its buckets."""
+    images, cells = RunImage(), {}  # type: RunImage, dict
+    for part_images, part_cells in parts:
+        images = RunImage(*(a + b for a, b in zip(images, part_images)))
+        cells = merge_cells(cells, part_cells)
+    return images, cells
 
 
 class EvaluateAgainstGroundTruth(beam.PTransform):
@@ -173,36 +163,17 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'JoinByBucket' >> beam.GroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use),
-                runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'cells', 'runs', 'counts', 'errors',
+                runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'run_parts', 'counts', 'errors',
                                                             main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())
-        run_images = evaluated.runs | 'SumPerRun' >> beam.CombinePerKey(_sum_run_images)
-        confusion = (evaluated.cells
-                     | 'CellsPerRun' >> beam.CombinePerKey(_merge_all_cells)
-                     | 'ConfusionRows' >> beam.FlatMapTuple(confusion_rows))
-        figures = (
-            {'totals': totals | 'ByRun' >> beam.MapTuple(lambda key, t: (key[0], (key[1], t))),
-             'images': run_images}
-            | 'JoinPerRun' >> beam.CoGroupByKey()
-            | 'RunFigures' >> beam.MapTuple(lambda run, parts: RunFigures(
-                run, dict(parts['totals']), _sum_run_images(parts['images']))))
+        run_parts = evaluated.run_parts | 'SumPerRun' >> beam.CombinePerKey(_sum_run_parts)
         thresholds, eval_iou = self._thresholds, self._eval_iou
-        metrics = (
-            figures
-            | 'RunMetrics' >> beam.Map(lambda f: run_metrics(
-                f.prediction_run, f.images.evaluated, f.images.detections, f.labels, thresholds))
+        figures = (
+            (totals | 'LabelsOfRuns' >> beam.MapTuple(lambda key, t: ('labels', key[0], key[1], t)),
+             run_parts | 'Runs' >> beam.MapTuple(lambda run, part: ('run', run, *part)))
+            | 'FiguresOfRuns' >> beam.Flatten()
             | 'AllRuns' >> beam.combiners.ToList()
-            | 'Document' >> beam.Map(lambda runs: metrics_document(thresholds, eval_iou, runs)))
-        confidence = figures | 'ConfidenceRows' >> beam.FlatMap(
-            lambda f: confidence_rows(f.prediction_run, f.labels, eval_iou))
-        metric_table = figures | 'MetricRows' >> beam.FlatMap(
-            lambda f: metric_rows(f.prediction_run, f.labels, thresholds))
-        return EvaluationResult(metrics, run_images, evaluated.matches, confidence, confusion, metric_table,
-                                evaluated.counts, evaluated.errors)
+            | 'Figures' >> beam.Map(lambda parts: EvaluationFigures.of(thresholds, eval_iou, parts)))
+        return EvaluationResult(figures, evaluated.matches, evaluated.counts, evaluated.errors)
 
 
-def _merge_all_cells(parts: Iterable[dict]) -> dict:
-    merged: dict = {}
-    for cells in parts:
-        merged = merge_cells(merged, cells)
-    return merged

@@ -27,7 +27,7 @@ from pipeline.core.schema import (
 from pipeline.io import summary_files
 from pipeline.io.bigquery import WriteBigQueryTable, evaluation_tables, table_rows
 from pipeline.io.locks import release_gcs_lock
-from pipeline.io.sinks import RowsToTable, WriteDeadLetterFiles, WriteParquetTable, write_json_document
+from pipeline.io.sinks import WriteDeadLetterFiles, WriteParquetTable, write_json_document, write_small_table
 from pipeline.transforms.count import (
     METRICS_NAMESPACE,
     CountDeadLetters,
@@ -231,33 +231,36 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
     result = (parsed.evaluation_parts
               | 'Evaluate' >> EvaluateAgainstGroundTruth(options.iou_thresholds, options.eval_iou,
                                                          options.eval_confidence, options.ml_use))
-    confidence_rows = result.confidence | 'CountConfidenceRows' >> beam.combiners.Count.Globally()
-    confusion_rows = result.confusion | 'CountConfusionRows' >> beam.combiners.Count.Globally()
+    figures = result.figures
+    metrics = figures | 'MetricsDocument' >> beam.Map(lambda f: f.metrics_document())
+    runs = figures | 'RunImages' >> beam.FlatMap(lambda f: [(run.prediction_run, run.images) for run in f.runs])
+    confidence_rows = figures | 'CountConfidenceRows' >> beam.Map(lambda f: len(f.confidence_rows()))
+    confusion_rows = figures | 'CountConfusionRows' >> beam.Map(lambda f: len(f.confusion_rows()))
     metrics_file = match_files = confidence_files = confusion_files = None
     root = settings.outputs.output
     if root:
         evaluation_root = join_path(root, EVALUATION_FOLDER)
-        metrics_file = result.metrics | 'WriteMetrics' >> beam.Map(
-            write_json_document, join_path(evaluation_root, METRICS_FILE))
+        metrics_file = metrics | 'WriteMetrics' >> beam.Map(write_json_document,
+                                                            join_path(evaluation_root, METRICS_FILE))
         match_files = result.matches | 'WriteMatches' >> WriteParquetTable(evaluation_root, 'matches', MATCHES_SCHEMA)
-        confidence_files = (result.confidence
-                            | 'ConfidenceTable' >> RowsToTable(CONFIDENCE_SCHEMA)
-                            | 'WriteConfidence' >> WriteParquetTable(evaluation_root, 'confidence_metrics',
-                                                                     CONFIDENCE_SCHEMA))
-        confusion_files = (result.confusion
-                           | 'ConfusionTable' >> RowsToTable(CONFUSION_SCHEMA)
-                           | 'WriteConfusion' >> WriteParquetTable(evaluation_root, 'confusion_matrix',
-                                                                   CONFUSION_SCHEMA))
+        confidence_folder = join_path(evaluation_root, 'confidence_metrics')
+        confidence_files = figures | 'WriteConfidence' >> beam.Map(
+            lambda f: write_small_table(f.confidence_rows(), CONFIDENCE_SCHEMA, confidence_folder))
+        confusion_folder = join_path(evaluation_root, 'confusion_matrix')
+        confusion_files = figures | 'WriteConfusion' >> beam.Map(
+            lambda f: write_small_table(f.confusion_rows(), CONFUSION_SCHEMA, confusion_folder))
     table_writes, rejected = [], []
     if settings.bigquery.output_table:
         for (name, rows), (table, columns) in zip(
                 (('Matches', result.matches | 'MatchRows' >> beam.FlatMap(table_rows)),
-                 ('Metrics', result.metric_rows), ('Confidence', result.confidence), ('Confusion', result.confusion)),
+                 ('Metrics', figures | 'MetricRows' >> beam.FlatMap(lambda f: f.metric_rows())),
+                 ('Confidence', figures | 'ConfidenceRows' >> beam.FlatMap(lambda f: f.confidence_rows())),
+                 ('Confusion', figures | 'ConfusionRows' >> beam.FlatMap(lambda f: f.confusion_rows()))),
                 evaluation_tables(required(settings.bigquery.output_table, 'output_table'))):
             written = rows | f'WriteEval{name}Table' >> bigquery_write(settings, table, columns)
             rejected.append(written.failures)
             table_writes.append(written.done)
-    return EvaluationWritten(result.metrics, result.runs, metrics_file, match_files, confidence_files,
+    return EvaluationWritten(metrics, runs, metrics_file, match_files, confidence_files,
                              confusion_files, confidence_rows, confusion_rows, tuple(table_writes),
                              tuple(rejected), result.counts, result.errors)
 

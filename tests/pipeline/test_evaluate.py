@@ -96,8 +96,11 @@ def test_two_runs_side_by_side_equal_pycocotools_each(spill, tmp_path):
                                          detections=sum(len(d) for i, d in enumerate(detections) if i % 5))
         assert runs['run-b'].other_lines == 1 and runs['run-b'].without_prediction == 0
 
-    assert_that(result.metrics, check_metrics, label='metrics')
-    assert_that(result.runs, check_runs, label='runs')
+    assert_that(result.figures | 'Document' >> beam.Map(lambda figures: figures.metrics_document()), check_metrics,
+                label='metrics')
+    assert_that(result.figures | 'Runs' >> beam.FlatMap(lambda figures: [(run.prediction_run, run.images)
+                                                                          for run in figures.runs]),
+                check_runs, label='runs')
     pipeline.run().wait_until_finish()
 
 
