@@ -15,9 +15,17 @@ import pyarrow as pa
 FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2  # as evaluation's
 
 
+SMALL_LABEL_LISTS = 2000  # labels: below this, a dict codes them faster than Arrow (its cost per call)
+
+
 def label_codes(labels: Sequence[Optional[str]]) -> Tuple[List[str], np.ndarray]:
     """(the distinct labels, in order of first appearance; the position of each label among them, -1
     for None): an element of boxes carries each label's text once, not once per box."""
+    if len(labels) < SMALL_LABEL_LISTS:
+        index: dict = {None: -1}
+        codes = np.fromiter((index.setdefault(label, len(index) - 1) for label in labels), dtype=np.int32,
+                            count=len(labels))
+        return [label for label in index if label is not None], codes
     encoded = pa.array(labels, type=pa.string()).dictionary_encode()
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
     return encoded.dictionary.to_pylist(), codes

@@ -17,9 +17,10 @@ from pipeline.io import ground_truth as files
 from pipeline.io.spill import Payload
 from pipeline.transforms.count import counted
 
-# Units gathered per range before they leave in one element per bucket.
-UNITS_PER_FLUSH = 20_000
-GROUND_TRUTH_RANGE_BYTES = 8 * 1024 * 1024
+# Units gathered before they leave in one element per bucket (each flush makes an element per bucket:
+# few and large is cheaper), and the byte ranges JSONL files are read in.
+UNITS_PER_FLUSH = 50_000
+GROUND_TRUTH_RANGE_BYTES = 32 * 1024 * 1024
 
 
 class TruthRange(NamedTuple):
