@@ -80,16 +80,15 @@ def group_pairs(det_group: np.ndarray, det_scores: np.ndarray, gt_group: np.ndar
     rank = np.zeros(len(det_group), dtype=np.int64)
     rank[det_order] = np.arange(len(det_order)) - np.repeat(d_first, d_counts)
     g_ids, g_first, g_counts = _runs(gt_group[gt_order])
+    # The box run of each detection's group (-1: its group has no box), then each detection with every
+    # box of its group: by group, then detection (by rank), then box, as the matching steps expect.
     at = np.minimum(np.searchsorted(g_ids, d_ids), max(len(g_ids) - 1, 0))
-    d_at = np.flatnonzero(g_ids[at] == d_ids) if len(g_ids) else np.zeros(0, dtype=np.int64)
-    g_at = at[d_at]
-    dc, gc = d_counts[d_at], g_counts[g_at]
-    per_group = dc * gc
-    total = int(per_group.sum())
-    group = np.repeat(np.arange(len(d_at)), per_group)
-    local = np.arange(total) - np.repeat(np.cumsum(per_group) - per_group, per_group)
-    det = det_order[d_first[d_at][group] + local // gc[group]]
-    gt = gt_order[g_first[g_at][group] + local % gc[group]]
+    box_run = np.where(g_ids[at] == d_ids, at, -1) if len(g_ids) else np.full(len(d_ids), -1)
+    run_of = np.repeat(box_run, d_counts)
+    with_boxes = run_of >= 0
+    dets, runs = det_order[with_boxes], run_of[with_boxes]
+    det = np.repeat(dets, g_counts[runs])
+    gt = gt_order[concat_ranges(g_first[runs], g_first[runs] + g_counts[runs])]
     return Pairs(det, gt, _pair_ious(det_boxes[det], gt_boxes[gt], gt_crowd[gt])), rank
 
 
@@ -116,9 +115,11 @@ def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.nd
     matched_iou = np.zeros((n_dets, n_thresholds))
     box_free = np.ones((n_boxes, n_thresholds), dtype=bool)
     any_crowd = bool(gt_crowd.any())
-    pair_rank = rank[pairs.det]
-    by_rank = np.argsort(pair_rank, kind='stable')  # within a rank: by group, then by box
-    bounds = np.searchsorted(pair_rank[by_rank], np.arange(int(pair_rank.max(initial=-1)) + 2))
+    # Only a pair that reaches the lowest threshold can be taken: the others wait in no step.
+    live = np.flatnonzero(pairs.iou >= floors.min(initial=np.inf))
+    pair_rank = rank[pairs.det[live]]
+    by_rank = live[np.argsort(pair_rank, kind='stable')]  # within a rank: by group, then by box
+    bounds = np.searchsorted(rank[pairs.det[by_rank]], np.arange(int(pair_rank.max(initial=-1)) + 2))
     for k in range(len(bounds) - 1):
         chosen = by_rank[bounds[k]:bounds[k + 1]]
         if not len(chosen):
