@@ -100,41 +100,48 @@ class BucketTruthBuilder:
     per box."""
 
     def __init__(self):
-        self.positions: List[Place] = []
+        self.range_starts: List[int] = []
+        self.numbers: List[int] = []
         self.image_uris: List[str] = []
         self.ml_uses: List[Optional[str]] = []
         self.offsets = [0]
         self.labels: List[str] = []
         self.boxes: List[float] = []
-        self.crowd: List[bool] = []
+        self.crowd_boxes: List[int] = []  # the positions of the crowd boxes (plain lines have none)
 
     def __len__(self) -> int:
         return len(self.image_uris)
 
+    def _add_unit(self, place: Place, image_uri: str, ml_use: Optional[str]) -> None:
+        self.range_starts.append(place[0])
+        self.numbers.append(place[1])
+        self.image_uris.append(image_uri)
+        self.ml_uses.append(ml_use)
+
     def add_plain(self, place: Place, plain: 'PlainImage') -> None:
-        self.positions.append(place)
-        self.image_uris.append(plain.image_uri)
-        self.ml_uses.append(plain.ml_use)
+        self._add_unit(place, plain.image_uri, plain.ml_use)
         self.labels += plain.labels
         self.boxes += plain.boxes
-        self.crowd += [False] * len(plain.labels)
         self.offsets.append(len(self.labels))
 
     def add_image(self, place: Place, image: GroundTruthImage) -> None:
-        self.positions.append(place)
-        self.image_uris.append(image.image_uri)
-        self.ml_uses.append(image.ml_use)
+        self._add_unit(place, image.image_uri, image.ml_use)
         for box in image.boxes:
+            if box.crowd:
+                self.crowd_boxes.append(len(self.labels))
             self.labels.append(box.label)
             self.boxes += box.box
-            self.crowd.append(box.crowd)
         self.offsets.append(len(self.labels))
 
     def build(self, source_file: str) -> BucketTruth:
         names, codes = label_codes(self.labels)
-        return BucketTruth(source_file, np.array(self.positions, dtype=np.int64).reshape(-1, 2), self.image_uris,
-                           self.ml_uses, np.array(self.offsets, dtype=np.int64), names, codes,
-                           np.array(self.boxes, dtype=np.float64).reshape(-1, 4), np.array(self.crowd, dtype=bool))
+        crowd = np.zeros(len(self.labels), dtype=bool)
+        crowd[self.crowd_boxes] = True
+        positions = np.stack([np.array(self.range_starts, dtype=np.int64), np.array(self.numbers, dtype=np.int64)],
+                             axis=1).reshape(-1, 2)
+        offsets = np.array(self.offsets, dtype=np.int64)
+        boxes = np.array(self.boxes, dtype=np.float64).reshape(-1, 4)
+        return BucketTruth(source_file, positions, self.image_uris, self.ml_uses, offsets, names, codes, boxes, crowd)
 
 
 def merge_units(units: Iterable[PlacedImage]) -> List[GroundTruthImage]:
