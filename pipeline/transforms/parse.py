@@ -137,7 +137,8 @@ def tune_garbage_collector() -> None:
 
 def failed_batch_to_dead_letters(failure):
     """The net under ParseBatchFn: a batch that raised unexpectedly becomes one invalid_record dead
-    letter per line, so no line is lost even to a bug."""
+    letter per line (a range of ground truth, one invalid_ground_truth dead letter), so no line is lost
+    even to a bug."""
     batch, (exc_type, exc_repr, _) = failure
     if isinstance(batch, TruthRange):
         yield dead_letters.make_dead_letter(
