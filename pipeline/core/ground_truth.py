@@ -109,9 +109,6 @@ class BucketTruthBuilder:
         self.boxes: List[float] = []
         self.crowd_boxes: List[int] = []  # the positions of the crowd boxes (plain lines have none)
 
-    def __len__(self) -> int:
-        return len(self.image_uris)
-
     def _add_unit(self, place: Place, image_uri: str, ml_use: Optional[str]) -> None:
         self.range_starts.append(place[0])
         self.numbers.append(place[1])

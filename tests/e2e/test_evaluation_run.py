@@ -217,3 +217,20 @@ def test_a_local_run_spills_its_join_to_a_folder_of_its_own_and_removes_it(tmp_p
     assert not os.listdir(scratch)
     (metrics,) = json.loads((tmp_path / 'out' / 'evaluation' / 'metrics.json').read_text())['runs']
     assert metrics['images'] == 2
+
+
+@pytest.mark.parametrize('table', ['confidence_metrics', 'confusion_matrix'])
+def test_a_users_file_named_as_our_small_table_stops_the_run_and_stays(run, tmp_path, table):
+    """The small tables are written straight to their one file: a file of that name that no run of
+    ours wrote is never overwritten."""
+    folder = tmp_path / 'in' / 'prediction-m-2026-12-01T00:00:00.000Z'
+    folder.mkdir(parents=True)
+    (folder / 'image_object_detection_1.jsonl').write_bytes(
+        legacy_line('gs://folder/image1.png', (1, 1), [('car', [0.1, 0.1, 0.2, 0.2], 0.9)]) + b'\n')
+    users = tmp_path / 'out' / 'evaluation' / table / 'part-00000-of-00001.parquet'
+    users.parent.mkdir(parents=True)
+    users.write_bytes(b'not ours')
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'out', '--ground_truth',
+                 FIXTURES / 'vertex_import.jsonl', '--report=false', check=False)
+    assert result.returncode == 2 and 'part-00000-of-00001.parquet' in result.stderr
+    assert users.read_bytes() == b'not ours'
