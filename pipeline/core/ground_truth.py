@@ -14,6 +14,9 @@ Pure: the callers read the files and say where each unit came from.
 """
 import csv
 import math
+import operator
+from array import array
+from itertools import chain
 from typing import Annotated, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import msgspec
@@ -23,7 +26,7 @@ import orjson
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.decoding import is_utf8
 from pipeline.core.formats import COORDINATE_TOLERANCE
-from pipeline.core.matching import label_codes
+from pipeline.core.matching import concat_ranges, label_codes
 
 ML_USES = ('training', 'validation', 'test', 'unassigned')
 _ML_USE_SPELLINGS = {'train': 'training', 'training': 'training', 'validation': 'validation', 'test': 'test',
@@ -109,20 +112,11 @@ class BucketTruthBuilder:
         self.boxes: List[float] = []
         self.crowd_boxes: List[int] = []  # the positions of the crowd boxes (plain lines have none)
 
-    def _add_unit(self, place: Place, image_uri: str, ml_use: Optional[str]) -> None:
+    def add_image(self, place: Place, image: GroundTruthImage) -> None:
         self.range_starts.append(place[0])
         self.numbers.append(place[1])
-        self.image_uris.append(image_uri)
-        self.ml_uses.append(ml_use)
-
-    def add_plain(self, place: Place, plain: 'PlainImage') -> None:
-        self._add_unit(place, plain.image_uri, plain.ml_use)
-        self.labels += plain.labels
-        self.boxes += plain.boxes
-        self.offsets.append(len(self.labels))
-
-    def add_image(self, place: Place, image: GroundTruthImage) -> None:
-        self._add_unit(place, image.image_uri, image.ml_use)
+        self.image_uris.append(image.image_uri)
+        self.ml_uses.append(image.ml_use)
         for box in image.boxes:
             if box.crowd:
                 self.crowd_boxes.append(len(self.labels))
@@ -212,48 +206,97 @@ class _ImportLine(msgspec.Struct, gc=False):
 _IMPORT_LINE = msgspec.json.Decoder(_ImportLine)
 
 
-class PlainImage(NamedTuple):
-    """A plain import line as columns: no object per box."""
-    image_uri: str
-    ml_use: Optional[str]
-    labels: List[str]
-    boxes: List[float]  # x_min, y_min, x_max, y_max of each box, one after the other
+class PlainLines(NamedTuple):
+    """The plain import lines of a chunk as columns: no object per box or per line."""
+    taken: np.ndarray  # (lines,) int64: the position of each line in the chunk
+    image_uris: List[str]
+    ml_uses: List[Optional[str]]
+    offsets: np.ndarray  # (lines + 1,): the boxes of line i are offsets[i]:offsets[i + 1]
+    label_names: List[str]
+    label_codes: np.ndarray  # (boxes,) positions in label_names
+    boxes: np.ndarray  # (boxes, 4) float64: x_min, y_min, x_max, y_max
+
+    def lines_at(self, lines: np.ndarray) -> 'PlainLines':
+        """The columns of some of the lines (positions into these columns), in the order given."""
+        starts, ends = self.offsets[lines], self.offsets[lines + 1]
+        rows = concat_ranges(starts, ends)
+        return PlainLines(self.taken[lines], [self.image_uris[i] for i in lines.tolist()],
+                          [self.ml_uses[i] for i in lines.tolist()], np.r_[0, np.cumsum(ends - starts)],
+                          self.label_names, self.label_codes[rows], self.boxes[rows])
+
+    def bucket_parts(self, source_file: str, places: np.ndarray, buckets: np.ndarray) -> Dict[int, BucketTruth]:
+        """The lines as one BucketTruth per bucket, each bucket's in file order; `places` (lines, 2)
+        and `buckets` give each line's."""
+        order = np.argsort(buckets, kind='stable')
+        bounds = np.flatnonzero(np.diff(buckets[order])) + 1
+        return {int(buckets[lines[0]]): self.lines_at(lines).as_truth(source_file, places[lines])
+                for lines in np.split(order, bounds) if len(lines)}
+
+    def as_truth(self, source_file: str, places: np.ndarray) -> BucketTruth:
+        """As a BucketTruth, with the labels its boxes use only."""
+        used, codes = np.unique(self.label_codes, return_inverse=True)
+        return BucketTruth(source_file, places, self.image_uris, self.ml_uses, self.offsets,
+                           [self.label_names[code] for code in used.tolist()], codes.astype(np.int32).reshape(-1),
+                           self.boxes, np.zeros(len(codes), dtype=bool))
 
 
-def plain_vertex_line(line: bytes) -> Optional[PlainImage]:
-    """The common, valid import line through the typed decoder; None for any other (the full check
-    decides those, with its messages)."""
-    if not (line.isascii() or is_utf8(line)):  # msgspec does not check the strings it skips
-        return None
-    try:
-        record = _IMPORT_LINE.decode(line)
-    except (msgspec.DecodeError, RecursionError):
-        return None
-    if not record.imageGcsUri.strip():
-        return None
+_LABEL = operator.attrgetter('displayName')
+_COORDINATES = operator.attrgetter('xMin', 'yMin', 'xMax', 'yMax')
+
+
+def plain_vertex_lines(lines: Sequence[bytes]) -> Tuple[PlainLines, List[int]]:
+    """(the common, valid import lines of a chunk as columns, through the typed decoder; the positions
+    of the others, which the full check decides with its messages)."""
+    taken: List[int] = []
+    declined: List[int] = []
+    uris: List[str] = []
+    uses: List[Optional[str]] = []
+    counts: List[int] = []
     labels: List[str] = []
-    boxes: List[float] = []
-    for box in record.boundingBoxAnnotations:
-        if not (box.xMin < box.xMax and box.yMin < box.yMax):
-            return None
-        labels.append(box.displayName)
-        boxes += (box.xMin, box.yMin, box.xMax, box.yMax)
-    use = record.dataItemResourceLabels.get(ML_USE_LABEL)
-    if use is not None and use != '' and use.strip().lower() not in _ML_USE_SPELLINGS:
-        return None
-    return PlainImage(record.imageGcsUri, ml_use(use), labels, boxes)
+    coordinates = array('d')
+    decode = _IMPORT_LINE.decode
+    for position, line in enumerate(lines):
+        if not (line.isascii() or is_utf8(line)):  # msgspec does not check the strings it skips
+            declined.append(position)
+            continue
+        try:
+            record = decode(line)
+        except (msgspec.DecodeError, RecursionError):
+            declined.append(position)
+            continue
+        use = record.dataItemResourceLabels.get(ML_USE_LABEL) if record.dataItemResourceLabels else None
+        if not record.imageGcsUri.strip() or (use and use.strip().lower() not in _ML_USE_SPELLINGS):
+            declined.append(position)
+            continue
+        taken.append(position)
+        uris.append(record.imageGcsUri)
+        uses.append(ml_use(use))
+        boxes = record.boundingBoxAnnotations
+        counts.append(len(boxes))
+        labels += map(_LABEL, boxes)  # taken apart at once, while the objects are in the CPU's cache
+        coordinates.extend(chain.from_iterable(map(_COORDINATES, boxes)))
+    names, codes = label_codes(labels)
+    box_array = np.frombuffer(coordinates, dtype=np.float64).reshape(-1, 4)
+    plain = PlainLines(np.array(taken, dtype=np.int64), uris, uses, np.r_[0, np.cumsum(counts, dtype=np.int64)],
+                       names, codes, box_array)
+    flat = (box_array[:, 0] >= box_array[:, 2]) | (box_array[:, 1] >= box_array[:, 3])
+    if not flat.any():
+        return plain, declined
+    # A line with a box without area is for the full check to name.
+    with_flat = np.unique(np.repeat(np.arange(len(counts)), counts)[flat])
+    kept = np.setdiff1d(np.arange(len(counts)), with_flat)
+    return plain.lines_at(kept), sorted(declined + plain.taken[with_flat].tolist())
 
 
 def parse_vertex_line(line: bytes) -> GroundTruthUnit:
     """One line of an `image_bounding_box_io_format_1.0.0` import file: the typed decoder for the
     common case, the full check (orjson) for the rest."""
-    plain = plain_vertex_line(line)
-    if plain is None:
+    plain, declined = plain_vertex_lines([line])
+    if declined:
         return parse_vertex_line_fully(line)
-    b = plain.boxes
-    return GroundTruthImage(plain.image_uri, tuple(
-        GroundTruthBox(label, (b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]))
-        for i, label in enumerate(plain.labels)), plain.ml_use)
+    return GroundTruthImage(plain.image_uris[0], tuple(
+        GroundTruthBox(plain.label_names[code], tuple(box))
+        for code, box in zip(plain.label_codes.tolist(), plain.boxes.tolist())), plain.ml_uses[0])
 
 
 def parse_vertex_line_fully(line: bytes) -> GroundTruthUnit:

@@ -8,7 +8,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config.options import GROUND_TRUTH_FORMATS
 from pipeline.core import ground_truth
-from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit, Place, PlainImage
+from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit, Place
 from pipeline.core.shards import scheme_of, split_ranges
 from pipeline.io.sources import open_shard, read_range_lines
 
@@ -25,7 +25,7 @@ class Unit(NamedTuple):
     source_file: str
     position: str
     payload: Optional[bytes]
-    parsed: Union[GroundTruthUnit, PlainImage]
+    parsed: GroundTruthUnit
 
 
 def ground_truth_files(pattern: str) -> List[str]:
@@ -98,13 +98,12 @@ def detect_format(path: str, head: bytes) -> str:
 
 
 def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int = 0,
-               end: Optional[int] = None, plain: bool = False) -> Iterator[Tuple[Place, Unit]]:
+               end: Optional[int] = None) -> Iterator[Tuple[Place, Unit]]:
     """(place, unit) for every unit of one ground-truth file, in file order; a file that cannot be
     read is one rejection. A JSONL file may be read in byte ranges [start, end) (the lines that begin
-    there, as the prediction shards are); the other formats are read whole. `plain`: a plain JSONL
-    line comes as a PlainImage (columns), not a GroundTruthImage."""
+    there, as the prediction shards are); the other formats are read whole."""
     if fmt == VERTEX_JSONL:
-        yield from _jsonl_units(path, start, end, plain)
+        yield from _jsonl_units(path, start, end)
         return
     try:
         with open_shard(path) as handle:
@@ -115,7 +114,7 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
     if fmt == 'auto':
         fmt = detect_format(path, data[:HEAD_BYTES])
         if fmt == VERTEX_JSONL:
-            yield from _jsonl_units(path, start, end, plain)
+            yield from _jsonl_units(path, start, end)
             return
     if fmt == COCO:
         images, rejected = ground_truth.parse_coco(data, image_prefix)
@@ -133,23 +132,59 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
         yield (0, number), Unit(path, f'line {number}', row.encode('utf-8'), parsed)
 
 
-def _jsonl_units(path: str, start: int, end: Optional[int], plain_lines: bool) -> Iterator[Tuple[Place, Unit]]:
-    """The units of a JSONL range; with `plain_lines`, a plain line is a PlainImage (columns)."""
-    where = 'line {}' if start == 0 else f'line {{}} of the range from byte {start}'
+class LineChunk(NamedTuple):
+    """Non-blank lines of a JSONL range, read in one go, with their numbers in the range (from 1;
+    blank lines are numbered, not given)."""
+    source_file: str
+    range_start: int
+    numbers: List[int]
+    lines: List[bytes]
+
+    def position(self, index: int) -> str:
+        """Where the index-th line of the chunk is, in words (a dead letter's position)."""
+        return line_position(self.range_start, self.numbers[index])
+
+
+def line_position(range_start: int, number: int) -> str:
+    return f'line {number}' if range_start == 0 else f'line {number} of the range from byte {range_start}'
+
+
+def jsonl_chunks(path: str, start: int, end: Optional[int],
+                 lines_per_chunk: int) -> Iterator[Union[LineChunk, Tuple[Place, Unit]]]:
+    """The lines of a JSONL range in chunks; a read that breaks gives what was read, then a rejection
+    for the rest of the range."""
+    chunk = LineChunk(path, start, [], [])
     number = 0
     try:
         with open_shard(path) as handle:
             for number, line in enumerate(read_range_lines(handle, start, end), start=1):
                 if line.strip():
-                    if plain_lines:  # a line the typed decoder declines goes to the full check, once
-                        plain = ground_truth.plain_vertex_line(line)
-                        parsed = plain if plain is not None else ground_truth.parse_vertex_line_fully(line)
-                    else:
-                        parsed = ground_truth.parse_vertex_line(line)
-                    yield (start, number), Unit(path, where.format(number), line, parsed)
+                    chunk.numbers.append(number)
+                    chunk.lines.append(line)
+                    if len(chunk.lines) == lines_per_chunk:
+                        yield chunk
+                        chunk = LineChunk(path, start, [], [])
     except Exception as exc:
-        yield (start, number + 1), Unit(path, where.format(number + 1) + ' on', None, GroundTruthRejection(
+        if chunk.lines:
+            yield chunk
+        yield (start, number + 1), Unit(path, line_position(start, number + 1) + ' on', None, GroundTruthRejection(
             f'could not read the file from there: {exc!r}'))
+        return
+    if chunk.lines:
+        yield chunk
+
+
+# Lines read at a time, where the caller takes them one by one.
+_LINES_PER_CHUNK = 10_000
+
+
+def _jsonl_units(path: str, start: int, end: Optional[int]) -> Iterator[Tuple[Place, Unit]]:
+    for chunk in jsonl_chunks(path, start, end, _LINES_PER_CHUNK):
+        if not isinstance(chunk, LineChunk):
+            yield chunk
+            continue
+        for index, (number, line) in enumerate(zip(chunk.numbers, chunk.lines)):
+            yield (start, number), Unit(path, chunk.position(index), line, ground_truth.parse_vertex_line(line))
 
 
 def ranges_of(path: str, fmt: str, range_bytes: int) -> List[Tuple[str, str, int, Optional[int]]]:

@@ -3,22 +3,27 @@ a work item read beside the prediction shards, in the same step (no stage and no
 own); its usable units leave in one element per bucket, packed, for the evaluation to join with the
 prediction lines of the same bucket, and each unit that cannot be used is a dead letter. Rows read ==
 rows used + dead letters, as for the predictions."""
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+import collections
+import itertools
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
+from pipeline.core import ground_truth as core
 from pipeline.core.counts import Counts
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.evaluation import LABELLED, bucket_of, packed
-from pipeline.core.ground_truth import BucketTruthBuilder, GroundTruthRejection, PlainImage
+from pipeline.core.ground_truth import BucketTruth, BucketTruthBuilder, GroundTruthRejection, Place
 from pipeline.io import ground_truth as files
 from pipeline.io.spill import Payload
 from pipeline.transforms.count import counted
 
-# Units gathered before they leave in one element per bucket (each flush makes an element per bucket:
-# few and large is cheaper), and the byte ranges JSONL files are read in.
+# Units (of JSONL: lines, plain or not) gathered before they leave in one element per bucket (each
+# flush makes an element per bucket: few and large is cheaper), and the byte ranges JSONL files are
+# read in.
 UNITS_PER_FLUSH = 50_000
 GROUND_TRUTH_RANGE_BYTES = 32 * 1024 * 1024
 
@@ -45,31 +50,62 @@ def read_truth_range(work: TruthRange, image_prefix: str, buckets: int,
     """The outputs of one range, tagged as the parse step's: 'evaluation_parts' (bucket, (LABELLED,
     None, payload of a packed BucketTruth)) for its usable units, 'dead_letters' an invalid_ground_truth
     record per unusable one, and 'counts'."""
-    read = used = 0
+    tally = collections.Counter({names.GROUND_TRUTH_ROWS_READ: 0, names.GROUND_TRUTH_ROWS_USED: 0})
+    if work.fmt == files.VERTEX_JSONL:  # plain lines as columns, a chunk at a time
+        for chunk in files.jsonl_chunks(work.path, work.start, work.end, UNITS_PER_FLUSH):
+            if isinstance(chunk, files.LineChunk):
+                yield from _chunk_outputs(chunk, buckets, payload, tally)
+            else:
+                yield from _units_outputs([chunk], work.path, buckets, payload, tally)
+    else:
+        units = files.read_units(work.path, work.fmt, image_prefix, work.start, work.end)
+        for flush in _batched(units, UNITS_PER_FLUSH):
+            yield from _units_outputs(flush, work.path, buckets, payload, tally)
+    yield counted(Counts(tally))
+
+
+def _chunk_outputs(chunk: files.LineChunk, buckets: int, payload, tally: collections.Counter) -> Iterator:
+    """A chunk of JSONL lines: the plain ones split by bucket as columns, the others one by one."""
+    plain, declined = core.plain_vertex_lines(chunk.lines)
+    places = np.stack([np.full(len(plain.taken), chunk.range_start, dtype=np.int64),
+                       np.array(chunk.numbers, dtype=np.int64)[plain.taken]], axis=1)
+    bucket_of_line = np.fromiter((bucket_of(uri, buckets) for uri in plain.image_uris), dtype=np.int64,
+                                 count=len(plain.image_uris))
+    tally[names.GROUND_TRUTH_ROWS_READ] += len(plain.taken)
+    tally[names.GROUND_TRUTH_ROWS_USED] += len(plain.taken)
+    for bucket, part in plain.bucket_parts(chunk.source_file, places, bucket_of_line).items():
+        yield _part_output(bucket, part, payload)
+    units = (((chunk.range_start, chunk.numbers[index]), files.Unit(
+        chunk.source_file, chunk.position(index), chunk.lines[index],
+        core.parse_vertex_line_fully(chunk.lines[index]))) for index in declined)
+    yield from _units_outputs(units, chunk.source_file, buckets, payload, tally)
+
+
+def _units_outputs(units: Iterable[Tuple[Place, files.Unit]], path: str, buckets: int, payload,
+                   tally: collections.Counter) -> Iterator:
+    """Units one by one: the usable ones gathered per bucket, a dead letter for each of the others."""
     pending: Dict[int, BucketTruthBuilder] = {}
-    for place, unit in files.read_units(work.path, work.fmt, image_prefix, work.start, work.end, plain=True):
-        read += 1
+    for place, unit in units:
+        tally[names.GROUND_TRUTH_ROWS_READ] += 1
         if isinstance(unit.parsed, GroundTruthRejection):
             yield beam.pvalue.TaggedOutput('dead_letters', dead_letters.make_dead_letter(
                 INVALID_GROUND_TRUTH, unit.source_file, f'{unit.position}: {unit.parsed.message}',
                 unit.payload, unit.parsed.image_uri))
             continue
-        used += 1
-        builder = pending.get(bucket := bucket_of(unit.parsed.image_uri, buckets))
-        if builder is None:
-            builder = pending[bucket] = BucketTruthBuilder()
-        if isinstance(unit.parsed, PlainImage):
-            builder.add_plain(place, unit.parsed)
-        else:
-            builder.add_image(place, unit.parsed)
-        if used % UNITS_PER_FLUSH == 0:
-            yield from _parts(pending, work.path, payload)
-            pending = {}
-    yield from _parts(pending, work.path, payload)
-    yield counted(Counts({names.GROUND_TRUTH_ROWS_READ: read, names.GROUND_TRUTH_ROWS_USED: used}))
+        tally[names.GROUND_TRUTH_ROWS_USED] += 1
+        bucket = bucket_of(unit.parsed.image_uri, buckets)
+        if bucket not in pending:
+            pending[bucket] = BucketTruthBuilder()
+        pending[bucket].add_image(place, unit.parsed)
+    for bucket, builder in pending.items():
+        yield _part_output(bucket, builder.build(path), payload)
 
 
-def _parts(pending: Dict[int, BucketTruthBuilder], path: str, payload) -> Iterator[beam.pvalue.TaggedOutput]:
-    for bucket, units in pending.items():
-        yield beam.pvalue.TaggedOutput('evaluation_parts',
-                                       (bucket, (LABELLED, None, payload(packed(units.build(path))))))
+def _part_output(bucket: int, part: BucketTruth, payload) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput('evaluation_parts', (bucket, (LABELLED, None, payload(packed(part)))))
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch

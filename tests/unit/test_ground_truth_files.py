@@ -5,7 +5,7 @@ import shutil
 import pytest
 from conftest import ROOT
 
-from pipeline.core.ground_truth import GroundTruthImage, GroundTruthRejection
+from pipeline.core.ground_truth import GroundTruthImage, GroundTruthRejection, PlacedImage
 from pipeline.io.ground_truth import (
     AUTOML_CSV,
     COCO,
@@ -88,21 +88,40 @@ def test_empty_files_beside_the_ground_truth_are_left_out(tmp_path):
         resolve_ground_truth(str(tmp_path))
 
 
-def test_plain_lines_as_columns_hold_what_the_images_hold(tmp_path):
-    """The job reads plain JSONL lines as columns; built into a bucket, they give the same images as
-    the lines parsed one by one, and a line that is not plain still comes through the full check."""
-    from pipeline.core.ground_truth import BucketTruthBuilder, GroundTruthRejection, PlainImage, merge_units
+@pytest.mark.parametrize('lines_per_chunk', [2, 50_000])
+def test_plain_lines_as_columns_hold_what_the_images_hold(tmp_path, monkeypatch, lines_per_chunk):
+    """The job reads JSONL lines a chunk at a time, the plain ones as columns split by bucket; put back
+    together, they give the same images as the lines parsed one by one, and every line that is not
+    plain (a box without area, an odd ML use, not an object, bad UTF-8) still comes through the full
+    check, with its own place."""
+    from pipeline.core.evaluation import unpacked
+    from pipeline.core.ground_truth import merge_units
+    from pipeline.transforms import ground_truth as reading
+    monkeypatch.setattr(reading, 'UNITS_PER_FLUSH', lines_per_chunk)
     path = tmp_path / 'labels.jsonl'
-    path.write_bytes((FIXTURES / 'vertex_import.jsonl').read_bytes() + b'{"imageGcsUri": 7}\n')
-    builder, rejected = BucketTruthBuilder(), []
-    for place, unit in read_units(str(path), VERTEX_JSONL, plain=True):
-        if isinstance(unit.parsed, GroundTruthRejection):
-            rejected.append(unit)
-        elif isinstance(unit.parsed, PlainImage):
-            builder.add_plain(place, unit.parsed)
-        else:
-            builder.add_image(place, unit.parsed)
-    expected = [unit.parsed for _, unit in read_units(str(path), VERTEX_JSONL)
-                if not isinstance(unit.parsed, GroundTruthRejection)]
-    assert merge_units(builder.build(str(path)).units()) == sorted(expected, key=lambda image: image.image_uri)
-    assert len(rejected) == 1
+    box = '{"displayName": "%s", "xMin": %s, "yMin": 0.1, "xMax": 0.5, "yMax": 0.9}'
+    path.write_bytes((FIXTURES / 'vertex_import.jsonl').read_bytes() + '\n'.join([
+        '{"imageGcsUri": 7}',
+        '{"imageGcsUri": "gs://b/flat.jpg", "boundingBoxAnnotations": [%s, %s]}' % (box % ('cat', 0.2), box % ('cat', 0.5)),
+        '{"imageGcsUri": "gs://b/use.jpg", "dataItemResourceLabels": {"aiplatform.googleapis.com/ml_use": "holdout"}}',
+        '{"imageGcsUri": "gs://b/Train.jpg", "boundingBoxAnnotations": [%s], '
+        '"dataItemResourceLabels": {"aiplatform.googleapis.com/ml_use": " Train "}}' % (box % ('dog', 0.1)),
+        '',
+        '{"imageGcsUri": "gs://b/caf\u00e9.jpg", "boundingBoxAnnotations": [%s]}' % (box % ('chat noir', 0.1)),
+        '{"imageGcsUri": "gs://b/cat.jpg", "boundingBoxAnnotations": [%s]}' % (box % ('cat', 0)),
+    ]).encode() + '\n{"imageGcsUri": "gs://b/x.jpg", "boundingBoxAnnotations": [{"displayName": "\xe9"}]}\n'.encode(
+        'latin-1'))
+    outputs = {}
+    for work in reading.truth_ranges([(str(path), VERTEX_JSONL)], range_bytes=400):
+        for output in reading.read_truth_range(work, '', 3):
+            outputs.setdefault(output.tag, []).append(output.value)
+    units = [unit for _, (_, _, data) in outputs['evaluation_parts'] for unit in unpacked(data).units()]
+    expected = [(place, unit) for work in reading.truth_ranges([(str(path), VERTEX_JSONL)], range_bytes=400)
+                for place, unit in read_units(str(path), VERTEX_JSONL, '', work.start, work.end)]
+    assert merge_units(units) == merge_units(
+        PlacedImage(unit.source_file, place, unit.parsed) for place, unit in expected
+        if not isinstance(unit.parsed, GroundTruthRejection)) != []
+    rejected = [f'{unit.position}: {unit.parsed.message}' for _, unit in expected
+                if isinstance(unit.parsed, GroundTruthRejection)]
+    assert [record['error_message'] for record in outputs['dead_letters']] == rejected
+    assert len(rejected) == 4  # not an object, the flat box, the odd ML use, bad UTF-8
