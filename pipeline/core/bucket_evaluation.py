@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core.columns import concat_ranges, joined_codes, label_codes, recoded
 from pipeline.core.evaluation import (
     FALSE_POSITIVE,
     FN,
@@ -22,7 +23,7 @@ from pipeline.core.evaluation import (
     grid_counts,
 )
 from pipeline.core.ground_truth import BucketTruth, GroundTruthImage
-from pipeline.core.matching import concat_ranges, label_codes, match_groups, recoded
+from pipeline.core.matching import match_groups
 from pipeline.core.schema import MATCHES_SCHEMA
 
 
@@ -252,11 +253,10 @@ def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[B
     line_end = np.concatenate([np.zeros(0, dtype=np.int64)] + [lines[p].offsets[1:] + row_base[p] for p in mine])
     known = np.flatnonzero(line_image >= 0)
     positions = np.concatenate([np.zeros(0, dtype=np.int64)] + [lines[p].positions for p in mine])
-    range_starts = np.array([lines[p].range_start for p in mine], dtype=np.int64)
-    file_rank = _ranks([lines[p].source_file for p in mine])
-    local_part = np.repeat(np.arange(len(mine)), [len(lines[p].image_uris) for p in mine])
-    order = known[np.lexsort((positions[known], range_starts[local_part[known]], file_rank[local_part[known]],
-                              line_image[known]))]
+    range_starts = np.concatenate([np.zeros(0, dtype=np.int64)] + [lines[p].range_starts for p in mine])
+    files, file_codes = joined_codes([(lines[p].source_files, lines[p].file_codes) for p in mine])
+    file_rank = _ranks(files)[file_codes]
+    order = known[np.lexsort((positions[known], range_starts[known], file_rank[known], line_image[known]))]
     chosen = order[_group_starts(line_image[order])]  # each image's first line, by image
     rows = concat_ranges(line_start[chosen], line_end[chosen])
     labels, scores, boxes = detections

@@ -16,8 +16,8 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
+from pipeline.core.columns import compacted, joined_codes, label_codes, rows_of, split_by_key
 from pipeline.core.decoding import DecodedLines
-from pipeline.core.matching import label_codes
 
 # COCO's recall points (0, 0.01, ..., 1).
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -262,13 +262,14 @@ class RunImage(NamedTuple):
 
 
 class BucketLines(NamedTuple):
-    """The prediction lines of one batch that fall in one bucket, as columns: one Beam element, pickled
-    in one piece, whatever the number of lines (a list of LinePrediction would be pickled line by
-    line), each label's text once (the detections hold codes)."""
+    """Prediction lines of one run as columns: one Beam element, pickled in one piece whatever the
+    number of lines (a list of LinePrediction would be pickled line by line), each label's and file's
+    text once. The parse step gathers the lines of many batches in one and splits it by bucket."""
     prediction_run: Optional[str]
-    source_file: str
-    range_start: int
-    positions: np.ndarray  # of each line among its byte range's lines
+    source_files: List[str]
+    file_codes: np.ndarray  # (lines,) int32: each line's file, a position in source_files
+    range_starts: np.ndarray  # (lines,) int64: the start of the byte range each line was read in
+    positions: np.ndarray  # (lines,) int64: of each line among its byte range's lines
     image_uris: List[str]
     offsets: np.ndarray  # (lines + 1,): the rows of line i are offsets[i]:offsets[i + 1]
     label_names: List[str]
@@ -280,40 +281,64 @@ class BucketLines(NamedTuple):
     def of(cls, prediction_run: Optional[str], source_file: str, range_start: int, positions: Sequence[int],
            image_uris: List[str], offsets: np.ndarray, labels: Sequence[Optional[str]], scores: np.ndarray,
            boxes: np.ndarray) -> 'BucketLines':
+        """Lines of one byte range."""
         names, codes = label_codes(labels)
-        return cls(prediction_run, source_file, range_start, np.asarray(positions, dtype=np.int64), image_uris,
+        lines = len(image_uris)
+        return cls(prediction_run, [source_file], np.zeros(lines, dtype=np.int32),
+                   np.full(lines, range_start, dtype=np.int64), np.asarray(positions, dtype=np.int64), image_uris,
                    np.asarray(offsets, dtype=np.int64), names, codes, scores, boxes)
+
+    @classmethod
+    def joined(cls, parts: Sequence['BucketLines']) -> 'BucketLines':
+        """The lines of parts of one run, one part after the other."""
+        if len(parts) == 1:
+            return parts[0]
+        files, file_codes = joined_codes([(part.source_files, part.file_codes) for part in parts])
+        labels, codes = joined_codes([(part.label_names, part.label_codes) for part in parts])
+        row_base = np.cumsum([0] + [len(part.scores) for part in parts])
+        return cls(parts[0].prediction_run, files, file_codes, np.concatenate([part.range_starts for part in parts]),
+                   np.concatenate([part.positions for part in parts]),
+                   [uri for part in parts for uri in part.image_uris],
+                   np.concatenate([[0]] + [part.offsets[1:] + base for part, base in zip(parts, row_base)]),
+                   labels, codes, np.concatenate([part.scores for part in parts]),
+                   np.concatenate([part.boxes.reshape(-1, 4) for part in parts]))
+
+    def lines_at(self, lines: np.ndarray) -> 'BucketLines':
+        """Some of the lines (positions into these columns), in the order given, with only the names
+        of files and labels they use."""
+        rows, offsets = rows_of(self.offsets, lines)
+        files, file_codes = compacted(self.source_files, self.file_codes[lines])
+        labels, label_codes_ = compacted(self.label_names, self.label_codes[rows])
+        return BucketLines(self.prediction_run, files, file_codes, self.range_starts[lines], self.positions[lines],
+                           [self.image_uris[i] for i in lines.tolist()], offsets, labels, label_codes_,
+                           self.scores[rows], self.boxes[rows])
+
+    def bucket_parts(self, buckets: int) -> Dict[int, 'BucketLines']:
+        """The lines split by the bucket of their image, each bucket's in their order."""
+        line_bucket = np.fromiter((bucket_of(uri, buckets) for uri in self.image_uris), dtype=np.int64,
+                                  count=len(self.image_uris))
+        return {bucket: self.lines_at(lines) for bucket, lines in split_by_key(line_bucket).items()}
 
     def lines(self) -> Iterator[LinePrediction]:
         bounds, positions = self.offsets.tolist(), self.positions.tolist()
+        files, starts = self.file_codes.tolist(), self.range_starts.tolist()
         labels = [self.label_names[code] if code >= 0 else None for code in self.label_codes.tolist()]
         for line, uri in enumerate(self.image_uris):
             start, end = bounds[line], bounds[line + 1]
-            yield LinePrediction(self.prediction_run, uri, (self.source_file, self.range_start, positions[line]),
-                                 labels[start:end], self.scores[start:end], self.boxes[start:end])
+            order = (self.source_files[files[line]], starts[line], positions[line])
+            yield LinePrediction(self.prediction_run, uri, order, labels[start:end], self.scores[start:end],
+                                 self.boxes[start:end])
 
 
-def lines_by_bucket(decoded: DecodedLines, rows: np.ndarray, positions: Sequence[int], source_file: str,
-                    range_start: int, prediction_run: Optional[str], buckets: int) -> Dict[int, BucketLines]:
-    """The kept detections of each decoded line, by the bucket of its image: `rows` are the kept rows of
-    the decoded columns, the rows of a line together in rank order (as the detections table holds them);
+def batch_lines(decoded: DecodedLines, rows: np.ndarray, positions: Sequence[int], source_file: str,
+                range_start: int, prediction_run: Optional[str]) -> BucketLines:
+    """The kept detections of each decoded line of a batch: `rows` are the kept rows of the decoded
+    columns, the rows of a line together in rank order (as the detections table holds them);
     `positions` place each decoded line among its byte range's lines."""
-    line_bucket = np.array([bucket_of(uri, buckets) for uri in decoded.image_uris], dtype=np.int64)
-    row_line = decoded.line_index[rows]
-    row_bucket = line_bucket[row_line]
-    per_line = np.bincount(row_line, minlength=len(decoded.image_uris))
-    names, codes = label_codes([decoded.labels[row] for row in rows.tolist()])  # once for the batch
-    line_positions = np.asarray(positions, dtype=np.int64)
-    out = {}
-    for bucket in np.unique(line_bucket).tolist():
-        lines = np.flatnonzero(line_bucket == bucket)
-        mine = row_bucket == bucket
-        chosen = rows[mine]
-        out[bucket] = BucketLines(
-            prediction_run, source_file, range_start, line_positions[lines],
-            [decoded.image_uris[i] for i in lines.tolist()], np.concatenate([[0], np.cumsum(per_line[lines])]),
-            names, codes[mine], decoded.scores[chosen], decoded.boxes[chosen])
-    return out
+    per_line = np.bincount(decoded.line_index[rows], minlength=len(decoded.image_uris))
+    return BucketLines.of(prediction_run, source_file, range_start, positions, list(decoded.image_uris),
+                          np.r_[0, np.cumsum(per_line)], [decoded.labels[row] for row in rows.tolist()],
+                          decoded.scores[rows], decoded.boxes[rows])
 
 
 class LabelAtIou(NamedTuple):

@@ -23,10 +23,10 @@ import msgspec
 import numpy as np
 import orjson
 
+from pipeline.core.columns import compacted, label_codes, rows_of, split_by_key
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.decoding import is_utf8
 from pipeline.core.formats import COORDINATE_TOLERANCE
-from pipeline.core.matching import concat_ranges, label_codes
 
 ML_USES = ('training', 'validation', 'test', 'unassigned')
 _ML_USE_SPELLINGS = {'train': 'training', 'training': 'training', 'validation': 'validation', 'test': 'test',
@@ -218,25 +218,21 @@ class PlainLines(NamedTuple):
 
     def lines_at(self, lines: np.ndarray) -> 'PlainLines':
         """The columns of some of the lines (positions into these columns), in the order given."""
-        starts, ends = self.offsets[lines], self.offsets[lines + 1]
-        rows = concat_ranges(starts, ends)
+        rows, offsets = rows_of(self.offsets, lines)
         return PlainLines(self.taken[lines], [self.image_uris[i] for i in lines.tolist()],
-                          [self.ml_uses[i] for i in lines.tolist()], np.r_[0, np.cumsum(ends - starts)],
+                          [self.ml_uses[i] for i in lines.tolist()], offsets,
                           self.label_names, self.label_codes[rows], self.boxes[rows])
 
     def bucket_parts(self, source_file: str, places: np.ndarray, buckets: np.ndarray) -> Dict[int, BucketTruth]:
         """The lines as one BucketTruth per bucket, each bucket's in file order; `places` (lines, 2)
         and `buckets` give each line's."""
-        order = np.argsort(buckets, kind='stable')
-        bounds = np.flatnonzero(np.diff(buckets[order])) + 1
-        return {int(buckets[lines[0]]): self.lines_at(lines).as_truth(source_file, places[lines])
-                for lines in np.split(order, bounds) if len(lines)}
+        return {bucket: self.lines_at(lines).as_truth(source_file, places[lines])
+                for bucket, lines in split_by_key(buckets).items()}
 
     def as_truth(self, source_file: str, places: np.ndarray) -> BucketTruth:
         """As a BucketTruth, with the labels its boxes use only."""
-        used, codes = np.unique(self.label_codes, return_inverse=True)
-        return BucketTruth(source_file, places, self.image_uris, self.ml_uses, self.offsets,
-                           [self.label_names[code] for code in used.tolist()], codes.astype(np.int32).reshape(-1),
+        names, codes = compacted(self.label_names, self.label_codes)
+        return BucketTruth(source_file, places, self.image_uris, self.ml_uses, self.offsets, names, codes,
                            self.boxes, np.zeros(len(codes), dtype=bool))
 
 

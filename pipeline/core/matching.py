@@ -7,42 +7,13 @@ takes its box in one step, so the cost is a few dozen array operations per bucke
 image. A group's detections never compete with another group's boxes, so stepping through the ranks
 k = 0, 1, ... together gives each group exactly its own greedy order.
 """
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
-import pyarrow as pa
+
+from pipeline.core.columns import concat_ranges
 
 FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2  # as evaluation's
-
-
-SMALL_LABEL_LISTS = 2000  # labels: below this, a dict codes them faster than Arrow (its cost per call)
-
-
-def label_codes(labels: Sequence[Optional[str]]) -> Tuple[List[str], np.ndarray]:
-    """(the distinct labels, in order of first appearance; the position of each label among them, -1
-    for None): an element of boxes carries each label's text once, not once per box."""
-    if len(labels) < SMALL_LABEL_LISTS:
-        index: dict = {None: -1}
-        codes = np.fromiter((index.setdefault(label, len(index) - 1) for label in labels), dtype=np.int32,
-                            count=len(labels))
-        return [label for label in index if label is not None], codes
-    encoded = pa.array(labels, type=pa.string()).dictionary_encode()
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
-    return encoded.dictionary.to_pylist(), codes
-
-
-def recoded(codes: np.ndarray, names: Sequence[str], index: dict) -> np.ndarray:
-    """Codes into `names` as codes into the vocabulary `index` (name -> code); -1 stays -1."""
-    mapping = np.array([index[name] for name in names] + [-1], dtype=np.int64)
-    return mapping[codes]  # -1 takes the last entry
-
-
-def concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The positions of the ranges [start, end), one after the other."""
-    lengths = ends - starts
-    if not len(lengths):
-        return np.zeros(0, dtype=np.int64)
-    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
 
 
 class Pairs(NamedTuple):

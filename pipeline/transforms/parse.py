@@ -1,16 +1,17 @@
 """Parsing: batches of lines into Arrow tables of detections and images, dead letters and counts, with
 the image sizes resolved per worker."""
 import gc
-from typing import NamedTuple, Optional, Union
+from typing import Dict, List, NamedTuple, Optional, Union
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.config.settings import ExportSettings, PostprocessingSettings, Settings, SizeSettings
 from pipeline.core import dead_letters, progress, shards
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH, INVALID_RECORD
 from pipeline.core.decoding import BatchDecoder
-from pipeline.core.evaluation import PREDICTED, lines_by_bucket, packed
+from pipeline.core.evaluation import PREDICTED, BucketLines, batch_lines, packed
 from pipeline.core.export import export_batch, split_by_bucket, uncertain_lines
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
@@ -34,6 +35,8 @@ class ParseBatchFn(beam.DoFn):
         self._image_prefix = ground_truth_image_prefix
         self._spill_folder = spill_folder  # when set, the evaluation's parts wait there (io.spill)
         self._spill: Optional[SpillWriter] = None
+        self._gathered: Dict[Optional[str], List[BucketLines]] = {}  # run -> lines kept for the evaluation
+        self._gathered_rows = 0
         self._export = export if export is not None and export.enabled else None
         self._report_progress = report_progress
         self._postprocessing = postprocessing
@@ -46,8 +49,11 @@ class ParseBatchFn(beam.DoFn):
 
     def start_bundle(self):
         self._spill = SpillWriter(self._spill_folder) if self._spill_folder else None
+        self._gathered, self._gathered_rows = {}, 0
 
     def finish_bundle(self):
+        for part in self._gathered_parts():
+            yield beam.pvalue.TaggedOutput(part.tag, GlobalWindows.windowed_value(part.value))
         if self._spill is not None:
             self._spill.close()
 
@@ -87,11 +93,11 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('image_uris', decoded.lines.image_uris)
         for record in rejected:
             yield beam.pvalue.TaggedOutput('dead_letters', record)
-        if self._buckets:
-            yield from self._evaluation_parts(batch, decoded, tables.rows, run)
         if self._export is not None:
             yield from self._exported(decoded.lines, tables.rows, sizes, run)
         yield counted(counts)
+        if self._buckets:  # last: the lines are kept only once nothing else of the batch can fail
+            yield from self._gather_lines(batch, decoded, tables.rows, run)
 
     def _exported(self, decoded, rows, sizes, run):
         """The batch's lines to export, with their kept boxes: the uncertain ones, or every line (for the
@@ -111,14 +117,31 @@ class ParseBatchFn(beam.DoFn):
         else:
             yield beam.pvalue.TaggedOutput('exported', batch)
 
-    def _evaluation_parts(self, batch: LineBatch, decoded, rows, run):
-        """(bucket, (PREDICTED, run, packed BucketLines or where it waits)) per bucket the batch's lines
-        fall in."""
+    def _gather_lines(self, batch: LineBatch, decoded, rows, run):
+        """Keeps the batch's lines for the evaluation, first sending on what was gathered when it is
+        full: a bundle's lines leave in one part per bucket and run, not one per batch."""
         rejected = {position for position, _ in decoded.rejections}
         positions = [batch.first + position for position in range(len(batch.lines)) if position not in rejected]
-        for bucket, lines in lines_by_bucket(decoded.lines, rows, positions, batch.source_file, batch.range_start,
-                                             run, self._buckets).items():
-            yield beam.pvalue.TaggedOutput('evaluation_parts', (bucket, (PREDICTED, run, self._payload(packed(lines)))))
+        lines = batch_lines(decoded.lines, rows, positions, batch.source_file, batch.range_start, run)
+        if self._gathered_rows >= GATHERED_ROWS:
+            yield from self._gathered_parts()
+        self._gathered.setdefault(run, []).append(lines)  # last: a batch that failed left nothing here
+        self._gathered_rows += len(lines.scores) + len(lines.image_uris)
+
+    def _gathered_parts(self) -> list:
+        """(bucket, (PREDICTED, run, packed BucketLines or where it waits)) per bucket and run of the
+        gathered lines, all made before any is sent, and the gathered lines let go only then (a failure
+        here leaves them to the next try)."""
+        parts = [beam.pvalue.TaggedOutput('evaluation_parts', (bucket, (PREDICTED, run, self._payload(packed(part)))))
+                 for run, gathered in self._gathered.items()
+                 for bucket, part in BucketLines.joined(gathered).bucket_parts(self._buckets).items()]
+        self._gathered, self._gathered_rows = {}, 0
+        return parts
+
+
+# Lines and detections a worker gathers for the evaluation before it sends them on, split by bucket
+# (about 15 MB of columns).
+GATHERED_ROWS = 300_000
 
 
 # Python's cyclic collector runs every 700 net container allocations, and a full pass walks every

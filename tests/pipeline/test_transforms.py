@@ -3,6 +3,7 @@ import gzip
 import json
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 from beam_testing import local_test_pipeline
 
@@ -136,6 +137,78 @@ def test_a_batch_that_raises_becomes_dead_letters_line_by_line(monkeypatch, lega
             lambda d: (d['kind'], 'bug in assembly' in d['error_message'], d['payload']))
         assert_that(dead, equal_to([(INVALID_RECORD, True, line.decode()) for line in legacy_lines[:4]]))
         assert_that(parsed.images, equal_to([]), label='NoImages')
+
+
+@pytest.mark.parametrize('gathered_rows', [0, 10_000])
+def test_the_lines_of_a_bundle_leave_for_the_evaluation_once_in_a_part_per_bucket(monkeypatch, legacy_lines,
+                                                                                  gathered_rows):
+    """Batches of several files and runs, gathered per bundle (sent on at every batch when the limit is
+    0): every kept line reaches the join once, in the bucket of its image, with its run, file, range
+    and position; a batch that fails is dead letters and leaves nothing there."""
+    import dataclasses
+
+    from pipeline.core.evaluation import PREDICTED, bucket_of, unpacked
+    from pipeline.core.shards import prediction_run
+    monkeypatch.setattr(parse, 'GATHERED_ROWS', gathered_rows)
+    base = settings(score_threshold=0.1)
+    evaluating = dataclasses.replace(base, evaluation=dataclasses.replace(
+        base.evaluation, ground_truth='truth.jsonl', buckets=3))
+    batches = [LineBatch(f'gs://b/prediction-{run}/f{n}.jsonl', legacy_lines[n:n + 2], first=10 * n,
+                         range_start=100 * n) for n, run in enumerate(['a', 'a', 'b', 'a'])]
+    batches.append(LineBatch('gs://b/prediction-a/broken.jsonl', legacy_lines[:1]))
+    real_batch_lines = parse.batch_lines
+
+    def failing_for_broken(decoded, rows, positions, source_file, *rest):
+        if 'broken' in source_file:
+            raise RuntimeError('boom')
+        return real_batch_lines(decoded, rows, positions, source_file, *rest)
+    monkeypatch.setattr(parse, 'batch_lines', failing_for_broken)
+    with local_test_pipeline() as p:
+        manifest = p | 'Manifest' >> beam.Create([None])
+        parsed = p | beam.Create(batches) | ParsePredictions(evaluating, manifest)
+        lines = parsed.evaluation_parts | beam.FlatMapTuple(lambda bucket, part: [
+            (bucket == bucket_of(line.image_uri, 3), part[0] == PREDICTED, part[1], line.order[0].rsplit('/', 1)[1],
+             line.order[1:]) for line in unpacked(part[2]).lines()])
+        assert_that(lines, equal_to([(True, True, prediction_run(batch.source_file), f'f{n}.jsonl', (100 * n, 10 * n + k))
+                                     for n, batch in enumerate(batches[:4]) for k in range(2)]), label='EachLineOnce')
+        assert_that(parsed.dead_letters | beam.Map(lambda d: d['source_file']),
+                    equal_to(['gs://b/prediction-a/broken.jsonl']), label='TheFailedBatch')
+
+
+def test_gathered_lines_that_cannot_be_sent_wait_for_the_next_try(monkeypatch, legacy_lines):
+    """Sending the gathered lines fails once: the batch it happened in is dead letters, and the lines
+    gathered before still reach the join, once."""
+    import dataclasses
+
+    from pipeline.core.evaluation import unpacked
+    monkeypatch.setattr(parse, 'GATHERED_ROWS', 0)
+    real_packed, calls = parse.packed, []
+
+    def failing_once(part):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError('disk full')
+        return real_packed(part)
+    monkeypatch.setattr(parse, 'packed', failing_once)
+    base = settings(score_threshold=0.1)
+    evaluating = dataclasses.replace(base, evaluation=dataclasses.replace(
+        base.evaluation, ground_truth='truth.jsonl', buckets=2))
+    batches = [LineBatch(f'gs://b/prediction-a/f{n}.jsonl', [line]) for n, line in enumerate(legacy_lines[:4])]
+    with local_test_pipeline() as p:
+        manifest = p | 'Manifest' >> beam.Create([None])
+        parsed = p | beam.Create(batches) | ParsePredictions(evaluating, manifest)
+        sent = parsed.evaluation_parts | 'Sent' >> beam.FlatMapTuple(
+            lambda _, part: [line.order[0] for line in unpacked(part[2]).lines()])
+        dead = parsed.dead_letters | 'Dead' >> beam.Map(lambda d: d['source_file'])
+        everything = ((sent | 'AllSent' >> beam.combiners.ToList()), (dead | 'AllDead' >> beam.combiners.ToList()))
+
+        def check(both):
+            (sent_files, dead_files), = both
+            assert len(dead_files) == 1
+            assert sorted(sent_files + dead_files) == sorted(batch.source_file for batch in batches)
+        joined = p | 'One' >> beam.Create([None]) | beam.Map(
+            lambda _, s, d: (s, d), beam.pvalue.AsSingleton(everything[0]), beam.pvalue.AsSingleton(everything[1]))
+        assert_that(joined, check, label='OnceEach')
 
 
 def test_count_duplicate_image_uris_across_batches():

@@ -2,6 +2,8 @@
 at a time, itself held to pycocotools): the same AP counts, tp/fp/fn, confidence counts, confusion
 cells and per-box rows, on generated sets with crowd boxes, detections without a label, ties in score
 and images without detections or without boxes."""
+import itertools
+
 import numpy as np
 import pytest
 from coco_testing import generated_set, normalized
@@ -119,12 +121,18 @@ def test_assembling_a_bucket_follows_the_order_rules():
         for file, range_start in (('p2', 0), ('p1', 64), ('p1', 0)):
             chosen = [str(uri) for uri in rng.choice(uris + ['gs://b/none.jpg'], size=5)]
             counts = rng.integers(0, 3, size=len(chosen))
-            labels = [str(rng.choice(['cat', 'dog', 'fox'])) for _ in range(int(counts.sum()))]
+            labels = [str(rng.choice(['cat', 'dog', 'fox'])) if rng.random() > 0.1 else None
+                      for _ in range(int(counts.sum()))]
             lines.append(BucketLines.of(run, file, range_start, list(rng.permutation(len(chosen))), chosen,
                                         np.r_[0, np.cumsum(counts)], labels, rng.random(len(labels)),
                                         rng.random((len(labels), 4))))
-    for ml_use in (None, 'test'):
-        got = assemble(parts, lines, ['a', 'b'], ml_use)
+    # As the parse step sends them: a run's lines joined, then split by bucket (here, by a hash into 2).
+    regathered = [part for run in ('a', 'b') for part in BucketLines.joined(
+        [line for line in lines if line.prediction_run == run]).bucket_parts(2).values()]
+    assert sorted(line for part in regathered for line in map(_comparable, part.lines())) == sorted(
+        line for part in lines for line in map(_comparable, part.lines()))
+    for ml_use, given in itertools.product((None, 'test'), (lines, regathered)):
+        got = assemble(parts, given, ['a', 'b'], ml_use)
         merged = [image for image in merge_units(placed) if ml_use is None or image.ml_use == ml_use]
         assert got.image_uris == [image.image_uri for image in merged]
         assert got.other_ml_use == len(merge_units(placed)) - len(merged)
@@ -140,7 +148,7 @@ def test_assembling_a_bucket_follows_the_order_rules():
                                key=lambda line: line.order):
                 first.setdefault(line.image_uri, line)
             evaluated = [first[image.image_uri] for image in merged if image.image_uri in first]
-            assert [columns.label_names[code] for code in columns.det_label.tolist()] == [
+            assert [columns.label_names[code] if code >= 0 else None for code in columns.det_label.tolist()] == [
                 label for line in evaluated for label in line.labels]
             assert columns.det_scores.tolist() == [score for line in evaluated for score in line.scores.tolist()]
             assert columns.det_image.tolist() == [n for n, image in enumerate(merged) if image.image_uri in first
@@ -149,3 +157,7 @@ def test_assembling_a_bucket_follows_the_order_rules():
             known = [line for line in mine if line.image_uri in {image.image_uri for image in merged}]
             assert (counts.without_prediction, counts.predictions_without_ground_truth, counts.other_lines) == (
                 len(merged) - len(evaluated), len(mine) - len(known), len(known) - len(evaluated))
+
+
+def _comparable(line):
+    return (line.prediction_run, line.image_uri, line.order, line.labels, line.scores.tolist(), line.boxes.tolist())

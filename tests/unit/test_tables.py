@@ -109,7 +109,7 @@ def test_pixel_boxes_are_normalized_times_size():
 
 
 def test_each_line_keeps_its_rows_in_rank_order_and_its_place_for_the_evaluation():
-    from pipeline.core.evaluation import bucket_of, lines_by_bucket
+    from pipeline.core.evaluation import batch_lines, bucket_of
     lines = [b'{"ID": "a", "annotations": []}', b'not json',
              b'{"ID": "b", "annotations": [' + b','.join(
                  b'{"display_name": "%s", "image_object_detection": {"score": %s, "bounding_box": '
@@ -119,10 +119,11 @@ def test_each_line_keeps_its_rows_in_rank_order_and_its_place_for_the_evaluation
     settings = Settings.of(input='i', output='o', score_threshold=0.1)
     tables = build_tables(decoded.lines, [None, None], 'f', None, settings.postprocessing)
     positions = [10 + p for p in range(len(lines)) if p not in {q for q, _ in decoded.rejections}]
-    buckets = lines_by_bucket(decoded.lines, tables.rows, positions, 'f', 4096, 'run', 1)
+    batch = batch_lines(decoded.lines, tables.rows, positions, 'f', 4096, 'run')
+    buckets = batch.bucket_parts(1)
     assert list(buckets) == [0]
     a, b = buckets[0].lines()
-    assert bucket_of('b', 7) in lines_by_bucket(decoded.lines, tables.rows, positions, 'f', 4096, 'run', 7)
+    assert bucket_of('b', 7) in batch.bucket_parts(7)
     assert (a.image_uri, a.order, a.labels, len(a.scores)) == ('a', ('f', 4096, 10), [], 0)
     assert (b.image_uri, b.order, b.labels, b.scores.tolist()) == ('b', ('f', 4096, 12), ['y', 'x'], [0.9, 0.2])
     assert b.boxes[:, 2].tolist() == [0.3, 0.2]  # the rows of the detections table, in its order

@@ -1,0 +1,65 @@
+"""Columns of variable-length groups (the boxes of lines, the detections of images): labels as codes,
+ranges of rows, and groups split by a key, in numpy, without a Python object per row."""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+SMALL_LABEL_LISTS = 2000  # labels: below this, a dict codes them faster than Arrow (its cost per call)
+
+
+def label_codes(labels: Sequence[Optional[str]]) -> Tuple[List[str], np.ndarray]:
+    """(the distinct labels, in order of first appearance; the position of each label among them, -1
+    for None): an element of boxes carries each label's text once, not once per box."""
+    if len(labels) < SMALL_LABEL_LISTS:
+        index: dict = {None: -1}
+        codes = np.fromiter((index.setdefault(label, len(index) - 1) for label in labels), dtype=np.int32,
+                            count=len(labels))
+        return [label for label in index if label is not None], codes
+    encoded = pa.array(labels, type=pa.string()).dictionary_encode()
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    return encoded.dictionary.to_pylist(), codes
+
+
+def recoded(codes: np.ndarray, names: Sequence[str], index: dict) -> np.ndarray:
+    """Codes into `names` as codes into the vocabulary `index` (name -> code); -1 stays -1."""
+    mapping = np.array([index[name] for name in names] + [-1], dtype=np.int64)
+    return mapping[codes]  # -1 takes the last entry
+
+
+def compacted(names: Sequence[str], codes: np.ndarray) -> Tuple[List[str], np.ndarray]:
+    """Only the names the codes use (in their order), and the codes into them; -1 stays -1."""
+    used = np.unique(codes[codes >= 0])
+    mapping = np.full(len(names) + 1, -1, dtype=np.int32)  # -1 takes the last entry
+    mapping[used] = np.arange(len(used))
+    return [names[code] for code in used.tolist()], mapping[codes]
+
+
+def joined_codes(parts: Sequence[Tuple[Sequence[str], np.ndarray]]) -> Tuple[List[str], np.ndarray]:
+    """Codes into each part's own names, (names, codes) per part, as codes into one vocabulary: the
+    names in order of first appearance, and the codes of the parts one after the other."""
+    index = {name: code for code, name in enumerate(dict.fromkeys(name for names, _ in parts for name in names))}
+    codes = [recoded(codes, names, index) for names, codes in parts]
+    return list(index), np.concatenate([np.zeros(0, dtype=np.int64)] + codes).astype(np.int32)
+
+
+def concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The positions of the ranges [start, end), one after the other."""
+    lengths = ends - starts
+    if not len(lengths):
+        return np.zeros(0, dtype=np.int64)
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+
+
+def rows_of(offsets: np.ndarray, lines: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(the rows of some lines, one line after the other; their offsets from 0), where the rows of line
+    i are offsets[i]:offsets[i + 1]."""
+    starts, ends = offsets[lines], offsets[lines + 1]
+    return concat_ranges(starts, ends), np.r_[0, np.cumsum(ends - starts)].astype(np.int64)
+
+
+def split_by_key(keys: np.ndarray) -> Dict[int, np.ndarray]:
+    """key -> the positions holding it, in their order."""
+    order = np.argsort(keys, kind='stable')
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    return {int(keys[positions[0]]): positions for positions in np.split(order, bounds) if len(positions)}
