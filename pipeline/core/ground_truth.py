@@ -14,9 +14,7 @@ Pure: the callers read the files and say where each unit came from.
 """
 import csv
 import math
-import operator
 from array import array
-from itertools import chain
 from typing import Annotated, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import msgspec
@@ -236,10 +234,6 @@ class PlainLines(NamedTuple):
                            self.boxes, np.zeros(len(codes), dtype=bool))
 
 
-_LABEL = operator.attrgetter('displayName')
-_COORDINATES = operator.attrgetter('xMin', 'yMin', 'xMax', 'yMax')
-
-
 def plain_vertex_lines(lines: Sequence[bytes]) -> Tuple[PlainLines, List[int]]:
     """(the common, valid import lines of a chunk as columns, through the typed decoder; the positions
     of the others, which the full check decides with its messages)."""
@@ -269,8 +263,9 @@ def plain_vertex_lines(lines: Sequence[bytes]) -> Tuple[PlainLines, List[int]]:
         uses.append(ml_use(use))
         boxes = record.boundingBoxAnnotations
         counts.append(len(boxes))
-        labels += map(_LABEL, boxes)  # taken apart at once, while the objects are in the CPU's cache
-        coordinates.extend(chain.from_iterable(map(_COORDINATES, boxes)))
+        for box in boxes:  # taken apart at once, while the objects are in the CPU's cache
+            labels.append(box.displayName)
+            coordinates.extend((box.xMin, box.yMin, box.xMax, box.yMax))
     names, codes = label_codes(labels)
     box_array = np.frombuffer(coordinates, dtype=np.float64).reshape(-1, 4)
     plain = PlainLines(np.array(taken, dtype=np.int64), uris, uses, np.r_[0, np.cumsum(counts, dtype=np.int64)],
