@@ -63,7 +63,7 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/run.py --postprocessing --evaluation
 
 bench-evaluation: $(BENCH_STAMP)
-	$(PY) bench/run.py --only_evaluation --repeats 1 --json bench/results-evaluation.json
+	$(PY) bench/run.py --only_evaluation --evaluation_repeats 1 --json bench/results-evaluation.json
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) bench/run.py --images 20000 --repeats 1

@@ -63,6 +63,22 @@ def contender_commands(fmt, input_dir, output_dir, threshold, postprocessing=Fal
     }
 
 
+def warm_page_cache(paths):
+    """Reads the files whole, so that a run finds its input in the page cache whatever ran before it:
+    this machine's kernel evicts files between runs, and a run that then reads the disk takes seconds
+    more. Every contender starts warm, the same way."""
+    for path in paths:
+        with open(path, 'rb') as handle:
+            while handle.read(1 << 24):
+                pass
+
+
+def input_files(*roots):
+    return [path for root in roots
+            for path in (glob.glob(os.path.join(root, '**', '*'), recursive=True) if os.path.isdir(root) else [root])
+            if os.path.isfile(path)]
+
+
 def children_cpu_seconds():
     """User + system CPU of every descendant reaped so far (Beam's workers are reaped by the pipeline's
     process, so they count when it is)."""
@@ -126,6 +142,7 @@ def bench_size(fmt, images, thresholds, repeats, work_dir, postprocessing=False)
                                                     threshold, postprocessing).items():
                 output_dir = os.path.join(work_dir, 'out')
                 shutil.rmtree(output_dir, ignore_errors=True)
+                warm_page_cache(input_files(data_dir))
                 seconds, peak_mb, cpu_s = run_measured(command)
                 timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
                 if repeat == 0 and name not in UNCHECKED:
@@ -182,10 +199,13 @@ def bench_evaluation(images, threshold, repeats, work_dir):
         FASTER_COCO_EVAL: [sys.executable, os.path.join(HERE, 'evaluation.py'), 'faster_coco_eval', data_dir,
                            truth_coco, str(threshold), str(WIDTH), str(HEIGHT), anchor_json],
     }
+    inputs = {WITHOUT_GROUND_TRUTH: input_files(data_dir), WITH_GROUND_TRUTH: input_files(data_dir, truth_jsonl),
+              FASTER_COCO_EVAL: input_files(data_dir, truth_coco)}
     timings, maps = {}, {}
     for repeat in range(repeats):
         for name, command in commands.items():
             shutil.rmtree(output_dir, ignore_errors=True)
+            warm_page_cache(inputs[name])
             seconds, peak_mb, cpu_s = run_measured(command)
             timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
             if name == WITH_GROUND_TRUTH:
@@ -200,12 +220,17 @@ def bench_evaluation(images, threshold, repeats, work_dir):
     if abs(maps[WITH_GROUND_TRUTH] - maps[FASTER_COCO_EVAL]) > 1e-6:
         raise AssertionError(f'mAP differs: {maps}')
     medians = {name: statistics.median(s for s, _, _ in runs) for name, runs in timings.items()}
-    plain = medians[WITHOUT_GROUND_TRUTH]
+    # What evaluation adds, pair by pair (the two runs of one repeat follow each other, so the machine's
+    # drift over the repeats cancels out), then the median over the repeats.
+    added = statistics.median((evaluated - plain) / plain for (plain, _, _), (evaluated, _, _) in zip(
+        timings[WITHOUT_GROUND_TRUTH], timings[WITH_GROUND_TRUTH]))
     return [{'images': images, 'annotations': annotations, 'threshold': threshold, 'contender': name,
              'median_s': medians[name], 'min_s': min(s for s, _, _ in runs), 'max_s': max(s for s, _, _ in runs),
              'peak_mb': max(mb for _, mb, _ in runs),
              'cpu_s': statistics.median(c for _, _, c in runs),
-             'added_vs_plain_run': (medians[name] - plain) / plain if name == WITH_GROUND_TRUTH else None,
+             'added_vs_plain_run': added if name == WITH_GROUND_TRUTH else None,
+             'added_per_repeat': [(e - p) / p for (p, _, _), (e, _, _) in zip(timings[WITHOUT_GROUND_TRUTH], runs)]
+             if name == WITH_GROUND_TRUTH else None,
              'vs_faster_coco_eval': medians[name] / medians[FASTER_COCO_EVAL],
              'map': maps.get(name),
              **({'faster_coco_eval_convert_s': anchor['convert_s'], 'faster_coco_eval_evaluate_s': anchor['evaluate_s']}
@@ -248,6 +273,8 @@ def main():
     parser.add_argument('--formats', nargs='+', choices=sorted(RESULT_SHARDS), default=['legacy', 'vertex'])
     parser.add_argument('--thresholds', type=float, nargs='+', default=[0.5, 0.0])
     parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--evaluation_repeats', type=int, default=5,
+                        help='repeats of the evaluation rows (their added time is a median of pairs)')
     parser.add_argument('--work_dir', default=os.path.join(ROOT, 'bench', 'work'))
     parser.add_argument('--json', default=os.path.join(ROOT, 'bench', 'results.json'))
     parser.add_argument('--postprocessing', action='store_true',
@@ -264,7 +291,7 @@ def main():
     evaluation = []
     if args.evaluation is not None or args.only_evaluation:
         for images in args.evaluation or [200_000]:
-            evaluation += bench_evaluation(images, 0.5, args.repeats, args.work_dir)
+            evaluation += bench_evaluation(images, 0.5, args.evaluation_repeats, args.work_dir)
     model = [dict(entry, format=fmt) for fmt in args.formats for entry in cost_model(
         [r for r in results if r['format'] == fmt], pipeline=TWO_PROCESSES, baseline=BASELINE)]
     if results:
@@ -273,10 +300,13 @@ def main():
         print(render_cost_model(model))
     if evaluation:
         print(render_evaluation(evaluation))
+    written = {'machine': {'cpus': os.cpu_count(), 'memory_gb': round(psutil.virtual_memory().total / 2 ** 30)},
+               'results': results, 'cost_model': model, 'evaluation': evaluation}
+    if args.only_evaluation and os.path.exists(args.json):  # the other rows of the file stay as they were
+        with open(args.json, encoding='utf-8') as handle:
+            written = dict(json.load(handle), evaluation=evaluation)
     with open(args.json, 'w', encoding='utf-8') as handle:
-        json.dump({'machine': {'cpus': os.cpu_count(),
-                               'memory_gb': round(psutil.virtual_memory().total / 2 ** 30)},
-                   'results': results, 'cost_model': model, 'evaluation': evaluation}, handle, indent=2)
+        json.dump(written, handle, indent=2)
     print(f'Results: {args.json}')
 
 

@@ -105,11 +105,12 @@ class PrecisionCounts:
     not matter, and memory grows with distinct scores, not with images."""
 
     def __init__(self, n_thresholds: int, scores: Optional[np.ndarray] = None, tp: Optional[np.ndarray] = None,
-                 fp: Optional[np.ndarray] = None, ground_truth: int = 0):
-        self.scores = np.zeros(0) if scores is None else scores  # distinct, descending
+                 fp: Optional[np.ndarray] = None, ground_truth: int = 0, distinct: bool = False):
+        self.scores = np.zeros(0) if scores is None else scores
         self.tp = np.zeros((n_thresholds, 0), dtype=np.int64) if tp is None else tp
         self.fp = np.zeros((n_thresholds, 0), dtype=np.int64) if fp is None else fp
         self.ground_truth = ground_truth
+        self.distinct = distinct or scores is None  # the scores are distinct and descending (merged)
 
     @classmethod
     def of(cls, scores: np.ndarray, outcomes: np.ndarray, ground_truth: int) -> 'PrecisionCounts':
@@ -131,7 +132,7 @@ class PrecisionCounts:
             weights = np.concatenate([getattr(part, name) for part in parts], axis=1)
             for t in range(n_thresholds):
                 counts[t] = np.bincount(inverse, weights=weights[t], minlength=len(distinct)).astype(np.int64)
-        return PrecisionCounts(n_thresholds, -distinct, tp, fp, sum(part.ground_truth for part in parts))
+        return PrecisionCounts(n_thresholds, -distinct, tp, fp, sum(part.ground_truth for part in parts), True)
 
     def merge(self, other: 'PrecisionCounts') -> 'PrecisionCounts':
         return PrecisionCounts.merge_all([self, other])
@@ -140,7 +141,7 @@ class PrecisionCounts:
         """(T,) COCO's 101-point interpolated precision; None without ground truth (pycocotools' -1)."""
         if not self.ground_truth:
             return None
-        merged = PrecisionCounts.merge_all([self])  # distinct scores, descending
+        merged = self if self.distinct else PrecisionCounts.merge_all([self])  # distinct scores, descending
         result = np.zeros(len(merged.tp))
         for t, (tp, fp) in enumerate(zip(np.cumsum(merged.tp, axis=1), np.cumsum(merged.fp, axis=1))):
             recall = tp / self.ground_truth
