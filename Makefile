@@ -58,7 +58,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 # The full benchmark: 20,000 and 200,000 images (about 1 GB), thresholds 0.5 and 0.0, 3 repeats; and
-# the evaluation rows (200,000 images with ground truth, against faster-coco-eval).
+# the evaluation rows (200,000 images with ground truth, against faster-coco-eval; 5 repeats).
 bench: $(BENCH_STAMP)
 	$(PY) bench/run.py --postprocessing --evaluation
 

@@ -63,14 +63,15 @@ def contender_commands(fmt, input_dir, output_dir, threshold, postprocessing=Fal
     }
 
 
-def warm_page_cache(paths):
-    """Reads the files whole, so that a run finds its input in the page cache whatever ran before it:
-    this machine's kernel evicts files between runs, and a run that then reads the disk takes seconds
-    more. Every contender starts warm, the same way."""
+def settle(paths):
+    """Before a run: the files it reads brought into the page cache, and what earlier runs wrote
+    flushed to disk, so that a run neither reads the disk (this machine's kernel evicts files between
+    runs) nor waits for an earlier run's writes. Every contender starts the same way."""
     for path in paths:
         with open(path, 'rb') as handle:
             while handle.read(1 << 24):
                 pass
+    os.sync()
 
 
 def input_files(*roots):
@@ -142,7 +143,7 @@ def bench_size(fmt, images, thresholds, repeats, work_dir, postprocessing=False)
                                                     threshold, postprocessing).items():
                 output_dir = os.path.join(work_dir, 'out')
                 shutil.rmtree(output_dir, ignore_errors=True)
-                warm_page_cache(input_files(data_dir))
+                settle(input_files(data_dir))
                 seconds, peak_mb, cpu_s = run_measured(command)
                 timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
                 if repeat == 0 and name not in UNCHECKED:
@@ -205,7 +206,7 @@ def bench_evaluation(images, threshold, repeats, work_dir):
     for repeat in range(repeats):
         for name, command in commands.items():
             shutil.rmtree(output_dir, ignore_errors=True)
-            warm_page_cache(inputs[name])
+            settle(inputs[name])
             seconds, peak_mb, cpu_s = run_measured(command)
             timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
             if name == WITH_GROUND_TRUTH:
