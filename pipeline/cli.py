@@ -370,31 +370,42 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
     if spill:
         settings = settings.resolved(evaluation={'spill_folder': spill})
     try:
-        pipeline = beam.Pipeline(options=plan.pipeline_options)
-        pattern, skip = required(plan.pattern, 'input'), batch_layout(plan).is_ours_to_skip
-        _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern, skip=skip)
-        with progress_display(pattern, skip) if settings.launch.progress else nullcontext():
-            result = pipeline.run()  # a local runner returns when the pipeline has run
-        if local:
-            result.wait_until_finish()
+        try:
+            run_pipeline(plan, settings, local)
+        finally:
+            remove_spill_folder(spill)  # the local run is over, failed or not (a Dataflow job has none)
+        if not local:
+            print_submitted(plan, settings)
+            return 0, False, True
+        summary = summary_files.read_summary(required(settings.outputs.summary, 'summary'))
     finally:
-        remove_spill_folder(spill)  # the local run is over, failed or not (a Dataflow job has none)
-    if not local:
-        print('Job submitted; the run summary will be logged'
-              + (f' and written to {settings.outputs.summary}' if settings.outputs.summary else ''))
-        if settings.outputs.output and settings.report.report:
-            elsewhere = settings.outputs.summary != batch_layout(plan).default_summary
-            print(f'When the job has finished: python -m pipeline.report --output {settings.outputs.output}'
-                  + (f' --summary {settings.outputs.summary}' if elsewhere else ''))
-        return 0, False, True
-    summary = summary_files.read_summary(required(settings.outputs.summary, 'summary'))
-    if scratch:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch:  # ours, made above: gone whether the run succeeded or not
+            shutil.rmtree(scratch, ignore_errors=True)
     report_ok = print_outcome(summary, settings, summary_file=None if scratch else settings.outputs.summary)
     if not summary['reconciliation']['holds']:
         return EXIT_RECONCILIATION_FAILED, True, False
     code = check_dead_letter_ratio(summary, settings.outputs.max_dead_letter_ratio)
     return code or (0 if report_ok else EXIT_REPORT_FAILED), True, False
+
+
+def run_pipeline(plan: LaunchPlan, settings: Settings, local: bool) -> None:
+    """Builds the batch job and runs it: to its end on a local runner, to its submission otherwise."""
+    pipeline = beam.Pipeline(options=plan.pipeline_options)
+    pattern, skip = required(plan.pattern, 'input'), batch_layout(plan).is_ours_to_skip
+    _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern, skip=skip)
+    with progress_display(pattern, skip) if settings.launch.progress else nullcontext():
+        result = pipeline.run()  # a local runner returns when the pipeline has run
+    if local:
+        result.wait_until_finish()
+
+
+def print_submitted(plan: LaunchPlan, settings: Settings) -> None:
+    print('Job submitted; the run summary will be logged'
+          + (f' and written to {settings.outputs.summary}' if settings.outputs.summary else ''))
+    if settings.outputs.output and settings.report.report:
+        elsewhere = settings.outputs.summary != batch_layout(plan).default_summary
+        print(f'When the job has finished: python -m pipeline.report --output {settings.outputs.output}'
+              + (f' --summary {settings.outputs.summary}' if elsewhere else ''))
 
 
 def progress_display(pattern: str, skip):

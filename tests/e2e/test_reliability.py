@@ -190,3 +190,29 @@ def test_a_killed_run_leaves_no_summary_and_a_rerun_equals_a_clean_run(run, tmp_
         rows = [sorted(map(str, ds.dataset(str(root / table)).to_table(columns=columns).to_pylist()))
                 for root in (killed, tmp_path / 'clean')]
         assert rows[0] == rows[1] and rows[0]
+
+
+def test_a_failed_bigquery_only_run_removes_its_scratch_folder(tmp_path, monkeypatch):
+    """A local run that writes only to BigQuery gets its summary back through a scratch folder of its
+    own; the folder is gone when the run fails too."""
+    import tempfile
+
+    import apache_beam as beam
+
+    from pipeline import cli
+
+    class Broken(beam.PTransform):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+
+        def expand(self, pbegin):
+            return pbegin | beam.Create([1]) | beam.Map(lambda _: 1 / 0)
+    scratch = tmp_path / 'tmp'
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+    monkeypatch.setattr(cli, 'PredictionsToTables', Broken)
+    plan = cli.prepare(['--input', str(SAMPLE / 'input'), '--output_table', 'my-project:dataset.table',
+                        '--bigquery_method=streaming_inserts'], quiet=True)
+    with pytest.raises(Exception, match='division by zero'):
+        cli.run_batch(plan, plan.settings, local=True)
+    assert not os.listdir(scratch)
