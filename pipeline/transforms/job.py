@@ -12,6 +12,7 @@ from pipeline.config.settings import Settings, required
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core import summary as run_summary
+from pipeline.core.evaluation import unpacked
 from pipeline.core.outputs import EVALUATION_FOLDER, METRICS_FILE
 from pipeline.core.schema import (
     CONFIDENCE_SCHEMA,
@@ -28,6 +29,7 @@ from pipeline.io import summary_files
 from pipeline.io.bigquery import WriteBigQueryTable, evaluation_tables, table_rows
 from pipeline.io.locks import release_gcs_lock
 from pipeline.io.sinks import WriteDeadLetterFiles, WriteParquetTable, write_json_document, write_small_table
+from pipeline.io.spill import read_payload
 from pipeline.transforms.count import (
     METRICS_NAMESPACE,
     CountDeadLetters,
@@ -202,12 +204,12 @@ def write_tables(parsed: ParseResult, settings: Settings) -> TablesWritten:
 
 
 def select_errors(batches: PCollection, errors: PCollection) -> PCollection:
-    """(bucket, ExportBatch) and (bucket, [(run, image URI)]) -> the exported lines of the images the
-    evaluation found a false positive or a miss in, for the run of the line."""
+    """(bucket, packed ExportBatch or where it waits) and (bucket, [(run, image URI)]) -> the exported
+    lines of the images the evaluation found a false positive or a miss in, for the run of the line."""
     def keep(element):
         _, joined = element
         wanted = {pair for part in joined['errors'] for pair in part}
-        for batch in joined['batches']:
+        for batch in (unpacked(read_payload(data)) for data in joined['batches']):
             lines = [line for line, uri in enumerate(batch.image_uris) if (batch.prediction_run, uri) in wanted]
             if lines:
                 yield batch.lines(lines)

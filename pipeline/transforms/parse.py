@@ -111,9 +111,9 @@ class ParseBatchFn(beam.DoFn):
         if not len(lines):
             return
         batch = export_batch(decoded, rows, lines, sizes, run)
-        if export.export_select == 'errors':  # waits for the evaluation of each bucket
-            for bucket in split_by_bucket(batch, self._buckets).items():
-                yield beam.pvalue.TaggedOutput('exported', bucket)
+        if export.export_select == 'errors':  # waits for the evaluation of each bucket (packed: see _payload)
+            for bucket, part in split_by_bucket(batch, self._buckets).items():
+                yield beam.pvalue.TaggedOutput('exported', (bucket, self._payload(packed(part))))
         else:
             yield beam.pvalue.TaggedOutput('exported', batch)
 
