@@ -179,6 +179,8 @@ _LINES_PER_CHUNK = 10_000
 
 
 def _jsonl_units(path: str, start: int, end: Optional[int]) -> Iterator[Tuple[Place, Unit]]:
+    """The units of a JSONL range, each line parsed on its own (the job reads plain lines as columns:
+    transforms/ground_truth)."""
     for chunk in jsonl_chunks(path, start, end, _LINES_PER_CHUNK):
         if not isinstance(chunk, LineChunk):
             yield chunk
