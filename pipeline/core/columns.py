@@ -1,5 +1,6 @@
 """Columns of variable-length groups (the boxes of lines, the detections of images): labels as codes,
 ranges of rows, and groups split by a key, in numpy, without a Python object per row."""
+import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -56,6 +57,15 @@ def rows_of(offsets: np.ndarray, lines: np.ndarray) -> Tuple[np.ndarray, np.ndar
     i are offsets[i]:offsets[i + 1]."""
     starts, ends = offsets[lines], offsets[lines + 1]
     return concat_ranges(starts, ends), np.r_[0, np.cumsum(ends - starts)].astype(np.int64)
+
+
+def bucket_of(image_uri: str, buckets: int) -> int:
+    """Stable across processes and machines (crc32, not Python's salted hash)."""
+    return zlib.crc32(image_uri.encode('utf-8')) % buckets
+
+
+def buckets_of(image_uris: Sequence[str], buckets: int) -> np.ndarray:
+    return np.fromiter((bucket_of(uri, buckets) for uri in image_uris), dtype=np.int64, count=len(image_uris))
 
 
 def split_by_key(keys: np.ndarray) -> Dict[int, np.ndarray]:

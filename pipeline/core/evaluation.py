@@ -11,12 +11,11 @@ a time, that the tests hold to pycocotools; the job evaluates a bucket of images
 shared by both.
 """
 import pickle
-import zlib
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from pipeline.core.columns import compacted, joined_codes, label_codes, rows_of, split_by_key
+from pipeline.core.columns import buckets_of, compacted, joined_codes, label_codes, rows_of, split_by_key
 from pipeline.core.decoding import DecodedLines
 
 # COCO's recall points (0, 0.01, ..., 1).
@@ -248,11 +247,6 @@ def bucket_count(input_bytes: int) -> int:
     return max(1, min(MAX_BUCKETS, -(-input_bytes // BUCKET_INPUT_BYTES)))
 
 
-def bucket_of(image_uri: str, buckets: int) -> int:
-    """Stable across processes and machines (crc32, not Python's salted hash)."""
-    return zlib.crc32(image_uri.encode('utf-8')) % buckets
-
-
 class RunImage(NamedTuple):
     """What one image adds to one run's figures (or, summed, a run's)."""
     evaluated: int = 0
@@ -316,9 +310,8 @@ class BucketLines(NamedTuple):
 
     def bucket_parts(self, buckets: int) -> Dict[int, 'BucketLines']:
         """The lines split by the bucket of their image, each bucket's in their order."""
-        line_bucket = np.fromiter((bucket_of(uri, buckets) for uri in self.image_uris), dtype=np.int64,
-                                  count=len(self.image_uris))
-        return {bucket: self.lines_at(lines) for bucket, lines in split_by_key(line_bucket).items()}
+        groups = split_by_key(buckets_of(self.image_uris, buckets))
+        return {bucket: self.lines_at(lines) for bucket, lines in groups.items()}
 
     def lines(self) -> Iterator[LinePrediction]:
         bounds, positions = self.offsets.tolist(), self.positions.tolist()

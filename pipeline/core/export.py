@@ -14,8 +14,8 @@ from typing import IO, Callable, Dict, Iterable, Iterator, List, Mapping, NamedT
 import numpy as np
 import orjson
 
+from pipeline.core.columns import bucket_of
 from pipeline.core.decoding import DecodedLines
-from pipeline.core.evaluation import bucket_of
 from pipeline.core.ground_truth import ML_USE_LABEL
 
 Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalized

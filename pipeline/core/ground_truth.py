@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from pipeline.core.columns import compacted, label_codes, rows_of, split_by_key
+from pipeline.core.columns import buckets_of, compacted, label_codes, rows_of, split_by_key
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.decoding import is_utf8
 from pipeline.core.formats import COORDINATE_TOLERANCE
@@ -221,11 +221,11 @@ class PlainLines(NamedTuple):
                           [self.ml_uses[i] for i in lines.tolist()], offsets,
                           self.label_names, self.label_codes[rows], self.boxes[rows])
 
-    def bucket_parts(self, source_file: str, places: np.ndarray, buckets: np.ndarray) -> Dict[int, BucketTruth]:
-        """The lines as one BucketTruth per bucket, each bucket's in file order; `places` (lines, 2)
-        and `buckets` give each line's."""
+    def bucket_parts(self, source_file: str, places: np.ndarray, buckets: int) -> Dict[int, BucketTruth]:
+        """The lines as one BucketTruth per bucket of their image, each bucket's in file order;
+        `places` (lines, 2) gives each line's."""
         return {bucket: self.lines_at(lines).as_truth(source_file, places[lines])
-                for bucket, lines in split_by_key(buckets).items()}
+                for bucket, lines in split_by_key(buckets_of(self.image_uris, buckets)).items()}
 
     def as_truth(self, source_file: str, places: np.ndarray) -> BucketTruth:
         """As a BucketTruth, with the labels its boxes use only."""

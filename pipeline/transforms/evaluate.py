@@ -175,5 +175,3 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'AllRuns' >> beam.combiners.ToList()
             | 'Figures' >> beam.Map(lambda parts: EvaluationFigures.of(thresholds, eval_iou, parts)))
         return EvaluationResult(figures, evaluated.matches, evaluated.counts, evaluated.errors)
-
-

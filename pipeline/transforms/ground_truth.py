@@ -13,9 +13,10 @@ import numpy as np
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core import ground_truth as core
+from pipeline.core.columns import bucket_of
 from pipeline.core.counts import Counts
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
-from pipeline.core.evaluation import LABELLED, bucket_of, packed
+from pipeline.core.evaluation import LABELLED, packed
 from pipeline.core.ground_truth import BucketTruth, BucketTruthBuilder, GroundTruthRejection, Place
 from pipeline.io import ground_truth as files
 from pipeline.io.spill import Payload
@@ -69,11 +70,9 @@ def _chunk_outputs(chunk: files.LineChunk, buckets: int, payload, tally: collect
     plain, declined = core.plain_vertex_lines(chunk.lines)
     places = np.stack([np.full(len(plain.taken), chunk.range_start, dtype=np.int64),
                        np.array(chunk.numbers, dtype=np.int64)[plain.taken]], axis=1)
-    bucket_of_line = np.fromiter((bucket_of(uri, buckets) for uri in plain.image_uris), dtype=np.int64,
-                                 count=len(plain.image_uris))
     tally[names.GROUND_TRUTH_ROWS_READ] += len(plain.taken)
     tally[names.GROUND_TRUTH_ROWS_USED] += len(plain.taken)
-    for bucket, part in plain.bucket_parts(chunk.source_file, places, bucket_of_line).items():
+    for bucket, part in plain.bucket_parts(chunk.source_file, places, buckets).items():
         yield _part_output(bucket, part, payload)
     units = (((chunk.range_start, chunk.numbers[index]), files.Unit(
         chunk.source_file, chunk.position(index), chunk.lines[index],

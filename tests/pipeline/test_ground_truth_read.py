@@ -5,8 +5,9 @@ import shutil
 
 from conftest import ROOT
 
+from pipeline.core.columns import bucket_of
 from pipeline.core.counts import GROUND_TRUTH_ROWS_READ, GROUND_TRUTH_ROWS_USED
-from pipeline.core.evaluation import LABELLED, bucket_of, unpacked
+from pipeline.core.evaluation import LABELLED, unpacked
 from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage, PlacedImage, merge_units
 from pipeline.io.ground_truth import resolve_ground_truth
 from pipeline.transforms.ground_truth import read_truth_range, truth_ranges

@@ -147,7 +147,8 @@ def test_the_lines_of_a_bundle_leave_for_the_evaluation_once_in_a_part_per_bucke
     and position; a batch that fails is dead letters and leaves nothing there."""
     import dataclasses
 
-    from pipeline.core.evaluation import PREDICTED, bucket_of, unpacked
+    from pipeline.core.columns import bucket_of
+    from pipeline.core.evaluation import PREDICTED, unpacked
     from pipeline.core.shards import prediction_run
     monkeypatch.setattr(parse, 'GATHERED_ROWS', gathered_rows)
     base = settings(score_threshold=0.1)

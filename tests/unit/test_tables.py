@@ -109,7 +109,8 @@ def test_pixel_boxes_are_normalized_times_size():
 
 
 def test_each_line_keeps_its_rows_in_rank_order_and_its_place_for_the_evaluation():
-    from pipeline.core.evaluation import batch_lines, bucket_of
+    from pipeline.core.columns import bucket_of
+    from pipeline.core.evaluation import batch_lines
     lines = [b'{"ID": "a", "annotations": []}', b'not json',
              b'{"ID": "b", "annotations": [' + b','.join(
                  b'{"display_name": "%s", "image_object_detection": {"score": %s, "bounding_box": '
