@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import (
 from google.api_core.exceptions import GoogleAPIError
 
 import pipeline
-from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError
+from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError, pattern_problem
 from pipeline.config.settings import EvaluationSettings, Settings, required
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
@@ -182,7 +182,12 @@ def absolute(path: Optional[str]) -> Optional[str]:
 def check_locations(layout: OutputLayout, raw_input: str, pattern: str) -> None:
     """An output location equal to the input would read and remove the input: refused. One inside
     it, or holding it, is fine: each side leaves the other's files alone. Dead letters or a summary
-    inside a table folder would make that table unreadable: refused."""
+    inside a table folder would make that table unreadable: refused. So is a location whose full path
+    (a relative one with the working folder's) holds a pattern character."""
+    for name, value in layout.locations().items():
+        problem = pattern_problem(value)
+        if problem:
+            raise OptionError(f'--{name}: {problem}')
     for name, value in layout.inside_tables():
         raise OptionError(f'--{name}: {value} lies inside {layout.output}/detections or /images, '
                           f'which hold the Parquet tables only; choose another location')

@@ -35,6 +35,10 @@ INPUT_FORMAT_RE = r'^(auto|automl|vertex)$'
 # On Dataflow every path is a Cloud Storage URI: gs://BUCKET[/OBJECT].
 _BUCKET = r'gs://[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9]'
 GCS_PATH_RE = rf'^{_BUCKET}(/.*)?$'
+# Beam's file sinks and FileSystems.match read a path as a pattern, and there is no way to quote these
+# characters in one: a folder we write is never named with them (it would match other folders' files).
+PATTERN_CHARACTERS = '*?[]'
+OUTPUT_PATH_RE = rf'^{_BUCKET}(/[^*?\[\]]*)?$'
 _LABEL_ITEM = r'[^,]*[^,\s][^,]*'
 LABELS_RE = rf'^(\[.*\]|{_LABEL_ITEM}(,{_LABEL_ITEM})*)$'
 _THRESHOLD_ITEM = rf'{_LABEL_ITEM}=\s*{_FRACTION}\s*'
@@ -225,6 +229,24 @@ def parse_subscription(text: str) -> str:
                         'projects/PROJECT/subscriptions/NAME (a name of 3 to 255 characters)').group(0)
 
 
+def pattern_problem(path: str) -> Optional[str]:
+    """Why a location we write cannot hold `path`'s pattern characters (None when it has none)."""
+    found = ' '.join(dict.fromkeys(c for c in path if c in PATTERN_CHARACTERS))
+    if not found:
+        return None
+    return (f'{path!r} holds {found}, which Beam\'s file sinks read as a pattern: writing there would '
+            f'match, and replace, the files of other folders. Choose a location without * ? [ ]')
+
+
+def parse_output_path(text: str) -> str:
+    """A location we write: a path (parse_path) without pattern characters."""
+    value = parse_path(text)
+    problem = pattern_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def parse_path(text: str) -> str:
     """A local path, or a gs:// URI with a valid bucket name."""
     value = text.strip()
@@ -273,7 +295,7 @@ OPTIONS = (
     Option('output', 'Parquet output root',
            'Folder (local or gs://) that receives detections/, images/, dead_letter/ and '
            'summary.json. Required unless --output_table is given; both may be.',
-           parse_path, regex=GCS_PATH_RE),
+           parse_output_path, regex=OUTPUT_PATH_RE),
     Option('output_table', 'BigQuery detections table',
            'Detections table, PROJECT:DATASET.TABLE or PROJECT.DATASET.TABLE. The images table is '
            '<table>_images unless --images_table names another; dead letters go to '
@@ -315,10 +337,10 @@ OPTIONS = (
     Option('summary', 'Run summary path',
            'Where to write summary.json; default <output>/summary.json. With BigQuery output only, '
            'the summary is printed and logged, and written here when given.',
-           parse_path, regex=GCS_PATH_RE, modes=(BATCH,)),
+           parse_output_path, regex=OUTPUT_PATH_RE, modes=(BATCH,)),
     Option('dead_letter', 'Dead-letter root',
-           'Folder for dead-letter JSONL files. Default: <output>/dead_letter.', parse_path,
-           regex=GCS_PATH_RE),
+           'Folder for dead-letter JSONL files. Default: <output>/dead_letter.',
+           parse_output_path, regex=OUTPUT_PATH_RE),
     Option('input_format', 'Input format',
            'auto (detected per line), automl (legacy AutoML Vision) or vertex (Vertex AI).',
            parse_input_format, default='auto', regex=INPUT_FORMAT_RE),

@@ -168,7 +168,7 @@ def _match(pattern: str) -> List[str]:
         return [path for path in glob.glob(_escape_stem(pattern))
                 if os.path.islink(path) or not os.path.isdir(path)]
     try:
-        return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
+        return [metadata.path for metadata in FileSystems.match([_escape_stem(pattern)])[0].metadata_list]
     except Exception as exc:  # listing failed: what stands there is unknown, so nothing may go ahead
         raise OptionError(f'cannot list {pattern} to see what stands where this run writes: {exc}') from None
 
@@ -183,8 +183,9 @@ def _walk_local(folder: str) -> List[str]:
 
 
 def _escape_stem(pattern: str) -> str:
-    """Our patterns end in a glob of our own; the location before it is taken literally."""
-    for marker in ('/dead_letter-*', '.tmp-*'):
+    """Our patterns end in a glob of our own; the location before it is taken literally (Beam's
+    patterns read glob.escape's brackets as Python's glob does)."""
+    for marker in ('/dead_letter-*', '.tmp-*', '/beam-temp-dead_letter-*/**', '/**'):
         if pattern.endswith(marker):
             return glob.escape(pattern[:-len(marker)]) + marker
     return glob.escape(pattern)

@@ -4,12 +4,14 @@ input. Local runs build it at the end; after a Dataflow job:
 `python -m pipeline.report --output ROOT`.
 """
 import argparse
+import glob
 import html
 import io
 import itertools
 import json
 import os
 import sys
+import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pyarrow.parquet as pq
@@ -50,7 +52,9 @@ def run_files(summary: Mapping, name: str, pattern: Optional[str]) -> List[str]:
         return sorted(listed)
     if not pattern:
         return []
-    return sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)
+    with warnings.catch_warnings():  # Python warns of glob.escape's "[[]" as a possible nested set
+        warnings.simplefilter('ignore', FutureWarning)
+        return sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)
 
 
 def first_dead_letters(paths: Sequence[str], per_kind: int = DEAD_LETTERS_PER_KIND) -> Dict[str, List[dict]]:
@@ -291,7 +295,7 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
     and the files it lists; returns the page's path."""
     summary = read_json(summary_path or FileSystems.join(output, 'summary.json'))
     rows = sample_detections(run_files(summary, 'detections',
-                                       FileSystems.join(output, 'detections', '*.parquet')))
+                                       FileSystems.join(glob.escape(output), 'detections', '*.parquet')))
     labels = sorted({row['label'] or '' for row in rows})
     # The scheme of what the run really read (an operation JSON on disk may point to gs://).
     allowed_scheme = scheme_of(summary.get('input_pattern') or summary['input'])
@@ -311,7 +315,8 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
             item.update(note=why_not_shown(exc), unreadable=True)
         item['image'] = jpeg_data_uri(draw_boxes(image, line_rows, labels, full_size), max_side=THUMBNAIL_SIDE)
         gallery.append(item)
-    dead_pattern = FileSystems.join(dead_letter_root or FileSystems.join(output, 'dead_letter'), '*.jsonl')
+    dead_pattern = FileSystems.join(glob.escape(dead_letter_root or FileSystems.join(output, 'dead_letter')),
+                                    '*.jsonl')
     evaluation_html = (evaluation_section(summary, allowed_scheme, mirrors or {}, allowed_prefixes, samples)
                        if 'evaluation' in summary else '')
     page = render_html(summary, label_chart(summary.get('kept_by_label', {})),

@@ -1,0 +1,103 @@
+"""No silent wrong answers (issue 24): an output path is never a pattern, a run that succeeds over
+nothing says so, and what is read is read once and as written."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, SAMPLE
+
+from pipeline.tools import report
+
+INPUT = SAMPLE / 'input'
+TRUTH = ROOT / 'tests' / 'fixtures' / 'ground_truth' / 'vertex_import.jsonl'
+
+
+def tree(folder):
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob('*')) if path.is_file()}
+
+
+# 1. An output path is a literal path, never a pattern ------------------------------------------
+
+@pytest.fixture
+def neighbours(run, tmp_path):
+    """res/model2 holds a finished run of ours, res/modelv a user's files: what a patterned output
+    path such as res/model[v2] would match."""
+    res = tmp_path / 'res'
+    run('--input', INPUT, '--output', res / 'model2', '--report=false')
+    (res / 'modelv' / 'detections').mkdir(parents=True)
+    (res / 'modelv' / 'detections' / 'part-00000-of-00001.parquet').write_bytes(b'mine')
+    (res / 'newA' / 'images').mkdir(parents=True)
+    (res / 'newA' / 'images' / 'part-00000-of-00001.parquet').write_bytes(b'mine too')
+    return res
+
+
+@pytest.mark.parametrize('option, name', [
+    ('--output', 'model[v2]'), ('--output', 'new*'), ('--output', 'model?'),
+    ('--dead_letter', 'model[v2]'), ('--dead_letter', 'new*'), ('--summary', 'model[v2]/summary.json'),
+])
+def test_an_output_path_with_pattern_characters_is_refused_and_nothing_is_touched(run, neighbours, option,
+                                                                                   name):
+    before = tree(neighbours)
+    args = ['--output', neighbours / 'fresh'] if option != '--output' else []
+    result = run('--input', INPUT, *args, option, neighbours / name, '--report=false', check=False)
+    assert result.returncode == 2, result.stderr
+    assert f'error: {option}: ' in result.stderr and 'Choose a location without * ? [ ]' in result.stderr
+    assert tree(neighbours) == before
+    assert not (neighbours / 'fresh').exists()
+
+
+@pytest.mark.parametrize('extra', [
+    ['--export', 'coco,vertex_jsonl'],  # export/ under the output
+    ['--ground_truth', str(TRUTH)],  # evaluation/ under the output
+])
+def test_exports_evaluation_and_locks_under_a_patterned_output_are_refused(run, neighbours, extra):
+    before = tree(neighbours)
+    result = run('--input', INPUT, '--output', neighbours / 'model[v2]', *extra, check=False)
+    assert result.returncode == 2 and '--output:' in result.stderr, result.stderr
+    assert tree(neighbours) == before
+    assert not (neighbours / 'model[v2]').exists()  # not even a lock
+
+
+def test_a_relative_output_under_a_working_folder_with_brackets_is_refused(neighbours):
+    """The full path decides: res/model[v2] as the working folder, output 'o', matches res/model2/o."""
+    work = neighbours / 'model[v2]'
+    work.mkdir()
+    before = tree(neighbours)
+    result = subprocess.run([sys.executable, '-m', 'pipeline', '--input', str(INPUT), '--output', 'o'],
+                            cwd=work, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 2 and 'model[v2]/o' in result.stderr, result.stderr
+    assert tree(neighbours) == before
+
+
+def test_the_spill_and_scratch_folders_under_a_temporary_folder_with_brackets(run, neighbours, tmp_path):
+    """The evaluation's spill folder lives under $TMPDIR: plain file calls there, no pattern."""
+    temporary = tmp_path / 'tmp[1]'
+    temporary.mkdir()
+    (tmp_path / 'tmp1').mkdir()
+    (tmp_path / 'tmp1' / 'keep.txt').write_text('mine')
+    before = tree(neighbours)
+    run('--input', INPUT, '--output', tmp_path / 'out', '--ground_truth', TRUTH, '--report=false',
+        env=dict(os.environ, TMPDIR=str(temporary)))
+    assert (tmp_path / 'out' / 'evaluation' / 'metrics.json').exists()
+    assert list(temporary.iterdir()) == []  # the spill folder made there is gone
+    assert (tmp_path / 'tmp1' / 'keep.txt').read_text() == 'mine'
+    assert tree(neighbours) == before
+
+
+def test_the_report_of_an_older_run_reads_its_own_folder_only(run, neighbours, tmp_path):
+    """`python -m pipeline.report` falls back to listing <output>/detections for a summary without
+    its file list: the listing takes the folder's name literally."""
+    older = tmp_path / 'older[2]'
+    subprocess.run(['cp', '-r', str(neighbours / 'model2'), str(older)], check=True)
+    summary = json.loads((older / 'summary.json').read_text())
+    del summary['outputs']['detections']
+    (older / 'summary.json').write_text(json.dumps(summary))
+    (older / 'detections' / 'part-00000-of-00001.parquet').unlink()
+    (tmp_path / 'older2' / 'detections').mkdir(parents=True)
+    (tmp_path / 'older2' / 'detections' / 'part-00000-of-00001.parquet').write_bytes(b'not ours')
+    report.build_report(str(older), samples=2)  # reads no file of older2 (it is not Parquet)
+    assert (older / 'report' / 'index.html').exists()
