@@ -32,6 +32,7 @@ from pipeline.core import geometry
 from pipeline.core import summary as run_summary
 from pipeline.core.evaluation import bucket_count
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
+from pipeline.core.run_warnings import render as render_warnings
 from pipeline.core.shards import scheme_of, split_ranges
 from pipeline.io import summary_files
 from pipeline.io.bigquery import prepare_tables
@@ -39,7 +40,7 @@ from pipeline.io.ground_truth import GroundTruthError, resolve_ground_truth
 from pipeline.io.locks import RunLock
 from pipeline.io.provision import provision, release_untouched
 from pipeline.io.sizes import ManifestError, check_manifest
-from pipeline.io.sources import InputError, input_root, matched_shards, resolve_input
+from pipeline.io.sources import InputError, check_holds_shards, input_root, matched_shards, resolve_input
 from pipeline.io.spill import make_spill_folder, remove_spill_folder
 from pipeline.tools.progress import ProgressDisplay
 from pipeline.tools.template import shown_default
@@ -98,6 +99,8 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
         check_bigquery_options(settings, cloud)
     skip = layout.is_ours_to_skip if layout else None
     input_shards = functools.cache(lambda: matched_shards(required(pattern, 'input'), skip))  # listed once
+    if pattern is not None and not input_shards():
+        check_holds_shards(pattern, skip)  # says what the input holds instead
     settings = settings.resolved(
         evaluation=resolved_evaluation(settings.evaluation, input_shards, skip),
         launch={'run_id': uuid.uuid4().hex,
@@ -292,6 +295,7 @@ EXIT_BAD_LAUNCH = 2
 EXIT_TOO_MANY_DEAD_LETTERS = 3
 EXIT_REPORT_FAILED = 4
 EXIT_RUN_FAILED = 5
+EXIT_WARNINGS = 6
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -390,6 +394,10 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
     if not summary['reconciliation']['holds']:
         return EXIT_RECONCILIATION_FAILED, True, False
     code = check_dead_letter_ratio(summary, settings.outputs.max_dead_letter_ratio)
+    if not code and summary.get('warnings') and settings.outputs.fail_on_warning:
+        print(f'error: the run ended with {len(summary["warnings"])} warning(s) and --fail_on_warning is '
+              f'set; every output was written', file=sys.stderr)
+        code = EXIT_WARNINGS
     return code or (0 if report_ok else EXIT_REPORT_FAILED), True, False
 
 
@@ -447,7 +455,8 @@ def help_text() -> str:
               'batch run is local (FnApiRunner). Exit codes: 0 done; 1 the reconciliation failed; 2 '
               'wrong options, input or output location (nothing was done); 3 more dead letters than '
               '--max_dead_letter_ratio; 4 the report could not be built (tables and summary are '
-              'complete); 5 the run failed (no summary: the next run replaces what it left).']
+              'complete); 5 the run failed (no summary: the next run replaces what it left); 6 the run '
+              'ended with a warning and --fail_on_warning is set (every output was written).']
     return '\n'.join(lines)
 
 
@@ -473,11 +482,8 @@ def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> b
     """The end of a local run's console output: the summary, where it is, and the report; False when
     the report failed (the tables and the summary stay as written)."""
     print(run_summary.render(summary))
-    files = summary['files']
-    if not files['result'] and not files['error']:
-        print(f'warning: no result or error shard was found under {settings.input.input} '
-              f'(looked for image_object_detection_N.jsonl, predictions_N.jsonl, errors_N.jsonl, '
-              f'and their .gz)', file=sys.stderr)
+    if summary.get('warnings'):
+        print(amber(render_warnings(summary['warnings']), sys.stderr), file=sys.stderr)
     if summary_file:
         print(f'Summary: {summary_file}')
     if not settings.outputs.report_file:
@@ -494,6 +500,13 @@ def print_outcome(summary, settings: Settings, summary_file: Optional[str]) -> b
         return False
     print(f'Report: {path}')
     return True
+
+
+def amber(text: str, stream) -> str:
+    """`text` in amber on a terminal (plain when piped or NO_COLOR is set)."""
+    if not getattr(stream, 'isatty', lambda: False)() or os.environ.get('NO_COLOR'):
+        return text
+    return f'\033[33m{text}\033[0m'
 
 
 def check_dead_letter_ratio(summary, limit: Optional[float]) -> int:

@@ -323,6 +323,11 @@ OPTIONS = (
            'When line dead letters exceed this share (0 to 1) of the non-blank lines, the run still '
            'writes everything, then exits with code 3 and the figures, so a scheduler can alert.',
            parse_fraction, regex=FRACTION_RE, modes=(BATCH,)),
+    Option('fail_on_warning', 'Fail on a warning',
+           'Exit with code 6 when the run ends with a warning (a ground truth that shares few images '
+           'with a run, a manifest that names few of the images, a label that never occurs, an empty '
+           'export...); every output is written all the same. The warnings are in summary.json.',
+           parse_bool, default=False, flag=True, regex=BOOL_RE, modes=(BATCH,)),
     Option('report', 'Build the visual report',
            'Write <output>/report/index.html after the run: summary, label and score charts, a gallery '
            'of images with their boxes, the first dead letters. Default: on for local runs; after a '
@@ -455,7 +460,7 @@ OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 OPTION_GROUPS = (
     ('Input', ('input', 'input_format')),
     ('Streaming', ('input_subscription', 'window_seconds', 'dedupe_hours')),
-    ('Outputs', ('output', 'dead_letter', 'summary', 'overwrite', 'max_dead_letter_ratio')),
+    ('Outputs', ('output', 'dead_letter', 'summary', 'overwrite', 'max_dead_letter_ratio', 'fail_on_warning')),
     ('BigQuery', ('output_table', 'images_table', 'dead_letter_table', 'write_disposition',
                   'bigquery_method')),
     ('Thresholds and post-processing', ('score_threshold', 'label_thresholds', 'keep_labels',

@@ -43,6 +43,7 @@ class OutputSettings:
     summary: Optional[str]
     overwrite: bool
     max_dead_letter_ratio: Optional[float]
+    fail_on_warning: bool
     report_file: Optional[str] = None  # the report this run builds, listed among its outputs
 
 

@@ -247,7 +247,8 @@ def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[B
     bucket's lines, one part after the other."""
     evaluated = {uri: n for n, uri in enumerate(image_uris)}
     mine = [p for p, part in enumerate(lines) if part.prediction_run == run]
-    line_image = np.array([evaluated.get(uri, -1) for p in mine for uri in lines[p].image_uris], dtype=np.int64)
+    all_uris = [uri for p in mine for uri in lines[p].image_uris]
+    line_image = np.array([evaluated.get(uri, -1) for uri in all_uris], dtype=np.int64)
     row_base = np.cumsum([0] + [len(part.scores) for part in lines])
     line_start = np.concatenate([np.zeros(0, dtype=np.int64)] + [lines[p].offsets[:-1] + row_base[p] for p in mine])
     line_end = np.concatenate([np.zeros(0, dtype=np.int64)] + [lines[p].offsets[1:] + row_base[p] for p in mine])
@@ -262,7 +263,12 @@ def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[B
     labels, scores, boxes = detections
     columns = ImageColumns(image_uris, names, np.repeat(line_image[chosen], line_end[chosen] - line_start[chosen]),
                            labels[rows], scores[rows], boxes[rows], *truth_columns)
+    missing = np.ones(len(image_uris), dtype=bool)
+    missing[line_image[chosen]] = False
+    unknown = np.flatnonzero(line_image < 0).tolist()
     counts = RunImage(evaluated=len(image_uris), without_prediction=len(image_uris) - len(chosen),
                       predictions_without_ground_truth=len(line_image) - len(known),
-                      other_lines=len(known) - len(chosen), detections=len(rows))
+                      other_lines=len(known) - len(chosen), detections=len(rows),
+                      ground_truth_only=min((image_uris[i] for i in np.flatnonzero(missing).tolist()), default=None),
+                      prediction_only=min((all_uris[i] for i in unknown), default=None))
     return columns, counts

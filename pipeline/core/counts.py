@@ -55,6 +55,8 @@ NOTIFICATIONS_ACCEPTED = 'notifications_accepted'
 HISTOGRAM_BINS = 20
 HISTOGRAMS = ('all', 'kept')
 MAX_LISTED_OTHER_FILES = 100
+# Distinct labels gathered for the warnings on --keep_labels, --drop_labels and --label_thresholds.
+MAX_SEEN_LABELS = 10_000
 NO_LABEL = '(no display name)'
 
 
@@ -84,7 +86,7 @@ def size_from(source: str) -> str:
 class Counts:
     """Counts of part of a run (a batch, a file) or of all of it."""
 
-    __slots__ = ('scalars', 'score_bins', 'kept_by_label', 'probe_failures', 'other_files')
+    __slots__ = ('scalars', 'score_bins', 'kept_by_label', 'probe_failures', 'other_files', 'seen_labels')
 
     def __init__(self, scalars: Optional[Mapping[str, int]] = None):
         self.scalars: collections.Counter = collections.Counter(scalars or {})
@@ -92,6 +94,9 @@ class Counts:
         self.kept_by_label: collections.Counter = collections.Counter()
         self.probe_failures: collections.Counter = collections.Counter()  # by reason
         self.other_files: List[str] = []  # the first MAX_LISTED_OTHER_FILES
+        # The labels of the annotations listed (at or above the score floor), up to MAX_SEEN_LABELS;
+        # None where the run does not gather them (no option names a label).
+        self.seen_labels: Optional[set] = None
 
     def get(self, name: str) -> int:
         return int(self.scalars.get(name, 0))
@@ -108,6 +113,12 @@ class Counts:
         if room > 0:
             self.other_files.extend(list(paths)[:room])
 
+    def add_seen_labels(self, labels: Iterable[Optional[str]]) -> None:
+        seen = self.seen_labels if self.seen_labels is not None else set()
+        if len(seen) < MAX_SEEN_LABELS:
+            seen.update(label for label in set(labels) if label is not None)
+        self.seen_labels = seen
+
     def merge(self, other: 'Counts') -> 'Counts':
         """Adds `other` into these counts; returns them."""
         self.scalars.update(other.scalars)
@@ -116,6 +127,8 @@ class Counts:
         self.kept_by_label.update(other.kept_by_label)
         self.probe_failures.update(other.probe_failures)
         self.add_other_files(other.other_files)
+        if other.seen_labels is not None:
+            self.add_seen_labels(other.seen_labels)
         return self
 
     def metric_items(self) -> Iterator[Tuple[str, int]]:

@@ -248,12 +248,31 @@ def bucket_count(input_bytes: int) -> int:
 
 
 class RunImage(NamedTuple):
-    """What one image adds to one run's figures (or, summed, a run's)."""
+    """What one image adds to one run's figures (or, summed, a run's), with an image URI of each side
+    that the other lacks (the first in URI order), for the warning when the two hardly overlap."""
     evaluated: int = 0
     without_prediction: int = 0
     predictions_without_ground_truth: int = 0
     other_lines: int = 0  # further lines of an image already evaluated
     detections: int = 0
+    ground_truth_only: Optional[str] = None  # an evaluated image without a line of the run
+    prediction_only: Optional[str] = None  # an image of the run's lines without ground truth
+
+    @property
+    def with_prediction(self) -> int:
+        """Ground-truth images the run has a line for: the images both sides share."""
+        return self.evaluated - self.without_prediction
+
+    def plus(self, other: 'RunImage') -> 'RunImage':
+        return RunImage(self.evaluated + other.evaluated, self.without_prediction + other.without_prediction,
+                        self.predictions_without_ground_truth + other.predictions_without_ground_truth,
+                        self.other_lines + other.other_lines, self.detections + other.detections,
+                        _first(self.ground_truth_only, other.ground_truth_only),
+                        _first(self.prediction_only, other.prediction_only))
+
+
+def _first(a: Optional[str], b: Optional[str]) -> Optional[str]:
+    return b if a is None else a if b is None else min(a, b)
 
 
 class BucketLines(NamedTuple):
@@ -572,12 +591,17 @@ def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float]) 
 
 
 def run_metrics(prediction_run: Optional[str], images: int, detections: int, labels: dict,
-                thresholds: Sequence[float]) -> dict:
+                thresholds: Sequence[float], with_prediction: Optional[int] = None) -> dict:
     """One entry of metrics.json's `runs`: mAP over the labels that have ground truth (`detections`
-    counts those without a label too)."""
+    counts those without a label too). A run that shares no image with the ground truth
+    (`with_prediction` 0) was not evaluated at all: its figures are null, not 0."""
     entries = [label_metrics(label, totals, thresholds) for label, totals in sorted(labels.items())]
+    if with_prediction == 0:
+        entries = [entry | {key: None for key in ('ap', 'ap_50', 'ap_75', 'ar', 'ap_per_iou')}
+                   for entry in entries]
     return {
         'prediction_run': prediction_run, 'images': images,
+        **({} if with_prediction is None else {'images_with_prediction': with_prediction}),
         'ground_truth_boxes': sum(e['ground_truth_boxes'] for e in entries), 'detections': detections,
         'map': mean_over_labels([e['ap'] for e in entries]),
         'map_50': mean_over_labels([e['ap_50'] for e in entries]),
@@ -655,7 +679,7 @@ class EvaluationFigures(NamedTuple):
     def metrics_document(self) -> dict:
         return metrics_document(self.iou_thresholds, self.eval_iou, [
             run_metrics(run.prediction_run, run.images.evaluated, run.images.detections, run.labels,
-                        self.iou_thresholds) for run in self.runs])
+                        self.iou_thresholds, run.images.with_prediction) for run in self.runs])
 
     def confidence_rows(self) -> List[dict]:
         return [row for run in self.runs for row in confidence_rows(run.prediction_run, run.labels, self.eval_iou)]

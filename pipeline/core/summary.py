@@ -1,5 +1,5 @@
 """The run summary: built from the counts the pipeline combined, and rendered for the console."""
-from typing import Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 from pipeline.config.settings import Settings
 from pipeline.core import counts as names
@@ -8,6 +8,7 @@ from pipeline.core.dead_letters import DEAD_LETTER_KINDS, INVALID_GROUND_TRUTH, 
 from pipeline.core.evaluation import RunImage
 from pipeline.core.outputs import SUMMARY_WRITER
 from pipeline.core.postprocessing import STEPS
+from pipeline.core.run_warnings import run_warnings
 from pipeline.core.shards import SHARD_KINDS
 
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
@@ -58,7 +59,7 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
         text += '; ' + '; '.join(missing)
     elif files_check:
         text += '; the files written hold every row'
-    return {
+    summary: Dict[str, Any] = {
         'writer': SUMMARY_WRITER,
         'run_id': settings.launch.run_id,
         'input': settings.input.input,
@@ -108,6 +109,8 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
                                           'evaluation': evaluation_section(counts, evaluation)}),
         **({'export': export_section(counts, settings.export.export)} if settings.export.enabled else {}),
     }
+    summary['warnings'] = run_warnings(summary, settings, counts.seen_labels)
+    return summary
 
 
 EXPORT_REMOVED = ('no_label', 'too_small', 'over_limit', 'size_unknown')
@@ -138,7 +141,9 @@ def evaluation_section(counts: Counts, evaluation: EvaluationOutcome) -> Dict:
         images = evaluation.runs.get(run['prediction_run'], RunImage())
         runs.append({key: run[key] for key in ('prediction_run', 'images', 'detections', 'ground_truth_boxes',
                                                'map', 'map_50', 'map_75', 'mar')}
-                    | {'images_without_prediction': images.without_prediction,
+                    | {'images_with_prediction': images.with_prediction,
+                       'ground_truth_only': images.ground_truth_only, 'prediction_only': images.prediction_only,
+                       'images_without_prediction': images.without_prediction,
                        'predictions_without_ground_truth': images.predictions_without_ground_truth,
                        'further_lines_of_evaluated_images': images.other_lines})
     return {

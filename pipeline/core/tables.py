@@ -108,6 +108,8 @@ def build_tables(decoded: DecodedLines, sizes: Sequence[Optional[ImageSize]],
     counts.add_scores('kept', scores[rows])
     for item in detections.column('label').value_counts().to_pylist():
         counts.kept_by_label[names.NO_LABEL if item['values'] is None else item['values']] += item['counts']
+    if postprocessing.keep_labels or postprocessing.drop_labels or postprocessing.label_thresholds:
+        counts.add_seen_labels(labels)
     for source, count in collections.Counter(size.source for size in sizes if size).items():
         counts.scalars[names.size_from(source)] += count
     return BatchTables(detections, images, counts, rows)

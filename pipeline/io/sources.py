@@ -108,6 +108,28 @@ def matched_shards(pattern: str, skip: Optional[Callable[[str], bool]] = None) -
             if isinstance(found, Found) and classify(found.path) != OTHER}
 
 
+SHARD_NAMES = 'image_object_detection_N.jsonl, predictions_N.jsonl, errors_N.jsonl, or their .gz'
+
+
+def check_holds_shards(pattern: str, skip: Optional[Callable[[str], bool]] = None, named: int = 3) -> None:
+    """Raises InputError, saying what the input holds instead, when it holds no result or error shard:
+    a run over it would write empty tables."""
+    others: List[str] = []
+    unreadable: List[str] = []
+    for found in discover(pattern, skip):
+        if isinstance(found, Unlisted):
+            unreadable.append(found.path)
+        elif classify(found.path) != OTHER:
+            return
+        else:
+            others.append(found.path)
+    what = [f'{len(others)} other file(s) ({", ".join(os.path.basename(p) for p in others[:named])}'
+            f'{", ..." if len(others) > named else ""})'] if others else []
+    what += [f'{len(unreadable)} that cannot be read ({", ".join(unreadable[:named])})'] if unreadable else []
+    raise InputError(f'--input: {input_root(pattern)} holds no prediction shard ({SHARD_NAMES}); found '
+                     + ' and '.join(what or ['nothing']) + '. Give the output folder of a batch prediction job')
+
+
 def read_range_lines(handle, start: int, end: Optional[int]) -> Iterator[bytes]:
     """Yields the lines (without their line end) that begin in [start, end) of an open file.
 

@@ -242,6 +242,24 @@ def summary_rows(summary: Mapping) -> List[Tuple[str, str]]:
     return [(name, str(value)) for name, value in rows]
 
 
+def warnings_banner(warnings: Sequence[Mapping]) -> str:
+    """The run's warnings, at the top of the page, each with its fix."""
+    if not warnings:
+        return ''
+    esc = html.escape
+    items = ''.join(f'<li><strong>{esc(w["message"])}</strong><br>Fix: {esc(w["fix"])} '
+                    f'<code>[{esc(w["code"])}]</code></li>' for w in warnings)
+    return (f'<div id="warnings" role="alert"><strong>{len(warnings)} warning{"s" if len(warnings) > 1 else ""}'
+            f': the run finished, but its answer may not be what you expect</strong><ul>{items}</ul></div>')
+
+
+def reconciliation_class(summary: Mapping) -> str:
+    """Red when it fails, amber when it holds over nothing or under warnings, green otherwise."""
+    if not summary['reconciliation']['holds']:
+        return 'bad'
+    return 'warn' if summary.get('warnings') or not summary['lines']['non_blank'] else 'ok'
+
+
 def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: str = '') -> str:
     esc = html.escape
     reconciliation = summary['reconciliation']
@@ -252,9 +270,12 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         '.ok{color:#2a7d2a}.bad{color:#b00}.gallery{display:flex;flex-wrap:wrap;gap:12px}'
         'figure{margin:0;max-width:480px}figure img{max-width:480px;border:1px solid #999}'
         'figcaption{font-size:12px;word-break:break-all}pre{white-space:pre-wrap;word-break:break-all;'
-        'font-size:12px;background:#f4f4f4;padding:4px}</style></head><body>',
+        'font-size:12px;background:#f4f4f4;padding:4px}.warn{color:#8a5a00}'
+        '#warnings{background:#fff4d6;border:2px solid #e0a000;padding:8px 16px;margin:1em 0}'
+        '#warnings li{margin:4px 0}</style></head><body>',
         f'<h1>Prediction run report</h1><p>Input: <code>{esc(str(summary["input"]))}</code></p>',
-        f'<h2>Run summary</h2><p class="{"ok" if reconciliation["holds"] else "bad"}" id="reconciliation">'
+        warnings_banner(summary.get('warnings') or []),
+        f'<h2>Run summary</h2><p class="{reconciliation_class(summary)}" id="reconciliation">'
         f'Reconciliation {"holds" if reconciliation["holds"] else "FAILS"}: {esc(reconciliation["text"])}</p>',
         '<table id="summary"><tr><th>figure</th><th>value</th></tr>',
         *(f'<tr><td>{esc(name)}</td><td class="n">{esc(value)}</td></tr>' for name, value in summary_rows(summary)),

@@ -137,7 +137,7 @@ def _sum_run_parts(parts: Iterable[Tuple[RunImage, dict]]) -> Tuple[RunImage, di
     """A run's image counts and confusion cells, summed over its buckets."""
     images, cells = RunImage(), {}  # type: RunImage, dict
     for part_images, part_cells in parts:
-        images = RunImage(*(a + b for a, b in zip(images, part_images)))
+        images = images.plus(part_images)
         cells = merge_cells(cells, part_cells)
     return images, cells
 

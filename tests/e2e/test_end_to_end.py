@@ -224,12 +224,21 @@ def test_probe_image_sizes_reads_local_image_headers(tmp_path):
         'failed_missing': 1, 'failed_unreadable': 1, 'skipped_not_allowed': 1}
 
 
-def test_input_without_shards_warns(tmp_path):
+def test_input_without_shards_stops_at_launch(tmp_path):
     (tmp_path / 'in').mkdir()
     (tmp_path / 'in' / 'notes.txt').write_text('hello')
-    result = run_pipeline('--input', tmp_path / 'in', '--output', tmp_path / 'out')
-    assert 'no result or error shard was found' in result.stderr
-    assert json.loads((tmp_path / 'out' / 'summary.json').read_text())['files']['other'] == 1
+    result = run_pipeline('--input', tmp_path / 'in', '--output', tmp_path / 'out', check=False)
+    assert result.returncode == 2 and 'holds no prediction shard' in result.stderr and 'notes.txt' in result.stderr
+    assert not (tmp_path / 'out').exists()
+
+
+def test_shards_without_lines_warn(tmp_path):
+    (tmp_path / 'in').mkdir()
+    (tmp_path / 'in' / 'predictions_00001.jsonl').write_text('\n')
+    result = run_pipeline('--input', tmp_path / 'in', '--output', tmp_path / 'out', '--report=false')
+    assert 'warning [no_lines]' in result.stderr
+    [warning] = json.loads((tmp_path / 'out' / 'summary.json').read_text())['warnings']
+    assert warning['figures'] == {'result_files': 1, 'error_files': 0, 'lines_read': 1}
 
 
 def read_sample_predictions():

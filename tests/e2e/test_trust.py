@@ -101,3 +101,69 @@ def test_the_report_of_an_older_run_reads_its_own_folder_only(run, neighbours, t
     (tmp_path / 'older2' / 'detections' / 'part-00000-of-00001.parquet').write_bytes(b'not ours')
     report.build_report(str(older), samples=2)  # reads no file of older2 (it is not Parquet)
     assert (older / 'report' / 'index.html').exists()
+
+
+# 2. A run never succeeds silently over nothing ---------------------------------------------------
+
+def warnings_of(out):
+    return json.loads((out / 'summary.json').read_text())['warnings']
+
+
+def test_a_ground_truth_that_matches_no_image_gives_null_figures_and_warnings(run, tmp_path):
+    out = tmp_path / 'o'
+    result = run('--input', INPUT, '--output', out, '--ground_truth', TRUTH, '--export', 'coco')
+    runs = json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']
+    assert len(runs) == 2
+    for entry in runs:
+        assert entry['images_with_prediction'] == 0
+        assert entry['map'] is None and entry['mar'] is None
+        assert all(label['ap'] is None for label in entry['labels'])
+    warnings = warnings_of(out)
+    overlap = [w for w in warnings if w['code'] == 'ground_truth_no_overlap']
+    assert len(overlap) == 2
+    assert overlap[0]['figures']['ground_truth_images'] == 2 and overlap[0]['figures']['shared_images'] == 0
+    assert overlap[0]['figures']['ground_truth_only_example'] == 'gs://bucket/filename1.jpeg'
+    assert overlap[0]['figures']['prediction_only_example'].startswith('gs://migration-ucaip')
+    assert '--ground_truth_image_prefix' in overlap[0]['fix']
+    export = [w for w in warnings if w['code'] == 'export_empty']
+    assert len(export) == 1 and '--image_sizes' in export[0]['fix'] and 'size' in export[0]['message']
+    assert 'warning [ground_truth_no_overlap]' in result.stderr and 'mAP n/a' in result.stdout
+    page = (out / 'report' / 'index.html').read_text()
+    assert 'id="warnings"' in page and 'share no image' in page and 'class="warn" id="reconciliation"' in page
+
+
+def test_fail_on_warning_exits_6_with_every_output_written(run, tmp_path):
+    out = tmp_path / 'o'
+    result = run('--input', INPUT, '--output', out, '--keep_labels', 'salad', '--fail_on_warning',
+                 '--report=false', check=False)
+    assert result.returncode == 6, result.stderr
+    assert (out / 'summary.json').exists() and (out / 'detections').is_dir()
+    nothing_kept, warning = warnings_of(out)
+    assert warning['code'] == 'label_never_seen' and warning['figures']['near'] == 'Salad'
+    assert nothing_kept['code'] == 'no_detections_kept' and nothing_kept['figures']['detections_in'] == 52
+    assert "did you mean 'Salad'?" in result.stderr
+
+
+def test_a_run_without_warnings_lists_none_and_exits_0(run, tmp_path):
+    out = tmp_path / 'o'
+    run('--input', INPUT, '--output', out, '--keep_labels', 'Salad', '--image_size', '100x100',
+        '--fail_on_warning', '--report=false')
+    assert warnings_of(out) == []
+
+
+def test_a_manifest_that_names_none_of_the_images_warns(run, tmp_path):
+    manifest = tmp_path / 'sizes.csv'
+    manifest.write_text('image_uri,width,height\ngs://elsewhere/a.jpg,10,10\n')
+    out = tmp_path / 'o'
+    run('--input', INPUT, '--output', out, '--image_sizes', manifest, '--report=false')
+    [warning] = warnings_of(out)
+    assert warning['code'] == 'image_sizes_no_match' and warning['figures'] == {
+        'images': 12, 'from_manifest': 0, 'unknown': 12}
+
+
+def test_an_input_without_prediction_shards_stops_at_launch_and_says_what_it_holds(run, tmp_path):
+    result = run('--input', SAMPLE / 'images', '--output', tmp_path / 'o', check=False)
+    assert result.returncode == 2
+    assert 'holds no prediction shard' in result.stderr and '3 other file(s)' in result.stderr
+    assert '.jpg' in result.stderr
+    assert not (tmp_path / 'o').exists()

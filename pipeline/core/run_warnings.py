@@ -1,0 +1,176 @@
+"""Warnings: what a run that "succeeded" found wrong with what it was given. A run over nothing (no
+shared image with the ground truth, a manifest that names none of the images, a label that never
+occurs, an export that wrote nothing) exits 0 with figures that look like answers; its summary says
+so instead, each warning with the figures behind it and the fix. Pure: built from the summary's own
+figures and the settings."""
+import difflib
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional
+
+from pipeline.config.settings import Settings
+
+# Below this share of one side's images found on the other, a join (ground truth, sizes) warns.
+LOW_OVERLAP = 0.5
+
+
+class RunWarning(NamedTuple):
+    code: str
+    message: str
+    figures: Mapping
+    fix: str
+
+    def as_dict(self) -> Dict:
+        return {'code': self.code, 'message': self.message, 'figures': dict(self.figures), 'fix': self.fix}
+
+
+def run_warnings(summary: Mapping, settings: Settings, seen_labels: Optional[Iterable[str]] = None) -> List[Dict]:
+    """Every warning of a finished batch run, as the summary's `warnings` list. `seen_labels`: the
+    labels of the annotations the run listed (None: not gathered)."""
+    found: List[RunWarning] = []
+    found += nothing_read(summary)
+    found += nothing_kept(summary)
+    found += ground_truth_overlap(summary, settings)
+    found += sizes_overlap(summary, settings)
+    if seen_labels is not None:
+        found += labels_never_seen(settings, set(seen_labels))
+    found += empty_exports(summary, settings)
+    return [warning.as_dict() for warning in found]
+
+
+def nothing_read(summary: Mapping) -> List[RunWarning]:
+    lines = summary['lines']['non_blank']
+    if lines:
+        return []
+    files = summary['files']
+    return [RunWarning(
+        'no_lines', f'the input\'s {files["result"]} result and {files["error"]} error shards hold no '
+        f'prediction line: every table is empty', {'result_files': files['result'], 'error_files': files['error'],
+                                                    'lines_read': summary['lines']['read']},
+        'check that --input names the output of a finished batch prediction job')]
+
+
+def nothing_kept(summary: Mapping) -> List[RunWarning]:
+    detections = summary['detections']
+    if detections['kept'] or not detections['in']:
+        return []
+    return [RunWarning(
+        'no_detections_kept', f'none of the {detections["in"]:,} detections read was kept; '
+        f'the detections table is empty', {'detections_in': detections['in'], 'removed_by': detections['removed_by']},
+        'lower --score_threshold (or --label_thresholds), or loosen the step that removed them')]
+
+
+def ground_truth_overlap(summary: Mapping, settings: Settings) -> List[RunWarning]:
+    """A run that shares under half of either side's images with the ground truth."""
+    if 'evaluation' not in summary:
+        return []
+    truth_images = summary['ground_truth']['images']
+    prefix_hint = (' (--ground_truth_image_prefix is joined to COCO file names'
+                   + (f': now {settings.evaluation.ground_truth_image_prefix!r})'
+                      if settings.evaluation.ground_truth_image_prefix else ', and none is given)'))
+    if not truth_images:
+        return [RunWarning(
+            'no_ground_truth_images', 'the ground truth holds no image to evaluate against'
+            + (f' of ML use {settings.evaluation.ml_use!r}' if settings.evaluation.ml_use else ''),
+            {'ground_truth_rows_read': summary['ground_truth']['rows_read'],
+             'images_other_ml_use': summary['ground_truth']['images_other_ml_use']},
+            'check --ground_truth' + (' and --ml_use' if settings.evaluation.ml_use else ''))]
+    found = []
+    for run in summary['evaluation']['runs']:
+        shared = run['images_with_prediction']
+        run_images = shared + run['predictions_without_ground_truth']
+        if shared >= LOW_OVERLAP * truth_images and shared >= LOW_OVERLAP * run_images:
+            continue
+        name = run['prediction_run'] or '(no run folder)'
+        examples = (f'; a ground-truth image without prediction: {run["ground_truth_only"]!r}'
+                    if run.get('ground_truth_only') else '') + (
+            f'; a predicted image without ground truth: {run["prediction_only"]!r}'
+            if run.get('prediction_only') else '')
+        what = ('no image: its figures are null, not 0' if not shared
+                else f'only {shared:,} images ({shared / max(truth_images, run_images):.0%})')
+        found.append(RunWarning(
+            'ground_truth_no_overlap' if not shared else 'ground_truth_low_overlap',
+            f'run {name} and the ground truth share {what}. The ground truth has {truth_images:,} images, '
+            f'the run {run_images:,} predicted images{examples}',
+            {'prediction_run': run['prediction_run'], 'ground_truth_images': truth_images,
+             'predicted_images': run_images, 'shared_images': shared,
+             'ground_truth_only_example': run.get('ground_truth_only'),
+             'prediction_only_example': run.get('prediction_only')},
+            'make both sides name images by the same URI' + prefix_hint))
+    return found
+
+
+def sizes_overlap(summary: Mapping, settings: Settings) -> List[RunWarning]:
+    """--image_sizes that gives the size of under half of the images."""
+    images = summary['images_written']
+    matched = summary['image_sizes']['from_manifest']
+    if not settings.sizes.image_sizes or not images or matched >= LOW_OVERLAP * images:
+        return []
+    return [RunWarning(
+        'image_sizes_no_match' if not matched else 'image_sizes_low_match',
+        f'--image_sizes gave the size of {matched:,} of the {images:,} images'
+        + ('' if matched else ': its image URIs match none of the predictions\''),
+        {'images': images, 'from_manifest': matched, 'unknown': summary['image_sizes']['unknown']},
+        'list each image by the URI the predictions name (their ID or instance content), or give '
+        '--image_size for one size, or --probe_image_sizes')]
+
+
+def labels_never_seen(settings: Settings, seen: set) -> List[RunWarning]:
+    """A label that --keep_labels, --drop_labels or --label_thresholds names and no annotation has."""
+    post = settings.postprocessing
+    found = []
+    for option, labels in (('keep_labels', post.keep_labels or ()), ('drop_labels', post.drop_labels or ()),
+                           ('label_thresholds', tuple(post.label_thresholds))):
+        for label in labels:
+            if label in seen:
+                continue
+            near = near_spelling(label, seen)
+            found.append(RunWarning(
+                'label_never_seen', f'--{option} names {label!r}, which no annotation scored at or above '
+                f'{post.score_floor} has'
+                + (f' (did you mean {near!r}?)' if near else ''),
+                {'option': option, 'label': label, 'near': near},
+                f'write the label as the predictions spell it{f": {near!r}" if near else ""}'))
+    return found
+
+
+def near_spelling(label: str, seen: Iterable[str]) -> Optional[str]:
+    """The seen label closest to `label`: the same but for case or spaces first, then a close match."""
+    seen = sorted(seen)
+    folded = {candidate.casefold().strip(): candidate for candidate in seen}
+    if label.casefold().strip() in folded:
+        return folded[label.casefold().strip()]
+    close = difflib.get_close_matches(label, seen, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+SIZE_OPTIONS = '--image_sizes, --image_size or --probe_image_sizes'
+
+
+def empty_exports(summary: Mapping, settings: Settings) -> List[RunWarning]:
+    """An export format that wrote no image, and why."""
+    found = []
+    for fmt, figures in summary.get('export', {}).items():
+        if figures['images']:
+            continue
+        removed = figures['removed']
+        if removed.get('size_unknown'):
+            why, fix = (f'{fmt} needs each image\'s size, and {removed["size_unknown"]:,} boxes had none',
+                        f'give {SIZE_OPTIONS}')
+        elif settings.export.export_select == 'errors':
+            why, fix = ('no evaluated image had a false positive or a miss',
+                        'nothing to review; --export_select kept exports every image')
+        elif settings.export.export_select == 'uncertain':
+            why, fix = (f'no annotation scored in [{settings.export.uncertain_min}, {settings.export.uncertain_max})',
+                        'widen --uncertain_min and --uncertain_max')
+        elif removed:
+            why, fix = ('the format\'s limits removed every box: ' + ', '.join(f'{k} {v}' for k, v in removed.items()),
+                        'see docs/export.md for the format\'s limits')
+        else:
+            why, fix = ('the run kept no detection', 'lower the thresholds')
+        figures = {'format': fmt, 'select': settings.export.export_select, 'removed': dict(removed)}
+        found.append(RunWarning('export_empty', f'the {fmt} export wrote no image: {why}', figures, fix))
+    return found
+
+
+def render(warnings: List[Mapping]) -> str:
+    """The console's lines: one per warning, with its fix."""
+    return '\n'.join(f'warning [{w["code"]}]: {w["message"]}\n  fix: {w["fix"]}' for w in warnings)

@@ -1,0 +1,73 @@
+"""The warnings of a finished run, from its summary's figures (issue 24, part 2)."""
+from pipeline.config.settings import Settings
+from pipeline.core.run_warnings import (
+    empty_exports,
+    ground_truth_overlap,
+    labels_never_seen,
+    near_spelling,
+    sizes_overlap,
+)
+
+
+def evaluation_summary(shared, truth_images, without_truth):
+    return {'ground_truth': {'images': truth_images, 'rows_read': truth_images, 'images_other_ml_use': 0},
+            'evaluation': {'runs': [{'prediction_run': 'run-a', 'images_with_prediction': shared,
+                                     'predictions_without_ground_truth': without_truth,
+                                     'ground_truth_only': 'gs://b/gt.jpg', 'prediction_only': 'gs://b/p.jpg'}]}}
+
+
+def settings(**given):
+    return Settings.from_raw({'input': 'in', 'output': 'out', **given})
+
+
+def test_overlap_under_half_of_either_side_warns_with_both_counts():
+    given = settings(ground_truth='truth.json', ground_truth_image_prefix='gs://bucket/')
+    assert ground_truth_overlap(evaluation_summary(50, 100, 50), given) == []
+    [low] = ground_truth_overlap(evaluation_summary(49, 100, 0), given)
+    assert low.code == 'ground_truth_low_overlap' and low.figures['shared_images'] == 49
+    assert "now 'gs://bucket/'" in low.fix
+    [other_side] = ground_truth_overlap(evaluation_summary(10, 10, 11), given)  # 10 of 21 predicted
+    assert other_side.figures['predicted_images'] == 21
+    [none] = ground_truth_overlap(evaluation_summary(0, 10, 5), given)
+    assert none.code == 'ground_truth_no_overlap' and 'null, not 0' in none.message
+    assert "'gs://b/gt.jpg'" in none.message and "'gs://b/p.jpg'" in none.message
+
+
+def test_no_ground_truth_image_of_the_ml_use_warns():
+    summary = evaluation_summary(0, 0, 5)
+    [warning] = ground_truth_overlap(summary, settings(ground_truth='t.json', ml_use='test'))
+    assert warning.code == 'no_ground_truth_images' and "'test'" in warning.message
+
+
+def test_a_manifest_under_half_of_the_images_warns():
+    summary = {'images_written': 10, 'image_sizes': {'from_manifest': 4, 'unknown': 6}}
+    [warning] = sizes_overlap(summary, settings(image_sizes='sizes.csv'))
+    assert warning.code == 'image_sizes_low_match'
+    assert sizes_overlap({**summary, 'image_sizes': {'from_manifest': 5, 'unknown': 5}},
+                         settings(image_sizes='sizes.csv')) == []
+    assert sizes_overlap(summary, settings()) == []  # no manifest given: nothing to match
+
+
+def test_near_spelling_prefers_case_and_spaces_then_close_matches():
+    seen = {'Salad', 'Baked Goods', 'Cheese'}
+    assert near_spelling('salad', seen) == 'Salad'
+    assert near_spelling(' baked goods', seen) == 'Baked Goods'
+    assert near_spelling('Chese', seen) == 'Cheese'
+    assert near_spelling('Zebra', seen) is None
+
+
+def test_every_label_option_is_checked():
+    given = settings(keep_labels='salad,Cheese', drop_labels='Tomatoe', label_thresholds='Zebra=0.5')
+    found = labels_never_seen(given, {'Salad', 'Cheese', 'Tomato'})
+    assert [(w.figures['option'], w.figures['label'], w.figures['near']) for w in found] == [
+        ('keep_labels', 'salad', 'Salad'), ('drop_labels', 'Tomatoe', 'Tomato'), ('label_thresholds', 'Zebra', None)]
+
+
+def test_an_empty_export_says_why():
+    summary = {'export': {'coco': {'images': 0, 'boxes': 0, 'removed': {'size_unknown': 3}},
+                          'vertex_jsonl': {'images': 2, 'boxes': 3, 'removed': {}}}}
+    [warning] = empty_exports(summary, settings(export='coco,vertex_jsonl'))
+    assert warning.figures['format'] == 'coco' and '--image_size' in warning.fix
+    summary = {'export': {'vertex_jsonl': {'images': 0, 'boxes': 0, 'removed': {}}}}
+    [warning] = empty_exports(summary, settings(export='vertex_jsonl', export_select='uncertain'))
+    assert '[0.3, 0.7)' in warning.message
