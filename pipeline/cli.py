@@ -99,8 +99,8 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
         check_bigquery_options(settings, cloud)
     skip = layout.is_ours_to_skip if layout else None
     input_shards = functools.cache(lambda: matched_shards(required(pattern, 'input'), skip))  # listed once
-    if pattern is not None and not input_shards():
-        check_holds_shards(pattern, skip)  # says what the input holds instead
+    if pattern is not None:
+        check_input(pattern, skip, input_shards)
     settings = settings.resolved(
         evaluation=resolved_evaluation(settings.evaluation, input_shards, skip),
         launch={'run_id': uuid.uuid4().hex,
@@ -119,6 +119,18 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
             arg.startswith(_DIRECT_FLAGS) for arg in argv):
         use_local_workers(pipeline_options, local_workers(input_shards(), os.cpu_count() or 1))
     return LaunchPlan(pipeline_options, settings, pattern, layout)
+
+
+def check_input(pattern: str, skip, input_shards) -> None:
+    """Raises InputError when the input holds no shard, saying what it holds instead; a listing that
+    fails here is left for the run's own reading to report, file by file."""
+    try:
+        shards = input_shards()
+    except Exception as exc:
+        logging.getLogger(__name__).warning('Listing the input at launch failed (%s)', exc)
+        return
+    if not shards:
+        check_holds_shards(pattern, skip)
 
 
 def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip) -> dict:
@@ -296,6 +308,7 @@ EXIT_TOO_MANY_DEAD_LETTERS = 3
 EXIT_REPORT_FAILED = 4
 EXIT_RUN_FAILED = 5
 EXIT_WARNINGS = 6
+EXIT_GROUND_TRUTH_UNUSABLE = 7
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -393,7 +406,7 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
     report_ok = print_outcome(summary, settings, summary_file=None if scratch else settings.outputs.summary)
     if not summary['reconciliation']['holds']:
         return EXIT_RECONCILIATION_FAILED, True, False
-    code = check_dead_letter_ratio(summary, settings.outputs.max_dead_letter_ratio)
+    code = check_ground_truth_used(summary) or check_dead_letter_ratio(summary, settings.outputs.max_dead_letter_ratio)
     if not code and summary.get('warnings') and settings.outputs.fail_on_warning:
         print(f'error: the run ended with {len(summary["warnings"])} warning(s) and --fail_on_warning is '
               f'set; every output was written', file=sys.stderr)
@@ -456,7 +469,8 @@ def help_text() -> str:
               'wrong options, input or output location (nothing was done); 3 more dead letters than '
               '--max_dead_letter_ratio; 4 the report could not be built (tables and summary are '
               'complete); 5 the run failed (no summary: the next run replaces what it left); 6 the run '
-              'ended with a warning and --fail_on_warning is set (every output was written).']
+              'ended with a warning and --fail_on_warning is set (every output was written); 7 no unit of '
+              'the ground truth could be used (the evaluation is empty).']
     return '\n'.join(lines)
 
 
@@ -510,11 +524,27 @@ def amber(text: str, stream) -> str:
 
 
 def check_dead_letter_ratio(summary, limit: Optional[float]) -> int:
-    """3 when line dead letters exceed --max_dead_letter_ratio of the non-blank lines, else 0."""
-    reconciliation = summary['reconciliation']
+    """3 when line and ground-truth dead letters exceed --max_dead_letter_ratio of the non-blank lines
+    and ground-truth units read, else 0."""
+    reconciliation, truth = summary['reconciliation'], summary.get('ground_truth')
     lines, dead = reconciliation['non_blank_lines'], reconciliation['line_dead_letters']
+    what = 'non-blank lines'
+    if truth:
+        lines, dead = lines + truth['rows_read'], dead + truth['dead_letters']
+        what = 'non-blank lines and ground-truth units'
     if limit is None or lines == 0 or dead / lines <= limit:
         return 0
-    print(f'error: {dead} of {lines} non-blank lines ({dead / lines:.2%}) went to the dead letters, '
+    print(f'error: {dead} of {lines} {what} ({dead / lines:.2%}) went to the dead letters, '
           f'more than --max_dead_letter_ratio={limit}; every output was written', file=sys.stderr)
-    return 3
+    return EXIT_TOO_MANY_DEAD_LETTERS
+
+
+def check_ground_truth_used(summary) -> int:
+    """7 when the run evaluated against ground truth of which no unit could be used, else 0."""
+    truth = summary.get('ground_truth')
+    if truth is None or truth['rows_used']:
+        return 0
+    print(f'error: no unit of the ground truth could be used ({truth["rows_read"]} read, {truth["dead_letters"]} '
+          f'dead letters: see their reasons): the evaluation is empty; every other output was written',
+          file=sys.stderr)
+    return EXIT_GROUND_TRUTH_UNUSABLE

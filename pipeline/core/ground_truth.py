@@ -12,8 +12,12 @@ image) into labelled boxes of one image, or into the reason it cannot be used.
 
 Pure: the callers read the files and say where each unit came from.
 """
+import codecs
 import csv
+import io
+import json
 import math
+import re
 from array import array
 from typing import Annotated, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -342,40 +346,60 @@ def _vertex_annotation(annotation: Any, where: str) -> GroundTruthBox:
         raise _Invalid(f'{where}.displayName: expected a non-empty string, got {label!r}')
     x_min, x_max, y_min, y_max = (_coordinate(annotation.get(key), f'{where}.{key}')
                                   for key in ('xMin', 'xMax', 'yMin', 'yMax'))
+    for low, high, axis in ((x_min, x_max, 'x'), (y_min, y_max, 'y')):
+        if low > high:  # never swapped silently: the file says something else than it means
+            raise _Invalid(f'{where}: {axis}Min {low} is greater than {axis}Max {high} (an inverted box)')
     return GroundTruthBox(label, _box((x_min, x_max), (y_min, y_max), where))
 
 
 # -- AutoML Vision CSV ------------------------------------------------------------------------------
 
 def parse_automl_csv(text: str) -> Iterator[Tuple[int, str, GroundTruthUnit]]:
-    """(line number from 1, the row as written, what it holds) for each non-blank row of a CSV file."""
-    lines = text.splitlines()
-    reader = csv.reader(lines)
-    first = 1
-    for fields in reader:
-        written = '\n'.join(lines[first - 1:reader.line_num])
-        number, first = first, reader.line_num + 1
-        if any(field.strip() for field in fields):
-            yield number, written, parse_automl_row(fields)
+    """(line number from 1, the row as written, what it holds) for each non-blank row of a CSV file,
+    split by the csv module's rules alone: a quoted field keeps its line breaks, and only \\n, \\r and
+    \\r\\n end a row (not U+2028, U+0085 or a form feed). `text` is decoded with surrogateescape: a
+    row holding a byte that is not UTF-8 is a rejection of its own."""
+    consumed: List[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in io.StringIO(text, newline=''):
+            consumed.append(line)
+            yield line
+
+    number = 1
+    for fields in csv.reader(lines()):
+        written = ''.join(consumed).rstrip('\r\n')
+        first, number = number, number + len(consumed)
+        consumed.clear()
+        if not any(field.strip() for field in fields):
+            continue
+        if _NOT_UTF8.search(written):
+            yield first, written, GroundTruthRejection('the row is not UTF-8 text')
+        else:
+            yield first, written, parse_automl_row(fields)
+
+
+_NOT_UTF8 = re.compile('[\udc80-\udcff]')  # the bytes surrogateescape could not decode
 
 
 def parse_automl_row(fields: List[str]) -> GroundTruthUnit:
-    """`[ML_USE,]GCS_PATH,LABEL,X1,Y1,X2,Y2,X3,Y3,X4,Y4`; trailing empty fields may be left out."""
-    fields = [field.strip() for field in fields]
+    """`[ML_USE,]GCS_PATH,LABEL,X1,Y1,X2,Y2,X3,Y3,X4,Y4`; trailing empty fields may be left out. The
+    path and the label are taken as written; numbers may have spaces around them."""
     uri = None
     try:
         if len(fields) > 11:
             raise _Invalid(f'expected at most 11 columns ([ML_USE,]GCS_PATH,LABEL,X1,Y1,...,Y4), got {len(fields)}')
         use = None
-        if len(fields) == 11 or (fields and fields[0].lower() in _ML_USE_SPELLINGS):
+        if len(fields) == 11 or (fields and fields[0].strip().lower() in _ML_USE_SPELLINGS):
             use, fields = ml_use(fields[0]), fields[1:]  # an unknown ML use raises
-        if not fields or not fields[0]:
+        if not fields or not fields[0].strip():
             raise _Invalid('the image path (GCS_PATH) is missing')
         uri = fields[0]
-        label, numbers = (fields[1] if len(fields) > 1 else ''), fields[2:] + [''] * (8 - len(fields[2:]))
-        if not label and not any(numbers):
+        label = fields[1] if len(fields) > 1 else ''
+        numbers = [field.strip() for field in fields[2:]] + [''] * (8 - len(fields[2:]))
+        if not label.strip() and not any(numbers):
             return GroundTruthImage(uri, (), use)
-        if not label:
+        if not label.strip():
             raise _Invalid('a box without a label')
         return GroundTruthImage(uri, (GroundTruthBox(label, _csv_box(numbers)),), use)
     except _Invalid as exc:
@@ -397,11 +421,12 @@ def _csv_box(numbers: List[str]) -> Box:
     return _box(xs, ys, 'the box')
 
 
+# A decimal number as a CSV writes it (Python's float() would also take "0.1_5", "nan" or "١").
+_DECIMAL = re.compile(r'[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?')
+
+
 def _number(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    return float(text) if _DECIMAL.fullmatch(text) else text
 
 
 # -- COCO -------------------------------------------------------------------------------------------
@@ -412,10 +437,14 @@ CocoParts = Tuple[List[GroundTruthImage], List[Tuple[str, GroundTruthRejection]]
 def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
     """(an image per COCO image, with its boxes; (what, why) for each part that cannot be used). The
     image URI is `image_prefix` joined to `file_name`."""
+    document = document.removeprefix(codecs.BOM_UTF8)
     try:
         data = orjson.loads(document)
     except orjson.JSONDecodeError as exc:
-        return [], [('the document', GroundTruthRejection(f'not valid JSON: {exc}'))]
+        try:  # NaN and Infinity, which pycocotools' json.load takes: the parts holding one are rejected
+            data = json.loads(document)
+        except (ValueError, RecursionError):
+            return [], [('the document', GroundTruthRejection(f'not valid JSON: {exc}'))]
     if not isinstance(data, dict) or not isinstance(data.get('images'), list):
         return [], [('the document',
                       GroundTruthRejection('expected a COCO object with images, annotations, categories'))]
@@ -429,10 +458,11 @@ def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
                 raise _Invalid('expected an object')
             width, height = (_side(image.get(name), name) for name in ('width', 'height'))
             file_name = _uri(image.get('file_name'), 'file_name')
-            if image.get('id') in images:
-                raise _Invalid(f'id {image.get("id")!r} is used by another image')
-            images[image.get('id')] = (_joined(image_prefix, file_name), width, height)
-            order.append(image.get('id'))
+            image_id = _coco_id(image.get('id'), 'id')
+            if image_id in images:
+                raise _Invalid(f'id {image_id!r} is used by another image')
+            images[image_id] = (_joined(image_prefix, file_name), width, height)
+            order.append(image_id)
         except _Invalid as exc:
             rejected.append((f'images[{index}]', GroundTruthRejection(str(exc))))
     boxes: Dict[Any, List[GroundTruthBox]] = {image_id: [] for image_id in order}
@@ -441,7 +471,8 @@ def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
             image_id, box = _coco_annotation(annotation, images, categories)
             boxes[image_id].append(box)
         except _Invalid as exc:
-            uri = images.get(annotation.get('image_id'), (None,))[0] if isinstance(annotation, dict) else None
+            image_id = annotation.get('image_id') if isinstance(annotation, dict) else None
+            uri = images[image_id][0] if isinstance(image_id, (int, str)) and image_id in images else None
             rejected.append((f'annotations[{index}]', GroundTruthRejection(str(exc), uri)))
     return [GroundTruthImage(images[i][0], tuple(boxes[i])) for i in order], rejected
 
@@ -452,13 +483,30 @@ def _side(value: Any, name: str) -> float:
     return float(value)
 
 
-def _coco_categories(categories: Any, rejected: List[Tuple[str, GroundTruthRejection]]) -> Dict[Any, str]:
-    names: Dict[Any, str] = {}
+def _coco_id(value: Any, name: str) -> Any:
+    """An id as COCO writes them: a whole number or a string (a list or an object cannot be one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str, float)) or value != value:
+        raise _Invalid(f'{name}: expected a number or a string, got {value!r}')
+    return value
+
+
+_AMBIGUOUS = object()  # a category id given twice: which name its boxes have cannot be told
+
+
+def _coco_categories(categories: Any, rejected: List[Tuple[str, GroundTruthRejection]]) -> Dict[Any, Any]:
+    names: Dict[Any, Any] = {}
     for index, category in enumerate(categories if isinstance(categories, list) else []):
-        if isinstance(category, dict) and isinstance(category.get('name'), str) and category['name']:
-            names[category.get('id')] = category['name']
-        else:
-            rejected.append((f'categories[{index}]', GroundTruthRejection('expected an object with id and name')))
+        try:
+            if not (isinstance(category, dict) and isinstance(category.get('name'), str) and category['name']):
+                raise _Invalid('expected an object with id and name')
+            category_id = _coco_id(category.get('id'), 'id')
+            if category_id in names:
+                names[category_id] = _AMBIGUOUS
+                raise _Invalid(f'id {category_id!r} is given to another category too: the boxes of either '
+                               f'cannot be told apart')
+            names[category_id] = category['name']
+        except _Invalid as exc:
+            rejected.append((f'categories[{index}]', GroundTruthRejection(str(exc))))
     return names
 
 
@@ -466,20 +514,28 @@ def _coco_annotation(annotation: Any, images: Dict[Any, Tuple[str, float, float]
                      categories: Dict[Any, str]) -> Tuple[Any, GroundTruthBox]:
     if not isinstance(annotation, dict):
         raise _Invalid('expected an object')
-    if annotation.get('image_id') not in images:
-        raise _Invalid(f'image_id {annotation.get("image_id")!r} is not an image of the document')
-    if annotation.get('category_id') not in categories:
-        raise _Invalid(f'category_id {annotation.get("category_id")!r} is not a category of the document')
+    image_id = _coco_id(annotation.get('image_id'), 'image_id')
+    if image_id not in images:
+        raise _Invalid(f'image_id {image_id!r} is not an image of the document')
+    category_id = _coco_id(annotation.get('category_id'), 'category_id')
+    if category_id not in categories:
+        raise _Invalid(f'category_id {category_id!r} is not a category of the document')
+    if categories[category_id] is _AMBIGUOUS:
+        raise _Invalid(f'category_id {category_id!r} is the id of two categories')
     bbox = annotation.get('bbox')
     if (not isinstance(bbox, list) or len(bbox) != 4
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in bbox)):
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v != v for v in bbox)):
         raise _Invalid(f'bbox: expected [x, y, width, height] in pixels, got {bbox!r}')
-    _, width, height = images[annotation['image_id']]
+    _, width, height = images[image_id]
     x, y, w, h = bbox
+    if not (w > 0 and h > 0):  # a negative width is never flipped silently
+        raise _Invalid(f'bbox: width and height must be positive, got {w!r} and {h!r}')
     box = _box([_coordinate(x / width, 'bbox x'), _coordinate((x + w) / width, 'bbox x + width')],
                [_coordinate(y / height, 'bbox y'), _coordinate((y + h) / height, 'bbox y + height')], 'bbox')
-    return annotation['image_id'], GroundTruthBox(categories[annotation['category_id']], box,
-                                                  bool(annotation.get('iscrowd', 0)))
+    crowd = annotation.get('iscrowd', 0)
+    if crowd.__class__ is not int or crowd not in (0, 1):
+        raise _Invalid(f'iscrowd: expected 0 or 1, got {crowd!r}')
+    return image_id, GroundTruthBox(categories[category_id], box, crowd == 1)
 
 
 def _joined(prefix: str, file_name: str) -> str:

@@ -1,16 +1,18 @@
 """Ground-truth files: found under a local or gs:// file, folder or glob, their format recognized, and
 read unit by unit (a line, a row, a COCO image) with where each unit came from."""
+import codecs
 import glob
 import os
 from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
 
+import orjson
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config.options import GROUND_TRUTH_FORMATS
 from pipeline.core import ground_truth
 from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit, Place
 from pipeline.core.shards import scheme_of, split_ranges
-from pipeline.io.sources import open_shard, read_range_lines
+from pipeline.io.sources import Unlisted, discover, open_shard, read_range_lines
 
 VERTEX_JSONL, AUTOML_CSV, COCO = GROUND_TRUTH_FORMATS[1:]
 
@@ -29,15 +31,10 @@ class Unit(NamedTuple):
 
 
 def ground_truth_files(pattern: str) -> List[str]:
-    """The files --ground_truth names: a file, every file under a folder or prefix, or a glob."""
+    """The files --ground_truth names: a file, every file under a folder or prefix, or a glob. Local
+    links are followed as under --input: each real file once, whichever links lead to it."""
     if scheme_of(pattern) == 'file':
-        path = os.path.abspath(pattern)
-        if os.path.isdir(path):
-            files = [p for p in glob.glob(os.path.join(glob.escape(path), '**'), recursive=True) if os.path.isfile(p)]
-        elif os.path.isfile(path):
-            files = [path]
-        else:
-            files = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+        files = _local_files(os.path.abspath(pattern))
     elif any(c in pattern for c in '*?['):
         files = _matched(pattern)
     else:  # an object, or every object under it as a folder ('*' does not cross '/' there: '**')
@@ -46,6 +43,22 @@ def ground_truth_files(pattern: str) -> List[str]:
     if not files:
         raise GroundTruthError(f'--ground_truth: {pattern} holds no file')
     return sorted(files)
+
+
+def _local_files(path: str) -> List[str]:
+    """Every real file under a local file, folder or glob once, found through as many links as lead
+    to it (a link loop ends where it starts)."""
+    roots = [path] if os.path.lexists(path) else glob.glob(path, recursive=True)
+    seen, files = set(), []
+    for root in roots:
+        for found in discover(glob.escape(root) + ('/**' if os.path.isdir(root) else '')):
+            if isinstance(found, Unlisted):
+                raise GroundTruthError(f'--ground_truth: {found.path}: {found.reason}')
+            info = os.stat(found.path)
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                files.append(found.path)
+    return files
 
 
 # Enough of a file to tell its format.
@@ -76,25 +89,40 @@ def resolve_ground_truth(pattern: str, fmt: str = 'auto', skip=None) -> List[Tup
 
 
 def _matched(pattern: str) -> List[str]:
-    return [m.path for m in FileSystems.match([pattern])[0].metadata_list if not m.path.endswith('/')]
+    try:
+        return [m.path for m in FileSystems.match([pattern])[0].metadata_list if not m.path.endswith('/')]
+    except Exception as exc:
+        raise GroundTruthError(f'--ground_truth: could not list {pattern!r}: {exc}') from None
 
 
 def detect_format(path: str, head: bytes) -> str:
-    """By extension, then by content: a JSON document with `images` is COCO, a line object with
-    `imageGcsUri` is Vertex AI's import format, anything else with commas is AutoML's CSV."""
+    """By extension, then by content (after a BOM and white space): a JSON object on the first line is
+    an import line (Vertex AI JSONL) unless it is a whole COCO document; a first JSON value that spans
+    lines is a COCO document; anything else with commas is AutoML's CSV."""
     name = path.lower().removesuffix('.gz')
     if name.endswith('.jsonl'):
         return VERTEX_JSONL
     if name.endswith('.csv'):
         return AUTOML_CSV
-    text = head.lstrip()
-    if text.startswith(b'{') and b'"images"' in head and b'"imageGcsUri"' not in head:
-        return COCO
+    text = head.removeprefix(codecs.BOM_UTF8).lstrip()
     if text.startswith(b'{'):
-        return VERTEX_JSONL
+        try:
+            first = orjson.loads(text.partition(b'\n')[0])
+        except orjson.JSONDecodeError:  # a document over several lines, or longer than the head
+            first = None
+        if isinstance(first, dict):
+            return COCO if COCO_KEYS & first.keys() and 'imageGcsUri' not in first else VERTEX_JSONL
+        imports, images = text.find(b'"imageGcsUri"'), text.find(b'"images"')
+        return VERTEX_JSONL if imports >= 0 and (images < 0 or imports < images) else COCO
+    if text.startswith(b'['):
+        raise GroundTruthError(f'--ground_truth: {path} holds a JSON array, which is none of the formats '
+                               f'(COCO is an object with images, annotations and categories)')
     if b',' in head:
         return AUTOML_CSV
     raise GroundTruthError(f'--ground_truth: cannot tell the format of {path}; give --ground_truth_format')
+
+
+COCO_KEYS = {'images', 'annotations', 'categories'}
 
 
 def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int = 0,
@@ -123,13 +151,10 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
         for index, (where, rejection) in enumerate(rejected, start=len(images)):
             yield (0, index), Unit(path, where, None, rejection)
         return
-    try:
-        text = data.decode('utf-8-sig')
-    except UnicodeDecodeError as exc:
-        yield (0, 0), Unit(path, 'the file', None, GroundTruthRejection(f'not UTF-8 text: {exc}'))
-        return
+    # A byte that is not UTF-8 spoils its row only (the row says so), not the file.
+    text = data.removeprefix(codecs.BOM_UTF8).decode('utf-8', 'surrogateescape')
     for number, row, parsed in ground_truth.parse_automl_csv(text):
-        yield (0, number), Unit(path, f'line {number}', row.encode('utf-8'), parsed)
+        yield (0, number), Unit(path, f'line {number}', row.encode('utf-8', 'surrogateescape'), parsed)
 
 
 class LineChunk(NamedTuple):

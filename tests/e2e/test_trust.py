@@ -167,3 +167,77 @@ def test_an_input_without_prediction_shards_stops_at_launch_and_says_what_it_hol
     assert 'holds no prediction shard' in result.stderr and '3 other file(s)' in result.stderr
     assert '.jpg' in result.stderr
     assert not (tmp_path / 'o').exists()
+
+
+# 3. Ground truth is read exactly once, exactly as written --------------------------------------
+
+ODD_LABELS = ('plain', 'a, b', 'say "cheese"', 'two\nlines', 'Ünïcødé 中文', ' spaced ')
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory, run):
+    """A run over odd labels, exported in every format (each image's boxes, scored 0.9)."""
+    tmp = tmp_path_factory.mktemp('round-trip')
+    folder = tmp / 'in' / 'prediction-m-2026-01-01T00:00:00.000Z'
+    folder.mkdir(parents=True)
+    lines = []
+    for i in range(12):
+        labels = [ODD_LABELS[(i + k) % len(ODD_LABELS)] for k in range(3)]
+        boxes = [[0.1 + 0.05 * k, 0.4 + 0.05 * k, 0.1 + 0.1 * k, 0.5 + 0.1 * k] for k in range(3)]  # x1 x2 y1 y2
+        lines.append(json.dumps({'instance': {'content': f'gs://bucket/images/{i}.jpg'}, 'prediction': {
+            'ids': ['1', '2', '3'], 'displayNames': labels, 'confidences': [0.9, 0.8, 0.7], 'bboxes': boxes}}))
+    (folder / 'predictions_00001.jsonl').write_text('\n'.join(lines) + '\n')
+    out = tmp / 'out'
+    run('--input', tmp / 'in', '--output', out, '--image_size', '640x480', '--report=false',
+        '--export', 'vertex_jsonl,automl_csv,coco,label_studio')
+    return tmp, out
+
+
+@pytest.mark.parametrize('fmt, path', [
+    ('vertex_jsonl', 'export/vertex_jsonl'), ('automl_csv', 'export/automl_csv'),
+    ('coco', 'export/coco/annotations.json'),
+])
+def test_every_export_read_back_as_ground_truth_gives_map_1(run, exported, fmt, path):
+    tmp, out = exported
+    evaluated = tmp / f'eval-{fmt}'
+    run('--input', tmp / 'in', '--output', evaluated, '--image_size', '640x480', '--report=false',
+        '--ground_truth', out / path, '--fail_on_warning')
+    [entry] = json.loads((evaluated / 'evaluation' / 'metrics.json').read_text())['runs']
+    assert entry['images_with_prediction'] == 12
+    assert {label['label'] for label in entry['labels']} == set(ODD_LABELS)
+    assert entry['map'] == pytest.approx(1.0) and entry['mar'] == pytest.approx(1.0)
+    summary = json.loads((evaluated / 'summary.json').read_text())
+    assert summary['ground_truth']['dead_letters'] == 0
+
+
+def test_a_link_to_a_ground_truth_folder_is_read_once(run, exported):
+    tmp, out = exported
+    truth = tmp / 'truth-linked'
+    (truth / 'v3').mkdir(parents=True)
+    [exported_file] = (out / 'export' / 'vertex_jsonl').glob('*.jsonl')
+    (truth / 'v3' / 'labels.jsonl').write_bytes(exported_file.read_bytes())
+    os.symlink('v3', truth / 'latest')
+    os.symlink('..', truth / 'v3' / 'up')  # a loop
+    evaluated = tmp / 'eval-linked'
+    run('--input', tmp / 'in', '--output', evaluated, '--report=false', '--ground_truth', truth)
+    summary = json.loads((evaluated / 'summary.json').read_text())
+    assert summary['ground_truth']['rows_read'] == 12 and summary['ground_truth']['boxes'] == 36
+
+
+def test_a_ground_truth_without_a_usable_unit_fails_the_run_with_7(run, tmp_path):
+    truth = tmp_path / 'truth.csv'
+    truth.write_text('gs://b/a.jpg,cat,2,2,,,3,3,,\nnot,a,row,at,all\n')
+    result = run('--input', INPUT, '--output', tmp_path / 'o', '--ground_truth', truth, '--report=false',
+                 check=False)
+    assert result.returncode == 7 and 'no unit of the ground truth could be used' in result.stderr
+    summary = json.loads((tmp_path / 'o' / 'summary.json').read_text())
+    assert summary['ground_truth']['rows_used'] == 0 and summary['dead_letters']['invalid_ground_truth'] == 2
+
+
+def test_the_dead_letter_ratio_counts_the_ground_truth(run, tmp_path):
+    truth = tmp_path / 'truth.jsonl'
+    good = json.dumps({'imageGcsUri': 'gs://bucket/filename1.jpeg'})
+    truth.write_text(good + '\n' + '{"broken\n' * 30)
+    result = run('--input', INPUT, '--output', tmp_path / 'o', '--ground_truth', truth, '--report=false',
+                 '--max_dead_letter_ratio', '0.5', check=False)
+    assert result.returncode == 3 and 'ground-truth units' in result.stderr  # 33 of 46 (lines 3 of 15 alone)

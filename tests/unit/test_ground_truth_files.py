@@ -59,8 +59,10 @@ def test_units_say_where_they_came_from(tmp_path):
     assert all(isinstance(u.parsed, GroundTruthImage) for u in vertex) and vertex[1].position == 'line 2'
     bad = tmp_path / 'bad.csv'
     bad.write_bytes(b'gs://b/a.jpg,cat,0,0,,,1,1,,\n\xff\xfe\n')
-    ((_, unit),) = read_units(str(bad))
-    assert isinstance(unit.parsed, GroundTruthRejection) and unit.parsed.message.startswith('not UTF-8 text')
+    (_, good), (_, unit) = read_units(str(bad))  # the bad bytes spoil their own row only
+    assert isinstance(good.parsed, GroundTruthImage) and good.position == 'line 1'
+    assert isinstance(unit.parsed, GroundTruthRejection) and unit.parsed.message == 'the row is not UTF-8 text'
+    assert unit.payload == b'\xff\xfe' and unit.position == 'line 2'
     ((_, missing),) = read_units(str(tmp_path / 'gone.csv'))
     assert missing.position == 'the file' and 'could not read the file' in missing.parsed.message
 

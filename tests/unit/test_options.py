@@ -124,7 +124,7 @@ def test_each_settings_group_holds_exactly_its_options_and_no_default_of_its_own
 # contract (add to the list, never rename or drop without a deprecation).
 ACCEPTED = ['input', 'input_subscription', 'window_seconds', 'dedupe_hours', 'output', 'output_table',
             'images_table', 'dead_letter_table', 'write_disposition', 'bigquery_method', 'overwrite',
-            'max_dead_letter_ratio', 'report', 'report_samples', 'report_image_mirror', 'summary',
+            'max_dead_letter_ratio', 'fail_on_warning', 'report', 'report_samples', 'report_image_mirror', 'summary',
             'dead_letter', 'input_format', 'score_threshold', 'label_thresholds', 'image_size',
             'image_sizes', 'probe_image_sizes', 'probe_allowed_prefixes', 'keep_labels', 'drop_labels',
             'min_box_area', 'max_detections', 'nms_iou', 'nms_class_agnostic', 'roi', 'roi_min_overlap',
