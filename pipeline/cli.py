@@ -33,7 +33,7 @@ from pipeline.core import summary as run_summary
 from pipeline.core.evaluation import bucket_count
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
 from pipeline.core.run_warnings import render as render_warnings
-from pipeline.core.shards import scheme_of, split_ranges
+from pipeline.core.shards import run_names, scheme_of, split_ranges
 from pipeline.io import summary_files
 from pipeline.io.bigquery import prepare_tables
 from pipeline.io.ground_truth import GroundTruthError, resolve_ground_truth
@@ -102,6 +102,7 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     if pattern is not None:
         check_input(pattern, skip, input_shards)
     settings = settings.resolved(
+        input={'run_names': shared_run_names(pattern, input_shards) if pattern else ()},
         evaluation=resolved_evaluation(settings.evaluation, input_shards, skip),
         launch={'run_id': uuid.uuid4().hex,
                 'progress': local and pattern is not None and not quiet,
@@ -131,6 +132,15 @@ def check_input(pattern: str, skip, input_shards) -> None:
         return
     if not shards:
         check_holds_shards(pattern, skip)
+
+
+def shared_run_names(pattern: str, input_shards) -> Tuple[Tuple[str, str], ...]:
+    """The run folders whose name another one shares, named by their path under the input (none when
+    the listing fails: check_input has said so)."""
+    try:
+        return tuple(sorted(run_names(input_shards(), input_root(pattern)).items()))
+    except Exception:
+        return ()
 
 
 def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip) -> dict:

@@ -27,6 +27,9 @@ from pipeline.config.options import (
 class InputSettings:
     input: Optional[str]  # None only in streaming runs without a prefix filter
     input_format: str
+    # Run folders whose name another run folder under the input shares, each with the name it is
+    # given instead: its path under the input (set at launch from the listing; shards.run_names).
+    run_names: Tuple[Tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

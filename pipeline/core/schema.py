@@ -12,6 +12,9 @@ class Column(NamedTuple):
     description: str
 
 
+RUN_COLUMN = ('the enclosing prediction-* (or batchprediction-*) folder; its path under the input when '
+              'another run folder has its name')
+
 DETECTION_COLUMNS: Tuple[Column, ...] = (
     Column('image_uri', pa.string(), False, 'the image (ID / instance.content)'),
     Column('label', pa.string(), True, 'display name'),
@@ -30,7 +33,7 @@ DETECTION_COLUMNS: Tuple[Column, ...] = (
     Column('px_y_max', pa.float64(), True, 'box in pixels: y_max times height'),
     Column('source_file', pa.string(), True, 'the shard the line came from'),
     Column('source_format', pa.string(), True, 'automl or vertex'),
-    Column('prediction_run', pa.string(), True, 'the enclosing prediction-* (or batchprediction-*) folder'),
+    Column('prediction_run', pa.string(), True, RUN_COLUMN),
     Column('box_area', pa.float64(), True, 'normalized area, (x_max - x_min) * (y_max - y_min)'),
     Column('px_box_area', pa.float64(), True, 'area in square pixels, where the size is known'),
     Column('box_wkt', pa.string(), True,
@@ -41,7 +44,7 @@ IMAGE_COLUMNS: Tuple[Column, ...] = (
     Column('image_uri', pa.string(), False, 'the image (ID / instance.content)'),
     Column('source_file', pa.string(), True, 'the shard the line came from'),
     Column('source_format', pa.string(), True, 'automl or vertex'),
-    Column('prediction_run', pa.string(), True, 'the enclosing prediction-* (or batchprediction-*) folder'),
+    Column('prediction_run', pa.string(), True, RUN_COLUMN),
     Column('annotation_count', pa.int32(), True, 'annotations on the line before any filter'),
     Column('detection_count', pa.int32(), True, 'rows written to detections for this line'),
     Column('max_score', pa.float64(), True, 'highest kept score'),

@@ -1,7 +1,7 @@
 """Shards by name: which files are results or errors, which prediction run they belong to, and the
 byte ranges an uncompressed shard is read in. Pure: no file is opened here."""
 import re
-from typing import List, NamedTuple, Optional
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Set
 
 RESULT = 'result'
 ERROR = 'error'
@@ -51,13 +51,33 @@ def is_compressed(path: str) -> bool:
 RUN_FOLDER_PREFIXES = ('prediction-', 'batchprediction-')
 
 
-def prediction_run(path: str) -> Optional[str]:
-    """The nearest enclosing run folder: model and timestamp, so mixed runs stay apart."""
+def run_folder(path: str) -> Optional[str]:
+    """The nearest run folder enclosing a shard, as a path."""
     parts = path.split('/')[:-1]
-    for part in reversed(parts):
-        if part.startswith(RUN_FOLDER_PREFIXES):
-            return part
+    for end in range(len(parts), 0, -1):
+        if parts[end - 1].startswith(RUN_FOLDER_PREFIXES):
+            return '/'.join(parts[:end])
     return None
+
+
+def prediction_run(path: str, renamed: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The nearest enclosing run folder: model and timestamp, so mixed runs stay apart; a folder whose
+    name another one shares goes by the name `renamed` gives it (run_names)."""
+    folder = run_folder(path)
+    if folder is None:
+        return None
+    return (renamed or {}).get(folder) or folder.rsplit('/', 1)[-1]
+
+
+def run_names(paths: Iterable[str], root: str) -> Dict[str, str]:
+    """Run folder -> its path under `root`, for the run folders whose name another one shares
+    (modelA/prediction-2024 and modelB/prediction-2024 are two runs, never merged)."""
+    by_name: Dict[str, Set[str]] = {}
+    for folder in filter(None, map(run_folder, paths)):
+        by_name.setdefault(folder.rsplit('/', 1)[-1], set()).add(folder)
+    prefix = root.rstrip('/') + '/'
+    return {folder: folder[len(prefix):] if folder.startswith(prefix) else folder
+            for folders in by_name.values() if len(folders) > 1 for folder in sorted(folders)}
 
 
 def split_ranges(path: str, size: int, range_bytes: int = DEFAULT_RANGE_BYTES) -> List[ShardRange]:

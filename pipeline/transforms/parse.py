@@ -1,7 +1,7 @@
 """Parsing: batches of lines into Arrow tables of detections and images, dead letters and counts, with
 the image sizes resolved per worker."""
 import gc
-from typing import Dict, List, NamedTuple, Optional, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
@@ -29,8 +29,9 @@ class ParseBatchFn(beam.DoFn):
     def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings,
                  report_progress: bool = False, evaluation_buckets: int = 0,
                  export: Optional[ExportSettings] = None, ground_truth_image_prefix: str = '',
-                 spill_folder: Optional[str] = None):
+                 spill_folder: Optional[str] = None, run_names: Tuple[Tuple[str, str], ...] = ()):
         self._input_format = input_format
+        self._run_names = dict(run_names)
         self._buckets = evaluation_buckets  # when set, each line's kept detections go to the evaluation
         self._image_prefix = ground_truth_image_prefix
         self._spill_folder = spill_folder  # when set, the evaluation's parts wait there (io.spill)
@@ -79,7 +80,7 @@ class ParseBatchFn(beam.DoFn):
                     for position, rejection in decoded.rejections]
         resolve = self._resolver.resolve
         sizes = [resolve(uri) for uri in decoded.lines.image_uris]
-        run = shards.prediction_run(batch.source_file)
+        run = shards.prediction_run(batch.source_file, self._run_names)
         tables = build_tables(decoded.lines, sizes, batch.source_file, run, self._postprocessing)
         counts = tables.counts
         if self._report_progress:
@@ -202,7 +203,8 @@ class ParsePredictions(beam.PTransform):
             ParseBatchFn(settings.input.input_format, settings.postprocessing, settings.sizes,
                          settings.launch.progress,
                          settings.evaluation.buckets if settings.evaluation.enabled else 0, settings.export,
-                         settings.evaluation.ground_truth_image_prefix or '', settings.evaluation.spill_folder),
+                         settings.evaluation.ground_truth_image_prefix or '', settings.evaluation.spill_folder,
+                         settings.input.run_names),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
             'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'evaluation_parts', 'exported',

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pyarrow.dataset as ds
 import pytest
 from conftest import ROOT, SAMPLE
 
@@ -241,3 +242,31 @@ def test_the_dead_letter_ratio_counts_the_ground_truth(run, tmp_path):
     result = run('--input', INPUT, '--output', tmp_path / 'o', '--ground_truth', truth, '--report=false',
                  '--max_dead_letter_ratio', '0.5', check=False)
     assert result.returncode == 3 and 'ground-truth units' in result.stderr  # 33 of 46 (lines 3 of 15 alone)
+
+
+# 4. Runs are told apart ------------------------------------------------------------------------
+
+def test_two_run_folders_of_one_name_are_two_runs_named_by_their_path(run, exported):
+    tmp, out = exported
+    [shard] = (tmp / 'in').rglob('predictions_00001.jsonl')
+    lines = shard.read_text().splitlines()
+    for model, keep in (('modelA', None), ('modelB', 1)):
+        folder = tmp / 'two-models' / model / 'prediction-2024'
+        folder.mkdir(parents=True)
+        kept = []
+        for line in lines:
+            record = json.loads(line)
+            if keep:
+                record['prediction'] = {key: values[:keep] for key, values in record['prediction'].items()}
+            kept.append(json.dumps(record))
+        (folder / 'predictions_00001.jsonl').write_text('\n'.join(kept) + '\n')
+    evaluated = tmp / 'eval-two-models'
+    run('--input', tmp / 'two-models', '--output', evaluated, '--report=false',
+        '--ground_truth', out / 'export' / 'vertex_jsonl')
+    runs = {entry['prediction_run']: entry
+            for entry in json.loads((evaluated / 'evaluation' / 'metrics.json').read_text())['runs']}
+    assert sorted(runs) == ['modelA/prediction-2024', 'modelB/prediction-2024']
+    assert runs['modelA/prediction-2024']['map'] == pytest.approx(1.0)
+    assert runs['modelB/prediction-2024']['map'] < 0.7
+    detections = ds.dataset(str(evaluated / 'detections')).to_table()
+    assert sorted(set(detections.column('prediction_run').to_pylist())) == sorted(runs)

@@ -120,3 +120,14 @@ def test_resolve_missing_input(tmp_path):
         sources.resolve_input(str(tmp_path / 'missing'))
     with pytest.raises(InputError, match='matches no file'):
         sources.resolve_input(str(tmp_path / '*.jsonl'))
+
+
+def test_run_folders_of_one_name_are_named_by_their_path_under_the_input():
+    from pipeline.core.shards import prediction_run, run_names
+    paths = ['gs://b/in/modelA/prediction-2024/predictions_1.jsonl', 'gs://b/in/modelB/prediction-2024/errors_1.jsonl',
+             'gs://b/in/prediction-2025/predictions_1.jsonl', 'gs://b/in/loose.jsonl']
+    names = run_names(paths, 'gs://b/in/')
+    assert names == {'gs://b/in/modelA/prediction-2024': 'modelA/prediction-2024',
+                     'gs://b/in/modelB/prediction-2024': 'modelB/prediction-2024'}
+    assert [prediction_run(path, names) for path in paths] == [
+        'modelA/prediction-2024', 'modelB/prediction-2024', 'prediction-2025', None]
