@@ -16,6 +16,7 @@ BLANK_LINES = 'blank_lines'
 IMAGES_WRITTEN = 'images_written'
 IMAGES_WITHOUT_SIZE = 'images_without_size'
 DETECTIONS_IN = 'detections_in'
+ANNOTATIONS_READ = 'annotations_read'  # on the lines written: detections in + boxes rejected alone
 DETECTIONS_KEPT = 'detections_kept'
 
 # Evaluation against ground truth (--ground_truth): the ground truth read, and what was evaluated.

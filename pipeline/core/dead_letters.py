@@ -20,8 +20,10 @@ PREDICTION_ERROR = 'prediction_error'
 UNREADABLE_FILE = 'unreadable_file'
 WRITE_FAILURE = 'write_failure'
 INVALID_GROUND_TRUTH = 'invalid_ground_truth'
+# One annotation of a kept line whose box lies outside the image: the line and its other boxes stay.
+INVALID_BOX = 'invalid_box'
 LINE_DEAD_LETTER_KINDS = (PREDICTION_ERROR, MALFORMED_LINE, INVALID_RECORD)
-DEAD_LETTER_KINDS = LINE_DEAD_LETTER_KINDS + (UNREADABLE_FILE, WRITE_FAILURE, INVALID_GROUND_TRUTH)
+DEAD_LETTER_KINDS = LINE_DEAD_LETTER_KINDS + (INVALID_BOX, UNREADABLE_FILE, WRITE_FAILURE, INVALID_GROUND_TRUTH)
 
 FIELDS = tuple(column.name for column in DEAD_LETTER_COLUMNS)
 

@@ -40,9 +40,18 @@ class DecodedLines(NamedTuple):
         return columns.build()
 
 
+class BoxRejection(NamedTuple):
+    """An annotation left out of a kept line: its box lies outside the image."""
+    position: int  # of the line in the batch
+    annotation: int  # its index on the line
+    message: str
+    image_uri: str
+
+
 class DecodedBatch(NamedTuple):
     lines: DecodedLines
     rejections: List[Tuple[int, Rejection]]  # (position of the line in the batch, why)
+    box_rejections: List[BoxRejection] = []
 
 
 class BatchDecoder:
@@ -62,6 +71,7 @@ class BatchDecoder:
     def decode(self, lines: Sequence[bytes]) -> DecodedBatch:
         columns = _Columns(self._score_floor)
         rejections: List[Tuple[int, Rejection]] = []
+        box_rejections: List[BoxRejection] = []
         for position, line in enumerate(lines):
             record = self._typed_record(line)
             if record is not None:
@@ -70,9 +80,11 @@ class BatchDecoder:
             parsed = parse_line(line, self._input_format)
             if isinstance(parsed, Prediction):
                 columns.add_prediction(parsed)
+                box_rejections += [BoxRejection(position, index, message, parsed.image_uri)
+                                   for index, message in parsed.rejected_boxes]
             else:
                 rejections.append((position, parsed))
-        return DecodedBatch(columns.build(), rejections)
+        return DecodedBatch(columns.build(), rejections, box_rejections)
 
     def _typed_record(self, line: bytes):
         """The line as a typed record when one of the structs describes it as a plain result line,
@@ -169,14 +181,15 @@ class _Columns:
     def add_prediction(self, prediction: Prediction) -> None:
         self._add_other(prediction.image_uri, prediction.source_format, prediction.labels,
                         prediction.label_ids, prediction.scores, prediction.coordinates, False,
-                        prediction.dropped_scores)
+                        prediction.dropped_scores, len(prediction.rejected_boxes))
 
     def _add_line(self, uri: str, source_format: str, annotations: int) -> None:
         self.uris.append(uri)
         self.formats.append(source_format)
         self.counts.append(annotations)
 
-    def _add_other(self, uri, source_format, labels, label_ids, scores, coordinates, xxyy, dropped=()) -> None:
+    def _add_other(self, uri, source_format, labels, label_ids, scores, coordinates, xxyy, dropped=(),
+                   rejected: int = 0) -> None:
         part = self.other
         part.add_line(len(self.uris), len(scores))
         part.labels += labels
@@ -185,7 +198,7 @@ class _Columns:
         part.coordinates.extend(coordinates)
         part.dropped.extend(dropped)
         self.xxyy.append(xxyy)
-        self._add_line(uri, source_format, len(scores) + len(dropped))
+        self._add_line(uri, source_format, len(scores) + len(dropped) + rejected)
 
     def build(self) -> DecodedLines:
         legacy, other = self.legacy, self.other

@@ -37,6 +37,9 @@ class Prediction(NamedTuple):
     # Annotations left out of the lists above (tests build such predictions; the typed decoder of
     # `decoding` leaves out those below the score floor): only their scores, for counts and histograms.
     dropped_scores: Sequence[float] = ()
+    # (index on the line, why) of the annotations left out because their box lies outside the image:
+    # each one is a dead letter of its own, and the line keeps its other annotations.
+    rejected_boxes: Tuple[Tuple[int, str], ...] = ()
 
     @property
     def boxes(self) -> List[Box]:
@@ -55,6 +58,10 @@ class Rejection(NamedTuple):
 
 class _Invalid(Exception):
     """Raised inside the parser for a line that is JSON but not a valid record."""
+
+
+class _BadBox(_Invalid):
+    """An annotation's box lies outside the image: that annotation is rejected, not the line."""
 
 
 def parse_line(line: bytes, input_format: str = 'auto') -> Union[Prediction, Rejection]:
@@ -162,6 +169,7 @@ def _parse_automl(record: dict) -> Prediction:
     label_ids: List[Optional[str]] = []
     scores: List[float] = []
     coordinates: List[float] = []
+    rejected: List[Tuple[int, str]] = []
     for index, annotation in enumerate(annotations):
         where = f'annotations[{index}]'
         if not isinstance(annotation, dict):
@@ -175,11 +183,16 @@ def _parse_automl(record: dict) -> Prediction:
         if not isinstance(detection, dict):
             raise _Invalid(f'{where}.image_object_detection: missing or not an object')
         where = f'{where}.image_object_detection'
-        scores.append(_score(detection.get('score'), f'{where}.score'))
-        coordinates.extend(_automl_box(detection, where))
+        score = _score(detection.get('score'), f'{where}.score')
+        try:
+            coordinates.extend(_automl_box(detection, where))
+        except _BadBox as exc:
+            rejected.append((index, str(exc)))
+            continue
+        scores.append(score)
         labels.append(label)
         label_ids.append(label_id)
-    return Prediction(image_uri, AUTOML, labels, label_ids, scores, coordinates)
+    return Prediction(image_uri, AUTOML, labels, label_ids, scores, coordinates, rejected_boxes=tuple(rejected))
 
 
 def _automl_box(detection: dict, where: str) -> Box:
@@ -190,12 +203,12 @@ def _automl_box(detection: dict, where: str) -> Box:
     where = f'{where}.bounding_box.normalized_vertices'
     if not isinstance(vertices, list) or len(vertices) < 2:
         raise _Invalid(f'{where}: expected at least 2 vertices, got {_describe(vertices)}')
-    xs, ys = [], []
     for index, vertex in enumerate(vertices):
         if not isinstance(vertex, dict):
             raise _Invalid(f'{where}[{index}]: expected an object, got {_json_type(vertex)}')
-        xs.append(_coordinate(vertex.get('x', 0), f'{where}[{index}].x'))
-        ys.append(_coordinate(vertex.get('y', 0), f'{where}[{index}].y'))
+    found = _coordinates([(vertex.get(axis, 0), f'{where}[{index}].{axis}')
+                          for index, vertex in enumerate(vertices) for axis in 'xy'])
+    xs, ys = found[0::2], found[1::2]
     return min(xs), min(ys), max(xs), max(ys)
 
 
@@ -225,15 +238,25 @@ def _parse_vertex(record: dict) -> Prediction:
     label_ids: List[Optional[str]] = ([_optional_label_id(value, f'prediction.ids[{i}]')
                                         for i, value in enumerate(ids)] if ids is not None else [None] * count)
     scores = [_score(value, f'prediction.confidences[{i}]') for i, value in enumerate(confidences)]
-    coordinates = [c for i, value in enumerate(bboxes) for c in _vertex_box(value, f'prediction.bboxes[{i}]')]
-    return Prediction(image_uri, VERTEX, labels, label_ids, scores, coordinates)
+    boxes: List[Optional[Box]] = []
+    rejected: List[Tuple[int, str]] = []
+    for i, value in enumerate(bboxes):
+        try:
+            boxes.append(_vertex_box(value, f'prediction.bboxes[{i}]'))
+        except _BadBox as exc:
+            boxes.append(None)
+            rejected.append((i, str(exc)))
+    kept = [i for i, box in enumerate(boxes) if box is not None]
+    return Prediction(image_uri, VERTEX, [labels[i] for i in kept], [label_ids[i] for i in kept],
+                      [scores[i] for i in kept], [c for i in kept for c in boxes[i] or ()],
+                      rejected_boxes=tuple(rejected))
 
 
 def _vertex_box(value: Any, where: str) -> Box:
     """[xMin, xMax, yMin, yMax], swapped into order when reversed."""
     if not isinstance(value, list) or len(value) != 4:
         raise _Invalid(f'{where}: expected 4 numbers [xMin, xMax, yMin, yMax], got {_describe(value)}')
-    x1, x2, y1, y2 = (_coordinate(v, f'{where}[{i}]') for i, v in enumerate(value))
+    x1, x2, y1, y2 = _coordinates([(v, f'{where}[{i}]') for i, v in enumerate(value)])
     return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
 
 
@@ -291,16 +314,31 @@ def _score(value: Any, where: str) -> float:
     return float(value)
 
 
+def _coordinates(values: List[Tuple[Any, str]]) -> List[float]:
+    """Each (value, where) as a coordinate. Every one is checked as a number first: a box outside the
+    image (_BadBox) is the box's fault only when the line holds nothing worse."""
+    outside: Optional[_BadBox] = None
+    found = []
+    for value, where in values:
+        try:
+            found.append(_coordinate(value, where))
+        except _BadBox as exc:
+            outside = outside or exc
+    if outside is not None:
+        raise outside
+    return found
+
+
 def _coordinate(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Invalid(f'{where}: expected a number, got {_describe(value)}')
     if value < 0.0:
         if value < -COORDINATE_TOLERANCE:
-            raise _Invalid(f'{where}: {value!r} is outside the image (normalized coordinates are 0 to 1)')
+            raise _BadBox(f'{where}: {value!r} is outside the image (normalized coordinates are 0 to 1)')
         return 0.0
     if value > 1.0:
         if value > 1.0 + COORDINATE_TOLERANCE:
-            raise _Invalid(f'{where}: {value!r} is outside the image (normalized coordinates are 0 to 1)')
+            raise _BadBox(f'{where}: {value!r} is outside the image (normalized coordinates are 0 to 1)')
         return 1.0
     return float(value)
 

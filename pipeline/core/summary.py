@@ -4,7 +4,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 from pipeline.config.settings import Settings
 from pipeline.core import counts as names
 from pipeline.core.counts import HISTOGRAM_BINS, Counts
-from pipeline.core.dead_letters import DEAD_LETTER_KINDS, INVALID_GROUND_TRUTH, LINE_DEAD_LETTER_KINDS
+from pipeline.core.dead_letters import DEAD_LETTER_KINDS, INVALID_BOX, INVALID_GROUND_TRUTH, LINE_DEAD_LETTER_KINDS
 from pipeline.core.evaluation import RunImage
 from pipeline.core.outputs import SUMMARY_WRITER
 from pipeline.core.postprocessing import STEPS
@@ -46,9 +46,14 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
                           'expected': expected_rows[name], 'holds': rows == expected_rows[name]}
                    for name, rows in (output_rows or {}).items()}
     lines_hold = non_blank == images + line_dead
-    holds = lines_hold and all(check['holds'] for check in files_check.values())
+    annotations, detections_in = get(names.ANNOTATIONS_READ), get(names.DETECTIONS_IN)
+    annotations_hold = annotations == detections_in + dead[INVALID_BOX]
+    holds = lines_hold and annotations_hold and all(check['holds'] for check in files_check.values())
     text = (f'{non_blank} non-blank lines read {"==" if lines_hold else "!="} {images} images + '
             f'{line_dead} line dead letters')
+    if dead[INVALID_BOX] or not annotations_hold:
+        text += (f'; {annotations} annotations {"==" if annotations_hold else "!="} {detections_in} detections in + '
+                 f'{dead[INVALID_BOX]} box dead letters')
     if ground_truth is not None:
         holds = holds and ground_truth['holds']
         text += (f'; {ground_truth["rows_read"]} ground-truth rows read {"==" if ground_truth["holds"] else "!="} '
@@ -90,6 +95,8 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
             'non_blank_lines': non_blank,
             'images': images,
             'line_dead_letters': line_dead,
+            'annotations': annotations,
+            'box_dead_letters': dead[INVALID_BOX],
             'holds': holds,
             'outputs': files_check,
             'text': text,

@@ -100,6 +100,7 @@ def build_tables(decoded: DecodedLines, sizes: Sequence[Optional[ImageSize]],
     counts = Counts({
         names.IMAGES_WRITTEN: n_images,
         names.DETECTIONS_IN: int(len(scores) + len(dropped)),
+        names.ANNOTATIONS_READ: int(counts_per_line.sum()),
         names.DETECTIONS_KEPT: int(len(rows)),
         names.IMAGES_WITHOUT_SIZE: 0 if image_size_unknown is None else int(image_size_unknown.sum()),
         **{names.removed_by(step): count for step, count in removed.items()},

@@ -21,6 +21,13 @@ from pipeline.transforms.ground_truth import TruthRange, read_truth_range
 from pipeline.transforms.read import LineBatch
 
 
+def line_place(batch: LineBatch, position: int) -> str:
+    """Where the position-th line of a batch is in its shard, in words."""
+    number = batch.first + position + 1  # blank lines are not counted
+    where = '' if batch.range_start == 0 else f' of the range from byte {batch.range_start}'
+    return f'non-blank line {number}{where}'
+
+
 class ParseBatchFn(beam.DoFn):
     """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts, and
     the lines' parts of the evaluation; TruthRange (a range of ground truth) -> its parts of the
@@ -78,6 +85,11 @@ class ParseBatchFn(beam.DoFn):
         timestamp = dead_letters.utc_timestamp()
         rejected = [dead_letters.from_rejection(rejection, batch.source_file, batch.lines[position], timestamp)
                     for position, rejection in decoded.rejections]
+        rejected += [dead_letters.make_dead_letter(
+            dead_letters.INVALID_BOX, batch.source_file,
+            f'{line_place(batch, box.position)}, annotation {box.annotation}: {box.message}; the line and its other '
+            f'annotations are kept', batch.lines[box.position], box.image_uri, timestamp=timestamp)
+            for box in decoded.box_rejections]
         resolve = self._resolver.resolve
         sizes = [resolve(uri) for uri in decoded.lines.image_uris]
         run = shards.prediction_run(batch.source_file, self._run_names)

@@ -270,3 +270,30 @@ def test_two_run_folders_of_one_name_are_two_runs_named_by_their_path(run, expor
     assert runs['modelB/prediction-2024']['map'] < 0.7
     detections = ds.dataset(str(evaluated / 'detections')).to_table()
     assert sorted(set(detections.column('prediction_run').to_pylist())) == sorted(runs)
+
+
+def test_one_box_outside_the_image_is_a_dead_letter_of_its_own_and_the_line_stays(run, tmp_path):
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    vertex = {'instance': {'content': 'gs://b/a.jpg'}, 'prediction': {
+        'ids': ['1', '2', '3'], 'displayNames': ['A', 'B', 'C'], 'confidences': [0.9, 0.8, 0.7],
+        'bboxes': [[0.1, 0.5, 0.1, 0.5], [0.2, 1.5, 0.2, 0.6], [0.3, 0.6, 0.3, 0.6]]}}
+    legacy = {'ID': 'gs://b/c.jpg', 'annotations': [
+        {'display_name': label, 'annotation_spec_id': label, 'image_object_detection': {'score': 0.9, 'bounding_box': {
+            'normalized_vertices': [{'x': x, 'y': 0.1}, {'x': 0.5, 'y': 0.5}]}}} for label, x in (('A', -0.5), ('B', 0.1))]}
+    (folder / 'predictions_1.jsonl').write_text(json.dumps(vertex) + '\n')
+    (folder / 'image_object_detection_1.jsonl').write_text('\n' + json.dumps(legacy) + '\n')
+    out = tmp_path / 'out'
+    run('--input', folder, '--output', out, '--report=false')
+    detections = ds.dataset(str(out / 'detections')).to_table().to_pydict()
+    assert sorted(zip(detections['image_uri'], detections['label'])) == [
+        ('gs://b/a.jpg', 'A'), ('gs://b/a.jpg', 'C'), ('gs://b/c.jpg', 'B')]
+    images = ds.dataset(str(out / 'images')).to_table().to_pydict()
+    assert sorted(zip(images['image_uri'], images['annotation_count'])) == [('gs://b/a.jpg', 3), ('gs://b/c.jpg', 2)]
+    letters = [json.loads(line) for path in (out / 'dead_letter').glob('*.jsonl') for line in path.read_text().splitlines()]
+    assert sorted((d['kind'], d['image_uri'], d['error_message'].split(':')[0]) for d in letters) == [
+        ('invalid_box', 'gs://b/a.jpg', 'non-blank line 1, annotation 1'),
+        ('invalid_box', 'gs://b/c.jpg', 'non-blank line 1, annotation 0')]
+    assert all(d['payload'] for d in letters)
+    reconciliation = json.loads((out / 'summary.json').read_text())['reconciliation']
+    assert reconciliation['holds'] and reconciliation['annotations'] == 5 and reconciliation['box_dead_letters'] == 2

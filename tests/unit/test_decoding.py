@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pipeline.config.settings import Settings
 from pipeline.core import dead_letters, decoding
-from pipeline.core.decoding import BatchDecoder, DecodedLines
+from pipeline.core.decoding import BatchDecoder, BoxRejection, DecodedLines
 from pipeline.core.formats import AUTOML, VERTEX, Prediction, Rejection, parse_line
 from pipeline.core.tables import ImageSize, build_tables
 
@@ -215,9 +215,12 @@ def test_what_the_typed_path_declines_is_decided_by_the_full_validator():
             b'"image_object_detection":{"score":0.5,"bounding_box":{"normalized_vertices":[{"x":1.004},{}]}}}]}'
     assert parser.decode([noise]).lines.boxes.tolist() == [[0.0, 0.0, 1.0, 0.0]]  # within the tolerance
     outside = noise.replace(b'1.004', b'1.02')
-    assert parser.decode([outside]).rejections[0][1] == Rejection(
-        'invalid_record', 'annotations[0].image_object_detection.bounding_box.normalized_vertices[0].x: '
-        '1.02 is outside the image (normalized coordinates are 0 to 1)', 'gs://b/a.jpg')
+    decoded = parser.decode([outside])  # the line stays, without its box outside the image
+    assert decoded.rejections == [] and decoded.lines.annotations_per_line.tolist() == [1]
+    assert decoded.box_rejections == [BoxRejection(
+        0, 0, 'annotations[0].image_object_detection.bounding_box.normalized_vertices[0].x: '
+        '1.02 is outside the image (normalized coordinates are 0 to 1)', 'gs://b/a.jpg')]
+    assert parser.decode([outside.replace(b'{}', b'{"y":"0"}')]).rejections[0][1].kind == 'invalid_record'
     assert decode_line(b'{"ID":"gs://b/a.jpg","x":"\xff"}').kind == 'malformed_line'
     for depth in (100, 5000):  # msgspec raises RecursionError past its own limit
         nested = b'{"ID":"gs://b/a.jpg","annotations":' + b'[' * depth + b']' * depth + b'}'

@@ -99,6 +99,28 @@ def test_clamps_coordinates_within_tolerance():
     assert parsed.boxes == [(0.0, 0.0, 1.0, 1.0)]
 
 
+@pytest.mark.parametrize('vertices, where', [
+    ([{'x': 0.1}, {'x': 1.2}], 'normalized_vertices[1].x: 1.2'), ([{'x': -0.02}, {'x': 0.5}], '[0].x: -0.02')])
+def test_a_box_outside_the_image_is_left_out_alone(vertices, where):
+    bad = annotation()
+    bad['image_object_detection']['bounding_box']['normalized_vertices'] = vertices
+    result = parse_line(automl_line([annotation(), bad, annotation()]))
+    assert len(result.scores) == 2 and len(result.boxes) == 2
+    [(index, message)] = result.rejected_boxes
+    assert index == 1 and message.startswith('annotations[1]') and where in message
+    assert 'outside the image' in message
+
+
+def test_a_vertex_box_outside_the_image_is_left_out_alone():
+    line = orjson.dumps({'instance': {'content': 'gs://b/a.jpg'}, 'prediction': {
+        'ids': ['1', '2'], 'displayNames': ['A', 'B'], 'confidences': [0.9, 0.8],
+        'bboxes': [[0.1, 1.5, 0.1, 0.5], [0.2, 0.6, 0.2, 0.6]]}})
+    result = parse_line(line)
+    assert result.labels == ['B'] and result.scores == [0.8] and result.label_ids == ['2']
+    assert result.rejected_boxes == ((0, 'prediction.bboxes[0][1]: 1.5 is outside the image (normalized '
+                                          'coordinates are 0 to 1)'),)
+
+
 @pytest.mark.parametrize('mutate, fragment', [
     (lambda a: a['image_object_detection'].update(score='0.5'), 'image_object_detection.score: expected a number'),
     (lambda a: a['image_object_detection'].update(score=1.5), 'must be in [0, 1]'),
@@ -108,10 +130,8 @@ def test_clamps_coordinates_within_tolerance():
      'at least 2 vertices'),
     (lambda a: a['image_object_detection']['bounding_box'].update(
         normalized_vertices=[{'x': '0.1'}, {'x': 0.2}]), 'normalized_vertices[0].x'),
-    (lambda a: a['image_object_detection']['bounding_box'].update(
-        normalized_vertices=[{'x': 0.1}, {'x': 1.2}]), 'outside the image'),
-    (lambda a: a['image_object_detection']['bounding_box'].update(
-        normalized_vertices=[{'x': -0.02}, {'x': 0.5}]), 'outside the image'),
+    (lambda a: a['image_object_detection']['bounding_box'].update(  # a type error beats a box outside
+        normalized_vertices=[{'x': 1.2}, {'x': '0.2'}]), 'normalized_vertices[1].x: expected a number'),
     (lambda a: a.pop('image_object_detection'), 'image_object_detection: missing'),
     (lambda a: (a.pop('display_name'), a.pop('annotation_spec_id')), 'neither display_name'),
     (lambda a: a.update(display_name=7), 'display_name: expected a string'),

@@ -60,7 +60,7 @@ def test_tables_have_the_contract_schemas_and_per_line_ranks():
     assert img['size_source'] == ['manifest', None, 'fixed']
     assert img['source_format'] == [AUTOML, AUTOML, VERTEX]
     core = {k: v for k, v in tables.counts.as_metrics().items() if not k.startswith(('score_bin_', 'kept_label='))}
-    assert core == {'images_written': 3, 'detections_in': 4, 'detections_kept': 2,
+    assert core == {'images_written': 3, 'detections_in': 4, 'annotations_read': 4, 'detections_kept': 2,
                     'removed_by_threshold': 2, 'images_without_size': 1,
                     'images_size_from_manifest': 1, 'images_size_from_fixed': 1}
     # Scores 0.3, 0.9, 0.6, 0.1 in 20 bins of 0.05; the kept ones are 0.9 and 0.6.
