@@ -62,6 +62,14 @@ class OutputLayout(NamedTuple):
                    join_path(output, EVALUATION_FOLDER) if output and evaluation else None,
                    join_path(output, EXPORT_FOLDER) if output and export else None)
 
+    def with_every_folder(self) -> 'OutputLayout':
+        """The layout with the evaluation's and the exports' folders whatever this run makes: where
+        earlier runs of ours may have left them."""
+        if not self.output:
+            return self
+        return self._replace(evaluation=join_path(self.output, EVALUATION_FOLDER),
+                             export=join_path(self.output, EXPORT_FOLDER))
+
     @property
     def table_folders(self) -> List[str]:
         """The folders that hold one Parquet table each, and nothing else."""
@@ -133,7 +141,8 @@ class OutputLayout(NamedTuple):
         table = self._table_folder_of(path)
         if table is not None:
             rest = path[len(table) + 1:]
-            return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest) or path in self.export_documents)
+            return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest) or path in self.export_documents
+                        or any(_is_summary_temp(path, document) for document in self.export_documents))
         if (self._has_dead_letter_name(path) or path in self.lock_files or path == self.report
                 or path == self.metrics_file):
             return True
@@ -178,6 +187,7 @@ def _is_summary_temp(path: str, summary: str) -> bool:
 
 
 def summary_temp_path(summary: str, run_id: str) -> str:
+    """Where a file we write in one piece (the summary, an export document) waits until it is whole."""
     return f'{summary}.tmp-{run_id}'
 
 

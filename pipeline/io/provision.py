@@ -41,15 +41,18 @@ def provision(layout: OutputLayout, overwrite: bool, run_id: str,
         if completed and not overwrite:
             raise OptionError(f'--output: {completed[0][0]} holds a completed run; pass --overwrite '
                               f'to replace it, or choose another --output')
-        found = survey(layout, existing_files(layout),
-                       [path for _, summary in completed for path in listed_outputs(summary)]
-                       + [path for path, _ in completed],
-                       stale_locks={lock.path for lock in locks if lock.took_over})
-        conflicts += found.conflicts
+        listed = ([path for _, summary in completed for path in listed_outputs(summary)]
+                  + [path for path, _ in completed])
+        stale = {lock.path for lock in locks if lock.took_over}
+        # What earlier runs of ours left goes whatever this run's options (an evaluation or an export it
+        # does not make), but only what stands where this run writes can stop it.
+        everything = layout.with_every_folder()
+        found = survey(everything, existing_files(everything), listed, stale_locks=stale)
+        conflicts += survey(layout, existing_files(layout), listed, stale_locks=stale).conflicts
         if conflicts:
             raise OutputConflict(describe_conflicts(conflicts))
         lock_paths = {lock.path for lock in locks}
-        remove_ours(layout, [path for path in found.ours if path not in lock_paths],
+        remove_ours(everything, [path for path in found.ours if path not in lock_paths],
                     [path for path, _ in completed])
     except BaseException:
         release_untouched(locks)

@@ -2,7 +2,8 @@
 <output>/export/<format>/. JSONL and CSV are sharded (Vertex AI and AutoML import several files); COCO
 and Label Studio are one JSON document each, written by one final step that streams over the images
 (a GroupByKey's iterable, read twice for COCO), never holding all boxes."""
-from typing import Dict, NamedTuple, Optional
+import uuid
+from typing import IO, Callable, Dict, NamedTuple, Optional, TypeVar
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -18,9 +19,10 @@ from pipeline.core.export import (
     write_coco,
     write_label_studio,
 )
-from pipeline.core.outputs import EXPORT_DOCUMENTS, EXPORT_FOLDER
+from pipeline.core.outputs import EXPORT_DOCUMENTS, EXPORT_FOLDER, summary_temp_path
 from pipeline.transforms.count import counted
 
+T = TypeVar('T')
 JSONL, CSV, COCO, LABEL_STUDIO = 'vertex_jsonl', 'automl_csv', 'coco', 'label_studio'
 
 
@@ -51,21 +53,38 @@ class FormatLinesFn(beam.DoFn):
         yield counted(_removed_counts(self._fmt, Removed(*totals), len(batch.image_uris), boxes))
 
 
+def write_whole(path: str, write: Callable[[IO[bytes]], T]) -> T:
+    """Writes a file through `write` under a temporary name, then renames it: a run killed half-way
+    leaves no truncated file under the final name (a Cloud Storage object appears whole anyway; a later
+    run removes the temporary one, which bears our name)."""
+    temporary = summary_temp_path(path, uuid.uuid4().hex)
+    try:
+        with FileSystems.create(temporary, mime_type='application/json') as handle:
+            result = write(handle)
+        FileSystems.rename([temporary], [path])
+    except BaseException:
+        if FileSystems.exists(temporary):  # ours, made above: a retry writes a whole one of its own
+            FileSystems.delete([temporary])
+        raise
+    return result
+
+
 def write_document(element, fmt: str, path: str, export: ExportSettings):
     """(None, every ExportBatch) -> the one COCO or Label Studio document; its counts tagged."""
     _, batches = element
 
     def images():  # a GroupByKey's iterable may be read again: COCO reads it twice
         return (image for batch in batches for image in batch.images())
-    with FileSystems.create(path, mime_type='application/json') as handle:
+
+    def write(handle) -> Counts:
         if fmt == COCO:
             written, boxes, left_out = write_coco(handle, images, export.export_image_prefix)
-            counts = Counts({names.exported_images(fmt): written, names.exported_boxes(fmt): boxes,
-                             names.export_removed(fmt, 'size_unknown'): left_out})
-        else:
-            written, boxes = write_label_studio(handle, images(), export.label_studio_from_name,
-                                                export.label_studio_to_name, export.export_image_prefix)
-            counts = Counts({names.exported_images(fmt): written, names.exported_boxes(fmt): boxes})
+            return Counts({names.exported_images(fmt): written, names.exported_boxes(fmt): boxes,
+                           names.export_removed(fmt, 'size_unknown'): left_out})
+        written, boxes = write_label_studio(handle, images(), export.label_studio_from_name,
+                                            export.label_studio_to_name, export.export_image_prefix)
+        return Counts({names.exported_images(fmt): written, names.exported_boxes(fmt): boxes})
+    counts = write_whole(path, write)
     yield path
     yield counted(counts)
 

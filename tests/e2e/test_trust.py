@@ -297,3 +297,38 @@ def test_one_box_outside_the_image_is_a_dead_letter_of_its_own_and_the_line_stay
     assert all(d['payload'] for d in letters)
     reconciliation = json.loads((out / 'summary.json').read_text())['reconciliation']
     assert reconciliation['holds'] and reconciliation['annotations'] == 5 and reconciliation['box_dead_letters'] == 2
+
+
+# 5. Outputs stay ours and whole -----------------------------------------------------------------
+
+def test_overwrite_removes_an_earlier_runs_evaluation_and_export_whatever_this_runs_options(run, tmp_path):
+    out = tmp_path / 'o'
+    run('--input', INPUT, '--output', out, '--ground_truth', TRUTH, '--export', 'vertex_jsonl,coco',
+        '--image_size', '100x100', '--report=false')
+    assert (out / 'evaluation' / 'metrics.json').exists() and (out / 'export' / 'coco' / 'annotations.json').exists()
+    (out / 'evaluation' / 'notes.md').write_text('mine')  # a user's file beside ours stays
+    run('--input', INPUT, '--output', out, '--report=false', '--overwrite')
+    left = sorted(str(path.relative_to(out)) for path in out.rglob('*') if path.is_file())
+    assert not [path for path in left if path.startswith('export/')]
+    assert [path for path in left if path.startswith('evaluation/')] == ['evaluation/notes.md']
+    run('--input', INPUT, '--output', out, '--ground_truth', TRUTH, '--report=false', '--overwrite')
+    assert (out / 'evaluation' / 'metrics.json').exists()
+
+
+def test_an_export_document_is_written_whole_or_not_at_all(tmp_path):
+    from pipeline.core.outputs import OutputLayout
+    from pipeline.transforms.export import write_whole
+
+    path = str(tmp_path / 'annotations.json')
+
+    def broken(handle):
+        handle.write(b'{"images": [')
+        raise RuntimeError('killed half-way')
+    with pytest.raises(RuntimeError):
+        write_whole(path, broken)
+    assert os.listdir(tmp_path) == []
+    assert write_whole(path, lambda handle: handle.write(b'{}')) == 2
+    assert os.listdir(tmp_path) == ['annotations.json']
+    layout = OutputLayout.of('/o', '/o/dead_letter', '/o/summary.json', False, export=True)
+    assert layout.owns_name('/o/export/coco/annotations.json.tmp-' + '0' * 32)  # a killed run's: removed
+    assert not layout.owns_name('/o/export/coco/annotations.json.bak')

@@ -48,3 +48,32 @@ def test_without_a_writable_temporary_folder_the_parts_stay_in_memory(tmp_path, 
     import tempfile
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'missing'))
     assert make_spill_folder() is None
+
+
+def test_a_later_run_removes_the_spill_folders_of_killed_runs_of_its_host_only(tmp_path):
+    import socket
+    import subprocess
+
+    from pipeline.io.spill import remove_stale_spill_folders
+    gone = subprocess.Popen(['true'])
+    gone.wait()
+    host = socket.gethostname()
+    names = {'dead': f'{SPILL_PREFIX}{host}-{gone.pid}-abcd_123', 'alive': f'{SPILL_PREFIX}{host}-{os.getpid()}-abcd_123',
+             'elsewhere': f'{SPILL_PREFIX}other-host-{gone.pid}-abcd_123', 'old': f'{SPILL_PREFIX}abcd_123',
+             'users': f'my-{SPILL_PREFIX}{host}-{gone.pid}-abcd_123'}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'part').write_bytes(b'x')
+    assert remove_stale_spill_folders(str(tmp_path)) == [str(tmp_path / names['dead'])]
+    assert sorted(os.listdir(tmp_path)) == sorted(name for key, name in names.items() if key != 'dead')
+
+
+def test_a_run_names_its_spill_folder_by_host_and_process(tmp_path, monkeypatch):
+    import socket
+    monkeypatch.setenv('TMPDIR', str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, 'tempdir', None)
+    folder = make_spill_folder()
+    assert os.path.basename(folder).startswith(f'{SPILL_PREFIX}{socket.gethostname()}-{os.getpid()}-')
+    remove_spill_folder(folder)
+    assert not os.path.exists(folder)
