@@ -104,6 +104,7 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     settings = settings.resolved(
         input={'run_names': shared_run_names(pattern, input_shards) if pattern else ()},
         evaluation=resolved_evaluation(settings.evaluation, input_shards, skip),
+        export={'buckets': bucket_count(sum(input_shards().values()))} if settings.export.enabled else {},
         launch={'run_id': uuid.uuid4().hex,
                 'progress': local and pattern is not None and not quiet,
                 # A Dataflow job outlives its launcher: it releases its Cloud Storage locks itself.
@@ -398,7 +399,7 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
         # BigQuery output only: the summary still comes back to print, through a scratch file.
         scratch = tempfile.mkdtemp(prefix='prediction-tables-')
         settings = settings.resolved(outputs={'summary': os.path.join(scratch, 'summary.json')})
-    spill = make_spill_folder() if local and settings.evaluation.enabled else None
+    spill = make_spill_folder() if local and (settings.evaluation.enabled or settings.export.enabled) else None
     if spill:
         settings = settings.resolved(evaluation={'spill_folder': spill})
     try:

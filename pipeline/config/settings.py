@@ -129,6 +129,7 @@ class ExportSettings:
     export_image_prefix: Optional[Mapping[str, str]]
     label_studio_from_name: str
     label_studio_to_name: str
+    buckets: int = 0  # derived at launch: the exported lines meet by bucket, each image's first kept
 
     @property
     def enabled(self) -> bool:

@@ -9,6 +9,7 @@ derived from its URI, a category's from its label's place in the sorted labels.
 import csv
 import hashlib
 import io
+import urllib.parse
 from typing import IO, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,7 +40,8 @@ class ExportImage(NamedTuple):
 
 
 class ExportBatch(NamedTuple):
-    """The exported lines of one batch, as columns (one Beam element, pickled in one piece)."""
+    """The exported lines of one batch, as columns (one Beam element, pickled in one piece), with where
+    each line is (its shard, the byte range and its position there): an image's first line wins."""
     prediction_run: Optional[str]
     image_uris: List[str]
     offsets: np.ndarray  # (lines + 1,): the boxes of line i are offsets[i]:offsets[i + 1]
@@ -48,6 +50,9 @@ class ExportBatch(NamedTuple):
     boxes: np.ndarray  # (boxes, 4) normalized
     widths: List[Optional[int]]
     heights: List[Optional[int]]
+    source_file: str = ''
+    range_start: int = 0
+    positions: Sequence[int] = ()  # of each line among its range's lines
 
     def lines(self, chosen: Sequence[int]) -> 'ExportBatch':
         """The batch with only the `chosen` lines."""
@@ -58,7 +63,8 @@ class ExportBatch(NamedTuple):
         return ExportBatch(self.prediction_run, [self.image_uris[line] for line in chosen],
                            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), [self.labels[r] for r in rows],
                            self.scores[index], self.boxes.reshape(-1, 4)[index], [self.widths[line] for line in chosen],
-                           [self.heights[line] for line in chosen])
+                           [self.heights[line] for line in chosen], self.source_file, self.range_start,
+                           [self.positions[line] for line in chosen] if len(self.positions) else ())
 
     def images(self) -> Iterator[ExportImage]:
         bounds, scores, boxes = self.offsets.tolist(), self.scores.tolist(), self.boxes.tolist()
@@ -78,9 +84,11 @@ def split_by_bucket(batch: ExportBatch, buckets: int) -> Dict[int, ExportBatch]:
 
 
 def export_batch(decoded: DecodedLines, rows: np.ndarray, lines: np.ndarray, sizes: Sequence,
-                 prediction_run: Optional[str]) -> ExportBatch:
+                 prediction_run: Optional[str], source_file: str = '', range_start: int = 0,
+                 positions: Sequence[int] = ()) -> ExportBatch:
     """The chosen `lines` of a batch with their kept rows (`rows`: the detections table's rows, a line's
-    together by descending score); `sizes`: each line's ImageSize or None."""
+    together by descending score); `sizes`: each line's ImageSize or None; `positions`: each decoded
+    line's among its range's lines."""
     row_line = decoded.line_index[rows]
     chosen = rows[np.isin(row_line, lines)]
     per_line = np.bincount(decoded.line_index[chosen], minlength=len(decoded.image_uris))[lines]
@@ -89,7 +97,29 @@ def export_batch(decoded: DecodedLines, rows: np.ndarray, lines: np.ndarray, siz
                        np.concatenate([[0], np.cumsum(per_line)]).astype(np.int64),
                        [decoded.labels[r] for r in chosen.tolist()], decoded.scores[chosen], decoded.boxes[chosen],
                        [sizes[i].width if sizes[i] else None for i in picked],
-                       [sizes[i].height if sizes[i] else None for i in picked])
+                       [sizes[i].height if sizes[i] else None for i in picked], source_file, range_start,
+                       [positions[i] for i in picked] if len(positions) else ())
+
+
+def first_lines(batches: Iterable[ExportBatch]) -> Tuple[List[ExportBatch], int]:
+    """(the batches with only each image's first line of its run, in file order: the line the
+    evaluation uses; the number of further lines left out). The batches hold every line of some images
+    (those of one bucket)."""
+    batches = list(batches)
+    first: Dict[Tuple[Optional[str], str], Tuple[Tuple[str, int, int], int, int]] = {}
+    lines = 0
+    for number, batch in enumerate(batches):
+        for line, uri in enumerate(batch.image_uris):
+            lines += 1
+            place = (batch.source_file, batch.range_start, batch.positions[line] if len(batch.positions) else line)
+            key = (batch.prediction_run, uri)
+            if key not in first or place < first[key][0]:
+                first[key] = (place, number, line)
+    chosen: Dict[int, List[int]] = {}
+    for _, number, line in first.values():
+        chosen.setdefault(number, []).append(line)
+    kept = [batches[number].lines(sorted(lines_of)) for number, lines_of in sorted(chosen.items())]
+    return kept, lines - len(first)
 
 
 def uncertain_lines(decoded: DecodedLines, low: float, high: float) -> np.ndarray:
@@ -165,7 +195,8 @@ def _number(value: float) -> str:
 
 
 def coco_image_id(image_uri: str) -> int:
-    """A positive 63-bit id from the URI: the same image has the same id in every run."""
+    """A positive id from the URI, at most 2^53 - 1 (JavaScript reads it exactly): the same image has
+    the same id in every run."""
     return coco_id(image_uri)
 
 
@@ -175,6 +206,19 @@ def rewrite_uri(uri: str, prefixes: Optional[Mapping[str, str]]) -> str:
         if uri.startswith(source):
             return target + uri[len(source):]
     return uri
+
+
+def label_studio_url(uri: str, prefixes: Optional[Mapping[str, str]] = None) -> str:
+    """The image as a URL Label Studio opens: the rewritten prefix as given, the rest of the path
+    percent-encoded (a `#`, `?`, `&`, space or line break in an object name is a character of the name)."""
+    for source, target in (prefixes or {}).items():
+        if uri.startswith(source):
+            return target + urllib.parse.quote(uri[len(source):], safe='/')
+    scheme, separator, rest = uri.partition('://')
+    if not separator:
+        return urllib.parse.quote(uri, safe='/')
+    host, slash, path = rest.partition('/')
+    return f'{scheme}://{host}{slash}{urllib.parse.quote(path, safe="/")}'
 
 
 def write_coco(handle: IO[bytes], images: Callable[[], Iterable[ExportImage]],
@@ -196,17 +240,18 @@ def write_coco(handle: IO[bytes], images: Callable[[], Iterable[ExportImage]],
             'width': image.width, 'height': image.height}))
         written += 1
     category = {label: index + 1 for index, label in enumerate(sorted(labels))}
+    annotation_ids: set = set()
     handle.write(b'],"annotations":[')
     for image, image_id in _with_ids(images()):
         if image_id is None:
             continue
         assert image.width and image.height
         for index, (label, score, box) in enumerate(_labelled(image)):
-            x, y = box[0] * image.width, box[1] * image.height
-            w, h = (box[2] - box[0]) * image.width, (box[3] - box[1]) * image.height
+            x, y = clean(box[0] * image.width), clean(box[1] * image.height)
+            w, h = clean((box[2] - box[0]) * image.width), clean((box[3] - box[1]) * image.height)
             handle.write((b',' if annotations else b'') + orjson.dumps({
-                'id': coco_id(f'{image_id}#{index}'), 'image_id': image_id,
-                'category_id': category[label], 'bbox': [x, y, w, h], 'area': w * h, 'score': score,
+                'id': unique_coco_id(f'{image_id}#{index}', annotation_ids), 'image_id': image_id,
+                'category_id': category[label], 'bbox': [x, y, w, h], 'area': clean(w * h), 'score': score,
                 'iscrowd': 0}))
             annotations += 1
     handle.write(b'],"categories":' + orjson.dumps([{'id': category[label], 'name': label}
@@ -215,18 +260,39 @@ def write_coco(handle: IO[bytes], images: Callable[[], Iterable[ExportImage]],
 
 
 def _with_ids(images: Iterable[ExportImage]) -> Iterator[Tuple[ExportImage, Optional[int]]]:
-    """Each image with its COCO id (None: size unknown); a URI seen again gets the next id of its own."""
+    """Each image with its COCO id (None: size unknown); a URI seen again gets the next id of its own.
+    Called twice over the same images, it gives the same ids."""
     seen: Dict[str, int] = {}
+    taken: set = set()
     for image in images:
         if not (image.width and image.height):
             yield image, None
             continue
         occurrence = seen[image.image_uri] = seen.get(image.image_uri, 0) + 1
-        yield image, coco_image_id(image.image_uri if occurrence == 1 else f'{image.image_uri}#{occurrence}')
+        yield image, unique_coco_id(image.image_uri if occurrence == 1 else f'{image.image_uri}#{occurrence}', taken)
+
+
+MAX_COCO_ID = 2 ** 53 - 1
 
 
 def coco_id(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode('utf-8')).digest()[:8], 'big') >> 1 or 1
+    return int.from_bytes(hashlib.sha256(text.encode('utf-8')).digest()[:8], 'big') >> 11 or 1
+
+
+def unique_coco_id(text: str, taken: set) -> int:
+    """coco_id, rehashed in the rare case another part of the document has it already."""
+    candidate, attempt = coco_id(text), 0
+    while candidate in taken:
+        attempt += 1
+        candidate = coco_id(f'{text}#again{attempt}')
+    taken.add(candidate)
+    return candidate
+
+
+def clean(value: float) -> float:
+    """A coordinate without binary noise in its last digits (74.01216769999999 -> 74.0121677): twelve
+    significant digits, far finer than a pixel."""
+    return float(f'{value:.12g}')
 
 
 def label_studio_task(image: ExportImage, from_name: str = 'label', to_name: str = 'image',
@@ -236,13 +302,13 @@ def label_studio_task(image: ExportImage, from_name: str = 'label', to_name: str
     results = []
     for label, score, box in _labelled(image):
         result = {'type': 'rectanglelabels', 'from_name': from_name, 'to_name': to_name,
-                  'value': {'x': box[0] * 100, 'y': box[1] * 100, 'width': (box[2] - box[0]) * 100,
-                            'height': (box[3] - box[1]) * 100, 'rotation': 0, 'rectanglelabels': [label]},
+                  'value': {'x': clean(box[0] * 100), 'y': clean(box[1] * 100), 'width': clean((box[2] - box[0]) * 100),
+                            'height': clean((box[3] - box[1]) * 100), 'rotation': 0, 'rectanglelabels': [label]},
                   'score': score}
         if image.width and image.height:
             result.update(original_width=image.width, original_height=image.height)
         results.append(result)
-    return {'data': {'image': rewrite_uri(image.image_uri, prefixes)},
+    return {'data': {'image': label_studio_url(image.image_uri, prefixes)},
             'predictions': [{'model_version': image.prediction_run or '', 'score': max(image.scores, default=0.0),
                              'result': results}]}
 

@@ -114,7 +114,8 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
         'kept_by_label': dict(sorted(counts.kept_by_label.items(), key=lambda item: (-item[1], item[0]))),
         **({} if evaluation is None else {'ground_truth': ground_truth,
                                           'evaluation': evaluation_section(counts, evaluation)}),
-        **({'export': export_section(counts, settings.export.export)} if settings.export.enabled else {}),
+        **({'export': export_section(counts, settings.export.export),
+            'export_further_lines': get(names.EXPORT_FURTHER_LINES)} if settings.export.enabled else {}),
     }
     summary['warnings'] = run_warnings(summary, settings, counts.seen_labels)
     return summary
@@ -187,6 +188,9 @@ def render(summary: Mapping) -> str:
         removed = ', '.join(f'{reason.replace("_", " ")} {n}' for reason, n in figures['removed'].items())
         rows.insert(len(rows) - 1, (f'export {fmt}', f'{figures["images"]} images, {figures["boxes"]} boxes'
                                     + (f' (left out: {removed})' if removed else '')))
+    if summary.get('export_further_lines'):
+        rows.insert(len(rows) - 1, ('export, lines left out', f'{summary["export_further_lines"]} further lines of '
+                                    f'images exported from their first line'))
     if files['other_files']:
         rows.insert(1, ('other files (not parsed)', ', '.join(files['other_files'][:5])
                         + (' ...' if len(files['other_files']) > 5 else '')))

@@ -1,7 +1,7 @@
 """The whole job, batch and streaming: two short composites over the same read, parse-and-filter and
 write steps."""
 import logging
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -12,7 +12,9 @@ from pipeline.config.settings import Settings, required
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
 from pipeline.core import summary as run_summary
+from pipeline.core.counts import Counts
 from pipeline.core.evaluation import unpacked
+from pipeline.core.export import ExportBatch, first_lines
 from pipeline.core.outputs import EVALUATION_FOLDER, METRICS_FILE
 from pipeline.core.schema import (
     CONFIDENCE_SCHEMA,
@@ -36,6 +38,7 @@ from pipeline.transforms.count import (
     CountDuplicateImageUris,
     MergeCountsFn,
     count_dead_letter,
+    counted,
 )
 from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 from pipeline.transforms.export import ExportsWritten, WriteExports
@@ -89,18 +92,20 @@ class PredictionsToTables(beam.PTransform):
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
         evaluation = evaluate(parsed, settings) if settings.evaluation.enabled else None
-        exports = None
+        exports = exported = None
         if settings.export.enabled:
-            exported = parsed.exported
             if settings.export.export_select == 'errors':
-                exported = select_errors(exported, required(evaluation, 'ground_truth').errors)
-            exports = exported | 'Export' >> WriteExports(required(settings.outputs.output, 'output'),
-                                                          settings.export)
+                exported = select_errors(parsed.exported, required(evaluation, 'ground_truth').errors)
+            else:
+                exported = first_lines_of_images(parsed.exported)
+            exports = exported.batches | 'Export' >> WriteExports(required(settings.outputs.output, 'output'),
+                                                                  settings.export)
         dead = all_dead_letters(read, parsed, tables, evaluation)
         dead_written = write_dead_letters(dead, settings)
         counts = (
             (read.counts, parsed.counts, dead | 'CountDeadLetters' >> CountDeadLetters(),
-             *((evaluation.counts,) if evaluation else ()), *((exports.counts,) if exports else ()))
+             *((evaluation.counts,) if evaluation else ()),
+             *((exports.counts, exported.counts) if exports and exported else ()))
             | 'AllCounts' >> beam.Flatten()
             | 'SumCounts' >> beam.CombineGlobally(MergeCountsFn()))
         duplicates = parsed.image_uris | 'DuplicateImageUris' >> CountDuplicateImageUris()
@@ -203,19 +208,46 @@ def write_tables(parsed: ParseResult, settings: Settings) -> TablesWritten:
     return TablesWritten(detection_files, image_files, tuple(table_writes), tuple(rejected))
 
 
-def select_errors(batches: PCollection, errors: PCollection) -> PCollection:
-    """(bucket, packed ExportBatch or where it waits) and (bucket, [(run, image URI)]) -> the exported
-    lines of the images the evaluation found a false positive or a miss in, for the run of the line."""
+class ExportedLines(NamedTuple):
+    batches: PCollection  # ExportBatch: each image's first line of its run, in file order
+    counts: PCollection  # Counts: the further lines of the exported images, left out
+
+
+def _first_lines(batches: Iterable[ExportBatch], wanted=None):
+    """A bucket's exported lines -> each image's first line (of those `wanted`: (run, URI) pairs, or all),
+    and the count of the others, tagged."""
+    kept, further = first_lines(batches)
+    for batch in kept:
+        lines = [line for line, uri in enumerate(batch.image_uris)
+                 if wanted is None or (batch.prediction_run, uri) in wanted]
+        if lines:
+            yield batch.lines(lines)
+    if further:
+        yield counted(Counts({names.EXPORT_FURTHER_LINES: further}))
+
+
+def first_lines_of_images(batches: PCollection) -> ExportedLines:
+    """(bucket, packed ExportBatch or where it waits) -> each image's first line: an image on several
+    prediction lines is exported once, from the line the evaluation uses."""
+    chosen = (batches
+              | 'ExportedLinesByBucket' >> beam.GroupByKey()
+              | 'FirstLineOfEachImage' >> beam.FlatMap(
+                  lambda element: _first_lines(unpacked(read_payload(data)) for data in element[1]))
+              .with_outputs('counts', main='batches'))
+    return ExportedLines(chosen.batches, chosen.counts)
+
+
+def select_errors(batches: PCollection, errors: PCollection) -> ExportedLines:
+    """(bucket, packed ExportBatch or where it waits) and (bucket, [(run, image URI)]) -> the first line
+    of each image the evaluation found a false positive or a miss in, for the run of the line."""
     def keep(element):
         _, joined = element
         wanted = {pair for part in joined['errors'] for pair in part}
-        for batch in (unpacked(read_payload(data)) for data in joined['batches']):
-            lines = [line for line, uri in enumerate(batch.image_uris) if (batch.prediction_run, uri) in wanted]
-            if lines:
-                yield batch.lines(lines)
-    return ({'batches': batches, 'errors': errors}
-            | 'JoinErrorsByBucket' >> beam.CoGroupByKey()
-            | 'ImagesWithErrors' >> beam.FlatMap(keep))
+        yield from _first_lines((unpacked(read_payload(data)) for data in joined['batches']), wanted)
+    chosen = ({'batches': batches, 'errors': errors}
+              | 'JoinErrorsByBucket' >> beam.CoGroupByKey()
+              | 'ImagesWithErrors' >> beam.FlatMap(keep).with_outputs('counts', main='batches'))
+    return ExportedLines(chosen.batches, chosen.counts)
 
 
 def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritten,

@@ -106,15 +106,18 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('image_uris', decoded.lines.image_uris)
         for record in rejected:
             yield beam.pvalue.TaggedOutput('dead_letters', record)
+        rejected_lines = {position for position, _ in decoded.rejections}
+        positions = [batch.first + position for position in range(len(batch.lines)) if position not in rejected_lines]
         if self._export is not None:
-            yield from self._exported(decoded.lines, tables.rows, sizes, run)
+            yield from self._exported(decoded.lines, tables.rows, sizes, run, batch, positions)
         yield counted(counts)
         if self._buckets:  # last: the lines are kept only once nothing else of the batch can fail
-            yield from self._gather_lines(batch, decoded, tables.rows, run)
+            yield from self._gather_lines(batch, decoded, tables.rows, run, positions)
 
-    def _exported(self, decoded, rows, sizes, run):
-        """The batch's lines to export, with their kept boxes: the uncertain ones, or every line (for the
-        errors selection, by bucket: the evaluation says which)."""
+    def _exported(self, decoded, rows, sizes, run, batch: LineBatch, positions: List[int]):
+        """The batch's lines to export, with their kept boxes (the uncertain ones, or every line), by
+        bucket of their image: each image's first line is chosen there, and the errors selection waits
+        there for the evaluation to say which images."""
         export = self._export
         assert export is not None
         if export.export_select == 'uncertain':
@@ -123,18 +126,13 @@ class ParseBatchFn(beam.DoFn):
             lines = np.arange(len(decoded.image_uris))
         if not len(lines):
             return
-        batch = export_batch(decoded, rows, lines, sizes, run)
-        if export.export_select == 'errors':  # waits for the evaluation of each bucket (packed: see _payload)
-            for bucket, part in split_by_bucket(batch, self._buckets).items():
-                yield beam.pvalue.TaggedOutput('exported', (bucket, self._payload(packed(part))))
-        else:
-            yield beam.pvalue.TaggedOutput('exported', batch)
+        exported = export_batch(decoded, rows, lines, sizes, run, batch.source_file, batch.range_start, positions)
+        for bucket, part in split_by_bucket(exported, self._buckets or export.buckets).items():  # packed: _payload
+            yield beam.pvalue.TaggedOutput('exported', (bucket, self._payload(packed(part))))
 
-    def _gather_lines(self, batch: LineBatch, decoded, rows, run):
+    def _gather_lines(self, batch: LineBatch, decoded, rows, run, positions: List[int]):
         """Keeps the batch's lines for the evaluation, first sending on what was gathered when it is
         full: a bundle's lines leave in one part per bucket and run, not one per batch."""
-        rejected = {position for position, _ in decoded.rejections}
-        positions = [batch.first + position for position in range(len(batch.lines)) if position not in rejected]
         lines = batch_lines(decoded.lines, rows, positions, batch.source_file, batch.range_start, run)
         if self._gathered_rows >= GATHERED_ROWS:
             yield from self._gathered_parts()
@@ -198,7 +196,7 @@ class ParseResult(NamedTuple):
     dead_letters: beam.PCollection
     counts: beam.PCollection
     evaluation_parts: beam.PCollection
-    exported: beam.PCollection  # ExportBatch of the lines to export ((bucket, ExportBatch) for errors)
+    exported: beam.PCollection  # (bucket, packed ExportBatch or where it waits) of the lines to export
 
 
 class ParsePredictions(beam.PTransform):

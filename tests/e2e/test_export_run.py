@@ -2,6 +2,7 @@
 its format's reader; the uncertain selection; the files ours, counted in the summary; wrong export
 options refused before any work."""
 import contextlib
+import gzip
 import io
 import json
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import SAMPLE
 from pycocotools.coco import COCO
 
+from pipeline.core.formats import Prediction, parse_line
 from pipeline.core.ground_truth import GroundTruthImage
 from pipeline.io.ground_truth import read_units
 
@@ -24,10 +26,27 @@ def exported(run, tmp_path_factory):
     return result, out
 
 
-def kept_boxes(out):
-    """(image URI, label, box) of every kept detection, as the detections table holds them."""
-    rows = pq.read_table(out / 'detections').to_pylist()
-    return sorted((r['image_uri'], r['label'], (r['x_min'], r['y_min'], r['x_max'], r['y_max'])) for r in rows)
+def kept_boxes(out, threshold=0.5):
+    """(image URI, label, box) of the kept detections of each image's first line of its run (the line an
+    export writes, as the evaluation uses it), read from the input with the full validator."""
+    first = {}
+    for path in sorted((SAMPLE / 'input').rglob('*.jsonl*')):
+        data = gzip.decompress(path.read_bytes()) if path.suffix == '.gz' else path.read_bytes()
+        for line in data.splitlines():
+            parsed = parse_line(line)
+            if isinstance(parsed, Prediction):
+                first.setdefault((path.parent.name, parsed.image_uri), parsed)
+    return sorted((p.image_uri, label, box) for p in first.values()
+                  for label, score, box in zip(p.labels, p.scores, p.boxes) if score >= threshold)
+
+
+def test_an_image_on_several_lines_is_exported_once_and_the_others_counted(exported):
+    _, out = exported
+    lines = pq.read_table(out / 'images').to_pylist()
+    first = {(r['prediction_run'], r['image_uri']) for r in lines}
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['export_further_lines'] == len(lines) - len(first) == 9
+    assert summary['export']['label_studio']['images'] == len(first)
 
 
 def test_vertex_and_automl_exports_read_back_as_the_kept_boxes(exported):
@@ -49,9 +68,10 @@ def test_coco_and_label_studio_documents_load(exported):
         coco.dataset = json.loads((out / 'export' / 'coco' / 'annotations.json').read_text())
         coco.createIndex()
     sized = pq.read_table(out / 'images').to_pylist()
-    assert len(coco.dataset['images']) == sum(1 for r in sized if r['image_width'])
+    first = {(r['prediction_run'], r['image_uri']): r for r in sized}.values()
+    assert len(coco.dataset['images']) == sum(1 for r in first if r['image_width'])
     tasks = json.loads((out / 'export' / 'label_studio' / 'tasks.json').read_text())
-    assert len(tasks) == len(sized)
+    assert len(tasks) == len(first)
     assert sum(len(t['predictions'][0]['result']) for t in tasks) == len(kept_boxes(out))
 
 
@@ -60,7 +80,8 @@ def test_the_summary_counts_and_lists_the_exports(exported):
     summary = json.loads((out / 'summary.json').read_text())
     kept = len(kept_boxes(out))
     assert summary['export']['vertex_jsonl']['boxes'] == kept == summary['export']['automl_csv']['boxes']
-    assert summary['export']['coco']['removed'] == {'size_unknown': summary['image_sizes']['unknown']}
+    first = {(r['prediction_run'], r['image_uri']): r for r in pq.read_table(out / 'images').to_pylist()}
+    assert summary['export']['coco']['removed'] == {'size_unknown': sum(1 for r in first.values() if not r['image_width'])}
     assert {f'export_{fmt}' for fmt in ALL.split(',')} <= set(summary['outputs'])
     assert 'export coco' in result.stdout
 

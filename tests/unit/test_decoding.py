@@ -150,7 +150,7 @@ def assert_agrees(line, input_format, floor):
     floored = Prediction(full.image_uri, full.source_format, [full.labels[i] for i in kept],
                          [full.label_ids[i] for i in kept], [full.scores[i] for i in kept],
                          [c for i in kept for c in full.coordinates[4 * i:4 * i + 4]],
-                         [s for s in full.scores if s < floor])
+                         [s for s in full.scores if s < floor], full.rejected_boxes)
     assert view(typed) in (view(DecodedLines.of([full])), view(DecodedLines.of([floored])))
     floored_differs = view(typed) == view(DecodedLines.of([floored])) != view(DecodedLines.of([full]))
     event(f'{full.source_format}, {"with" if full.scores else "without"} annotations, '

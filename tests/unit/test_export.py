@@ -108,7 +108,7 @@ def test_label_studio_tasks_in_percent_with_the_run_as_model_version():
     assert write_label_studio(buffer, images(), 'tag', 'img', {'gs://b/': '/data/local-files/?d=b/'}) == (3, 6)
     tasks = json.loads(buffer.getvalue())
     first = tasks[0]
-    assert first['data']['image'] == '/data/local-files/?d=b/with space/a.jpg'
+    assert first['data']['image'] == '/data/local-files/?d=b/with%20space/a.jpg'  # percent-encoded
     (prediction,) = first['predictions']
     assert prediction['model_version'] == 'prediction-m-1' and prediction['score'] == 0.9
     result = prediction['result'][1]
@@ -119,3 +119,22 @@ def test_label_studio_tasks_in_percent_with_the_run_as_model_version():
     assert (result['original_width'], result['original_height']) == (640, 480)
     assert 'original_width' not in label_studio_task(images()[1])['predictions'][0]['result'][0]
     assert tasks[2]['predictions'][0]['result'] == []
+
+
+def test_label_studio_urls_are_percent_encoded_after_the_prefix():
+    from pipeline.core.export import label_studio_url
+    assert label_studio_url('gs://b/a #1?&x\n.jpg') == 'gs://b/a%20%231%3F%26x%0A.jpg'
+    assert label_studio_url('gs://b/d/a#1.jpg', {'gs://b/': '/data/local-files/?d='}) == '/data/local-files/?d=d/a%231.jpg'
+    assert label_studio_url('images/a b.jpg') == 'images/a%20b.jpg'
+
+
+def test_coco_ids_fit_javascript_numbers_and_coordinates_carry_no_float_noise():
+    from pipeline.core.export import MAX_COCO_ID, clean, write_coco
+    images = [ExportImage(f'gs://b/{i}.jpg', ['A'], [0.9], [(0.1, 0.2, 0.3000001, 0.4)], 640, 480) for i in range(300)]
+    handle = io.BytesIO()
+    write_coco(handle, lambda: iter(images))
+    document = json.loads(handle.getvalue())
+    ids = [image['id'] for image in document['images']] + [a['id'] for a in document['annotations']]
+    assert all(0 < i <= MAX_COCO_ID for i in ids) and len(set(ids[:300])) == 300 and len(set(ids[300:])) == 300
+    assert clean(74.01216769999999) == 74.0121677 and clean(0.1 * 3) == 0.3
+    assert all(len(repr(v)) < 14 for a in document['annotations'] for v in a['bbox'])
