@@ -10,7 +10,7 @@ import tempfile
 import textwrap
 import uuid
 from contextlib import nullcontext
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
@@ -93,6 +93,8 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     if not standard.runner:
         standard.runner = DEFAULT_LOCAL_STREAMING_RUNNER if settings.is_streaming else DEFAULT_LOCAL_RUNNER
     local = is_local(pipeline_options)
+    if not local and not is_dry_run(pipeline_options):
+        check_remote_paths(settings, pattern)
     layout = None if pattern is None else output_layout(settings, local, pattern)
     cloud = pipeline_options.view_as(GoogleCloudOptions)
     if settings.bigquery.output_table:
@@ -181,6 +183,10 @@ def check_arguments(argv: Sequence[str]) -> None:
         raise OptionError('an argument has a value of the wrong kind (see the message above)') from None
     known = sorted(option for action in parser._actions
                    for option in action.option_strings)
+    repeated = repeated_options(argv)
+    if repeated and not os.environ.get(FLEX_TEMPLATE_VARIABLE):
+        raise OptionError(', '.join(f'--{name}' for name in repeated) + ' given twice: give each option once '
+                          '(only the last would count)')
     problems = []
     for index, arg in enumerate(unknown):
         if arg.startswith('-'):
@@ -199,6 +205,33 @@ def check_arguments(argv: Sequence[str]) -> None:
         logging.warning('%s', message)
         return
     raise OptionError(message)
+
+
+REMOTE_PATHS = ('input', 'output', 'dead_letter', 'summary', 'ground_truth', 'image_sizes')
+
+
+def check_remote_paths(settings: Settings, pattern: Optional[str]) -> None:
+    """A job on remote workers reads and writes Cloud Storage: a local path would be the workers' own
+    disks, and the outputs would vanish with them. (A local operation JSON may name a gs:// input.)"""
+    values: Dict[str, Optional[str]] = {'input': pattern, 'output': settings.outputs.output,
+              'dead_letter': settings.outputs.dead_letter, 'summary': settings.outputs.summary,
+              'ground_truth': settings.evaluation.ground_truth, 'image_sizes': settings.sizes.image_sizes}
+    for name in REMOTE_PATHS:
+        value = values[name]
+        if value and scheme_of(value) == 'file':
+            raise OptionError(f'--{name}: {value!r} is a local path, which the workers of a remote runner '
+                              f'cannot reach; give a gs:// location (or leave out --runner for a local run)')
+
+
+def repeated_options(argv: Sequence[str]) -> List[str]:
+    """Our options given more than once: Beam keeps the last, and the first would quietly not count."""
+    seen: Dict[str, int] = {}
+    for arg in argv:
+        if arg.startswith('--'):
+            name = arg[2:].split('=', 1)[0]
+            if name in OPTIONS_BY_NAME:
+                seen[name] = seen.get(name, 0) + 1
+    return [name for name, count in seen.items() if count > 1]
 
 
 def absolute(path: Optional[str]) -> Optional[str]:
@@ -328,7 +361,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         handler.addFilter(_DropBeamNoise())
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(arg in ('-h', '--help') for arg in argv):
-        print(help_text())
+        try:
+            print(help_text(), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if '--version' in argv:
         print(f'prediction-tables {pipeline.__version__} (Apache Beam {beam.__version__})')

@@ -171,6 +171,8 @@ def parse_mirrors(text: str) -> Mapping[str, str]:
         source, sep, target = item.partition('=')
         if not sep or not source.strip() or not target.strip():
             raise ValueError(f'expected SOURCE_PREFIX=MIRROR_PREFIX, got {item!r}')
+        if source.strip() in mirrors:
+            raise ValueError(f'{source.strip()!r} is given twice: give each source prefix one target')
         mirrors[source.strip()] = target.strip()
     return mirrors
 

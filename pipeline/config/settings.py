@@ -210,6 +210,7 @@ class Settings:
         if unknown:
             raise TypeError(f'not options: {", ".join(sorted(unknown))}')
         values = {option.name: given.get(option.name, option.default) for option in OPTIONS}
+        _check_needs(given)
         _check_mode(given, values)
         _check_and_default(values)
         groups = {attribute: group(**{name: values[name] for name in names})
@@ -220,6 +221,24 @@ class Settings:
         """These settings with values resolved at launch, by group: resolved(sizes={...}, ...)."""
         return dataclasses.replace(self, **{group: dataclasses.replace(getattr(self, group), **fields)
                                             for group, fields in derived.items()})
+
+
+# Options that mean something only beside another: given alone, they would quietly do nothing.
+NEEDS = {
+    'export_select': ('export', 'the formats to write'), 'uncertain_min': ('export', 'the formats to write'),
+    'uncertain_max': ('export', 'the formats to write'), 'label_studio_from_name': ('export', 'with label_studio'),
+    'label_studio_to_name': ('export', 'with label_studio'),
+    'ground_truth_format': ('ground_truth', 'the labelled boxes to evaluate against'),
+    'iou_thresholds': ('ground_truth', 'the labelled boxes to evaluate against'),
+    'eval_iou': ('ground_truth', 'the labelled boxes to evaluate against'),
+    'eval_confidence': ('ground_truth', 'the labelled boxes to evaluate against'),
+}
+
+
+def _check_needs(given: Mapping[str, Any]) -> None:
+    for name, (needed, what) in NEEDS.items():
+        if given.get(name) is not None and given.get(needed) in (None, ()):
+            raise OptionError(f'--{name} needs --{needed} ({what}); without it, it would do nothing')
 
 
 def _check_and_default(values: dict) -> None:

@@ -332,3 +332,27 @@ def test_an_export_document_is_written_whole_or_not_at_all(tmp_path):
     layout = OutputLayout.of('/o', '/o/dead_letter', '/o/summary.json', False, export=True)
     assert layout.owns_name('/o/export/coco/annotations.json.tmp-' + '0' * 32)  # a killed run's: removed
     assert not layout.owns_name('/o/export/coco/annotations.json.bak')
+
+
+# 7. Smaller ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('args, message', [
+    (['--score_threshold', '0.2', '--score_threshold=0.9'], '--score_threshold given twice'),
+    (['--export_select', 'errors'], '--export_select needs --export'),
+    (['--uncertain_min', '0.2'], '--uncertain_min needs --export'),
+    (['--eval_iou', '0.6'], '--eval_iou needs --ground_truth'),
+    (['--iou_thresholds', '0.5'], '--iou_thresholds needs --ground_truth'),
+    (['--export', 'coco', '--export_image_prefix', 'gs://b/=x/,gs://b/=y/'], "'gs://b/' is given twice"),
+    (['--runner', 'DataflowRunner', '--project', 'my-project', '--region', 'us-central1',
+      '--temp_location', 'gs://my-bucket/tmp'], 'is a local path, which the workers of a remote runner cannot reach'),
+])
+def test_options_that_would_quietly_not_count_are_refused(run, tmp_path, args, message):
+    result = run('--input', INPUT, '--output', tmp_path / 'o', *args, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / 'o').exists()
+
+
+def test_help_into_a_closed_pipe_ends_without_a_traceback():
+    result = subprocess.run(f'{sys.executable} -m pipeline --help | head -1', shell=True, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith('usage:') and 'Traceback' not in result.stderr and 'Error' not in result.stderr
