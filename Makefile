@@ -8,7 +8,7 @@ SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_size
 	--score_threshold 0.7 --label_thresholds 'Salad=0.8' \
 	--report_image_mirror 'gs://migration-ucaip-trainingaip-20210301091741/openimage/=sample/images/legacy/,gs://migration-ucaip-trainingaip-20210226015226/=sample/images/vertex/'
 
-.PHONY: install run test test-unit lint lock clean docs bench bench-quick bench-large bench-evaluation
+.PHONY: install run demo test test-unit lint lock clean docs bench bench-quick bench-large bench-evaluation
 
 install: $(STAMP)
 
@@ -20,6 +20,16 @@ $(STAMP): setup.py
 
 run: install
 	$(PY) -m pipeline $(SAMPLE_ARGS) --overwrite
+
+# Evaluation, export and the report without a cloud account: a seeded demo (images of shapes, ground
+# truth in three formats, two versions of one model) written to demo/, then one run over it.
+DEMO_ARGS := --input demo/input --output demo/out --image_sizes demo/image_sizes.csv \
+	--ground_truth demo/ground_truth/coco.json --ground_truth_image_prefix gs://demo-bucket/images/ \
+	--export coco,label_studio --export_select errors --report_image_mirror gs://demo-bucket/images/=demo/images/
+
+demo: install
+	$(PY) -m pipeline.tools.demo demo
+	$(PY) -m pipeline $(DEMO_ARGS) --overwrite
 
 # The report test renders the page in Debian's Chromium; install it when it is missing (as root, as
 # on CI and the development machines).
@@ -46,7 +56,7 @@ lock:
 	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
 
 clean:
-	rm -rf out .pytest_cache build *.egg-info
+	rm -rf out demo .pytest_cache build *.egg-info
 
 docs: install
 	$(PY) -m pipeline.tools.docs .
