@@ -155,20 +155,20 @@ def _confusion(columns: ImageColumns, det_code, gt_code, names, eval_iou: float,
                          columns.gt_image, columns.gt_boxes, columns.gt_crowd, (eval_iou,))
     outcome, box = match.outcomes[:, 0], match.matched_box[:, 0]
     # A cell's code: (true + 1) * (labels + 1) + predicted + 1, with -1 (background, or no label) as 0.
+    # Only the cells that occur are counted (sparse): a dense matrix of 50,000 labels would not fit.
     side = len(names) + 1
-    cell_counts = np.zeros(side * side, dtype=np.int64)
-
-    def count(true_codes, predicted_codes):
-        cell_counts[:] += np.bincount((true_codes + 1) * side + predicted_codes + 1, minlength=side * side)
     matched = confident & (outcome == TRUE_POSITIVE)
-    count(gt_code[box[matched]], det_code[matched])
     unmatched = confident & (outcome == FALSE_POSITIVE)
-    count(np.full(int(unmatched.sum()), -1), det_code[unmatched])
     left = ~columns.gt_crowd & match.box_free[:, 0]
-    count(gt_code[left], np.full(int(left.sum()), -1))
+    pairs = ((gt_code[box[matched]], det_code[matched]),
+             (np.full(int(unmatched.sum()), -1), det_code[unmatched]),
+             (gt_code[left], np.full(int(left.sum()), -1)))
+    codes = np.concatenate([np.zeros(0, dtype=np.int64)] + [(true.astype(np.int64) + 1) * side + predicted + 1
+                                                            for true, predicted in pairs])
+    cells, counts = np.unique(codes, return_counts=True)
     label_name = [None] + names  # code 0 reads as None: background, or a detection without a label
-    return {(label_name[cell // side], label_name[cell % side]): int(cell_counts[cell])
-            for cell in np.flatnonzero(cell_counts).tolist()}
+    return {(label_name[cell // side], label_name[cell % side]): count
+            for cell, count in zip(cells.tolist(), counts.tolist())}
 
 
 class Assembled(NamedTuple):
