@@ -2,7 +2,7 @@
 and as data for the in-pipeline summary; dead letters by kind; duplicate image URIs."""
 import collections
 import zlib
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -38,12 +38,14 @@ class CountDeadLetters(beam.PTransform):
                 | 'SumKinds' >> beam.CombineGlobally(MergeCountsFn()).without_defaults())
 
 
-def _bucketed_uri_counts(uris: List[str]):
-    """Pre-counts one batch's URIs into a few hash buckets (crc32: stable across processes), so the
-    per-key combine below sees one element per bucket and batch, not one per image."""
+def _bucketed_uri_counts(element: Tuple[Optional[str], List[str]]):
+    """Pre-counts one batch's URIs (of one prediction run: two runs that predict one image are no
+    duplicate) into a few hash buckets (crc32: stable across processes), so the per-key combine below
+    sees one element per bucket and batch, not one per image."""
+    run, uris = element
     buckets: Dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     for uri in uris:
-        buckets[zlib.crc32(uri.encode('utf-8')) % DUPLICATE_BUCKETS][uri] += 1
+        buckets[zlib.crc32(uri.encode('utf-8')) % DUPLICATE_BUCKETS][(run, uri)] += 1
     return list(buckets.items())
 
 
@@ -66,7 +68,8 @@ class MergeCountersFn(beam.CombineFn):
 
 
 class CountDuplicateImageUris(beam.PTransform):
-    """Distinct image URIs seen on more than one line (each line is kept; the summary says so)."""
+    """(run, image URIs of a batch) -> the distinct image URIs seen on more than one line of one run
+    (each line is kept; the summary says so)."""
 
     def expand(self, image_uris):
         return (image_uris

@@ -103,7 +103,7 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('detections', tables.detections)
         if tables.images.num_rows:
             yield beam.pvalue.TaggedOutput('images', tables.images)
-            yield beam.pvalue.TaggedOutput('image_uris', decoded.lines.image_uris)
+            yield beam.pvalue.TaggedOutput('image_uris', (run, decoded.lines.image_uris))
         for record in rejected:
             yield beam.pvalue.TaggedOutput('dead_letters', record)
         rejected_lines = {position for position, _ in decoded.rejections}
@@ -192,7 +192,7 @@ class ParseResult(NamedTuple):
     each line's kept detections and the ground truth's units (see evaluation.PREDICTED)."""
     detections: beam.PCollection
     images: beam.PCollection
-    image_uris: beam.PCollection
+    image_uris: beam.PCollection  # (run, the image URIs of a batch)
     dead_letters: beam.PCollection
     counts: beam.PCollection
     evaluation_parts: beam.PCollection

@@ -214,7 +214,8 @@ def test_gathered_lines_that_cannot_be_sent_wait_for_the_next_try(monkeypatch, l
 
 def test_count_duplicate_image_uris_across_batches():
     with local_test_pipeline() as p:
-        uris = p | beam.Create([['a', 'b', 'a'], ['c', 'b'], ['d'], ['e', 'e', 'e']])
+        uris = p | beam.Create([('r1', ['a', 'b', 'a']), ('r1', ['c', 'b']), ('r1', ['d']), ('r1', ['e', 'e', 'e']),
+                                ('r2', ['a', 'f']), (None, ['f'])])  # another run's image is no duplicate
         assert_that(uris | CountDuplicateImageUris(), equal_to([3]))
 
 
