@@ -14,11 +14,13 @@ import numpy as np
 from pipeline.core.columns import concat_ranges
 
 FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2  # as evaluation's
+# Pairs made at once, before those that do not overlap are dropped: bounds what one group holds.
+PAIRS_AT_ONCE = 1 << 20
 
 
 class Pairs(NamedTuple):
-    """Every (detection, box) of the same group, with their IoU (against a crowd box: the intersection
-    over the detection's own area)."""
+    """Every (detection, box) of the same group that overlap, with their IoU (against a crowd box: the
+    intersection over the detection's own area)."""
     det: np.ndarray
     gt: np.ndarray
     iou: np.ndarray
@@ -58,9 +60,25 @@ def group_pairs(det_group: np.ndarray, det_scores: np.ndarray, gt_group: np.ndar
     run_of = np.repeat(box_run, d_counts)
     with_boxes = run_of >= 0
     dets, runs = det_order[with_boxes], run_of[with_boxes]
-    det = np.repeat(dets, g_counts[runs])
-    gt = gt_order[concat_ranges(g_first[runs], g_first[runs] + g_counts[runs])]
-    return Pairs(det, gt, _pair_ious(det_boxes, gt_boxes, det, gt, gt_crowd[gt])), rank
+    # Pairs are made a slice of detections at a time, and only those that overlap are kept (a pair of
+    # IoU 0 is never matched, and 0 is every best IoU's floor): one image of 5,000 detections and
+    # 5,000 boxes of one label is 25 M pairs, nearly all apart.
+    ends = np.cumsum(g_counts[runs])
+    cuts = np.searchsorted(ends, np.arange(PAIRS_AT_ONCE, int(ends[-1]) if len(ends) else 0, PAIRS_AT_ONCE), 'right')
+    parts = []
+    for start, stop in zip(np.r_[0, cuts], np.r_[cuts, len(dets)]):
+        if stop <= start:
+            continue
+        some = runs[start:stop]
+        det = np.repeat(dets[start:stop], g_counts[some])
+        gt = gt_order[concat_ranges(g_first[some], g_first[some] + g_counts[some])]
+        iou = _pair_ious(det_boxes, gt_boxes, det, gt, gt_crowd[gt])
+        overlap = iou > 0
+        parts.append((det[overlap], gt[overlap], iou[overlap]))
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Pairs(empty, empty, np.zeros(0)), rank
+    return Pairs(*(np.concatenate(column) for column in zip(*parts))), rank
 
 
 def _pair_ious(det_boxes: np.ndarray, gt_boxes: np.ndarray, det: np.ndarray, gt: np.ndarray,

@@ -174,3 +174,17 @@ def test_the_confusion_cells_of_many_labels_are_only_those_that_occur():
     got = evaluate_images(ImageColumns.of(images), 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5)
     assert got.cells == {(f'label-{i * 10 + (k + 1) % 10}', f'label-{i * 10 + k}'): 1
                          for i in range(300) for k in range(10)}
+
+
+def test_pairs_made_a_few_at_a_time_give_the_same_answers(monkeypatch):
+    """Pairs are made in slices of detections and only overlapping ones kept: slices of 7 pairs,
+    cutting through groups, give the reference's answers."""
+    from pipeline.core import matching
+    monkeypatch.setattr(matching, 'PAIRS_AT_ONCE', 7)
+    images = images_of(8, ties=True)
+    totals, cells, rows = reference(images, 0.5, 0.5)
+    got = evaluate_images(ImageColumns.of(images), 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5)
+    assert {label: (t.tp, t.fp, t.fn) for label, t in got.labels.items()} == {
+        label: (t.tp, t.fp, t.fn) for label, t in totals.items()}
+    assert got.cells == cells
+    assert got.matches.num_rows == len(rows)
