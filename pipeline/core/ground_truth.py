@@ -434,27 +434,70 @@ def _number(text: str) -> Any:
 CocoParts = Tuple[List[GroundTruthImage], List[Tuple[str, GroundTruthRejection]]]
 
 
+class _CocoPart(msgspec.Struct, gc=False):
+    """A part of a COCO document with only the fields we read, taken as a dict is (`get`); the full
+    checks below decide what its values are worth."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, _ABSENT)
+        return default if value is _ABSENT else value
+
+
+_ABSENT: Any = msgspec.UNSET
+
+
+class _CocoImage(_CocoPart):
+    id: Any = _ABSENT
+    file_name: Any = _ABSENT
+    width: Any = _ABSENT
+    height: Any = _ABSENT
+
+
+class _CocoAnnotation(_CocoPart):
+    image_id: Any = _ABSENT
+    category_id: Any = _ABSENT
+    bbox: Any = _ABSENT
+    iscrowd: Any = _ABSENT
+
+
+class _CocoCategory(_CocoPart):
+    id: Any = _ABSENT
+    name: Any = _ABSENT
+
+
+class _CocoDocument(_CocoPart):
+    images: List[_CocoImage]
+    annotations: List[_CocoAnnotation] = []
+    categories: List[_CocoCategory] = []
+
+
+_COCO_DOCUMENT = msgspec.json.Decoder(_CocoDocument)
+
+
 def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
     """(an image per COCO image, with its boxes; (what, why) for each part that cannot be used). The
     image URI is `image_prefix` joined to `file_name`."""
     document = document.removeprefix(codecs.BOM_UTF8)
-    try:
-        data = orjson.loads(document)
-    except orjson.JSONDecodeError as exc:
-        try:  # NaN and Infinity, which pycocotools' json.load takes: the parts holding one are rejected
-            data = json.loads(document)
-        except (ValueError, RecursionError):
-            return [], [('the document', GroundTruthRejection(f'not valid JSON: {exc}'))]
-    if not isinstance(data, dict) or not isinstance(data.get('images'), list):
+    try:  # the common shape, typed: what we do not read (segmentation polygons...) is never built
+        data: Any = _COCO_DOCUMENT.decode(document)
+    except (msgspec.DecodeError, RecursionError):
+        try:
+            data = orjson.loads(document)
+        except orjson.JSONDecodeError as exc:
+            try:  # NaN and Infinity, which pycocotools' json.load takes: the parts holding one are rejected
+                data = json.loads(document)
+            except (ValueError, RecursionError):
+                return [], [('the document', GroundTruthRejection(f'not valid JSON: {exc}'))]
+    if not isinstance(data, (dict, _CocoPart)) or not isinstance(data.get('images'), list):
         return [], [('the document',
                       GroundTruthRejection('expected a COCO object with images, annotations, categories'))]
     rejected: List[Tuple[str, GroundTruthRejection]] = []
     categories = _coco_categories(data.get('categories'), rejected)
     images: Dict[Any, Tuple[str, float, float]] = {}
     order: List[Any] = []
-    for index, image in enumerate(data['images']):
+    for index, image in enumerate(data.get('images') or []):
         try:
-            if not isinstance(image, dict):
+            if not isinstance(image, (dict, _CocoPart)):
                 raise _Invalid('expected an object')
             width, height = (_side(image.get(name), name) for name in ('width', 'height'))
             file_name = _uri(image.get('file_name'), 'file_name')
@@ -471,7 +514,7 @@ def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
             image_id, box = _coco_annotation(annotation, images, categories)
             boxes[image_id].append(box)
         except _Invalid as exc:
-            image_id = annotation.get('image_id') if isinstance(annotation, dict) else None
+            image_id = annotation.get('image_id') if isinstance(annotation, (dict, _CocoPart)) else None
             uri = images[image_id][0] if isinstance(image_id, (int, str)) and image_id in images else None
             rejected.append((f'annotations[{index}]', GroundTruthRejection(str(exc), uri)))
     return [GroundTruthImage(images[i][0], tuple(boxes[i])) for i in order], rejected
@@ -497,14 +540,15 @@ def _coco_categories(categories: Any, rejected: List[Tuple[str, GroundTruthRejec
     names: Dict[Any, Any] = {}
     for index, category in enumerate(categories if isinstance(categories, list) else []):
         try:
-            if not (isinstance(category, dict) and isinstance(category.get('name'), str) and category['name']):
+            if not (isinstance(category, (dict, _CocoPart)) and isinstance(category.get('name'), str)
+                    and category.get('name')):
                 raise _Invalid('expected an object with id and name')
             category_id = _coco_id(category.get('id'), 'id')
             if category_id in names:
                 names[category_id] = _AMBIGUOUS
                 raise _Invalid(f'id {category_id!r} is given to another category too: the boxes of either '
                                f'cannot be told apart')
-            names[category_id] = category['name']
+            names[category_id] = category.get('name')
         except _Invalid as exc:
             rejected.append((f'categories[{index}]', GroundTruthRejection(str(exc))))
     return names
@@ -512,7 +556,7 @@ def _coco_categories(categories: Any, rejected: List[Tuple[str, GroundTruthRejec
 
 def _coco_annotation(annotation: Any, images: Dict[Any, Tuple[str, float, float]],
                      categories: Dict[Any, str]) -> Tuple[Any, GroundTruthBox]:
-    if not isinstance(annotation, dict):
+    if not isinstance(annotation, (dict, _CocoPart)):
         raise _Invalid('expected an object')
     image_id = _coco_id(annotation.get('image_id'), 'image_id')
     if image_id not in images:

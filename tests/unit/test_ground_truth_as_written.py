@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from conftest import ROOT
 
 from pipeline.core.ground_truth import (
     GroundTruthImage,
@@ -133,3 +134,37 @@ def test_an_inverted_vertex_box_is_rejected_not_swapped(box):
     parsed = parse_vertex_line(line.encode())
     assert isinstance(parsed, GroundTruthRejection) and 'inverted' in parsed.message
     assert not isinstance(parsed, GroundTruthImage)
+
+
+TYPED_COCO = [  # odd values, each object a JSON object: the typed decoder takes them, the checks decide
+    coco([annotation(), annotation(iscrowd=1), annotation(bbox=[30, 10, -20, 20]), annotation(iscrowd='0'),
+          annotation(image_id=[1]), annotation(category_id=9), annotation(bbox='x'), annotation(iscrowd=None)]),
+    coco([annotation()], categories=({'id': 1, 'name': 'cat'}, {'id': 1, 'name': 'dog'}, {'name': 'no id'})),
+    coco([annotation(segmentation=[[1, 2, 3, 4]], area=3.5)],
+         images=({'id': 1, 'file_name': 'a.jpg', 'width': 100, 'height': 100, 'coco_url': 'x'},
+                 {'id': 2, 'file_name': 7, 'width': 1, 'height': 1}, {'id': 3, 'width': -1})),
+    (ROOT / 'tests' / 'fixtures' / 'ground_truth' / 'coco.json').read_bytes(),
+]
+UNTYPED_COCO = [
+    coco([annotation(), {'not': 'an annotation'}, 'a string'], categories=({'id': 1, 'name': 'cat'}, 7)),
+    coco([], images=({'id': 1, 'file_name': 'a.jpg', 'width': 9, 'height': 9}, [1])),
+    b'{"images": {"not": "a list"}}', b'{"images": [], "annotations": null, "categories": null}',
+]
+
+
+@pytest.mark.parametrize('document, typed_path', [(d, True) for d in TYPED_COCO] + [(d, False) for d in UNTYPED_COCO])
+def test_the_typed_coco_decoder_gives_what_the_full_reading_gives(document, typed_path, monkeypatch):
+    from pipeline.core import ground_truth
+    try:
+        ground_truth._COCO_DOCUMENT.decode(document)
+        took = True
+    except ground_truth.msgspec.DecodeError:
+        took = False
+    assert took is typed_path
+    typed = parse_coco(document, 'gs://b/')
+
+    class Declines:
+        def decode(self, data):
+            raise ground_truth.msgspec.DecodeError('declined')
+    monkeypatch.setattr(ground_truth, '_COCO_DOCUMENT', Declines())
+    assert typed == parse_coco(document, 'gs://b/')
