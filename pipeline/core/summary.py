@@ -58,6 +58,9 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
         holds = holds and ground_truth['holds']
         text += (f'; {ground_truth["rows_read"]} ground-truth rows read {"==" if ground_truth["holds"] else "!="} '
                  f'{ground_truth["rows_used"]} used + {ground_truth["dead_letters"]} dead letters')
+        if ground_truth['images_other_ml_use']:  # read and valid, but not evaluated: say so beside the sum
+            text += (f' (of the images, {ground_truth["images_other_ml_use"]} of another ML use left out by '
+                     f'--ml_use, {ground_truth["images"]} evaluated)')
     missing = [f'{name} files hold {check["rows"]} rows, not {check["expected"]}'
                for name, check in files_check.items() if not check['holds']]
     if missing:

@@ -356,3 +356,10 @@ def test_help_into_a_closed_pipe_ends_without_a_traceback():
     result = subprocess.run(f'{sys.executable} -m pipeline --help | head -1', shell=True, cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith('usage:') and 'Traceback' not in result.stderr and 'Error' not in result.stderr
+
+
+def test_the_reconciliation_says_what_ml_use_left_out(run, tmp_path):
+    result = run('--input', INPUT, '--output', tmp_path / 'o', '--ground_truth', TRUTH, '--ml_use', 'test',
+                 '--report=false')
+    assert ('2 ground-truth rows read == 2 used + 0 dead letters (of the images, 1 of another ML use left out '
+            'by --ml_use, 1 evaluated)') in result.stdout
