@@ -106,7 +106,7 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     settings = settings.resolved(
         input={'run_names': shared_run_names(pattern, input_shards) if pattern else ()},
         evaluation=resolved_evaluation(settings.evaluation, input_shards, skip),
-        export={'buckets': bucket_count(sum(input_shards().values()))} if settings.export.enabled else {},
+        export={'buckets': input_buckets(input_shards)} if settings.export.enabled else {},
         launch={'run_id': uuid.uuid4().hex,
                 'progress': local and pattern is not None and not quiet,
                 # A Dataflow job outlives its launcher: it releases its Cloud Storage locks itself.
@@ -135,6 +135,14 @@ def check_input(pattern: str, skip, input_shards) -> None:
         return
     if not shards:
         check_holds_shards(pattern, skip)
+
+
+def input_buckets(input_shards) -> int:
+    """The buckets the exported lines meet in, by the input's size (one when the listing fails)."""
+    try:
+        return bucket_count(sum(input_shards().values()))
+    except Exception:
+        return 1
 
 
 def shared_run_names(pattern: str, input_shards) -> Tuple[Tuple[str, str], ...]:
@@ -213,9 +221,10 @@ REMOTE_PATHS = ('input', 'output', 'dead_letter', 'summary', 'ground_truth', 'im
 def check_remote_paths(settings: Settings, pattern: Optional[str]) -> None:
     """A job on remote workers reads and writes Cloud Storage: a local path would be the workers' own
     disks, and the outputs would vanish with them. (A local operation JSON may name a gs:// input.)"""
-    values: Dict[str, Optional[str]] = {'input': pattern, 'output': settings.outputs.output,
-              'dead_letter': settings.outputs.dead_letter, 'summary': settings.outputs.summary,
-              'ground_truth': settings.evaluation.ground_truth, 'image_sizes': settings.sizes.image_sizes}
+    values: Dict[str, Optional[str]] = {
+        'input': pattern, 'output': settings.outputs.output, 'dead_letter': settings.outputs.dead_letter,
+        'summary': settings.outputs.summary, 'ground_truth': settings.evaluation.ground_truth,
+        'image_sizes': settings.sizes.image_sizes}
     for name in REMOTE_PATHS:
         value = values[name]
         if value and scheme_of(value) == 'file':
