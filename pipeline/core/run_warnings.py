@@ -63,9 +63,13 @@ def ground_truth_overlap(summary: Mapping, settings: Settings) -> List[RunWarnin
     if 'evaluation' not in summary:
         return []
     truth_images = summary['ground_truth']['images']
-    prefix_hint = (' (--ground_truth_image_prefix is joined to COCO file names'
-                   + (f': now {settings.evaluation.ground_truth_image_prefix!r})'
-                      if settings.evaluation.ground_truth_image_prefix else ', and none is given)'))
+    coco = any(fmt == 'coco' for _, fmt in settings.evaluation.ground_truth_files or ())
+    prefix_hint = ((' (--ground_truth_image_prefix is joined to COCO file names'
+                    + (f': now {settings.evaluation.ground_truth_image_prefix!r})'
+                       if settings.evaluation.ground_truth_image_prefix else ', and none is given)'))
+                   if coco or settings.evaluation.ground_truth_image_prefix else
+                   ': the ground truth\'s imageGcsUri or GCS_PATH must equal the prediction lines\' ID or '
+                   'instance content, scheme and bucket included')
     if not truth_images:
         return [RunWarning(
             'no_ground_truth_images', 'the ground truth holds no image to evaluate against'
@@ -89,7 +93,7 @@ def ground_truth_overlap(summary: Mapping, settings: Settings) -> List[RunWarnin
         found.append(RunWarning(
             'ground_truth_no_overlap' if not shared else 'ground_truth_low_overlap',
             f'run {name} and the ground truth share {what}. The ground truth has {truth_images:,} images, '
-            f'the run {run_images:,} predicted images{examples}',
+            f'the run {run_images:,} prediction lines{examples}',
             {'prediction_run': run['prediction_run'], 'ground_truth_images': truth_images,
              'predicted_images': run_images, 'shared_images': shared,
              'ground_truth_only_example': run.get('ground_truth_only'),

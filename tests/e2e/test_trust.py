@@ -125,7 +125,7 @@ def test_a_ground_truth_that_matches_no_image_gives_null_figures_and_warnings(ru
     assert overlap[0]['figures']['ground_truth_images'] == 2 and overlap[0]['figures']['shared_images'] == 0
     assert overlap[0]['figures']['ground_truth_only_example'] == 'gs://bucket/filename1.jpeg'
     assert overlap[0]['figures']['prediction_only_example'].startswith('gs://migration-ucaip')
-    assert '--ground_truth_image_prefix' in overlap[0]['fix']
+    assert 'imageGcsUri' in overlap[0]['fix']  # a Vertex AI file: the prefix option is COCO's only
     export = [w for w in warnings if w['code'] == 'export_empty']
     assert len(export) == 1 and '--image_sizes' in export[0]['fix'] and 'size' in export[0]['message']
     assert 'warning [ground_truth_no_overlap]' in result.stderr and 'mAP n/a' in result.stdout

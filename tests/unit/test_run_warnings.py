@@ -33,6 +33,15 @@ def test_overlap_under_half_of_either_side_warns_with_both_counts():
     assert "'gs://b/gt.jpg'" in none.message and "'gs://b/p.jpg'" in none.message
 
 
+def test_the_fix_names_the_coco_prefix_for_coco_ground_truth_only():
+    coco = settings(ground_truth='truth.json').resolved(evaluation={'ground_truth_files': (('t.json', 'coco'),)})
+    [warning] = ground_truth_overlap(evaluation_summary(0, 10, 5), coco)
+    assert '--ground_truth_image_prefix is joined to COCO file names, and none is given' in warning.fix
+    vertex = settings(ground_truth='t.jsonl').resolved(evaluation={'ground_truth_files': (('t.jsonl', 'vertex_jsonl'),)})
+    [warning] = ground_truth_overlap(evaluation_summary(0, 10, 5), vertex)
+    assert '--ground_truth_image_prefix' not in warning.fix and 'imageGcsUri' in warning.fix
+
+
 def test_no_ground_truth_image_of_the_ml_use_warns():
     summary = evaluation_summary(0, 0, 5)
     [warning] = ground_truth_overlap(summary, settings(ground_truth='t.json', ml_use='test'))
