@@ -107,10 +107,10 @@ def first_lines(batches: Iterable[ExportBatch]) -> Tuple[List[ExportBatch], int]
     (those of one bucket)."""
     batches = list(batches)
     first: Dict[Tuple[Optional[str], str], Tuple[Tuple[str, int, int], int, int]] = {}
-    lines = 0
+    total = 0
     for number, batch in enumerate(batches):
         for line, uri in enumerate(batch.image_uris):
-            lines += 1
+            total += 1
             place = (batch.source_file, batch.range_start, batch.positions[line] if len(batch.positions) else line)
             key = (batch.prediction_run, uri)
             if key not in first or place < first[key][0]:
@@ -119,7 +119,7 @@ def first_lines(batches: Iterable[ExportBatch]) -> Tuple[List[ExportBatch], int]
     for _, number, line in first.values():
         chosen.setdefault(number, []).append(line)
     kept = [batches[number].lines(sorted(lines_of)) for number, lines_of in sorted(chosen.items())]
-    return kept, lines - len(first)
+    return kept, total - len(first)
 
 
 def uncertain_lines(decoded: DecodedLines, low: float, high: float) -> np.ndarray:

@@ -213,15 +213,10 @@ class ExportedLines(NamedTuple):
     counts: PCollection  # Counts: the further lines of the exported images, left out
 
 
-def _first_lines(batches: Iterable[ExportBatch], wanted=None):
-    """A bucket's exported lines -> each image's first line (of those `wanted`: (run, URI) pairs, or all),
-    and the count of the others, tagged."""
+def _first_lines(batches: Iterable[ExportBatch]):
+    """A bucket's exported lines -> each image's first line, and the count of the others, tagged."""
     kept, further = first_lines(batches)
-    for batch in kept:
-        lines = [line for line, uri in enumerate(batch.image_uris)
-                 if wanted is None or (batch.prediction_run, uri) in wanted]
-        if lines:
-            yield batch.lines(lines)
+    yield from kept
     if further:
         yield counted(Counts({names.EXPORT_FURTHER_LINES: further}))
 
@@ -243,7 +238,12 @@ def select_errors(batches: PCollection, errors: PCollection) -> ExportedLines:
     def keep(element):
         _, joined = element
         wanted = {pair for part in joined['errors'] for pair in part}
-        yield from _first_lines((unpacked(read_payload(data)) for data in joined['batches']), wanted)
+        with_errors = []
+        for batch in (unpacked(read_payload(data)) for data in joined['batches']):
+            lines = [line for line, uri in enumerate(batch.image_uris) if (batch.prediction_run, uri) in wanted]
+            if lines:
+                with_errors.append(batch.lines(lines))
+        yield from _first_lines(with_errors)
     chosen = ({'batches': batches, 'errors': errors}
               | 'JoinErrorsByBucket' >> beam.CoGroupByKey()
               | 'ImagesWithErrors' >> beam.FlatMap(keep).with_outputs('counts', main='batches'))

@@ -21,6 +21,12 @@ from pipeline.transforms.ground_truth import TruthRange, read_truth_range
 from pipeline.transforms.read import LineBatch
 
 
+def kept_positions(batch: LineBatch, decoded) -> List[int]:
+    """The place among its range's lines of each line the decoder kept (its rejected lines left out)."""
+    rejected = {position for position, _ in decoded.rejections}
+    return [batch.first + position for position in range(len(batch.lines)) if position not in rejected]
+
+
 def line_place(batch: LineBatch, position: int) -> str:
     """Where the position-th line of a batch is in its shard, in words."""
     number = batch.first + position + 1  # blank lines are not counted
@@ -106,8 +112,7 @@ class ParseBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('image_uris', (run, decoded.lines.image_uris))
         for record in rejected:
             yield beam.pvalue.TaggedOutput('dead_letters', record)
-        rejected_lines = {position for position, _ in decoded.rejections}
-        positions = [batch.first + position for position in range(len(batch.lines)) if position not in rejected_lines]
+        positions = kept_positions(batch, decoded) if self._export is not None or self._buckets else []
         if self._export is not None:
             yield from self._exported(decoded.lines, tables.rows, sizes, run, batch, positions)
         yield counted(counts)
