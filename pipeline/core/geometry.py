@@ -167,78 +167,120 @@ def _nms_small_lines(line_position: np.ndarray, rank: np.ndarray, boxes: np.ndar
 # Boxes of a long line resolved together: a block's pairwise IoU at once, then one bulk query of the
 # spatial index for the boxes the block keeps.
 _NMS_BLOCK = 256
+# Size classes per log(1/t): finer classes leave fewer pairs of boxes that cannot reach the threshold
+# but need more queries. Low thresholds (log(1/t) >= 1) leave wide bands, so they get more classes.
+_SIZE_CLASSES_PER_BAND = {False: 2, True: 4}
 
 
 def _nms_one_large_line(boxes: np.ndarray, codes: np.ndarray, iou_threshold: float) -> np.ndarray:
     """NMS over one long line's boxes, given in score order, in blocks.
 
-    Candidates come from a spatial index in which boxes of different sizes never meet: IoU > t needs
-    both the widths and the heights of two boxes within a factor t^2 of each other (IoU <= sqrt(
-    (w_small / w_large) * (h_small / h_large))), so each box sits in a tile of the plane chosen by
-    log(width) and log(height) in bands of 2 log(1/t), and is compared with the boxes of its own and
-    the neighbouring tiles only. Crossing strips, a horizontal and a vertical one, never meet. The
-    worst case is the number of boxes of similar size overlapping each kept box, not every pair.
+    Two boxes' IoU is bounded by their sizes alone (see `_iou_bound`), so each box gets a size class
+    (log width, log height) and a kept box is compared only with the boxes of the classes that can
+    reach the threshold with its own: crossing strips or a tiny box on a large one never meet. The
+    index holds the undecided boxes and is rebuilt once half of them are decided, so a kept box does
+    not meet, again and again, boxes already suppressed.
     """
-    count = len(boxes)
-    keep = np.zeros(count, dtype=bool)
+    keep = np.ones(len(boxes), dtype=bool)  # a box without area has IoU 0 with every box: kept
     widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     solid = np.flatnonzero((widths > 0) & (heights > 0))
-    keep[:] = True  # a box without area has IoU 0 with every box: it is never suppressed
     if iou_threshold >= 1 or solid.size < 2:
         return keep
-    tiles = _size_tiles(widths[solid], heights[solid], iou_threshold)
-    line_boxes, line_codes = boxes[solid], codes[solid]
-    tree = shapely.STRtree(_boxes_in_tiles(line_boxes, tiles))
-    kept = np.zeros(len(solid), dtype=bool)
-    undecided = np.ones(len(solid), dtype=bool)
+    index = _SizeClassIndex(boxes[solid], codes[solid], iou_threshold)
     start = 0
     while True:
-        block = np.flatnonzero(undecided[start:])[:_NMS_BLOCK] + start
+        block = np.flatnonzero(index.undecided[start:])[:_NMS_BLOCK] + start
         if block.size == 0:
             break
-        undecided[block] = False
-        block_kept = block[_greedy_within(line_boxes[block], line_codes[block], iou_threshold)]
-        kept[block_kept] = True
-        _suppress_later(block_kept, line_boxes, line_codes, tiles, tree, undecided, iou_threshold)
+        index.undecided[block] = False
+        block_kept = block[_greedy_within(index.boxes[block], index.codes[block], iou_threshold)]
+        index.kept[block_kept] = True
+        index.suppress_by(block_kept)
         start = block[-1] + 1
-    keep[solid] = kept
+    keep[solid] = index.kept
     return keep
 
 
-def _size_tiles(widths: np.ndarray, heights: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """(n, 2) tile indices from log(width) and log(height) in bands of 2 log(1/t) (widened a hair
-    against rounding); one tile for all when t is 0."""
-    if iou_threshold <= 0:
-        return np.zeros((len(widths), 2), dtype=np.int64)
-    band = 2 * np.log(1 / iou_threshold) * (1 + 1e-9) + 1e-12
-    tiles = np.floor(np.column_stack([np.log(widths), np.log(heights)]) / band).astype(np.int64)
-    return tiles - tiles.min(axis=0)
+def _iou_bound(size_gap_x: np.ndarray, size_gap_y: np.ndarray, nested: np.ndarray) -> np.ndarray:
+    """The highest IoU two boxes can have when their log widths differ by `size_gap_x` and their log
+    heights by `size_gap_y` (both >= 0): the overlap is at most the smaller width times the smaller
+    height. One box larger both ways ("nested") gives exp(-(gx + gy)); one wider, the other taller
+    ("crossing") gives 1 / (exp(gx) + exp(gy) - 1). Equal when either gap is 0."""
+    crossing = 1 / (np.exp(size_gap_x) + np.exp(size_gap_y) - 1)
+    return np.where(nested, np.exp(-(size_gap_x + size_gap_y)), crossing)
 
 
-def _boxes_in_tiles(boxes: np.ndarray, tiles: np.ndarray) -> np.ndarray:
-    """Boxes (normalized, within [0, 1]) moved into their tiles, two units apart: apart tiles never
-    touch. Both sides of a comparison move by the same offset, so overlaps are kept exactly."""
-    offset_x, offset_y = 2.0 * tiles[:, 0], 2.0 * tiles[:, 1]
-    return shapely.box(boxes[:, 0] + offset_x, boxes[:, 1] + offset_y,
-                       boxes[:, 2] + offset_x, boxes[:, 3] + offset_y)
+class _SizeClassIndex:
+    """The solid boxes of one line, in score order, in a spatial index by size class: each class is
+    moved to its own place of the plane (two units apart), so one query meets one class only."""
 
+    def __init__(self, boxes: np.ndarray, codes: np.ndarray, iou_threshold: float):
+        self.boxes, self.codes, self.threshold = boxes, codes, iou_threshold
+        self.kept = np.zeros(len(boxes), dtype=bool)
+        self.undecided = np.ones(len(boxes), dtype=bool)
+        self.classes, self.reach = self._size_classes(iou_threshold)
+        self._build()
 
-_NEIGHBOURS = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)], dtype=np.int64)
+    def _size_classes(self, iou_threshold: float):
+        """(n, 2) class per box, and the class offsets whose boxes can reach the threshold."""
+        if iou_threshold <= 0:
+            self.span = 0
+            return np.zeros((len(self.boxes), 2), dtype=np.int64), np.zeros((1, 2), dtype=np.int64)
+        per_band = _SIZE_CLASSES_PER_BAND[bool(np.log(1 / iou_threshold) >= 1)]
+        band = np.log(1 / iou_threshold) / per_band
+        sizes = np.log(np.column_stack([self.boxes[:, 2] - self.boxes[:, 0],
+                                        self.boxes[:, 3] - self.boxes[:, 1]]))
+        classes = np.floor(sizes / band).astype(np.int64)
+        span = per_band + 2
+        steps = np.arange(-span, span + 1)
+        offsets = np.array([(dx, dy) for dx in steps for dy in steps], dtype=np.int64)
+        # Two boxes whose classes are d apart differ by more than (|d| - 1) bands in log size.
+        gaps = np.clip(np.abs(offsets) - 1, 0, None) * band
+        nested = offsets[:, 0] * offsets[:, 1] > 0
+        reachable = _iou_bound(gaps[:, 0], gaps[:, 1], nested) >= iou_threshold * (1 - 1e-9)
+        self.span = span
+        return classes - classes.min(axis=0) + span, offsets[reachable]
 
+    def _build(self) -> None:
+        """The index over the undecided boxes (the kept ones never need to be found again)."""
+        self.members = np.flatnonzero(self.undecided)
+        self.tree = shapely.STRtree(self._placed(self.members, self.classes[self.members]))
+        self.occupied = np.unique(self._class_key(self.classes[self.members]))
 
-def _suppress_later(kept: np.ndarray, boxes: np.ndarray, codes: np.ndarray, tiles: np.ndarray,
-                    tree, undecided: np.ndarray, iou_threshold: float) -> None:
-    """Marks as decided (suppressed) every undecided box that a kept box suppresses."""
-    if kept.size == 0:
-        return
-    source = np.repeat(kept, len(_NEIGHBOURS))
-    shifted = tiles[source] + np.tile(_NEIGHBOURS, (len(kept), 1))
-    queries = _boxes_in_tiles(boxes[source], shifted)
-    query_index, target = tree.query(queries, predicate='intersects')
-    source = source[query_index]
-    wanted = undecided[target] & (codes[source] == codes[target])
-    source, target = source[wanted], target[wanted]
-    undecided[target[_pairwise_iou(boxes[source], boxes[target]) > iou_threshold]] = False
+    def _class_key(self, classes: np.ndarray) -> np.ndarray:
+        """One integer per class, for classes up to `span` beyond the highest one."""
+        return classes[:, 0] * (int(self.classes[:, 1].max()) + 2 * self.span + 1) + classes[:, 1]
+
+    def _placed(self, rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Boxes (normalized, within [0, 1]) moved to the place of a class. Both sides of a query move
+        by the same offset and rounding keeps the order of coordinates, so overlaps are kept."""
+        offset_x, offset_y = 2.0 * classes[:, 0], 2.0 * classes[:, 1]
+        boxes = self.boxes[rows]
+        return shapely.box(boxes[:, 0] + offset_x, boxes[:, 1] + offset_y,
+                           boxes[:, 2] + offset_x, boxes[:, 3] + offset_y)
+
+    def candidates(self, kept: np.ndarray):
+        """(source, target): the undecided boxes of the same class code that overlap a kept box and
+        whose size class can reach the threshold with it."""
+        source = np.repeat(kept, len(self.reach))
+        target_classes = self.classes[source] + np.tile(self.reach, (len(kept), 1))
+        present = np.isin(self._class_key(target_classes), self.occupied)
+        source, target_classes = source[present], target_classes[present]
+        query_index, member = self.tree.query(self._placed(source, target_classes))
+        source, target = source[query_index], self.members[member]
+        wanted = self.undecided[target] & (self.codes[source] == self.codes[target])
+        return source[wanted], target[wanted]
+
+    def suppress_by(self, kept: np.ndarray) -> None:
+        """Marks as decided (suppressed) every undecided box that one of `kept` suppresses."""
+        if kept.size == 0:
+            return
+        source, target = self.candidates(kept)
+        suppressed = target[_pairwise_iou(self.boxes[source], self.boxes[target]) > self.threshold]
+        self.undecided[suppressed] = False
+        decided = len(self.members) - np.count_nonzero(self.undecided[self.members])
+        if 2 * decided >= len(self.members) and self.undecided.any():
+            self._build()
 
 
 def _greedy_within(boxes: np.ndarray, codes: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -303,7 +303,7 @@ def crossing_strips(n, rng):
     return boxes
 
 
-@pytest.mark.parametrize('threshold', [0.0, 0.3, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize('threshold', [0.0, 1e-7, 1e-4, 0.001, 0.3, 0.5, 0.9, 1.0])
 def test_nms_on_adversarial_lines_agrees_with_the_reference(reference_nms, threshold):
     rng = np.random.default_rng(7)
     strips = crossing_strips(300, rng)
@@ -317,6 +317,35 @@ def test_nms_on_adversarial_lines_agrees_with_the_reference(reference_nms, thres
     expected = reference_nms([0] * n, scores.tolist(), boxes.tolist(), classes.tolist(), threshold)
     got = geometry.nms_mask(np.zeros(n, dtype=np.int64), scores, boxes, classes, threshold)
     assert got.tolist() == expected
+
+
+@pytest.mark.parametrize('threshold', [0.9, 0.5, 0.001, 1e-4, 1e-5])
+def test_nms_never_compares_crossing_strips_that_cannot_reach_the_threshold(threshold):
+    # 20,000 strips 1/200,000 wide: a crossing pair's IoU is at most 2.5e-6, under every threshold
+    # here, so a kept strip meets no strip of the other direction (the cost stays linear).
+    boxes = crossing_strips(20_000, np.random.default_rng(3))
+    index = geometry._SizeClassIndex(boxes, np.zeros(len(boxes), dtype=np.int64), threshold)
+    horizontal = np.arange(0, len(boxes), 2)
+    index.undecided[horizontal] = False
+    source, target = index.candidates(horizontal)
+    assert len(source) == 0
+    assert len(geometry._SizeClassIndex(boxes, np.zeros(len(boxes), dtype=np.int64), 1e-6)
+               .candidates(horizontal[:10])[0]) > 1000  # at 1e-6 they could: they are compared
+    assert geometry._iou_bound(np.log(2e5), np.log(2e5), False) < threshold
+
+
+def test_nms_index_drops_suppressed_boxes_once_half_are_decided():
+    # At threshold 0 every crossing pair suppresses: after the first kept strip, the index holds
+    # only the strips still undecided, so later kept strips no longer meet the suppressed ones.
+    boxes = crossing_strips(2_000, np.random.default_rng(3))
+    index = geometry._SizeClassIndex(boxes, np.zeros(len(boxes), dtype=np.int64), 0.0)
+    index.undecided[0] = False
+    index.kept[0] = True
+    index.suppress_by(np.array([0]))
+    assert np.count_nonzero(index.undecided) == 999 and len(index.members) == 999
+    later = np.flatnonzero(index.undecided)[:10]
+    index.undecided[later] = False
+    assert len(index.candidates(later)[0]) == 0
 
 
 def test_many_tiny_shards_make_few_row_groups(run, tmp_path):
