@@ -26,7 +26,16 @@ from apache_beam.options.pipeline_options import (
 from google.api_core.exceptions import GoogleAPIError
 
 import pipeline
-from pipeline.config.options import MODES, OPTION_GROUPS, OPTIONS_BY_NAME, OptionError, pattern_problem
+from pipeline.config.options import (
+    LOCATION_OPTIONS,
+    MODES,
+    OPTION_GROUPS,
+    OPTIONS_BY_NAME,
+    OptionError,
+    PredictionTableOptions,
+    parse_output_path,
+    pattern_problem,
+)
 from pipeline.config.settings import EvaluationSettings, Settings, required
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
@@ -39,6 +48,7 @@ from pipeline.io.bigquery import prepare_tables
 from pipeline.io.ground_truth import GroundTruthError, resolve_ground_truth
 from pipeline.io.locks import RunLock
 from pipeline.io.provision import provision, release_untouched
+from pipeline.io.reachability import cloud_storage_problem
 from pipeline.io.sizes import ManifestError, check_manifest
 from pipeline.io.sources import InputError, check_holds_shards, input_root, matched_shards, resolve_input
 from pipeline.io.spill import make_spill_folder, remove_spill_folder
@@ -81,6 +91,7 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     check_arguments(argv)
     pipeline_options = PipelineOptions(argv)
     settings = Settings.from_pipeline_options(pipeline_options)
+    check_cloud_storage_reachable(pipeline_options, settings.is_streaming)
     pattern = None if settings.is_streaming else resolve_input(required(settings.input.input, 'input'))
     if settings.sizes.image_sizes:
         try:
@@ -123,6 +134,22 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
             arg.startswith(_DIRECT_FLAGS) for arg in argv):
         use_local_workers(pipeline_options, local_workers(input_shards(), os.cpu_count() or 1))
     return LaunchPlan(pipeline_options, settings, pattern, layout)
+
+
+def check_cloud_storage_reachable(pipeline_options: PipelineOptions, streaming: bool) -> None:
+    """Raises InputError, in seconds, when a location that the launch lists or reads is on gs:// and
+    Cloud Storage cannot be reached (Beam's client would retry each listing for two minutes, then
+    fail with a traceback). A streaming launch leaves its outputs to the workers."""
+    values = pipeline_options.view_as(PredictionTableOptions).get_all_options()
+    remote = [name for name in LOCATION_OPTIONS if str(values.get(name) or '').startswith('gs://')
+              and not (streaming and OPTIONS_BY_NAME[name].parse is parse_output_path)]
+    if not remote:
+        return
+    problem = cloud_storage_problem()
+    if problem:
+        named = ', '.join(f'--{name}' for name in remote)
+        raise InputError(f'{named}: Cloud Storage cannot be reached from here: {problem}. Check the '
+                         f'network (or HTTPS_PROXY), or give local paths; nothing was read or written')
 
 
 def check_input(pattern: str, skip, input_shards) -> None:

@@ -457,6 +457,8 @@ OPTIONS = (
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+# The options that name a file, folder or glob of ours to read or write (local or gs://).
+LOCATION_OPTIONS = tuple(option.name for option in OPTIONS if option.parse in (parse_path, parse_output_path))
 
 # The options by concern, as --help shows them; every option is in exactly one group (a test checks).
 OPTION_GROUPS = (

@@ -363,3 +363,44 @@ def test_the_reconciliation_says_what_ml_use_left_out(run, tmp_path):
                  '--report=false')
     assert ('2 ground-truth rows read == 2 used + 0 dead letters (of the images, 1 of another ML use left out '
             'by --ml_use, 1 evaluated)') in result.stdout
+
+
+@pytest.fixture
+def unreachable_cloud_storage():
+    """An environment in which Cloud Storage is a closed local port: the launch cannot reach it,
+    whether or not this machine has a network."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    return dict(os.environ, STORAGE_EMULATOR_HOST=f'http://127.0.0.1:{port}')
+
+
+@pytest.mark.parametrize('args, named', [
+    (['--input', 'gs://some-bucket/predictions/'], '--input'),
+    (['--input', str(INPUT), '--ground_truth', 'gs://some-bucket/truth.jsonl'], '--ground_truth'),
+    (['--input', str(INPUT), '--image_sizes', 'gs://some-bucket/sizes.csv'], '--image_sizes'),
+    (['--input', 'gs://some-bucket/predictions/', '--runner', 'DataflowRunner', '--project', 'my-project',
+      '--region', 'us-central1', '--temp_location', 'gs://some-bucket/tmp', '--no_auth', '--dry_run=True',
+      '--output', 'gs://some-bucket/out'], '--input, --output'),
+])
+def test_cloud_storage_out_of_reach_stops_the_launch_with_one_line(run, tmp_path, unreachable_cloud_storage,
+                                                                   args, named):
+    output = [] if '--output' in args else ['--output', tmp_path / 'o']
+    result = run(*args, *output, check=False, env=unreachable_cloud_storage)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f'error: {named}: Cloud Storage cannot be reached from here: no '
+                                    f'connection to 127.0.0.1:'), result.stderr
+    assert result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr
+    assert not (tmp_path / 'o').exists()
+
+
+def test_a_streaming_dry_run_does_not_need_cloud_storage(tmp_path, unreachable_cloud_storage):
+    # Its outputs are written by the workers: the launch itself touches no gs:// location.
+    result = subprocess.run([sys.executable, '-m', 'pipeline', '--input_subscription',
+                             'projects/my-project/subscriptions/shards', '--output', 'gs://some-bucket/stream',
+                             '--runner', 'DataflowRunner', '--project', 'my-project', '--region', 'us-central1',
+                             '--temp_location', 'gs://some-bucket/tmp', '--no_auth', '--dry_run=True',
+                             '--sdk_location=container'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600, env=unreachable_cloud_storage)
+    assert result.returncode == 0 and 'Dry run: the streaming job was built' in result.stdout, result.stderr
