@@ -42,7 +42,7 @@ from pipeline.core import summary as run_summary
 from pipeline.core.evaluation import bucket_count
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
 from pipeline.core.run_warnings import render as render_warnings
-from pipeline.core.shards import run_names, scheme_of, split_ranges
+from pipeline.core.shards import prediction_run, run_names, scheme_of, split_ranges
 from pipeline.io import summary_files
 from pipeline.io.bigquery import prepare_tables
 from pipeline.io.ground_truth import GroundTruthError, resolve_ground_truth
@@ -114,9 +114,10 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     input_shards = functools.cache(lambda: matched_shards(required(pattern, 'input'), skip))  # listed once
     if pattern is not None:
         check_input(pattern, skip, input_shards)
+    run_names_ = shared_run_names(pattern, input_shards) if pattern else ()
     settings = settings.resolved(
-        input={'run_names': shared_run_names(pattern, input_shards) if pattern else ()},
-        evaluation=resolved_evaluation(settings.evaluation, input_shards, skip),
+        input={'run_names': run_names_},
+        evaluation=resolved_evaluation(settings.evaluation, input_shards, skip, dict(run_names_)),
         export={'buckets': input_buckets(input_shards)} if settings.export.enabled else {},
         launch={'run_id': uuid.uuid4().hex,
                 'progress': local and pattern is not None and not quiet,
@@ -181,9 +182,9 @@ def shared_run_names(pattern: str, input_shards) -> Tuple[Tuple[str, str], ...]:
         return ()
 
 
-def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip) -> dict:
-    """The ground-truth files with their formats, and the count of evaluation buckets from the size of
-    the input (`input_shards`: path -> size); raises OptionError."""
+def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip, renamed: Dict[str, str]) -> dict:
+    """The ground-truth files with their formats, the count of evaluation buckets from the size of the
+    input (`input_shards`: path -> size) and the input's prediction runs; raises OptionError."""
     if not evaluation.enabled:
         return {}
     try:
@@ -191,7 +192,13 @@ def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip) -> d
                                      evaluation.ground_truth_format, skip)
     except GroundTruthError as exc:
         raise OptionError(str(exc)) from None
-    return {'ground_truth_files': tuple(files), 'buckets': bucket_count(sum(input_shards().values()))}
+    try:
+        shards = input_shards()
+    except Exception:  # check_input has said so; the runs are then those of the lines read
+        shards = {}
+    runs = {prediction_run(path, renamed) for path in shards}
+    return {'ground_truth_files': tuple(files), 'buckets': bucket_count(sum(shards.values())),
+            'runs': tuple(sorted(runs, key=lambda run: (run is not None, run or '')))}
 
 
 def output_layout(settings: Settings, local: bool, pattern: str) -> OutputLayout:

@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any, Callable, Mapping, Optional, Tuple
 
+import numpy as np
 import orjson
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -22,7 +23,8 @@ GROUND_TRUTH_FORMATS = ('auto', 'vertex_jsonl', 'automl_csv', 'coco')
 EXPORT_FORMATS = ('vertex_jsonl', 'automl_csv', 'coco', 'label_studio')
 EXPORT_SELECTIONS = ('kept', 'uncertain', 'errors')
 # COCO's IoU thresholds for AP: 0.50, 0.55, ..., 0.95.
-COCO_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+# pycocotools' iouThrs, bit for bit: np.linspace(.5, 0.95, 10), whose 9th value is 0.8999999999999999.
+COCO_IOU_THRESHOLDS = tuple(np.linspace(0.5, 0.95, 10).tolist())
 
 # The shapes of option values. Each parser checks its value against the same pattern that the template
 # metadata publishes, so what the Dataflow console accepts and what the pipeline accepts cannot drift.
@@ -415,7 +417,8 @@ OPTIONS = (
            'Evaluate only the ground-truth images of this ML use: training (or train), validation, test '
            'or unassigned, in any case.', parse_ml_use, regex=ML_USE_RE, modes=(BATCH,)),
     Option('iou_thresholds', 'IoU thresholds for AP',
-           'Comma-separated IoU thresholds (above 0, at most 1) over which AP and AR are averaged.',
+           'Comma-separated IoU thresholds (above 0, at most 1) over which AP and AR are averaged. '
+           "Default: pycocotools' own, np.linspace(0.5, 0.95, 10), bit for bit.",
            parse_iou_thresholds, default=COCO_IOU_THRESHOLDS, regex=FRACTIONS_RE, modes=(BATCH,)),
     Option('eval_iou', 'Evaluation IoU',
            'The IoU (above 0, at most 1) of the per-box outcomes, the tp/fp/fn counts, the confidence '
@@ -457,8 +460,10 @@ OPTIONS = (
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
-# The options that name a file, folder or glob of ours to read or write (local or gs://).
-LOCATION_OPTIONS = tuple(option.name for option in OPTIONS if option.parse in (parse_path, parse_output_path))
+# The options that name a file, folder or glob (local or gs://) that the launch lists or reads: every
+# location we write, and those we read (--ground_truth_image_prefix is a prefix, never listed).
+LOCATION_OPTIONS = tuple(option.name for option in OPTIONS if option.parse is parse_output_path) + (
+    'input', 'image_sizes', 'roi', 'ground_truth')
 
 # The options by concern, as --help shows them; every option is in exactly one group (a test checks).
 OPTION_GROUPS = (

@@ -113,6 +113,9 @@ class EvaluationSettings:
     ground_truth_files: Tuple[Tuple[str, str], ...] = ()  # (path, format) of each file, found at launch
     buckets: int = 1  # images are evaluated in this many buckets, from the input's size at launch
     spill_folder: Optional[str] = None  # a local run's folder for the join's parts (io.spill), made at launch
+    # The prediction runs of the input's shards, found at launch: each one is evaluated (every box
+    # missed) even when none of its lines can be used.
+    runs: Tuple[Optional[str], ...] = ()
 
     @property
     def enabled(self) -> bool:

@@ -597,7 +597,8 @@ def run_metrics(prediction_run: Optional[str], images: int, detections: int, lab
     (`with_prediction` 0) was not evaluated at all: its figures are null, not 0."""
     entries = [label_metrics(label, totals, thresholds) for label, totals in sorted(labels.items())]
     if with_prediction == 0:
-        entries = [entry | {key: None for key in ('ap', 'ap_50', 'ap_75', 'ar', 'ap_per_iou')}
+        entries = [entry | {key: None for key in ('ap', 'ap_50', 'ap_75', 'ar', 'ap_per_iou', 'best_f1',
+                                                  'best_f1_confidence')}
                    for entry in entries]
     return {
         'prediction_run': prediction_run, 'images': images,

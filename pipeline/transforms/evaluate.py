@@ -147,17 +147,18 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
     EvaluationResult."""
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
-                 ml_use: Optional[str] = None):
+                 ml_use: Optional[str] = None, known_runs: Sequence[Optional[str]] = ()):
         super().__init__()
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
         self._eval_confidence = eval_confidence
         self._ml_use = ml_use
+        self._known_runs = list(known_runs)  # evaluated even when none of their lines is usable
 
     def expand(self, parts):
-        runs = (parts
-                | 'RunsOfLines' >> beam.FlatMapTuple(lambda _, part: [part[1]] if part[0] == PREDICTED else [])
-                | 'DistinctRuns' >> beam.Distinct())
+        of_lines = parts | 'RunsOfLines' >> beam.FlatMapTuple(lambda _, part: [part[1]] if part[0] == PREDICTED else [])
+        known = parts.pipeline | 'RunsOfShards' >> beam.Create(self._known_runs)
+        runs = (of_lines, known) | 'AllRuns' >> beam.Flatten() | 'DistinctRuns' >> beam.Distinct()
         evaluated = (
             parts
             | 'JoinByBucket' >> beam.GroupByKey()
@@ -172,6 +173,6 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             (totals | 'LabelsOfRuns' >> beam.MapTuple(lambda key, t: ('labels', key[0], key[1], t)),
              run_parts | 'Runs' >> beam.MapTuple(lambda run, part: ('run', run, *part)))
             | 'FiguresOfRuns' >> beam.Flatten()
-            | 'AllRuns' >> beam.combiners.ToList()
+            | 'EveryRunsFigures' >> beam.combiners.ToList()
             | 'Figures' >> beam.Map(lambda parts: EvaluationFigures.of(thresholds, eval_iou, parts)))
         return EvaluationResult(figures, evaluated.matches, evaluated.counts, evaluated.errors)
