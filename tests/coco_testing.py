@@ -42,6 +42,44 @@ def generated_set(seed, images=40):
 
 
 def pycocotools_eval(sizes, truth, detections):
+    coco = cocoeval(sizes, truth, detections)
+    precision = coco.eval['precision'][:, :, :, 0, 2]  # (T, R, K), area "all", maxDets 100
+    per_label = {}
+    for k, name in enumerate(LABELS):
+        values = precision[:, :, k]
+        per_label[name] = None if (values == -1).all() else values.mean(axis=1)
+    return per_label, coco.stats
+
+
+def label_stats(coco, label):
+    """pycocotools' AP (maxDets 100) and AR at each maxDets of one label, area "all" (None: -1)."""
+    k = LABELS.index(label)
+    precision = coco.eval['precision'][:, :, k, 0, 2]
+    recall = coco.eval['recall'][:, k, 0, :]  # (T, M)
+    if (precision == -1).all():
+        return None
+    return {'ap': precision.mean(), 'ap_50': precision[0].mean(), 'ap_75': precision[5].mean(),
+            'ar_1': recall[:, 0].mean(), 'ar_10': recall[:, 1].mean(), 'ar_100': recall[:, 2].mean()}
+
+
+def crowded_set(seed, images=12):
+    """A generated set in which some images hold more than 100 detections of one label."""
+    rng = np.random.default_rng(seed)
+    sizes, truth, detections = generated_set(seed, images)
+    for image in range(1, images, 3):
+        width, height = sizes[image]
+        targets = truth[image] or [('cat', [0, 0, width / 2, height / 2], False)]
+        for _ in range(int(rng.integers(101, 180))):
+            label, (x, y, w, h), _ = targets[int(rng.integers(0, len(targets)))]
+            jitter = rng.normal(0, 0.1, 4) * [w, h, w, h]
+            nx, ny = np.clip(x + jitter[0], 0, width - 1), np.clip(y + jitter[1], 0, height - 1)
+            detections[image].append((label, [nx, ny, np.clip(w + jitter[2], 1, width - nx),
+                                              np.clip(h + jitter[3], 1, height - ny)], float(rng.random())))
+    return sizes, truth, detections
+
+
+def cocoeval(sizes, truth, detections):
+    """COCOeval (bbox, default parameters) run on a generated set."""
     categories = [{'id': i + 1, 'name': name} for i, name in enumerate(LABELS)]
     ids = {name: i + 1 for i, name in enumerate(LABELS)}
     annotations = [{'id': len(annotation_list) + 1, 'image_id': image, 'category_id': ids[label], 'bbox': box,
@@ -59,12 +97,7 @@ def pycocotools_eval(sizes, truth, detections):
         coco.evaluate()
         coco.accumulate()
         coco.summarize()
-    precision = coco.eval['precision'][:, :, :, 0, 2]  # (T, R, K), area "all", maxDets 100
-    per_label = {}
-    for k, name in enumerate(LABELS):
-        values = precision[:, :, k]
-        per_label[name] = None if (values == -1).all() else values.mean(axis=1)
-    return per_label, coco.stats
+    return coco
 
 
 def normalized(box, size):

@@ -25,6 +25,7 @@ EXPORT_SELECTIONS = ('kept', 'uncertain', 'errors')
 # COCO's IoU thresholds for AP: 0.50, 0.55, ..., 0.95.
 # pycocotools' iouThrs, bit for bit: np.linspace(.5, 0.95, 10), whose 9th value is 0.8999999999999999.
 COCO_IOU_THRESHOLDS = tuple(np.linspace(0.5, 0.95, 10).tolist())
+COCO_MAX_DETS = (1, 10, 100)  # pycocotools' maxDets
 
 # The shapes of option values. Each parser checks its value against the same pattern that the template
 # metadata publishes, so what the Dataflow console accepts and what the pipeline accepts cannot drift.
@@ -194,6 +195,20 @@ def parse_iou_thresholds(text: str) -> Tuple[float, ...]:
     if len(set(values)) != len(values):
         raise ValueError(f'{text!r} gives a threshold twice')
     return tuple(sorted(values))
+
+
+MAX_DETS_RE = r'^\s*[0-9]+\s*(,\s*[0-9]+\s*)*$'
+
+
+def parse_max_dets(text: str) -> Tuple[int, ...]:
+    """pycocotools' maxDets: increasing caps of detections per image and label, comma-separated; the
+    last bounds AP, each gives an AR; 0 (last) means no cap."""
+    _check_shape(text, MAX_DETS_RE, 'comma-separated whole numbers in increasing order (e.g. 1,10,100)')
+    values = [int(item) for item in text.split(',')]
+    ordered = [value or float('inf') for value in values]
+    if ordered != sorted(set(ordered)):
+        raise ValueError(f'{text!r}: give each cap once, in increasing order (0, no cap, last)')
+    return tuple(values)
 
 
 def parse_positive_iou(text: str) -> float:
@@ -420,6 +435,11 @@ OPTIONS = (
            'Comma-separated IoU thresholds (above 0, at most 1) over which AP and AR are averaged. '
            "Default: pycocotools' own, np.linspace(0.5, 0.95, 10), bit for bit.",
            parse_iou_thresholds, default=COCO_IOU_THRESHOLDS, regex=FRACTIONS_RE, modes=(BATCH,)),
+    Option('max_dets', 'Detections per image and label',
+           "pycocotools' maxDets: comma-separated, increasing caps of the detections of each image and "
+           'label, by score. The last one bounds what AP sees (the others are not evaluated at all); each '
+           'one gives an AR (ar_1, ar_10, ar_100). 0, last, means no cap.',
+           parse_max_dets, default=COCO_MAX_DETS, regex=MAX_DETS_RE, modes=(BATCH,)),
     Option('eval_iou', 'Evaluation IoU',
            'The IoU (above 0, at most 1) of the per-box outcomes, the tp/fp/fn counts, the confidence '
            'metrics and the confusion matrix.', parse_positive_iou, default=0.5, regex=FRACTION_RE,
@@ -478,7 +498,7 @@ OPTION_GROUPS = (
     ('Image sizes', ('image_size', 'image_sizes', 'probe_image_sizes', 'probe_allowed_prefixes')),
     ('Report', ('report', 'report_samples', 'report_image_mirror')),
     ('Evaluation', ('ground_truth', 'ground_truth_format', 'ground_truth_image_prefix', 'ml_use',
-                    'iou_thresholds', 'eval_iou', 'eval_confidence')),
+                    'iou_thresholds', 'max_dets', 'eval_iou', 'eval_confidence')),
     ('Export', ('export', 'export_select', 'uncertain_min', 'uncertain_max', 'export_ml_use',
                 'export_image_prefix', 'label_studio_from_name', 'label_studio_to_name')),
 )

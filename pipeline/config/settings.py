@@ -108,6 +108,7 @@ class EvaluationSettings:
     ground_truth_image_prefix: Optional[str]
     ml_use: Optional[str]
     iou_thresholds: Tuple[float, ...]
+    max_dets: Tuple[int, ...]
     eval_iou: float
     eval_confidence: float
     ground_truth_files: Tuple[Tuple[str, str], ...] = ()  # (path, format) of each file, found at launch
@@ -233,6 +234,7 @@ NEEDS = {
     'label_studio_to_name': ('export', 'with label_studio'),
     'ground_truth_format': ('ground_truth', 'the labelled boxes to evaluate against'),
     'iou_thresholds': ('ground_truth', 'the labelled boxes to evaluate against'),
+    'max_dets': ('ground_truth', 'the labelled boxes to evaluate against'),
     'eval_iou': ('ground_truth', 'the labelled boxes to evaluate against'),
     'eval_confidence': ('ground_truth', 'the labelled boxes to evaluate against'),
 }

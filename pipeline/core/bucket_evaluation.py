@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from pipeline.core.columns import concat_ranges, joined_codes, label_codes, recoded
 from pipeline.core.evaluation import (
+    COCO_MAX_DETS,
     FALSE_POSITIVE,
     FN,
     FP,
@@ -23,7 +24,7 @@ from pipeline.core.evaluation import (
     grid_counts,
 )
 from pipeline.core.ground_truth import BucketTruth, GroundTruthImage
-from pipeline.core.matching import match_groups
+from pipeline.core.matching import group_ranks, match_groups
 from pipeline.core.schema import MATCHES_SCHEMA
 
 
@@ -64,6 +65,7 @@ class BucketEvaluation(NamedTuple):
     labels: Dict[str, LabelTotals]
     cells: Dict[Tuple[Optional[str], Optional[str]], int]
     matches: pa.Table
+    beyond_max_dets: int  # detections past the last cap of their image and label: not evaluated
 
     def images_with_errors(self) -> List[str]:
         """The images with a false positive or a missed box at the evaluation IoU."""
@@ -72,13 +74,18 @@ class BucketEvaluation(NamedTuple):
 
 
 def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresholds: Sequence[float],
-                    eval_iou: float, eval_confidence: float) -> BucketEvaluation:
+                    eval_iou: float, eval_confidence: float,
+                    max_dets: Sequence[int] = COCO_MAX_DETS) -> BucketEvaluation:
     names, det_code, gt_code = columns.label_names, columns.det_label, columns.gt_label
     n_labels = max(len(names), 1)
     det_group = np.where(det_code >= 0, columns.det_image * n_labels + det_code, -1)
+    # Each image's detections of a label past the last cap are not evaluated at all (pycocotools).
+    rank_in_group = group_ranks(det_group, columns.det_scores)
+    beyond = (det_group >= 0) & (rank_in_group >= (max_dets[-1] or np.iinfo(np.int64).max))
+    det_group[beyond] = -1
     match = match_groups(det_group, columns.det_scores, columns.det_boxes, columns.gt_image * n_labels + gt_code,
                          columns.gt_boxes, columns.gt_crowd, (*thresholds, eval_iou))
-    at_eval = match.outcomes[:, -1]
+    at_eval = np.where(beyond, IGNORED, match.outcomes[:, -1])
     regular = ~columns.gt_crowd
     missed = regular & match.box_free[:, -1]
     # fp: the best IoU with a regular box of its label; fn: the best with any detection of its label.
@@ -90,17 +97,20 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     labels = {}
     for code in np.unique(np.r_[det_code[det_code >= 0], gt_code]).tolist():  # the labels present
         name = names[code]
-        mine, boxes = det_code == code, gt_code == code
+        mine, boxes = (det_code == code) & ~beyond, gt_code == code
         scores = columns.det_scores[mine]
-        counts = PrecisionCounts.of(scores, match.outcomes[mine, :-1].T, int((boxes & regular).sum()))
+        tp = match.outcomes[mine, :-1] == TRUE_POSITIVE
+        within = np.array([tp[rank_in_group[mine] < (cap or np.iinfo(np.int64).max)].sum(axis=0) for cap in max_dets],
+                          dtype=np.int64).reshape(len(max_dets), len(thresholds))
+        counts = PrecisionCounts.of(scores, match.outcomes[mine, :-1].T, int((boxes & regular).sum()), within)
         tp_scores, fp_scores = scores[at_eval[mine] == TRUE_POSITIVE], scores[at_eval[mine] == FALSE_POSITIVE]
-        labels[name] = LabelTotals(counts, int(mine.sum()), len(tp_scores), len(fp_scores),
+        labels[name] = LabelTotals(counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores),
                                    int((boxes & missed).sum()),
                                    *grid_counts(tp_scores, fp_scores, int((boxes & regular).sum())))
     rank = _rank_in_image(columns)
     matches = _matches_table(columns, prediction_run, match, at_eval, missed, best_regular, best_detection, rank)
     cells = _confusion(columns, det_code, gt_code, names, eval_iou, eval_confidence)
-    return BucketEvaluation(labels, cells, matches)
+    return BucketEvaluation(labels, cells, matches, int(beyond.sum()))
 
 
 def _rank_in_image(columns: ImageColumns) -> np.ndarray:

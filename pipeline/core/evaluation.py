@@ -2,8 +2,9 @@
 "all"): matching per image and label, and average precision from counts that merge associatively.
 
 Pure. Boxes are normalized (x_min, y_min, x_max, y_max): IoU does not change when an image is
-scaled, so no image size is needed. Unlike pycocotools, every detection counts (no maxDets cap), and
-detections of equal score are taken together (pycocotools orders them by image, then by position).
+scaled, so no image size is needed. Each image's detections of a label past the last maxDets cap are
+not evaluated (pycocotools'); unlike pycocotools, detections of equal score are taken together (it
+orders them by image, then by position).
 
 `evaluate_image` (with `match_label`, `label_totals`, `outcome_rows`) is the definition, one image at
 a time, that the tests hold to pycocotools; the job evaluates a bucket of images at once on columns
@@ -15,6 +16,7 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
+from pipeline.config.options import COCO_MAX_DETS
 from pipeline.core.columns import buckets_of, compacted, joined_codes, label_codes, rows_of, split_by_key
 from pipeline.core.decoding import DecodedLines
 
@@ -101,22 +103,27 @@ def greedy(rows: List[List[float]], order: List[int], regular: List[int], crowds
 class PrecisionCounts:
     """For one label: true and false positives per score at each IoU threshold, and the ground-truth
     boxes that count (not crowd). Merging adds them up per distinct score: the order of images does
-    not matter, and memory grows with distinct scores, not with images."""
+    not matter, and memory grows with distinct scores, not with images. `within`: (caps, T) the true
+    positives among each image's first detections of the label, for each of pycocotools' maxDets
+    (AR@1, AR@10, AR@100)."""
 
     def __init__(self, n_thresholds: int, scores: Optional[np.ndarray] = None, tp: Optional[np.ndarray] = None,
-                 fp: Optional[np.ndarray] = None, ground_truth: int = 0, distinct: bool = False):
+                 fp: Optional[np.ndarray] = None, ground_truth: int = 0, distinct: bool = False,
+                 within: Optional[np.ndarray] = None):
         self.scores = np.zeros(0) if scores is None else scores
         self.tp = np.zeros((n_thresholds, 0), dtype=np.int64) if tp is None else tp
         self.fp = np.zeros((n_thresholds, 0), dtype=np.int64) if fp is None else fp
         self.ground_truth = ground_truth
         self.distinct = distinct or scores is None  # the scores are distinct and descending (merged)
+        self.within = np.zeros((0, n_thresholds), dtype=np.int64) if within is None else within
 
     @classmethod
-    def of(cls, scores: np.ndarray, outcomes: np.ndarray, ground_truth: int) -> 'PrecisionCounts':
+    def of(cls, scores: np.ndarray, outcomes: np.ndarray, ground_truth: int,
+           within: Optional[np.ndarray] = None) -> 'PrecisionCounts':
         """From detections' scores and their (T, D) outcomes, and the image's regular boxes: kept as
         they are (one byte per detection and threshold) until counts are merged."""
         return cls(outcomes.shape[0], scores, (outcomes == TRUE_POSITIVE).astype(np.uint8),
-                   (outcomes == FALSE_POSITIVE).astype(np.uint8), ground_truth)
+                   (outcomes == FALSE_POSITIVE).astype(np.uint8), ground_truth, within=within)
 
     @classmethod
     def merge_all(cls, parts: Sequence['PrecisionCounts']) -> 'PrecisionCounts':
@@ -131,10 +138,17 @@ class PrecisionCounts:
             weights = np.concatenate([getattr(part, name) for part in parts], axis=1)
             for t in range(n_thresholds):
                 counts[t] = np.bincount(inverse, weights=weights[t], minlength=len(distinct)).astype(np.int64)
-        return PrecisionCounts(n_thresholds, -distinct, tp, fp, sum(part.ground_truth for part in parts), True)
+        counted = [part.within for part in parts if len(part.within)]  # an empty part counts no cap
+        within = np.asarray(np.sum(counted, axis=0, dtype=np.int64)) if counted else parts[0].within
+        return PrecisionCounts(n_thresholds, -distinct, tp, fp, sum(part.ground_truth for part in parts), True,
+                               within)
 
     def merge(self, other: 'PrecisionCounts') -> 'PrecisionCounts':
         return PrecisionCounts.merge_all([self, other])
+
+    def recall_within(self) -> Optional[np.ndarray]:
+        """(caps, T) the recall within each maxDets cap; None without ground truth."""
+        return self.within / self.ground_truth if self.ground_truth else None
 
     def average_precision(self) -> Optional[np.ndarray]:
         """(T,) COCO's 101-point interpolated precision; None without ground truth (pycocotools' -1)."""
@@ -160,14 +174,19 @@ class PrecisionCounts:
 
 class PrecisionSummary(NamedTuple):
     """What the metrics need of a label's merged PrecisionCounts, small enough to travel: AP and the
-    highest recall at each threshold (None without ground truth), and the regular boxes."""
+    highest recall at each threshold, the recall within each maxDets cap (None without ground truth),
+    and the regular boxes."""
     ap: Optional[np.ndarray]
     best_recall: Optional[np.ndarray]
     ground_truth: int
+    within: Optional[np.ndarray] = None
 
     @classmethod
     def of(cls, counts: 'PrecisionCounts') -> 'PrecisionSummary':
-        return cls(counts.average_precision(), counts.recall(), counts.ground_truth)
+        return cls(counts.average_precision(), counts.recall(), counts.ground_truth, counts.recall_within())
+
+    def recall_within(self) -> Optional[np.ndarray]:
+        return self.within
 
     def average_precision(self) -> Optional[np.ndarray]:
         return self.ap
@@ -257,6 +276,7 @@ class RunImage(NamedTuple):
     detections: int = 0
     ground_truth_only: Optional[str] = None  # an evaluated image without a line of the run
     prediction_only: Optional[str] = None  # an image of the run's lines without ground truth
+    beyond_max_dets: int = 0  # detections past the last maxDets cap of their image and label
 
     @property
     def with_prediction(self) -> int:
@@ -268,7 +288,8 @@ class RunImage(NamedTuple):
                         self.predictions_without_ground_truth + other.predictions_without_ground_truth,
                         self.other_lines + other.other_lines, self.detections + other.detections,
                         _first(self.ground_truth_only, other.ground_truth_only),
-                        _first(self.prediction_only, other.prediction_only))
+                        _first(self.prediction_only, other.prediction_only),
+                        self.beyond_max_dets + other.beyond_max_dets)
 
 
 def _first(a: Optional[str], b: Optional[str]) -> Optional[str]:
@@ -372,15 +393,18 @@ def grid_counts(tp_scores: Sequence[float], fp_scores: Sequence[float], regular:
 
 
 class LabelCounts(NamedTuple):
-    """One label of one image, for AP: its detections' scores and their outcome at each IoU threshold
-    (lists, made into arrays once per many images)."""
+    """One label of one image, for AP: its detections' scores (in rank order, within the last cap) and
+    their outcome at each IoU threshold (lists, made into arrays once per many images)."""
     scores: List[float]
     outcomes: List[List[int]]  # per threshold, per detection
     regular: int
+    max_dets: Tuple[int, ...] = ()
 
     def precision_counts(self) -> 'PrecisionCounts':
         outcomes = np.array(self.outcomes, dtype=np.int8).reshape(len(self.outcomes), len(self.scores))
-        return PrecisionCounts.of(np.array(self.scores, dtype=np.float64), outcomes, self.regular)
+        within = np.array([(outcomes[:, :cap or None] == TRUE_POSITIVE).sum(axis=1) for cap in self.max_dets],
+                          dtype=np.int64).reshape(len(self.max_dets), len(self.outcomes))
+        return PrecisionCounts.of(np.array(self.scores, dtype=np.float64), outcomes, self.regular, within)
 
 
 class ImageEvaluation(NamedTuple):
@@ -403,11 +427,13 @@ class ImageEvaluation(NamedTuple):
 
 def evaluate_image(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: np.ndarray,
                    gt_labels: Sequence[str], gt_boxes: np.ndarray, gt_crowd: np.ndarray,
-                   thresholds: Sequence[float], eval_iou: float, eval_confidence: float) -> ImageEvaluation:
+                   thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
+                   max_dets: Sequence[int] = COCO_MAX_DETS) -> ImageEvaluation:
     """Everything one image contributes: AP counts per label, per-box outcomes, what the confidence
     curves count and the confusion matrix's cells. Detections without a label can only be false
-    positives. IoU is computed once for the image (numpy); the rest works on a few boxes per label, in
-    plain lists, which is several times faster than numpy on arrays this small."""
+    positives; a label's detections past the last of `max_dets` (0: no cap) are not evaluated at all,
+    as in pycocotools. IoU is computed once for the image (numpy); the rest works on a few boxes per
+    label, in plain lists, which is several times faster than numpy on arrays this small."""
     score_list = scores.tolist()
     by_score = sorted(range(len(score_list)), key=score_list.__getitem__, reverse=True)
     ranks = [0] * len(score_list)
@@ -417,6 +443,8 @@ def evaluate_image(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: n
     dets_of: dict = {}
     for det in by_score:  # each label's detections in descending score order, ties in input order
         dets_of.setdefault(labels[det], []).append(det)
+    cap = max_dets[-1] or None
+    dets_of = {label: dets if label is None else dets[:cap] for label, dets in dets_of.items()}
     gts_of: dict = {}
     for gt, label in enumerate(gt_labels):
         gts_of.setdefault(label, []).append(gt)
@@ -431,7 +459,8 @@ def evaluate_image(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: n
         crowds = [p for p, c in enumerate(crowd) if c]
         order = list(range(len(dets)))  # dets are in score order already
         matches = [greedy(rows, order, regular, crowds, t, len(gts)) for t in all_thresholds]
-        label_counts[label] = LabelCounts([score_list[d] for d in dets], [m[0] for m in matches[:-1]], len(regular))
+        label_counts[label] = LabelCounts([score_list[d] for d in dets], [m[0] for m in matches[:-1]], len(regular),
+                                          tuple(max_dets))
         at_iou, matched_box, matched_by = matches[-1]
         tp_scores, fp_scores, missed = [], [], 0
         for position, det in enumerate(dets):
@@ -571,7 +600,27 @@ def f1_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray):
     return precision, recall, f1
 
 
-def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float]) -> dict:
+def stat_names(max_dets: Sequence[int]) -> List[str]:
+    """The names of the `stats` of metrics.json, as pycocotools prints them (AR by cap; 0: no cap)."""
+    return ['ap', 'ap_50', 'ap_75', *(f'ar_{cap or "all"}' for cap in max_dets)]
+
+
+def label_stats(ap: Optional[np.ndarray], within: Optional[np.ndarray], thresholds: Sequence[float],
+                max_dets: Sequence[int]) -> dict:
+    """pycocotools' summary numbers of one label (null where it gives -1: no ground truth, or the
+    threshold not among those evaluated)."""
+    at = {t: i for i, t in enumerate(thresholds)}
+    recall = [None] * len(max_dets) if within is None or len(within) != len(max_dets) else \
+        [float(row.mean()) for row in within]
+    return dict(zip(stat_names(max_dets), [
+        None if ap is None else float(ap.mean()),
+        None if ap is None or 0.5 not in at else float(ap[at[0.5]]),
+        None if ap is None or 0.75 not in at else float(ap[at[0.75]]),
+        *(None if ap is None else value for value in recall)]))
+
+
+def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float],
+                  max_dets: Sequence[int] = COCO_MAX_DETS) -> dict:
     """One entry of metrics.json's `labels` (the key names are a contract)."""
     ap, recall = totals.counts.average_precision(), totals.counts.recall()
     _, _, f1 = f1_scores(totals.confidence_tp, totals.confidence_fp, totals.confidence_fn)
@@ -587,27 +636,31 @@ def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float]) 
         'tp': totals.tp, 'fp': totals.fp, 'fn': totals.fn,
         'best_f1': float(f1[best]) if totals.counts.ground_truth else None,
         'best_f1_confidence': CONFIDENCE_GRID[best] if totals.counts.ground_truth else None,
+        'stats': label_stats(ap, totals.counts.recall_within(), thresholds, max_dets),
     }
 
 
 def run_metrics(prediction_run: Optional[str], images: int, detections: int, labels: dict,
-                thresholds: Sequence[float], with_prediction: Optional[int] = None) -> dict:
+                thresholds: Sequence[float], with_prediction: Optional[int] = None,
+                max_dets: Sequence[int] = COCO_MAX_DETS, beyond_max_dets: int = 0) -> dict:
     """One entry of metrics.json's `runs`: mAP over the labels that have ground truth (`detections`
     counts those without a label too). A run that shares no image with the ground truth
     (`with_prediction` 0) was not evaluated at all: its figures are null, not 0."""
-    entries = [label_metrics(label, totals, thresholds) for label, totals in sorted(labels.items())]
+    entries = [label_metrics(label, totals, thresholds, max_dets) for label, totals in sorted(labels.items())]
     if with_prediction == 0:
         entries = [entry | {key: None for key in ('ap', 'ap_50', 'ap_75', 'ar', 'ap_per_iou', 'best_f1',
                                                   'best_f1_confidence')}
-                   for entry in entries]
+                   | {'stats': dict.fromkeys(entry['stats'])} for entry in entries]
     return {
         'prediction_run': prediction_run, 'images': images,
         **({} if with_prediction is None else {'images_with_prediction': with_prediction}),
         'ground_truth_boxes': sum(e['ground_truth_boxes'] for e in entries), 'detections': detections,
+        'detections_beyond_max_dets': beyond_max_dets,
         'map': mean_over_labels([e['ap'] for e in entries]),
         'map_50': mean_over_labels([e['ap_50'] for e in entries]),
         'map_75': mean_over_labels([e['ap_75'] for e in entries]),
         'mar': mean_over_labels([e['ar'] for e in entries]),
+        'stats': {name: mean_over_labels([e['stats'][name] for e in entries]) for name in stat_names(max_dets)},
         'labels': entries,
     }
 
@@ -641,9 +694,11 @@ def merge_cells(first: dict, second: dict) -> dict:
     return merged
 
 
-def metrics_document(iou_thresholds: Sequence[float], eval_iou: float, runs: List[dict]) -> dict:
+def metrics_document(iou_thresholds: Sequence[float], eval_iou: float, runs: List[dict],
+                     max_dets: Sequence[int] = COCO_MAX_DETS) -> dict:
     """metrics.json: the runs side by side, in prediction_run order (a run without a name first)."""
-    return {'iou_thresholds': [float(t) for t in iou_thresholds], 'eval_iou': float(eval_iou),
+    return {'iou_thresholds': [float(t) for t in iou_thresholds], 'max_dets': list(max_dets),
+            'eval_iou': float(eval_iou),
             'runs': sorted(runs, key=lambda run: (run['prediction_run'] is not None, run['prediction_run'] or ''))}
 
 
@@ -662,9 +717,11 @@ class EvaluationFigures(NamedTuple):
     iou_thresholds: Tuple[float, ...]
     eval_iou: float
     runs: List[RunFigures]
+    max_dets: Tuple[int, ...] = COCO_MAX_DETS
 
     @classmethod
-    def of(cls, iou_thresholds: Sequence[float], eval_iou: float, parts: Iterable[tuple]) -> 'EvaluationFigures':
+    def of(cls, iou_thresholds: Sequence[float], eval_iou: float, parts: Iterable[tuple],
+           max_dets: Sequence[int] = COCO_MAX_DETS) -> 'EvaluationFigures':
         """From ('labels', run, label, LabelTotals) and ('run', run, RunImage, cells) parts."""
         labels: Dict[Optional[str], dict] = {}
         images: Dict[Optional[str], Tuple[RunImage, dict]] = {}
@@ -675,12 +732,14 @@ class EvaluationFigures(NamedTuple):
                 images[part[1]] = (part[2], part[3])
         return cls(tuple(iou_thresholds), eval_iou, [
             RunFigures(run, labels.get(run, {}), *images.get(run, (RunImage(), {})))
-            for run in sorted(set(labels) | set(images), key=lambda run: (run is not None, run or ''))])
+            for run in sorted(set(labels) | set(images), key=lambda run: (run is not None, run or ''))],
+            tuple(max_dets))
 
     def metrics_document(self) -> dict:
         return metrics_document(self.iou_thresholds, self.eval_iou, [
             run_metrics(run.prediction_run, run.images.evaluated, run.images.detections, run.labels,
-                        self.iou_thresholds, run.images.with_prediction) for run in self.runs])
+                        self.iou_thresholds, run.images.with_prediction, self.max_dets, run.images.beyond_max_dets)
+            for run in self.runs], self.max_dets)
 
     def confidence_rows(self) -> List[dict]:
         return [row for run in self.runs for row in confidence_rows(run.prediction_run, run.labels, self.eval_iou)]

@@ -50,8 +50,7 @@ def group_pairs(det_group: np.ndarray, det_scores: np.ndarray, gt_group: np.ndar
     gt_order = np.argsort(gt_group, kind='stable')
     gt_order = gt_order[np.searchsorted(gt_group[gt_order], 0):]
     d_ids, d_first, d_counts = _runs(det_group[det_order])
-    rank = np.zeros(len(det_group), dtype=np.int64)
-    rank[det_order] = np.arange(len(det_order)) - np.repeat(d_first, d_counts)
+    rank = _ranks_in_order(det_order, d_first, d_counts, len(det_group))
     g_ids, g_first, g_counts = _runs(gt_group[gt_order])
     # The box run of each detection's group (-1: its group has no box), then each detection with every
     # box of its group: by group, then detection (by rank), then box, as the matching steps expect.
@@ -79,6 +78,20 @@ def group_pairs(det_group: np.ndarray, det_scores: np.ndarray, gt_group: np.ndar
         empty = np.zeros(0, dtype=np.int64)
         return Pairs(empty, empty, np.zeros(0)), rank
     return Pairs(*(np.concatenate(column) for column in zip(*parts))), rank
+
+
+def group_ranks(det_group: np.ndarray, det_scores: np.ndarray) -> np.ndarray:
+    """Each detection's rank in its group by descending score, ties in input order (as pycocotools
+    orders one image's detections of a label); group -1 is ranked as a group too."""
+    det_order = np.lexsort((-det_scores, det_group))
+    _, first, counts = _runs(det_group[det_order])
+    return _ranks_in_order(det_order, first, counts, len(det_group))
+
+
+def _ranks_in_order(order: np.ndarray, first: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
+    rank = np.zeros(size, dtype=np.int64)
+    rank[order] = np.arange(len(order)) - np.repeat(first, counts)
+    return rank
 
 
 def _pair_ious(det_boxes: np.ndarray, gt_boxes: np.ndarray, det: np.ndarray, gt: np.ndarray,

@@ -239,7 +239,7 @@ def confusion_chart(cells: Sequence[Mapping], run: Optional[str]) -> Optional[st
 
 HEADLINE = (('images', 'images evaluated'), ('ground_truth_boxes', 'ground-truth boxes'),
             ('detections', 'detections'), ('map', 'mAP'), ('map_50', 'mAP@0.5'), ('map_75', 'mAP@0.75'),
-            ('mar', 'mAR'))
+            ('mar', 'mAR (AR@100)'))
 
 
 def figure_text(value) -> str:

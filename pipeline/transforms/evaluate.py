@@ -9,6 +9,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
+from pipeline.config.options import COCO_MAX_DETS
 from pipeline.core import counts as names
 from pipeline.core.bucket_evaluation import assemble, evaluate_images
 from pipeline.core.counts import Counts
@@ -46,11 +47,12 @@ class EvaluateBucketFn(beam.DoFn):
     is evaluated on its own; what it adds is summed over the bucket before it leaves."""
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
-                 ml_use: Optional[str] = None):
+                 ml_use: Optional[str] = None, max_dets: Sequence[int] = COCO_MAX_DETS):
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
         self._eval_confidence = eval_confidence
         self._ml_use = ml_use
+        self._max_dets = tuple(max_dets)
         self._tables: List[pa.Table] = []
         self._pending_rows = 0
         self._counts = Counts()
@@ -78,9 +80,11 @@ class EvaluateBucketFn(beam.DoFn):
             if not columns.image_uris:
                 yield beam.pvalue.TaggedOutput('run_parts', (run, (counts, {})))
                 continue
-            result = evaluate_images(columns, run, self._thresholds, self._eval_iou, self._eval_confidence)
+            result = evaluate_images(columns, run, self._thresholds, self._eval_iou, self._eval_confidence,
+                                     self._max_dets)
             for label, totals in result.labels.items():
                 yield beam.pvalue.TaggedOutput('totals', ((run, label), totals))
+            counts = counts._replace(beyond_max_dets=result.beyond_max_dets)
             yield beam.pvalue.TaggedOutput('run_parts', (run, (counts, result.cells)))
             errors += [(run, uri) for uri in result.images_with_errors()]
             self._tables.append(result.matches)
@@ -147,8 +151,10 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
     EvaluationResult."""
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
-                 ml_use: Optional[str] = None, known_runs: Sequence[Optional[str]] = ()):
+                 ml_use: Optional[str] = None, known_runs: Sequence[Optional[str]] = (),
+                 max_dets: Sequence[int] = COCO_MAX_DETS):
         super().__init__()
+        self._max_dets = tuple(max_dets)
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
         self._eval_confidence = eval_confidence
@@ -163,16 +169,17 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             parts
             | 'JoinByBucket' >> beam.GroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
-                EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use),
+                EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use,
+                                 self._max_dets),
                 runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'run_parts', 'counts', 'errors',
                                                             main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())
         run_parts = evaluated.run_parts | 'SumPerRun' >> beam.CombinePerKey(_sum_run_parts)
-        thresholds, eval_iou = self._thresholds, self._eval_iou
+        thresholds, eval_iou, max_dets = self._thresholds, self._eval_iou, self._max_dets
         figures = (
             (totals | 'LabelsOfRuns' >> beam.MapTuple(lambda key, t: ('labels', key[0], key[1], t)),
              run_parts | 'Runs' >> beam.MapTuple(lambda run, part: ('run', run, *part)))
             | 'FiguresOfRuns' >> beam.Flatten()
             | 'EveryRunsFigures' >> beam.combiners.ToList()
-            | 'Figures' >> beam.Map(lambda parts: EvaluationFigures.of(thresholds, eval_iou, parts)))
+            | 'Figures' >> beam.Map(lambda parts: EvaluationFigures.of(thresholds, eval_iou, parts, max_dets)))
         return EvaluationResult(figures, evaluated.matches, evaluated.counts, evaluated.errors)

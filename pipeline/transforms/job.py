@@ -264,7 +264,8 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
     options = settings.evaluation
     result = (parsed.evaluation_parts
               | 'Evaluate' >> EvaluateAgainstGroundTruth(options.iou_thresholds, options.eval_iou,
-                                                         options.eval_confidence, options.ml_use, options.runs))
+                                                         options.eval_confidence, options.ml_use, options.runs,
+                                                         options.max_dets))
     figures = result.figures
     metrics = figures | 'MetricsDocument' >> beam.Map(lambda f: f.metrics_document())
     runs = figures | 'RunImages' >> beam.FlatMap(lambda f: [(run.prediction_run, run.images) for run in f.runs])

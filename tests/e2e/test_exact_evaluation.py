@@ -3,6 +3,7 @@ thresholds, its maxDets and the twelve numbers, as a user runs the tool."""
 import json
 
 import numpy as np
+import pytest
 from conftest import ROOT
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
@@ -29,3 +30,39 @@ def test_a_run_without_a_usable_line_is_in_the_metrics_with_every_box_missed(run
     assert [(label['fn'], label['tp'], label['best_f1']) for label in entry['labels']] == [(1, 0, None)] * 2
     codes = [warning['code'] for warning in json.loads((out / 'summary.json').read_text())['warnings']]
     assert 'ground_truth_no_overlap' in codes
+
+
+def test_max_dets_through_the_command_line_equals_pycocotools(run, tmp_path):
+    from coco_testing import coco_ground_truth, cocoeval, crowded_set, label_stats, vertex_line
+    sizes, truth, detections = crowded_set(21)
+    folder = tmp_path / 'in' / 'prediction-m-2026-12-01T00:00:00.000Z'
+    folder.mkdir(parents=True)
+    lines = [vertex_line(f'gs://bucket/{i}.jpg', size, dets) for i, (size, dets) in enumerate(zip(sizes, detections))]
+    (folder / 'predictions_00001.jsonl').write_bytes(b'\n'.join(lines) + b'\n')
+    (tmp_path / 'truth.json').write_text(json.dumps(coco_ground_truth(sizes, truth)))
+    coco = cocoeval(sizes, truth, detections)
+    for extra, capped in (([], True), (['--max_dets', '1,10,0'], False)):
+        out = tmp_path / ('o' + str(capped))
+        result = run('--input', tmp_path / 'in', '--output', out, '--ground_truth', tmp_path / 'truth.json',
+                     '--ground_truth_image_prefix', 'gs://bucket/', '--report=false', *extra, check=False)
+        assert result.returncode in (0, 6), result.stderr  # 6: the warnings of the extra ground-truth image
+        metrics = json.loads((out / 'evaluation' / 'metrics.json').read_text())
+        [entry] = metrics['runs']
+        if capped:
+            assert metrics['max_dets'] == [1, 10, 100] and entry['detections_beyond_max_dets'] > 0
+            for name, index in (('ap', 0), ('ap_50', 1), ('ap_75', 2), ('ar_1', 6), ('ar_10', 7), ('ar_100', 8)):
+                assert entry['stats'][name] == pytest.approx(coco.stats[index], abs=1e-9), name
+            for label in entry['labels']:
+                expected = label_stats(coco, label['label'])
+                assert expected is None or label['stats']['ar_10'] == pytest.approx(expected['ar_10'], abs=1e-9)
+            assert 'AR@1 ' in result.stdout and 'AR@100 ' in result.stdout
+        else:
+            assert set(entry['stats']) == {'ap', 'ap_50', 'ap_75', 'ar_1', 'ar_10', 'ar_all'}
+            assert entry['detections_beyond_max_dets'] == 0
+            assert entry['stats']['ar_all'] >= coco.stats[8] - 1e-12  # every detection may match
+
+
+def test_max_dets_must_increase(run, tmp_path):
+    result = run('--input', ROOT / 'sample' / 'input', '--output', tmp_path / 'o', '--ground_truth', TRUTH,
+                 '--max_dets', '10,1', check=False)
+    assert result.returncode == 2 and '--max_dets' in result.stderr and 'increasing order' in result.stderr

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from coco_testing import generated_set, normalized
+from coco_testing import crowded_set, generated_set, normalized
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.bucket_evaluation import ImageColumns, evaluate_images
@@ -15,8 +15,8 @@ from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
 from pipeline.core.matching import match_groups
 
 
-def images_of(seed, ties=False, unlabelled=False):
-    sizes, truth, detections = generated_set(seed, images=30)
+def images_of(seed, ties=False, unlabelled=False, crowded=False):
+    sizes, truth, detections = crowded_set(seed) if crowded else generated_set(seed, images=30)
     rng = np.random.default_rng(seed)
     images = []
     for i, (size, boxes, dets) in enumerate(zip(sizes, truth, detections)):
@@ -29,13 +29,13 @@ def images_of(seed, ties=False, unlabelled=False):
     return images
 
 
-def reference(images, eval_iou, eval_confidence):
+def reference(images, eval_iou, eval_confidence, max_dets=(1, 10, 100)):
     totals, cells, rows = {}, {}, []
     for uri, labels, scores, boxes, ground in images:
         gt_boxes = np.array([b.box for b in ground.boxes]).reshape(-1, 4)
         result = evaluate_image(labels, scores, boxes, [b.label for b in ground.boxes], gt_boxes,
                                 np.array([b.crowd for b in ground.boxes], dtype=bool), COCO_IOU_THRESHOLDS,
-                                eval_iou, eval_confidence)
+                                eval_iou, eval_confidence, max_dets)
         per_label = {label: labels.count(label) for label in set(labels) if label is not None}
         for label, part in label_totals(result, per_label).items():
             totals[label] = merge_totals(totals[label], part) if label in totals else part
@@ -44,13 +44,19 @@ def reference(images, eval_iou, eval_confidence):
     return totals, cells, rows
 
 
-@pytest.mark.parametrize('seed, ties, unlabelled, eval_iou, eval_confidence', [
-    (1, False, False, 0.5, 0.5), (2, True, False, 0.5, 0.3), (3, False, True, 0.75, 0.0),
-    (4, True, True, 0.3, 0.9), (5, False, False, 0.95, 0.5), (6, True, True, 1.0, 0.5)])
-def test_the_bucket_path_gives_the_references_answers(seed, ties, unlabelled, eval_iou, eval_confidence):
-    images = images_of(seed, ties, unlabelled)
-    totals, cells, rows = reference(images, eval_iou, eval_confidence)
-    got = evaluate_images(ImageColumns.of(images), 'run', COCO_IOU_THRESHOLDS, eval_iou, eval_confidence)
+@pytest.mark.parametrize('seed, ties, unlabelled, eval_iou, eval_confidence, crowded, max_dets', [
+    (1, False, False, 0.5, 0.5, False, (1, 10, 100)), (2, True, False, 0.5, 0.3, False, (1, 10, 100)),
+    (3, False, True, 0.75, 0.0, False, (1, 10, 100)), (4, True, True, 0.3, 0.9, False, (1, 10, 100)),
+    (5, False, False, 0.95, 0.5, False, (1, 10, 100)), (6, True, True, 1.0, 0.5, False, (1, 10, 100)),
+    (7, False, True, 0.5, 0.5, True, (1, 10, 100)), (8, True, False, 0.5, 0.2, True, (3, 50)),
+    (9, False, False, 0.5, 0.5, True, (5, 0))])
+def test_the_bucket_path_gives_the_references_answers(seed, ties, unlabelled, eval_iou, eval_confidence, crowded,
+                                                      max_dets):
+    images = images_of(seed, ties, unlabelled, crowded)
+    totals, cells, rows = reference(images, eval_iou, eval_confidence, max_dets)
+    got = evaluate_images(ImageColumns.of(images), 'run', COCO_IOU_THRESHOLDS, eval_iou, eval_confidence, max_dets)
+    if crowded and max_dets[-1]:
+        assert got.beyond_max_dets > 0
     assert sorted(got.labels) == sorted(totals)
     for label, expected in totals.items():
         mine = got.labels[label]
@@ -61,6 +67,7 @@ def test_the_bucket_path_gives_the_references_answers(seed, ties, unlabelled, ev
         a, b = mine.counts.average_precision(), expected.counts.average_precision()
         assert (a is None and b is None) or np.allclose(a, b, rtol=0, atol=1e-12), label
         assert mine.counts.ground_truth == expected.counts.ground_truth
+        assert mine.counts.within.tolist() == expected.counts.within.tolist(), label
     assert got.cells == cells
     as_rows = {tuple(None if v is None else (round(v, 12) if isinstance(v, float) else v) for v in row.values())
                for row in got.matches.to_pylist()}

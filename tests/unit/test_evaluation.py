@@ -4,7 +4,7 @@ mAP, mAP@0.5/0.75 and mAR equals COCOeval's to 1e-9, and each detection's outcom
 matcher written as pycocotools' loop."""
 import numpy as np
 import pytest
-from coco_testing import LABELS, generated_set, normalized, pycocotools_eval
+from coco_testing import LABELS, cocoeval, crowded_set, generated_set, label_stats, normalized, pycocotools_eval
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.evaluation import (
@@ -189,14 +189,16 @@ def test_the_run_metrics_are_pycocotools_summary(seed):
     assert metrics['mar'] == pytest.approx(stats[8], abs=1e-9)
     assert metrics['detections'] == sum(map(len, detections))
     assert set(metrics) == {'prediction_run', 'images', 'ground_truth_boxes', 'detections', 'map', 'map_50',
-                            'map_75', 'mar', 'labels'}
+                            'map_75', 'mar', 'labels', 'stats', 'detections_beyond_max_dets'}
+    for name, index in (('ap', 0), ('ap_50', 1), ('ap_75', 2), ('ar_1', 6), ('ar_10', 7), ('ar_100', 8)):
+        assert metrics['stats'][name] == pytest.approx(stats[index], abs=1e-9), name
     fish = next(e for e in metrics['labels'] if e['label'] == 'fish')  # predicted, never in the ground truth
     assert fish['ap'] is None and fish['best_f1'] is None and fish['fp'] == fish['detections'] > 0
     for entry in metrics['labels']:
         assert entry['tp'] + entry['fn'] == entry['ground_truth_boxes']
         assert entry['tp'] + entry['fp'] <= entry['detections']  # the rest matched crowd boxes
         assert set(entry) == {'label', 'ground_truth_boxes', 'detections', 'ap', 'ap_50', 'ap_75', 'ar',
-                              'ap_per_iou', 'tp', 'fp', 'fn', 'best_f1', 'best_f1_confidence'}
+                              'ap_per_iou', 'tp', 'fp', 'fn', 'best_f1', 'best_f1_confidence', 'stats'}
 
 
 def test_confidence_and_confusion_rows_and_the_document():
@@ -224,5 +226,40 @@ def test_confidence_and_confusion_rows_and_the_document():
     assert all(set(r) == {'prediction_run', 'true_label', 'predicted_label', 'count'} for r in matrix)
     document = metrics_document((0.5, 0.75), 0.5, [{'prediction_run': 'b'}, {'prediction_run': None},
                                                    {'prediction_run': 'a'}])
-    assert document == {'iou_thresholds': [0.5, 0.75], 'eval_iou': 0.5,
+    assert document == {'iou_thresholds': [0.5, 0.75], 'max_dets': [1, 10, 100], 'eval_iou': 0.5,
                         'runs': [{'prediction_run': None}, {'prediction_run': 'a'}, {'prediction_run': 'b'}]}
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_max_dets_caps_each_image_and_label_and_gives_ar_at_1_10_100_as_pycocotools(seed):
+    sizes, truth, detections = crowded_set(seed)
+    assert max(sum(d[0] == label for d in dets) for dets in detections for label in LABELS) > 100
+    coco = cocoeval(sizes, truth, detections)
+    totals = {}
+    for size, boxes, dets in zip(sizes, truth, detections):
+        labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd = image_arrays(size, boxes, dets)
+        result = evaluate_image(labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd, COCO_IOU_THRESHOLDS, 0.5, 0.5)
+        per_label = {label: labels.count(label) for label in set(labels)}
+        for label, part in label_totals(result, per_label).items():
+            totals[label] = merge_totals(totals[label], part) if label in totals else part
+    metrics = run_metrics('run', len(sizes), sum(map(len, detections)), totals, COCO_IOU_THRESHOLDS)
+    for name, index in (('ap', 0), ('ap_50', 1), ('ap_75', 2), ('ar_1', 6), ('ar_10', 7), ('ar_100', 8)):
+        assert metrics['stats'][name] == pytest.approx(coco.stats[index], abs=1e-9), name
+    for entry in metrics['labels']:
+        expected = label_stats(coco, entry['label'])
+        if expected is None:
+            assert entry['stats']['ap'] is None
+            continue
+        for name, value in expected.items():
+            assert entry['stats'][name] == pytest.approx(value, abs=1e-9), (entry['label'], name)
+    # Uncapped (0), every detection is evaluated: more of them are counted, none fewer.
+    uncapped = {}
+    for size, boxes, dets in zip(sizes, truth, detections):
+        labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd = image_arrays(size, boxes, dets)
+        result = evaluate_image(labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd, COCO_IOU_THRESHOLDS, 0.5,
+                                0.5, max_dets=(0,))
+        for label, part in label_totals(result, {}).items():
+            uncapped[label] = merge_totals(uncapped[label], part) if label in uncapped else part
+    judged = sum(t.tp + t.fp for t in totals.values())
+    assert sum(t.tp + t.fp for t in uncapped.values()) > judged
+    assert all(uncapped[label].tp >= totals[label].tp for label in totals)
