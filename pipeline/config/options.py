@@ -482,8 +482,8 @@ OPTIONS = (
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 # The options that name a file, folder or glob (local or gs://) that the launch lists or reads: every
 # location we write, and those we read (--ground_truth_image_prefix is a prefix, never listed).
-LOCATION_OPTIONS = tuple(option.name for option in OPTIONS if option.parse is parse_output_path) + (
-    'input', 'image_sizes', 'roi', 'ground_truth')
+LOCATION_OPTIONS = tuple(option.name for option in OPTIONS if option.parse is parse_output_path
+                         or option.name in ('input', 'image_sizes', 'roi', 'ground_truth'))
 
 # The options by concern, as --help shows them; every option is in exactly one group (a test checks).
 OPTION_GROUPS = (
