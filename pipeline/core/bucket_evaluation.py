@@ -22,6 +22,7 @@ from pipeline.core.evaluation import (
     PrecisionCounts,
     RunImage,
     grid_counts,
+    in_pixels,
 )
 from pipeline.core.ground_truth import BucketTruth, GroundTruthImage
 from pipeline.core.matching import group_ranks, match_groups
@@ -42,6 +43,7 @@ class ImageColumns(NamedTuple):
     gt_boxes: np.ndarray  # (G, 4)
     gt_crowd: np.ndarray
     gt_position: np.ndarray  # (G,) position in its image's ground truth
+    image_sizes: Optional[np.ndarray] = None  # (images, 2) width, height in pixels; NaN (or None): unknown
 
     @classmethod
     def of(cls, images: Sequence[Tuple[str, Sequence[Optional[str]], np.ndarray, np.ndarray, GroundTruthImage]]):
@@ -83,8 +85,9 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     rank_in_group = group_ranks(det_group, columns.det_scores)
     beyond = (det_group >= 0) & (rank_in_group >= (max_dets[-1] or np.iinfo(np.int64).max))
     det_group[beyond] = -1
-    match = match_groups(det_group, columns.det_scores, columns.det_boxes, columns.gt_image * n_labels + gt_code,
-                         columns.gt_boxes, columns.gt_crowd, (*thresholds, eval_iou))
+    det_boxes, gt_boxes = _pixel_boxes(columns)
+    match = match_groups(det_group, columns.det_scores, det_boxes, columns.gt_image * n_labels + gt_code,
+                         gt_boxes, columns.gt_crowd, (*thresholds, eval_iou))
     at_eval = np.where(beyond, IGNORED, match.outcomes[:, -1])
     regular = ~columns.gt_crowd
     missed = regular & match.box_free[:, -1]
@@ -109,8 +112,16 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
                                    *grid_counts(tp_scores, fp_scores, int((boxes & regular).sum())))
     rank = _rank_in_image(columns)
     matches = _matches_table(columns, prediction_run, match, at_eval, missed, best_regular, best_detection, rank)
-    cells = _confusion(columns, det_code, gt_code, names, eval_iou, eval_confidence)
+    cells = _confusion(columns, det_boxes, gt_boxes, names, eval_iou, eval_confidence)
     return BucketEvaluation(labels, cells, matches, int(beyond.sum()))
+
+
+def _pixel_boxes(columns: ImageColumns) -> Tuple[np.ndarray, np.ndarray]:
+    """The detections' and boxes' coordinates in pixels where their image's size is known."""
+    if columns.image_sizes is None or np.isnan(columns.image_sizes).all():
+        return columns.det_boxes, columns.gt_boxes
+    return (in_pixels(columns.det_boxes, columns.image_sizes[columns.det_image]),
+            in_pixels(columns.gt_boxes, columns.image_sizes[columns.gt_image]))
 
 
 def _rank_in_image(columns: ImageColumns) -> np.ndarray:
@@ -157,12 +168,14 @@ def _matches_table(columns: ImageColumns, prediction_run, match, at_eval, missed
     return pa.Table.from_arrays(arrays, schema=MATCHES_SCHEMA)
 
 
-def _confusion(columns: ImageColumns, det_code, gt_code, names, eval_iou: float, eval_confidence: float):
+def _confusion(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray, names, eval_iou: float,
+               eval_confidence: float):
     """The confusion cells: the detections at or above the confidence matched to any box of their
     image (greedy by score, at eval_iou)."""
+    det_code, gt_code = columns.det_label, columns.gt_label
     confident = columns.det_scores >= eval_confidence
-    match = match_groups(np.where(confident, columns.det_image, -1), columns.det_scores, columns.det_boxes,
-                         columns.gt_image, columns.gt_boxes, columns.gt_crowd, (eval_iou,))
+    match = match_groups(np.where(confident, columns.det_image, -1), columns.det_scores, det_boxes,
+                         columns.gt_image, gt_boxes, columns.gt_crowd, (eval_iou,))
     outcome, box = match.outcomes[:, 0], match.matched_box[:, 0]
     # A cell's code: (true + 1) * (labels + 1) + predicted + 1, with -1 (background, or no label) as 0.
     # Only the cells that occur are counted (sparse): a dense matrix of 50,000 labels would not fit.
@@ -188,6 +201,7 @@ class Assembled(NamedTuple):
     gt_boxes: int
     other_ml_use: int  # images of the ground truth left out by --ml_use
     runs: Dict[Optional[str], Tuple[ImageColumns, RunImage]]
+    image_sizes: Optional[np.ndarray] = None  # (images, 2): each evaluated image's size from its ground truth
 
 
 def _ranks(values: Sequence) -> np.ndarray:
@@ -233,6 +247,8 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
     boxes = concat_ranges(unit_start[units], unit_end[units])
     gt_image = np.repeat(number, unit_end[units] - unit_start[units])
     image_uris = [uris[unit] for unit in units[_group_starts(number)].tolist()]
+    image_sizes = _first_sizes(np.concatenate([np.zeros((0, 2))] + [part.unit_sizes() for part in truth])[units],
+                               number, len(image_uris))
     first_box = np.searchsorted(gt_image, np.arange(len(image_uris)))
     truth_columns = (
         gt_image,
@@ -246,12 +262,22 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
                                                         for part in lines]),
         np.concatenate([np.zeros(0)] + [part.scores for part in lines]),
         np.concatenate([np.zeros((0, 4))] + [part.boxes.reshape(-1, 4) for part in lines]))
-    by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns) for run in runs}
-    return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run)
+    by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns, image_sizes)
+              for run in runs}
+    return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run, image_sizes)
+
+
+def _first_sizes(unit_sizes: np.ndarray, image_of_unit: np.ndarray, images: int) -> np.ndarray:
+    """(images, 2): each image's size from the first of its units (in order) that gives one, NaN if none."""
+    sizes = np.full((images, 2), np.nan)
+    known = np.flatnonzero(~np.isnan(unit_sizes).any(axis=1))
+    first_images, first = np.unique(image_of_unit[known], return_index=True)
+    sizes[first_images] = unit_sizes[known[first]]
+    return sizes
 
 
 def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[BucketLines], detections,
-                 truth_columns):
+                 truth_columns, image_sizes: Optional[np.ndarray] = None):
     """One run's columns: each evaluated image's first line of the run (none: every box missed), and
     what the run's lines add to its counts. `detections`: the labels, scores and boxes of all the
     bucket's lines, one part after the other."""
@@ -272,7 +298,7 @@ def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[B
     rows = concat_ranges(line_start[chosen], line_end[chosen])
     labels, scores, boxes = detections
     columns = ImageColumns(image_uris, names, np.repeat(line_image[chosen], line_end[chosen] - line_start[chosen]),
-                           labels[rows], scores[rows], boxes[rows], *truth_columns)
+                           labels[rows], scores[rows], boxes[rows], *truth_columns)._replace(image_sizes=image_sizes)
     missing = np.ones(len(image_uris), dtype=bool)
     missing[line_image[chosen]] = False
     unknown = np.flatnonzero(line_image < 0).tolist()

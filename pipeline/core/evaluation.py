@@ -27,6 +27,17 @@ RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2  # IGNORED: matched to a crowd box
 
 
+def in_pixels(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Normalized (n, 4) boxes scaled by their image's (n, 2) width and height, where known (NaN: left
+    normalized). IoU is then pycocotools' own, on pixels: a coordinate within 1e-9 of a whole pixel is
+    that pixel (normalizing 25 by 500 and scaling back gives 25 again, not 25.000000000000004)."""
+    scale = np.where(np.isnan(sizes), 1.0, sizes)[:, [0, 1, 0, 1]]
+    scaled = boxes * scale
+    whole = np.round(scaled)
+    near = (np.abs(scaled - whole) <= 1e-9 * np.maximum(np.abs(scaled), 1)) & (scale != 1.0)
+    return np.where(near, whole, scaled)
+
+
 def box_ious(detections: np.ndarray, ground_truth: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     """(D, G) IoU; against a crowd box, the intersection over the detection's own area (COCO)."""
     if not len(detections) or not len(ground_truth):
@@ -428,18 +439,25 @@ class ImageEvaluation(NamedTuple):
 def evaluate_image(labels: Sequence[Optional[str]], scores: np.ndarray, boxes: np.ndarray,
                    gt_labels: Sequence[str], gt_boxes: np.ndarray, gt_crowd: np.ndarray,
                    thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
-                   max_dets: Sequence[int] = COCO_MAX_DETS) -> ImageEvaluation:
+                   max_dets: Sequence[int] = COCO_MAX_DETS,
+                   size: Optional[Tuple[float, float]] = None) -> ImageEvaluation:
     """Everything one image contributes: AP counts per label, per-box outcomes, what the confidence
     curves count and the confusion matrix's cells. Detections without a label can only be false
     positives; a label's detections past the last of `max_dets` (0: no cap) are not evaluated at all,
-    as in pycocotools. IoU is computed once for the image (numpy); the rest works on a few boxes per
-    label, in plain lists, which is several times faster than numpy on arrays this small."""
+    as in pycocotools. With the image's `size` (width, height), IoU is taken on pixels. IoU is
+    computed once for the image (numpy); the rest works on a few boxes per label, in plain lists,
+    which is several times faster than numpy on arrays this small."""
     score_list = scores.tolist()
     by_score = sorted(range(len(score_list)), key=score_list.__getitem__, reverse=True)
     ranks = [0] * len(score_list)
     for rank, det in enumerate(by_score):
         ranks[det] = rank
-    iou_rows = box_ious(boxes, gt_boxes, gt_crowd).tolist()
+    if size is not None:
+        scale = np.array([size], dtype=np.float64)
+        boxes_px = in_pixels(boxes, np.repeat(scale, len(boxes), axis=0))
+        iou_rows = box_ious(boxes_px, in_pixels(gt_boxes, np.repeat(scale, len(gt_boxes), axis=0)), gt_crowd).tolist()
+    else:
+        iou_rows = box_ious(boxes, gt_boxes, gt_crowd).tolist()
     dets_of: dict = {}
     for det in by_score:  # each label's detections in descending score order, ties in input order
         dets_of.setdefault(labels[det], []).append(det)

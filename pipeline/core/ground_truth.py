@@ -49,6 +49,7 @@ class GroundTruthImage(NamedTuple):
     image_uri: str
     boxes: Tuple[GroundTruthBox, ...]
     ml_use: Optional[str] = None  # one of ML_USES
+    size: Optional[Tuple[float, float]] = None  # (width, height) in pixels, when the format gives it (COCO)
 
 
 class GroundTruthRejection(NamedTuple):
@@ -83,6 +84,11 @@ class BucketTruth(NamedTuple):
     label_codes: np.ndarray  # (boxes,) int32: positions in label_names
     boxes: np.ndarray  # (boxes, 4) float64
     crowd: np.ndarray  # (boxes,) bool
+    sizes: Optional[np.ndarray] = None  # (units, 2) float64 width and height in pixels, NaN unknown; None: all
+
+    def unit_sizes(self) -> np.ndarray:
+        """(units, 2) each unit's image size in pixels, NaN where the ground truth does not give it."""
+        return np.full((len(self.image_uris), 2), np.nan) if self.sizes is None else self.sizes
 
     @classmethod
     def of(cls, source_file: str, units: Sequence[Tuple[Place, GroundTruthImage]]) -> 'BucketTruth':
@@ -94,10 +100,11 @@ class BucketTruth(NamedTuple):
     def units(self) -> Iterator[PlacedImage]:
         boxes, crowd, codes = self.boxes.tolist(), self.crowd.tolist(), self.label_codes.tolist()
         offsets, positions = self.offsets.tolist(), self.positions.tolist()
+        sizes = [None if np.isnan(size).any() else tuple(size) for size in self.unit_sizes().tolist()]
         for unit, uri in enumerate(self.image_uris):
             yield PlacedImage(self.source_file, tuple(positions[unit]), GroundTruthImage(uri, tuple(
                 GroundTruthBox(self.label_names[codes[i]], tuple(boxes[i]), crowd[i])
-                for i in range(offsets[unit], offsets[unit + 1])), self.ml_uses[unit]))
+                for i in range(offsets[unit], offsets[unit + 1])), self.ml_uses[unit], sizes[unit]))
 
 
 class BucketTruthBuilder:
@@ -113,12 +120,14 @@ class BucketTruthBuilder:
         self.labels: List[str] = []
         self.boxes: List[float] = []
         self.crowd_boxes: List[int] = []  # the positions of the crowd boxes (plain lines have none)
+        self.sizes: List[Tuple[float, float]] = []
 
     def add_image(self, place: Place, image: GroundTruthImage) -> None:
         self.range_starts.append(place[0])
         self.numbers.append(place[1])
         self.image_uris.append(image.image_uri)
         self.ml_uses.append(image.ml_use)
+        self.sizes.append(image.size or (np.nan, np.nan))
         for box in image.boxes:
             if box.crowd:
                 self.crowd_boxes.append(len(self.labels))
@@ -134,7 +143,9 @@ class BucketTruthBuilder:
                              axis=1).reshape(-1, 2)
         offsets = np.array(self.offsets, dtype=np.int64)
         boxes = np.array(self.boxes, dtype=np.float64).reshape(-1, 4)
-        return BucketTruth(source_file, positions, self.image_uris, self.ml_uses, offsets, names, codes, boxes, crowd)
+        sizes = np.array(self.sizes, dtype=np.float64).reshape(-1, 2)
+        return BucketTruth(source_file, positions, self.image_uris, self.ml_uses, offsets, names, codes, boxes, crowd,
+                           None if np.isnan(sizes).all() else sizes)
 
 
 def merge_units(units: Iterable[PlacedImage]) -> List[GroundTruthImage]:
@@ -147,8 +158,9 @@ def merge_units(units: Iterable[PlacedImage]) -> List[GroundTruthImage]:
     for uri in sorted(by_uri):
         ordered = [unit.image for unit in sorted(by_uri[uri], key=lambda u: (u.source_file, u.position))]
         uses = [image.ml_use for image in ordered if image.ml_use is not None]
+        sizes = [image.size for image in ordered if image.size is not None]
         merged.append(GroundTruthImage(uri, tuple(box for image in ordered for box in image.boxes),
-                                       uses[0] if uses else None))
+                                       uses[0] if uses else None, sizes[0] if sizes else None))
     return merged
 
 
@@ -517,7 +529,7 @@ def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
             image_id = annotation.get('image_id') if isinstance(annotation, (dict, _CocoPart)) else None
             uri = images[image_id][0] if isinstance(image_id, (int, str)) and image_id in images else None
             rejected.append((f'annotations[{index}]', GroundTruthRejection(str(exc), uri)))
-    return [GroundTruthImage(images[i][0], tuple(boxes[i])) for i in order], rejected
+    return [GroundTruthImage(images[i][0], tuple(boxes[i]), size=images[i][1:]) for i in order], rejected
 
 
 def _side(value: Any, name: str) -> float:

@@ -66,3 +66,23 @@ def test_max_dets_must_increase(run, tmp_path):
     result = run('--input', ROOT / 'sample' / 'input', '--output', tmp_path / 'o', '--ground_truth', TRUTH,
                  '--max_dets', '10,1', check=False)
     assert result.returncode == 2 and '--max_dets' in result.stderr and 'increasing order' in result.stderr
+
+
+def test_iou_is_taken_on_pixels_as_pycocotools_takes_it(run, tmp_path):
+    # pycocotools' IoU of these boxes is exactly 0.75, a match at 0.75; on normalized coordinates it
+    # would be 0.7499999999999992, no match there.
+    from coco_testing import coco_ground_truth, cocoeval, vertex_line
+    sizes, truth, detections = [(500, 281)], [[('cat', [26, 189, 18, 49], False)]], [[('cat', [25, 188, 21, 44], 0.9)]]
+    folder = tmp_path / 'in' / 'prediction-m-2026-12-01T00:00:00.000Z'
+    folder.mkdir(parents=True)
+    (folder / 'predictions_00001.jsonl').write_bytes(vertex_line('gs://bucket/0.jpg', sizes[0], detections[0]) + b'\n')
+    (tmp_path / 'truth.json').write_text(json.dumps(coco_ground_truth(sizes, truth)))
+    out = tmp_path / 'o'
+    run('--input', tmp_path / 'in', '--output', out, '--ground_truth', tmp_path / 'truth.json',
+        '--ground_truth_image_prefix', 'gs://bucket/', '--report=false', check=False)
+    [entry] = json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']
+    coco = cocoeval(sizes, truth, detections)
+    assert coco.stats[0] == pytest.approx(0.6, abs=1e-12)
+    assert entry['stats']['ap'] == pytest.approx(coco.stats[0], abs=1e-12)
+    cat = next(label for label in entry['labels'] if label['label'] == 'cat')
+    assert cat['ap_per_iou'][5] == pytest.approx(1.0) and cat['ap_per_iou'][6] == 0.0  # matched at 0.75, not 0.8

@@ -195,3 +195,24 @@ def test_pairs_made_a_few_at_a_time_give_the_same_answers(monkeypatch):
         label: (t.tp, t.fp, t.fn) for label, t in totals.items()}
     assert got.cells == cells
     assert got.matches.num_rows == len(rows)
+
+
+def test_with_image_sizes_both_paths_take_iou_on_pixels():
+    from pipeline.core.evaluation import box_ious, in_pixels
+    size = (500.0, 281.0)
+    gt = np.array([[26 / 500, 189 / 281, 44 / 500, 238 / 281]])
+    det = np.array([[25 / 500, 188 / 281, 46 / 500, 232 / 281]])
+    assert box_ious(det, gt, np.zeros(1, dtype=bool))[0, 0] < 0.75  # normalized: just under
+    pixels = in_pixels(det, np.array([size]))
+    assert pixels.tolist() == [[25.0, 188.0, 46.0, 232.0]]
+    assert box_ious(pixels, in_pixels(gt, np.array([size])), np.zeros(1, dtype=bool))[0, 0] == 0.75
+    assert in_pixels(det, np.full((1, 2), np.nan)).tolist() == det.tolist()  # no size: as given
+    ground = GroundTruthImage('u', (GroundTruthBox('cat', tuple(gt[0])),), size=size)
+    images = [('u', ['cat'], np.array([0.9]), det, ground)]
+    thresholds = (0.75, 0.8)
+    reference_result = evaluate_image(['cat'], np.array([0.9]), det, ['cat'], gt, np.zeros(1, dtype=bool),
+                                      thresholds, 0.75, 0.5, size=size)
+    assert reference_result.label_counts['cat'].outcomes == [[1], [0]]
+    columns = ImageColumns.of(images)._replace(image_sizes=np.array([size]))
+    got = evaluate_images(columns, 'run', thresholds, 0.75, 0.5)
+    assert got.labels['cat'].tp == 1 and got.labels['cat'].counts.tp[:, 0].tolist() == [1, 0]

@@ -88,9 +88,11 @@ def test_coco_boxes_are_normalized_by_their_own_image():
     assert not rejected
     assert images == [
         GroundTruthImage('gs://bucket/images/a.jpg', (GroundTruthBox('dog', (0.1, 0.1, 0.6, 0.6)),
-                                                      GroundTruthBox('person', (0.0, 0.0, 1.0, 1.0), crowd=True))),
-        GroundTruthImage('gs://bucket/images/sub/b c.jpg', (GroundTruthBox('dog', (0.1, 0.1, 0.4, 0.3)),)),
-        GroundTruthImage('gs://bucket/images/empty.jpg', ()),
+                                                      GroundTruthBox('person', (0.0, 0.0, 1.0, 1.0), crowd=True)),
+                         size=(640.0, 480.0)),
+        GroundTruthImage('gs://bucket/images/sub/b c.jpg', (GroundTruthBox('dog', (0.1, 0.1, 0.4, 0.3)),),
+                         size=(100.0, 200.0)),
+        GroundTruthImage('gs://bucket/images/empty.jpg', (), size=(50.0, 50.0)),
     ]
 
 
@@ -104,7 +106,7 @@ def test_bad_coco_parts_are_rejected_and_the_rest_is_kept():
                 b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],'
                 b' "categories": [{"id": 1, "name": "cat"}]}')
     images, rejected = parse_coco(document)
-    assert images == [GroundTruthImage('a.jpg', (GroundTruthBox('cat', (0.1, 0.1, 0.3, 0.3)),))]
+    assert images == [GroundTruthImage('a.jpg', (GroundTruthBox('cat', (0.1, 0.1, 0.3, 0.3)),), size=(100.0, 100.0))]
     assert [(where, r.message.split(':')[0]) for where, r in rejected] == [
         ('images[1]', 'width'), ('annotations[0]', 'image_id 9 is not an image of the document'),
         ('annotations[1]', 'category_id 7 is not a category of the document'), ('annotations[2]', 'bbox'),
