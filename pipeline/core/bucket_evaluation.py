@@ -297,8 +297,13 @@ def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[B
     chosen = order[_group_starts(line_image[order])]  # each image's first line, by image
     rows = concat_ranges(line_start[chosen], line_end[chosen])
     labels, scores, boxes = detections
+    # An image's size: its ground truth's (COCO), else the one the run knows for its evaluated line.
+    sizes = np.full((len(image_uris), 2), np.nan) if image_sizes is None else image_sizes.copy()
+    line_sizes = np.concatenate([np.zeros((0, 2))] + [lines[p].line_sizes() for p in mine])
+    unsized = np.isnan(sizes[line_image[chosen]]).any(axis=1)
+    sizes[line_image[chosen][unsized]] = line_sizes[chosen][unsized]
     columns = ImageColumns(image_uris, names, np.repeat(line_image[chosen], line_end[chosen] - line_start[chosen]),
-                           labels[rows], scores[rows], boxes[rows], *truth_columns)._replace(image_sizes=image_sizes)
+                           labels[rows], scores[rows], boxes[rows], *truth_columns)._replace(image_sizes=sizes)
     missing = np.ones(len(image_uris), dtype=bool)
     missing[line_image[chosen]] = False
     unknown = np.flatnonzero(line_image < 0).tolist()

@@ -322,17 +322,22 @@ class BucketLines(NamedTuple):
     label_codes: np.ndarray  # (rows,) int32: positions in label_names, -1 for a detection without one
     scores: np.ndarray
     boxes: np.ndarray  # (rows, 4) normalized
+    sizes: Optional[np.ndarray] = None  # (lines, 2) each line's image size in pixels, NaN unknown; None: all
 
     @classmethod
     def of(cls, prediction_run: Optional[str], source_file: str, range_start: int, positions: Sequence[int],
            image_uris: List[str], offsets: np.ndarray, labels: Sequence[Optional[str]], scores: np.ndarray,
-           boxes: np.ndarray) -> 'BucketLines':
+           boxes: np.ndarray, sizes: Optional[np.ndarray] = None) -> 'BucketLines':
         """Lines of one byte range."""
         names, codes = label_codes(labels)
         lines = len(image_uris)
         return cls(prediction_run, [source_file], np.zeros(lines, dtype=np.int32),
                    np.full(lines, range_start, dtype=np.int64), np.asarray(positions, dtype=np.int64), image_uris,
-                   np.asarray(offsets, dtype=np.int64), names, codes, scores, boxes)
+                   np.asarray(offsets, dtype=np.int64), names, codes, scores, boxes, sizes)
+
+    def line_sizes(self) -> np.ndarray:
+        """(lines, 2) each line's image size in pixels, NaN where the run does not know it."""
+        return np.full((len(self.image_uris), 2), np.nan) if self.sizes is None else self.sizes
 
     @classmethod
     def joined(cls, parts: Sequence['BucketLines']) -> 'BucketLines':
@@ -347,7 +352,9 @@ class BucketLines(NamedTuple):
                    [uri for part in parts for uri in part.image_uris],
                    np.concatenate([[0]] + [part.offsets[1:] + base for part, base in zip(parts, row_base)]),
                    labels, codes, np.concatenate([part.scores for part in parts]),
-                   np.concatenate([part.boxes.reshape(-1, 4) for part in parts]))
+                   np.concatenate([part.boxes.reshape(-1, 4) for part in parts]),
+                   None if all(part.sizes is None for part in parts) else
+                   np.concatenate([part.line_sizes() for part in parts]))
 
     def lines_at(self, lines: np.ndarray) -> 'BucketLines':
         """Some of the lines (positions into these columns), in the order given, with only the names
@@ -357,7 +364,7 @@ class BucketLines(NamedTuple):
         labels, label_codes_ = compacted(self.label_names, self.label_codes[rows])
         return BucketLines(self.prediction_run, files, file_codes, self.range_starts[lines], self.positions[lines],
                            [self.image_uris[i] for i in lines.tolist()], offsets, labels, label_codes_,
-                           self.scores[rows], self.boxes[rows])
+                           self.scores[rows], self.boxes[rows], None if self.sizes is None else self.sizes[lines])
 
     def bucket_parts(self, buckets: int) -> Dict[int, 'BucketLines']:
         """The lines split by the bucket of their image, each bucket's in their order."""
@@ -376,14 +383,18 @@ class BucketLines(NamedTuple):
 
 
 def batch_lines(decoded: DecodedLines, rows: np.ndarray, positions: Sequence[int], source_file: str,
-                range_start: int, prediction_run: Optional[str]) -> BucketLines:
+                range_start: int, prediction_run: Optional[str],
+                sizes: Optional[Sequence[Optional[Tuple[int, int]]]] = None) -> BucketLines:
     """The kept detections of each decoded line of a batch: `rows` are the kept rows of the decoded
     columns, the rows of a line together in rank order (as the detections table holds them);
-    `positions` place each decoded line among its byte range's lines."""
+    `positions` place each decoded line among its byte range's lines; `sizes` each line's image size
+    (width, height), None where unknown."""
     per_line = np.bincount(decoded.line_index[rows], minlength=len(decoded.image_uris))
+    known = None if sizes is None or all(size is None for size in sizes) else np.array(
+        [(np.nan, np.nan) if size is None else (size[0], size[1]) for size in sizes], dtype=np.float64)
     return BucketLines.of(prediction_run, source_file, range_start, positions, list(decoded.image_uris),
                           np.r_[0, np.cumsum(per_line)], [decoded.labels[row] for row in rows.tolist()],
-                          decoded.scores[rows], decoded.boxes[rows])
+                          decoded.scores[rows], decoded.boxes[rows], known)
 
 
 class LabelAtIou(NamedTuple):

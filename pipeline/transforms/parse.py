@@ -117,7 +117,7 @@ class ParseBatchFn(beam.DoFn):
             yield from self._exported(decoded.lines, tables.rows, sizes, run, batch, positions)
         yield counted(counts)
         if self._buckets:  # last: the lines are kept only once nothing else of the batch can fail
-            yield from self._gather_lines(batch, decoded, tables.rows, run, positions)
+            yield from self._gather_lines(batch, decoded, tables.rows, run, positions, sizes)
 
     def _exported(self, decoded, rows, sizes, run, batch: LineBatch, positions: List[int]):
         """The batch's lines to export, with their kept boxes (the uncertain ones, or every line), by
@@ -135,10 +135,11 @@ class ParseBatchFn(beam.DoFn):
         for bucket, part in split_by_bucket(exported, self._buckets or export.buckets).items():  # packed: _payload
             yield beam.pvalue.TaggedOutput('exported', (bucket, self._payload(packed(part))))
 
-    def _gather_lines(self, batch: LineBatch, decoded, rows, run, positions: List[int]):
-        """Keeps the batch's lines for the evaluation, first sending on what was gathered when it is
-        full: a bundle's lines leave in one part per bucket and run, not one per batch."""
-        lines = batch_lines(decoded.lines, rows, positions, batch.source_file, batch.range_start, run)
+    def _gather_lines(self, batch: LineBatch, decoded, rows, run, positions: List[int], sizes):
+        """Keeps the batch's lines (with their image sizes) for the evaluation, first sending on what
+        was gathered when it is full: a bundle's lines leave in one part per bucket and run, not one per
+        batch."""
+        lines = batch_lines(decoded.lines, rows, positions, batch.source_file, batch.range_start, run, sizes)
         if self._gathered_rows >= GATHERED_ROWS:
             yield from self._gathered_parts()
         self._gathered.setdefault(run, []).append(lines)  # last: a batch that failed left nothing here

@@ -68,18 +68,28 @@ def test_max_dets_must_increase(run, tmp_path):
     assert result.returncode == 2 and '--max_dets' in result.stderr and 'increasing order' in result.stderr
 
 
-def test_iou_is_taken_on_pixels_as_pycocotools_takes_it(run, tmp_path):
+@pytest.mark.parametrize('truth_format', ['coco', 'vertex_jsonl'])
+def test_iou_is_taken_on_pixels_as_pycocotools_takes_it(run, tmp_path, truth_format):
     # pycocotools' IoU of these boxes is exactly 0.75, a match at 0.75; on normalized coordinates it
-    # would be 0.7499999999999992, no match there.
-    from coco_testing import coco_ground_truth, cocoeval, vertex_line
+    # would be 0.7499999999999992, no match there. COCO gives the size; otherwise the run knows it.
+    from coco_testing import coco_ground_truth, cocoeval, normalized_box, vertex_line
     sizes, truth, detections = [(500, 281)], [[('cat', [26, 189, 18, 49], False)]], [[('cat', [25, 188, 21, 44], 0.9)]]
     folder = tmp_path / 'in' / 'prediction-m-2026-12-01T00:00:00.000Z'
     folder.mkdir(parents=True)
     (folder / 'predictions_00001.jsonl').write_bytes(vertex_line('gs://bucket/0.jpg', sizes[0], detections[0]) + b'\n')
-    (tmp_path / 'truth.json').write_text(json.dumps(coco_ground_truth(sizes, truth)))
+    if truth_format == 'coco':
+        truth_file = tmp_path / 'truth.json'
+        truth_file.write_text(json.dumps(coco_ground_truth(sizes, truth)))
+        extra = ['--ground_truth_image_prefix', 'gs://bucket/']
+    else:
+        x_min, y_min, x_max, y_max = normalized_box(truth[0][0][1], sizes[0])
+        truth_file = tmp_path / 'truth.jsonl'
+        truth_file.write_text(json.dumps({'imageGcsUri': 'gs://bucket/0.jpg', 'boundingBoxAnnotations': [
+            {'displayName': 'cat', 'xMin': x_min, 'yMin': y_min, 'xMax': x_max, 'yMax': y_max}]}) + '\n')
+        extra = ['--image_size', '500x281']
     out = tmp_path / 'o'
-    run('--input', tmp_path / 'in', '--output', out, '--ground_truth', tmp_path / 'truth.json',
-        '--ground_truth_image_prefix', 'gs://bucket/', '--report=false', check=False)
+    run('--input', tmp_path / 'in', '--output', out, '--ground_truth', truth_file, *extra, '--report=false',
+        check=False)
     [entry] = json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']
     coco = cocoeval(sizes, truth, detections)
     assert coco.stats[0] == pytest.approx(0.6, abs=1e-12)
