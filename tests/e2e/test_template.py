@@ -106,7 +106,9 @@ CASES = [
     ('ml_use', 'test', True), ('ml_use', 'TEST', True), ('ml_use', 'Train', True), ('ml_use', 'holdout', False),
     ('ml_use', '', False), ('iou_thresholds', '0.5,0.75', True), ('iou_thresholds', '0.5, 0.75', True),
     ('iou_thresholds', '0.5', True), ('iou_thresholds', '1.5', False), ('iou_thresholds', '0.5;0.75', False),
-    ('iou_thresholds', '', False), ('eval_iou', '0.5', True), ('eval_iou', '1', True), ('eval_iou', '2', False),
+    ('iou_thresholds', '', False), ('max_dets', '1,10,100', True), ('max_dets', '100', True),
+    ('max_dets', '1, 10, 0', True), ('max_dets', '1;10', False), ('max_dets', '-1', False), ('max_dets', '', False),
+    ('eval_iou', '0.5', True), ('eval_iou', '1', True), ('eval_iou', '2', False),
     ('eval_confidence', '0', True), ('eval_confidence', '0.9', True), ('eval_confidence', '90%', False),
     ('export', 'coco', True), ('export', 'vertex_jsonl,automl_csv,coco,label_studio', True),
     ('export', 'yolo', False), ('export', 'coco, label_studio', False), ('export', '', False),
@@ -120,9 +122,9 @@ CASES = [
 # Well-shaped values whose content the pipeline still rejects at launch (checked before any work).
 SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]'), ('iou_thresholds', '0.5,0.5'),
               ('iou_thresholds', '0,0.5'), ('eval_iou', '0'), ('export', 'coco,coco'),
-              ('uncertain_max', '0.1')}
-EVALUATION = {'ground_truth_format', 'ground_truth_image_prefix', 'ml_use', 'iou_thresholds', 'eval_iou',
-              'eval_confidence'}
+              ('uncertain_max', '0.1'), ('max_dets', '10,1'), ('max_dets', '0,10')}
+EVALUATION = {'ground_truth_format', 'ground_truth_image_prefix', 'ml_use', 'iou_thresholds', 'max_dets',
+              'eval_iou', 'eval_confidence'}
 EXPORT = {'export_select', 'uncertain_min', 'uncertain_max', 'export_ml_use', 'export_image_prefix',
           'label_studio_from_name', 'label_studio_to_name'}
 
@@ -187,7 +189,7 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
               'report_image_mirror': 'gs://migration-ucaip-trainingaip-20210226015226/=/nonexistent/',
               'ground_truth': str(ROOT / 'tests' / 'fixtures' / 'ground_truth' / 'coco.json'),
               'ground_truth_format': 'coco', 'ground_truth_image_prefix': 'gs://migration-ucaip-trainingaip-20210226015226/',
-              'ml_use': 'unassigned', 'iou_thresholds': '0.5,0.75', 'eval_iou': '0.6', 'eval_confidence': '0.4',
+              'ml_use': 'unassigned', 'iou_thresholds': '0.5,0.75', 'max_dets': '1,5,50', 'eval_iou': '0.6', 'eval_confidence': '0.4',
               'export': 'vertex_jsonl,label_studio', 'export_select': 'uncertain', 'uncertain_min': '0.2',
               'uncertain_max': '0.9', 'export_ml_use': 'test', 'export_image_prefix': 'gs://x/=/y/',
               'label_studio_from_name': 'tag', 'label_studio_to_name': 'img'}
