@@ -7,7 +7,7 @@ takes its box in one step, so the cost is a few dozen array operations per bucke
 image. A group's detections never compete with another group's boxes, so stepping through the ranks
 k = 0, 1, ... together gives each group exactly its own greedy order.
 """
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -119,10 +119,15 @@ def _pair_ious(det_boxes: np.ndarray, gt_boxes: np.ndarray, det: np.ndarray, gt:
 
 
 def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.ndarray, gt_group: np.ndarray,
-                 gt_boxes: np.ndarray, gt_crowd: np.ndarray, thresholds: Sequence[float]) -> GroupMatch:
-    """Each group's detections by descending score (ties in input order), each to the free regular
-    box of its group with the highest IoU >= the threshold (the later box on a tie), else to the crowd
-    box of highest IoU (then ignored; crowd boxes are never used up); at every threshold at once."""
+                 gt_boxes: np.ndarray, gt_crowd: np.ndarray, thresholds: Sequence[float],
+                 gt_ignored: Optional[np.ndarray] = None, det_ignored: Optional[np.ndarray] = None) -> GroupMatch:
+    """Each group's detections by descending score (ties in input order), each to the free box of its
+    group with the highest IoU >= the column's threshold that is not ignored (the later box on a tie),
+    else to the ignored box of highest IoU, then ignored itself (crowd boxes are never used up, other
+    ignored ones are); every column at once. `gt_ignored` (G, C): the boxes ignored in each column
+    (crowd boxes, and those outside its area range; default: the crowd boxes); `det_ignored` (D, C):
+    the detections ignored in a column when they match nothing (outside its area range), as
+    pycocotools' evaluateImg."""
     pairs, rank = group_pairs(det_group, det_scores, gt_group, det_boxes, gt_boxes, gt_crowd)
     floors = np.minimum(np.asarray(thresholds, dtype=np.float64), 1 - 1e-10)
     n_dets, n_boxes, n_thresholds = len(det_group), len(gt_group), len(floors)
@@ -130,7 +135,9 @@ def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.nd
     matched_box = np.full((n_dets, n_thresholds), -1, dtype=np.int64)
     matched_iou = np.zeros((n_dets, n_thresholds))
     box_free = np.ones((n_boxes, n_thresholds), dtype=bool)
-    any_crowd = bool(gt_crowd.any())
+    ignored = gt_crowd[:, None] if gt_ignored is None else gt_ignored | gt_crowd[:, None]
+    ignored = np.broadcast_to(ignored, (n_boxes, n_thresholds))
+    any_ignored = bool(ignored.any())
     # Only a pair that reaches the lowest threshold can be taken: the others wait in no step.
     live = np.flatnonzero(pairs.iou >= floors.min(initial=np.inf))
     pair_rank = rank[pairs.det[live]]
@@ -144,15 +151,22 @@ def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.nd
         starts = np.flatnonzero(np.r_[True, det[1:] != det[:-1]])
         owner = np.cumsum(np.r_[True, det[1:] != det[:-1]]) - 1
         reaches = iou[:, None] >= floors[None, :]
-        regular = ~gt_crowd[gt]
-        taken = _take(reaches & regular[:, None] & box_free[gt], iou, starts, owner)
+        usable = reaches & box_free[gt]
+        pair_ignored = ignored[gt]
+        taken = _take(usable & ~pair_ignored, iou, starts, owner)
         _record(taken, det, gt, iou, starts, outcomes, matched_box, matched_iou, TRUE_POSITIVE)
         rows, cols = np.nonzero(taken >= 0)
         box_free[gt[taken[rows, cols]], cols] = False
-        if any_crowd:  # most sets have none
-            on_crowd = _take(reaches & ~regular[:, None], iou, starts, owner)
-            on_crowd[taken >= 0] = -1
-            _record(on_crowd, det, gt, iou, starts, outcomes, matched_box, matched_iou, IGNORED)
+        if any_ignored:  # most sets have no crowd box and no area range
+            on_ignored = _take(usable & pair_ignored, iou, starts, owner)
+            on_ignored[taken >= 0] = -1
+            _record(on_ignored, det, gt, iou, starts, outcomes, matched_box, matched_iou, IGNORED)
+            rows, cols = np.nonzero(on_ignored >= 0)
+            used = gt[on_ignored[rows, cols]]
+            regular = ~gt_crowd[used]  # an ignored box that is not crowd is used up (pycocotools)
+            box_free[used[regular], cols[regular]] = False
+    if det_ignored is not None:
+        outcomes[(outcomes == FALSE_POSITIVE) & det_ignored] = IGNORED
     return GroupMatch(outcomes, matched_box, matched_iou, box_free, pairs)
 
 

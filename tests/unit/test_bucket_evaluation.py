@@ -12,7 +12,7 @@ from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.bucket_evaluation import ImageColumns, evaluate_images
 from pipeline.core.evaluation import evaluate_image, label_totals, match_label, merge_cells, merge_totals, outcome_rows
 from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
-from pipeline.core.matching import match_groups
+from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, match_groups
 
 
 def images_of(seed, ties=False, unlabelled=False, crowded=False):
@@ -216,3 +216,62 @@ def test_with_image_sizes_both_paths_take_iou_on_pixels():
     columns = ImageColumns.of(images)._replace(image_sizes=np.array([size]))
     got = evaluate_images(columns, 'run', thresholds, 0.75, 0.5)
     assert got.labels['cat'].tp == 1 and got.labels['cat'].counts.tp[:, 0].tolist() == [1, 0]
+
+
+def evaluate_img_transcribed(scores, ious, crowd, gt_area, det_area, area_range, threshold):
+    """pycocotools' COCOeval.evaluateImg for one image, label, area range and threshold, transcribed
+    loop for loop: (outcome, matched box) per detection in input order, and the boxes used up."""
+    lo, hi = area_range
+    gt_ignore = [bool(c) or a < lo or a > hi for c, a in zip(crowd, gt_area)]
+    gtind = sorted(range(len(crowd)), key=lambda g: gt_ignore[g])  # stable, as mergesort
+    dtind = sorted(range(len(scores)), key=lambda d: -scores[d])
+    gtm, result = {}, {}
+    for d in dtind:
+        iou, m = min(threshold, 1 - 1e-10), -1
+        for g in gtind:
+            if g in gtm and not crowd[g]:
+                continue
+            if m > -1 and not gt_ignore[m] and gt_ignore[g]:
+                break
+            if ious[d][g] < iou:
+                continue
+            iou, m = ious[d][g], g
+        if m == -1:
+            outcome = IGNORED if det_area[d] < lo or det_area[d] > hi else FALSE_POSITIVE
+            result[d] = (outcome, -1)
+            continue
+        gtm[m] = d
+        result[d] = (IGNORED if gt_ignore[m] else TRUE_POSITIVE, m)
+    return [result[d] for d in range(len(scores))], {g for g in gtm if not crowd[g]}
+
+
+def test_area_ranges_match_as_pycocotools_evaluate_img():
+    from pipeline.core.evaluation import box_ious
+    rng = np.random.default_rng(5)
+    ranges = [(0, 1e10), (0, 32 ** 2), (32 ** 2, 96 ** 2), (96 ** 2, 1e10)]
+    thresholds = (0.1, 0.5, 0.75)
+    for _ in range(300):
+        n_gt, n_det = int(rng.integers(0, 7)), int(rng.integers(0, 9))
+        corners = rng.random((n_gt + n_det, 2, 2)) * 200
+        boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+        if n_gt and n_det and rng.random() < 0.3:
+            boxes[n_gt] = boxes[0]
+        gt, dets = boxes[:n_gt], boxes[n_gt:]
+        crowd = rng.random(n_gt) < 0.2
+        scores = np.round(rng.random(n_det), 1)
+        gt_area = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]) * rng.choice([1.0, 0.5], n_gt)  # COCO's own area
+        det_area = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1])
+        columns = [(r, t) for r in ranges for t in thresholds]
+        gt_ignored = np.array([[a < lo or a > hi for lo, hi in (r for r, _ in columns)] for a in gt_area],
+                              dtype=bool).reshape(n_gt, len(columns))
+        det_ignored = np.array([[a < lo or a > hi for lo, hi in (r for r, _ in columns)] for a in det_area],
+                               dtype=bool).reshape(n_det, len(columns))
+        match = match_groups(np.zeros(n_det, dtype=np.int64), scores, dets, np.zeros(n_gt, dtype=np.int64), gt, crowd,
+                             [t for _, t in columns], gt_ignored, det_ignored)
+        ious = box_ious(dets, gt, crowd).tolist()
+        for c, (area_range, threshold) in enumerate(columns):
+            expected, used = evaluate_img_transcribed(scores.tolist(), ious, crowd.tolist(), gt_area.tolist(),
+                                                      det_area.tolist(), area_range, threshold)
+            got = list(zip(match.outcomes[:, c].tolist(), match.matched_box[:, c].tolist()))
+            assert got == expected, (area_range, threshold)
+            assert {g for g in range(n_gt) if not crowd[g] and not match.box_free[g, c]} == used
