@@ -82,10 +82,10 @@ def cocoeval(sizes, truth, detections):
     """COCOeval (bbox, default parameters) run on a generated set."""
     categories = [{'id': i + 1, 'name': name} for i, name in enumerate(LABELS)]
     ids = {name: i + 1 for i, name in enumerate(LABELS)}
-    annotations = [{'id': len(annotation_list) + 1, 'image_id': image, 'category_id': ids[label], 'bbox': box,
-                    'area': box[2] * box[3], 'iscrowd': int(crowd)}
+    annotations = [{'id': len(annotation_list) + 1, 'image_id': image, 'category_id': ids[entry[0]], 'bbox': entry[1],
+                    'area': area_of(entry), 'iscrowd': int(entry[2])}
                    for annotation_list in [[]] for image, boxes in enumerate(truth)
-                   for label, box, crowd in boxes if not annotation_list.append(1)]
+                   for entry in boxes if not annotation_list.append(1)]
     ground_truth = COCO()
     ground_truth.dataset = {'images': [{'id': i, 'width': w, 'height': h} for i, (w, h) in enumerate(sizes)],
                             'annotations': annotations, 'categories': categories}
@@ -126,12 +126,25 @@ def legacy_line(uri, size, dets):
         for (label, box, score), b in ((det, normalized_box(det[1], size)) for det in dets)]})
 
 
+def area_of(entry):
+    """A ground-truth entry's COCO area: its own (a 4th item, as a mask's area), else its box's."""
+    return float(entry[3]) if len(entry) > 3 else float(entry[1][2] * entry[1][3])
+
+
+def with_mask_areas(truth, seed):
+    """The ground truth with a COCO area of its own on about half of the boxes (a mask covers 40 to
+    100% of its box), as COCO's real annotations have."""
+    rng = np.random.default_rng(seed)
+    return [[(label, box, crowd, box[2] * box[3] * rng.uniform(0.4, 1.0)) if rng.random() < 0.5
+             else (label, box, crowd) for label, box, crowd in boxes] for boxes in truth]
+
+
 def coco_ground_truth(sizes, truth):
     ids = {name: i + 1 for i, name in enumerate(LABELS)}
-    annotations = [{'id': n + 1, 'image_id': image, 'category_id': ids[label], 'bbox': [float(v) for v in box],
-                    'iscrowd': int(crowd), 'area': float(box[2] * box[3])}
-                   for n, (image, label, box, crowd) in enumerate(
-                       (image, *b) for image, boxes in enumerate(truth) for b in boxes)]
+    annotations = [{'id': n + 1, 'image_id': image, 'category_id': ids[entry[0]], 'bbox': [float(v) for v in entry[1]],
+                    'iscrowd': int(entry[2]), 'area': area_of(entry)}
+                   for n, (image, entry) in enumerate(
+                       (image, b) for image, boxes in enumerate(truth) for b in boxes)]
     annotations.append({'id': 99999, 'image_id': 12345, 'category_id': 1, 'bbox': [1, 1, 2, 2], 'iscrowd': 0})
     return {'images': [{'id': i, 'file_name': f'{i}.jpg', 'width': w, 'height': h} for i, (w, h) in enumerate(sizes)],
             'annotations': annotations,

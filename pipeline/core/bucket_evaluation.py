@@ -44,6 +44,7 @@ class ImageColumns(NamedTuple):
     gt_crowd: np.ndarray
     gt_position: np.ndarray  # (G,) position in its image's ground truth
     image_sizes: Optional[np.ndarray] = None  # (images, 2) width, height in pixels; NaN (or None): unknown
+    gt_area: Optional[np.ndarray] = None  # (G,) the ground truth's own area of each box (COCO), NaN if none
 
     @classmethod
     def of(cls, images: Sequence[Tuple[str, Sequence[Optional[str]], np.ndarray, np.ndarray, GroundTruthImage]]):
@@ -60,7 +61,9 @@ class ImageColumns(NamedTuple):
                    np.repeat(np.arange(len(images)), gt_counts), codes[len(det_labels):].astype(np.int64),
                    np.array([box.box for box in boxes], dtype=np.float64).reshape(-1, 4),
                    np.array([box.crowd for box in boxes], dtype=bool),
-                   np.concatenate([np.zeros(0, dtype=np.int64)] + [np.arange(n) for n in gt_counts]))
+                   np.concatenate([np.zeros(0, dtype=np.int64)] + [np.arange(n) for n in gt_counts]),
+                   np.array([truth.size or (np.nan, np.nan) for *_, truth in images], dtype=np.float64).reshape(-1, 2),
+                   np.array([np.nan if box.area is None else box.area for box in boxes], dtype=np.float64))
 
 
 class BucketEvaluation(NamedTuple):
@@ -68,6 +71,7 @@ class BucketEvaluation(NamedTuple):
     cells: Dict[Tuple[Optional[str], Optional[str]], int]
     matches: pa.Table
     beyond_max_dets: int  # detections past the last cap of their image and label: not evaluated
+    images_without_size: int  # evaluated images whose size is unknown: no area range for them
 
     def images_with_errors(self) -> List[str]:
         """The images with a false positive or a missed box at the evaluation IoU."""
@@ -86,11 +90,22 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     beyond = (det_group >= 0) & (rank_in_group >= (max_dets[-1] or np.iinfo(np.int64).max))
     det_group[beyond] = -1
     det_boxes, gt_boxes = _pixel_boxes(columns)
+    # Columns: AP's thresholds over all areas, the evaluation IoU, then AP's thresholds for each of the
+    # small, medium and large ranges when the images' sizes are known (pycocotools' areaRng).
+    n_thresholds = len(thresholds)
+    ranges = _area_ranges(columns, det_boxes, gt_boxes)
+    gt_ignored = det_ignored = None
+    column_thresholds: Tuple[float, ...] = (*thresholds, eval_iou)
+    if ranges is not None:
+        gt_out, det_out = ranges  # (G, 4), (D, 4): outside each range, in AREA_RANGES order
+        widths = [n_thresholds + 1] + [n_thresholds] * (len(AREA_RANGES) - 1)
+        gt_ignored, det_ignored = (np.repeat(out, widths, axis=1) for out in (gt_out, det_out))
+        column_thresholds += tuple(thresholds) * (len(AREA_RANGES) - 1)
     match = match_groups(det_group, columns.det_scores, det_boxes, columns.gt_image * n_labels + gt_code,
-                         gt_boxes, columns.gt_crowd, (*thresholds, eval_iou))
-    at_eval = np.where(beyond, IGNORED, match.outcomes[:, -1])
+                         gt_boxes, columns.gt_crowd, column_thresholds, gt_ignored, det_ignored)
+    at_eval = np.where(beyond, IGNORED, match.outcomes[:, n_thresholds])
     regular = ~columns.gt_crowd
-    missed = regular & match.box_free[:, -1]
+    missed = regular & match.box_free[:, n_thresholds]
     # fp: the best IoU with a regular box of its label; fn: the best with any detection of its label.
     best_regular = np.zeros(len(det_code))
     on_regular = regular[match.pairs.gt]
@@ -102,18 +117,52 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
         name = names[code]
         mine, boxes = (det_code == code) & ~beyond, gt_code == code
         scores = columns.det_scores[mine]
-        tp = match.outcomes[mine, :-1] == TRUE_POSITIVE
+        outcomes = match.outcomes[mine]
+        tp = outcomes[:, :n_thresholds] == TRUE_POSITIVE
         within = np.array([tp[rank_in_group[mine] < (cap or np.iinfo(np.int64).max)].sum(axis=0) for cap in max_dets],
                           dtype=np.int64).reshape(len(max_dets), len(thresholds))
-        counts = PrecisionCounts.of(scores, match.outcomes[mine, :-1].T, int((boxes & regular).sum()), within)
+        counts = PrecisionCounts.of(scores, outcomes[:, :n_thresholds].T, int((boxes & regular).sum()), within)
+        by_area = None if ranges is None else tuple(
+            PrecisionCounts.of(scores, outcomes[:, start:start + n_thresholds].T,
+                               int((boxes & regular & ~ranges[0][:, area]).sum()))
+            for area, start in enumerate(range(n_thresholds + 1, len(column_thresholds), n_thresholds), 1))
         tp_scores, fp_scores = scores[at_eval[mine] == TRUE_POSITIVE], scores[at_eval[mine] == FALSE_POSITIVE]
+        grid_tp, grid_fp, grid_fn = grid_counts(tp_scores, fp_scores, int((boxes & regular).sum()))
         labels[name] = LabelTotals(counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores),
-                                   int((boxes & missed).sum()),
-                                   *grid_counts(tp_scores, fp_scores, int((boxes & regular).sum())))
+                                   int((boxes & missed).sum()), grid_tp, grid_fp, grid_fn, by_area)
     rank = _rank_in_image(columns)
-    matches = _matches_table(columns, prediction_run, match, at_eval, missed, best_regular, best_detection, rank)
+    matches = _matches_table(columns, prediction_run, match, n_thresholds, at_eval, missed, best_regular,
+                             best_detection, rank)
     cells = _confusion(columns, det_boxes, gt_boxes, names, eval_iou, eval_confidence)
-    return BucketEvaluation(labels, cells, matches, int(beyond.sum()))
+    unsized = len(columns.image_uris) if columns.image_sizes is None else \
+        int(np.isnan(columns.image_sizes).any(axis=1).sum())
+    return BucketEvaluation(labels, cells, matches, int(beyond.sum()), unsized)
+
+
+# pycocotools' areaRng, in square pixels, bounds included: all, small, medium, large.
+AREA_RANGES = (('all', 0.0, 1e5 ** 2), ('small', 0.0, 32.0 ** 2), ('medium', 32.0 ** 2, 96.0 ** 2),
+               ('large', 96.0 ** 2, 1e5 ** 2))
+
+
+def _area_ranges(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray):
+    """((G, 4), (D, 4)): the boxes and detections outside each of AREA_RANGES, or None when no image's
+    size is known. A box's area is its ground truth's own (COCO's `area`), else its pixel box's; a
+    detection's, its pixel box's. An area not known (an image without size) is outside none."""
+    if columns.image_sizes is None or np.isnan(columns.image_sizes).all():
+        return None
+    sized = ~np.isnan(columns.image_sizes).any(axis=1)
+
+    def pixel_area(boxes, image):
+        return np.where(sized[image], (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), np.nan)
+    gt_area = pixel_area(gt_boxes, columns.gt_image)
+    if columns.gt_area is not None:
+        gt_area = np.where(np.isnan(columns.gt_area), gt_area, columns.gt_area)
+    det_area = pixel_area(det_boxes, columns.det_image)
+    lows, highs = (np.array([bound for bound in bounds]) for bounds in zip(*((lo, hi) for _, lo, hi in AREA_RANGES)))
+
+    def outside(area):
+        return (area[:, None] < lows[None, :]) | (area[:, None] > highs[None, :])
+    return outside(gt_area), outside(det_area)
 
 
 def _pixel_boxes(columns: ImageColumns) -> Tuple[np.ndarray, np.ndarray]:
@@ -132,13 +181,14 @@ def _rank_in_image(columns: ImageColumns) -> np.ndarray:
     return rank
 
 
-def _matches_table(columns: ImageColumns, prediction_run, match, at_eval, missed, best_regular,
+def _matches_table(columns: ImageColumns, prediction_run, match, eval_column: int, at_eval, missed, best_regular,
                    best_detection, rank) -> pa.Table:
-    """The rows of `matches`: every detection not ignored (tp or fp), then every missed regular box."""
+    """The rows of `matches`: every detection not ignored (tp or fp), then every missed regular box
+    (`eval_column`: the match's column of the evaluation IoU)."""
     dets = np.flatnonzero(at_eval != IGNORED)
     fns = np.flatnonzero(missed)
     tp = at_eval[dets] == TRUE_POSITIVE
-    box = match.matched_box[dets, -1]
+    box = match.matched_box[dets, eval_column]
     gt_of_det = np.where(tp, box, 0)
     n_dets, n_fns = len(dets), len(fns)
     uris = pa.array(columns.image_uris, type=pa.string())
@@ -146,7 +196,7 @@ def _matches_table(columns: ImageColumns, prediction_run, match, at_eval, missed
     gt_nulls = np.r_[~tp, np.zeros(n_fns, dtype=bool)]
     outcome = np.where(tp, TP, FP).tolist() + [FN] * n_fns
     label_code = np.r_[columns.det_label[dets], columns.gt_label[fns]]
-    iou = np.r_[np.where(tp, match.matched_iou[dets, -1], best_regular[dets]), best_detection[fns]]
+    iou = np.r_[np.where(tp, match.matched_iou[dets, eval_column], best_regular[dets]), best_detection[fns]]
 
     def det_column(values):
         return pa.array(np.r_[values[dets], np.zeros(n_fns, dtype=values.dtype)], mask=det_nulls)
@@ -247,6 +297,7 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
     boxes = concat_ranges(unit_start[units], unit_end[units])
     gt_image = np.repeat(number, unit_end[units] - unit_start[units])
     image_uris = [uris[unit] for unit in units[_group_starts(number)].tolist()]
+    gt_areas = np.concatenate([np.zeros(0)] + [part.box_areas() for part in truth])[boxes]
     image_sizes = _first_sizes(np.concatenate([np.zeros((0, 2))] + [part.unit_sizes() for part in truth])[units],
                                number, len(image_uris))
     first_box = np.searchsorted(gt_image, np.arange(len(image_uris)))
@@ -262,7 +313,7 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
                                                         for part in lines]),
         np.concatenate([np.zeros(0)] + [part.scores for part in lines]),
         np.concatenate([np.zeros((0, 4))] + [part.boxes.reshape(-1, 4) for part in lines]))
-    by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns, image_sizes)
+    by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns, image_sizes, gt_areas)
               for run in runs}
     return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run, image_sizes)
 
@@ -277,7 +328,7 @@ def _first_sizes(unit_sizes: np.ndarray, image_of_unit: np.ndarray, images: int)
 
 
 def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[BucketLines], detections,
-                 truth_columns, image_sizes: Optional[np.ndarray] = None):
+                 truth_columns, image_sizes: Optional[np.ndarray] = None, gt_areas: Optional[np.ndarray] = None):
     """One run's columns: each evaluated image's first line of the run (none: every box missed), and
     what the run's lines add to its counts. `detections`: the labels, scores and boxes of all the
     bucket's lines, one part after the other."""
@@ -303,7 +354,8 @@ def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[B
     unsized = np.isnan(sizes[line_image[chosen]]).any(axis=1)
     sizes[line_image[chosen][unsized]] = line_sizes[chosen][unsized]
     columns = ImageColumns(image_uris, names, np.repeat(line_image[chosen], line_end[chosen] - line_start[chosen]),
-                           labels[rows], scores[rows], boxes[rows], *truth_columns)._replace(image_sizes=sizes)
+                           labels[rows], scores[rows], boxes[rows], *truth_columns)._replace(image_sizes=sizes,
+                                                                                              gt_area=gt_areas)
     missing = np.ones(len(image_uris), dtype=bool)
     missing[line_image[chosen]] = False
     unknown = np.flatnonzero(line_image < 0).tolist()

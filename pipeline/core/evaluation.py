@@ -208,7 +208,9 @@ class PrecisionSummary(NamedTuple):
 
 def settled(totals: 'LabelTotals') -> 'LabelTotals':
     """A run's label totals with the AP counts reduced to what the metrics need."""
-    return totals._replace(counts=PrecisionSummary.of(_merging(totals)))
+    by_area = None if totals.by_area is None else tuple(
+        PrecisionSummary.of(_merging_counts(counts)) for counts in totals.by_area)
+    return totals._replace(counts=PrecisionSummary.of(_merging(totals)), by_area=by_area)
 
 
 def _merging(totals: 'LabelTotals') -> 'PrecisionCounts':
@@ -288,6 +290,7 @@ class RunImage(NamedTuple):
     ground_truth_only: Optional[str] = None  # an evaluated image without a line of the run
     prediction_only: Optional[str] = None  # an image of the run's lines without ground truth
     beyond_max_dets: int = 0  # detections past the last maxDets cap of their image and label
+    without_size: int = 0  # evaluated images whose size is unknown
 
     @property
     def with_prediction(self) -> int:
@@ -300,7 +303,7 @@ class RunImage(NamedTuple):
                         self.other_lines + other.other_lines, self.detections + other.detections,
                         _first(self.ground_truth_only, other.ground_truth_only),
                         _first(self.prediction_only, other.prediction_only),
-                        self.beyond_max_dets + other.beyond_max_dets)
+                        self.beyond_max_dets + other.beyond_max_dets, self.without_size + other.without_size)
 
 
 def _first(a: Optional[str], b: Optional[str]) -> Optional[str]:
@@ -586,6 +589,8 @@ class LabelTotals(NamedTuple):
     confidence_tp: np.ndarray
     confidence_fp: np.ndarray
     confidence_fn: np.ndarray
+    # The AP counts of the small, medium and large area ranges (None: no image size known).
+    by_area: Optional[Tuple[Union['PrecisionCounts', 'PrecisionSummary'], ...]] = None
 
 
 def label_totals(result: ImageEvaluation, label_detections: dict) -> dict:
@@ -606,18 +611,31 @@ def held_scores(parts: Sequence[LabelTotals]) -> int:
 
 def merge_all_totals(parts: Sequence[LabelTotals]) -> LabelTotals:
     """Many parts' totals at once (one sort of the scores for them all)."""
+    confidence_tp, confidence_fp, confidence_fn = (np.sum([getattr(part, name) for part in parts], axis=0)
+                                                   for name in ('confidence_tp', 'confidence_fp', 'confidence_fn'))
     return LabelTotals(PrecisionCounts.merge_all([_merging(part) for part in parts]),
                        sum(part.detections for part in parts), sum(part.tp for part in parts),
                        sum(part.fp for part in parts), sum(part.fn for part in parts),
-                       *(np.sum([getattr(part, name) for part in parts], axis=0)
-                         for name in ('confidence_tp', 'confidence_fp', 'confidence_fn')))
+                       confidence_tp, confidence_fp, confidence_fn, _merged_by_area(parts))
+
+
+def _merged_by_area(parts: Sequence[LabelTotals]):
+    """The area ranges' counts of parts merged; None when a part has none (an image without a size
+    leaves the run's size figures null in any case)."""
+    if any(part.by_area is None for part in parts):
+        return None
+    areas = [part.by_area for part in parts if part.by_area is not None]
+    return tuple(PrecisionCounts.merge_all([_merging_counts(by_area[area]) for by_area in areas])
+                 for area in range(len(areas[0])))
+
+
+def _merging_counts(counts) -> 'PrecisionCounts':
+    assert isinstance(counts, PrecisionCounts), 'settled counts are final'
+    return counts
 
 
 def merge_totals(first: LabelTotals, second: LabelTotals) -> LabelTotals:
-    return LabelTotals(_merging(first).merge(_merging(second)), first.detections + second.detections,
-                       first.tp + second.tp, first.fp + second.fp, first.fn + second.fn,
-                       first.confidence_tp + second.confidence_tp, first.confidence_fp + second.confidence_fp,
-                       first.confidence_fn + second.confidence_fn)
+    return merge_all_totals([first, second])
 
 
 def f1_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray):
@@ -629,23 +647,35 @@ def f1_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray):
     return precision, recall, f1
 
 
+SIZES = ('small', 'medium', 'large')
+SIZE_STATS = tuple(f'{kind}_{size}' for kind in ('ap', 'ar') for size in SIZES)
+
+
 def stat_names(max_dets: Sequence[int]) -> List[str]:
-    """The names of the `stats` of metrics.json, as pycocotools prints them (AR by cap; 0: no cap)."""
-    return ['ap', 'ap_50', 'ap_75', *(f'ar_{cap or "all"}' for cap in max_dets)]
+    """The names of the `stats` of metrics.json, in pycocotools' order and as it prints them (AR by
+    cap; 0: no cap)."""
+    return ['ap', 'ap_50', 'ap_75', *(f'ap_{size}' for size in SIZES), *(f'ar_{cap or "all"}' for cap in max_dets),
+            *(f'ar_{size}' for size in SIZES)]
 
 
 def label_stats(ap: Optional[np.ndarray], within: Optional[np.ndarray], thresholds: Sequence[float],
-                max_dets: Sequence[int]) -> dict:
-    """pycocotools' summary numbers of one label (null where it gives -1: no ground truth, or the
-    threshold not among those evaluated)."""
+                max_dets: Sequence[int], by_area: Optional[Sequence[Any]] = None) -> dict:
+    """pycocotools' summary numbers of one label (null where it gives -1: no ground truth, of the
+    size range or at all, or the threshold not among those evaluated; the size figures also without
+    the images' sizes)."""
     at = {t: i for i, t in enumerate(thresholds)}
     recall = [None] * len(max_dets) if within is None or len(within) != len(max_dets) else \
         [float(row.mean()) for row in within]
+    sized_ap, sized_ar = [None] * len(SIZES), [None] * len(SIZES)  # type: List[Optional[float]], List[Optional[float]]
+    if by_area is not None and ap is not None:
+        sized_ap = [None if (value := counts.average_precision()) is None else float(value.mean())
+                    for counts in by_area]
+        sized_ar = [None if (value := counts.recall()) is None else float(value.mean()) for counts in by_area]
     return dict(zip(stat_names(max_dets), [
         None if ap is None else float(ap.mean()),
         None if ap is None or 0.5 not in at else float(ap[at[0.5]]),
         None if ap is None or 0.75 not in at else float(ap[at[0.75]]),
-        *(None if ap is None else value for value in recall)]))
+        *sized_ap, *(None if ap is None else value for value in recall), *sized_ar]))
 
 
 def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float],
@@ -665,17 +695,22 @@ def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float],
         'tp': totals.tp, 'fp': totals.fp, 'fn': totals.fn,
         'best_f1': float(f1[best]) if totals.counts.ground_truth else None,
         'best_f1_confidence': CONFIDENCE_GRID[best] if totals.counts.ground_truth else None,
-        'stats': label_stats(ap, totals.counts.recall_within(), thresholds, max_dets),
+        'stats': label_stats(ap, totals.counts.recall_within(), thresholds, max_dets, totals.by_area),
     }
 
 
 def run_metrics(prediction_run: Optional[str], images: int, detections: int, labels: dict,
                 thresholds: Sequence[float], with_prediction: Optional[int] = None,
-                max_dets: Sequence[int] = COCO_MAX_DETS, beyond_max_dets: int = 0) -> dict:
+                max_dets: Sequence[int] = COCO_MAX_DETS, beyond_max_dets: int = 0,
+                images_without_size: Optional[int] = None) -> dict:
     """One entry of metrics.json's `runs`: mAP over the labels that have ground truth (`detections`
     counts those without a label too). A run that shares no image with the ground truth
-    (`with_prediction` 0) was not evaluated at all: its figures are null, not 0."""
+    (`with_prediction` 0) was not evaluated at all: its figures are null, not 0. The size figures
+    (AP and AR small, medium, large) need every evaluated image's size: null otherwise, with why."""
     entries = [label_metrics(label, totals, thresholds, max_dets) for label, totals in sorted(labels.items())]
+    unsized = images if images_without_size is None else images_without_size
+    if unsized:
+        entries = [entry | {'stats': entry['stats'] | dict.fromkeys(SIZE_STATS)} for entry in entries]
     if with_prediction == 0:
         entries = [entry | {key: None for key in ('ap', 'ap_50', 'ap_75', 'ar', 'ap_per_iou', 'best_f1',
                                                   'best_f1_confidence')}
@@ -685,6 +720,9 @@ def run_metrics(prediction_run: Optional[str], images: int, detections: int, lab
         **({} if with_prediction is None else {'images_with_prediction': with_prediction}),
         'ground_truth_boxes': sum(e['ground_truth_boxes'] for e in entries), 'detections': detections,
         'detections_beyond_max_dets': beyond_max_dets,
+        **({'size_figures': f'null: {unsized} of the {images} evaluated images have no known size (give '
+                            f'--image_sizes, --probe_image_sizes or --image_size; COCO ground truth gives it)'}
+           if unsized else {}),
         'map': mean_over_labels([e['ap'] for e in entries]),
         'map_50': mean_over_labels([e['ap_50'] for e in entries]),
         'map_75': mean_over_labels([e['ap_75'] for e in entries]),
@@ -767,7 +805,8 @@ class EvaluationFigures(NamedTuple):
     def metrics_document(self) -> dict:
         return metrics_document(self.iou_thresholds, self.eval_iou, [
             run_metrics(run.prediction_run, run.images.evaluated, run.images.detections, run.labels,
-                        self.iou_thresholds, run.images.with_prediction, self.max_dets, run.images.beyond_max_dets)
+                        self.iou_thresholds, run.images.with_prediction, self.max_dets, run.images.beyond_max_dets,
+                        run.images.without_size)
             for run in self.runs], self.max_dets)
 
     def confidence_rows(self) -> List[dict]:

@@ -42,6 +42,7 @@ class GroundTruthBox(NamedTuple):
     label: str
     box: Box
     crowd: bool = False
+    area: Optional[float] = None  # COCO's `area` (square pixels), which pycocotools' area ranges use
 
 
 class GroundTruthImage(NamedTuple):
@@ -85,10 +86,15 @@ class BucketTruth(NamedTuple):
     boxes: np.ndarray  # (boxes, 4) float64
     crowd: np.ndarray  # (boxes,) bool
     sizes: Optional[np.ndarray] = None  # (units, 2) float64 width and height in pixels, NaN unknown; None: all
+    areas: Optional[np.ndarray] = None  # (boxes,) float64 COCO's area of each box, NaN when not given; None: all
 
     def unit_sizes(self) -> np.ndarray:
         """(units, 2) each unit's image size in pixels, NaN where the ground truth does not give it."""
         return np.full((len(self.image_uris), 2), np.nan) if self.sizes is None else self.sizes
+
+    def box_areas(self) -> np.ndarray:
+        """(boxes,) each box's area as the ground truth gives it (COCO), NaN where it does not."""
+        return np.full(len(self.label_codes), np.nan) if self.areas is None else self.areas
 
     @classmethod
     def of(cls, source_file: str, units: Sequence[Tuple[Place, GroundTruthImage]]) -> 'BucketTruth':
@@ -101,9 +107,10 @@ class BucketTruth(NamedTuple):
         boxes, crowd, codes = self.boxes.tolist(), self.crowd.tolist(), self.label_codes.tolist()
         offsets, positions = self.offsets.tolist(), self.positions.tolist()
         sizes = [None if np.isnan(size).any() else tuple(size) for size in self.unit_sizes().tolist()]
+        areas = [None if area != area else area for area in self.box_areas().tolist()]
         for unit, uri in enumerate(self.image_uris):
             yield PlacedImage(self.source_file, tuple(positions[unit]), GroundTruthImage(uri, tuple(
-                GroundTruthBox(self.label_names[codes[i]], tuple(boxes[i]), crowd[i])
+                GroundTruthBox(self.label_names[codes[i]], tuple(boxes[i]), crowd[i], areas[i])
                 for i in range(offsets[unit], offsets[unit + 1])), self.ml_uses[unit], sizes[unit]))
 
 
@@ -121,6 +128,7 @@ class BucketTruthBuilder:
         self.boxes: List[float] = []
         self.crowd_boxes: List[int] = []  # the positions of the crowd boxes (plain lines have none)
         self.sizes: List[Tuple[float, float]] = []
+        self.areas: List[float] = []
 
     def add_image(self, place: Place, image: GroundTruthImage) -> None:
         self.range_starts.append(place[0])
@@ -132,6 +140,7 @@ class BucketTruthBuilder:
             if box.crowd:
                 self.crowd_boxes.append(len(self.labels))
             self.labels.append(box.label)
+            self.areas.append(np.nan if box.area is None else box.area)
             self.boxes += box.box
         self.offsets.append(len(self.labels))
 
@@ -144,8 +153,9 @@ class BucketTruthBuilder:
         offsets = np.array(self.offsets, dtype=np.int64)
         boxes = np.array(self.boxes, dtype=np.float64).reshape(-1, 4)
         sizes = np.array(self.sizes, dtype=np.float64).reshape(-1, 2)
+        areas = np.array(self.areas, dtype=np.float64)
         return BucketTruth(source_file, positions, self.image_uris, self.ml_uses, offsets, names, codes, boxes, crowd,
-                           None if np.isnan(sizes).all() else sizes)
+                           None if np.isnan(sizes).all() else sizes, None if np.isnan(areas).all() else areas)
 
 
 def merge_units(units: Iterable[PlacedImage]) -> List[GroundTruthImage]:
@@ -468,6 +478,7 @@ class _CocoImage(_CocoPart):
 class _CocoAnnotation(_CocoPart):
     image_id: Any = _ABSENT
     category_id: Any = _ABSENT
+    area: Any = _ABSENT
     bbox: Any = _ABSENT
     iscrowd: Any = _ABSENT
 
@@ -591,7 +602,11 @@ def _coco_annotation(annotation: Any, images: Dict[Any, Tuple[str, float, float]
     crowd = annotation.get('iscrowd', 0)
     if crowd.__class__ is not int or crowd not in (0, 1):
         raise _Invalid(f'iscrowd: expected 0 or 1, got {crowd!r}')
-    return image_id, GroundTruthBox(categories[category_id], box, crowd == 1)
+    area = annotation.get('area')
+    if area is not None and (isinstance(area, bool) or not isinstance(area, (int, float)) or not area >= 0
+                             or area == float('inf')):
+        raise _Invalid(f'area: expected a number of square pixels >= 0, got {area!r}')
+    return image_id, GroundTruthBox(categories[category_id], box, crowd == 1, None if area is None else float(area))
 
 
 def _joined(prefix: str, file_name: str) -> str:

@@ -152,7 +152,7 @@ def evaluation_section(counts: Counts, evaluation: EvaluationOutcome) -> Dict:
         images = evaluation.runs.get(run['prediction_run'], RunImage())
         runs.append({key: run[key] for key in ('prediction_run', 'images', 'detections', 'ground_truth_boxes',
                                                'map', 'map_50', 'map_75', 'mar', 'stats',
-                                               'detections_beyond_max_dets') if key in run}
+                                               'detections_beyond_max_dets', 'size_figures') if key in run}
                     | {'images_with_prediction': images.with_prediction,
                        'ground_truth_only': images.ground_truth_only, 'prediction_only': images.prediction_only,
                        'images_without_prediction': images.without_prediction,
@@ -212,10 +212,15 @@ def evaluation_rows(summary: Mapping) -> List[tuple]:
                           f'{evaluation["predictions_without_ground_truth"]} prediction lines without ground truth')]
     for run in evaluation['runs']:
         recalls = ''.join(f', AR@{name[3:]} {_figure(value)}' for name, value in run.get('stats', {}).items()
-                          if name.startswith('ar_'))
+                          if name.startswith('ar_') and name[3:] not in ('small', 'medium', 'large'))
         rows.append((f'  {run["prediction_run"] or "(no run folder)"}',
                      f'mAP {_figure(run["map"])}, mAP@0.5 {_figure(run["map_50"])}, '
                      f'mAP@0.75 {_figure(run["map_75"])}' + (recalls or f', mAR {_figure(run["mar"])}')))
+        stats = run.get('stats', {})
+        if any(stats.get(f'ap_{size}') is not None for size in ('small', 'medium', 'large')):
+            rows.append(('    small / medium / large', ', '.join(
+                f'{kind} ' + ' / '.join(_figure(stats.get(f'{kind.lower()}_{size}'))
+                                        for size in ('small', 'medium', 'large')) for kind in ('AP', 'AR'))))
     return rows
 
 

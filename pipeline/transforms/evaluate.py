@@ -84,7 +84,7 @@ class EvaluateBucketFn(beam.DoFn):
                                      self._max_dets)
             for label, totals in result.labels.items():
                 yield beam.pvalue.TaggedOutput('totals', ((run, label), totals))
-            counts = counts._replace(beyond_max_dets=result.beyond_max_dets)
+            counts = counts._replace(beyond_max_dets=result.beyond_max_dets, without_size=result.images_without_size)
             yield beam.pvalue.TaggedOutput('run_parts', (run, (counts, result.cells)))
             errors += [(run, uri) for uri in result.images_with_errors()]
             self._tables.append(result.matches)

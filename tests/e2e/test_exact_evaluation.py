@@ -57,7 +57,8 @@ def test_max_dets_through_the_command_line_equals_pycocotools(run, tmp_path):
                 assert expected is None or label['stats']['ar_10'] == pytest.approx(expected['ar_10'], abs=1e-9)
             assert 'AR@1 ' in result.stdout and 'AR@100 ' in result.stdout
         else:
-            assert set(entry['stats']) == {'ap', 'ap_50', 'ap_75', 'ar_1', 'ar_10', 'ar_all'}
+            assert set(entry['stats']) == {'ap', 'ap_50', 'ap_75', 'ar_1', 'ar_10', 'ar_all', 'ap_small', 'ap_medium',
+                                           'ap_large', 'ar_small', 'ar_medium', 'ar_large'}
             assert entry['detections_beyond_max_dets'] == 0
             assert entry['stats']['ar_all'] >= coco.stats[8] - 1e-12  # every detection may match
 
@@ -96,3 +97,39 @@ def test_iou_is_taken_on_pixels_as_pycocotools_takes_it(run, tmp_path, truth_for
     assert entry['stats']['ap'] == pytest.approx(coco.stats[0], abs=1e-12)
     cat = next(label for label in entry['labels'] if label['label'] == 'cat')
     assert cat['ap_per_iou'][5] == pytest.approx(1.0) and cat['ap_per_iou'][6] == 0.0  # matched at 0.75, not 0.8
+
+
+TWELVE = ['ap', 'ap_50', 'ap_75', 'ap_small', 'ap_medium', 'ap_large', 'ar_1', 'ar_10', 'ar_100', 'ar_small',
+          'ar_medium', 'ar_large']
+
+
+def test_all_twelve_numbers_through_the_command_line_equal_pycocotools(run, tmp_path):
+    from coco_testing import coco_ground_truth, cocoeval, generated_set, legacy_line, with_mask_areas
+    sizes, truth, detections = generated_set(31, images=50)
+    truth = with_mask_areas(truth, 31)
+    folder = tmp_path / 'in' / 'prediction-m-2026-12-01T00:00:00.000Z'
+    folder.mkdir(parents=True)
+    lines = [legacy_line(f'gs://bucket/{i}.jpg', size, dets) for i, (size, dets) in enumerate(zip(sizes, detections))]
+    (folder / 'image_object_detection_1.jsonl').write_bytes(b'\n'.join(lines) + b'\n')
+    (tmp_path / 'truth.json').write_text(json.dumps(coco_ground_truth(sizes, truth)))
+    out = tmp_path / 'o'
+    result = run('--input', tmp_path / 'in', '--output', out, '--ground_truth', tmp_path / 'truth.json',
+                 '--ground_truth_image_prefix', 'gs://bucket/', '--report=false', check=False)
+    assert result.returncode in (0, 6), result.stderr
+    [entry] = json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']
+    coco = cocoeval(sizes, truth, detections)
+    assert list(entry['stats']) == TWELVE and 'size_figures' not in entry
+    for index, name in enumerate(TWELVE):
+        expected = None if coco.stats[index] == -1 else coco.stats[index]
+        assert entry['stats'][name] == pytest.approx(expected, abs=1e-9), name
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['evaluation']['runs'][0]['stats'] == entry['stats']
+
+
+def test_without_image_sizes_the_size_figures_are_null_and_say_why(run, tmp_path):
+    out = tmp_path / 'o'
+    run('--input', ROOT / 'sample' / 'input', '--output', out, '--ground_truth', TRUTH, '--report=false', check=False)
+    for entry in json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']:
+        assert all(entry['stats'][f'{kind}_{size}'] is None for kind in ('ap', 'ar')
+                   for size in ('small', 'medium', 'large'))
+        assert 'have no known size' in entry['size_figures'] and '--image_sizes' in entry['size_figures']

@@ -95,7 +95,8 @@ def test_two_runs_side_by_side_equal_pycocotools_each(spill, tmp_path):
         assert runs['run-a'] == RunImage(evaluated=len(sizes), without_prediction=len(range(0, len(sizes), 5)),
                                          predictions_without_ground_truth=1, other_lines=0,
                                          detections=sum(len(d) for i, d in enumerate(detections) if i % 5),
-                                         ground_truth_only='gs://b/0.jpg', prediction_only='gs://b/unlabelled.jpg')
+                                         ground_truth_only='gs://b/0.jpg', prediction_only='gs://b/unlabelled.jpg',
+                                         without_size=len(sizes))  # no size given: no area range
         assert runs['run-b'].other_lines == 1 and runs['run-b'].without_prediction == 0
 
     assert_that(result.figures | 'Document' >> beam.Map(lambda figures: figures.metrics_document()), check_metrics,

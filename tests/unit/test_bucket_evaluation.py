@@ -275,3 +275,46 @@ def test_area_ranges_match_as_pycocotools_evaluate_img():
             got = list(zip(match.outcomes[:, c].tolist(), match.matched_box[:, c].tolist()))
             assert got == expected, (area_range, threshold)
             assert {g for g in range(n_gt) if not crowd[g] and not match.box_free[g, c]} == used
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_all_twelve_numbers_equal_pycocotools_with_sizes_and_coco_areas(seed):
+    from coco_testing import LABELS, area_of, cocoeval, with_mask_areas
+
+    from pipeline.core.evaluation import SIZE_STATS, run_metrics, settled
+    sizes, truth, detections = crowded_set(seed, images=24) if seed % 2 else generated_set(seed, images=60)
+    truth = with_mask_areas(truth, seed)
+    coco = cocoeval(sizes, truth, detections)
+    images = []
+    for i, (size, boxes, dets) in enumerate(zip(sizes, truth, detections)):
+        ground = GroundTruthImage(f'gs://b/{i}.jpg', tuple(
+            GroundTruthBox(entry[0], tuple(normalized(entry[1], size)), entry[2], area_of(entry)) for entry in boxes),
+            size=tuple(map(float, size)))
+        images.append((f'gs://b/{i}.jpg', [label for label, _, _ in dets], np.array([s for _, _, s in dets]),
+                       np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4), ground))
+    half = len(images) // 2  # two buckets, merged as the job merges them
+    parts = [evaluate_images(ImageColumns.of(part), 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5)
+             for part in (images[:half], images[half:])]
+    assert all(part.images_without_size == 0 for part in parts)
+    totals = {}
+    for part in parts:
+        for label, value in part.labels.items():
+            totals[label] = merge_totals(totals[label], value) if label in totals else value
+    metrics = run_metrics('run', len(images), 0, {label: settled(t) for label, t in totals.items()},
+                          COCO_IOU_THRESHOLDS, images_without_size=0)
+    names = ['ap', 'ap_50', 'ap_75', 'ap_small', 'ap_medium', 'ap_large', 'ar_1', 'ar_10', 'ar_100', 'ar_small',
+             'ar_medium', 'ar_large']
+    assert list(metrics['stats']) == names and 'size_figures' not in metrics
+    for index, name in enumerate(names):
+        expected = None if coco.stats[index] == -1 else coco.stats[index]
+        assert metrics['stats'][name] == pytest.approx(expected, abs=1e-9), name
+    assert any(metrics['stats'][name] not in (None, 0.0) for name in SIZE_STATS)
+    for entry in metrics['labels']:  # per label, as pycocotools' precision and recall arrays hold it
+        k = LABELS.index(entry['label'])
+        for a, size in enumerate(('small', 'medium', 'large'), 1):
+            precision = coco.eval['precision'][:, :, k, a, 2]
+            recall = coco.eval['recall'][:, k, a, 2]
+            expected_ap = None if (precision == -1).all() else precision.mean()
+            expected_ar = None if (recall == -1).all() else recall.mean()
+            assert entry['stats'][f'ap_{size}'] == pytest.approx(expected_ap, abs=1e-9), (entry['label'], size)
+            assert entry['stats'][f'ar_{size}'] == pytest.approx(expected_ar, abs=1e-9), (entry['label'], size)

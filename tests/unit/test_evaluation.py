@@ -189,7 +189,8 @@ def test_the_run_metrics_are_pycocotools_summary(seed):
     assert metrics['mar'] == pytest.approx(stats[8], abs=1e-9)
     assert metrics['detections'] == sum(map(len, detections))
     assert set(metrics) == {'prediction_run', 'images', 'ground_truth_boxes', 'detections', 'map', 'map_50',
-                            'map_75', 'mar', 'labels', 'stats', 'detections_beyond_max_dets'}
+                            'map_75', 'mar', 'labels', 'stats', 'detections_beyond_max_dets', 'size_figures'}
+    assert metrics['stats']['ap_small'] is None and 'have no known size' in metrics['size_figures']
     for name, index in (('ap', 0), ('ap_50', 1), ('ap_75', 2), ('ar_1', 6), ('ar_10', 7), ('ar_100', 8)):
         assert metrics['stats'][name] == pytest.approx(stats[index], abs=1e-9), name
     fish = next(e for e in metrics['labels'] if e['label'] == 'fish')  # predicted, never in the ground truth

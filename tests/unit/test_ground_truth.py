@@ -87,10 +87,11 @@ def test_coco_boxes_are_normalized_by_their_own_image():
     images, rejected = parse_coco((FIXTURES / 'coco.json').read_bytes(), image_prefix='gs://bucket/images/')
     assert not rejected
     assert images == [
-        GroundTruthImage('gs://bucket/images/a.jpg', (GroundTruthBox('dog', (0.1, 0.1, 0.6, 0.6)),
-                                                      GroundTruthBox('person', (0.0, 0.0, 1.0, 1.0), crowd=True)),
+        GroundTruthImage('gs://bucket/images/a.jpg', (GroundTruthBox('dog', (0.1, 0.1, 0.6, 0.6), area=76800.0),
+                                                      GroundTruthBox('person', (0.0, 0.0, 1.0, 1.0), crowd=True,
+                                                                     area=307200.0)),
                          size=(640.0, 480.0)),
-        GroundTruthImage('gs://bucket/images/sub/b c.jpg', (GroundTruthBox('dog', (0.1, 0.1, 0.4, 0.3)),),
+        GroundTruthImage('gs://bucket/images/sub/b c.jpg', (GroundTruthBox('dog', (0.1, 0.1, 0.4, 0.3), area=1200.0),),
                          size=(100.0, 200.0)),
         GroundTruthImage('gs://bucket/images/empty.jpg', (), size=(50.0, 50.0)),
     ]
@@ -103,14 +104,19 @@ def test_bad_coco_parts_are_rejected_and_the_rest_is_kept():
                 b' {"image_id": 1, "category_id": 7, "bbox": [0, 0, 10, 10]},'
                 b' {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10]},'
                 b' {"image_id": 1, "category_id": 1, "bbox": [90, 0, 20, 10]},'
-                b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],'
+                b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},'
+                b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": -1},'
+                b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": "big"},'
+                b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 150}],'
                 b' "categories": [{"id": 1, "name": "cat"}]}')
     images, rejected = parse_coco(document)
-    assert images == [GroundTruthImage('a.jpg', (GroundTruthBox('cat', (0.1, 0.1, 0.3, 0.3)),), size=(100.0, 100.0))]
+    assert images == [GroundTruthImage('a.jpg', (GroundTruthBox('cat', (0.1, 0.1, 0.3, 0.3)),
+                                                 GroundTruthBox('cat', (0.1, 0.1, 0.3, 0.3), area=150.0)),
+                                       size=(100.0, 100.0))]
     assert [(where, r.message.split(':')[0]) for where, r in rejected] == [
         ('images[1]', 'width'), ('annotations[0]', 'image_id 9 is not an image of the document'),
         ('annotations[1]', 'category_id 7 is not a category of the document'), ('annotations[2]', 'bbox'),
-        ('annotations[3]', 'bbox x + width')]
+        ('annotations[3]', 'bbox x + width'), ('annotations[5]', 'area'), ('annotations[6]', 'area')]
     assert parse_coco(b'{"images": 1}')[1][0][1].message.startswith('expected a COCO object')
     assert parse_coco(b'not json')[1][0][1].message.startswith('not valid JSON')
 
