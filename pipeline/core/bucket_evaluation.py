@@ -90,19 +90,18 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     beyond = (det_group >= 0) & (rank_in_group >= (max_dets[-1] or np.iinfo(np.int64).max))
     det_group[beyond] = -1
     det_boxes, gt_boxes = _pixel_boxes(columns)
-    # Columns: AP's thresholds over all areas, the evaluation IoU, then AP's thresholds for each of the
-    # small, medium and large ranges when the images' sizes are known (pycocotools' areaRng).
+    # Columns: AP's thresholds and the evaluation IoU, over pycocotools' area range "all"; the small,
+    # medium and large ranges follow when the images' sizes are known (_sized_outcomes).
     n_thresholds = len(thresholds)
+    gt_group = columns.gt_image * n_labels + gt_code
     ranges = _area_ranges(columns, det_boxes, gt_boxes)
     gt_ignored = det_ignored = None
-    column_thresholds: Tuple[float, ...] = (*thresholds, eval_iou)
-    if ranges is not None:
-        gt_out, det_out = ranges  # (G, 4), (D, 4): outside each range, in AREA_RANGES order
-        widths = [n_thresholds + 1] + [n_thresholds] * (len(AREA_RANGES) - 1)
-        gt_ignored, det_ignored = (np.repeat(out, widths, axis=1) for out in (gt_out, det_out))
-        column_thresholds += tuple(thresholds) * (len(AREA_RANGES) - 1)
-    match = match_groups(det_group, columns.det_scores, det_boxes, columns.gt_image * n_labels + gt_code,
-                         gt_boxes, columns.gt_crowd, column_thresholds, gt_ignored, det_ignored)
+    if ranges is not None and (ranges[0][:, 0].any() or ranges[1][:, 0].any()):  # above 1e10 square pixels
+        gt_ignored, det_ignored = (np.repeat(out[:, :1], n_thresholds + 1, axis=1) for out in ranges)
+    match = match_groups(det_group, columns.det_scores, det_boxes, gt_group, gt_boxes, columns.gt_crowd,
+                         (*thresholds, eval_iou), gt_ignored, det_ignored)
+    sized = None if ranges is None else _sized_outcomes(
+        det_group, gt_group, columns, det_boxes, gt_boxes, ranges, thresholds, match)
     at_eval = np.where(beyond, IGNORED, match.outcomes[:, n_thresholds])
     regular = ~columns.gt_crowd
     missed = regular & match.box_free[:, n_thresholds]
@@ -122,10 +121,9 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
         within = np.array([tp[rank_in_group[mine] < (cap or np.iinfo(np.int64).max)].sum(axis=0) for cap in max_dets],
                           dtype=np.int64).reshape(len(max_dets), len(thresholds))
         counts = PrecisionCounts.of(scores, outcomes[:, :n_thresholds].T, int((boxes & regular).sum()), within)
-        by_area = None if ranges is None else tuple(
-            PrecisionCounts.of(scores, outcomes[:, start:start + n_thresholds].T,
-                               int((boxes & regular & ~ranges[0][:, area]).sum()))
-            for area, start in enumerate(range(n_thresholds + 1, len(column_thresholds), n_thresholds), 1))
+        by_area = None if sized is None or ranges is None else tuple(
+            _sized_counts(scores, sized[mine, area - 1], int((boxes & regular & ~ranges[0][:, area]).sum()))
+            for area in range(1, len(AREA_RANGES)))
         tp_scores, fp_scores = scores[at_eval[mine] == TRUE_POSITIVE], scores[at_eval[mine] == FALSE_POSITIVE]
         grid_tp, grid_fp, grid_fn = grid_counts(tp_scores, fp_scores, int((boxes & regular).sum()))
         labels[name] = LabelTotals(counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores),
@@ -142,6 +140,51 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
 # pycocotools' areaRng, in square pixels, bounds included: all, small, medium, large.
 AREA_RANGES = (('all', 0.0, 1e5 ** 2), ('small', 0.0, 32.0 ** 2), ('medium', 32.0 ** 2, 96.0 ** 2),
                ('large', 96.0 ** 2, 1e5 ** 2))
+
+
+def _sized_outcomes(det_group: np.ndarray, gt_group: np.ndarray, columns: ImageColumns, det_boxes: np.ndarray,
+                    gt_boxes: np.ndarray, ranges, thresholds: Sequence[float], match) -> np.ndarray:
+    """(D, 3, T): each detection's outcome in the small, medium and large ranges. A detection or box
+    that overlaps nothing enough to be matched at any threshold is matched in no range either: a
+    detection is a false positive in the ranges that hold it, ignored in the others. A group (image
+    and label) whose other members all fall in the same ranges needs no matching of its own: in a
+    range that holds them it matches as over all areas, in the others all is ignored. Only those
+    members of the groups of mixed sizes are matched again, range by range."""
+    gt_out, det_out = ranges
+    n_thresholds = len(thresholds)
+    all_outcomes = match.outcomes[:, :n_thresholds]
+    det_in, gt_in = ~det_out[:, 1:], ~gt_out[:, 1:]
+    det_bits, gt_bits = det_in @ np.array([1, 2, 4]), gt_in @ np.array([1, 2, 4])
+    live = match.pairs.iou >= min(min(thresholds), 1 - 1e-10)
+    det_live = np.zeros(len(det_group), dtype=bool)
+    gt_live = np.zeros(len(gt_group), dtype=bool)
+    det_live[match.pairs.det[live]] = True
+    gt_live[match.pairs.gt[live]] = True
+    keys, bits = np.r_[det_group, gt_group], np.r_[det_bits, gt_bits]
+    present = (keys >= 0) & np.r_[det_live, gt_live]
+    groups, inverse = np.unique(keys[present], return_inverse=True)
+    low = np.full(len(groups), 8)
+    high = np.full(len(groups), -1)
+    np.minimum.at(low, inverse, bits[present])
+    np.maximum.at(high, inverse, bits[present])
+    mixed = groups[low != high]
+    outcomes = np.where(det_in[:, :, None], all_outcomes[:, None, :], IGNORED).astype(np.int8)
+    dets = np.flatnonzero(det_live & np.isin(det_group, mixed))
+    boxes = np.flatnonzero(gt_live & np.isin(gt_group, mixed))
+    if len(dets):
+        again = match_groups(det_group[dets], columns.det_scores[dets], det_boxes[dets], gt_group[boxes],
+                             gt_boxes[boxes], columns.gt_crowd[boxes], tuple(thresholds) * 3,
+                             np.repeat(gt_out[boxes, 1:], n_thresholds, axis=1),
+                             np.repeat(det_out[dets, 1:], n_thresholds, axis=1))
+        outcomes[dets] = again.outcomes.reshape(len(dets), 3, n_thresholds)
+    return outcomes
+
+
+def _sized_counts(scores: np.ndarray, outcomes: np.ndarray, ground_truth: int) -> PrecisionCounts:
+    """The AP counts of one area range: the detections ignored at every threshold (outside the range)
+    add nothing to any count, and are left out."""
+    counted = (outcomes != IGNORED).any(axis=1)
+    return PrecisionCounts.of(scores[counted], outcomes[counted].T, ground_truth)
 
 
 def _area_ranges(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray):
