@@ -1,7 +1,7 @@
-"""One prediction run's images of a bucket evaluated together, on columns: what `evaluation.evaluate_image`
-gives image by image (its AP counts, per-box outcomes, confidence counts and confusion cells), summed
-over the images, in a few dozen numpy operations per bucket (tests/unit/test_bucket_evaluation.py holds
-the two to the same answers)."""
+"""One prediction run's images of a bucket evaluated together, on columns: the AP counts (over all
+areas and per area range), per-box outcomes, confidence counts and confusion cells of its images,
+summed, in a few dozen numpy operations per bucket. tests/unit/test_bucket_evaluation.py holds it to
+the one-image definition of tests/evaluation_reference.py and to pycocotools' twelve numbers."""
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np

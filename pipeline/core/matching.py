@@ -1,11 +1,12 @@
 """COCO's greedy matching for many images at once, on columns.
 
-`evaluation.evaluate_image` says what matching is, one image at a time, in plain Python; it is the
-reference the tests hold this module to. Here every (image, label) group of a bucket of images is
-matched in the same numpy operations: the k-th detection of every group, at every IoU threshold,
-takes its box in one step, so the cost is a few dozen array operations per bucket instead of per
-image. A group's detections never compete with another group's boxes, so stepping through the ranks
-k = 0, 1, ... together gives each group exactly its own greedy order.
+The tests hold this module to a one-image definition in plain Python (tests/evaluation_reference.py)
+and, column by column, to a transcription of pycocotools' evaluateImg. Here every (image, label)
+group of a bucket of images is matched in the same numpy operations: the k-th detection of every
+group, at every column (IoU threshold, area range), takes its box in one step, so the cost is a few
+dozen array operations per bucket instead of per image. A group's detections never compete with
+another group's boxes, so stepping through the ranks k = 0, 1, ... together gives each group exactly
+its own greedy order.
 """
 from typing import NamedTuple, Optional, Sequence
 
@@ -13,7 +14,9 @@ import numpy as np
 
 from pipeline.core.columns import concat_ranges
 
-FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2  # as evaluation's
+# Outcomes of a detection at one IoU threshold; IGNORED: matched to an ignored box (crowd, or outside
+# the area range), or outside the area range and unmatched.
+FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2
 # Pairs made at once, before those that do not overlap are dropped: bounds what one group holds.
 PAIRS_AT_ONCE = 1 << 20
 

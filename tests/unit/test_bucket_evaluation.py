@@ -7,10 +7,11 @@ import itertools
 import numpy as np
 import pytest
 from coco_testing import crowded_set, generated_set, normalized
+from evaluation_reference import evaluate_image, label_totals, match_label, merge_totals, outcome_rows
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.bucket_evaluation import ImageColumns, evaluate_images
-from pipeline.core.evaluation import evaluate_image, label_totals, match_label, merge_cells, merge_totals, outcome_rows
+from pipeline.core.evaluation import merge_cells
 from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
 from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, match_groups
 
@@ -198,7 +199,9 @@ def test_pairs_made_a_few_at_a_time_give_the_same_answers(monkeypatch):
 
 
 def test_with_image_sizes_both_paths_take_iou_on_pixels():
-    from pipeline.core.evaluation import box_ious, in_pixels
+    from evaluation_reference import box_ious
+
+    from pipeline.core.evaluation import in_pixels
     size = (500.0, 281.0)
     gt = np.array([[26 / 500, 189 / 281, 44 / 500, 238 / 281]])
     det = np.array([[25 / 500, 188 / 281, 46 / 500, 232 / 281]])
@@ -246,7 +249,7 @@ def evaluate_img_transcribed(scores, ious, crowd, gt_area, det_area, area_range,
 
 
 def test_area_ranges_match_as_pycocotools_evaluate_img():
-    from pipeline.core.evaluation import box_ious
+    from evaluation_reference import box_ious
     rng = np.random.default_rng(5)
     ranges = [(0, 1e10), (0, 32 ** 2), (32 ** 2, 96 ** 2), (96 ** 2, 1e10)]
     thresholds = (0.1, 0.5, 0.75)

@@ -5,6 +5,7 @@ matcher written as pycocotools' loop."""
 import numpy as np
 import pytest
 from coco_testing import LABELS, cocoeval, crowded_set, generated_set, label_stats, normalized, pycocotools_eval
+from evaluation_reference import box_ious, evaluate_image, label_totals, match_label, merge_totals
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.evaluation import (
@@ -13,15 +14,10 @@ from pipeline.core.evaluation import (
     IGNORED,
     TRUE_POSITIVE,
     PrecisionCounts,
-    box_ious,
     confidence_rows,
     confusion_rows,
-    evaluate_image,
-    label_totals,
-    match_label,
     mean_over_labels,
     merge_cells,
-    merge_totals,
     metrics_document,
     run_metrics,
 )
