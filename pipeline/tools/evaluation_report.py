@@ -263,7 +263,17 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
         parts.append(f'<tr><td>{esc(name)}</td>' + ''.join(
             f'<td class="n" data-run="{esc(_run_name(run["prediction_run"]))}" data-key="{key}">'
             f'{figure_text(run[key])}</td>' for run in runs) + '</tr>')
-    parts.append('</table><h3>AP per label</h3><table id="evaluation-labels"><tr><th>label</th>'
+    stats = list(dict.fromkeys(name for run in runs for name in run.get('stats', {})))
+    if stats:  # pycocotools' twelve summary numbers, in its order and under its names
+        parts.append('<tr><th colspan="' + str(len(runs) + 1) + '">COCO summary (pycocotools\' stats)</th></tr>')
+    for name in stats:
+        parts.append(f'<tr><td>{esc(name)}</td>' + ''.join(
+            f'<td class="n" data-run="{esc(_run_name(run["prediction_run"]))}" data-key="stats.{esc(name)}">'
+            f'{figure_text(run.get("stats", {}).get(name))}</td>' for run in runs) + '</tr>')
+    notes = [f'{_run_name(run["prediction_run"])}: size figures {run["size_figures"]}'
+             for run in runs if run.get('size_figures')]
+    parts.append('</table>' + ''.join(f'<p class="note">{esc(note)}</p>' for note in notes)
+                 + '<h3>AP per label</h3><table id="evaluation-labels"><tr><th>label</th>'
                  + ''.join(f'<th>{esc(_run_name(run["prediction_run"]))}</th>' for run in runs) + '</tr>')
     labels = sorted({entry['label'] for run in runs for entry in run['labels']})
     by_run = [{entry['label']: entry for entry in run['labels']} for run in runs]

@@ -185,6 +185,10 @@ def test_the_evaluation_section_shows_metrics_json_and_both_galleries(evaluation
     metrics = json.loads((evaluation_report / 'evaluation' / 'metrics.json').read_text())
     shown = dict(re.findall(r'data-run="([^"]+)" data-key="map">([^<]+)<', text))
     assert shown == {run['prediction_run']: f'{run["map"]:.4f}' for run in metrics['runs']}
+    for name in ('ap_small', 'ar_1', 'ar_large'):  # the twelve COCO numbers, per run
+        shown = dict(re.findall(rf'data-run="([^"]+)" data-key="stats.{name}">([^<]+)<', text))
+        assert shown == {run['prediction_run']: 'n/a' if run['stats'][name] is None else f'{run["stats"][name]:.4f}'
+                         for run in metrics['runs']}, name
     assert 'id="gallery-fp"' in text and 'id="gallery-fn"' in text
     for kind in ('fp', 'fn'):
         gallery = text.split(f'id="gallery-{kind}"')[1].split('</div>')[0]
