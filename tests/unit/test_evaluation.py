@@ -167,17 +167,24 @@ def test_an_image_contributes_the_counts_outcomes_curves_and_cells_of_plain_matc
             assert merged[label].ground_truth == reference[label].ground_truth
 
 
+def reference_totals(sizes, truth, detections, max_dets=(1, 10, 100)):
+    """label -> LabelTotals of a generated set, image by image with the reference, merged."""
+    totals = {}
+    for size, boxes, dets in zip(sizes, truth, detections):
+        labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd = image_arrays(size, boxes, dets)
+        result = evaluate_image(labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd, COCO_IOU_THRESHOLDS, 0.5,
+                                0.5, max_dets)
+        per_label = {label: labels.count(label) for label in set(labels)}
+        for label, part in label_totals(result, per_label).items():
+            totals[label] = merge_totals(totals[label], part) if label in totals else part
+    return totals
+
+
 @pytest.mark.parametrize('seed', range(3))
 def test_the_run_metrics_are_pycocotools_summary(seed):
     sizes, truth, detections = generated_set(seed)
     _, stats = pycocotools_eval(sizes, truth, detections)
-    totals = {}
-    for size, boxes, dets in zip(sizes, truth, detections):
-        labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd = image_arrays(size, boxes, dets)
-        result = evaluate_image(labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd, COCO_IOU_THRESHOLDS, 0.5, 0.5)
-        per_label = {label: labels.count(label) for label in set(labels)}
-        for label, part in label_totals(result, per_label).items():
-            totals[label] = merge_totals(totals[label], part) if label in totals else part
+    totals = reference_totals(sizes, truth, detections)
     metrics = run_metrics('prediction-m-1', len(sizes), sum(map(len, detections)), totals, COCO_IOU_THRESHOLDS)
     assert metrics['map'] == pytest.approx(stats[0], abs=1e-9)
     assert metrics['map_50'] == pytest.approx(stats[1], abs=1e-9)
@@ -232,13 +239,7 @@ def test_max_dets_caps_each_image_and_label_and_gives_ar_at_1_10_100_as_pycocoto
     sizes, truth, detections = crowded_set(seed)
     assert max(sum(d[0] == label for d in dets) for dets in detections for label in LABELS) > 100
     coco = cocoeval(sizes, truth, detections)
-    totals = {}
-    for size, boxes, dets in zip(sizes, truth, detections):
-        labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd = image_arrays(size, boxes, dets)
-        result = evaluate_image(labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd, COCO_IOU_THRESHOLDS, 0.5, 0.5)
-        per_label = {label: labels.count(label) for label in set(labels)}
-        for label, part in label_totals(result, per_label).items():
-            totals[label] = merge_totals(totals[label], part) if label in totals else part
+    totals = reference_totals(sizes, truth, detections)
     metrics = run_metrics('run', len(sizes), sum(map(len, detections)), totals, COCO_IOU_THRESHOLDS)
     for name, index in (('ap', 0), ('ap_50', 1), ('ap_75', 2), ('ar_1', 6), ('ar_10', 7), ('ar_100', 8)):
         assert metrics['stats'][name] == pytest.approx(coco.stats[index], abs=1e-9), name
@@ -250,13 +251,7 @@ def test_max_dets_caps_each_image_and_label_and_gives_ar_at_1_10_100_as_pycocoto
         for name, value in expected.items():
             assert entry['stats'][name] == pytest.approx(value, abs=1e-9), (entry['label'], name)
     # Uncapped (0), every detection is evaluated: more of them are counted, none fewer.
-    uncapped = {}
-    for size, boxes, dets in zip(sizes, truth, detections):
-        labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd = image_arrays(size, boxes, dets)
-        result = evaluate_image(labels, scores, det_boxes, gt_labels, gt_boxes, gt_crowd, COCO_IOU_THRESHOLDS, 0.5,
-                                0.5, max_dets=(0,))
-        for label, part in label_totals(result, {}).items():
-            uncapped[label] = merge_totals(uncapped[label], part) if label in uncapped else part
+    uncapped = reference_totals(sizes, truth, detections, max_dets=(0,))
     judged = sum(t.tp + t.fp for t in totals.values())
     assert sum(t.tp + t.fp for t in uncapped.values()) > judged
     assert all(uncapped[label].tp >= totals[label].tp for label in totals)
