@@ -218,6 +218,7 @@ class _SizeClassIndex:
         self.boxes, self.codes, self.threshold = boxes, codes, iou_threshold
         self.kept = np.zeros(len(boxes), dtype=bool)
         self.undecided = np.ones(len(boxes), dtype=bool)
+        self.log_sizes = np.log(np.column_stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]]))
         self.classes, self.reach = self._size_classes(iou_threshold)
         self._build()
 
@@ -228,8 +229,7 @@ class _SizeClassIndex:
             return np.zeros((len(self.boxes), 2), dtype=np.int64), np.zeros((1, 2), dtype=np.int64)
         per_band = _SIZE_CLASSES_PER_BAND[bool(np.log(1 / iou_threshold) >= 1)]
         band = np.log(1 / iou_threshold) / per_band
-        sizes = np.log(np.column_stack([self.boxes[:, 2] - self.boxes[:, 0],
-                                        self.boxes[:, 3] - self.boxes[:, 1]]))
+        sizes = self.log_sizes
         classes = np.floor(sizes / band).astype(np.int64)
         span = per_band + 2
         steps = np.arange(-span, span + 1)
@@ -245,7 +245,12 @@ class _SizeClassIndex:
         """The index over the undecided boxes (the kept ones never need to be found again)."""
         self.members = np.flatnonzero(self.undecided)
         self.tree = shapely.STRtree(self._placed(self.members, self.classes[self.members]))
-        self.occupied = np.unique(self._class_key(self.classes[self.members]))
+        self.occupied, member_class = np.unique(self._class_key(self.classes[self.members]), return_inverse=True)
+        # The log sizes each occupied class actually spans: tighter than its cell of the grid.
+        self.lowest = np.full((len(self.occupied), 2), np.inf)
+        self.highest = np.full((len(self.occupied), 2), -np.inf)
+        np.minimum.at(self.lowest, member_class.reshape(-1), self.log_sizes[self.members])
+        np.maximum.at(self.highest, member_class.reshape(-1), self.log_sizes[self.members])
 
     def _class_key(self, classes: np.ndarray) -> np.ndarray:
         """One integer per class, for classes up to `span` beyond the highest one."""
@@ -264,7 +269,14 @@ class _SizeClassIndex:
         whose size class can reach the threshold with it."""
         source = np.repeat(kept, len(self.reach))
         target_classes = self.classes[source] + np.tile(self.reach, (len(kept), 1))
-        present = np.isin(self._class_key(target_classes), self.occupied)
+        keys = self._class_key(target_classes)
+        at = np.minimum(np.searchsorted(self.occupied, keys), len(self.occupied) - 1)
+        present = self.occupied[at] == keys
+        if self.threshold > 0:  # from the kept box's own size to the sizes the class spans, exactly
+            sizes = self.log_sizes[source]
+            gaps = np.maximum(np.maximum(self.lowest[at] - sizes, sizes - self.highest[at]), 0)
+            crossing = np.zeros(len(gaps), dtype=bool)  # the crossing bound: the higher of the two
+            present &= _iou_bound(gaps[:, 0], gaps[:, 1], crossing) >= self.threshold * (1 - 1e-9)
         source, target_classes = source[present], target_classes[present]
         query_index, member = self.tree.query(self._placed(source, target_classes))
         source, target = source[query_index], self.members[member]

@@ -319,10 +319,11 @@ def test_nms_on_adversarial_lines_agrees_with_the_reference(reference_nms, thres
     assert got.tolist() == expected
 
 
-@pytest.mark.parametrize('threshold', [0.9, 0.5, 0.001, 1e-4, 1e-5])
+@pytest.mark.parametrize('threshold', [0.9, 0.5, 0.001, 1e-4, 1e-5, 3e-6, 2.6e-6])
 def test_nms_never_compares_crossing_strips_that_cannot_reach_the_threshold(threshold):
     # 20,000 strips 1/200,000 wide: a crossing pair's IoU is at most 2.5e-6, under every threshold
-    # here, so a kept strip meets no strip of the other direction (the cost stays linear).
+    # here (even just above it), so a kept strip meets no strip of the other direction (the cost
+    # stays linear).
     boxes = crossing_strips(20_000, np.random.default_rng(3))
     index = geometry._SizeClassIndex(boxes, np.zeros(len(boxes), dtype=np.int64), threshold)
     horizontal = np.arange(0, len(boxes), 2)
