@@ -45,13 +45,13 @@ from pipeline.core.run_warnings import render as render_warnings
 from pipeline.core.shards import prediction_run, run_names, scheme_of, split_ranges
 from pipeline.io import summary_files
 from pipeline.io.bigquery import prepare_tables
-from pipeline.io.ground_truth import GroundTruthError, resolve_ground_truth
 from pipeline.io.locks import RunLock
 from pipeline.io.provision import provision, release_untouched
 from pipeline.io.reachability import cloud_storage_problem
 from pipeline.io.sizes import ManifestError, check_manifest
 from pipeline.io.sources import InputError, check_holds_shards, input_root, matched_shards, resolve_input
 from pipeline.io.spill import make_spill_folder, remove_spill_folder
+from pipeline.io.truth_files import GroundTruthError, resolve_ground_truth
 from pipeline.tools.progress import ProgressDisplay
 from pipeline.tools.template import shown_default
 from pipeline.transforms.job import PredictionsToTables, StreamingPredictionsToTables

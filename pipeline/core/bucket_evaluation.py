@@ -24,9 +24,9 @@ from pipeline.core.evaluation import (
     grid_counts,
     in_pixels,
 )
-from pipeline.core.ground_truth import BucketTruth, GroundTruthImage
 from pipeline.core.matching import group_ranks, match_groups
 from pipeline.core.schema import MATCHES_SCHEMA
+from pipeline.core.truth_formats import BucketTruth, GroundTruthImage
 
 
 class ImageColumns(NamedTuple):

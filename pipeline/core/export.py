@@ -17,7 +17,7 @@ import orjson
 
 from pipeline.core.columns import bucket_of
 from pipeline.core.decoding import DecodedLines
-from pipeline.core.ground_truth import ML_USE_LABEL
+from pipeline.core.truth_formats import ML_USE_LABEL
 
 Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalized
 # Vertex AI's import limits for image object detection: boxes per image, and the smallest box side as

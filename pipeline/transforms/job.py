@@ -42,9 +42,9 @@ from pipeline.transforms.count import (
 )
 from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 from pipeline.transforms.export import ExportsWritten, WriteExports
-from pipeline.transforms.ground_truth import truth_ranges
 from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
 from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
+from pipeline.transforms.read_truth import truth_ranges
 
 
 class TablesWritten(NamedTuple):

@@ -17,8 +17,8 @@ from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.io.spill import Payload, SpillWriter
 from pipeline.transforms.count import counted
-from pipeline.transforms.ground_truth import TruthRange, read_truth_range
 from pipeline.transforms.read import LineBatch
+from pipeline.transforms.read_truth import TruthRange, read_truth_range
 
 
 def kept_positions(batch: LineBatch, decoded) -> List[int]:

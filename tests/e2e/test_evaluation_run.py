@@ -9,7 +9,7 @@ from coco_testing import coco_ground_truth, generated_set, legacy_line, pycocoto
 from conftest import ROOT
 
 from pipeline.core.evaluation import CONFIDENCE_GRID
-from pipeline.io.ground_truth import read_units
+from pipeline.io.truth_files import read_units
 
 PREFIX = 'gs://bucket/images/'
 RUN_A, RUN_B = 'prediction-model_a-2026-11-30T10:00:00.000Z', 'prediction-model_b-2026-11-30T11:00:00.000Z'

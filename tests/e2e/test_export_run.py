@@ -12,8 +12,8 @@ from conftest import SAMPLE
 from pycocotools.coco import COCO
 
 from pipeline.core.formats import Prediction, parse_line
-from pipeline.core.ground_truth import GroundTruthImage
-from pipeline.io.ground_truth import read_units
+from pipeline.core.truth_formats import GroundTruthImage
+from pipeline.io.truth_files import read_units
 
 ALL = 'vertex_jsonl,automl_csv,coco,label_studio'
 

@@ -11,7 +11,7 @@ from coco_testing import generated_set, normalized, pycocotools_eval
 from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.columns import bucket_of
 from pipeline.core.evaluation import LABELLED, PREDICTED, BucketLines, LinePrediction, RunImage, packed
-from pipeline.core.ground_truth import BucketTruth, GroundTruthBox, GroundTruthImage
+from pipeline.core.truth_formats import BucketTruth, GroundTruthBox, GroundTruthImage
 from pipeline.io.spill import SpillWriter
 from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 

@@ -8,9 +8,9 @@ from conftest import ROOT
 from pipeline.core.columns import bucket_of
 from pipeline.core.counts import GROUND_TRUTH_ROWS_READ, GROUND_TRUTH_ROWS_USED
 from pipeline.core.evaluation import LABELLED, unpacked
-from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage, PlacedImage, merge_units
-from pipeline.io.ground_truth import resolve_ground_truth
-from pipeline.transforms.ground_truth import read_truth_range, truth_ranges
+from pipeline.core.truth_formats import GroundTruthBox, GroundTruthImage, PlacedImage, merge_units
+from pipeline.io.truth_files import resolve_ground_truth
+from pipeline.transforms.read_truth import read_truth_range, truth_ranges
 
 FIXTURES = ROOT / 'tests' / 'fixtures' / 'ground_truth'
 
@@ -53,8 +53,8 @@ def test_the_boxes_of_an_image_keep_their_file_order_whatever_order_they_come_in
 
 
 def test_a_range_that_fails_unexpectedly_is_one_dead_letter_naming_the_file_and_bytes():
-    from pipeline.transforms.ground_truth import TruthRange
     from pipeline.transforms.parse import failed_batch_to_dead_letters
+    from pipeline.transforms.read_truth import TruthRange
     (record,) = failed_batch_to_dead_letters((TruthRange('gs://b/truth.jsonl', 'vertex_jsonl', 0, 8), (
         ValueError, "ValueError('boom')", None)))
     assert (record['kind'], record['source_file']) == ('invalid_ground_truth', 'gs://b/truth.jsonl')

@@ -12,8 +12,8 @@ from evaluation_reference import evaluate_image, label_totals, match_label, merg
 from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.bucket_evaluation import ImageColumns, evaluate_images
 from pipeline.core.evaluation import merge_cells
-from pipeline.core.ground_truth import GroundTruthBox, GroundTruthImage
 from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, match_groups
+from pipeline.core.truth_formats import GroundTruthBox, GroundTruthImage
 
 
 def images_of(seed, ties=False, unlabelled=False, crowded=False):
@@ -109,7 +109,7 @@ def test_assembling_a_bucket_follows_the_order_rules():
     (`merge_units` for the ground truth, the first line in (file, range, position) order per run)."""
     from pipeline.core.bucket_evaluation import assemble
     from pipeline.core.evaluation import BucketLines
-    from pipeline.core.ground_truth import BucketTruth, merge_units
+    from pipeline.core.truth_formats import BucketTruth, merge_units
     rng = np.random.default_rng(7)
     uris = [f"gs://b/{i}.jpg" for i in range(5)]
     parts, placed = [], []

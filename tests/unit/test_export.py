@@ -20,7 +20,7 @@ from pipeline.core.export import (
     write_coco,
     write_label_studio,
 )
-from pipeline.core.ground_truth import GroundTruthImage, parse_automl_csv, parse_vertex_line
+from pipeline.core.truth_formats import GroundTruthImage, parse_automl_csv, parse_vertex_line
 
 ODD_LABELS = ['Baked Goods', 'a, b', 'say "cheese"', 'Gâteau 蛋糕', "it's"]
 

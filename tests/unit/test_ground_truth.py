@@ -4,7 +4,7 @@ import pytest
 from conftest import ROOT
 
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
-from pipeline.core.ground_truth import (
+from pipeline.core.truth_formats import (
     GroundTruthBox,
     GroundTruthImage,
     GroundTruthRejection,
@@ -131,16 +131,16 @@ def test_the_plain_path_gives_what_the_full_check_gives():
     around the edges (0, 1, swapped, equal, ints, bools, strings, out of range)."""
     import random
 
-    from pipeline.core import ground_truth
+    from pipeline.core import truth_formats
     rng = random.Random(17)
     values = [0, 1, 0.0, 1.0, 0.5, 0.25, 0.75, 1.0000001, -0.0, True, '0.5', None, 2, -1]
     for _ in range(3000):
         annotation = {'displayName': rng.choice(['car', '', 7]),
                       **{key: rng.choice(values + [rng.random()]) for key in ('xMin', 'xMax', 'yMin', 'yMax')}}
-        plain = ground_truth._plain_vertex_annotation(annotation)
+        plain = truth_formats._plain_vertex_annotation(annotation)
         if plain is None:
             continue
-        assert plain == ground_truth._vertex_annotation(annotation, 'a'), annotation
+        assert plain == truth_formats._vertex_annotation(annotation, 'a'), annotation
 
 
 def test_the_typed_import_line_decoder_answers_as_the_full_check():
@@ -149,7 +149,7 @@ def test_the_typed_import_line_decoder_answers_as_the_full_check():
     import json
     import random
 
-    from pipeline.core.ground_truth import parse_vertex_line, parse_vertex_line_fully
+    from pipeline.core.truth_formats import parse_vertex_line, parse_vertex_line_fully
     rng = random.Random(5)
     numbers = [0, 1, 0.0, 0.5, 1.0, 0.2, 0.9, -0.0, 1.0000001, -1e-9, 2, True, None, '0.5']
 

@@ -7,14 +7,14 @@ import os
 import pytest
 from conftest import ROOT
 
-from pipeline.core.ground_truth import (
+from pipeline.core.truth_formats import (
     GroundTruthImage,
     GroundTruthRejection,
     parse_automl_csv,
     parse_coco,
     parse_vertex_line,
 )
-from pipeline.io.ground_truth import COCO, VERTEX_JSONL, GroundTruthError, detect_format, ground_truth_files
+from pipeline.io.truth_files import COCO, VERTEX_JSONL, GroundTruthError, detect_format, ground_truth_files
 
 BOX = '0.1,0.1,,,0.5,0.5,,'
 
@@ -154,17 +154,17 @@ UNTYPED_COCO = [
 
 @pytest.mark.parametrize('document, typed_path', [(d, True) for d in TYPED_COCO] + [(d, False) for d in UNTYPED_COCO])
 def test_the_typed_coco_decoder_gives_what_the_full_reading_gives(document, typed_path, monkeypatch):
-    from pipeline.core import ground_truth
+    from pipeline.core import truth_formats
     try:
-        ground_truth._COCO_DOCUMENT.decode(document)
+        truth_formats._COCO_DOCUMENT.decode(document)
         took = True
-    except ground_truth.msgspec.DecodeError:
+    except truth_formats.msgspec.DecodeError:
         took = False
     assert took is typed_path
     typed = parse_coco(document, 'gs://b/')
 
     class Declines:
         def decode(self, data):
-            raise ground_truth.msgspec.DecodeError('declined')
-    monkeypatch.setattr(ground_truth, '_COCO_DOCUMENT', Declines())
+            raise truth_formats.msgspec.DecodeError('declined')
+    monkeypatch.setattr(truth_formats, '_COCO_DOCUMENT', Declines())
     assert typed == parse_coco(document, 'gs://b/')

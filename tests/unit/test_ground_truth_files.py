@@ -5,8 +5,8 @@ import shutil
 import pytest
 from conftest import ROOT
 
-from pipeline.core.ground_truth import GroundTruthImage, GroundTruthRejection, PlacedImage
-from pipeline.io.ground_truth import (
+from pipeline.core.truth_formats import GroundTruthImage, GroundTruthRejection, PlacedImage
+from pipeline.io.truth_files import (
     AUTOML_CSV,
     COCO,
     VERTEX_JSONL,
@@ -68,7 +68,7 @@ def test_units_say_where_they_came_from(tmp_path):
 
 
 def test_a_jsonl_file_read_in_byte_ranges_gives_every_line_once_in_order(tmp_path):
-    from pipeline.io.ground_truth import ranges_of
+    from pipeline.io.truth_files import ranges_of
     path = tmp_path / 'labels.jsonl'
     lines = [b'{"imageGcsUri": "gs://b/%d.jpg", "boundingBoxAnnotations": []}' % i for i in range(500)]
     path.write_bytes(b'\n'.join(lines[:250]) + b'\n\n' + b'\n'.join(lines[250:]) + b'\n')
@@ -81,7 +81,7 @@ def test_a_jsonl_file_read_in_byte_ranges_gives_every_line_once_in_order(tmp_pat
 
 
 def test_empty_files_beside_the_ground_truth_are_left_out(tmp_path):
-    from pipeline.io.ground_truth import GroundTruthError, resolve_ground_truth
+    from pipeline.io.truth_files import GroundTruthError, resolve_ground_truth
     (tmp_path / '_SUCCESS').write_bytes(b'')
     (tmp_path / 'labels.jsonl').write_bytes(b'{"imageGcsUri": "gs://b/a.jpg"}\n')
     assert resolve_ground_truth(str(tmp_path)) == [(str(tmp_path / 'labels.jsonl'), VERTEX_JSONL)]
@@ -97,8 +97,8 @@ def test_plain_lines_as_columns_hold_what_the_images_hold(tmp_path, monkeypatch,
     plain (a box without area, an odd ML use, not an object, bad UTF-8) still comes through the full
     check, with its own place."""
     from pipeline.core.evaluation import unpacked
-    from pipeline.core.ground_truth import merge_units
-    from pipeline.transforms import ground_truth as reading
+    from pipeline.core.truth_formats import merge_units
+    from pipeline.transforms import read_truth as reading
     monkeypatch.setattr(reading, 'UNITS_PER_FLUSH', lines_per_chunk)
     path = tmp_path / 'labels.jsonl'
     box = '{"displayName": "%s", "xMin": %s, "yMin": 0.1, "xMax": 0.5, "yMax": 0.9}'

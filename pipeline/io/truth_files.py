@@ -9,9 +9,9 @@ import orjson
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config.options import GROUND_TRUTH_FORMATS
-from pipeline.core import ground_truth
-from pipeline.core.ground_truth import GroundTruthRejection, GroundTruthUnit, Place
+from pipeline.core import truth_formats
 from pipeline.core.shards import scheme_of, split_ranges
+from pipeline.core.truth_formats import GroundTruthRejection, GroundTruthUnit, Place
 from pipeline.io.sources import Unlisted, discover, open_shard, read_range_lines
 
 VERTEX_JSONL, AUTOML_CSV, COCO = GROUND_TRUTH_FORMATS[1:]
@@ -145,7 +145,7 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
             yield from _jsonl_units(path, start, end)
             return
     if fmt == COCO:
-        images, rejected = ground_truth.parse_coco(data, image_prefix)
+        images, rejected = truth_formats.parse_coco(data, image_prefix)
         for index, image in enumerate(images):
             yield (0, index), Unit(path, f'images[{index}]', None, image)
         for index, (where, rejection) in enumerate(rejected, start=len(images)):
@@ -153,7 +153,7 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
         return
     # A byte that is not UTF-8 spoils its row only (the row says so), not the file.
     text = data.removeprefix(codecs.BOM_UTF8).decode('utf-8', 'surrogateescape')
-    for number, row, parsed in ground_truth.parse_automl_csv(text):
+    for number, row, parsed in truth_formats.parse_automl_csv(text):
         yield (0, number), Unit(path, f'line {number}', row.encode('utf-8', 'surrogateescape'), parsed)
 
 
@@ -205,13 +205,13 @@ _LINES_PER_CHUNK = 10_000
 
 def _jsonl_units(path: str, start: int, end: Optional[int]) -> Iterator[Tuple[Place, Unit]]:
     """The units of a JSONL range, each line parsed on its own (the job reads plain lines as columns:
-    transforms/ground_truth)."""
+    transforms/read_truth)."""
     for chunk in jsonl_chunks(path, start, end, _LINES_PER_CHUNK):
         if not isinstance(chunk, LineChunk):
             yield chunk
             continue
         for index, (number, line) in enumerate(zip(chunk.numbers, chunk.lines)):
-            yield (start, number), Unit(path, chunk.position(index), line, ground_truth.parse_vertex_line(line))
+            yield (start, number), Unit(path, chunk.position(index), line, truth_formats.parse_vertex_line(line))
 
 
 def ranges_of(path: str, fmt: str, range_bytes: int) -> List[Tuple[str, str, int, Optional[int]]]:

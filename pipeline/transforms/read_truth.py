@@ -12,13 +12,13 @@ import numpy as np
 
 from pipeline.core import counts as names
 from pipeline.core import dead_letters
-from pipeline.core import ground_truth as core
+from pipeline.core import truth_formats as core
 from pipeline.core.columns import bucket_of
 from pipeline.core.counts import Counts
 from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.evaluation import LABELLED, packed
-from pipeline.core.ground_truth import BucketTruth, BucketTruthBuilder, GroundTruthRejection, Place
-from pipeline.io import ground_truth as files
+from pipeline.core.truth_formats import BucketTruth, BucketTruthBuilder, GroundTruthRejection, Place
+from pipeline.io import truth_files as files
 from pipeline.io.spill import Payload
 from pipeline.transforms.count import counted
 
