@@ -128,7 +128,7 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
         grid_tp, grid_fp, grid_fn = grid_counts(tp_scores, fp_scores, int((boxes & regular).sum()))
         labels[name] = LabelTotals(counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores),
                                    int((boxes & missed).sum()), grid_tp, grid_fp, grid_fn, by_area)
-    rank = _rank_in_image(columns)
+    rank = group_ranks(columns.det_image, columns.det_scores)  # in its image, by score
     matches = _matches_table(columns, prediction_run, match, n_thresholds, at_eval, missed, best_regular,
                              best_detection, rank)
     cells = _confusion(columns, det_boxes, gt_boxes, names, eval_iou, eval_confidence)
@@ -214,14 +214,6 @@ def _pixel_boxes(columns: ImageColumns) -> Tuple[np.ndarray, np.ndarray]:
         return columns.det_boxes, columns.gt_boxes
     return (in_pixels(columns.det_boxes, columns.image_sizes[columns.det_image]),
             in_pixels(columns.gt_boxes, columns.image_sizes[columns.gt_image]))
-
-
-def _rank_in_image(columns: ImageColumns) -> np.ndarray:
-    order = np.lexsort((np.arange(len(columns.det_scores)), -columns.det_scores, columns.det_image))
-    _, first, counts = np.unique(columns.det_image[order], return_index=True, return_counts=True)
-    rank = np.zeros(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order)) - np.repeat(first, counts)
-    return rank
 
 
 def _matches_table(columns: ImageColumns, prediction_run, match, eval_column: int, at_eval, missed, best_regular,
