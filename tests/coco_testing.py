@@ -139,6 +139,17 @@ def with_mask_areas(truth, seed):
              else (label, box, crowd) for label, box, crowd in boxes] for boxes in truth]
 
 
+def in_whole_pixels(truth, detections):
+    """A generated set with every box on whole pixels, as PASCAL VOC and most labelling tools write
+    them: IoU lands exactly on thresholds and areas exactly on the range bounds more often."""
+    def whole(box):
+        return [float(round(value)) for value in box]
+    return ([[(label, whole(box), crowd) for label, box, crowd in boxes if round(box[2]) and round(box[3])]
+             for boxes in truth],
+            [[(label, whole(box), score) for label, box, score in dets if round(box[2]) and round(box[3])]
+             for dets in detections])
+
+
 def coco_ground_truth(sizes, truth):
     ids = {name: i + 1 for i, name in enumerate(LABELS)}
     annotations = [{'id': n + 1, 'image_id': image, 'category_id': ids[entry[0]], 'bbox': [float(v) for v in entry[1]],

@@ -280,12 +280,15 @@ def test_area_ranges_match_as_pycocotools_evaluate_img():
             assert {g for g in range(n_gt) if not crowd[g] and not match.box_free[g, c]} == used
 
 
-@pytest.mark.parametrize('seed', range(4))
-def test_all_twelve_numbers_equal_pycocotools_with_sizes_and_coco_areas(seed):
-    from coco_testing import LABELS, area_of, cocoeval, with_mask_areas
+@pytest.mark.parametrize('seed, whole_pixels', [(0, False), (1, False), (2, False), (3, False), (4, True),
+                                                 (5, True), (6, True)])
+def test_all_twelve_numbers_equal_pycocotools_with_sizes_and_coco_areas(seed, whole_pixels):
+    from coco_testing import LABELS, area_of, cocoeval, in_whole_pixels, with_mask_areas
 
     from pipeline.core.evaluation import SIZE_STATS, run_metrics, settled
     sizes, truth, detections = crowded_set(seed, images=24) if seed % 2 else generated_set(seed, images=60)
+    if whole_pixels:
+        truth, detections = in_whole_pixels(truth, detections)
     truth = with_mask_areas(truth, seed)
     coco = cocoeval(sizes, truth, detections)
     images = []
