@@ -26,6 +26,7 @@ from pipeline.core.evaluation import (
 )
 from pipeline.core.matching import group_ranks, match_groups
 from pipeline.core.schema import MATCHES_SCHEMA
+from pipeline.core.ties import TiedDetections
 from pipeline.core.truth_formats import BucketTruth, GroundTruthImage
 
 
@@ -45,6 +46,19 @@ class ImageColumns(NamedTuple):
     gt_position: np.ndarray  # (G,) position in its image's ground truth
     image_sizes: Optional[np.ndarray] = None  # (images, 2) width, height in pixels; NaN (or None): unknown
     gt_area: Optional[np.ndarray] = None  # (G,) the ground truth's own area of each box (COCO), NaN if none
+    # Where each image is first in the ground truth: the file (a position in image_files) and place
+    # of its first unit, which order the images as pycocotools does. None: as given.
+    image_files: Optional[List[str]] = None
+    image_file_codes: Optional[np.ndarray] = None  # (images,)
+    image_places: Optional[np.ndarray] = None  # (images, 2)
+
+    def image_order(self) -> Tuple[List[str], np.ndarray, np.ndarray]:
+        """(files, each image's file, each image's place): the images' order in the ground truth."""
+        images = len(self.image_uris)
+        if self.image_files is None or self.image_file_codes is None or self.image_places is None:
+            return [''], np.zeros(images, dtype=np.int32), np.stack([np.zeros(images, dtype=np.int64),
+                                                                      np.arange(images)], axis=1)
+        return self.image_files, self.image_file_codes, self.image_places
 
     @classmethod
     def of(cls, images: Sequence[Tuple[str, Sequence[Optional[str]], np.ndarray, np.ndarray, GroundTruthImage]]):
@@ -70,6 +84,7 @@ class BucketEvaluation(NamedTuple):
     labels: Dict[str, LabelTotals]
     cells: Dict[Tuple[Optional[str], Optional[str]], int]
     matches: pa.Table
+    tied: TiedDetections  # the evaluated detections, for pycocotools' order among equal scores
     beyond_max_dets: int  # detections past the last cap of their image and label: not evaluated
     images_without_size: int  # evaluated images whose size is unknown: no area range for them
 
@@ -134,7 +149,23 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     cells = _confusion(columns, det_boxes, gt_boxes, names, eval_iou, eval_confidence)
     unsized = len(columns.image_uris) if columns.image_sizes is None else \
         int(np.isnan(columns.image_sizes).any(axis=1).sum())
-    return BucketEvaluation(labels, cells, matches, int(beyond.sum()), unsized)
+    outcomes = match.outcomes[:, None, :n_thresholds] if sized is None else \
+        np.concatenate([match.outcomes[:, None, :n_thresholds], sized], axis=1)
+    tied = _tied(columns, prediction_run, (det_code >= 0) & ~beyond, outcomes)
+    return BucketEvaluation(labels, cells, matches, tied, int(beyond.sum()), unsized)
+
+
+def _tied(columns: ImageColumns, prediction_run: Optional[str], evaluated: np.ndarray,
+          outcomes: np.ndarray) -> TiedDetections:
+    """The evaluated detections that count somewhere (not ignored in every area range and at every
+    threshold), with their image's place in the ground truth and their row among its detections."""
+    rows = np.flatnonzero(evaluated & (outcomes != IGNORED).any(axis=(1, 2)))
+    files, file_codes, places = columns.image_order()
+    image = columns.det_image[rows]
+    row_in_image = group_ranks(columns.det_image, np.zeros(len(evaluated)))  # equal scores: in row order
+    return TiedDetections.of(prediction_run, columns.label_names, columns.det_label[rows], columns.det_scores[rows],
+                             files, file_codes[image], places[image], row_in_image[rows], outcomes[rows],
+                             TRUE_POSITIVE, FALSE_POSITIVE)
 
 
 # pycocotools' areaRng, in square pixels, bounds included: all, small, medium, large.
@@ -331,7 +362,9 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
                                                                for p, part in enumerate(truth)])
     boxes = concat_ranges(unit_start[units], unit_end[units])
     gt_image = np.repeat(number, unit_end[units] - unit_start[units])
-    image_uris = [uris[unit] for unit in units[_group_starts(number)].tolist()]
+    first_units = units[_group_starts(number)]
+    image_uris = [uris[unit] for unit in first_units.tolist()]
+    image_order = ([part.source_file for part in truth], part_of[first_units], places[first_units])
     gt_areas = np.concatenate([np.zeros(0)] + [part.box_areas() for part in truth])[boxes]
     image_sizes = _first_sizes(np.concatenate([np.zeros((0, 2))] + [part.unit_sizes() for part in truth])[units],
                                number, len(image_uris))
@@ -348,8 +381,8 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
                                                         for part in lines]),
         np.concatenate([np.zeros(0)] + [part.scores for part in lines]),
         np.concatenate([np.zeros((0, 4))] + [part.boxes.reshape(-1, 4) for part in lines]))
-    by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns, image_sizes, gt_areas)
-              for run in runs}
+    by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns, image_sizes, gt_areas,
+                                image_order) for run in runs}
     return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run, image_sizes)
 
 
@@ -363,7 +396,8 @@ def _first_sizes(unit_sizes: np.ndarray, image_of_unit: np.ndarray, images: int)
 
 
 def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[BucketLines], detections,
-                 truth_columns, image_sizes: Optional[np.ndarray] = None, gt_areas: Optional[np.ndarray] = None):
+                 truth_columns, image_sizes: Optional[np.ndarray] = None, gt_areas: Optional[np.ndarray] = None,
+                 image_order: Optional[Tuple[List[str], np.ndarray, np.ndarray]] = None):
     """One run's columns: each evaluated image's first line of the run (none: every box missed), and
     what the run's lines add to its counts. `detections`: the labels, scores and boxes of all the
     bucket's lines, one part after the other."""
@@ -391,6 +425,9 @@ def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[B
     columns = ImageColumns(image_uris, names, np.repeat(line_image[chosen], line_end[chosen] - line_start[chosen]),
                            labels[rows], scores[rows], boxes[rows], *truth_columns)._replace(image_sizes=sizes,
                                                                                               gt_area=gt_areas)
+    if image_order is not None:
+        columns = columns._replace(image_files=image_order[0], image_file_codes=image_order[1],
+                                   image_places=image_order[2])
     missing = np.ones(len(image_uris), dtype=bool)
     missing[line_image[chosen]] = False
     unknown = np.flatnonzero(line_image < 0).tolist()

@@ -3,8 +3,8 @@ precision and recall from counts that merge associatively, the metrics and the s
 the columns that carry prediction lines to the join.
 
 Pure. Each image's detections of a label past the last maxDets cap are not evaluated (pycocotools');
-unlike pycocotools, detections of equal score are taken together (it orders them by image, then by
-position). Matching is `matching` (one matcher, one IoU), over a bucket of images at once
+detections of equal score are merged as one point of the curve, then put in pycocotools' order where
+that matters (`ties`). Matching is `matching` (one matcher, one IoU), over a bucket of images at once
 (`bucket_evaluation`); the tests hold both to a one-image definition of their own
 (tests/evaluation_reference.py), itself held to pycocotools.
 """
@@ -17,10 +17,7 @@ from pipeline.config.options import COCO_MAX_DETS
 from pipeline.core.columns import buckets_of, compacted, joined_codes, label_codes, rows_of, split_by_key
 from pipeline.core.decoding import DecodedLines
 from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE  # noqa: F401 (the outcomes, re-exported)
-
-# COCO's recall points (0, 0.01, ..., 1).
-RECALL_POINTS = np.linspace(0.0, 1.0, 101)
-
+from pipeline.core.ties import RECALL_POINTS, AreaCounts, TieBasis, tie_basis
 
 
 def in_pixels(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -84,20 +81,29 @@ class PrecisionCounts:
         """(caps, T) the recall within each maxDets cap; None without ground truth."""
         return self.within / self.ground_truth if self.ground_truth else None
 
-    def average_precision(self) -> Optional[np.ndarray]:
-        """(T,) COCO's 101-point interpolated precision; None without ground truth (pycocotools' -1)."""
+    def interpolated(self) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """((T, 101) COCO's interpolated precision at each recall point, (T, 101) the score at which
+        each recall point is first reached, -inf where it never is); None without ground truth. Equal
+        scores are one point of the curve here: `ties` refines the points of a tied score where true
+        and false positives mix, the only ones where their order counts."""
         if not self.ground_truth:
             return None
         merged = self if self.distinct else PrecisionCounts.merge_all([self])  # distinct scores, descending
-        result = np.zeros(len(merged.tp))
+        precision = np.zeros((len(merged.tp), len(RECALL_POINTS)))
+        crossing = np.full(precision.shape, -np.inf)
         for t, (tp, fp) in enumerate(zip(np.cumsum(merged.tp, axis=1), np.cumsum(merged.fp, axis=1))):
             recall = tp / self.ground_truth
-            precision = tp / (tp + fp + np.spacing(1))
-            envelope = np.maximum.accumulate(precision[::-1])[::-1]
+            envelope = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[::-1])[::-1]
             at = np.searchsorted(recall, RECALL_POINTS, side='left')
-            result[t] = np.where(at < len(envelope), envelope[np.minimum(at, len(envelope) - 1)], 0.0).sum() \
-                / len(RECALL_POINTS) if len(envelope) else 0.0
-        return result
+            reached = at < len(envelope)
+            precision[t, reached] = envelope[at[reached]]
+            crossing[t, reached] = merged.scores[at[reached]]
+        return precision, crossing
+
+    def average_precision(self) -> Optional[np.ndarray]:
+        """(T,) COCO's 101-point interpolated precision; None without ground truth (pycocotools' -1)."""
+        interpolated = self.interpolated()
+        return None if interpolated is None else interpolated[0].mean(axis=1)
 
     def recall(self) -> Optional[np.ndarray]:
         """(T,) the highest recall reached; None without ground truth."""
@@ -107,33 +113,60 @@ class PrecisionCounts:
 
 
 class PrecisionSummary(NamedTuple):
-    """What the metrics need of a label's merged PrecisionCounts, small enough to travel: AP and the
-    highest recall at each threshold, the recall within each maxDets cap (None without ground truth),
-    and the regular boxes."""
-    ap: Optional[np.ndarray]
+    """What the metrics need of a label's merged PrecisionCounts, small enough to travel: COCO's
+    interpolated precision at each threshold and recall point (AP is its mean over the recall points),
+    the highest recall at each threshold, the recall within each maxDets cap (None without ground
+    truth), and the regular boxes."""
+    precision: Optional[np.ndarray]  # (T, 101)
     best_recall: Optional[np.ndarray]
     ground_truth: int
     within: Optional[np.ndarray] = None
 
     @classmethod
     def of(cls, counts: 'PrecisionCounts') -> 'PrecisionSummary':
-        return cls(counts.average_precision(), counts.recall(), counts.ground_truth, counts.recall_within())
+        interpolated = counts.interpolated()
+        return cls(None if interpolated is None else interpolated[0], counts.recall(), counts.ground_truth,
+                   counts.recall_within())
+
+    def raised(self, precision: np.ndarray) -> 'PrecisionSummary':
+        """With the precision its tied detections reach in pycocotools' order (ties.raises)."""
+        return self if self.precision is None else self._replace(precision=np.maximum(self.precision, precision))
 
     def recall_within(self) -> Optional[np.ndarray]:
         return self.within
 
     def average_precision(self) -> Optional[np.ndarray]:
-        return self.ap
+        return None if self.precision is None else self.precision.mean(axis=1)
 
     def recall(self) -> Optional[np.ndarray]:
         return self.best_recall
 
 
 def settled(totals: 'LabelTotals') -> 'LabelTotals':
-    """A run's label totals with the AP counts reduced to what the metrics need."""
+    """A run's label totals with the AP counts reduced to what the metrics need, and what ordering
+    its tied detections needs (None: the merged curve is exact)."""
+    areas = [_merging(totals), *(_merging_counts(counts) for counts in totals.by_area or ())]
+    merged = [counts if counts.distinct else PrecisionCounts.merge_all([counts]) for counts in areas]
+    interpolated = [counts.interpolated() for counts in merged]
+    ties = tie_basis([AreaCounts(counts.scores, counts.tp, counts.fp, counts.ground_truth,
+                                 None if curve is None else curve[1]) for counts, curve in zip(merged, interpolated)])
+    summaries = [PrecisionSummary(None if curve is None else curve[0], counts.recall(), counts.ground_truth,
+                                  counts.recall_within()) for counts, curve in zip(merged, interpolated)]
+    return totals._replace(counts=summaries[0], by_area=None if totals.by_area is None else tuple(summaries[1:]),
+                           ties=ties)
+
+
+def raised_totals(totals: 'LabelTotals', precision: np.ndarray) -> 'LabelTotals':
+    """Settled totals with the (areas, T, 101) precision of their tied detections (ties.raises)."""
+    assert isinstance(totals.counts, PrecisionSummary), 'raised once settled'
     by_area = None if totals.by_area is None else tuple(
-        PrecisionSummary.of(_merging_counts(counts)) for counts in totals.by_area)
-    return totals._replace(counts=PrecisionSummary.of(_merging(totals)), by_area=by_area)
+        _settled_counts(counts).raised(precision[area]) for area, counts in enumerate(totals.by_area, start=1))
+    return totals._replace(counts=totals.counts.raised(precision[0]), by_area=by_area)
+
+
+def _settled_counts(counts) -> PrecisionSummary:
+    assert isinstance(counts, PrecisionSummary), 'raised once settled'
+    return counts
 
 
 def _merging(totals: 'LabelTotals') -> 'PrecisionCounts':
@@ -346,6 +379,7 @@ class LabelTotals(NamedTuple):
     confidence_fn: np.ndarray
     # The AP counts of the small, medium and large area ranges (None: no image size known).
     by_area: Optional[Tuple[Union['PrecisionCounts', 'PrecisionSummary'], ...]] = None
+    ties: Optional[TieBasis] = None  # once settled, when its tied detections' order counts
 
 
 def held_scores(parts: Sequence[LabelTotals]) -> int:
@@ -529,14 +563,20 @@ class EvaluationFigures(NamedTuple):
     @classmethod
     def of(cls, iou_thresholds: Sequence[float], eval_iou: float, parts: Iterable[tuple],
            max_dets: Sequence[int] = COCO_MAX_DETS) -> 'EvaluationFigures':
-        """From ('labels', run, label, LabelTotals) and ('run', run, RunImage, cells) parts."""
+        """From ('labels', run, label, LabelTotals settled), ('ties', run, label, the precision its
+        tied detections reach: ties.raises) and ('run', run, RunImage, cells) parts."""
         labels: Dict[Optional[str], dict] = {}
         images: Dict[Optional[str], Tuple[RunImage, dict]] = {}
+        raised: Dict[Tuple[Optional[str], str], np.ndarray] = {}
         for part in parts:
             if part[0] == 'labels':
                 labels.setdefault(part[1], {})[part[2]] = part[3]
+            elif part[0] == 'ties':
+                raised[part[1], part[2]] = part[3]
             else:
                 images[part[1]] = (part[2], part[3])
+        for (run, label), precision in raised.items():
+            labels[run][label] = raised_totals(labels[run][label], precision)
         return cls(tuple(iou_thresholds), eval_iou, [
             RunFigures(run, labels.get(run, {}), *images.get(run, (RunImage(), {})))
             for run in sorted(set(labels) | set(images), key=lambda run: (run is not None, run or ''))],

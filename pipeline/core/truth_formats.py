@@ -500,6 +500,15 @@ _COCO_DOCUMENT = msgspec.json.Decoder(_CocoDocument)
 def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
     """(an image per COCO image, with its boxes; (what, why) for each part that cannot be used). The
     image URI is `image_prefix` joined to `file_name`."""
+    images, _, rejected = parse_coco_in_order(document, image_prefix)
+    return images, rejected
+
+
+def parse_coco_in_order(document: bytes, image_prefix: str = '') -> Tuple[List[GroundTruthImage], List[int],
+                                                                             List[Tuple[str, GroundTruthRejection]]]:
+    """parse_coco's images and rejections, with each image's rank among the document's image ids in
+    order: pycocotools evaluates the images in that order (numbers before strings here; pycocotools
+    cannot order a mix)."""
     document = document.removeprefix(codecs.BOM_UTF8)
     try:  # the common shape, typed: what we do not read (segmentation polygons...) is never built
         data: Any = _COCO_DOCUMENT.decode(document)
@@ -510,10 +519,10 @@ def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
             try:  # NaN and Infinity, which pycocotools' json.load takes: the parts holding one are rejected
                 data = json.loads(document)
             except (ValueError, RecursionError):
-                return [], [('the document', GroundTruthRejection(f'not valid JSON: {exc}'))]
+                return [], [], [('the document', GroundTruthRejection(f'not valid JSON: {exc}'))]
     if not isinstance(data, (dict, _CocoPart)) or not isinstance(data.get('images'), list):
-        return [], [('the document',
-                      GroundTruthRejection('expected a COCO object with images, annotations, categories'))]
+        return [], [], [('the document',
+                          GroundTruthRejection('expected a COCO object with images, annotations, categories'))]
     rejected: List[Tuple[str, GroundTruthRejection]] = []
     categories = _coco_categories(data.get('categories'), rejected)
     images: Dict[Any, Tuple[str, float, float]] = {}
@@ -540,7 +549,9 @@ def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
             image_id = annotation.get('image_id') if isinstance(annotation, (dict, _CocoPart)) else None
             uri = images[image_id][0] if isinstance(image_id, (int, str)) and image_id in images else None
             rejected.append((f'annotations[{index}]', GroundTruthRejection(str(exc), uri)))
-    return [GroundTruthImage(images[i][0], tuple(boxes[i]), size=images[i][1:]) for i in order], rejected
+    ranks = {image_id: rank for rank, image_id in enumerate(sorted(order, key=lambda i: (isinstance(i, str), i)))}
+    return ([GroundTruthImage(images[i][0], tuple(boxes[i]), size=images[i][1:]) for i in order],
+            [ranks[i] for i in order], rejected)
 
 
 def _side(value: Any, name: str) -> float:

@@ -145,9 +145,9 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
             yield from _jsonl_units(path, start, end)
             return
     if fmt == COCO:
-        images, rejected = truth_formats.parse_coco(data, image_prefix)
-        for index, image in enumerate(images):
-            yield (0, index), Unit(path, f'images[{index}]', None, image)
+        images, ranks, rejected = truth_formats.parse_coco_in_order(data, image_prefix)
+        for index, (image, rank) in enumerate(zip(images, ranks)):  # placed as pycocotools orders them: by id
+            yield (0, rank), Unit(path, f'images[{index}]', None, image)
         for index, (where, rejection) in enumerate(rejected, start=len(images)):
             yield (0, index), Unit(path, where, None, rejection)
         return

@@ -2,10 +2,12 @@
 with the ground truth by bucket (a hash of the image URI: one element carries many images, and a
 worker holds one bucket at a time), each image evaluated on its own, and the per-label counts of each
 prediction run combined (they merge in any order, so the figures are exact with memory that grows
-with distinct scores, never with images)."""
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
+with distinct scores, never with images); then the detections at the scores where true and false
+positives mix, gathered by label and put in pycocotools' order (core.ties)."""
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
@@ -22,10 +24,12 @@ from pipeline.core.evaluation import (
     held_scores,
     merge_all_totals,
     merge_cells,
+    packed,
     settled,
     unpacked,
 )
-from pipeline.io.spill import read_payload
+from pipeline.core.ties import TieBasis, raises, tied_parts
+from pipeline.io.spill import Payload, SpillWriter, read_payload
 from pipeline.transforms.count import counted_at_bundle_end
 
 
@@ -47,7 +51,10 @@ class EvaluateBucketFn(beam.DoFn):
     is evaluated on its own; what it adds is summed over the bucket before it leaves."""
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
-                 ml_use: Optional[str] = None, max_dets: Sequence[int] = COCO_MAX_DETS):
+                 ml_use: Optional[str] = None, max_dets: Sequence[int] = COCO_MAX_DETS,
+                 spill_folder: Optional[str] = None):
+        self._spill_folder = spill_folder  # when set, the tied detections wait there (io.spill)
+        self._spill: Optional[SpillWriter] = None
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
         self._eval_confidence = eval_confidence
@@ -59,6 +66,10 @@ class EvaluateBucketFn(beam.DoFn):
 
     def start_bundle(self):
         self._tables, self._pending_rows, self._counts = [], 0, Counts()
+        self._spill = SpillWriter(self._spill_folder) if self._spill_folder else None
+
+    def _payload(self, part: bytes) -> Payload:
+        return self._spill.put(part) if self._spill is not None else part
 
     def process(self, element, runs: Iterable[Optional[str]]):
         bucket_id, parts = element
@@ -87,6 +98,8 @@ class EvaluateBucketFn(beam.DoFn):
             counts = counts._replace(beyond_max_dets=result.beyond_max_dets, without_size=result.images_without_size)
             yield beam.pvalue.TaggedOutput('run_parts', (run, (counts, result.cells)))
             errors += [(run, uri) for uri in result.images_with_errors()]
+            if len(result.tied.scores):
+                yield beam.pvalue.TaggedOutput('tied', (run, self._payload(packed(result.tied))))
             self._tables.append(result.matches)
             self._pending_rows += result.matches.num_rows
         if errors:
@@ -95,6 +108,8 @@ class EvaluateBucketFn(beam.DoFn):
             yield self._matches()
 
     def finish_bundle(self):
+        if self._spill is not None:
+            self._spill.close()
         if self._tables:
             yield GlobalWindows.windowed_value(self._matches())
         yield counted_at_bundle_end(self._counts)
@@ -137,6 +152,29 @@ def _compacted(parts: List[LabelTotals]) -> List[LabelTotals]:
     return parts
 
 
+class GatherTiedScoresFn(beam.DoFn):
+    """(run, a bucket's TiedDetections) -> ((run, label, chunk), the part of them at the scores of the
+    label where outcomes mix): the only detections whose order among equal scores counts."""
+
+    def process(self, element, bases: Dict[Tuple[Optional[str], str], TieBasis]):
+        run, payload = element
+        mine = {label: basis for (basis_run, label), basis in bases.items() if basis_run == run}
+        if not mine:
+            return
+        for (label, chunk), part in tied_parts(unpacked(read_payload(payload)), mine).items():
+            yield (run, label, chunk), packed(part)
+
+
+def _raises_of_chunk(element, bases: Dict[Tuple[Optional[str], str], TieBasis]):
+    """((run, label, chunk), packed parts) -> ((run, label), ties.raises of the chunk)."""
+    (run, label, _), parts = element
+    return (run, label), raises([unpacked(part) for part in parts], bases[run, label])
+
+
+def _highest(raised: Iterable[np.ndarray]) -> np.ndarray:
+    return np.maximum.reduce(list(raised))
+
+
 def _sum_run_parts(parts: Iterable[Tuple[RunImage, dict]]) -> Tuple[RunImage, dict]:
     """A run's image counts and confusion cells, summed over its buckets."""
     images, cells = RunImage(), {}  # type: RunImage, dict
@@ -152,8 +190,9 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
                  ml_use: Optional[str] = None, known_runs: Sequence[Optional[str]] = (),
-                 max_dets: Sequence[int] = COCO_MAX_DETS):
+                 max_dets: Sequence[int] = COCO_MAX_DETS, spill_folder: Optional[str] = None):
         super().__init__()
+        self._spill_folder = spill_folder
         self._max_dets = tuple(max_dets)
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
@@ -170,14 +209,24 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'JoinByBucket' >> beam.GroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use,
-                                 self._max_dets),
-                runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'run_parts', 'counts', 'errors',
+                                 self._max_dets, self._spill_folder),
+                runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'run_parts', 'counts', 'errors', 'tied',
                                                             main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())
+        # Equal scores in pycocotools' order: only those where true and false positives mix (see ties).
+        bases = beam.pvalue.AsDict(totals | 'ScoresWithMixedOutcomes' >> beam.FlatMapTuple(
+            lambda key, t: [(key, t.ties)] if t.ties is not None else []))
+        raised = (
+            evaluated.tied
+            | 'GatherTiedDetections' >> beam.ParDo(GatherTiedScoresFn(), bases=bases)
+            | 'ByLabelAndChunk' >> beam.GroupByKey()
+            | 'InPycocotoolsOrder' >> beam.Map(_raises_of_chunk, bases=bases)
+            | 'RaisedPerRunAndLabel' >> beam.CombinePerKey(_highest))
         run_parts = evaluated.run_parts | 'SumPerRun' >> beam.CombinePerKey(_sum_run_parts)
         thresholds, eval_iou, max_dets = self._thresholds, self._eval_iou, self._max_dets
         figures = (
-            (totals | 'LabelsOfRuns' >> beam.MapTuple(lambda key, t: ('labels', key[0], key[1], t)),
+            (totals | 'LabelsOfRuns' >> beam.MapTuple(lambda key, t: ('labels', key[0], key[1], t._replace(ties=None))),
+             raised | 'TiesOfRuns' >> beam.MapTuple(lambda key, r: ('ties', key[0], key[1], r)),
              run_parts | 'Runs' >> beam.MapTuple(lambda run, part: ('run', run, *part)))
             | 'FiguresOfRuns' >> beam.Flatten()
             | 'EveryRunsFigures' >> beam.combiners.ToList()

@@ -133,3 +133,104 @@ def test_without_image_sizes_the_size_figures_are_null_and_say_why(run, tmp_path
         assert all(entry['stats'][f'{kind}_{size}'] is None for kind in ('ap', 'ar')
                    for size in ('small', 'medium', 'large'))
         assert 'have no known size' in entry['size_figures'] and '--image_sizes' in entry['size_figures']
+
+
+def write_run(folder, lines):
+    folder.mkdir(parents=True)
+    (folder / 'predictions_00001.jsonl').write_bytes(b'\n'.join(lines) + b'\n')
+
+
+def vertex_truth_line(uri, size, boxes):
+    from coco_testing import normalized_box
+    annotations = []
+    for label, box, _ in boxes:
+        x_min, y_min, x_max, y_max = normalized_box(box, size)
+        annotations.append({'displayName': label, 'xMin': x_min, 'yMin': y_min, 'xMax': x_max, 'yMax': y_max})
+    return json.dumps({'imageGcsUri': uri, 'boundingBoxAnnotations': annotations})
+
+
+@pytest.mark.parametrize('truth_format', ['coco', 'vertex_jsonl'])
+@pytest.mark.parametrize('labelled_first', [True, False])
+def test_equal_scores_fall_in_the_ground_truths_image_order(run, tmp_path, truth_format, labelled_first):
+    # The issue's case: two 100x100 images, a box in one, a detection on it and one in the other image,
+    # both at 0.5. pycocotools takes the images in order: AP 1.0 when the labelled one is first, else 0.5.
+    from coco_testing import cocoeval, vertex_line
+    order = [0, 1] if labelled_first else [1, 0]
+    sizes = [(100, 100)] * 2
+    truth = [[('cat', [10, 10, 50, 50], False)], []]
+    detections = [[('cat', [10, 10, 50, 50], 0.5)], [('cat', [20, 20, 30, 30], 0.5)]]
+    # The prediction lines in the other order, so that only the ground truth's order can make the answer.
+    write_run(tmp_path / 'in' / 'prediction-m-2026-12-01T00:00:00.000Z',
+              [vertex_line(f'gs://bucket/{i}.jpg', sizes[i], detections[i]) for i in reversed(order)])
+    if truth_format == 'coco':
+        truth_file = tmp_path / 'truth.json'  # listed in the other order too: COCO's order is its ids'
+        truth_file.write_text(json.dumps({
+            'images': [{'id': rank, 'file_name': f'{i}.jpg', 'width': 100, 'height': 100}
+                       for rank, i in reversed(list(enumerate(order)))],
+            'annotations': [{'id': 1, 'image_id': order.index(0), 'category_id': 1, 'bbox': [10, 10, 50, 50],
+                             'iscrowd': 0, 'area': 2500}],
+            'categories': [{'id': 1, 'name': 'cat'}]}))
+        extra = ['--ground_truth_image_prefix', 'gs://bucket/']
+    else:
+        truth_file = tmp_path / 'truth.jsonl'
+        truth_file.write_text(''.join(vertex_truth_line(f'gs://bucket/{i}.jpg', sizes[i], truth[i]) + '\n'
+                                      for i in order))
+        extra = ['--image_size', '100x100']
+    out = tmp_path / 'o'
+    run('--input', tmp_path / 'in', '--output', out, '--ground_truth', truth_file, *extra, '--report=false',
+        check=False)
+    [entry] = json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']
+    coco = cocoeval([sizes[i] for i in order], [truth[i] for i in order], [detections[i] for i in order])
+    assert coco.stats[0] == pytest.approx(1.0 if labelled_first else 0.5)
+    assert entry['stats']['ap'] == pytest.approx(coco.stats[0], abs=1e-12)
+
+
+@pytest.mark.parametrize('truth_format', ['coco', 'vertex_jsonl'])
+def test_rounded_scores_of_two_runs_give_pycocotools_twelve_numbers(run, tmp_path, truth_format):
+    # Real models round their scores (3 decimals on COCO's published results): many equal scores, of
+    # true and false positives mixed, in images that the ground truth lists in an order of its own.
+    from coco_testing import cocoeval, generated_set, legacy_line, vertex_line, with_mask_areas
+    sizes, truth, detections = generated_set(41, images=60)
+    truth = with_mask_areas(truth, 41) if truth_format == 'coco' else \
+        [[(label, box, False) for label, box, _ in boxes] for boxes in truth]  # Vertex AI's has no crowd
+    order = np.random.default_rng(41).permutation(len(sizes)).tolist()  # the ground truth's image order
+    runs = {'prediction-a-2026-12-01T00:00:00.000Z': 3, 'prediction-b-2026-12-02T00:00:00.000Z': 2}
+    for name, decimals in runs.items():
+        rounded = [[(label, box, round(score, decimals)) for label, box, score in dets] for dets in detections]
+        make = vertex_line if decimals == 3 else legacy_line
+        write_run(tmp_path / 'in' / name, [make(f'gs://bucket/{i}.jpg', size, dets)
+                                          for i, (size, dets) in enumerate(zip(sizes, rounded))])
+    if truth_format == 'coco':
+        from coco_testing import area_of
+        truth_file = tmp_path / 'truth.json'
+        truth_file.write_text(json.dumps({  # ids in the ground truth's order, listed in the images' own
+            'images': [{'id': order.index(i), 'file_name': f'{i}.jpg', 'width': w, 'height': h}
+                       for i, (w, h) in enumerate(sizes)],
+            'annotations': [{'id': n + 1, 'image_id': order.index(i), 'category_id': 1 + ['cat', 'dog', 'bird',
+                                                                                           'fish'].index(entry[0]),
+                             'bbox': entry[1], 'iscrowd': int(entry[2]), 'area': area_of(entry)}
+                            for n, (i, entry) in enumerate((i, e) for i, boxes in enumerate(truth) for e in boxes)],
+            'categories': [{'id': k + 1, 'name': name} for k, name in enumerate(['cat', 'dog', 'bird', 'fish'])]}))
+        extra = ['--ground_truth_image_prefix', 'gs://bucket/']
+    else:  # two files: the images in order of first appearance, files by name
+        half = len(order) // 2
+        (tmp_path / 'truth').mkdir()
+        for name, part in (('b.jsonl', order[half:]), ('a.jsonl', order[:half])):
+            (tmp_path / 'truth' / name).write_text(''.join(
+                vertex_truth_line(f'gs://bucket/{i}.jpg', sizes[i], truth[i]) + '\n' for i in part))
+        truth_file = tmp_path / 'truth'
+        extra = ['--image_sizes', tmp_path / 'sizes.csv']
+        (tmp_path / 'sizes.csv').write_text('image_uri,width,height\n' + ''.join(
+            f'gs://bucket/{i}.jpg,{w},{h}\n' for i, (w, h) in enumerate(sizes)))
+    out = tmp_path / 'o'
+    result = run('--input', tmp_path / 'in', '--output', out, '--ground_truth', truth_file, *extra,
+                 '--report=false', check=False)
+    assert result.returncode in (0, 6), result.stderr
+    entries = json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']
+    assert [entry['prediction_run'] for entry in entries] == list(runs)
+    for entry, decimals in zip(entries, runs.values()):
+        rounded = [[(label, box, round(score, decimals)) for label, box, score in detections[i]] for i in order]
+        coco = cocoeval([sizes[i] for i in order], [truth[i] for i in order], rounded)
+        for index, name in enumerate(TWELVE):
+            expected = None if coco.stats[index] == -1 else coco.stats[index]
+            assert entry['stats'][name] == pytest.approx(expected, abs=1e-9), (entry['prediction_run'], name)

@@ -280,15 +280,47 @@ def test_area_ranges_match_as_pycocotools_evaluate_img():
             assert {g for g in range(n_gt) if not crowd[g] and not match.box_free[g, c]} == used
 
 
-@pytest.mark.parametrize('seed, whole_pixels', [(0, False), (1, False), (2, False), (3, False), (4, True),
-                                                 (5, True), (6, True)])
-def test_all_twelve_numbers_equal_pycocotools_with_sizes_and_coco_areas(seed, whole_pixels):
+def settled_with_ties(parts):
+    """Bucket evaluations merged and settled as the job does: the counts per label, then the tied
+    detections at the scores where outcomes mix, gathered by label and chunk and put in order."""
+    from pipeline.core.evaluation import raised_totals, settled
+    from pipeline.core.ties import raises, tied_parts
+    totals = {}
+    for part in parts:
+        for label, value in part.labels.items():
+            totals[label] = merge_totals(totals[label], value) if label in totals else value
+    totals = {label: settled(value) for label, value in totals.items()}
+    bases = {label: value.ties for label, value in totals.items() if value.ties is not None}
+    gathered = {}
+    for part in parts:
+        for key, tied in tied_parts(part.tied, bases).items():
+            gathered.setdefault(key, []).append(tied)
+    for (label, _), tied in gathered.items():
+        totals[label] = raised_totals(totals[label], raises(tied, bases[label]))
+    return totals, bases
+
+
+def in_ground_truth_order(columns, first_image):
+    """Columns whose images are numbered from `first_image` in one ground-truth file (pycocotools'
+    image ids in the tests' sets)."""
+    images = len(columns.image_uris)
+    return columns._replace(image_files=['truth.json'], image_file_codes=np.zeros(images, dtype=np.int32),
+                            image_places=np.stack([np.zeros(images, dtype=np.int64),
+                                                   np.arange(first_image, first_image + images)], axis=1))
+
+
+@pytest.mark.parametrize('seed, whole_pixels, decimals', [
+    (0, False, None), (1, False, None), (2, False, None), (3, False, None), (4, True, None), (5, True, None),
+    (6, True, None), (7, False, 3), (8, False, 2), (9, True, 1), (10, False, 1), (11, True, 2)])
+def test_all_twelve_numbers_equal_pycocotools_with_sizes_and_coco_areas(seed, whole_pixels, decimals):
     from coco_testing import LABELS, area_of, cocoeval, in_whole_pixels, with_mask_areas
 
-    from pipeline.core.evaluation import SIZE_STATS, run_metrics, settled
+    from pipeline.core.evaluation import SIZE_STATS, run_metrics
     sizes, truth, detections = crowded_set(seed, images=24) if seed % 2 else generated_set(seed, images=60)
     if whole_pixels:
         truth, detections = in_whole_pixels(truth, detections)
+    if decimals is not None:  # scores as real models round them: many equal ones, some of mixed outcomes
+        detections = [[(label, box, round(score, decimals)) for label, box, score in dets] for dets in detections]
     truth = with_mask_areas(truth, seed)
     coco = cocoeval(sizes, truth, detections)
     images = []
@@ -299,15 +331,14 @@ def test_all_twelve_numbers_equal_pycocotools_with_sizes_and_coco_areas(seed, wh
         images.append((f'gs://b/{i}.jpg', [label for label, _, _ in dets], np.array([s for _, _, s in dets]),
                        np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4), ground))
     half = len(images) // 2  # two buckets, merged as the job merges them
-    parts = [evaluate_images(ImageColumns.of(part), 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5)
-             for part in (images[:half], images[half:])]
+    parts = [evaluate_images(in_ground_truth_order(ImageColumns.of(part), first), 'run', COCO_IOU_THRESHOLDS,
+                             0.5, 0.5)
+             for part, first in ((images[:half], 0), (images[half:], half))]
     assert all(part.images_without_size == 0 for part in parts)
-    totals = {}
-    for part in parts:
-        for label, value in part.labels.items():
-            totals[label] = merge_totals(totals[label], value) if label in totals else value
-    metrics = run_metrics('run', len(images), 0, {label: settled(t) for label, t in totals.items()},
-                          COCO_IOU_THRESHOLDS, images_without_size=0)
+    totals, bases = settled_with_ties(parts)
+    if decimals is not None:
+        assert bases, 'the rounded scores mix outcomes somewhere'
+    metrics = run_metrics('run', len(images), 0, totals, COCO_IOU_THRESHOLDS, images_without_size=0)
     names = ['ap', 'ap_50', 'ap_75', 'ap_small', 'ap_medium', 'ap_large', 'ar_1', 'ar_10', 'ar_100', 'ar_small',
              'ar_medium', 'ar_large']
     assert list(metrics['stats']) == names and 'size_figures' not in metrics
@@ -317,6 +348,9 @@ def test_all_twelve_numbers_equal_pycocotools_with_sizes_and_coco_areas(seed, wh
     assert any(metrics['stats'][name] not in (None, 0.0) for name in SIZE_STATS)
     for entry in metrics['labels']:  # per label, as pycocotools' precision and recall arrays hold it
         k = LABELS.index(entry['label'])
+        precision = coco.eval['precision'][:, :, k, 0, 2]
+        if (precision != -1).any():
+            assert np.abs(totals[entry['label']].counts.precision - precision).max() <= 1e-12, entry['label']
         for a, size in enumerate(('small', 'medium', 'large'), 1):
             precision = coco.eval['precision'][:, :, k, a, 2]
             recall = coco.eval['recall'][:, k, a, 2]
@@ -324,3 +358,17 @@ def test_all_twelve_numbers_equal_pycocotools_with_sizes_and_coco_areas(seed, wh
             expected_ar = None if (recall == -1).all() else recall.mean()
             assert entry['stats'][f'ap_{size}'] == pytest.approx(expected_ap, abs=1e-9), (entry['label'], size)
             assert entry['stats'][f'ar_{size}'] == pytest.approx(expected_ar, abs=1e-9), (entry['label'], size)
+
+
+def test_tied_scores_gathered_in_many_small_chunks_give_the_same_numbers(monkeypatch):
+    from pipeline.core import ties
+    monkeypatch.setattr(ties, 'TIE_CHUNK', 7)  # a label's tied scores in many chunks, settled apart
+    test_all_twelve_numbers_equal_pycocotools_with_sizes_and_coco_areas(12, False, 2)
+
+
+def test_a_label_without_mixed_outcomes_at_equal_scores_needs_no_ordering():
+    from pipeline.core.evaluation import settled
+    images = images_of(13)  # continuous scores: no two equal
+    result = evaluate_images(ImageColumns.of(images), 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5)
+    assert all(settled(totals).ties is None for totals in result.labels.values())
+    assert len(result.tied.scores) == sum(t.counts.tp.sum(axis=0).size for t in result.labels.values())
