@@ -30,6 +30,11 @@ EXTRAS_REQUIRE = {
         'pytest-xdist==3.8.0',
         'hypothesis==6.170.15',
         'pycocotools==2.0.11',  # the reference for detection metrics
+        'tidecv==1.0.1',  # the reference for the error types, with what it imports
+        'opencv-python==5.1.0.95',
+        'pandas==3.1.1',
+        'seaborn==0.13.2',
+        'appdirs==1.4.4',
         # Local stand-ins for Cloud Storage and BigQuery, started by the tests.
         'gcp-storage-emulator==2026.7.19',
         'bqemulator==1.4.0',

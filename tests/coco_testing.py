@@ -160,3 +160,22 @@ def coco_ground_truth(sizes, truth):
     return {'images': [{'id': i, 'file_name': f'{i}.jpg', 'width': w, 'height': h} for i, (w, h) in enumerate(sizes)],
             'annotations': annotations,
             'categories': [{'id': i + 1, 'name': name} for i, name in enumerate(LABELS)]}
+
+
+def tide_run(sizes, truth, detections):
+    """tidecv 1.0.1 (bbox, its defaults) on a generated set, images in order: (TIDE, its run)."""
+    from tidecv import TIDE, Data
+    ids = {name: i + 1 for i, name in enumerate(LABELS)}
+    ground_truth, predictions = Data('ground_truth'), Data('predictions')
+    for image, boxes in enumerate(truth):
+        ground_truth.add_image(image, f'{image}.jpg')
+        for entry in boxes:
+            add = ground_truth.add_ignore_region if entry[2] else ground_truth.add_ground_truth
+            add(image, ids[entry[0]], box=[float(v) for v in entry[1]])
+    for image, dets in enumerate(detections):
+        for label, box, score in dets:
+            predictions.add_detection(image, ids[label], score, box=[float(v) for v in box])
+    tide = TIDE()
+    with contextlib.redirect_stdout(io.StringIO()):
+        run = tide.evaluate(ground_truth, predictions, mode=TIDE.BOX)
+    return tide, run

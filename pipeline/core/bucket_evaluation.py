@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.columns import concat_ranges, joined_codes, label_codes, recoded
+from pipeline.core.error_types import ERROR_TYPES, MISS, NO_ERROR, Classified, ErrorCounts, classify, label_points
 from pipeline.core.evaluation import (
     COCO_MAX_DETS,
     FALSE_POSITIVE,
@@ -126,6 +127,8 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     np.maximum.at(best_regular, match.pairs.det[on_regular], match.pairs.iou[on_regular])
     best_detection = np.zeros(len(gt_code))
     np.maximum.at(best_detection, match.pairs.gt, match.pairs.iou)
+    classified = classify(columns.det_image, det_code, columns.det_scores, det_boxes, columns.gt_image, gt_code,
+                          gt_boxes, columns.gt_crowd)
     labels = {}
     for code in np.unique(np.r_[det_code[det_code >= 0], gt_code]).tolist():  # the labels present
         name = names[code]
@@ -142,10 +145,12 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
         tp_scores, fp_scores = scores[at_eval[mine] == TRUE_POSITIVE], scores[at_eval[mine] == FALSE_POSITIVE]
         grid_tp, grid_fp, grid_fn = grid_counts(tp_scores, fp_scores, int((boxes & regular).sum()))
         labels[name] = LabelTotals(counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores),
-                                   int((boxes & missed).sum()), grid_tp, grid_fp, grid_fn, by_area)
+                                   int((boxes & missed).sum()), grid_tp, grid_fp, grid_fn, by_area,
+                                   errors=_label_errors(code, classified, det_code, columns.det_scores,
+                                                        boxes & regular))
     rank = group_ranks(columns.det_image, columns.det_scores)  # in its image, by score
     matches = _matches_table(columns, prediction_run, match, n_thresholds, at_eval, missed, best_regular,
-                             best_detection, rank)
+                             best_detection, rank, classified)
     cells = _confusion(columns, det_boxes, gt_boxes, names, eval_iou, eval_confidence)
     unsized = len(columns.image_uris) if columns.image_sizes is None else \
         int(np.isnan(columns.image_sizes).any(axis=1).sum())
@@ -211,6 +216,16 @@ def _sized_outcomes(det_group: np.ndarray, gt_group: np.ndarray, columns: ImageC
     return outcomes
 
 
+def _label_errors(code: int, classified: Classified, det_code: np.ndarray, det_scores: np.ndarray,
+                  boxes: np.ndarray) -> ErrorCounts:
+    """One label's error counts in a bucket: its points in each fix, its boxes and missed ones, and
+    the types of its own errors."""
+    missed = int((boxes & classified.missed).sum())
+    own = classified.error[(det_code == code) & (classified.error != NO_ERROR)]
+    return ErrorCounts.of(label_points(code, classified, det_code, det_scores), int(boxes.sum()), missed,
+                          np.r_[own.astype(np.int64), np.full(missed, MISS, dtype=np.int64)])
+
+
 def _sized_counts(scores: np.ndarray, outcomes: np.ndarray, ground_truth: int) -> PrecisionCounts:
     """The AP counts of one area range: the detections ignored at every threshold (outside the range)
     add nothing to any count, and are left out."""
@@ -248,7 +263,7 @@ def _pixel_boxes(columns: ImageColumns) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _matches_table(columns: ImageColumns, prediction_run, match, eval_column: int, at_eval, missed, best_regular,
-                   best_detection, rank) -> pa.Table:
+                   best_detection, rank, classified: Classified) -> pa.Table:
     """The rows of `matches`: every detection not ignored (tp or fp), then every missed regular box
     (`eval_column`: the match's column of the evaluation IoU)."""
     dets = np.flatnonzero(at_eval != IGNORED)
@@ -280,8 +295,22 @@ def _matches_table(columns: ImageColumns, prediction_run, match, eval_column: in
           for i in range(4)),
         (gt_column(columns.gt_position) if len(columns.gt_boxes) else pa.nulls(n_dets + n_fns, pa.int64())
          ).cast(pa.int32()),
+        *_error_columns(columns, classified, dets, fns),
     ]
     return pa.Table.from_arrays(arrays, schema=MATCHES_SCHEMA)
+
+
+def _error_columns(columns: ImageColumns, classified: Classified, dets: np.ndarray, fns: np.ndarray):
+    """`error_type` and `error_label` of the rows: the detections' (dets), then the missed boxes' (fns)."""
+    names = pa.array(list(ERROR_TYPES), type=pa.string())
+    codes = np.r_[classified.error[dets], np.where(classified.missed[fns], MISS, NO_ERROR)].astype(np.int64)
+    box = classified.box[dets]
+    box_label = np.full(len(dets), -1, dtype=np.int64)
+    box_label[box >= 0] = columns.gt_label[box[box >= 0]]
+    label = np.r_[box_label, np.full(len(fns), -1)]
+    label_names = pa.array(columns.label_names, type=pa.string())
+    return (names.take(pa.array(np.maximum(codes, 0), mask=codes < 0)),
+            label_names.take(pa.array(np.maximum(label, 0), mask=label < 0)))
 
 
 def _confusion(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray, names, eval_iou: float,

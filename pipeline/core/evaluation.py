@@ -16,6 +16,7 @@ import numpy as np
 from pipeline.config.options import COCO_MAX_DETS
 from pipeline.core.columns import buckets_of, compacted, joined_codes, label_codes, rows_of, split_by_key
 from pipeline.core.decoding import DecodedLines
+from pipeline.core.error_types import ErrorCounts, ErrorSummary, label_errors, run_errors
 from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE  # noqa: F401 (the outcomes, re-exported)
 from pipeline.core.ties import RECALL_POINTS, AreaCounts, TieBasis, tie_basis
 
@@ -152,8 +153,9 @@ def settled(totals: 'LabelTotals') -> 'LabelTotals':
                                  None if curve is None else curve[1]) for counts, curve in zip(merged, interpolated)])
     summaries = [PrecisionSummary(None if curve is None else curve[0], counts.recall(), counts.ground_truth,
                                   counts.recall_within()) for counts, curve in zip(merged, interpolated)]
+    errors = totals.errors.summary() if isinstance(totals.errors, ErrorCounts) else totals.errors
     return totals._replace(counts=summaries[0], by_area=None if totals.by_area is None else tuple(summaries[1:]),
-                           ties=ties)
+                           ties=ties, errors=errors)
 
 
 def raised_totals(totals: 'LabelTotals', precision: np.ndarray) -> 'LabelTotals':
@@ -380,21 +382,26 @@ class LabelTotals(NamedTuple):
     # The AP counts of the small, medium and large area ranges (None: no image size known).
     by_area: Optional[Tuple[Union['PrecisionCounts', 'PrecisionSummary'], ...]] = None
     ties: Optional[TieBasis] = None  # once settled, when its tied detections' order counts
+    errors: Optional[Union['ErrorCounts', 'ErrorSummary']] = None  # TIDE's error types (error_types)
 
 
 def held_scores(parts: Sequence[LabelTotals]) -> int:
-    """The scores the AP counts of totals being merged hold (one per detection or distinct score)."""
-    return sum(len(_merging(part).scores) for part in parts)
+    """The scores the AP and error counts of totals being merged hold (one per detection or distinct
+    score)."""
+    return sum(len(_merging(part).scores) + (len(part.errors.scores) if isinstance(part.errors, ErrorCounts) else 0)
+               for part in parts)
 
 
 def merge_all_totals(parts: Sequence[LabelTotals]) -> LabelTotals:
     """Many parts' totals at once (one sort of the scores for them all)."""
     confidence_tp, confidence_fp, confidence_fn = (np.sum([getattr(part, name) for part in parts], axis=0)
                                                    for name in ('confidence_tp', 'confidence_fp', 'confidence_fn'))
+    errors = [part.errors for part in parts if isinstance(part.errors, ErrorCounts)]
     return LabelTotals(PrecisionCounts.merge_all([_merging(part) for part in parts]),
                        sum(part.detections for part in parts), sum(part.tp for part in parts),
                        sum(part.fp for part in parts), sum(part.fn for part in parts),
-                       confidence_tp, confidence_fp, confidence_fn, _merged_by_area(parts))
+                       confidence_tp, confidence_fp, confidence_fn, _merged_by_area(parts),
+                       errors=ErrorCounts.merge_all(errors) if errors else None)
 
 
 def _merged_by_area(parts: Sequence[LabelTotals]):
@@ -470,6 +477,7 @@ def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float],
         'best_f1': float(f1[best]) if totals.counts.ground_truth else None,
         'best_f1_confidence': CONFIDENCE_GRID[best] if totals.counts.ground_truth else None,
         'stats': label_stats(ap, totals.counts.recall_within(), thresholds, max_dets, totals.by_area),
+        'errors': label_errors(totals.errors) if isinstance(totals.errors, ErrorSummary) else None,
     }
 
 
@@ -482,12 +490,13 @@ def run_metrics(prediction_run: Optional[str], images: int, detections: int, lab
     (`with_prediction` 0) was not evaluated at all: its figures are null, not 0. The size figures
     (AP and AR small, medium, large) need every evaluated image's size: null otherwise, with why."""
     entries = [label_metrics(label, totals, thresholds, max_dets) for label, totals in sorted(labels.items())]
+    summaries = [totals.errors for totals in labels.values() if isinstance(totals.errors, ErrorSummary)]
     unsized = images if images_without_size is None else images_without_size
     if unsized:
         entries = [entry | {'stats': entry['stats'] | dict.fromkeys(SIZE_STATS)} for entry in entries]
     if with_prediction == 0:
         entries = [entry | {key: None for key in ('ap', 'ap_50', 'ap_75', 'ar', 'ap_per_iou', 'best_f1',
-                                                  'best_f1_confidence')}
+                                                  'best_f1_confidence', 'errors')}
                    | {'stats': dict.fromkeys(entry['stats'])} for entry in entries]
     return {
         'prediction_run': prediction_run, 'images': images,
@@ -502,6 +511,7 @@ def run_metrics(prediction_run: Optional[str], images: int, detections: int, lab
         'map_75': mean_over_labels([e['ap_75'] for e in entries]),
         'mar': mean_over_labels([e['ar'] for e in entries]),
         'stats': {name: mean_over_labels([e['stats'][name] for e in entries]) for name in stat_names(max_dets)},
+        'errors': run_errors(summaries) if summaries and with_prediction != 0 else None,
         'labels': entries,
     }
 

@@ -123,14 +123,15 @@ def _pair_ious(det_boxes: np.ndarray, gt_boxes: np.ndarray, det: np.ndarray, gt:
 
 def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.ndarray, gt_group: np.ndarray,
                  gt_boxes: np.ndarray, gt_crowd: np.ndarray, thresholds: Sequence[float],
-                 gt_ignored: Optional[np.ndarray] = None, det_ignored: Optional[np.ndarray] = None) -> GroupMatch:
+                 gt_ignored: Optional[np.ndarray] = None, det_ignored: Optional[np.ndarray] = None,
+                 first_on_tie: bool = False) -> GroupMatch:
     """Each group's detections by descending score (ties in input order), each to the free box of its
     group with the highest IoU >= the column's threshold that is not ignored (the later box on a tie),
     else to the ignored box of highest IoU, then ignored itself (crowd boxes are never used up, other
     ignored ones are); every column at once. `gt_ignored` (G, C): the boxes ignored in each column
     (crowd boxes, and those outside its area range; default: the crowd boxes); `det_ignored` (D, C):
     the detections ignored in a column when they match nothing (outside its area range), as
-    pycocotools' evaluateImg."""
+    pycocotools' evaluateImg. `first_on_tie`: the earlier box on a tie in IoU (tidecv's argmax)."""
     pairs, rank = group_pairs(det_group, det_scores, gt_group, det_boxes, gt_boxes, gt_crowd)
     floors = np.minimum(np.asarray(thresholds, dtype=np.float64), 1 - 1e-10)
     n_dets, n_boxes, n_thresholds = len(det_group), len(gt_group), len(floors)
@@ -156,7 +157,7 @@ def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.nd
         reaches = iou[:, None] >= floors[None, :]
         usable = reaches & box_free[gt]
         pair_ignored = ignored[gt]
-        taken = _take(usable & ~pair_ignored, iou, starts, owner)
+        taken = _take(usable & ~pair_ignored, iou, starts, owner, first_on_tie)
         _record(taken, det, gt, iou, starts, outcomes, matched_box, matched_iou, TRUE_POSITIVE)
         rows, cols = np.nonzero(taken >= 0)
         box_free[gt[taken[rows, cols]], cols] = False
@@ -173,12 +174,17 @@ def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.nd
     return GroupMatch(outcomes, matched_box, matched_iou, box_free, pairs)
 
 
-def _take(candidate: np.ndarray, iou: np.ndarray, starts: np.ndarray, owner: np.ndarray) -> np.ndarray:
+def _take(candidate: np.ndarray, iou: np.ndarray, starts: np.ndarray, owner: np.ndarray,
+          first_on_tie: bool = False) -> np.ndarray:
     """(detections, T): per detection (a run of pairs from `starts`) the pair of highest IoU among the
-    candidates, the last on a tie; -1 when it has none."""
+    candidates, the last on a tie (the first with `first_on_tie`); -1 when it has none."""
     value = np.where(candidate, iou[:, None], -1.0)
     best = np.maximum.reduceat(value, starts, axis=0)
     at_best = candidate & (value == best[owner])
+    if first_on_tie:
+        position = np.where(at_best, np.arange(len(iou))[:, None], len(iou))
+        first = np.minimum.reduceat(position, starts, axis=0)
+        return np.where(first < len(iou), first, -1)
     position = np.where(at_best, np.arange(len(iou))[:, None], -1)
     return np.maximum.reduceat(position, starts, axis=0)
 

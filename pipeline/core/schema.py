@@ -76,6 +76,10 @@ MATCH_COLUMNS: Tuple[Column, ...] = (
     Column('gt_x_max', pa.float64(), True, 'the ground-truth box, normalized; null for fp'),
     Column('gt_y_max', pa.float64(), True, 'the ground-truth box, normalized; null for fp'),
     Column('gt_index', pa.int32(), True, 'position of the ground-truth box in its image\'s ground truth; null for fp'),
+    Column('error_type', pa.string(), True, 'TIDE\'s type of an error at IoU 0.5 (cls, loc, both, dupe, bkg; miss for '
+           'fn), as tidecv classifies it; null for a tp and for a fn that a cls or loc error explains'),
+    Column('error_label', pa.string(), True, 'cls: the label of the ground-truth box the detection is on; loc: its '
+           'own; null otherwise'),
 )
 CONFIDENCE_COLUMNS: Tuple[Column, ...] = (
     _RUN,

@@ -192,7 +192,8 @@ def test_the_run_metrics_are_pycocotools_summary(seed):
     assert metrics['mar'] == pytest.approx(stats[8], abs=1e-9)
     assert metrics['detections'] == sum(map(len, detections))
     assert set(metrics) == {'prediction_run', 'images', 'ground_truth_boxes', 'detections', 'map', 'map_50',
-                            'map_75', 'mar', 'labels', 'stats', 'detections_beyond_max_dets', 'size_figures'}
+                            'map_75', 'mar', 'labels', 'stats', 'detections_beyond_max_dets', 'size_figures',
+                            'errors'}
     assert metrics['stats']['ap_small'] is None and 'have no known size' in metrics['size_figures']
     for name, index in (('ap', 0), ('ap_50', 1), ('ap_75', 2), ('ar_1', 6), ('ar_10', 7), ('ar_100', 8)):
         assert metrics['stats'][name] == pytest.approx(stats[index], abs=1e-9), name
@@ -202,7 +203,7 @@ def test_the_run_metrics_are_pycocotools_summary(seed):
         assert entry['tp'] + entry['fn'] == entry['ground_truth_boxes']
         assert entry['tp'] + entry['fp'] <= entry['detections']  # the rest matched crowd boxes
         assert set(entry) == {'label', 'ground_truth_boxes', 'detections', 'ap', 'ap_50', 'ap_75', 'ar',
-                              'ap_per_iou', 'tp', 'fp', 'fn', 'best_f1', 'best_f1_confidence', 'stats'}
+                              'ap_per_iou', 'tp', 'fp', 'fn', 'best_f1', 'best_f1_confidence', 'stats', 'errors'}
 
 
 def test_confidence_and_confusion_rows_and_the_document():

@@ -1,0 +1,97 @@
+"""TIDE's error types (tidecv 1.0.1 is the contract): each type's count and dAP, per run and per label,
+and the special fp and fn dAPs, equal to tidecv's on generated sets where every type occurs; and the
+classification of single cases as tidecv's code makes it."""
+import numpy as np
+import pytest
+from coco_testing import LABELS, crowded_set, generated_set, normalized, tide_run
+
+from pipeline.config.options import COCO_IOU_THRESHOLDS
+from pipeline.core.bucket_evaluation import ImageColumns, evaluate_images
+from pipeline.core.error_types import ERROR_TYPES, classify
+from pipeline.core.evaluation import merge_all_totals, run_metrics, settled
+from pipeline.core.truth_formats import GroundTruthBox, GroundTruthImage
+
+TIDE_NAMES = {'Cls': 'cls', 'Loc': 'loc', 'Both': 'both', 'Dupe': 'dupe', 'Bkg': 'bkg', 'Miss': 'miss'}
+
+
+def evaluated(sizes, truth, detections, buckets=2):
+    images = []
+    for i, (size, boxes, dets) in enumerate(zip(sizes, truth, detections)):
+        ground = GroundTruthImage(f'gs://b/{i}.jpg', tuple(
+            GroundTruthBox(entry[0], tuple(normalized(entry[1], size)), entry[2]) for entry in boxes),
+            size=tuple(map(float, size)))
+        images.append((f'gs://b/{i}.jpg', [label for label, _, _ in dets], np.array([s for _, _, s in dets]),
+                       np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4), ground))
+    step = -(-len(images) // buckets)
+    parts = [evaluate_images(ImageColumns.of(images[start:start + step]), 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5)
+             for start in range(0, len(images), step)]
+    labels = {}
+    for part in parts:
+        for label, totals in part.labels.items():
+            labels.setdefault(label, []).append(totals)
+    totals = {label: settled(merge_all_totals(values)) for label, values in labels.items()}
+    return run_metrics('run', len(images), 0, totals, COCO_IOU_THRESHOLDS), parts
+
+
+@pytest.mark.parametrize('seed, crowded', [(0, False), (1, False), (2, True), (3, False), (4, True), (5, False)])
+def test_counts_and_daps_equal_tidecv(seed, crowded):
+    from tidecv.errors.main_errors import BoxError, ClassError, MissedError
+    sizes, truth, detections = crowded_set(seed, images=30) if crowded else generated_set(seed, images=80)
+    metrics, _ = evaluated(sizes, truth, detections)
+    tide, run = tide_run(sizes, truth, detections)
+    errors = metrics['errors']
+    main, special = tide.get_main_errors()['predictions'], tide.get_special_errors()['predictions']
+    assert errors['ap_50'] * 100 == pytest.approx(run.ap, abs=1e-9)
+    for short, name in TIDE_NAMES.items():
+        assert errors['dap'][name] * 100 == pytest.approx(main[short], abs=1e-9), name
+    assert errors['special_dap']['fp'] * 100 == pytest.approx(special['FalsePos'], abs=1e-9)
+    assert errors['special_dap']['fn'] * 100 == pytest.approx(special['FalseNeg'], abs=1e-9)
+    counts = {TIDE_NAMES[kind.short_name]: count for kind, count in run.count_errors().items()}
+    assert errors['counts'] == counts
+    if seed in (0, 1):
+        assert all(count > 0 for count in counts.values()), counts  # every type occurs
+    # Per label: the counts by the label of the detection (of the box for a miss), and the AP after each fix.
+    for entry in metrics['labels']:
+        k = LABELS.index(entry['label']) + 1
+        mine = [error for error in run.errors
+                if (error.gt if isinstance(error, MissedError) else error.pred)['class'] == k]
+        assert entry['errors']['counts'] == {name: sum(TIDE_NAMES[e.short_name] == name for e in mine)
+                                             for name in ERROR_TYPES}, entry['label']
+        base = run.ap_data.objs[k]
+        assert entry['errors']['ap_50'] == (None if base.is_empty() else pytest.approx(base.get_ap() / 100, abs=1e-11))
+        for kind, name in ((ClassError, 'cls'), (BoxError, 'loc')):
+            fixed = run.fix_errors(lambda error, kind=kind: isinstance(error, kind)).objs[k]
+            expected = None if fixed.is_empty() or base.is_empty() else (fixed.get_ap() - base.get_ap()) / 100
+            assert entry['errors']['dap'][name] == (None if expected is None else pytest.approx(expected, abs=1e-11))
+
+
+def test_the_types_fall_as_tidecv_orders_its_tests():
+    # One image with a box of each label: a detection on each case, tidecv's order of tests deciding.
+    cat, dog = [100, 100, 200, 200], [400, 100, 200, 200]  # xywh in a 1000 x 1000 image
+    truth = [[('cat', cat, False), ('dog', dog, False)]]
+    detections = [[
+        ('cat', cat, 0.9),  # true positive
+        ('cat', [100, 100, 200, 195], 0.8),  # a second on the cat box: dupe
+        ('dog', [100, 100, 200, 200], 0.7),  # a dog on the cat box: cls
+        ('dog', [450, 150, 200, 200], 0.6),  # a dog half on the dog box (IoU 0.39): loc
+        ('bird', [800, 800, 100, 100], 0.5),  # nothing there: bkg
+        ('bird', [130, 100, 200, 200], 0.4),  # a bird over the cat box by 0.74, no bird box: cls
+    ]]
+    metrics, parts = evaluated([(1000, 1000)], truth, detections, buckets=1)
+    rows = {(row['label'], row['score']): row for row in parts[0].matches.to_pylist()}
+    assert rows['cat', 0.9]['error_type'] is None and rows['cat', 0.8]['error_type'] == 'dupe'
+    assert (rows['dog', 0.7]['error_type'], rows['dog', 0.7]['error_label']) == ('cls', 'cat')
+    assert (rows['dog', 0.6]['error_type'], rows['dog', 0.6]['error_label']) == ('loc', 'dog')
+    assert rows['bird', 0.5]['error_type'] == 'bkg' and rows['bird', 0.4]['error_type'] == 'cls'
+    _, run = tide_run([(1000, 1000)], truth, detections)
+    assert metrics['errors']['counts'] == {TIDE_NAMES[kind.short_name]: count
+                                           for kind, count in run.count_errors().items()}
+
+
+def test_a_missed_box_explained_by_a_cls_error_is_not_a_miss():
+    det_image, gt_image = np.array([0]), np.array([0, 0])
+    boxes = np.array([[0.1, 0.1, 0.3, 0.3], [0.6, 0.6, 0.9, 0.9]])
+    result = classify(det_image, np.array([1]), np.array([0.9]), boxes[:1], gt_image, np.array([0, 0]), boxes,
+                      np.zeros(2, dtype=bool))
+    assert result.error.tolist() == [ERROR_TYPES.index('cls')] and result.target.tolist() == [0]
+    assert result.unmatched.tolist() == [True, True] and result.missed.tolist() == [False, True]
