@@ -27,7 +27,13 @@ MISSED = (255, 127, 14)
 LEGEND = ((TRUE_POSITIVE, 'solid', 'detection matched (tp)'), (FALSE_POSITIVE, 'solid', 'false positive (fp)'),
           (GROUND_TRUTH, 'dashed', 'ground truth matched'), (MISSED, 'dashed', 'ground truth missed (fn)'))
 MATCH_COLUMNS = ['prediction_run', 'image_uri', 'outcome', 'label', 'score', 'iou', 'x_min', 'y_min', 'x_max',
-                 'y_max', 'gt_x_min', 'gt_y_min', 'gt_x_max', 'gt_y_max', 'gt_index']
+                 'y_max', 'gt_x_min', 'gt_y_min', 'gt_x_max', 'gt_y_max', 'gt_index', 'error_type', 'error_label']
+# The false-positive gallery's groups: TIDE's types (core.error_types), then those tidecv matched.
+FP_GROUPS = (('cls', 'cls: right box, wrong label'), ('loc', 'loc: right label, poorly placed (IoU 0.1 to 0.5)'),
+             ('both', 'both: wrong label and poorly placed'), ('dupe', 'dupe: a detection already took the box'),
+             ('bkg', 'bkg: nothing there'), (None, 'other false positives at --eval_iou'))
+ERROR_ROWS = (('cls', 'cls (wrong label)'), ('loc', 'loc (poorly placed)'), ('both', 'both'),
+              ('dupe', 'dupe (duplicate)'), ('bkg', 'bkg (background)'), ('miss', 'miss (box not found)'))
 
 
 class GalleryImage(NamedTuple):
@@ -36,6 +42,7 @@ class GalleryImage(NamedTuple):
     image_uri: str
     why: str  # what the gallery shows of it: the false positive's score, or the missed box
     rows: List[dict]  # every matches row of this image and run
+    error_type: Optional[str] = None  # a false positive's TIDE type
 
 
 def read_table(paths: Sequence[str]) -> List[dict]:
@@ -54,35 +61,38 @@ def _batches(paths: Sequence[str]):
 
 
 def choose_gallery_images(paths: Sequence[str], per_run: int = GALLERY_PER_RUN) -> List[GalleryImage]:
-    """Per run, the images of the highest-scored false positives and of the largest missed boxes (one
-    entry per image), with all their rows: two passes over the table, holding only the chosen rows."""
-    false_positives: Dict[Optional[str], list] = {}
-    misses: Dict[Optional[str], list] = {}
+    """Per run, the images of the highest-scored false positives of each error type (a third of
+    `per_run` each, at least one) and of the largest missed boxes (one entry per image), with all their
+    rows: two passes over the table, holding only the chosen rows."""
+    false_positives: Dict[Tuple[Optional[str], Optional[str]], list] = {}
+    misses: Dict[Tuple[Optional[str], Optional[str]], list] = {}
     order = itertools.count()  # ties in value and URI never reach the rows
     for batch in _batches(paths):
         table = pa.Table.from_batches([batch])
         for outcome, heaps, key in (('fp', false_positives, 'score'), ('fn', misses, 'area')):
             chosen = table.filter(pc.equal(table['outcome'], outcome))
-            if not chosen.num_rows:
-                continue
-            for row in chosen.to_pylist():
+            for row in chosen.to_pylist() if chosen.num_rows else ():
                 value = row['score'] if key == 'score' else (
                     (row['gt_x_max'] - row['gt_x_min']) * (row['gt_y_max'] - row['gt_y_min']))
-                heap = heaps.setdefault(row['prediction_run'], [])
+                group = row['error_type'] if outcome == 'fp' else None
+                heap = heaps.setdefault((row['prediction_run'], group), [])
                 item = (value, row['image_uri'], -next(order), row)
                 if len(heap) < per_run * 4:
                     heapq.heappush(heap, item)
                 elif item[:3] > heap[0][:3]:
                     heapq.heapreplace(heap, item)
-    picks: List[Tuple[str, Optional[str], str, str]] = []
-    for kind, heaps, describe in (('fp', false_positives, _describe_fp), ('fn', misses, _describe_fn)):
-        for run in sorted(heaps, key=lambda r: r or ''):
+    picks: List[Tuple[str, Optional[str], str, str, Optional[str]]] = []
+    groups = [group for group, _ in FP_GROUPS]
+    for kind, heaps, describe, count in (('fp', false_positives, _describe_fp, max(1, per_run // 3)),
+                                         ('fn', misses, _describe_fn, per_run)):
+        for run, group in sorted(heaps, key=lambda key: (key[0] or '', groups.index(key[1]) if key[1] in groups
+                                                          else len(groups))):
             seen: set = set()
-            for _, uri, _, row in sorted(heaps[run], key=lambda item: (-item[0], item[1], -item[2])):
-                if uri not in seen and len(seen) < per_run:
+            for _, uri, _, row in sorted(heaps[run, group], key=lambda item: (-item[0], item[1], -item[2])):
+                if uri not in seen and len(seen) < count:
                     seen.add(uri)
-                    picks.append((kind, run, uri, describe(row)))
-    wanted = {(run, uri) for _, run, uri, _ in picks}
+                    picks.append((kind, run, uri, describe(row), group))
+    wanted = {(run, uri) for _, run, uri, _, _ in picks}
     rows: Dict[Tuple[Optional[str], str], List[dict]] = {key: [] for key in wanted}
     uris = pa.array(sorted({uri for _, uri in wanted}), type=pa.string())
     for batch in _batches(paths) if wanted else ():
@@ -91,11 +101,16 @@ def choose_gallery_images(paths: Sequence[str], per_run: int = GALLERY_PER_RUN) 
             image_key = (row['prediction_run'], row['image_uri'])
             if image_key in rows:
                 rows[image_key].append(row)
-    return [GalleryImage(kind, run, uri, why, rows[(run, uri)]) for kind, run, uri, why in picks]
+    return [GalleryImage(kind, run, uri, why, rows[(run, uri)], group) for kind, run, uri, why, group in picks]
 
 
 def _describe_fp(row: dict) -> str:
-    return f'false positive {shorten(row["label"] or "(no label)")} {row["score"]:.2f}, best IoU {row["iou"]:.2f}'
+    what = f'{shorten(row["label"] or "(no label)")} {row["score"]:.2f}'
+    if row['error_type'] == 'cls':
+        return f'{what} on a {shorten(row["error_label"] or "")} box'
+    if row['error_type'] == 'dupe':
+        return f'{what}, a duplicate: another detection took the box'
+    return f'{what}, best IoU with a box of its label {row["iou"]:.2f}'
 
 
 def _describe_fn(row: dict) -> str:
@@ -121,7 +136,11 @@ def draw_outcomes(canvas: Image.Image, rows: Sequence[dict]) -> Image.Image:
             box = (row['x_min'] * w, row['y_min'] * h, row['x_max'] * w, row['y_max'] * h)
             colour = TRUE_POSITIVE if row['outcome'] == 'tp' else FALSE_POSITIVE
             pen.rectangle(box, outline=colour, width=width)
-            _caption(pen, (box[0], box[1]), f'{shorten(row["label"] or "?")} {row["score"]:.2f}', colour)
+            text = f'{shorten(row["label"] or "?")} {row["score"]:.2f}'
+            if row.get('error_type') and row['outcome'] == 'fp':
+                text += f' {row["error_type"]}' + (f' on {shorten(row["error_label"])}'
+                                                   if row['error_type'] == 'cls' and row.get('error_label') else '')
+            _caption(pen, (box[0], box[1]), text, colour)
     return canvas
 
 
@@ -272,8 +291,9 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
             f'{figure_text(run.get("stats", {}).get(name))}</td>' for run in runs) + '</tr>')
     notes = [f'{_run_name(run["prediction_run"])}: size figures {run["size_figures"]}'
              for run in runs if run.get('size_figures')]
-    parts.append('</table>' + ''.join(f'<p class="note">{esc(note)}</p>' for note in notes)
-                 + '<h3>AP per label</h3><table id="evaluation-labels"><tr><th>label</th>'
+    parts.append('</table>' + ''.join(f'<p class="note">{esc(note)}</p>' for note in notes))
+    parts.append(_errors_table(runs))
+    parts.append('<h3>AP per label</h3><table id="evaluation-labels"><tr><th>label</th>'
                  + ''.join(f'<th>{esc(_run_name(run["prediction_run"]))}</th>' for run in runs) + '</tr>')
     labels = sorted({entry['label'] for run in runs for entry in run['labels']})
     by_run = [{entry['label']: entry for entry in run['labels']} for run in runs]
@@ -294,9 +314,15 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
     legend = ('<p class="legend">' + ' '.join(
         f'<span style="border:3px {style} rgb{colour};padding:0 6px">{esc(text)}</span>'
         for colour, style, text in LEGEND) + '</p>')
-    for kind, title in (('fp', 'Highest-scored false positives'), ('fn', 'Missed boxes (the largest first)')):
+    for kind, title in (('fp', 'Highest-scored false positives, by error type'),
+                        ('fn', 'Missed boxes (the largest first)')):
         parts.append(f'<h3>{title}</h3>{legend}<div class="gallery" id="gallery-{kind}">')
+        group: Optional[str] = ''  # the false positives' error type heading the figures that follow
         for image, picture, note in (item for item in gallery if item[0].kind == kind):
+            if kind == 'fp' and image.error_type != group:
+                group = image.error_type
+                heading = dict(FP_GROUPS).get(group, str(group))
+                parts.append(f'<h4 data-error-type="{esc(str(group))}">{esc(heading)}</h4>')
             caption = (f'{esc(_run_name(image.prediction_run))} &middot; {esc(image.image_uri)} &middot; '
                        f'{esc(image.why)}' + (f' &middot; {esc(note)}' if note else ''))
             css = ' class="unreadable"' if note else ''
@@ -304,3 +330,33 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
                          f'<figcaption>{caption}</figcaption></figure>')
         parts.append('</div>')
     return '\n'.join(parts)
+
+
+def _errors_table(runs: Sequence[Mapping]) -> str:
+    """TIDE's error types per run side by side: each type's dAP (what fixing it would add to AP@0.5)
+    and count, the special dAPs, and tidecv's own AP@0.5 they start from."""
+    esc = html.escape
+    with_errors = [run for run in runs if run.get('errors')]
+    if not with_errors:
+        return ''
+    names = [esc(_run_name(run['prediction_run'])) for run in with_errors]
+    parts = ['<h3>Where the AP goes: error types (TIDE, at IoU 0.5)</h3>',
+             '<table id="evaluation-errors"><tr><th>type</th>' + ''.join(f'<th>{name}</th>' for name in names)
+             + '</tr>', '<tr><td>AP@0.5 (tidecv\'s)</td>' + ''.join(
+                 f'<td class="n" data-run="{name}" data-key="errors.ap_50">{figure_text(run["errors"]["ap_50"])}</td>'
+                 for name, run in zip(names, with_errors)) + '</tr>']
+    for key, title in ERROR_ROWS:
+        parts.append(f'<tr><td>{esc(title)}</td>' + ''.join(
+            f'<td class="n" data-run="{name}" data-key="errors.dap.{key}">'
+            f'{_signed(run["errors"]["dap"][key])} ({run["errors"]["counts"][key]:,})</td>'
+            for name, run in zip(names, with_errors)) + '</tr>')
+    for key, title in (('fp', 'all false positives (special)'), ('fn', 'all missed boxes (special)')):
+        parts.append(f'<tr><td>{esc(title)}</td>' + ''.join(
+            f'<td class="n" data-run="{name}" data-key="errors.special_dap.{key}">'
+            f'{_signed(run["errors"]["special_dap"][key])}</td>' for name, run in zip(names, with_errors)) + '</tr>')
+    return '\n'.join(parts) + '</table><p class="note">dAP: AP@0.5 after fixing every error of the type, minus ' \
+        'AP@0.5 (count in brackets). See docs/evaluation.md, "Where the AP goes".</p>'
+
+
+def _signed(value: Optional[float]) -> str:
+    return 'n/a' if value is None else f'+{value:.4f}' if value >= 0 else f'{value:.4f}'

@@ -189,7 +189,14 @@ def test_the_evaluation_section_shows_metrics_json_and_both_galleries(evaluation
         shown = dict(re.findall(rf'data-run="([^"]+)" data-key="stats.{name}">([^<]+)<', text))
         assert shown == {run['prediction_run']: 'n/a' if run['stats'][name] is None else f'{run["stats"][name]:.4f}'
                          for run in metrics['runs']}, name
+    for run in metrics['runs']:  # where the AP goes: each error type's dAP and count, per run
+        for name, dap in run['errors']['dap'].items():
+            shown = re.search(rf'data-run="{re.escape(run["prediction_run"])}" data-key="errors.dap.{name}">([^<]+)<',
+                              text)
+            assert shown and shown[1] == f'{dap:+.4f} ({run["errors"]["counts"][name]:,})', name
     assert 'id="gallery-fp"' in text and 'id="gallery-fn"' in text
+    fp_gallery = text.split('id="gallery-fp"')[1].split('</div>')[0]
+    assert 'data-error-type="cls"' in fp_gallery and re.search(r' on a (cat|dog|bird) box', fp_gallery)
     for kind in ('fp', 'fn'):
         gallery = text.split(f'id="gallery-{kind}"')[1].split('</div>')[0]
         assert gallery.count('<figure class="unreadable"><img') >= 2  # boxes on a canvas, the reason in words
