@@ -25,7 +25,7 @@ from pipeline.core.evaluation import (
     grid_counts,
     in_pixels,
 )
-from pipeline.core.matching import group_ranks, match_groups
+from pipeline.core.matching import group_pairs, group_ranks, match_groups
 from pipeline.core.schema import MATCHES_SCHEMA
 from pipeline.core.ties import TiedDetections
 from pipeline.core.truth_formats import BucketTruth, GroundTruthImage
@@ -114,8 +114,12 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     gt_ignored = det_ignored = None
     if ranges is not None and (ranges[0][:, 0].any() or ranges[1][:, 0].any()):  # above 1e10 square pixels
         gt_ignored, det_ignored = (np.repeat(out[:, :1], n_thresholds + 1, axis=1) for out in ranges)
+    # Every overlapping detection and box of an image, made once: the matching by label, the error
+    # types and the confusion cells each take theirs from them.
+    image_pairs, _ = group_pairs(columns.det_image, columns.det_scores, columns.gt_image, det_boxes, gt_boxes,
+                                 columns.gt_crowd)
     match = match_groups(det_group, columns.det_scores, det_boxes, gt_group, gt_boxes, columns.gt_crowd,
-                         (*thresholds, eval_iou), gt_ignored, det_ignored)
+                         (*thresholds, eval_iou), gt_ignored, det_ignored, pairs=image_pairs)
     sized = None if ranges is None else _sized_outcomes(
         det_group, gt_group, columns, det_boxes, gt_boxes, ranges, thresholds, match)
     at_eval = np.where(beyond, IGNORED, match.outcomes[:, n_thresholds])
@@ -128,7 +132,7 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     best_detection = np.zeros(len(gt_code))
     np.maximum.at(best_detection, match.pairs.gt, match.pairs.iou)
     classified = classify(columns.det_image, det_code, columns.det_scores, det_boxes, columns.gt_image, gt_code,
-                          gt_boxes, columns.gt_crowd)
+                          gt_boxes, columns.gt_crowd, image_pairs)
     labels = {}
     for code in np.unique(np.r_[det_code[det_code >= 0], gt_code]).tolist():  # the labels present
         name = names[code]
@@ -151,7 +155,7 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     rank = group_ranks(columns.det_image, columns.det_scores)  # in its image, by score
     matches = _matches_table(columns, prediction_run, match, n_thresholds, at_eval, missed, best_regular,
                              best_detection, rank, classified)
-    cells = _confusion(columns, det_boxes, gt_boxes, names, eval_iou, eval_confidence)
+    cells = _confusion(columns, det_boxes, gt_boxes, names, eval_iou, eval_confidence, image_pairs)
     unsized = len(columns.image_uris) if columns.image_sizes is None else \
         int(np.isnan(columns.image_sizes).any(axis=1).sum())
     outcomes = match.outcomes[:, None, :n_thresholds] if sized is None else \
@@ -314,13 +318,13 @@ def _error_columns(columns: ImageColumns, classified: Classified, dets: np.ndarr
 
 
 def _confusion(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray, names, eval_iou: float,
-               eval_confidence: float):
+               eval_confidence: float, image_pairs=None):
     """The confusion cells: the detections at or above the confidence matched to any box of their
     image (greedy by score, at eval_iou)."""
     det_code, gt_code = columns.det_label, columns.gt_label
     confident = columns.det_scores >= eval_confidence
     match = match_groups(np.where(confident, columns.det_image, -1), columns.det_scores, det_boxes,
-                         columns.gt_image, gt_boxes, columns.gt_crowd, (eval_iou,))
+                         columns.gt_image, gt_boxes, columns.gt_crowd, (eval_iou,), pairs=image_pairs)
     outcome, box = match.outcomes[:, 0], match.matched_box[:, 0]
     # A cell's code: (true + 1) * (labels + 1) + predicted + 1, with -1 (background, or no label) as 0.
     # Only the cells that occur are counted (sparse): a dense matrix of 50,000 labels would not fit.

@@ -22,7 +22,16 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, group_pairs, group_ranks, match_groups
+from pipeline.core.matching import (
+    FALSE_POSITIVE,
+    IGNORED,
+    TRUE_POSITIVE,
+    Pairs,
+    group_pairs,
+    group_ranks,
+    match_groups,
+    within_groups,
+)
 
 # tidecv's defaults: positive and background thresholds, detections per image (over all labels).
 TIDE_IOU, TIDE_BACKGROUND, TIDE_MAX_DETS = 0.5, 0.1, 100
@@ -46,9 +55,13 @@ class Classified(NamedTuple):
 
 
 def classify(det_image: np.ndarray, det_label: np.ndarray, det_scores: np.ndarray, det_boxes: np.ndarray,
-             gt_image: np.ndarray, gt_label: np.ndarray, gt_boxes: np.ndarray, gt_crowd: np.ndarray) -> Classified:
+             gt_image: np.ndarray, gt_label: np.ndarray, gt_boxes: np.ndarray, gt_crowd: np.ndarray,
+             image_pairs: Optional[Pairs] = None) -> Classified:
     """Each detection's outcome and error type, and each box's, for a bucket of images (the rows of an
-    image's detections in line order among equal scores; boxes in their image's order)."""
+    image's detections in line order among equal scores; boxes in their image's order). `image_pairs`:
+    every overlapping detection and box of an image (group_pairs by image), when already made."""
+    if image_pairs is None:
+        image_pairs, _ = group_pairs(det_image, det_scores, gt_image, det_boxes, gt_boxes, gt_crowd)
     n_dets, n_labels = len(det_image), int(max(det_label.max(initial=-1), gt_label.max(initial=-1))) + 1
     labelled = det_label >= 0
     rank = group_ranks(np.where(labelled, det_image, -1), det_scores)
@@ -57,20 +70,18 @@ def classify(det_image: np.ndarray, det_label: np.ndarray, det_scores: np.ndarra
     regular = ~gt_crowd
     gt_group = np.where(regular, gt_image * n_labels + gt_label, -1)
     match = match_groups(det_group, det_scores, det_boxes, gt_group, gt_boxes, np.zeros(len(gt_image), dtype=bool),
-                         (TIDE_IOU,), first_on_tie=True)
+                         (TIDE_IOU,), first_on_tie=True, pairs=image_pairs)
     matched = match.outcomes[:, 0] == TRUE_POSITIVE
     used = np.zeros(len(gt_image), dtype=bool)
     used[match.matched_box[matched, 0]] = True
     outcome = np.where(kept, np.where(matched, TRUE_POSITIVE, FALSE_POSITIVE), -1).astype(np.int8)
     # A crowd box ignores an unmatched detection of its label that it covers by more than half.
-    crowd_pairs, _ = group_pairs(det_group, det_scores, np.where(gt_crowd, gt_image * n_labels + gt_label, -1),
-                                 det_boxes, gt_boxes, gt_crowd)
+    crowd_pairs = within_groups(image_pairs, det_group, np.where(gt_crowd, gt_image * n_labels + gt_label, -1))
     covered = np.zeros(n_dets, dtype=bool)
     covered[crowd_pairs.det[crowd_pairs.iou > TIDE_IOU]] = True
     outcome[(outcome == FALSE_POSITIVE) & covered] = IGNORED
     # Every pair of a detection and a regular box of its image, whatever their labels.
-    pairs, _ = group_pairs(np.where(kept, det_image, -1), det_scores, np.where(regular, gt_image, -1), det_boxes,
-                           gt_boxes, np.zeros(len(gt_image), dtype=bool))
+    pairs = within_groups(image_pairs, np.where(kept, det_image, -1), np.where(regular, gt_image, -1))
     same = det_label[pairs.det] == gt_label[pairs.gt]
     best_same, box_same = _best(pairs, same, n_dets)
     best_other, box_other = _best(pairs, ~same, n_dets)

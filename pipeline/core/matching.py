@@ -83,6 +83,13 @@ def group_pairs(det_group: np.ndarray, det_scores: np.ndarray, gt_group: np.ndar
     return Pairs(*(np.concatenate(column) for column in zip(*parts))), rank
 
 
+def within_groups(pairs: Pairs, det_group: np.ndarray, gt_group: np.ndarray) -> Pairs:
+    """The pairs whose detection and box are of the same group (not -1), in their order."""
+    group = det_group[pairs.det]
+    keep = np.flatnonzero((group >= 0) & (group == gt_group[pairs.gt]))
+    return Pairs(pairs.det[keep], pairs.gt[keep], pairs.iou[keep])
+
+
 def group_ranks(det_group: np.ndarray, det_scores: np.ndarray) -> np.ndarray:
     """Each detection's rank in its group by descending score, ties in input order (as pycocotools
     orders one image's detections of a label); group -1 is ranked as a group too."""
@@ -124,15 +131,20 @@ def _pair_ious(det_boxes: np.ndarray, gt_boxes: np.ndarray, det: np.ndarray, gt:
 def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.ndarray, gt_group: np.ndarray,
                  gt_boxes: np.ndarray, gt_crowd: np.ndarray, thresholds: Sequence[float],
                  gt_ignored: Optional[np.ndarray] = None, det_ignored: Optional[np.ndarray] = None,
-                 first_on_tie: bool = False) -> GroupMatch:
+                 first_on_tie: bool = False, pairs: Optional[Pairs] = None) -> GroupMatch:
     """Each group's detections by descending score (ties in input order), each to the free box of its
     group with the highest IoU >= the column's threshold that is not ignored (the later box on a tie),
     else to the ignored box of highest IoU, then ignored itself (crowd boxes are never used up, other
     ignored ones are); every column at once. `gt_ignored` (G, C): the boxes ignored in each column
     (crowd boxes, and those outside its area range; default: the crowd boxes); `det_ignored` (D, C):
     the detections ignored in a column when they match nothing (outside its area range), as
-    pycocotools' evaluateImg. `first_on_tie`: the earlier box on a tie in IoU (tidecv's argmax)."""
-    pairs, rank = group_pairs(det_group, det_scores, gt_group, det_boxes, gt_boxes, gt_crowd)
+    pycocotools' evaluateImg. `first_on_tie`: the earlier box on a tie in IoU (tidecv's argmax).
+    `pairs`: made once for wider groups (group_pairs by image), of which those within a group are used."""
+    if pairs is None:
+        pairs, rank = group_pairs(det_group, det_scores, gt_group, det_boxes, gt_boxes, gt_crowd)
+    else:
+        pairs = within_groups(pairs, det_group, gt_group)
+        rank = group_ranks(det_group, det_scores)
     floors = np.minimum(np.asarray(thresholds, dtype=np.float64), 1 - 1e-10)
     n_dets, n_boxes, n_thresholds = len(det_group), len(gt_group), len(floors)
     outcomes = np.full((n_dets, n_thresholds), FALSE_POSITIVE, dtype=np.int8)
