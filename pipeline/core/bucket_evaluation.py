@@ -25,7 +25,7 @@ from pipeline.core.evaluation import (
     grid_counts,
     in_pixels,
 )
-from pipeline.core.matching import group_pairs, group_ranks, match_groups
+from pipeline.core.matching import GroupMatch, group_pairs, group_ranks, match_groups
 from pipeline.core.schema import MATCHES_SCHEMA
 from pipeline.core.ties import TiedDetections
 from pipeline.core.truth_formats import BucketTruth, GroundTruthImage
@@ -98,70 +98,96 @@ class BucketEvaluation(NamedTuple):
 def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresholds: Sequence[float],
                     eval_iou: float, eval_confidence: float,
                     max_dets: Sequence[int] = COCO_MAX_DETS) -> BucketEvaluation:
-    names, det_code, gt_code = columns.label_names, columns.det_label, columns.gt_label
-    n_labels = max(len(names), 1)
-    det_group = np.where(det_code >= 0, columns.det_image * n_labels + det_code, -1)
-    # Each image's detections of a label past the last cap are not evaluated at all (pycocotools).
-    rank_in_group = group_ranks(det_group, columns.det_scores)
-    beyond = (det_group >= 0) & (rank_in_group >= (max_dets[-1] or np.iinfo(np.int64).max))
-    det_group[beyond] = -1
     det_boxes, gt_boxes = _pixel_boxes(columns)
-    # Columns: AP's thresholds and the evaluation IoU, over pycocotools' area range "all"; the small,
-    # medium and large ranges follow when the images' sizes are known (_sized_outcomes).
-    n_thresholds = len(thresholds)
-    gt_group = columns.gt_image * n_labels + gt_code
-    ranges = _area_ranges(columns, det_boxes, gt_boxes)
-    gt_ignored = det_ignored = None
-    if ranges is not None and (ranges[0][:, 0].any() or ranges[1][:, 0].any()):  # above 1e10 square pixels
-        gt_ignored, det_ignored = (np.repeat(out[:, :1], n_thresholds + 1, axis=1) for out in ranges)
     # Every overlapping detection and box of an image, made once: the matching by label, the error
     # types and the confusion cells each take theirs from them.
     image_pairs, _ = group_pairs(columns.det_image, columns.det_scores, columns.gt_image, det_boxes, gt_boxes,
                                  columns.gt_crowd)
+    matched = _matched(columns, det_boxes, gt_boxes, image_pairs, thresholds, eval_iou, max_dets)
+    classified = classify(columns.det_image, columns.det_label, columns.det_scores, det_boxes, columns.gt_image,
+                          columns.gt_label, gt_boxes, columns.gt_crowd, image_pairs)
+    labels = _label_totals(columns, matched, classified, len(thresholds), max_dets)
+    rank = group_ranks(columns.det_image, columns.det_scores)  # in its image, by score
+    matches = _matches_table(columns, prediction_run, matched, len(thresholds), rank, classified)
+    cells = _confusion(columns, det_boxes, gt_boxes, columns.label_names, eval_iou, eval_confidence, image_pairs)
+    unsized = len(columns.image_uris) if columns.image_sizes is None else \
+        int(np.isnan(columns.image_sizes).any(axis=1).sum())
+    outcomes = matched.match.outcomes[:, None, :len(thresholds)]
+    if matched.sized is not None:
+        outcomes = np.concatenate([outcomes, matched.sized], axis=1)
+    tied = _tied(columns, prediction_run, (columns.det_label >= 0) & ~matched.beyond, outcomes)
+    return BucketEvaluation(labels, cells, matches, tied, int(matched.beyond.sum()), unsized)
+
+
+class _Matched(NamedTuple):
+    """A bucket's detections matched as pycocotools does, at AP's thresholds then the evaluation IoU."""
+    match: GroupMatch  # over the area range "all"
+    beyond: np.ndarray  # (D,) past the last maxDets cap of their image and label: not evaluated
+    rank_in_group: np.ndarray  # (D,) in their image and label, by score
+    ranges: Optional[Tuple[np.ndarray, np.ndarray]]  # the boxes and detections outside each area range
+    sized: Optional[np.ndarray]  # (D, 3, T) the outcomes in the small, medium and large ranges
+    at_eval: np.ndarray  # (D,) the outcome at the evaluation IoU (IGNORED beyond the caps)
+    missed: np.ndarray  # (G,) regular boxes no detection took at the evaluation IoU
+    best_regular: np.ndarray  # (D,) the best IoU with a regular box of the label
+    best_detection: np.ndarray  # (G,) the best IoU with a detection of the label
+
+
+def _matched(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray, image_pairs, thresholds,
+             eval_iou: float, max_dets: Sequence[int]) -> _Matched:
+    n_labels = max(len(columns.label_names), 1)
+    det_group = np.where(columns.det_label >= 0, columns.det_image * n_labels + columns.det_label, -1)
+    # Each image's detections of a label past the last cap are not evaluated at all (pycocotools).
+    rank_in_group = group_ranks(det_group, columns.det_scores)
+    beyond = (det_group >= 0) & (rank_in_group >= (max_dets[-1] or np.iinfo(np.int64).max))
+    det_group[beyond] = -1
+    # Columns: AP's thresholds and the evaluation IoU, over pycocotools' area range "all"; the small,
+    # medium and large ranges follow when the images' sizes are known (_sized_outcomes).
+    n_thresholds = len(thresholds)
+    gt_group = columns.gt_image * n_labels + columns.gt_label
+    ranges = _area_ranges(columns, det_boxes, gt_boxes)
+    gt_ignored = det_ignored = None
+    if ranges is not None and (ranges[0][:, 0].any() or ranges[1][:, 0].any()):  # above 1e10 square pixels
+        gt_ignored, det_ignored = (np.repeat(out[:, :1], n_thresholds + 1, axis=1) for out in ranges)
     match = match_groups(det_group, columns.det_scores, det_boxes, gt_group, gt_boxes, columns.gt_crowd,
                          (*thresholds, eval_iou), gt_ignored, det_ignored, pairs=image_pairs)
     sized = None if ranges is None else _sized_outcomes(
         det_group, gt_group, columns, det_boxes, gt_boxes, ranges, thresholds, match)
-    at_eval = np.where(beyond, IGNORED, match.outcomes[:, n_thresholds])
     regular = ~columns.gt_crowd
-    missed = regular & match.box_free[:, n_thresholds]
     # fp: the best IoU with a regular box of its label; fn: the best with any detection of its label.
-    best_regular = np.zeros(len(det_code))
+    best_regular = np.zeros(len(det_group))
     on_regular = regular[match.pairs.gt]
     np.maximum.at(best_regular, match.pairs.det[on_regular], match.pairs.iou[on_regular])
-    best_detection = np.zeros(len(gt_code))
+    best_detection = np.zeros(len(gt_group))
     np.maximum.at(best_detection, match.pairs.gt, match.pairs.iou)
-    classified = classify(columns.det_image, det_code, columns.det_scores, det_boxes, columns.gt_image, gt_code,
-                          gt_boxes, columns.gt_crowd, image_pairs)
+    return _Matched(match, beyond, rank_in_group, ranges, sized, np.where(beyond, IGNORED, match.outcomes[:, -1]),
+                    regular & match.box_free[:, -1], best_regular, best_detection)
+
+
+def _label_totals(columns: ImageColumns, matched: _Matched, classified: Classified, n_thresholds: int,
+                  max_dets: Sequence[int]) -> Dict[str, LabelTotals]:
+    """What each label present in the bucket adds to its run's totals."""
+    det_code, gt_code, regular = columns.det_label, columns.gt_label, ~columns.gt_crowd
     labels = {}
-    for code in np.unique(np.r_[det_code[det_code >= 0], gt_code]).tolist():  # the labels present
-        name = names[code]
-        mine, boxes = (det_code == code) & ~beyond, gt_code == code
+    for code in np.unique(np.r_[det_code[det_code >= 0], gt_code]).tolist():
+        mine, boxes = (det_code == code) & ~matched.beyond, gt_code == code
         scores = columns.det_scores[mine]
-        outcomes = match.outcomes[mine]
-        tp = outcomes[:, :n_thresholds] == TRUE_POSITIVE
-        within = np.array([tp[rank_in_group[mine] < (cap or np.iinfo(np.int64).max)].sum(axis=0) for cap in max_dets],
-                          dtype=np.int64).reshape(len(max_dets), len(thresholds))
-        counts = PrecisionCounts.of(scores, outcomes[:, :n_thresholds].T, int((boxes & regular).sum()), within)
-        by_area = None if sized is None or ranges is None else tuple(
-            _sized_counts(scores, sized[mine, area - 1], int((boxes & regular & ~ranges[0][:, area]).sum()))
+        outcomes = matched.match.outcomes[mine, :n_thresholds]
+        tp = outcomes == TRUE_POSITIVE
+        within = np.array([tp[matched.rank_in_group[mine] < (cap or np.iinfo(np.int64).max)].sum(axis=0)
+                           for cap in max_dets], dtype=np.int64).reshape(len(max_dets), n_thresholds)
+        counts = PrecisionCounts.of(scores, outcomes.T, int((boxes & regular).sum()), within)
+        by_area = None if matched.sized is None or matched.ranges is None else tuple(
+            _sized_counts(scores, matched.sized[mine, area - 1],
+                          int((boxes & regular & ~matched.ranges[0][:, area]).sum()))
             for area in range(1, len(AREA_RANGES)))
-        tp_scores, fp_scores = scores[at_eval[mine] == TRUE_POSITIVE], scores[at_eval[mine] == FALSE_POSITIVE]
+        at_eval = matched.at_eval[mine]
+        tp_scores, fp_scores = scores[at_eval == TRUE_POSITIVE], scores[at_eval == FALSE_POSITIVE]
         grid_tp, grid_fp, grid_fn = grid_counts(tp_scores, fp_scores, int((boxes & regular).sum()))
-        labels[name] = LabelTotals(counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores),
-                                   int((boxes & missed).sum()), grid_tp, grid_fp, grid_fn, by_area,
-                                   errors=_label_errors(code, classified, det_code, columns.det_scores,
-                                                        boxes & regular))
-    rank = group_ranks(columns.det_image, columns.det_scores)  # in its image, by score
-    matches = _matches_table(columns, prediction_run, match, n_thresholds, at_eval, missed, best_regular,
-                             best_detection, rank, classified)
-    cells = _confusion(columns, det_boxes, gt_boxes, names, eval_iou, eval_confidence, image_pairs)
-    unsized = len(columns.image_uris) if columns.image_sizes is None else \
-        int(np.isnan(columns.image_sizes).any(axis=1).sum())
-    outcomes = match.outcomes[:, None, :n_thresholds] if sized is None else \
-        np.concatenate([match.outcomes[:, None, :n_thresholds], sized], axis=1)
-    tied = _tied(columns, prediction_run, (det_code >= 0) & ~beyond, outcomes)
-    return BucketEvaluation(labels, cells, matches, tied, int(beyond.sum()), unsized)
+        labels[columns.label_names[code]] = LabelTotals(
+            counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores), int((boxes & matched.missed).sum()),
+            grid_tp, grid_fp, grid_fn, by_area,
+            errors=_label_errors(code, classified, det_code, columns.det_scores, boxes & regular))
+    return labels
 
 
 def _tied(columns: ImageColumns, prediction_run: Optional[str], evaluated: np.ndarray,
@@ -266,10 +292,12 @@ def _pixel_boxes(columns: ImageColumns) -> Tuple[np.ndarray, np.ndarray]:
             in_pixels(columns.gt_boxes, columns.image_sizes[columns.gt_image]))
 
 
-def _matches_table(columns: ImageColumns, prediction_run, match, eval_column: int, at_eval, missed, best_regular,
-                   best_detection, rank, classified: Classified) -> pa.Table:
+def _matches_table(columns: ImageColumns, prediction_run, matched: _Matched, eval_column: int, rank,
+                   classified: Classified) -> pa.Table:
     """The rows of `matches`: every detection not ignored (tp or fp), then every missed regular box
     (`eval_column`: the match's column of the evaluation IoU)."""
+    match, at_eval, missed = matched.match, matched.at_eval, matched.missed
+    best_regular, best_detection = matched.best_regular, matched.best_detection
     dets = np.flatnonzero(at_eval != IGNORED)
     fns = np.flatnonzero(missed)
     tp = at_eval[dets] == TRUE_POSITIVE
