@@ -44,7 +44,7 @@ from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 from pipeline.transforms.export import ExportsWritten, WriteExports
 from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
 from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
-from pipeline.transforms.read_truth import truth_ranges
+from pipeline.transforms.read_truth import ReadGroundTruth
 
 
 class TablesWritten(NamedTuple):
@@ -70,8 +70,9 @@ class EvaluationWritten(NamedTuple):
     confusion_rows: PCollection
     table_writes: Tuple[PCollection, ...]
     rejected_rows: Tuple[PCollection, ...]
-    counts: PCollection
+    counts: PCollection  # the evaluation's and the ground truth's reading
     errors: PCollection  # (bucket, [(run, image URI)]) with a false positive or a miss
+    ground_truth_dead_letters: PCollection  # the units of ground truth that cannot be used
 
 
 class PredictionsToTables(beam.PTransform):
@@ -86,9 +87,8 @@ class PredictionsToTables(beam.PTransform):
 
     def expand(self, pbegin):
         settings = self._settings
-        ground_truth = truth_ranges(settings.evaluation.ground_truth_files) if settings.evaluation.enabled else ()
         read = pbegin | 'ReadShards' >> ReadShards(self._pattern, skip=self._skip,
-                                                   report_progress=settings.launch.progress, other_work=ground_truth)
+                                                   report_progress=settings.launch.progress)
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
         evaluation = evaluate(parsed, settings) if settings.evaluation.enabled else None
@@ -252,17 +252,19 @@ def select_errors(batches: PCollection, errors: PCollection) -> ExportedLines:
 
 def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritten,
                      evaluation: Optional[EvaluationWritten] = None) -> PCollection:
-    extra = evaluation.rejected_rows if evaluation else ()
+    extra = (evaluation.ground_truth_dead_letters, *evaluation.rejected_rows) if evaluation else ()
     return ((read.dead_letters, parsed.dead_letters, *tables.rejected_rows, *extra)
             | 'AllDeadLetters' >> beam.Flatten())
 
 
 def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
-    """The kept detections against the ground truth (read in the parse step), and the evaluation's
-    outputs: metrics.json and three Parquet tables under <output>/evaluation/, and/or four BigQuery
-    tables."""
+    """The ground truth read, the kept detections evaluated against it, and the evaluation's outputs:
+    metrics.json and three Parquet tables under <output>/evaluation/, and/or four BigQuery tables."""
     options = settings.evaluation
-    result = (parsed.evaluation_parts
+    truth = parsed.evaluation_parts.pipeline | 'ReadGroundTruth' >> ReadGroundTruth(
+        options.ground_truth_files, options.ground_truth_image_prefix or '', options.buckets, options.spill_folder)
+    result = ((parsed.evaluation_parts, truth.parts)
+              | 'LinesAndGroundTruth' >> beam.Flatten()
               | 'Evaluate' >> EvaluateAgainstGroundTruth(options.iou_thresholds, options.eval_iou,
                                                          options.eval_confidence, options.ml_use, options.runs,
                                                          options.max_dets, options.spill_folder))
@@ -297,7 +299,8 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
             table_writes.append(written.done)
     return EvaluationWritten(metrics, runs, metrics_file, match_files, confidence_files,
                              confusion_files, confidence_rows, confusion_rows, tuple(table_writes),
-                             tuple(rejected), result.counts, result.errors)
+                             tuple(rejected), (result.counts, truth.counts) | 'EvaluationCounts' >> beam.Flatten(),
+                             result.errors, truth.dead_letters)
 
 
 class DeadLettersWritten(NamedTuple):

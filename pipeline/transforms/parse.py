@@ -1,7 +1,7 @@
 """Parsing: batches of lines into Arrow tables of detections and images, dead letters and counts, with
 the image sizes resolved per worker."""
 import gc
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -9,7 +9,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.config.settings import ExportSettings, PostprocessingSettings, Settings, SizeSettings
 from pipeline.core import dead_letters, progress, shards
-from pipeline.core.dead_letters import INVALID_GROUND_TRUTH, INVALID_RECORD
+from pipeline.core.dead_letters import INVALID_RECORD
 from pipeline.core.decoding import BatchDecoder
 from pipeline.core.evaluation import PREDICTED, BucketLines, batch_lines, packed
 from pipeline.core.export import export_batch, split_by_bucket, uncertain_lines
@@ -18,7 +18,6 @@ from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.io.spill import Payload, SpillWriter
 from pipeline.transforms.count import counted
 from pipeline.transforms.read import LineBatch
-from pipeline.transforms.read_truth import TruthRange, read_truth_range
 
 
 def kept_positions(batch: LineBatch, decoded) -> List[int]:
@@ -36,17 +35,15 @@ def line_place(batch: LineBatch, position: int) -> str:
 
 class ParseBatchFn(beam.DoFn):
     """LineBatch -> Arrow tables for detections and images, dead letters, image URIs and counts, and
-    the lines' parts of the evaluation; TruthRange (a range of ground truth) -> its parts of the
-    evaluation, dead letters and counts."""
+    the lines' parts of the evaluation."""
 
     def __init__(self, input_format: str, postprocessing: PostprocessingSettings, sizes: SizeSettings,
                  report_progress: bool = False, evaluation_buckets: int = 0,
-                 export: Optional[ExportSettings] = None, ground_truth_image_prefix: str = '',
-                 spill_folder: Optional[str] = None, run_names: Tuple[Tuple[str, str], ...] = ()):
+                 export: Optional[ExportSettings] = None, spill_folder: Optional[str] = None,
+                 run_names: Tuple[Tuple[str, str], ...] = ()):
         self._input_format = input_format
         self._run_names = dict(run_names)
         self._buckets = evaluation_buckets  # when set, each line's kept detections go to the evaluation
-        self._image_prefix = ground_truth_image_prefix
         self._spill_folder = spill_folder  # when set, the evaluation's parts wait there (io.spill)
         self._spill: Optional[SpillWriter] = None
         self._gathered: Dict[Optional[str], List[BucketLines]] = {}  # run -> lines kept for the evaluation
@@ -74,10 +71,7 @@ class ParseBatchFn(beam.DoFn):
     def _payload(self, part: bytes) -> Payload:
         return self._spill.put(part) if self._spill is not None else part
 
-    def process(self, batch: Union[LineBatch, TruthRange], manifest):
-        if isinstance(batch, TruthRange):  # read here, beside the shards: no step of its own
-            yield from read_truth_range(batch, self._image_prefix, self._buckets, self._payload)
-            return
+    def process(self, batch: LineBatch, manifest):
         if self._resolver is None:
             settings = self._sizes
             self._resolver = SizeResolver(manifest, settings.probe_image_sizes, settings.image_size,
@@ -177,14 +171,8 @@ def tune_garbage_collector() -> None:
 
 def failed_batch_to_dead_letters(failure):
     """The net under ParseBatchFn: a batch that raised unexpectedly becomes one invalid_record dead
-    letter per line (a range of ground truth, one invalid_ground_truth dead letter), so no line is lost
-    even to a bug."""
+    letter per line, so no line is lost even to a bug."""
     batch, (exc_type, exc_repr, _) = failure
-    if isinstance(batch, TruthRange):
-        yield dead_letters.make_dead_letter(
-            INVALID_GROUND_TRUTH, batch.path, f'unexpected error while reading bytes {batch.start}-{batch.end} of '
-            f'this ground-truth file: {exc_type.__name__}: {exc_repr}')
-        return
     message = f'unexpected error while processing this batch: {exc_type.__name__}: {exc_repr}'
     timestamp = dead_letters.utc_timestamp()
     for line in batch.lines:
@@ -195,7 +183,7 @@ def failed_batch_to_dead_letters(failure):
 class ParseResult(NamedTuple):
     """What parsing gives: Arrow tables of detections and images, dead letters, the image URIs of each
     batch (for the duplicate count), counts, and when the run evaluates, the parts of the join by bucket:
-    each line's kept detections and the ground truth's units (see evaluation.PREDICTED)."""
+    each line's kept detections (see evaluation.PREDICTED)."""
     detections: beam.PCollection
     images: beam.PCollection
     image_uris: beam.PCollection  # (run, the image URIs of a batch)
@@ -206,7 +194,7 @@ class ParseResult(NamedTuple):
 
 
 class ParsePredictions(beam.PTransform):
-    """LineBatch (and TruthRange, read here when the run evaluates) -> ParseResult."""
+    """LineBatch -> ParseResult."""
 
     def __init__(self, settings: Settings, manifest):
         super().__init__()
@@ -219,8 +207,7 @@ class ParsePredictions(beam.PTransform):
             ParseBatchFn(settings.input.input_format, settings.postprocessing, settings.sizes,
                          settings.launch.progress,
                          settings.evaluation.buckets if settings.evaluation.enabled else 0, settings.export,
-                         settings.evaluation.ground_truth_image_prefix or '', settings.evaluation.spill_folder,
-                         settings.input.run_names),
+                         settings.evaluation.spill_folder, settings.input.run_names),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_outputs(
             'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'evaluation_parts', 'exported',

@@ -1,7 +1,7 @@
 """Reading shards: discovery under --input or Cloud Storage notifications, byte ranges spread over the
 workers, batches of lines out. Elements stay coarse: a batch of lines, never one element per line."""
 import logging
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -57,8 +57,7 @@ class DiscoverFilesFn(beam.DoFn):
 
 class ReadRangeFn(beam.DoFn):
     """ShardRange -> LineBatch; blank lines are counted and skipped; a file that cannot be read (or a
-    .gz that breaks part-way) becomes one `unreadable_file` dead letter after the lines read before it.
-    Any other work item (a range of ground truth) goes on untouched, to the step that reads it."""
+    .gz that breaks part-way) becomes one `unreadable_file` dead letter after the lines read before it."""
 
     def __init__(self, batch_lines: int = BATCH_LINES, batch_bytes: int = BATCH_BYTES,
                  report_progress: bool = False):
@@ -66,10 +65,7 @@ class ReadRangeFn(beam.DoFn):
         self._batch_bytes = batch_bytes
         self._report_progress = report_progress
 
-    def process(self, shard_range):  # a ShardRange, or another work item passed on
-        if not isinstance(shard_range, ShardRange):
-            yield shard_range
-            return
+    def process(self, shard_range: ShardRange):
         path = shard_range.path
         lines_read = blank = reported_lines = emitted = 0
         batch: List[bytes] = []
@@ -126,15 +122,12 @@ class ReadResult(NamedTuple):
 
 class ReadShards(beam.PTransform):
     """A file pattern -> ReadResult. `skip` leaves out the paths of our own outputs when they lie under
-    the input; `other_work` (ranges of ground truth) is spread over the workers with the shard ranges
-    and passed on with the batches."""
+    the input."""
 
     def __init__(self, pattern: str, range_bytes: int = DEFAULT_RANGE_BYTES,
-                 batch_lines: int = BATCH_LINES, skip=None, report_progress: bool = False,
-                 other_work: Sequence[Any] = ()):
+                 batch_lines: int = BATCH_LINES, skip=None, report_progress: bool = False):
         super().__init__()
         self._pattern = pattern
-        self._other_work = list(other_work)
         self._range_bytes = range_bytes
         self._batch_lines = batch_lines
         self._skip = skip
@@ -147,7 +140,7 @@ class ReadShards(beam.PTransform):
             | 'DiscoverFiles' >> beam.ParDo(DiscoverFilesFn(self._skip)).with_outputs(
                 'dead_letters', 'counts', main='shards'))
         read = shards.shards | 'ReadShardRanges' >> ReadShardRanges(self._range_bytes, self._batch_lines,
-                                                                    self._report_progress, self._other_work)
+                                                                    self._report_progress)
         counts = (shards.counts, read.counts) | 'FlattenReadCounts' >> beam.Flatten()
         dead = (shards.dead_letters, read.dead_letters) | 'FlattenReadDeadLetters' >> beam.Flatten()
         return ReadResult(read.batches, dead, counts)
@@ -158,20 +151,16 @@ class ReadShardRanges(beam.PTransform):
     workers, read as batches of lines."""
 
     def __init__(self, range_bytes: int = DEFAULT_RANGE_BYTES, batch_lines: int = BATCH_LINES,
-                 report_progress: bool = False, other_work: Sequence[Any] = ()):
+                 report_progress: bool = False):
         super().__init__()
         self._range_bytes = range_bytes
         self._batch_lines = batch_lines
         self._report_progress = report_progress
-        self._other_work = list(other_work)
 
     def expand(self, shards):
         range_bytes = self._range_bytes
         ranges = shards | 'SplitIntoRanges' >> beam.FlatMapTuple(
             lambda path, size: split_ranges(path, size, range_bytes))
-        if self._other_work:
-            other = shards.pipeline | 'OtherWork' >> beam.Create(self._other_work)
-            ranges = (ranges, other) | 'AllWork' >> beam.Flatten()
         read = (
             ranges
             | 'Balance' >> beam.Reshuffle()

@@ -1,8 +1,8 @@
-"""Reading ground truth: each byte range of a ground-truth JSONL file (a whole file for CSV and COCO) is
-a work item read beside the prediction shards, in the same step (no stage and no join input of its
-own); its usable units leave in one element per bucket, packed, for the evaluation to join with the
-prediction lines of the same bucket, and each unit that cannot be used is a dead letter. Rows read ==
-rows used + dead letters, as for the predictions."""
+"""Reading ground truth, a step of its own: each byte range of a ground-truth JSONL file (a whole file
+for CSV and COCO) is a work item, spread over the workers; its usable units leave in one element per
+bucket, packed, for the evaluation to join with the prediction lines of the same bucket, and each
+unit that cannot be used is a dead letter. Rows read == rows used + dead letters, as for the
+predictions."""
 import collections
 import itertools
 from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -19,7 +19,7 @@ from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.evaluation import LABELLED, packed
 from pipeline.core.truth_formats import BucketTruth, BucketTruthBuilder, GroundTruthRejection, Place
 from pipeline.io import truth_files as files
-from pipeline.io.spill import Payload
+from pipeline.io.spill import Payload, SpillWriter
 from pipeline.transforms.count import counted
 
 # Units (of JSONL: lines, plain or not) gathered before they leave in one element per bucket (each
@@ -46,11 +46,72 @@ def truth_ranges(ground_truth_files: Sequence[Tuple[str, str]],
     return [TruthRange(*part) for path, fmt in ground_truth_files for part in files.ranges_of(path, fmt, range_bytes)]
 
 
+class GroundTruthRead(NamedTuple):
+    parts: beam.PCollection  # (bucket, (LABELLED, None, payload of a packed BucketTruth)): the join's
+    dead_letters: beam.PCollection  # an invalid_ground_truth record per unit that cannot be used
+    counts: beam.PCollection  # Counts: ground-truth rows read and used
+
+
+class ReadGroundTruth(beam.PTransform):
+    """Ground-truth files ((path, format) pairs) -> GroundTruthRead: the files' ranges spread over the
+    workers and read; a range that fails unexpectedly is one dead letter, so no file is lost to a bug."""
+
+    def __init__(self, ground_truth_files: Sequence[Tuple[str, str]], image_prefix: str, buckets: int,
+                 spill_folder: Optional[str] = None, range_bytes: int = GROUND_TRUTH_RANGE_BYTES):
+        super().__init__()
+        self._ranges = truth_ranges(ground_truth_files, range_bytes)
+        self._read = ReadTruthRangeFn(image_prefix, buckets, spill_folder)
+
+    def expand(self, pbegin):
+        read = (
+            pbegin
+            | 'GroundTruthRanges' >> beam.Create(self._ranges)
+            | 'SpreadGroundTruth' >> beam.Reshuffle()
+            | 'ReadGroundTruthRanges' >> beam.ParDo(self._read).with_outputs(
+                'evaluation_parts', 'dead_letters', 'counts', main='unused',
+            ).with_exception_handling(main_tag='unused', dead_letter_tag='failed_ranges'))
+        failed = read.failed_ranges | 'FailedRangesToDeadLetters' >> beam.Map(failed_range_to_dead_letter)
+        dead = (read.dead_letters, failed) | 'FlattenGroundTruthDeadLetters' >> beam.Flatten()
+        return GroundTruthRead(read.evaluation_parts, dead, read.counts)
+
+
+class ReadTruthRangeFn(beam.DoFn):
+    """TruthRange -> its tagged outputs (read_truth_range); on a local run the parts wait in the run's
+    spill folder (io.spill), one file per bundle."""
+
+    def __init__(self, image_prefix: str, buckets: int, spill_folder: Optional[str] = None):
+        self._image_prefix = image_prefix
+        self._buckets = buckets
+        self._spill_folder = spill_folder
+        self._spill: Optional[SpillWriter] = None
+
+    def start_bundle(self):
+        self._spill = SpillWriter(self._spill_folder) if self._spill_folder else None
+
+    def finish_bundle(self):
+        if self._spill is not None:
+            self._spill.close()
+
+    def _payload(self, part: bytes) -> Payload:
+        return self._spill.put(part) if self._spill is not None else part
+
+    def process(self, work: TruthRange):
+        yield from read_truth_range(work, self._image_prefix, self._buckets, self._payload)
+
+
+def failed_range_to_dead_letter(failure) -> dict:
+    """The net under ReadTruthRangeFn: a range that raised unexpectedly is one dead letter."""
+    work, (exc_type, exc_repr, _) = failure
+    return dead_letters.make_dead_letter(
+        INVALID_GROUND_TRUTH, work.path, f'unexpected error while reading bytes {work.start}-{work.end} of '
+        f'this ground-truth file: {exc_type.__name__}: {exc_repr}')
+
+
 def read_truth_range(work: TruthRange, image_prefix: str, buckets: int,
                      payload: Callable[[bytes], Payload] = lambda part: part) -> Iterator:
-    """The outputs of one range, tagged as the parse step's: 'evaluation_parts' (bucket, (LABELLED,
-    None, payload of a packed BucketTruth)) for its usable units, 'dead_letters' an invalid_ground_truth
-    record per unusable one, and 'counts'."""
+    """The outputs of one range, tagged: 'evaluation_parts' (bucket, (LABELLED, None, payload of a
+    packed BucketTruth)) for its usable units, 'dead_letters' an invalid_ground_truth record per
+    unusable one, and 'counts'."""
     tally = collections.Counter({names.GROUND_TRUTH_ROWS_READ: 0, names.GROUND_TRUTH_ROWS_USED: 0})
     if work.fmt == files.VERTEX_JSONL:  # plain lines as columns, a chunk at a time
         for chunk in files.jsonl_chunks(work.path, work.start, work.end, UNITS_PER_FLUSH):

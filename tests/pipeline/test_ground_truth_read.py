@@ -53,9 +53,8 @@ def test_the_boxes_of_an_image_keep_their_file_order_whatever_order_they_come_in
 
 
 def test_a_range_that_fails_unexpectedly_is_one_dead_letter_naming_the_file_and_bytes():
-    from pipeline.transforms.parse import failed_batch_to_dead_letters
-    from pipeline.transforms.read_truth import TruthRange
-    (record,) = failed_batch_to_dead_letters((TruthRange('gs://b/truth.jsonl', 'vertex_jsonl', 0, 8), (
+    from pipeline.transforms.read_truth import TruthRange, failed_range_to_dead_letter
+    record = failed_range_to_dead_letter((TruthRange('gs://b/truth.jsonl', 'vertex_jsonl', 0, 8), (
         ValueError, "ValueError('boom')", None)))
     assert (record['kind'], record['source_file']) == ('invalid_ground_truth', 'gs://b/truth.jsonl')
     assert record['error_message'] == ("unexpected error while reading bytes 0-8 of this ground-truth file: "
