@@ -273,8 +273,9 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
     blank canvas)."""
     esc = html.escape
     runs = metrics['runs']
+    thresholds = ', '.join(f'{t:.10g}' for t in metrics['iou_thresholds'])  # 0.9 for linspace's 0.8999999999999999
     parts = ['<h2 id="evaluation">Evaluation</h2>',
-             f'<p>Against ground truth: AP averaged over IoU {esc(", ".join(map(str, metrics["iou_thresholds"])))}; '
+             f'<p>Against ground truth: AP averaged over IoU {esc(thresholds)}; '
              f'per-box outcomes, curves and confusion matrix at IoU {metrics["eval_iou"]}.</p>',
              '<table id="evaluation-runs"><tr><th>figure</th>'
              + ''.join(f'<th>{esc(_run_name(run["prediction_run"]))}</th>' for run in runs) + '</tr>']

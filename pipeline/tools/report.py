@@ -268,6 +268,7 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         '<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}'
         'td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}td.n{text-align:right}'
         '.ok{color:#2a7d2a}.bad{color:#b00}.gallery{display:flex;flex-wrap:wrap;gap:12px}'
+        '.gallery h4{flex-basis:100%;margin:8px 0 0}'
         'figure{margin:0;max-width:480px}figure img{max-width:480px;border:1px solid #999}'
         'figcaption{font-size:12px;word-break:break-all}pre{white-space:pre-wrap;word-break:break-all;'
         'font-size:12px;background:#f4f4f4;padding:4px}.warn{color:#8a5a00}'
