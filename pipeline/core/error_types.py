@@ -178,11 +178,15 @@ class ErrorCounts:
     def merge_all(cls, parts: Sequence['ErrorCounts']) -> 'ErrorCounts':
         scores = np.concatenate([part.scores for part in parts])
         distinct, inverse = np.unique(-scores, return_inverse=True)
+        # Counts per distinct score, in 4 bytes while no count can reach 2^31 (a label's whole run).
+        dtype = np.int32 if sum(int(part.tp.sum() + part.fp.sum()) for part in parts) < 2 ** 31 else np.int64
         merged = []
         for name in ('tp', 'fp'):
             weights = np.concatenate([getattr(part, name) for part in parts], axis=1)
-            merged.append(np.stack([np.bincount(inverse, weights=row, minlength=len(distinct)).astype(np.int64)
-                                    for row in weights]))
+            counts = np.zeros((len(weights), len(distinct)), dtype=dtype)
+            for row, values in zip(counts, weights):
+                row[:] = np.bincount(inverse, weights=values, minlength=len(distinct))
+            merged.append(counts)
         return cls(-distinct, merged[0], merged[1], sum(part.ground_truth for part in parts),
                    sum(part.missed for part in parts), np.sum([part.counts for part in parts], axis=0), True)
 
@@ -190,7 +194,7 @@ class ErrorCounts:
         """tidecv's AP of the label in the base column and after each fix (None: the label is empty
         there, out of tidecv's mean), with the counts."""
         merged = self if self.distinct else ErrorCounts.merge_all([self])
-        tp_cum, fp_cum = np.cumsum(merged.tp, axis=1), np.cumsum(merged.fp, axis=1)
+        tp_cum, fp_cum = np.cumsum(merged.tp, axis=1, dtype=np.int64), np.cumsum(merged.fp, axis=1, dtype=np.int64)
         present = (merged.tp + merged.fp).sum(axis=1) > 0  # the label has points in the column
         base_tp = int(tp_cum[0, -1]) if tp_cum.shape[1] else 0
 
