@@ -117,7 +117,8 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     run_names_ = shared_run_names(pattern, input_shards) if pattern else ()
     settings = settings.resolved(
         input={'run_names': run_names_},
-        evaluation=resolved_evaluation(settings.evaluation, input_shards, skip, dict(run_names_)),
+        evaluation={**resolved_evaluation(settings.evaluation, input_shards, skip, dict(run_names_)),
+                    'fixed_image_size': settings.sizes.image_size},
         export={'buckets': input_buckets(input_shards)} if settings.export.enabled else {},
         launch={'run_id': uuid.uuid4().hex,
                 'progress': local and pattern is not None and not quiet,

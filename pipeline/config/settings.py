@@ -117,6 +117,8 @@ class EvaluationSettings:
     # The prediction runs of the input's shards, found at launch: each one is evaluated (every box
     # missed) even when none of its lines can be used.
     runs: Tuple[Optional[str], ...] = ()
+    # --image_size, also the size of the ground-truth images that no line of a run gives one.
+    fixed_image_size: Optional[Tuple[int, int]] = None
 
     @property
     def enabled(self) -> bool:

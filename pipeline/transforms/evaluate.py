@@ -52,8 +52,9 @@ class EvaluateBucketFn(beam.DoFn):
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
                  ml_use: Optional[str] = None, max_dets: Sequence[int] = COCO_MAX_DETS,
-                 spill_folder: Optional[str] = None):
+                 spill_folder: Optional[str] = None, fixed_size: Optional[Tuple[int, int]] = None):
         self._spill_folder = spill_folder  # when set, the tied detections wait there (io.spill)
+        self._fixed_size = fixed_size  # --image_size
         self._spill: Optional[SpillWriter] = None
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
@@ -78,7 +79,7 @@ class EvaluateBucketFn(beam.DoFn):
         parts = list(parts)
         bucket = assemble([unpacked(read_payload(data)) for kind, _, data in parts if kind == LABELLED],
                           [unpacked(read_payload(data)) for kind, _, data in parts if kind == PREDICTED], runs,
-                          self._ml_use)
+                          self._ml_use, self._fixed_size)
         scalars = self._counts.scalars
         scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
@@ -190,9 +191,11 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
                  ml_use: Optional[str] = None, known_runs: Sequence[Optional[str]] = (),
-                 max_dets: Sequence[int] = COCO_MAX_DETS, spill_folder: Optional[str] = None):
+                 max_dets: Sequence[int] = COCO_MAX_DETS, spill_folder: Optional[str] = None,
+                 fixed_size: Optional[Tuple[int, int]] = None):
         super().__init__()
         self._spill_folder = spill_folder
+        self._fixed_size = fixed_size
         self._max_dets = tuple(max_dets)
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
@@ -209,7 +212,7 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'JoinByBucket' >> beam.GroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use,
-                                 self._max_dets, self._spill_folder),
+                                 self._max_dets, self._spill_folder, self._fixed_size),
                 runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'run_parts', 'counts', 'errors', 'tied',
                                                             main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())

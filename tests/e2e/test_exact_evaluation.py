@@ -234,3 +234,30 @@ def test_rounded_scores_of_two_runs_give_pycocotools_twelve_numbers(run, tmp_pat
         for index, name in enumerate(TWELVE):
             expected = None if coco.stats[index] == -1 else coco.stats[index]
             assert entry['stats'][name] == pytest.approx(expected, abs=1e-9), (entry['prediction_run'], name)
+
+
+def test_image_size_gives_the_size_of_ground_truth_images_without_a_line(run, tmp_path):
+    # Vertex AI ground truth has no sizes: --image_size gives every image's, also of those no line of
+    # the run covers (their missed boxes count in the size figures, as pycocotools counts them).
+    from coco_testing import cocoeval, generated_set, vertex_line
+    sizes, truth, detections = generated_set(51, images=30)
+    sizes = [(640, 480)] * len(sizes)
+    truth = [[(label, box, False) for label, box, _ in boxes if box[0] + box[2] <= 640 and box[1] + box[3] <= 480]
+             for boxes in truth]
+    detections = [[(label, box, score) for label, box, score in dets if box[0] + box[2] <= 640
+                   and box[1] + box[3] <= 480] for dets in detections]
+    covered = [i for i in range(len(sizes)) if i % 4]  # every 4th image: no line at all
+    write_run(tmp_path / 'in' / 'prediction-m-2026-12-01T00:00:00.000Z',
+              [vertex_line(f'gs://bucket/{i}.jpg', sizes[i], detections[i]) for i in covered])
+    (tmp_path / 'truth.jsonl').write_text(''.join(vertex_truth_line(f'gs://bucket/{i}.jpg', sizes[i], truth[i]) + '\n'
+                                                  for i in range(len(sizes))))
+    out = tmp_path / 'o'
+    result = run('--input', tmp_path / 'in', '--output', out, '--ground_truth', tmp_path / 'truth.jsonl',
+                 '--image_size', '640x480', '--report=false', check=False)
+    assert result.returncode in (0, 6), result.stderr
+    [entry] = json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']
+    assert 'size_figures' not in entry and entry['images_with_prediction'] < entry['images']
+    coco = cocoeval(sizes, truth, [detections[i] if i in covered else [] for i in range(len(sizes))])
+    for index, name in enumerate(TWELVE):
+        expected = None if coco.stats[index] == -1 else coco.stats[index]
+        assert entry['stats'][name] == pytest.approx(expected, abs=1e-9), name
