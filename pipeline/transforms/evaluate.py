@@ -72,14 +72,14 @@ class EvaluateBucketFn(beam.DoFn):
     def _payload(self, part: bytes) -> Payload:
         return self._spill.put(part) if self._spill is not None else part
 
-    def process(self, element, runs: Iterable[Optional[str]]):
+    def process(self, element, runs: Iterable[Optional[str]], manifest=None):
         bucket_id, parts = element
         errors = []
         runs = list(runs)
         parts = list(parts)
         bucket = assemble([unpacked(read_payload(data)) for kind, _, data in parts if kind == LABELLED],
                           [unpacked(read_payload(data)) for kind, _, data in parts if kind == PREDICTED], runs,
-                          self._ml_use, self._fixed_size)
+                          self._ml_use, self._fixed_size, manifest)
         scalars = self._counts.scalars
         scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
@@ -192,10 +192,11 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
                  ml_use: Optional[str] = None, known_runs: Sequence[Optional[str]] = (),
                  max_dets: Sequence[int] = COCO_MAX_DETS, spill_folder: Optional[str] = None,
-                 fixed_size: Optional[Tuple[int, int]] = None):
+                 fixed_size: Optional[Tuple[int, int]] = None, manifest: Optional[beam.PCollection] = None):
         super().__init__()
         self._spill_folder = spill_folder
         self._fixed_size = fixed_size
+        self._manifest = manifest  # --image_sizes: a singleton, uri -> (width, height) or None
         self._max_dets = tuple(max_dets)
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
@@ -207,13 +208,15 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
         of_lines = parts | 'RunsOfLines' >> beam.FlatMapTuple(lambda _, part: [part[1]] if part[0] == PREDICTED else [])
         known = parts.pipeline | 'RunsOfShards' >> beam.Create(self._known_runs)
         runs = (of_lines, known) | 'AllRuns' >> beam.Flatten() | 'DistinctRuns' >> beam.Distinct()
+        manifest = parts.pipeline | 'NoManifest' >> beam.Create([None]) if self._manifest is None else self._manifest
         evaluated = (
             parts
             | 'JoinByBucket' >> beam.GroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use,
                                  self._max_dets, self._spill_folder, self._fixed_size),
-                runs=beam.pvalue.AsList(runs)).with_outputs('totals', 'run_parts', 'counts', 'errors', 'tied',
+                runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest)).with_outputs(
+                'totals', 'run_parts', 'counts', 'errors', 'tied',
                                                             main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())
         # Equal scores in pycocotools' order: only those where true and false positives mix (see ties).

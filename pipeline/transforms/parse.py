@@ -191,6 +191,7 @@ class ParseResult(NamedTuple):
     counts: beam.PCollection
     evaluation_parts: beam.PCollection
     exported: beam.PCollection  # (bucket, packed ExportBatch or where it waits) of the lines to export
+    manifest: beam.PCollection  # the --image_sizes manifest (one element: uri -> (width, height), or None)
 
 
 class ParsePredictions(beam.PTransform):
@@ -217,7 +218,7 @@ class ParsePredictions(beam.PTransform):
             failed_batch_to_dead_letters)
         dead = (parsed.dead_letters, failed) | 'FlattenParseDeadLetters' >> beam.Flatten()
         return ParseResult(parsed.detections, parsed.images, parsed.image_uris, dead, parsed.counts,
-                           parsed.evaluation_parts, parsed.exported)
+                           parsed.evaluation_parts, parsed.exported, self._manifest)
 
 
 class LoadManifest(beam.PTransform):

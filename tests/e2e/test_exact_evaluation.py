@@ -236,9 +236,11 @@ def test_rounded_scores_of_two_runs_give_pycocotools_twelve_numbers(run, tmp_pat
             assert entry['stats'][name] == pytest.approx(expected, abs=1e-9), (entry['prediction_run'], name)
 
 
-def test_image_size_gives_the_size_of_ground_truth_images_without_a_line(run, tmp_path):
-    # Vertex AI ground truth has no sizes: --image_size gives every image's, also of those no line of
-    # the run covers (their missed boxes count in the size figures, as pycocotools counts them).
+@pytest.mark.parametrize('option', ['--image_size', '--image_sizes'])
+def test_image_size_gives_the_size_of_ground_truth_images_without_a_line(run, tmp_path, option):
+    # Vertex AI ground truth has no sizes: --image_size gives every image's, and a manifest the sizes
+    # of those it lists, also of those no line of the run covers (their missed boxes count in the size
+    # figures, as pycocotools counts them).
     from coco_testing import cocoeval, generated_set, vertex_line
     sizes, truth, detections = generated_set(51, images=30)
     sizes = [(640, 480)] * len(sizes)
@@ -252,8 +254,11 @@ def test_image_size_gives_the_size_of_ground_truth_images_without_a_line(run, tm
     (tmp_path / 'truth.jsonl').write_text(''.join(vertex_truth_line(f'gs://bucket/{i}.jpg', sizes[i], truth[i]) + '\n'
                                                   for i in range(len(sizes))))
     out = tmp_path / 'o'
+    (tmp_path / 'sizes.csv').write_text('image_uri,width,height\n' + ''.join(
+        f'gs://bucket/{i}.jpg,640,480\n' for i in range(len(sizes))))
+    value = '640x480' if option == '--image_size' else tmp_path / 'sizes.csv'
     result = run('--input', tmp_path / 'in', '--output', out, '--ground_truth', tmp_path / 'truth.jsonl',
-                 '--image_size', '640x480', '--report=false', check=False)
+                 option, value, '--report=false', check=False)
     assert result.returncode in (0, 6), result.stderr
     [entry] = json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']
     assert 'size_figures' not in entry and entry['images_with_prediction'] < entry['images']
