@@ -2,7 +2,7 @@
 areas and per area range), per-box outcomes, confidence counts and confusion cells of its images,
 summed, in a few dozen numpy operations per bucket. tests/unit/test_bucket_evaluation.py holds it to
 the one-image definition of tests/evaluation_reference.py and to pycocotools' twelve numbers."""
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +27,7 @@ from pipeline.core.evaluation import (
 )
 from pipeline.core.matching import GroupMatch, group_pairs, group_ranks, match_groups
 from pipeline.core.schema import MATCHES_SCHEMA
+from pipeline.core.tables import ImageSize
 from pipeline.core.ties import TiedDetections
 from pipeline.core.truth_formats import BucketTruth, GroundTruthImage
 
@@ -393,12 +394,11 @@ def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
 
 
 def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: Sequence[Optional[str]],
-             ml_use: Optional[str], fixed_size: Optional[Tuple[int, int]] = None,
-             known_sizes: Optional[Mapping[str, Tuple[int, int]]] = None) -> Assembled:
+             ml_use: Optional[str], size_of: Optional[Callable[[str], Optional[ImageSize]]] = None) -> Assembled:
     """The columns `evaluate_images` takes, for each run, from the bucket's elements, in numpy: an
     image's boxes are its units' in (file, place) order; its ML use the first given; its size the
-    ground truth's, else the run's line's, else `known_sizes`' (--image_sizes), else `fixed_size`
-    (--image_size); a run's line of an
+    ground truth's, else the run's line's, else `size_of` its URI (the run's own sizes: --image_sizes,
+    --image_size; None: unknown); a run's line of an
     image is its first in (file, range, position) order."""
     names = sorted(set().union(*(part.label_names for part in truth), *(part.label_names for part in lines)))
     index = {name: code for code, name in enumerate(names)}
@@ -446,7 +446,7 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
         np.concatenate([np.zeros(0)] + [part.scores for part in lines]),
         np.concatenate([np.zeros((0, 4))] + [part.boxes.reshape(-1, 4) for part in lines]))
     by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns, image_sizes, gt_areas,
-                                image_order, fixed_size, known_sizes) for run in runs}
+                                image_order, size_of) for run in runs}
     return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run, image_sizes)
 
 
@@ -462,8 +462,7 @@ def _first_sizes(unit_sizes: np.ndarray, image_of_unit: np.ndarray, images: int)
 def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[BucketLines], detections,
                  truth_columns, image_sizes: Optional[np.ndarray] = None, gt_areas: Optional[np.ndarray] = None,
                  image_order: Optional[Tuple[List[str], np.ndarray, np.ndarray]] = None,
-                 fixed_size: Optional[Tuple[int, int]] = None,
-                 known_sizes: Optional[Mapping[str, Tuple[int, int]]] = None):
+                 size_of: Optional[Callable[[str], Optional[ImageSize]]] = None):
     """One run's columns: each evaluated image's first line of the run (none: every box missed), and
     what the run's lines add to its counts. `detections`: the labels, scores and boxes of all the
     bucket's lines, one part after the other."""
@@ -488,12 +487,11 @@ def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[B
     line_sizes = np.concatenate([np.zeros((0, 2))] + [lines[p].line_sizes() for p in mine])
     unsized = np.isnan(sizes[line_image[chosen]]).any(axis=1)
     sizes[line_image[chosen][unsized]] = line_sizes[chosen][unsized]
-    # The images no line of the run gives a size: --image_sizes, else --image_size.
-    if known_sizes:
+    if size_of is not None:  # the images no line of the run gives a size
         for image in np.flatnonzero(np.isnan(sizes).any(axis=1)).tolist():
-            sizes[image] = known_sizes.get(image_uris[image], (np.nan, np.nan))
-    if fixed_size is not None:
-        sizes[np.isnan(sizes).any(axis=1)] = fixed_size
+            size = size_of(image_uris[image])
+            if size is not None:
+                sizes[image] = (size.width, size.height)
     columns = ImageColumns(image_uris, names, np.repeat(line_image[chosen], line_end[chosen] - line_start[chosen]),
                            labels[rows], scores[rows], boxes[rows], *truth_columns)._replace(image_sizes=sizes,
                                                                                               gt_area=gt_areas)

@@ -123,12 +123,6 @@ class PrecisionSummary(NamedTuple):
     ground_truth: int
     within: Optional[np.ndarray] = None
 
-    @classmethod
-    def of(cls, counts: 'PrecisionCounts') -> 'PrecisionSummary':
-        interpolated = counts.interpolated()
-        return cls(None if interpolated is None else interpolated[0], counts.recall(), counts.ground_truth,
-                   counts.recall_within())
-
     def raised(self, precision: np.ndarray) -> 'PrecisionSummary':
         """With the precision its tied detections reach in pycocotools' order (ties.raises)."""
         return self if self.precision is None else self._replace(precision=np.maximum(self.precision, precision))

@@ -29,6 +29,7 @@ from pipeline.core.evaluation import (
     unpacked,
 )
 from pipeline.core.ties import TieBasis, raises, tied_parts
+from pipeline.io.sizes import SizeResolver
 from pipeline.io.spill import Payload, SpillWriter, read_payload
 from pipeline.transforms.count import counted_at_bundle_end
 
@@ -55,6 +56,7 @@ class EvaluateBucketFn(beam.DoFn):
                  spill_folder: Optional[str] = None, fixed_size: Optional[Tuple[int, int]] = None):
         self._spill_folder = spill_folder  # when set, the tied detections wait there (io.spill)
         self._fixed_size = fixed_size  # --image_size
+        self._sizes: Optional[SizeResolver] = None  # the run's own sizes, without probing: from the manifest
         self._spill: Optional[SpillWriter] = None
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
@@ -74,12 +76,14 @@ class EvaluateBucketFn(beam.DoFn):
 
     def process(self, element, runs: Iterable[Optional[str]], manifest=None):
         bucket_id, parts = element
+        if self._sizes is None:  # the images without a line: the manifest's size, else the fixed one
+            self._sizes = SizeResolver(manifest, probe=False, fixed=self._fixed_size, allowed_scheme='')
         errors = []
         runs = list(runs)
         parts = list(parts)
         bucket = assemble([unpacked(read_payload(data)) for kind, _, data in parts if kind == LABELLED],
                           [unpacked(read_payload(data)) for kind, _, data in parts if kind == PREDICTED], runs,
-                          self._ml_use, self._fixed_size, manifest)
+                          self._ml_use, self._sizes.resolve)
         scalars = self._counts.scalars
         scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
