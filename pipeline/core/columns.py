@@ -73,3 +73,14 @@ def split_by_key(keys: np.ndarray) -> Dict[int, np.ndarray]:
     order = np.argsort(keys, kind='stable')
     bounds = np.flatnonzero(np.diff(keys[order])) + 1
     return {int(keys[positions[0]]): positions for positions in np.split(order, bounds) if len(positions)}
+
+
+def packed_flags(flags: np.ndarray) -> np.ndarray:
+    """(columns, rows) booleans as (ceil(columns / 8), rows) bytes of bits: the flags of a bucket's
+    detections travel to the merge in an eighth of the bytes."""
+    return np.packbits(flags, axis=0)
+
+
+def unpacked_flags(bits: np.ndarray, columns: int) -> np.ndarray:
+    """packed_flags' (columns, rows) as 0/1 bytes."""
+    return np.unpackbits(bits, axis=0, count=columns)

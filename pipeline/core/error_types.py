@@ -22,6 +22,7 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from pipeline.core.columns import packed_flags, unpacked_flags
 from pipeline.core.matching import (
     FALSE_POSITIVE,
     IGNORED,
@@ -39,6 +40,7 @@ TIDE_IOU, TIDE_BACKGROUND, TIDE_MAX_DETS = 0.5, 0.1, 100
 ERROR_TYPES = ('cls', 'loc', 'both', 'dupe', 'bkg', 'miss')
 CLS, LOC, BOTH, DUPE, BKG, MISS = range(len(ERROR_TYPES))
 POINT_FIXES = ERROR_TYPES[:MISS]  # each a column of ErrorCounts after the base column
+ERROR_COLUMNS = 1 + len(POINT_FIXES)
 NO_ERROR = -1
 # tidecv's recall points: i / 100 (pycocotools' linspace differs from them in the last bit at some).
 TIDE_RECALL_POINTS = np.array([i / 100 for i in range(101)])
@@ -146,7 +148,7 @@ def label_points(label: int, classified: Classified, det_label: np.ndarray, det_
                                                  | (classified.outcome == FALSE_POSITIVE)
                                                  | (classified.error != NO_ERROR)))
     moved = np.flatnonzero(classified.target == label)
-    columns = 1 + len(POINT_FIXES)
+    columns = ERROR_COLUMNS
     tp = np.zeros((columns, len(own) + len(moved)), dtype=np.uint8)
     fp = np.zeros_like(tp)
     outcome, error = classified.outcome[own], classified.error[own]
@@ -170,19 +172,25 @@ class ErrorCounts:
 
     @classmethod
     def of(cls, points: ErrorPoints, ground_truth: int, missed: int, errors: np.ndarray) -> 'ErrorCounts':
-        """`errors`: the error types of the label's own false positives and misses (ERROR_TYPES)."""
-        return cls(points.scores, points.tp, points.fp, ground_truth, missed,
+        """`errors`: the error types of the label's own false positives and misses (ERROR_TYPES). The
+        points travel as bits (columns.packed_flags) until merged."""
+        return cls(points.scores, packed_flags(points.tp), packed_flags(points.fp), ground_truth, missed,
                    np.bincount(errors, minlength=len(ERROR_TYPES)).astype(np.int64))
+
+    def flags(self, name: str) -> np.ndarray:
+        """(columns, points) the true ('tp') or false ('fp') positives of a part not merged."""
+        return unpacked_flags(getattr(self, name), ERROR_COLUMNS)
 
     @classmethod
     def merge_all(cls, parts: Sequence['ErrorCounts']) -> 'ErrorCounts':
         scores = np.concatenate([part.scores for part in parts])
         distinct, inverse = np.unique(-scores, return_inverse=True)
-        # Counts per distinct score, in 4 bytes while no count can reach 2^31 (a label's whole run).
-        dtype = np.int32 if sum(int(part.tp.sum() + part.fp.sum()) for part in parts) < 2 ** 31 else np.int64
         merged = []
         for name in ('tp', 'fp'):
-            weights = np.concatenate([getattr(part, name) for part in parts], axis=1)
+            weights = np.concatenate([getattr(part, name) if part.distinct else part.flags(name) for part in parts],
+                                     axis=1)
+            # Counts per distinct score, in 4 bytes while no count can reach 2^31 (a label's whole run).
+            dtype = np.int32 if int(weights.sum(axis=1, dtype=np.int64).max(initial=0)) < 2 ** 31 else np.int64
             counts = np.zeros((len(weights), len(distinct)), dtype=dtype)
             for row, values in zip(counts, weights):
                 row[:] = np.bincount(inverse, weights=values, minlength=len(distinct))

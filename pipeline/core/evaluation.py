@@ -14,7 +14,16 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 import numpy as np
 
 from pipeline.config.options import COCO_MAX_DETS
-from pipeline.core.columns import buckets_of, compacted, joined_codes, label_codes, rows_of, split_by_key
+from pipeline.core.columns import (
+    buckets_of,
+    compacted,
+    joined_codes,
+    label_codes,
+    packed_flags,
+    rows_of,
+    split_by_key,
+    unpacked_flags,
+)
 from pipeline.core.decoding import DecodedLines
 from pipeline.core.error_types import ErrorCounts, ErrorSummary, label_errors, run_errors
 from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE  # noqa: F401 (the outcomes, re-exported)
@@ -41,21 +50,28 @@ class PrecisionCounts:
 
     def __init__(self, n_thresholds: int, scores: Optional[np.ndarray] = None, tp: Optional[np.ndarray] = None,
                  fp: Optional[np.ndarray] = None, ground_truth: int = 0, distinct: bool = False,
-                 within: Optional[np.ndarray] = None):
+                 within: Optional[np.ndarray] = None, packed: bool = False):
         self.scores = np.zeros(0) if scores is None else scores
         self.tp = np.zeros((n_thresholds, 0), dtype=np.int64) if tp is None else tp
         self.fp = np.zeros((n_thresholds, 0), dtype=np.int64) if fp is None else fp
         self.ground_truth = ground_truth
         self.distinct = distinct or scores is None  # the scores are distinct and descending (merged)
         self.within = np.zeros((0, n_thresholds), dtype=np.int64) if within is None else within
+        self.n_thresholds = n_thresholds
+        self.packed = packed  # tp and fp hold bits (columns.packed_flags) until merged
 
     @classmethod
     def of(cls, scores: np.ndarray, outcomes: np.ndarray, ground_truth: int,
            within: Optional[np.ndarray] = None) -> 'PrecisionCounts':
         """From detections' scores and their (T, D) outcomes, and the image's regular boxes: kept as
-        they are (one byte per detection and threshold) until counts are merged."""
-        return cls(outcomes.shape[0], scores, (outcomes == TRUE_POSITIVE).astype(np.uint8),
-                   (outcomes == FALSE_POSITIVE).astype(np.uint8), ground_truth, within=within)
+        they are (a bit per detection and threshold) until counts are merged."""
+        return cls(outcomes.shape[0], scores, packed_flags(outcomes == TRUE_POSITIVE),
+                   packed_flags(outcomes == FALSE_POSITIVE), ground_truth, within=within, packed=True)
+
+    def flags(self, name: str) -> np.ndarray:
+        """(T, points) the true ('tp') or false ('fp') positives, unpacked."""
+        values = getattr(self, name)
+        return unpacked_flags(values, self.n_thresholds) if self.packed else values
 
     @classmethod
     def merge_all(cls, parts: Sequence['PrecisionCounts']) -> 'PrecisionCounts':
@@ -63,11 +79,11 @@ class PrecisionCounts:
         many times)."""
         scores = np.concatenate([part.scores for part in parts])
         distinct, inverse = np.unique(-scores, return_inverse=True)
-        n_thresholds = parts[0].tp.shape[0]
+        n_thresholds = parts[0].n_thresholds
         tp = np.zeros((n_thresholds, len(distinct)), dtype=np.int64)
         fp = np.zeros_like(tp)
         for counts, name in ((tp, 'tp'), (fp, 'fp')):
-            weights = np.concatenate([getattr(part, name) for part in parts], axis=1)
+            weights = np.concatenate([part.flags(name) for part in parts], axis=1)
             for t in range(n_thresholds):
                 counts[t] = np.bincount(inverse, weights=weights[t], minlength=len(distinct)).astype(np.int64)
         counted = [part.within for part in parts if len(part.within)]  # an empty part counts no cap
@@ -110,7 +126,7 @@ class PrecisionCounts:
         """(T,) the highest recall reached; None without ground truth."""
         if not self.ground_truth:
             return None
-        return self.tp.sum(axis=1) / self.ground_truth
+        return self.flags('tp').sum(axis=1) / self.ground_truth
 
 
 class PrecisionSummary(NamedTuple):
