@@ -9,7 +9,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.columns import concat_ranges, joined_codes, label_codes, recoded
-from pipeline.core.error_types import ERROR_TYPES, MISS, NO_ERROR, Classified, ErrorCounts, classify, label_points
+from pipeline.core.error_types import (
+    ERROR_TYPES,
+    MISS,
+    NO_ERROR,
+    Classified,
+    ErrorCounts,
+    Ranks,
+    classify,
+    label_points,
+)
 from pipeline.core.evaluation import (
     COCO_MAX_DETS,
     FALSE_POSITIVE,
@@ -25,7 +34,7 @@ from pipeline.core.evaluation import (
     grid_counts,
     in_pixels,
 )
-from pipeline.core.matching import GroupMatch, group_pairs, group_ranks, match_groups
+from pipeline.core.matching import GroupMatch, group_pairs, group_ranks, match_groups, rows_in_groups
 from pipeline.core.schema import MATCHES_SCHEMA
 from pipeline.core.tables import ImageSize
 from pipeline.core.ties import TiedDetections
@@ -102,15 +111,17 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     det_boxes, gt_boxes = _pixel_boxes(columns)
     # Every overlapping detection and box of an image, made once: the matching by label, the error
     # types and the confusion cells each take theirs from them.
-    image_pairs, _ = group_pairs(columns.det_image, columns.det_scores, columns.gt_image, det_boxes, gt_boxes,
-                                 columns.gt_crowd)
+    # The ranks by score in the image, and in the image and label, likewise made once.
+    image_pairs, rank = group_pairs(columns.det_image, columns.det_scores, columns.gt_image, det_boxes, gt_boxes,
+                                    columns.gt_crowd)
     matched = _matched(columns, det_boxes, gt_boxes, image_pairs, thresholds, eval_iou, max_dets)
     classified = classify(columns.det_image, columns.det_label, columns.det_scores, det_boxes, columns.gt_image,
-                          columns.gt_label, gt_boxes, columns.gt_crowd, image_pairs)
+                          columns.gt_label, gt_boxes, columns.gt_crowd, image_pairs,
+                          Ranks(rank, matched.rank_in_group))
     labels = _label_totals(columns, matched, classified, len(thresholds), max_dets)
-    rank = group_ranks(columns.det_image, columns.det_scores)  # in its image, by score
     matches = _matches_table(columns, prediction_run, matched, len(thresholds), rank, classified)
-    cells = _confusion(columns, det_boxes, gt_boxes, columns.label_names, eval_iou, eval_confidence, image_pairs)
+    cells = _confusion(columns, det_boxes, gt_boxes, columns.label_names, eval_iou, eval_confidence, image_pairs,
+                       rank)
     unsized = len(columns.image_uris) if columns.image_sizes is None else \
         int(np.isnan(columns.image_sizes).any(axis=1).sum())
     outcomes = matched.match.outcomes[:, None, :len(thresholds)]
@@ -150,7 +161,7 @@ def _matched(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray,
     if ranges is not None and (ranges[0][:, 0].any() or ranges[1][:, 0].any()):  # above 1e10 square pixels
         gt_ignored, det_ignored = (np.repeat(out[:, :1], n_thresholds + 1, axis=1) for out in ranges)
     match = match_groups(det_group, columns.det_scores, det_boxes, gt_group, gt_boxes, columns.gt_crowd,
-                         (*thresholds, eval_iou), gt_ignored, det_ignored, pairs=image_pairs)
+                         (*thresholds, eval_iou), gt_ignored, det_ignored, pairs=image_pairs, rank=rank_in_group)
     sized = None if ranges is None else _sized_outcomes(
         det_group, gt_group, columns, det_boxes, gt_boxes, ranges, thresholds, match)
     regular = ~columns.gt_crowd
@@ -198,7 +209,7 @@ def _tied(columns: ImageColumns, prediction_run: Optional[str], evaluated: np.nd
     rows = np.flatnonzero(evaluated & (outcomes != IGNORED).any(axis=(1, 2)))
     files, file_codes, places = columns.image_order()
     image = columns.det_image[rows]
-    row_in_image = group_ranks(columns.det_image, np.zeros(len(evaluated)))  # equal scores: in row order
+    row_in_image = rows_in_groups(columns.det_image)  # equal scores: in row order
     return TiedDetections.of(prediction_run, columns.label_names, columns.det_label[rows], columns.det_scores[rows],
                              files, file_codes[image], places[image], row_in_image[rows], outcomes[rows],
                              TRUE_POSITIVE, FALSE_POSITIVE)
@@ -347,13 +358,15 @@ def _error_columns(columns: ImageColumns, classified: Classified, dets: np.ndarr
 
 
 def _confusion(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray, names, eval_iou: float,
-               eval_confidence: float, image_pairs=None):
+               eval_confidence: float, image_pairs=None, image_rank: Optional[np.ndarray] = None):
     """The confusion cells: the detections at or above the confidence matched to any box of their
-    image (greedy by score, at eval_iou)."""
+    image (greedy by score, at eval_iou). `image_rank`: each detection's rank in its image by score,
+    its rank among the image's confident ones too (they all come first)."""
     det_code, gt_code = columns.det_label, columns.gt_label
     confident = columns.det_scores >= eval_confidence
     match = match_groups(np.where(confident, columns.det_image, -1), columns.det_scores, det_boxes,
-                         columns.gt_image, gt_boxes, columns.gt_crowd, (eval_iou,), pairs=image_pairs)
+                         columns.gt_image, gt_boxes, columns.gt_crowd, (eval_iou,), pairs=image_pairs,
+                         rank=image_rank)
     outcome, box = match.outcomes[:, 0], match.matched_box[:, 0]
     # A cell's code: (true + 1) * (labels + 1) + predicted + 1, with -1 (background, or no label) as 0.
     # Only the cells that occur are counted (sparse): a dense matrix of 50,000 labels would not fit.

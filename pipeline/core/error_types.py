@@ -56,9 +56,15 @@ class Classified(NamedTuple):
     unmatched: np.ndarray  # (G,) a regular box no detection took
 
 
+class Ranks(NamedTuple):
+    """Each detection's rank by score (ties in row order), as group_ranks gives them, when made already."""
+    in_image: np.ndarray  # (D,) among its image's detections
+    in_group: np.ndarray  # (D,) among its image's detections of its label (any code for no label)
+
+
 def classify(det_image: np.ndarray, det_label: np.ndarray, det_scores: np.ndarray, det_boxes: np.ndarray,
              gt_image: np.ndarray, gt_label: np.ndarray, gt_boxes: np.ndarray, gt_crowd: np.ndarray,
-             image_pairs: Optional[Pairs] = None) -> Classified:
+             image_pairs: Optional[Pairs] = None, ranks: Optional[Ranks] = None) -> Classified:
     """Each detection's outcome and error type, and each box's, for a bucket of images (the rows of an
     image's detections in line order among equal scores; boxes in their image's order). `image_pairs`:
     every overlapping detection and box of an image (group_pairs by image), when already made."""
@@ -66,13 +72,18 @@ def classify(det_image: np.ndarray, det_label: np.ndarray, det_scores: np.ndarra
         image_pairs, _ = group_pairs(det_image, det_scores, gt_image, det_boxes, gt_boxes, gt_crowd)
     n_dets, n_labels = len(det_image), int(max(det_label.max(initial=-1), gt_label.max(initial=-1))) + 1
     labelled = det_label >= 0
-    rank = group_ranks(np.where(labelled, det_image, -1), det_scores)
+    every_labelled = bool(labelled.all())
+    rank = ranks.in_image if ranks is not None and every_labelled else \
+        group_ranks(np.where(labelled, det_image, -1), det_scores)
     kept = labelled & (rank < TIDE_MAX_DETS)
     det_group = np.where(kept, det_image * n_labels + det_label, -1)
     regular = ~gt_crowd
     gt_group = np.where(regular, gt_image * n_labels + gt_label, -1)
+    # The kept ones of an image and label come first among its detections of the label: their rank
+    # there is their rank among the kept.
     match = match_groups(det_group, det_scores, det_boxes, gt_group, gt_boxes, np.zeros(len(gt_image), dtype=bool),
-                         (TIDE_IOU,), first_on_tie=True, pairs=image_pairs)
+                         (TIDE_IOU,), first_on_tie=True, pairs=image_pairs,
+                         rank=None if ranks is None else ranks.in_group)
     matched = match.outcomes[:, 0] == TRUE_POSITIVE
     used = np.zeros(len(gt_image), dtype=bool)
     used[match.matched_box[matched, 0]] = True

@@ -98,6 +98,13 @@ def group_ranks(det_group: np.ndarray, det_scores: np.ndarray) -> np.ndarray:
     return _ranks_in_order(det_order, first, counts, len(det_group))
 
 
+def rows_in_groups(det_group: np.ndarray) -> np.ndarray:
+    """Each detection's row among its group's, in input order (a stable sort of the groups alone)."""
+    order = np.argsort(det_group, kind='stable')
+    _, first, counts = _runs(det_group[order])
+    return _ranks_in_order(order, first, counts, len(det_group))
+
+
 def _ranks_in_order(order: np.ndarray, first: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
     rank = np.zeros(size, dtype=np.int64)
     rank[order] = np.arange(len(order)) - np.repeat(first, counts)
@@ -131,7 +138,8 @@ def _pair_ious(det_boxes: np.ndarray, gt_boxes: np.ndarray, det: np.ndarray, gt:
 def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.ndarray, gt_group: np.ndarray,
                  gt_boxes: np.ndarray, gt_crowd: np.ndarray, thresholds: Sequence[float],
                  gt_ignored: Optional[np.ndarray] = None, det_ignored: Optional[np.ndarray] = None,
-                 first_on_tie: bool = False, pairs: Optional[Pairs] = None) -> GroupMatch:
+                 first_on_tie: bool = False, pairs: Optional[Pairs] = None,
+                 rank: Optional[np.ndarray] = None) -> GroupMatch:
     """Each group's detections by descending score (ties in input order), each to the free box of its
     group with the highest IoU >= the column's threshold that is not ignored (the later box on a tie),
     else to the ignored box of highest IoU, then ignored itself (crowd boxes are never used up, other
@@ -139,12 +147,13 @@ def match_groups(det_group: np.ndarray, det_scores: np.ndarray, det_boxes: np.nd
     (crowd boxes, and those outside its area range; default: the crowd boxes); `det_ignored` (D, C):
     the detections ignored in a column when they match nothing (outside its area range), as
     pycocotools' evaluateImg. `first_on_tie`: the earlier box on a tie in IoU (tidecv's argmax).
-    `pairs`: made once for wider groups (group_pairs by image), of which those within a group are used."""
+    `pairs`: made once for wider groups (group_pairs by image), of which those within a group are used;
+    `rank`: each detection's in its group (group_ranks), when the caller has it."""
     if pairs is None:
         pairs, rank = group_pairs(det_group, det_scores, gt_group, det_boxes, gt_boxes, gt_crowd)
     else:
         pairs = within_groups(pairs, det_group, gt_group)
-        rank = group_ranks(det_group, det_scores)
+        rank = group_ranks(det_group, det_scores) if rank is None else rank
     floors = np.minimum(np.asarray(thresholds, dtype=np.float64), 1 - 1e-10)
     n_dets, n_boxes, n_thresholds = len(det_group), len(gt_group), len(floors)
     outcomes = np.full((n_dets, n_thresholds), FALSE_POSITIVE, dtype=np.int8)
