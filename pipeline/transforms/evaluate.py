@@ -38,7 +38,8 @@ class EvaluationResult(NamedTuple):
     figures: beam.PCollection  # EvaluationFigures (one element): metrics.json and the small tables' rows
     matches: beam.PCollection  # pa.Table batches of the per-box outcomes (schema.MATCH_COLUMNS)
     counts: beam.PCollection  # Counts
-    errors: beam.PCollection  # (bucket, [(run, image URI)]) of the images with a false positive or a miss
+    # (bucket, [(run, image URI)]) of the images with a false positive or a miss, when asked for
+    errors: beam.PCollection
 
 
 # Rows of `matches` gathered before they leave as one Arrow table (and at the end of each bundle).
@@ -53,7 +54,9 @@ class EvaluateBucketFn(beam.DoFn):
 
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
                  ml_use: Optional[str] = None, max_dets: Sequence[int] = COCO_MAX_DETS,
-                 spill_folder: Optional[str] = None, fixed_size: Optional[Tuple[int, int]] = None):
+                 spill_folder: Optional[str] = None, fixed_size: Optional[Tuple[int, int]] = None,
+                 error_images: bool = True):
+        self._error_images = error_images  # the images with an error are listed (for --export_select errors)
         self._spill_folder = spill_folder  # when set, the tied detections wait there (io.spill)
         self._fixed_size = fixed_size  # --image_size
         self._sizes: Optional[SizeResolver] = None  # the run's own sizes, without probing: from the manifest
@@ -102,7 +105,8 @@ class EvaluateBucketFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput('totals', ((run, label), totals))
             counts = counts._replace(beyond_max_dets=result.beyond_max_dets, without_size=result.images_without_size)
             yield beam.pvalue.TaggedOutput('run_parts', (run, (counts, result.cells)))
-            errors += [(run, uri) for uri in result.images_with_errors()]
+            if self._error_images:
+                errors += [(run, uri) for uri in result.images_with_errors()]
             if len(result.tied.scores):
                 yield beam.pvalue.TaggedOutput('tied', (run, self._payload(packed(result.tied))))
             self._tables.append(result.matches)
@@ -196,8 +200,10 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
                  ml_use: Optional[str] = None, known_runs: Sequence[Optional[str]] = (),
                  max_dets: Sequence[int] = COCO_MAX_DETS, spill_folder: Optional[str] = None,
-                 fixed_size: Optional[Tuple[int, int]] = None, manifest: Optional[beam.PCollection] = None):
+                 fixed_size: Optional[Tuple[int, int]] = None, manifest: Optional[beam.PCollection] = None,
+                 error_images: bool = True):
         super().__init__()
+        self._error_images = error_images  # False: `errors` stays empty (nothing reads it)
         self._spill_folder = spill_folder
         self._fixed_size = fixed_size
         self._manifest = manifest  # --image_sizes: a singleton, uri -> (width, height) or None
@@ -218,7 +224,7 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'JoinByBucket' >> beam.GroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use,
-                                 self._max_dets, self._spill_folder, self._fixed_size),
+                                 self._max_dets, self._spill_folder, self._fixed_size, self._error_images),
                 runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest)).with_outputs(
                 'totals', 'run_parts', 'counts', 'errors', 'tied',
                                                             main='matches'))

@@ -268,7 +268,9 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
               | 'Evaluate' >> EvaluateAgainstGroundTruth(options.iou_thresholds, options.eval_iou,
                                                          options.eval_confidence, options.ml_use, options.runs,
                                                          options.max_dets, options.spill_folder,
-                                                         options.fixed_image_size, parsed.manifest))
+                                                         options.fixed_image_size, parsed.manifest,
+                                                         error_images=settings.export.enabled
+                                                         and settings.export.export_select == 'errors'))
     figures = result.figures
     metrics = figures | 'MetricsDocument' >> beam.Map(lambda f: f.metrics_document())
     runs = figures | 'RunImages' >> beam.FlatMap(lambda f: [(run.prediction_run, run.images) for run in f.runs])
