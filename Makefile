@@ -62,10 +62,20 @@ docs: install
 	$(PY) -m pipeline.tools.docs .
 
 BENCH_STAMP := $(VENV)/.installed-bench
+# The speed anchors' environment (below).
+ANCHOR_VENV := .venv-anchors
+ANCHOR_STAMP := $(ANCHOR_VENV)/.installed
 
-$(BENCH_STAMP): $(STAMP)
+$(BENCH_STAMP): $(STAMP) $(ANCHOR_STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
+
+# The speed anchors, the newest DuckDB and Polars, in an environment of their own: the project's
+# DuckDB is pinned by the BigQuery emulator.
+$(ANCHOR_STAMP): bench/anchors-requirements.txt
+	test -x $(ANCHOR_VENV)/bin/python || $(PYTHON) -m venv $(ANCHOR_VENV)
+	$(ANCHOR_VENV)/bin/python -m pip install --quiet -r bench/anchors-requirements.txt
+	touch $(ANCHOR_STAMP)
 
 # The full benchmark: 20,000 and 200,000 images (about 1 GB), thresholds 0.5 and 0.0, 3 repeats; and
 # the evaluation rows (200,000 images with ground truth, against faster-coco-eval; 5 repeats).

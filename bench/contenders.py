@@ -1,7 +1,10 @@
 """The alternatives the pipeline is measured against, each doing the same job as the pipeline's core
 (read every result shard, parse, threshold, pixel boxes, write Parquet), and Beam's own floor.
 
-python bench/contenders.py baseline|duckdb|beam_floor legacy|vertex INPUT_DIR OUTPUT_DIR THRESHOLD WIDTH HEIGHT
+python bench/contenders.py baseline|duckdb|polars|beam_floor legacy|vertex INPUT_DIR OUTPUT_DIR THRESHOLD WIDTH HEIGHT
+
+DuckDB and Polars run in the anchors' own environment (bench/anchors-requirements.txt): their newest
+versions, whatever the project pins for its tests.
 """
 import glob
 import os
@@ -76,7 +79,7 @@ COPY (
     FROM (
       SELECT ID, a, a.image_object_detection.bounding_box.normalized_vertices AS v
       FROM (
-        SELECT ID, unnest(list_filter(annotations, x -> x.image_object_detection.score >= {threshold})) AS a
+        SELECT ID, unnest(list_filter(annotations, lambda x: x.image_object_detection.score >= {threshold})) AS a
         FROM read_json('{pattern}', format = 'newline_delimited', columns = {{
                ID: 'VARCHAR',
                annotations: 'STRUCT(annotation_spec_id VARCHAR, display_name VARCHAR,
@@ -115,6 +118,67 @@ def duckdb_job(fmt, input_dir, output_dir, threshold, width, height):
         width=width, height=height))
 
 
+def polars_job(fmt, input_dir, output_dir, threshold, width, height):
+    """Polars doing the same job lazily (an explicit schema, explode, filter, sink), on 2 threads
+    (set here, before Polars starts its pool)."""
+    os.environ['POLARS_MAX_THREADS'] = '2'
+    import polars as pl
+    os.makedirs(output_dir, exist_ok=True)
+    paths = sorted(glob.glob(os.path.join(input_dir, '**', RESULT_SHARDS[fmt]), recursive=True))
+    frame = (_polars_legacy if fmt == 'legacy' else _polars_vertex)(pl, paths, threshold)
+    frame.with_columns(
+        (pl.col('x_min') * width).alias('px_x_min'), (pl.col('y_min') * height).alias('px_y_min'),
+        (pl.col('x_max') * width).alias('px_x_max'), (pl.col('y_max') * height).alias('px_y_max'),
+    ).sink_parquet(os.path.join(output_dir, 'detections.parquet'))
+
+
+def _polars_legacy(pl, paths, threshold):
+    vertex = pl.Struct({'x': pl.Float64, 'y': pl.Float64})
+    annotation = pl.Struct({'annotation_spec_id': pl.String, 'display_name': pl.String,
+                            'image_object_detection': pl.Struct({
+                                'bounding_box': pl.Struct({'normalized_vertices': pl.List(vertex)}),
+                                'score': pl.Float64})})
+    frame = pl.scan_ndjson(paths, schema={'ID': pl.String, 'annotations': pl.List(annotation)})
+    detection = pl.col('a').struct.field('image_object_detection')
+    vertices = detection.struct.field('bounding_box').struct.field('normalized_vertices')
+    first, second = vertices.list.get(0), vertices.list.get(1)
+
+    def coordinate(point, axis):
+        return point.struct.field(axis).fill_null(0.0)
+    return (frame
+            .select(pl.col('ID').alias('image_uri'), pl.col('annotations').list.filter(
+                pl.element().struct.field('image_object_detection').struct.field('score') >= threshold).alias('a'))
+            .explode('a')
+            .filter(pl.col('a').is_not_null())
+            .select('image_uri', pl.col('a').struct.field('display_name').alias('label'),
+                    pl.col('a').struct.field('annotation_spec_id').alias('label_id'),
+                    detection.struct.field('score').alias('score'),
+                    pl.min_horizontal(coordinate(first, 'x'), coordinate(second, 'x')).alias('x_min'),
+                    pl.min_horizontal(coordinate(first, 'y'), coordinate(second, 'y')).alias('y_min'),
+                    pl.max_horizontal(coordinate(first, 'x'), coordinate(second, 'x')).alias('x_max'),
+                    pl.max_horizontal(coordinate(first, 'y'), coordinate(second, 'y')).alias('y_max')))
+
+
+def _polars_vertex(pl, paths, threshold):
+    schema = {'instance': pl.Struct({'content': pl.String}),
+              'prediction': pl.Struct({'ids': pl.List(pl.String), 'displayNames': pl.List(pl.String),
+                                       'confidences': pl.List(pl.Float64), 'bboxes': pl.List(pl.List(pl.Float64))})}
+    box = pl.col('bboxes')
+    return (pl.scan_ndjson(paths, schema=schema)
+            .select(pl.col('instance').struct.field('content').alias('image_uri'),
+                    pl.col('prediction').struct.field('displayNames').alias('label'),
+                    pl.col('prediction').struct.field('ids').alias('label_id'),
+                    pl.col('prediction').struct.field('confidences').alias('score'),
+                    pl.col('prediction').struct.field('bboxes'))
+            .explode(['label', 'label_id', 'score', 'bboxes'])
+            .filter(pl.col('score') >= threshold)
+            .select('image_uri', 'label', 'label_id', 'score',
+                    pl.min_horizontal(box.list.get(0), box.list.get(1)).alias('x_min'),
+                    pl.min_horizontal(box.list.get(2), box.list.get(3)).alias('y_min'),
+                    pl.max_horizontal(box.list.get(0), box.list.get(1)).alias('x_max'),
+                    pl.max_horizontal(box.list.get(2), box.list.get(3)).alias('y_max')))
+
+
 # The 2-process runner of the pipeline's contenders, which the floor below runs on too.
 TWO_PROCESS_FLAGS = ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
 
@@ -131,5 +195,5 @@ def beam_floor(*_):
 
 if __name__ == '__main__':
     kind, fmt, input_dir, output_dir, threshold, width, height = sys.argv[1:8]
-    {'baseline': baseline, 'duckdb': duckdb_job, 'beam_floor': beam_floor}[kind](
+    {'baseline': baseline, 'duckdb': duckdb_job, 'polars': polars_job, 'beam_floor': beam_floor}[kind](
         fmt, input_dir, output_dir, float(threshold), int(width), int(height))

@@ -12,10 +12,11 @@ def fit_line(points):
     return mean_y - slope * mean_x, slope
 
 
-def cost_model(results, pipeline, baseline):
+def cost_model(results, pipeline, baseline, anchor=None):
     """Per threshold and contender measured at two or more sizes: seconds = fixed + marginal x
-    annotations (least squares), and from how many images the `pipeline` contender's line runs
-    below the `baseline` contender's (when it costs less per annotation)."""
+    annotations (least squares), from how many images the `pipeline` contender's line runs below the
+    `baseline` contender's (when it costs less per annotation), and its marginal cost as a multiple
+    of the `anchor` contender's."""
     model = []
     for threshold in sorted({r['threshold'] for r in results}, reverse=True):
         runs = [r for r in results if r['threshold'] == threshold]
@@ -31,6 +32,8 @@ def cost_model(results, pipeline, baseline):
                 per_image = max(r['annotations'] / r['images'] for r in runs)
                 crossing = (fixed - fits[baseline][0]) / (fits[baseline][1] - slope)
                 entry['faster_than_baseline_from_images'] = crossing / per_image
+            if name == pipeline and anchor in fits and fits[anchor][1] > 0:
+                entry['marginal_vs_anchor'] = slope / fits[anchor][1]
             model.append(entry)
     return model
 
@@ -44,5 +47,7 @@ def render_cost_model(model):
         if 'faster_than_baseline_from_images' in entry:
             line += (f'; faster than the baseline from about '
                      f'{entry["faster_than_baseline_from_images"]:,.0f} images')
+        if 'marginal_vs_anchor' in entry:
+            line += f'; {entry["marginal_vs_anchor"]:.2f}x the anchor\'s marginal cost'
         lines.append(line)
     return '\n'.join(lines)

@@ -32,6 +32,7 @@ from generate import generate  # noqa: E402  pylint: disable=wrong-import-positi
 WIDTH, HEIGHT = 1024, 768
 COMPARED = ['image_uri', 'label', 'label_id', 'score', 'x_min', 'y_min', 'x_max', 'y_max',
             'px_x_min', 'px_y_min', 'px_x_max', 'px_y_max']
+STRING_COMPARED = ('image_uri', 'label', 'label_id')
 
 
 # Every post-processing option on, for the cost per detection of issue #3's steps (its rows differ
@@ -43,24 +44,44 @@ WITH_POSTPROCESSING = 'pipeline, 2 processes, post-processing'
 BEAM_FLOOR = 'Beam alone, 2 processes, no work'
 TWO_PROCESSES = 'pipeline, 2 processes'
 BASELINE = 'python baseline'
+DUCKDB, POLARS = 'duckdb, 2 threads', 'polars, 2 threads'
+ANCHOR_PYTHON = os.path.join(ROOT, '.venv-anchors', 'bin', 'python')
 # Contenders whose rows are not compared: other rows (post-processing) or none at all (the floor).
 UNCHECKED = (WITH_POSTPROCESSING, BEAM_FLOOR)
 
 
-def contender_commands(fmt, input_dir, output_dir, threshold, postprocessing=False):
+def contender_commands(fmt, input_dir, output_dir, threshold, postprocessing=False, anchor_python=sys.executable):
+    """`anchor_python`: the interpreter of the anchors' environment (the newest DuckDB and Polars)."""
     pipeline = [sys.executable, '-m', 'pipeline', '--input', input_dir, '--output', output_dir,
                 '--score_threshold', str(threshold), '--image_size', f'{WIDTH}x{HEIGHT}',
                 '--report=false', '--overwrite']
-    other = lambda kind: [sys.executable, os.path.join(HERE, 'contenders.py'), kind, fmt, input_dir,
-                          output_dir, str(threshold), str(WIDTH), str(HEIGHT)]
+
+    def other(kind, python=sys.executable):
+        return [python, os.path.join(HERE, 'contenders.py'), kind, fmt, input_dir, output_dir, str(threshold),
+                str(WIDTH), str(HEIGHT)]
     return {
         'pipeline, 1 process': pipeline + ['--direct_num_workers=1'],
         TWO_PROCESSES: pipeline + TWO_PROCESS_FLAGS,
         BASELINE: other('baseline'),
-        'duckdb, 2 threads': other('duckdb'),
+        DUCKDB: other('duckdb', anchor_python),
+        POLARS: other('polars', anchor_python),
         **({WITH_POSTPROCESSING: pipeline + TWO_PROCESS_FLAGS + POSTPROCESSING} if postprocessing else {}),
         BEAM_FLOOR: other('beam_floor'),
     }
+
+
+def anchor_versions(python):
+    """{'duckdb': version, 'polars': version} of the anchors' environment; a missing one stops the
+    benchmark before any run, with what to do."""
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        sys.exit(f'bench: the anchors\' environment is missing ({python}): `make bench` builds it from '
+                 f'bench/anchors-requirements.txt, or give --anchor_python')
+    found = subprocess.run([python, '-c', 'import duckdb, polars; print(duckdb.__version__, polars.__version__)'],
+                           capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        sys.exit(f'bench: {python} cannot import duckdb and polars: {found.stderr.strip()[-500:]}')
+    duckdb_version, polars_version = found.stdout.split()
+    return {'duckdb': duckdb_version, 'polars': polars_version}
 
 
 def settle(paths):
@@ -112,8 +133,10 @@ def canonical_rows(output_dir):
     path = os.path.join(output_dir, 'detections')
     table = ds.dataset(path if os.path.isdir(path) else output_dir, format='parquet').to_table(
         columns=COMPARED)
-    # Compare values only: nullability flags differ between writers.
-    table = pa.Table.from_arrays([column.combine_chunks() for column in table.columns], names=COMPARED)
+    # Compare values only: nullability flags and string widths (Polars writes large strings) differ
+    # between writers.
+    table = pa.Table.from_arrays([column.combine_chunks().cast(pa.string() if name in STRING_COMPARED else pa.float64())
+                                  for name, column in zip(COMPARED, table.columns)], names=COMPARED)
     return table.sort_by([(name, 'ascending') for name in COMPARED])
 
 
@@ -129,7 +152,7 @@ def annotations_in(input_dir, fmt):
     return total
 
 
-def bench_size(fmt, images, thresholds, repeats, work_dir, postprocessing=False):
+def bench_size(fmt, images, thresholds, repeats, work_dir, postprocessing=False, anchor_python=sys.executable):
     data_dir = os.path.join(work_dir, f'data-{images}' if fmt == 'legacy' else f'{fmt}-{images}')
     if not os.path.isdir(data_dir):
         generate(data_dir, images, shards=8, fmt=fmt)
@@ -140,7 +163,7 @@ def bench_size(fmt, images, thresholds, repeats, work_dir, postprocessing=False)
         reference = None
         for repeat in range(repeats):
             for name, command in contender_commands(fmt, data_dir, os.path.join(work_dir, 'out'),
-                                                    threshold, postprocessing).items():
+                                                    threshold, postprocessing, anchor_python).items():
                 output_dir = os.path.join(work_dir, 'out')
                 shutil.rmtree(output_dir, ignore_errors=True)
                 settle(input_files(data_dir))
@@ -167,7 +190,8 @@ def bench_size(fmt, images, thresholds, repeats, work_dir, postprocessing=False)
                 'peak_mb': max(mb for _, mb, _ in runs),
                 'cpu_s_per_million_annotations': statistics.median(c for _, _, c in runs) / annotations * 1e6,
                 'vs_baseline': medians[name] / medians[BASELINE],
-                'vs_duckdb': medians[name] / medians['duckdb, 2 threads'],
+                'vs_duckdb': medians[name] / medians[DUCKDB],
+                'vs_polars': medians[name] / medians[POLARS],
             })
     return results
 
@@ -255,13 +279,14 @@ def render_evaluation(results):
 
 def render(results):
     header = ('format', 'images', 'threshold', 'contender', 'median s', 'spread s', 'annot/s', 'us/annot',
-              'CPU s/M annot', 'peak MB', 'x baseline', 'x duckdb')
+              'CPU s/M annot', 'peak MB', 'x baseline', 'x duckdb', 'x polars')
     rows = [header]
     for r in results:
         rows.append((r['format'], f'{r["images"]:,}', f'{r["threshold"]}', r['contender'], f'{r["median_s"]:.2f}',
                      f'{r["min_s"]:.2f}-{r["max_s"]:.2f}', f'{r["annotations_per_s"]:,.0f}',
                      f'{r["us_per_annotation"]:.2f}', f'{r["cpu_s_per_million_annotations"]:.2f}',
-                     f'{r["peak_mb"]:.0f}', f'{r["vs_baseline"]:.2f}', f'{r["vs_duckdb"]:.2f}'))
+                     f'{r["peak_mb"]:.0f}', f'{r["vs_baseline"]:.2f}', f'{r["vs_duckdb"]:.2f}',
+                     f'{r["vs_polars"]:.2f}'))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ['  '.join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, '  '.join('-' * width for width in widths))
@@ -284,17 +309,24 @@ def main():
                         help='also the evaluation rows: with and without --ground_truth, and faster-coco-eval, '
                              'on these sizes (default 200000), legacy format, threshold 0.5')
     parser.add_argument('--only_evaluation', action='store_true', help='the evaluation rows alone')
+    parser.add_argument('--anchor_python', default=ANCHOR_PYTHON,
+                        help='the Python of the anchors\' environment, with the newest DuckDB and Polars '
+                             '(bench/anchors-requirements.txt; make bench builds it)')
     args = parser.parse_args()
+    anchors = {} if args.only_evaluation else anchor_versions(args.anchor_python)
     results = []
     for fmt in args.formats if not args.only_evaluation else ():
         for images in args.images:
-            results += bench_size(fmt, images, args.thresholds, args.repeats, args.work_dir, args.postprocessing)
+            results += bench_size(fmt, images, args.thresholds, args.repeats, args.work_dir, args.postprocessing,
+                                  args.anchor_python)
     evaluation = []
     if args.evaluation is not None or args.only_evaluation:
         for images in args.evaluation or [200_000]:
             evaluation += bench_evaluation(images, 0.5, args.evaluation_repeats, args.work_dir)
     model = [dict(entry, format=fmt) for fmt in args.formats for entry in cost_model(
-        [r for r in results if r['format'] == fmt], pipeline=TWO_PROCESSES, baseline=BASELINE)]
+        [r for r in results if r['format'] == fmt], pipeline=TWO_PROCESSES, baseline=BASELINE, anchor=DUCKDB)]
+    if anchors:
+        print('Anchors: ' + ', '.join(f'{name} {version}' for name, version in anchors.items()))
     if results:
         print(render(results))
     if model:
@@ -302,7 +334,7 @@ def main():
     if evaluation:
         print(render_evaluation(evaluation))
     written = {'machine': {'cpus': os.cpu_count(), 'memory_gb': round(psutil.virtual_memory().total / 2 ** 30)},
-               'results': results, 'cost_model': model, 'evaluation': evaluation}
+               'anchors': anchors, 'results': results, 'cost_model': model, 'evaluation': evaluation}
     if args.only_evaluation and os.path.exists(args.json):  # the other rows of the file stay as they were
         with open(args.json, encoding='utf-8') as handle:
             written = dict(json.load(handle), evaluation=evaluation)

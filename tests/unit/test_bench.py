@@ -52,3 +52,14 @@ def test_thresholds_are_fitted_apart():
     slopes = {entry['threshold']: entry['marginal_us_per_annotation'] for entry in cost_model(results, pipeline=TWO_PROCESSES, baseline=BASELINE)}
     assert slopes[0.5] == pytest.approx(3.0 / 3.6e6 * 1e6)
     assert slopes[0.0] == pytest.approx(9.0 / 3.6e6 * 1e6)
+
+
+def test_the_pipelines_marginal_cost_is_a_multiple_of_the_anchors():
+    duckdb = 'duckdb, 2 threads'
+    results = [result(name, images, cost(images))
+               for images in (200_000, 1_000_000)
+               for name, cost in ((TWO_PROCESSES, line(3.0, 1.2)), (duckdb, line(0.2, 0.4)), (BASELINE, line(0.1, 2.0)))]
+    model = {entry['contender']: entry
+             for entry in cost_model(results, pipeline=TWO_PROCESSES, baseline=BASELINE, anchor=duckdb)}
+    assert model[TWO_PROCESSES]['marginal_vs_anchor'] == pytest.approx(3.0)
+    assert 'marginal_vs_anchor' not in model[duckdb] and 'marginal_vs_anchor' not in model[BASELINE]
