@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.core.columns import concat_ranges, joined_codes, label_codes, recoded
+from pipeline.core.columns import concat_ranges, joined_codes, label_codes, packed_flags, recoded
 from pipeline.core.error_types import (
     ERROR_TYPES,
     MISS,
@@ -177,29 +177,60 @@ def _matched(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray,
 
 def _label_totals(columns: ImageColumns, matched: _Matched, classified: Classified, n_thresholds: int,
                   max_dets: Sequence[int]) -> Dict[str, LabelTotals]:
-    """What each label present in the bucket adds to its run's totals."""
+    """What each label present in the bucket adds to its run's totals. The flags of every detection
+    are packed once; each label takes its rows of them."""
     det_code, gt_code, regular = columns.det_label, columns.gt_label, ~columns.gt_crowd
+    evaluated = np.where(matched.beyond, -1, det_code)
+    order = np.argsort(evaluated, kind='stable')  # each label's evaluated detections together, in row order
+    bounds = np.searchsorted(evaluated[order], np.arange(len(columns.label_names) + 1))
+    outcomes = matched.match.outcomes[:, :n_thresholds]
+    tp = outcomes == TRUE_POSITIVE
+    areas = _PackedOutcomes.of(outcomes)
+    by_area = None if matched.sized is None or matched.ranges is None else [
+        _PackedOutcomes.of(matched.sized[:, area]) for area in range(len(AREA_RANGES) - 1)]
+    caps = [cap or np.iinfo(np.int64).max for cap in max_dets]
     labels = {}
     for code in np.unique(np.r_[det_code[det_code >= 0], gt_code]).tolist():
-        mine, boxes = (det_code == code) & ~matched.beyond, gt_code == code
-        scores = columns.det_scores[mine]
-        outcomes = matched.match.outcomes[mine, :n_thresholds]
-        tp = outcomes == TRUE_POSITIVE
-        within = np.array([tp[matched.rank_in_group[mine] < (cap or np.iinfo(np.int64).max)].sum(axis=0)
-                           for cap in max_dets], dtype=np.int64).reshape(len(max_dets), n_thresholds)
-        counts = PrecisionCounts.of(scores, outcomes.T, int((boxes & regular).sum()), within)
-        by_area = None if matched.sized is None or matched.ranges is None else tuple(
-            _sized_counts(scores, matched.sized[mine, area - 1],
-                          int((boxes & regular & ~matched.ranges[0][:, area]).sum()))
-            for area in range(1, len(AREA_RANGES)))
-        at_eval = matched.at_eval[mine]
+        rows, boxes = order[bounds[code]:bounds[code + 1]], gt_code == code
+        scores, rank = columns.det_scores[rows], matched.rank_in_group[rows]
+        within = np.array([tp[rows[rank < cap]].sum(axis=0) for cap in caps],
+                          dtype=np.int64).reshape(len(caps), n_thresholds)
+        regular_boxes = int((boxes & regular).sum())
+        counts = areas.counts(rows, scores, regular_boxes, within)
+        sized = None if by_area is None or matched.ranges is None else tuple(
+            packed.counts(rows, scores, int((boxes & regular & ~matched.ranges[0][:, area]).sum()))
+            for area, packed in enumerate(by_area, start=1))
+        at_eval = matched.at_eval[rows]
         tp_scores, fp_scores = scores[at_eval == TRUE_POSITIVE], scores[at_eval == FALSE_POSITIVE]
-        grid_tp, grid_fp, grid_fn = grid_counts(tp_scores, fp_scores, int((boxes & regular).sum()))
+        grid_tp, grid_fp, grid_fn = grid_counts(tp_scores, fp_scores, regular_boxes)
         labels[columns.label_names[code]] = LabelTotals(
             counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores), int((boxes & matched.missed).sum()),
-            grid_tp, grid_fp, grid_fn, by_area,
+            grid_tp, grid_fp, grid_fn, sized,
             errors=_label_errors(code, classified, det_code, columns.det_scores, boxes & regular))
     return labels
+
+
+class _PackedOutcomes(NamedTuple):
+    """The (D, T) outcomes of a bucket's detections in one area range, as the AP counts carry them:
+    true and false positive flags packed (columns.packed_flags), and which detections count at all
+    (a detection ignored at every threshold, outside the range, adds nothing)."""
+    tp: np.ndarray  # (bytes, D)
+    fp: np.ndarray
+    counted: np.ndarray  # (D,)
+    thresholds: int
+
+    @classmethod
+    def of(cls, outcomes: np.ndarray) -> '_PackedOutcomes':
+        return cls(packed_flags(outcomes.T == TRUE_POSITIVE), packed_flags(outcomes.T == FALSE_POSITIVE),
+                   (outcomes != IGNORED).any(axis=1), outcomes.shape[1])
+
+    def counts(self, rows: np.ndarray, scores: np.ndarray, ground_truth: int,
+               within: Optional[np.ndarray] = None) -> PrecisionCounts:
+        """The AP counts of some detections (rows), whose scores are given."""
+        kept = self.counted[rows]
+        rows = rows[kept]
+        return PrecisionCounts(self.thresholds, scores[kept], self.tp[:, rows], self.fp[:, rows], ground_truth,
+                               within=within, packed=True)
 
 
 def _tied(columns: ImageColumns, prediction_run: Optional[str], evaluated: np.ndarray,
@@ -266,13 +297,6 @@ def _label_errors(code: int, classified: Classified, det_code: np.ndarray, det_s
     own = classified.error[(det_code == code) & (classified.error != NO_ERROR)]
     return ErrorCounts.of(label_points(code, classified, det_code, det_scores), int(boxes.sum()), missed,
                           np.r_[own.astype(np.int64), np.full(missed, MISS, dtype=np.int64)])
-
-
-def _sized_counts(scores: np.ndarray, outcomes: np.ndarray, ground_truth: int) -> PrecisionCounts:
-    """The AP counts of one area range: the detections ignored at every threshold (outside the range)
-    add nothing to any count, and are left out."""
-    counted = (outcomes != IGNORED).any(axis=1)
-    return PrecisionCounts.of(scores[counted], outcomes[counted].T, ground_truth)
 
 
 def _area_ranges(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray):

@@ -96,11 +96,10 @@ def classify(det_image: np.ndarray, det_label: np.ndarray, det_scores: np.ndarra
     # Every pair of a detection and a regular box of its image, whatever their labels.
     pairs = within_groups(image_pairs, np.where(kept, det_image, -1), np.where(regular, gt_image, -1))
     same = det_label[pairs.det] == gt_label[pairs.gt]
-    order = np.lexsort((pairs.gt, -pairs.iou, pairs.det))  # each detection's pairs, best first
-    best_same, box_same = _best(pairs, order, same, n_dets)
-    best_other, box_other = _best(pairs, order, ~same, n_dets)
-    best_used, _ = _best(pairs, order, same & used[pairs.gt], n_dets)
-    best_any, _ = _best(pairs, order, np.ones(len(pairs.det), dtype=bool), n_dets)
+    best_same, box_same = _best(pairs, same, n_dets)
+    best_other, box_other = _best(pairs, ~same, n_dets)
+    best_used, _ = _best(pairs, same & used[pairs.gt], n_dets)
+    best_any, _ = _best(pairs, np.ones(len(pairs.det), dtype=bool), n_dets)
     has_box = np.zeros(int(max(det_image.max(initial=-1), gt_image.max(initial=-1))) + 1, dtype=bool)
     has_box[gt_image[regular]] = True
     error = np.select([~has_box[det_image], (best_same >= TIDE_BACKGROUND) & (best_same <= TIDE_IOU),
@@ -116,16 +115,22 @@ def classify(det_image: np.ndarray, det_label: np.ndarray, det_scores: np.ndarra
     return Classified(outcome, error, target, box, unmatched & ~pointed, unmatched)
 
 
-def _best(pairs, by_detection: np.ndarray, chosen: np.ndarray, n_dets: int):
+def _best(pairs: Pairs, chosen: np.ndarray, n_dets: int):
     """Per detection, the highest IoU among the chosen pairs (0 if none) and its box, the first box
-    on a tie (numpy's argmax, as tidecv takes it); -1 if none. `by_detection`: the pairs ordered by
-    detection, then IoU descending, then box."""
-    order = by_detection[chosen[by_detection]]
-    first = order[np.r_[True, pairs.det[order][1:] != pairs.det[order][:-1]]] if len(order) else order
+    on a tie (numpy's argmax, as tidecv takes it); -1 if none. The pairs of a detection are together,
+    their boxes in image order (group_pairs by image), so no sort is needed."""
+    det, iou, gt = pairs.det[chosen], pairs.iou[chosen], pairs.gt[chosen]
     best = np.zeros(n_dets)
     box = np.full(n_dets, -1, dtype=np.int64)
-    best[pairs.det[first]] = pairs.iou[first]
-    box[pairs.det[first]] = pairs.gt[first]
+    if not len(det):
+        return best, box
+    new_det = np.r_[True, det[1:] != det[:-1]]
+    starts = np.flatnonzero(new_det)
+    highest = np.maximum.reduceat(iou, starts)
+    at_highest = iou == highest[np.cumsum(new_det) - 1]
+    first_box = np.minimum.reduceat(np.where(at_highest, gt, np.iinfo(np.int64).max), starts)
+    best[det[starts]] = highest
+    box[det[starts]] = first_box
     return best, box
 
 
