@@ -343,7 +343,7 @@ def _matches_table(columns: ImageColumns, prediction_run, matched: _Matched, eva
     uris = pa.array(columns.image_uris, type=pa.string())
     det_nulls = np.r_[np.zeros(n_dets, dtype=bool), np.ones(n_fns, dtype=bool)]
     gt_nulls = np.r_[~tp, np.zeros(n_fns, dtype=bool)]
-    outcome = np.where(tp, TP, FP).tolist() + [FN] * n_fns
+    outcome = np.r_[np.where(tp, 0, 1), np.full(n_fns, 2)]  # codes into (TP, FP, FN)
     label_code = np.r_[columns.det_label[dets], columns.gt_label[fns]]
     iou = np.r_[np.where(tp, match.matched_iou[dets, eval_column], best_regular[dets]), best_detection[fns]]
 
@@ -355,7 +355,7 @@ def _matches_table(columns: ImageColumns, prediction_run, matched: _Matched, eva
     arrays = [
         pa.repeat(pa.scalar(prediction_run, type=pa.string()), n_dets + n_fns),
         uris.take(pa.array(np.r_[columns.det_image[dets], columns.gt_image[fns]])),
-        pa.array(outcome, type=pa.string()),
+        pa.array([TP, FP, FN], type=pa.string()).take(pa.array(outcome)),
         pa.array(columns.label_names, type=pa.string()).take(pa.array(np.maximum(label_code, 0), mask=label_code < 0)),
         det_column(columns.det_scores), det_column(rank).cast(pa.int32()), pa.array(iou),
         *(det_column(columns.det_boxes[:, i]) for i in range(4)),
