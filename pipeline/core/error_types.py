@@ -182,20 +182,22 @@ class ErrorCounts:
     error type (false positives by their own label, misses by the box's)."""
 
     def __init__(self, scores: np.ndarray, tp: np.ndarray, fp: np.ndarray, ground_truth: int, missed: int,
-                 counts: np.ndarray, distinct: bool = False):
+                 counts: np.ndarray, distinct: bool = False, packed: bool = False):
         self.scores, self.tp, self.fp = scores, tp, fp
         self.ground_truth, self.missed, self.counts, self.distinct = ground_truth, missed, counts, distinct
+        self.packed = packed  # tp and fp hold bits (columns.packed_flags) until merged
 
     @classmethod
     def of(cls, points: ErrorPoints, ground_truth: int, missed: int, errors: np.ndarray) -> 'ErrorCounts':
         """`errors`: the error types of the label's own false positives and misses (ERROR_TYPES). The
         points travel as bits (columns.packed_flags) until merged."""
         return cls(points.scores, packed_flags(points.tp), packed_flags(points.fp), ground_truth, missed,
-                   np.bincount(errors, minlength=len(ERROR_TYPES)).astype(np.int64))
+                   np.bincount(errors, minlength=len(ERROR_TYPES)).astype(np.int64), packed=True)
 
     def flags(self, name: str) -> np.ndarray:
-        """(columns, points) the true ('tp') or false ('fp') positives of a part not merged."""
-        return unpacked_flags(getattr(self, name), ERROR_COLUMNS)
+        """(columns, points) the true ('tp') or false ('fp') positives (or counts, once merged), unpacked."""
+        values = getattr(self, name)
+        return unpacked_flags(values, ERROR_COLUMNS) if self.packed else values
 
     @classmethod
     def merge_all(cls, parts: Sequence['ErrorCounts']) -> 'ErrorCounts':
@@ -203,8 +205,7 @@ class ErrorCounts:
         distinct, inverse = np.unique(-scores, return_inverse=True)
         merged = []
         for name in ('tp', 'fp'):
-            weights = np.concatenate([getattr(part, name) if part.distinct else part.flags(name) for part in parts],
-                                     axis=1)
+            weights = np.concatenate([part.flags(name) for part in parts], axis=1)
             # Counts per distinct score, in 4 bytes while no count can reach 2^31 (a label's whole run).
             dtype = np.int32 if int(weights.sum(axis=1, dtype=np.int64).max(initial=0)) < 2 ** 31 else np.int64
             counts = np.zeros((len(weights), len(distinct)), dtype=dtype)

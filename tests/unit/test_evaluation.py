@@ -256,3 +256,33 @@ def test_max_dets_caps_each_image_and_label_and_gives_ar_at_1_10_100_as_pycocoto
     judged = sum(t.tp + t.fp for t in totals.values())
     assert sum(t.tp + t.fp for t in uncapped.values()) > judged
     assert all(uncapped[label].tp >= totals[label].tp for label in totals)
+
+
+def test_counts_packed_as_bits_merge_to_the_counts_of_the_flags_themselves():
+    # The parts travel with their flags packed (a bit per threshold); merged, with already merged
+    # counts among them, they give what the same flags unpacked give, for AP and error counts alike.
+    from pipeline.core.error_types import ERROR_COLUMNS, ErrorCounts, ErrorPoints
+    rng = np.random.default_rng(7)
+    parts, plain, error_parts, error_plain = [], [], [], []
+    for size in (0, 1, 9, 40):
+        scores = np.round(rng.random(size), 2)  # equal scores within and across parts
+        outcomes = rng.choice([TRUE_POSITIVE, FALSE_POSITIVE, IGNORED], size=(len(COCO_IOU_THRESHOLDS), size))
+        parts.append(PrecisionCounts.of(scores, outcomes, 3))
+        plain.append(PrecisionCounts(len(COCO_IOU_THRESHOLDS), scores, (outcomes == TRUE_POSITIVE).astype(np.uint8),
+                                     (outcomes == FALSE_POSITIVE).astype(np.uint8), 3))
+        tp = rng.integers(0, 2, (ERROR_COLUMNS, size)).astype(np.uint8)
+        fp = (1 - tp) * rng.integers(0, 2, (ERROR_COLUMNS, size)).astype(np.uint8)
+        error_parts.append(ErrorCounts.of(ErrorPoints(scores, tp, fp), 3, 1, np.arange(6)))
+        error_plain.append(ErrorCounts(scores, tp, fp, 3, 1, np.ones(6, dtype=np.int64)))
+    merged = PrecisionCounts.merge_all([PrecisionCounts.merge_all(parts[:2])] + parts[2:])
+    expected = PrecisionCounts.merge_all(plain)
+    assert parts[-1].tp.nbytes == 2 * 40  # 10 thresholds in 2 bytes per detection
+    assert merged.scores.tolist() == expected.scores.tolist()
+    assert merged.tp.tolist() == expected.tp.tolist() and merged.fp.tolist() == expected.fp.tolist()
+    errors = ErrorCounts.merge_all([ErrorCounts.merge_all(error_parts[:2])] + error_parts[2:])
+    expected_errors = ErrorCounts.merge_all(error_plain)
+    assert errors.scores.tolist() == expected_errors.scores.tolist()
+    assert errors.tp.tolist() == expected_errors.tp.tolist() and errors.fp.tolist() == expected_errors.fp.tolist()
+    summary, expected_summary = errors.summary(), expected_errors.summary()
+    assert (summary.ap, summary.fixed) == (expected_summary.ap, expected_summary.fixed)
+    assert summary.counts.tolist() == expected_summary.counts.tolist() == [4] * 6
