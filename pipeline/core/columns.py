@@ -84,3 +84,18 @@ def packed_flags(flags: np.ndarray) -> np.ndarray:
 def unpacked_flags(bits: np.ndarray, columns: int) -> np.ndarray:
     """packed_flags' (columns, rows) as 0/1 bytes."""
     return np.unpackbits(bits, axis=0, count=columns)
+
+
+def summed_per_score(scores: np.ndarray, *weights: np.ndarray) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """(the distinct scores, descending; for each (columns, rows) weights, their (columns, distinct)
+    sums at each score): one sort for them all, the sums in 4 bytes while no column's total can reach
+    2^31 (a label's whole run), else in 8."""
+    distinct, inverse = np.unique(-scores, return_inverse=True)
+    sums = []
+    for values in weights:
+        small = int(values.sum(axis=1, dtype=np.int64).max(initial=0)) < 2 ** 31
+        summed = np.zeros((len(values), len(distinct)), dtype=np.int32 if small else np.int64)
+        for row, column in zip(summed, values):
+            row[:] = np.bincount(inverse, weights=column, minlength=len(distinct))
+        sums.append(summed)
+    return -distinct, sums

@@ -22,7 +22,7 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from pipeline.core.columns import packed_flags, unpacked_flags
+from pipeline.core.columns import packed_flags, summed_per_score, unpacked_flags
 from pipeline.core.matching import (
     FALSE_POSITIVE,
     IGNORED,
@@ -201,18 +201,10 @@ class ErrorCounts:
 
     @classmethod
     def merge_all(cls, parts: Sequence['ErrorCounts']) -> 'ErrorCounts':
-        scores = np.concatenate([part.scores for part in parts])
-        distinct, inverse = np.unique(-scores, return_inverse=True)
-        merged = []
-        for name in ('tp', 'fp'):
-            weights = np.concatenate([part.flags(name) for part in parts], axis=1)
-            # Counts per distinct score, in 4 bytes while no count can reach 2^31 (a label's whole run).
-            dtype = np.int32 if int(weights.sum(axis=1, dtype=np.int64).max(initial=0)) < 2 ** 31 else np.int64
-            counts = np.zeros((len(weights), len(distinct)), dtype=dtype)
-            for row, values in zip(counts, weights):
-                row[:] = np.bincount(inverse, weights=values, minlength=len(distinct))
-            merged.append(counts)
-        return cls(-distinct, merged[0], merged[1], sum(part.ground_truth for part in parts),
+        scores, (tp, fp) = summed_per_score(np.concatenate([part.scores for part in parts]),
+                                            *(np.concatenate([part.flags(name) for part in parts], axis=1)
+                                              for name in ('tp', 'fp')))
+        return cls(scores, tp, fp, sum(part.ground_truth for part in parts),
                    sum(part.missed for part in parts), np.sum([part.counts for part in parts], axis=0), True)
 
     def summary(self) -> 'ErrorSummary':

@@ -22,6 +22,7 @@ from pipeline.core.columns import (
     packed_flags,
     rows_of,
     split_by_key,
+    summed_per_score,
     unpacked_flags,
 )
 from pipeline.core.decoding import DecodedLines
@@ -77,18 +78,12 @@ class PrecisionCounts:
     def merge_all(cls, parts: Sequence['PrecisionCounts']) -> 'PrecisionCounts':
         """The counts of many parts at once (one sort for all: merging them two by two would sort as
         many times)."""
-        scores = np.concatenate([part.scores for part in parts])
-        distinct, inverse = np.unique(-scores, return_inverse=True)
-        n_thresholds = parts[0].n_thresholds
-        tp = np.zeros((n_thresholds, len(distinct)), dtype=np.int64)
-        fp = np.zeros_like(tp)
-        for counts, name in ((tp, 'tp'), (fp, 'fp')):
-            weights = np.concatenate([part.flags(name) for part in parts], axis=1)
-            for t in range(n_thresholds):
-                counts[t] = np.bincount(inverse, weights=weights[t], minlength=len(distinct)).astype(np.int64)
+        scores, (tp, fp) = summed_per_score(np.concatenate([part.scores for part in parts]),
+                                            *(np.concatenate([part.flags(name) for part in parts], axis=1)
+                                              for name in ('tp', 'fp')))
         counted = [part.within for part in parts if len(part.within)]  # an empty part counts no cap
         within = np.asarray(np.sum(counted, axis=0, dtype=np.int64)) if counted else parts[0].within
-        return PrecisionCounts(n_thresholds, -distinct, tp, fp, sum(part.ground_truth for part in parts), True,
+        return PrecisionCounts(parts[0].n_thresholds, scores, tp, fp, sum(part.ground_truth for part in parts), True,
                                within)
 
     def merge(self, other: 'PrecisionCounts') -> 'PrecisionCounts':

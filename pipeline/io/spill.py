@@ -77,15 +77,18 @@ def remove_spill_folder(folder: Optional[str]) -> None:
 
 class SpillWriter:
     """Appends parts to one file per writer (one per bundle: a retried bundle writes a file of its own,
-    and the references of a failed attempt are dropped with it)."""
+    and the references of a failed attempt are dropped with it). Without a folder (a run whose shuffle
+    carries the parts: Dataflow), each part passes as it is."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: Optional[str]):
         self._folder = folder
         self._handle: Optional[BinaryIO] = None
         self._path = ''
         self._offset = 0
 
-    def put(self, data: bytes) -> SpillRef:
+    def put(self, data: bytes) -> Payload:
+        if self._folder is None:
+            return data
         if self._handle is None:
             self._path = os.path.join(self._folder, f'{uuid.uuid4().hex}.parts')
             self._handle = open(self._path, 'xb')  # pylint: disable=consider-using-with

@@ -30,7 +30,7 @@ from pipeline.core.evaluation import (
 )
 from pipeline.core.ties import TieBasis, raises, tied_parts
 from pipeline.io.sizes import SizeResolver
-from pipeline.io.spill import Payload, SpillWriter, read_payload
+from pipeline.io.spill import SpillWriter, read_payload
 from pipeline.transforms.count import counted_at_bundle_end
 
 
@@ -60,7 +60,7 @@ class EvaluateBucketFn(beam.DoFn):
         self._spill_folder = spill_folder  # when set, the tied detections wait there (io.spill)
         self._fixed_size = fixed_size  # --image_size
         self._sizes: Optional[SizeResolver] = None  # the run's own sizes, without probing: from the manifest
-        self._spill: Optional[SpillWriter] = None
+        self._spill = SpillWriter(spill_folder)  # one per bundle (start_bundle)
         self._thresholds = tuple(thresholds)
         self._eval_iou = eval_iou
         self._eval_confidence = eval_confidence
@@ -72,10 +72,7 @@ class EvaluateBucketFn(beam.DoFn):
 
     def start_bundle(self):
         self._tables, self._pending_rows, self._counts = [], 0, Counts()
-        self._spill = SpillWriter(self._spill_folder) if self._spill_folder else None
-
-    def _payload(self, part: bytes) -> Payload:
-        return self._spill.put(part) if self._spill is not None else part
+        self._spill = SpillWriter(self._spill_folder)
 
     def process(self, element, runs: Iterable[Optional[str]], manifest=None):
         bucket_id, parts = element
@@ -108,7 +105,7 @@ class EvaluateBucketFn(beam.DoFn):
             if self._error_images:
                 errors += [(run, uri) for uri in result.images_with_errors()]
             if len(result.tied.scores):
-                yield beam.pvalue.TaggedOutput('tied', (run, self._payload(packed(result.tied))))
+                yield beam.pvalue.TaggedOutput('tied', (run, self._spill.put(packed(result.tied))))
             self._tables.append(result.matches)
             self._pending_rows += result.matches.num_rows
         if errors:
@@ -117,8 +114,7 @@ class EvaluateBucketFn(beam.DoFn):
             yield self._matches()
 
     def finish_bundle(self):
-        if self._spill is not None:
-            self._spill.close()
+        self._spill.close()
         if self._tables:
             yield GlobalWindows.windowed_value(self._matches())
         yield counted_at_bundle_end(self._counts)
@@ -226,8 +222,7 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use,
                                  self._max_dets, self._spill_folder, self._fixed_size, self._error_images),
                 runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest)).with_outputs(
-                'totals', 'run_parts', 'counts', 'errors', 'tied',
-                                                            main='matches'))
+                'totals', 'run_parts', 'counts', 'errors', 'tied', main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())
         # Equal scores in pycocotools' order: only those where true and false positives mix (see ties).
         bases = beam.pvalue.AsDict(totals | 'ScoresWithMixedOutcomes' >> beam.FlatMapTuple(

@@ -15,7 +15,7 @@ from pipeline.core.evaluation import PREDICTED, BucketLines, batch_lines, packed
 from pipeline.core.export import export_batch, split_by_bucket, uncertain_lines
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
-from pipeline.io.spill import Payload, SpillWriter
+from pipeline.io.spill import SpillWriter
 from pipeline.transforms.count import counted
 from pipeline.transforms.read import LineBatch
 
@@ -45,7 +45,7 @@ class ParseBatchFn(beam.DoFn):
         self._run_names = dict(run_names)
         self._buckets = evaluation_buckets  # when set, each line's kept detections go to the evaluation
         self._spill_folder = spill_folder  # when set, the evaluation's parts wait there (io.spill)
-        self._spill: Optional[SpillWriter] = None
+        self._spill = SpillWriter(spill_folder)  # one per bundle (start_bundle)
         self._gathered: Dict[Optional[str], List[BucketLines]] = {}  # run -> lines kept for the evaluation
         self._gathered_rows = 0
         self._export = export if export is not None and export.enabled else None
@@ -59,17 +59,13 @@ class ParseBatchFn(beam.DoFn):
         tune_garbage_collector()
 
     def start_bundle(self):
-        self._spill = SpillWriter(self._spill_folder) if self._spill_folder else None
+        self._spill = SpillWriter(self._spill_folder)
         self._gathered, self._gathered_rows = {}, 0
 
     def finish_bundle(self):
         for part in self._gathered_parts():
             yield beam.pvalue.TaggedOutput(part.tag, GlobalWindows.windowed_value(part.value))
-        if self._spill is not None:
-            self._spill.close()
-
-    def _payload(self, part: bytes) -> Payload:
-        return self._spill.put(part) if self._spill is not None else part
+        self._spill.close()
 
     def process(self, batch: LineBatch, manifest):
         if self._resolver is None:
@@ -126,8 +122,8 @@ class ParseBatchFn(beam.DoFn):
         if not len(lines):
             return
         exported = export_batch(decoded, rows, lines, sizes, run, batch.source_file, batch.range_start, positions)
-        for bucket, part in split_by_bucket(exported, self._buckets or export.buckets).items():  # packed: _payload
-            yield beam.pvalue.TaggedOutput('exported', (bucket, self._payload(packed(part))))
+        for bucket, part in split_by_bucket(exported, self._buckets or export.buckets).items():
+            yield beam.pvalue.TaggedOutput('exported', (bucket, self._spill.put(packed(part))))
 
     def _gather_lines(self, batch: LineBatch, decoded, rows, run, positions: List[int], sizes):
         """Keeps the batch's lines (with their image sizes) for the evaluation, first sending on what
@@ -143,7 +139,7 @@ class ParseBatchFn(beam.DoFn):
         """(bucket, (PREDICTED, run, packed BucketLines or where it waits)) per bucket and run of the
         gathered lines, all made before any is sent, and the gathered lines let go only then (a failure
         here leaves them to the next try)."""
-        parts = [beam.pvalue.TaggedOutput('evaluation_parts', (bucket, (PREDICTED, run, self._payload(packed(part)))))
+        parts = [beam.pvalue.TaggedOutput('evaluation_parts', (bucket, (PREDICTED, run, self._spill.put(packed(part)))))
                  for run, gathered in self._gathered.items()
                  for bucket, part in BucketLines.joined(gathered).bucket_parts(self._buckets).items()]
         self._gathered, self._gathered_rows = {}, 0

@@ -83,20 +83,16 @@ class ReadTruthRangeFn(beam.DoFn):
         self._image_prefix = image_prefix
         self._buckets = buckets
         self._spill_folder = spill_folder
-        self._spill: Optional[SpillWriter] = None
+        self._spill = SpillWriter(spill_folder)  # one per bundle (start_bundle)
 
     def start_bundle(self):
-        self._spill = SpillWriter(self._spill_folder) if self._spill_folder else None
+        self._spill = SpillWriter(self._spill_folder)
 
     def finish_bundle(self):
-        if self._spill is not None:
-            self._spill.close()
-
-    def _payload(self, part: bytes) -> Payload:
-        return self._spill.put(part) if self._spill is not None else part
+        self._spill.close()
 
     def process(self, work: TruthRange):
-        yield from read_truth_range(work, self._image_prefix, self._buckets, self._payload)
+        yield from read_truth_range(work, self._image_prefix, self._buckets, self._spill.put)
 
 
 def failed_range_to_dead_letter(failure) -> dict:

@@ -21,6 +21,13 @@ def test_parts_read_back_as_they_were_put_and_inline_parts_pass_through(tmp_path
     assert len(os.listdir(tmp_path)) == 2  # a retried bundle never writes into another's file
 
 
+def test_without_a_folder_parts_pass_as_they_are(tmp_path):
+    writer = SpillWriter(None)  # Dataflow: its shuffle carries the parts
+    assert writer.put(b'part') == b'part'
+    writer.close()
+    assert read_payload(writer.put(b'again')) == b'again'
+
+
 def test_a_part_cut_short_is_an_error_naming_the_file(tmp_path):
     writer = SpillWriter(str(tmp_path))
     ref = writer.put(b'0123456789')
