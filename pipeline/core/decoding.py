@@ -8,6 +8,7 @@ Only the annotations at or above the score floor are taken apart beyond their sc
 """
 from array import array
 from itertools import chain
+from operator import itemgetter
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import msgspec
@@ -141,16 +142,21 @@ class _Columns:
         self.xxyy: List[bool] = []  # per line of `other`
 
     def add_record(self, record) -> None:
-        if isinstance(record, records.VertexLine):
+        if isinstance(record, records.VertexLine):  # the common case of today's service, inlined
             prediction = record.prediction
             count = len(prediction.confidences)
             ids, names = prediction.ids, prediction.displayNames
-            if ids is None:
-                ids = [None] * count
-            elif int in map(type, ids):
-                ids = [str(i) if i.__class__ is int else i for i in ids]
-            self._add_other(record.instance.content, VERTEX, names if names is not None else [None] * count,
-                            ids, prediction.confidences, chain.from_iterable(prediction.bboxes), True)
+            part = self.other
+            part.lines.append(len(self.uris))
+            part.listed.append(count)
+            part.labels += names if names is not None else [None] * count
+            part.label_ids += ids if ids is not None else [None] * count  # an int becomes a string in build()
+            part.scores.extend(prediction.confidences)
+            part.coordinates.extend(chain.from_iterable(prediction.bboxes))
+            self.xxyy.append(True)
+            self.uris.append(record.instance.content)
+            self.formats.append(VERTEX)
+            self.counts.append(count)
         else:
             self._add_legacy(record)
 
@@ -202,29 +208,44 @@ class _Columns:
 
     def build(self) -> DecodedLines:
         legacy, other = self.legacy, self.other
-        if int in map(type, legacy.label_ids):
-            legacy.label_ids = [str(i) if i.__class__ is int else i for i in legacy.label_ids]
-        other_raw = other.raw_boxes()
-        xxyy = np.repeat(np.array(self.xxyy, dtype=bool), other.listed)
-        if xxyy.any():
-            other_raw = other_raw.copy()
-            other_raw[xxyy] = other_raw[xxyy][:, [0, 2, 1, 3]]
-        # The rows of the other part below the floor leave too, their strings never converted.
+        # The rows of the other part below the floor leave first: their strings are never converted,
+        # their boxes never reordered.
         other_scores, other_lines = np.frombuffer(other.scores), other.line_index()
+        other_raw, other_xxyy = other.raw_boxes(), np.repeat(np.array(self.xxyy, dtype=bool), other.listed)
         other_labels, other_ids, other_dropped = other.labels, other.label_ids, np.frombuffer(other.dropped)
         listed = other_scores >= self._floor
         if not listed.all():
             rows = np.flatnonzero(listed)
             other_dropped = np.concatenate([other_dropped, other_scores[~listed]])
             other_scores, other_lines, other_raw = other_scores[rows], other_lines[rows], other_raw[rows]
-            other_labels, other_ids = [other_labels[i] for i in rows.tolist()], [other_ids[i] for i in rows.tolist()]
+            other_xxyy = other_xxyy[rows]
+            other_labels, other_ids = _taken(other_labels, rows), _taken(other_ids, rows)
+        if other_xxyy.all():
+            other_raw = other_raw[:, [0, 2, 1, 3]]
+        elif other_xxyy.any():
+            other_raw = other_raw.copy()
+            other_raw[other_xxyy] = other_raw[other_xxyy][:, [0, 2, 1, 3]]
         return DecodedLines(
             self.uris, self.formats, np.array(self.counts, dtype=np.int64),
             np.concatenate([legacy.line_index(), other_lines]),
-            _joined(legacy.labels, other_labels), _joined(legacy.label_ids, other_ids),
+            _joined(legacy.labels, other_labels), _joined(_label_ids(legacy.label_ids), _label_ids(other_ids)),
             np.concatenate([np.frombuffer(legacy.scores), other_scores]) + 0.0,
             normalized_boxes(np.concatenate([legacy.raw_boxes(), other_raw])),
             np.concatenate([np.frombuffer(legacy.dropped), other_dropped]))
+
+
+def _taken(values: list, rows: np.ndarray) -> list:
+    """values[rows] of a list, in C."""
+    if len(rows) < 2:
+        return [values[i] for i in rows.tolist()]
+    return list(itemgetter(*rows.tolist())(values))
+
+
+def _label_ids(ids: list) -> list:
+    """Label ids as strings: an integer id (valid in both formats) is written as its digits."""
+    if int in map(type, ids):
+        return [str(i) if i.__class__ is int else i for i in ids]
+    return ids
 
 
 class _Part:
