@@ -42,7 +42,7 @@ from pipeline.core import summary as run_summary
 from pipeline.core.evaluation import bucket_count
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
 from pipeline.core.run_warnings import render as render_warnings
-from pipeline.core.shards import prediction_run, run_names, scheme_of, split_ranges
+from pipeline.core.shards import annotations_estimate, prediction_run, run_names, scheme_of, split_ranges
 from pipeline.io import summary_files
 from pipeline.io.bigquery import prepare_tables
 from pipeline.io.locks import RunLock
@@ -63,10 +63,11 @@ DEFAULT_LOCAL_RUNNER = 'FnApiRunner'
 DEFAULT_LOCAL_STREAMING_RUNNER = 'BundleBasedDirectRunner'
 _MAX_ROI_BYTES = 16 * 1024 * 1024
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner')
-# A local batch run over at least this much input runs on worker processes, one per core up to
-# MAX_LOCAL_WORKERS, unless --direct_num_workers or --direct_running_mode is given: starting them has
-# a fixed cost that only a large input repays (the benchmark's cost model, docs/benchmark.md).
-LOCAL_PARALLEL_MIN_BYTES = 512 * 1024 * 1024
+# A local batch run over about this many annotations or more runs on worker processes, one per core up
+# to MAX_LOCAL_WORKERS, unless --direct_num_workers or --direct_running_mode is given: starting them has
+# a fixed cost that only a large input repays. Where 2 processes and 1 cross in the benchmark, in
+# either format (about 770 MB of legacy shards, 320 MB of Vertex AI ones; docs/benchmark.md).
+LOCAL_PARALLEL_MIN_ANNOTATIONS = 3_400_000
 MAX_LOCAL_WORKERS = 8
 _DIRECT_FLAGS = ('--direct_num_workers', '--direct_running_mode')
 QUIET_FLAG = '--quiet'  # of the launcher alone: no progress on stderr
@@ -329,7 +330,7 @@ def provision_outputs(plan: LaunchPlan) -> List[RunLock]:
 def local_workers(shards, cpus: int) -> int:
     """How many local worker processes a batch run over these shards (path -> size) should use; 1
     runs in this process."""
-    if sum(shards.values()) < LOCAL_PARALLEL_MIN_BYTES:
+    if sum(annotations_estimate(path, size) for path, size in shards.items()) < LOCAL_PARALLEL_MIN_ANNOTATIONS:
         return 1
     ranges = sum(len(split_ranges(path, size)) for path, size in shards.items())
     return max(1, min(cpus, MAX_LOCAL_WORKERS, ranges))

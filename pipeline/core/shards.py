@@ -42,6 +42,24 @@ def classify(path: str) -> str:
     return OTHER
 
 
+# A shard's bytes per annotation, by format, measured on the benchmark's sets (docs/benchmark.md): the
+# legacy format spells every key of every annotation, Vertex AI's parallel arrays do not; gzip takes
+# either to about 33 bytes. What weighs the work in an input before any of it is read.
+_BYTES_PER_ANNOTATION = (('image_object_detection_', 235), ('predictions_', 95))
+_OTHER_BYTES_PER_ANNOTATION = 235  # error shards (no annotations) and other names: as legacy
+_COMPRESSED_BYTES_PER_ANNOTATION = 33
+
+
+def annotations_estimate(path: str, size: int) -> float:
+    """About how many annotations a shard of this name and size holds."""
+    if is_compressed(path):
+        return size / _COMPRESSED_BYTES_PER_ANNOTATION
+    name = base_name(path)
+    per = next((bytes_ for prefix, bytes_ in _BYTES_PER_ANNOTATION if name.startswith(prefix)),
+               _OTHER_BYTES_PER_ANNOTATION)
+    return size / per
+
+
 def is_compressed(path: str) -> bool:
     return path.lower().endswith('.gz')
 

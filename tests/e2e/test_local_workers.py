@@ -7,21 +7,33 @@ from apache_beam.options.pipeline_options import DirectOptions
 from conftest import SAMPLE
 
 from pipeline import cli
+from pipeline.core import shards
 
 MB = 1024 * 1024
-BIG = cli.LOCAL_PARALLEL_MIN_BYTES
+LEGACY, VERTEX = 'image_object_detection_1.jsonl', 'predictions_00001.jsonl'
+LEGACY_BIG = 800 * MB  # about 3.6 M annotations of the legacy format: past the crossing
+VERTEX_BIG = 330 * MB  # the same in Vertex AI's format, which spells fewer keys
 
 
-@pytest.mark.parametrize('shards, cpus, workers', [
-    ({'a.jsonl': BIG - 1}, 8, 1),  # below the threshold: one process
-    ({'a.jsonl': BIG}, 1, 1),  # one core
-    ({'a.jsonl': BIG}, 2, 2),
-    ({'a.jsonl': BIG}, 64, cli.MAX_LOCAL_WORKERS),  # capped: each worker takes memory
-    ({'a.jsonl.gz': BIG, 'b.jsonl.gz': 10 * MB}, 8, 2),  # a .gz is one unit of work: no more workers
-    ({'a.jsonl': BIG // 2, 'b.jsonl': BIG // 2}, 4, 4),  # the total counts, not the largest shard
+@pytest.mark.parametrize('sizes, cpus, workers', [
+    ({LEGACY: 700 * MB}, 8, 1),  # below the crossing: one process
+    ({VERTEX: 300 * MB}, 8, 1),
+    ({LEGACY: LEGACY_BIG}, 1, 1),  # one core
+    ({LEGACY: LEGACY_BIG}, 2, 2),
+    ({VERTEX: VERTEX_BIG}, 2, 2),  # a Vertex AI input of this size is as much work
+    ({VERTEX: 700 * MB}, 64, cli.MAX_LOCAL_WORKERS),  # capped: each worker takes memory
+    ({LEGACY + '.gz': 120 * MB, VERTEX + '.gz': 10 * MB}, 8, 2),  # compressed: more work per byte; a .gz
+    # is one unit of work, so no more workers than shards
+    ({LEGACY: LEGACY_BIG // 2, 'image_object_detection_2.jsonl': LEGACY_BIG // 2}, 4, 4),  # the total counts
 ])
-def test_workers_follow_the_input_size_the_cores_and_the_units_of_work(shards, cpus, workers):
-    assert cli.local_workers(shards, cpus) == workers
+def test_workers_follow_the_work_in_the_input_the_cores_and_the_units_of_work(sizes, cpus, workers):
+    assert cli.local_workers(sizes, cpus) == workers
+
+
+def test_the_estimate_weighs_each_format_by_its_bytes_per_annotation():
+    assert shards.annotations_estimate('gs://b/run/' + LEGACY, 235 * 1000) == pytest.approx(1000)
+    assert shards.annotations_estimate('/x/' + VERTEX, 95 * 1000) == pytest.approx(1000)
+    assert shards.annotations_estimate('/x/' + VERTEX + '.gz', 33 * 1000) == pytest.approx(1000)
 
 
 def prepared(tmp_path, *extra):
@@ -30,7 +42,7 @@ def prepared(tmp_path, *extra):
 
 
 def test_a_large_local_input_runs_on_worker_processes(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, 'LOCAL_PARALLEL_MIN_BYTES', 1)  # the sample counts as large
+    monkeypatch.setattr(cli, 'LOCAL_PARALLEL_MIN_ANNOTATIONS', 1)  # the sample counts as large
     monkeypatch.setattr(os, 'cpu_count', lambda: 4)
     direct = prepared(tmp_path)
     assert (direct.direct_num_workers, direct.direct_running_mode) == (4, 'multi_processing')
@@ -39,7 +51,7 @@ def test_a_large_local_input_runs_on_worker_processes(tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize('flag', ['--direct_num_workers=1', '--direct_running_mode=in_memory'])
 def test_the_users_direct_runner_flags_win(tmp_path, monkeypatch, capsys, flag):
-    monkeypatch.setattr(cli, 'LOCAL_PARALLEL_MIN_BYTES', 1)
+    monkeypatch.setattr(cli, 'LOCAL_PARALLEL_MIN_ANNOTATIONS', 1)
     direct = prepared(tmp_path, flag)
     assert (direct.direct_num_workers, direct.direct_running_mode) == (1, 'in_memory')
     assert 'worker processes' not in capsys.readouterr().err
@@ -57,7 +69,7 @@ def test_a_run_on_worker_processes_prints_the_same_summary(tmp_path, monkeypatch
     first, second = tmp_path / 'in-this-process', tmp_path / 'on-worker-processes'
     assert cli.main(args + ['--output', str(first)]) == 0
     one = capsys.readouterr().out
-    monkeypatch.setattr(cli, 'LOCAL_PARALLEL_MIN_BYTES', 1)
+    monkeypatch.setattr(cli, 'LOCAL_PARALLEL_MIN_ANNOTATIONS', 1)
     monkeypatch.setattr(os, 'cpu_count', lambda: 2)
     assert cli.main(args + ['--output', str(second)]) == 0
     captured = capsys.readouterr()
