@@ -1,10 +1,11 @@
 """Parsing: batches of lines into Arrow tables of detections and images, dead letters and counts, with
 the image sizes resolved per worker."""
 import gc
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.config.settings import ExportSettings, PostprocessingSettings, Settings, SizeSettings
@@ -16,6 +17,7 @@ from pipeline.core.export import export_batch, split_by_bucket, uncertain_lines
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.io.spill import SpillWriter
+from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
 from pipeline.transforms.count import counted
 from pipeline.transforms.read import LineBatch
 
@@ -206,7 +208,7 @@ class ParsePredictions(beam.PTransform):
                          settings.evaluation.buckets if settings.evaluation.enabled else 0, settings.export,
                          settings.evaluation.spill_folder, settings.input.run_names),
             manifest=beam.pvalue.AsSingleton(self._manifest),
-        ).with_outputs(
+        ).with_output_types(Any, detections=pa.Table, images=pa.Table).with_outputs(
             'detections', 'images', 'image_uris', 'dead_letters', 'counts', 'evaluation_parts', 'exported',
             main='unused',
         ).with_exception_handling(main_tag='unused', dead_letter_tag='failed_batches')

@@ -16,6 +16,7 @@ from pipeline.core.counts import Counts
 from pipeline.core.dead_letters import UNREADABLE_FILE
 from pipeline.core.shards import DEFAULT_RANGE_BYTES, OTHER, ShardRange, classify, is_blank, split_ranges
 from pipeline.io import notifications, sources
+from pipeline.transforms.coders import LineBatchCoder
 from pipeline.transforms.count import METRICS_NAMESPACE, counted
 
 # A batch of lines is one element: big enough to amortize Beam's per-element cost, small enough that
@@ -31,6 +32,9 @@ class LineBatch(NamedTuple):
     lines: List[bytes]
     range_start: int = 0
     first: int = 0
+
+
+beam.coders.registry.register_coder(LineBatch, LineBatchCoder)
 
 
 class DiscoverFilesFn(beam.DoFn):
@@ -165,7 +169,8 @@ class ReadShardRanges(beam.PTransform):
             ranges
             | 'Balance' >> beam.Reshuffle()
             | 'ReadRanges' >> beam.ParDo(ReadRangeFn(
-                self._batch_lines, report_progress=self._report_progress)).with_outputs(
+                self._batch_lines, report_progress=self._report_progress)).with_output_types(
+                LineBatch).with_outputs(
                 'dead_letters', 'counts', main='batches'))
         return ReadResult(read.batches, read.dead_letters, read.counts)
 
