@@ -38,29 +38,40 @@ class CountDeadLetters(beam.PTransform):
                 | 'SumKinds' >> beam.CombineGlobally(MergeCountsFn()).without_defaults())
 
 
-def _bucketed_uri_counts(element: Tuple[Optional[str], List[str]]):
-    """Pre-counts one batch's URIs (of one prediction run: two runs that predict one image are no
-    duplicate) into a few hash buckets (crc32: stable across processes), so the per-key combine below
-    sees one element per bucket and batch, not one per image."""
+def _bucketed_uris(element: Tuple[Optional[str], List[str]]):
+    """One batch's URIs (of one prediction run: two runs that predict one image are no duplicate) into
+    a few hash buckets (crc32: stable across processes), as (the set of them, those listed twice in the
+    batch): the per-key combine below sees one element per bucket and batch, not one per image, and
+    merges sets in C."""
     run, uris = element
-    buckets: Dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+    buckets: Dict[int, List[str]] = collections.defaultdict(list)
     for uri in uris:
-        buckets[zlib.crc32(uri.encode('utf-8')) % DUPLICATE_BUCKETS][(run, uri)] += 1
-    return list(buckets.items())
+        buckets[zlib.crc32(uri.encode('utf-8')) % DUPLICATE_BUCKETS].append(uri)
+    for bucket, listed in buckets.items():
+        seen = set(listed)
+        repeated = set() if len(seen) == len(listed) else {
+            uri for uri, lines in collections.Counter(listed).items() if lines > 1}
+        yield (run, bucket), (seen, repeated)
 
 
-class MergeCountersFn(beam.CombineFn):
+class MergeUriSetsFn(beam.CombineFn):
+    """(URIs seen, URIs seen more than once) of the parts -> the same of the whole."""
+
     def create_accumulator(self):
-        return collections.Counter()
+        return set(), set()
 
-    def add_input(self, accumulator, counter):
-        accumulator.update(counter)
-        return accumulator
+    def add_input(self, accumulator, part):
+        seen, repeated = accumulator
+        part_seen, part_repeated = part
+        repeated |= part_repeated
+        repeated |= seen & part_seen
+        seen |= part_seen
+        return seen, repeated
 
     def merge_accumulators(self, accumulators):
-        merged: collections.Counter = collections.Counter()
+        merged = self.create_accumulator()
         for accumulator in accumulators:
-            merged.update(accumulator)
+            merged = self.add_input(merged, accumulator)
         return merged
 
     def extract_output(self, accumulator):
@@ -73,10 +84,9 @@ class CountDuplicateImageUris(beam.PTransform):
 
     def expand(self, image_uris):
         return (image_uris
-                | 'BucketUris' >> beam.FlatMap(_bucketed_uri_counts)
-                | 'CountPerUri' >> beam.CombinePerKey(MergeCountersFn())
-                | 'DuplicatesPerBucket' >> beam.MapTuple(
-                    lambda _, counter: sum(1 for n in counter.values() if n > 1))
+                | 'BucketUris' >> beam.FlatMap(_bucketed_uris)
+                | 'UrisPerBucket' >> beam.CombinePerKey(MergeUriSetsFn())
+                | 'DuplicatesPerBucket' >> beam.MapTuple(lambda _, sets: len(sets[1]))
                 | 'SumDuplicates' >> beam.CombineGlobally(sum))
 
 

@@ -11,7 +11,7 @@ from pipeline.config.settings import Settings
 from pipeline.core.counts import MAX_LISTED_OTHER_FILES, Counts
 from pipeline.core.dead_letters import INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, UNREADABLE_FILE
 from pipeline.transforms import parse
-from pipeline.transforms.count import CountDuplicateImageUris, MergeCountsFn
+from pipeline.transforms.count import CountDuplicateImageUris, MergeCountsFn, MergeUriSetsFn
 from pipeline.transforms.parse import ParsePredictions
 from pipeline.transforms.read import LineBatch, ReadShards
 
@@ -217,6 +217,14 @@ def test_count_duplicate_image_uris_across_batches():
         uris = p | beam.Create([('r1', ['a', 'b', 'a']), ('r1', ['c', 'b']), ('r1', ['d']), ('r1', ['e', 'e', 'e']),
                                 ('r2', ['a', 'f']), (None, ['f'])])  # another run's image is no duplicate
         assert_that(uris | CountDuplicateImageUris(), equal_to([3]))
+
+
+def test_uris_seen_once_in_each_of_two_partial_merges_are_duplicates():
+    fn = MergeUriSetsFn()
+    first = fn.add_input(fn.create_accumulator(), ({'a', 'b'}, set()))
+    second = fn.add_input(fn.add_input(fn.create_accumulator(), ({'b', 'c'}, set())), ({'d'}, {'d'}))
+    seen, repeated = fn.extract_output(fn.merge_accumulators([first, second, fn.create_accumulator()]))
+    assert (seen, repeated) == ({'a', 'b', 'c', 'd'}, {'b', 'd'})
 
 
 def test_merge_counts_sums_and_caps_listed_files():
