@@ -28,6 +28,7 @@ from contenders import RESULT_SHARDS, TWO_PROCESS_FLAGS  # noqa: E402  pylint: d
 from cost_model import cost_model, render_cost_model  # noqa: E402  pylint: disable=wrong-import-position
 from evaluation import generate_ground_truth  # noqa: E402  pylint: disable=wrong-import-position
 from generate import generate  # noqa: E402  pylint: disable=wrong-import-position
+from targets import render_targets, target_checks  # noqa: E402  pylint: disable=wrong-import-position
 
 WIDTH, HEIGHT = 1024, 768
 COMPARED = ['image_uri', 'label', 'label_id', 'score', 'x_min', 'y_min', 'x_max', 'y_max',
@@ -331,10 +332,14 @@ def main():
         print(render(results))
     if model:
         print(render_cost_model(model))
+    targets = target_checks(results, model)
+    if targets:
+        print(render_targets(targets))
     if evaluation:
         print(render_evaluation(evaluation))
     written = {'machine': {'cpus': os.cpu_count(), 'memory_gb': round(psutil.virtual_memory().total / 2 ** 30)},
-               'anchors': anchors, 'results': results, 'cost_model': model, 'evaluation': evaluation}
+               'anchors': anchors, 'results': results, 'cost_model': model, 'targets': targets,
+               'evaluation': evaluation}
     if args.only_evaluation and os.path.exists(args.json):  # the other rows of the file stay as they were
         with open(args.json, encoding='utf-8') as handle:
             written = dict(json.load(handle), evaluation=evaluation)

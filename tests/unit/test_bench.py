@@ -1,5 +1,6 @@
 """The benchmark's cost model: fixed seconds and marginal cost per annotation from runs at two sizes,
-and the size from which the 2-process pipeline overtakes the plain Python baseline."""
+and the size from which the 2-process pipeline overtakes the plain Python baseline; and the targets
+checked against a run."""
 import sys
 
 import pytest
@@ -7,6 +8,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / 'bench'))
 from cost_model import cost_model  # bench/ is not a package: imported from its folder
+from targets import DUCKDB, ONE_PROCESS, target_checks
 
 TWO_PROCESSES, BASELINE = 'pipeline, 2 processes', 'python baseline'
 
@@ -63,3 +65,30 @@ def test_the_pipelines_marginal_cost_is_a_multiple_of_the_anchors():
              for entry in cost_model(results, pipeline=TWO_PROCESSES, baseline=BASELINE, anchor=duckdb)}
     assert model[TWO_PROCESSES]['marginal_vs_anchor'] == pytest.approx(3.0)
     assert 'marginal_vs_anchor' not in model[duckdb] and 'marginal_vs_anchor' not in model[BASELINE]
+
+
+def timed(fmt, images, contender, seconds, peak_mb=900.0, threshold=0.5):
+    return {'format': fmt, 'images': images, 'contender': contender, 'median_s': seconds,
+            'peak_mb': peak_mb, 'threshold': threshold}
+
+
+def test_the_targets_say_which_are_met_from_the_rows_a_run_has():
+    results = [timed('legacy', 200_000, TWO_PROCESSES, 10.0), timed('legacy', 200_000, DUCKDB, 4.0),
+               timed('vertex', 200_000, TWO_PROCESSES, 10.0, peak_mb=1100), timed('vertex', 200_000, DUCKDB, 2.0),
+               timed('legacy', 1_000_000, ONE_PROCESS, 40.0), timed('legacy', 1_000_000, TWO_PROCESSES, 25.0),
+               timed('legacy', 1_000_000, DUCKDB, 10.0),
+               timed('legacy', 200_000, TWO_PROCESSES, 1.0, threshold=0.0)]  # another threshold: not a target
+    model = [{'format': 'legacy', 'threshold': 0.5, 'contender': TWO_PROCESSES, 'marginal_vs_anchor': 1.4},
+             {'format': 'vertex', 'threshold': 0.5, 'contender': TWO_PROCESSES, 'marginal_vs_anchor': 3.0}]
+    checks = {(c['format'], c['target']): (round(c['measured'], 3), c['met']) for c in target_checks(results, model)}
+    assert checks == {
+        ('legacy', '200,000 images, 2 processes, x DuckDB wall time'): (2.5, True),  # at the limit: met
+        ('legacy', '1,000,000 images, 2 processes, x DuckDB wall time'): (2.5, False),
+        ('legacy', '1,000,000 images, 2 processes faster than 1 by'): (1.6, False),
+        ('legacy', '200,000 images, 2 processes, peak MB'): (900.0, True),
+        ('legacy', '1,000,000 images, 2 processes, peak MB'): (900.0, True),
+        ('legacy', 'marginal cost per annotation, 2 processes, x DuckDB'): (1.4, True),
+        ('vertex', '200,000 images, 2 processes, x DuckDB wall time'): (5.0, False),
+        ('vertex', '200,000 images, 2 processes, peak MB'): (1100.0, False),
+        ('vertex', 'marginal cost per annotation, 2 processes, x DuckDB'): (3.0, False),
+    }
