@@ -66,6 +66,16 @@ def test_compressed_shards_are_one_range():
     assert len(shards.split_ranges('f.jsonl', 10, 3)) == 4
 
 
+@pytest.mark.parametrize('size, range_bytes', [(10, 3), (117_892_152, 16 * 2 ** 20), (5, 5), (1, 16), (99, 10)])
+def test_ranges_cover_the_shard_in_as_few_ranges_of_one_size(size, range_bytes):
+    ranges = shards.split_ranges('f.jsonl', size, range_bytes)
+    assert ranges[0].start == 0 and ranges[-1].end == size
+    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))
+    lengths = {r.end - r.start for r in ranges}
+    assert max(lengths) <= range_bytes and max(lengths) - min(lengths) <= 1
+    assert len(ranges) == -(-size // range_bytes)
+
+
 def test_gzip_shard_reads_through_filesystems(tmp_path):
     path = tmp_path / 'predictions_00001.jsonl.gz'
     path.write_bytes(gzip.compress(b'{"a":1}\n{"b":2}'))
