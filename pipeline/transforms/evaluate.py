@@ -31,6 +31,7 @@ from pipeline.core.evaluation import (
 from pipeline.core.ties import TieBasis, raises, tied_parts
 from pipeline.io.sizes import SizeResolver
 from pipeline.io.spill import SpillWriter, read_payload
+from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
 from pipeline.transforms.count import counted_at_bundle_end
 
 
@@ -221,7 +222,8 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use,
                                  self._max_dets, self._spill_folder, self._fixed_size, self._error_images),
-                runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest)).with_outputs(
+                runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest),
+            ).with_output_types(pa.Table).with_outputs(
                 'totals', 'run_parts', 'counts', 'errors', 'tied', main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())
         # Equal scores in pycocotools' order: only those where true and false positives mix (see ties).

@@ -13,6 +13,7 @@ from pipeline.core.columns import bucket_of
 from pipeline.core.evaluation import LABELLED, PREDICTED, BucketLines, LinePrediction, RunImage, packed
 from pipeline.core.truth_formats import BucketTruth, GroundTruthBox, GroundTruthImage
 from pipeline.io.spill import SpillWriter
+from pipeline.transforms.coders import ArrowTableCoder
 from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 
 
@@ -78,6 +79,8 @@ def test_two_runs_side_by_side_equal_pycocotools_each(spill, tmp_path):
     result = (pipeline
               | 'Parts' >> beam.Create(parts)
               | EvaluateAgainstGroundTruth(COCO_IOU_THRESHOLDS, 0.5, 0.5))
+    # The matches tables say their size to Beam without being pickled (transforms.coders).
+    assert isinstance(beam.coders.registry.get_coder(result.matches.element_type), ArrowTableCoder)
 
     def check_metrics(documents):
         (document,) = documents
