@@ -26,7 +26,7 @@ from pipeline.transforms.count import counted
 # flush makes an element per bucket: few and large is cheaper), and the byte ranges JSONL files are
 # read in.
 UNITS_PER_FLUSH = 50_000
-GROUND_TRUTH_RANGE_BYTES = 32 * 1024 * 1024
+GROUND_TRUTH_RANGE_BYTES = 16 * 1024 * 1024
 
 
 class TruthRange(NamedTuple):
