@@ -464,10 +464,25 @@ def label_stats(ap: Optional[np.ndarray], within: Optional[np.ndarray], threshol
         *sized_ap, *(None if ap is None else value for value in recall), *sized_ar]))
 
 
+def curve_threshold(thresholds: Sequence[float], eval_iou: Optional[float]) -> int:
+    """The IoU threshold (its position) whose precision-recall curve metrics.json gives: --eval_iou
+    when it is one of the thresholds (the tp, fp and fn are at it), else 0.5, else the first."""
+    for wanted in (eval_iou, 0.5):
+        if wanted is not None and wanted in thresholds:
+            return list(thresholds).index(wanted)
+    return 0
+
+
 def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float],
-                  max_dets: Sequence[int] = COCO_MAX_DETS) -> dict:
-    """One entry of metrics.json's `labels` (the key names are a contract)."""
+                  max_dets: Sequence[int] = COCO_MAX_DETS, curve_at: int = 0) -> dict:
+    """One entry of metrics.json's `labels` (the key names are a contract); `pr_curve` is COCO's
+    interpolated precision at its 101 recall points (0, 0.01, ... 1) at the thresholds[curve_at]."""
     ap, recall = totals.counts.average_precision(), totals.counts.recall()
+    if isinstance(totals.counts, PrecisionSummary):  # settled (the pipeline's)
+        precision = totals.counts.precision
+    else:
+        interpolated = totals.counts.interpolated()
+        precision = None if interpolated is None else interpolated[0]
     _, _, f1 = f1_scores(totals.confidence_tp, totals.confidence_fp, totals.confidence_fn)
     best = int(np.argmax(f1)) if len(f1) else 0
     at = {t: i for i, t in enumerate(thresholds)}
@@ -478,6 +493,7 @@ def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float],
         'ap_75': None if ap is None or 0.75 not in at else float(ap[at[0.75]]),
         'ar': None if recall is None else float(recall.mean()),
         'ap_per_iou': None if ap is None else [float(v) for v in ap],
+        'pr_curve': None if precision is None else precision[curve_at].tolist(),
         'tp': totals.tp, 'fp': totals.fp, 'fn': totals.fn,
         'best_f1': float(f1[best]) if totals.counts.ground_truth else None,
         'best_f1_confidence': CONFIDENCE_GRID[best] if totals.counts.ground_truth else None,
@@ -489,18 +505,19 @@ def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float],
 def run_metrics(prediction_run: Optional[str], images: int, detections: int, labels: dict,
                 thresholds: Sequence[float], with_prediction: Optional[int] = None,
                 max_dets: Sequence[int] = COCO_MAX_DETS, beyond_max_dets: int = 0,
-                images_without_size: Optional[int] = None) -> dict:
+                images_without_size: Optional[int] = None, eval_iou: Optional[float] = None) -> dict:
     """One entry of metrics.json's `runs`: mAP over the labels that have ground truth (`detections`
     counts those without a label too). A run that shares no image with the ground truth
     (`with_prediction` 0) was not evaluated at all: its figures are null, not 0. The size figures
     (AP and AR small, medium, large) need every evaluated image's size: null otherwise, with why."""
-    entries = [label_metrics(label, totals, thresholds, max_dets) for label, totals in sorted(labels.items())]
+    curve_at = curve_threshold(thresholds, eval_iou)
+    entries = [label_metrics(label, totals, thresholds, max_dets, curve_at) for label, totals in sorted(labels.items())]
     summaries = [totals.errors for totals in labels.values() if isinstance(totals.errors, ErrorSummary)]
     unsized = images if images_without_size is None else images_without_size
     if unsized:
         entries = [entry | {'stats': entry['stats'] | dict.fromkeys(SIZE_STATS)} for entry in entries]
     if with_prediction == 0:
-        entries = [entry | {key: None for key in ('ap', 'ap_50', 'ap_75', 'ar', 'ap_per_iou', 'best_f1',
+        entries = [entry | {key: None for key in ('ap', 'ap_50', 'ap_75', 'ar', 'ap_per_iou', 'pr_curve', 'best_f1',
                                                   'best_f1_confidence', 'errors')}
                    | {'stats': dict.fromkeys(entry['stats'])} for entry in entries]
     return {
@@ -517,8 +534,17 @@ def run_metrics(prediction_run: Optional[str], images: int, detections: int, lab
         'mar': mean_over_labels([e['ar'] for e in entries]),
         'stats': {name: mean_over_labels([e['stats'][name] for e in entries]) for name in stat_names(max_dets)},
         'errors': run_errors(summaries) if summaries and with_prediction != 0 else None,
+        'pr_curve_iou': thresholds[curve_at],
+        'pr_curve': mean_curve([e['pr_curve'] for e in entries]),
         'labels': entries,
     }
+
+
+def mean_curve(curves: Sequence[Optional[List[float]]]) -> Optional[List[float]]:
+    """The all-labels curve, as pycocotools averages: at each recall point, the mean over the labels
+    with ground truth; None when no label has any."""
+    present = [curve for curve in curves if curve is not None]
+    return np.mean(present, axis=0).tolist() if present else None
 
 
 def confidence_rows(prediction_run: Optional[str], labels: dict, eval_iou: float) -> List[dict]:
@@ -601,7 +627,7 @@ class EvaluationFigures(NamedTuple):
         return metrics_document(self.iou_thresholds, self.eval_iou, [
             run_metrics(run.prediction_run, run.images.evaluated, run.images.detections, run.labels,
                         self.iou_thresholds, run.images.with_prediction, self.max_dets, run.images.beyond_max_dets,
-                        run.images.without_size)
+                        run.images.without_size, self.eval_iou)
             for run in self.runs], self.max_dets)
 
     def confidence_rows(self) -> List[dict]:

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
 
 from pipeline.tools.drawing import figure_data_uri, shorten
@@ -191,47 +192,92 @@ def ap_chart(runs: Sequence[Mapping]) -> Optional[str]:
     return figure_data_uri(figure)
 
 
+RECALL_POINTS = [i / 100 for i in range(101)]  # pycocotools' recall points, where pr_curve is given
+
+
 def curve_charts(confidence: Sequence[Mapping], runs: Sequence[Mapping]) -> Optional[str]:
-    """Per run: precision against recall, and F1 against confidence, at --eval_iou, for the labels with
-    the most ground truth and for all labels together."""
-    if not confidence:
+    figure = curve_figure(confidence, runs)
+    return None if figure is None else figure_data_uri(figure)
+
+
+def curve_figure(confidence: Sequence[Mapping], runs: Sequence[Mapping]) -> Optional[Figure]:
+    """Per run: precision against recall as COCO draws it (its interpolated precision at 101 recall
+    points, a step function, AP in the legend) with the point of --eval_confidence (o) and of the best
+    F1 (*) marked, and F1 against confidence, for the labels with the most ground truth and for all
+    labels together."""
+    if not confidence and not any(run.get('pr_curve') for run in runs):
         return None
     figure = Figure(figsize=(10, 3.6 * len(runs)))
     axes_grid = figure.subplots(len(runs), 2, squeeze=False)
     for (pr_axes, f1_axes), run in zip(axes_grid, runs):
         entries = sorted((e for e in run['labels'] if e['ground_truth_boxes']),
                          key=lambda e: (-e['ground_truth_boxes'], e['label']))[:CURVE_LABELS]
-        for index, label in enumerate([None] + [entry['label'] for entry in entries]):
-            rows = sorted((r for r in confidence if r['prediction_run'] == run['prediction_run']
-                           and r['label'] == label), key=lambda r: r['confidence_threshold'])
-            if not rows:
-                continue
+        mine = [r for r in confidence if r['prediction_run'] == run['prediction_run']]
+        eval_iou = mine[0]['iou_threshold'] if mine else None
+        for index, entry in enumerate([None] + entries):
+            label = None if entry is None else entry['label']
             name = 'all labels' if label is None else shorten(label)
             style = {'color': 'black', 'linewidth': 2} if label is None else {'color': f'C{index}'}
-            pr_axes.plot([r['recall'] for r in rows], [r['precision'] for r in rows], marker='.', label=name, **style)
-            f1_axes.plot([r['confidence_threshold'] for r in rows], [r['f1'] for r in rows], label=name, **style)
-        iou = rows[0]['iou_threshold'] if rows else None
+            curve = run.get('pr_curve') if entry is None else entry.get('pr_curve')
+            rows = sorted((r for r in mine if r['label'] == label), key=lambda r: r['confidence_threshold'])
+            if curve is not None:
+                pr_axes.step(RECALL_POINTS, curve, where='post', label=f'{name} (AP {sum(curve) / len(curve):.3f})',
+                             **style)
+                if eval_iou == run.get('pr_curve_iou'):  # the points are at --eval_iou: on this curve's IoU
+                    _mark_points(pr_axes, run if entry is None else entry, run, rows, style['color'])
+            if rows:
+                f1_axes.plot([r['confidence_threshold'] for r in rows], [r['f1'] for r in rows], label=name, **style)
         pr_axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='recall', ylabel='precision',
-                    title=f'{shorten(_run_name(run["prediction_run"]))}: precision-recall at IoU {iou}')
+                    title=f'{shorten(_run_name(run["prediction_run"]))}: precision-recall at IoU '
+                          f'{_number(run.get("pr_curve_iou"))}')
         f1_axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='confidence threshold', ylabel='F1',
-                    title='F1 against confidence')
-        pr_axes.legend(fontsize=7)
+                    title=f'F1 against confidence at IoU {_number(eval_iou)}')
+        if pr_axes.get_legend_handles_labels()[0]:
+            pr_axes.legend(fontsize=7, title='o --eval_confidence, * best F1', title_fontsize=7)
     figure.tight_layout()
-    return figure_data_uri(figure)
+    return figure
 
 
-def confusion_chart(cells: Sequence[Mapping], run: Optional[str]) -> Optional[str]:
-    """The confusion matrix of one run as a heat map (the most frequent labels, then background)."""
-    mine = [cell for cell in cells if cell['prediction_run'] == run]
-    if not mine:
-        return None
+def _mark_points(axes, entry: Mapping, run: Mapping, rows: Sequence[Mapping], colour) -> None:
+    """The label's (or the run's, summed over its labels) precision and recall at --eval_confidence,
+    and at the confidence of the best F1."""
+    labels = run['labels'] if entry is run else [entry]
+    tp, fp, fn = (sum(e[key] or 0 for e in labels) for key in ('tp', 'fp', 'fn'))
+    if tp + fp and tp + fn:
+        axes.plot([tp / (tp + fn)], [tp / (tp + fp)], marker='o', linestyle='', color=colour)
+    best = max(rows, key=lambda r: r['f1'], default=None)
+    if best is not None and best['f1'] > 0:
+        axes.plot([best['recall']], [best['precision']], marker='*', markersize=10, linestyle='', color=colour)
+
+
+def _number(value) -> str:
+    return '?' if value is None else f'{value:.2f}'
+
+
+def confusion_labels(cells: Sequence[Mapping]) -> List[str]:
+    """One label order for every run's confusion matrix: the labels with the most boxes over all runs."""
     totals: Dict[str, int] = {}
-    for cell in mine:
+    for cell in cells:
         for label in (cell['true_label'], cell['predicted_label']):
             if label is not None:
                 totals[label] = totals.get(label, 0) + cell['count']
-    labels = sorted(totals, key=lambda name: (-totals[name], name))[:CONFUSION_LABELS]
-    axis = labels + [None]
+    return sorted(totals, key=lambda name: (-totals[name], name))[:CONFUSION_LABELS]
+
+
+def confusion_chart(cells: Sequence[Mapping], run: Optional[str],
+                    labels: Optional[Sequence[str]] = None) -> Optional[str]:
+    figure = confusion_figure(cells, run, labels)
+    return None if figure is None else figure_data_uri(figure)
+
+
+def confusion_figure(cells: Sequence[Mapping], run: Optional[str],
+                     labels: Optional[Sequence[str]] = None) -> Optional[Figure]:
+    """The confusion matrix of one run as a heat map: `labels` (by default the run's most frequent;
+    give every run the same), then background."""
+    mine = [cell for cell in cells if cell['prediction_run'] == run]
+    if not mine:
+        return None
+    axis = list(confusion_labels(mine) if labels is None else labels) + [None]
     index = {label: i for i, label in enumerate(axis)}
     grid = [[0] * len(axis) for _ in axis]
     for cell in mine:
@@ -252,8 +298,10 @@ def confusion_chart(cells: Sequence[Mapping], run: Optional[str]) -> Optional[st
     axes.set_xlabel('predicted label')
     axes.set_ylabel('true label')
     axes.set_title(f'Confusion matrix: {shorten(_run_name(run))}')
-    figure.colorbar(image, ax=axes, shrink=0.7)
-    return figure_data_uri(figure)
+    bar = figure.colorbar(image, ax=axes, shrink=0.7, label='boxes')
+    bar.locator = MaxNLocator(integer=True)  # counts: no tick at 0.5
+    bar.update_ticks()
+    return figure
 
 
 HEADLINE = (('images', 'images evaluated'), ('ground_truth_boxes', 'ground-truth boxes'),
@@ -303,7 +351,7 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
         for entries in by_run:
             entry = entries.get(label)
             cells.append('<td class="n">' + ('' if entry is None else
-                         f'AP {figure_text(entry["ap"])} &middot; tp {entry["tp"]} fp {entry["fp"]} fn {entry["fn"]}')
+                         f'{_label_ap(entry)} &middot; tp {entry["tp"]:,} fp {entry["fp"]:,} fn {entry["fn"]:,}')
                          + '</td>')
         parts.append(f'<tr><td>{esc(label)}</td>{"".join(cells)}</tr>')
     parts.append('</table>')
@@ -331,6 +379,13 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
                          f'<figcaption>{caption}</figcaption></figure>')
         parts.append('</div>')
     return '\n'.join(parts)
+
+
+def _label_ap(entry: Mapping) -> str:
+    """AP 0 (boxes to find, none found) and no AP at all (no box of the label to find) told apart."""
+    if not entry['ground_truth_boxes']:
+        return 'no ground truth'
+    return f'AP {figure_text(entry["ap"])}'
 
 
 def _errors_table(runs: Sequence[Mapping]) -> str:

@@ -359,8 +359,10 @@ def evaluation_section(summary: Mapping, allowed_scheme: str, mirrors: Mapping[s
     cells = evaluation_report.read_table(run_files(summary, 'evaluation_confusion', None))
     runs = metrics['runs']
     charts = {'ap': evaluation_report.ap_chart(runs), 'curves': evaluation_report.curve_charts(confidence, runs)}
+    order = evaluation_report.confusion_labels(cells)  # one label order for every run's matrix
     confusion = {name: chart for name, chart in (
-        (run['prediction_run'] or '(no run folder)', evaluation_report.confusion_chart(cells, run['prediction_run']))
+        (run['prediction_run'] or '(no run folder)', evaluation_report.confusion_chart(cells, run['prediction_run'],
+                                                                                      order))
         for run in runs) if chart}
     per_run = max(1, min(evaluation_report.GALLERY_PER_RUN, samples // max(1, 2 * len(runs))))
     gallery = []

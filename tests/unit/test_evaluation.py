@@ -193,7 +193,7 @@ def test_the_run_metrics_are_pycocotools_summary(seed):
     assert metrics['detections'] == sum(map(len, detections))
     assert set(metrics) == {'prediction_run', 'images', 'ground_truth_boxes', 'detections', 'map', 'map_50',
                             'map_75', 'mar', 'labels', 'stats', 'detections_beyond_max_dets', 'size_figures',
-                            'errors'}
+                            'errors', 'pr_curve_iou', 'pr_curve'}
     assert metrics['stats']['ap_small'] is None and 'have no known size' in metrics['size_figures']
     for name, index in (('ap', 0), ('ap_50', 1), ('ap_75', 2), ('ar_1', 6), ('ar_10', 7), ('ar_100', 8)):
         assert metrics['stats'][name] == pytest.approx(stats[index], abs=1e-9), name
@@ -203,7 +203,27 @@ def test_the_run_metrics_are_pycocotools_summary(seed):
         assert entry['tp'] + entry['fn'] == entry['ground_truth_boxes']
         assert entry['tp'] + entry['fp'] <= entry['detections']  # the rest matched crowd boxes
         assert set(entry) == {'label', 'ground_truth_boxes', 'detections', 'ap', 'ap_50', 'ap_75', 'ar',
-                              'ap_per_iou', 'tp', 'fp', 'fn', 'best_f1', 'best_f1_confidence', 'stats', 'errors'}
+                              'ap_per_iou', 'pr_curve', 'tp', 'fp', 'fn', 'best_f1', 'best_f1_confidence', 'stats',
+                              'errors'}
+
+
+@pytest.mark.parametrize('eval_iou, at', [(0.5, 0), (COCO_IOU_THRESHOLDS[5], 5), (0.52, 0)])
+def test_the_curves_are_pycocotools_interpolated_precision_at_its_101_recall_points(eval_iou, at):
+    """Per label, and over the labels with ground truth, at --eval_iou when it is a threshold (else 0.5)."""
+    sizes, truth, detections = generated_set(1)
+    precision = cocoeval(sizes, truth, detections).eval['precision'][:, :, :, 0, 2]  # (T, R, K)
+    totals = reference_totals(sizes, truth, detections)
+    metrics = run_metrics('run', len(sizes), 0, totals, COCO_IOU_THRESHOLDS, eval_iou=eval_iou)
+    assert metrics['pr_curve_iou'] == COCO_IOU_THRESHOLDS[at]
+    for entry in metrics['labels']:
+        expected = precision[at, :, LABELS.index(entry['label'])]
+        if (expected == -1).all():
+            assert entry['pr_curve'] is None
+        else:
+            assert entry['pr_curve'] == pytest.approx(expected.tolist(), abs=1e-12)
+            assert np.mean(entry['pr_curve']) == pytest.approx(entry['ap_per_iou'][at], abs=1e-12)
+    with_truth = [k for k in range(len(LABELS)) if (precision[at, :, k] > -1).any()]
+    assert metrics['pr_curve'] == pytest.approx(precision[at][:, with_truth].mean(axis=1).tolist(), abs=1e-12)
 
 
 def test_confidence_and_confusion_rows_and_the_document():
