@@ -1,4 +1,5 @@
 """`python -m pipeline`: parse and check the options, build the job, run it, print the summary."""
+import datetime
 import difflib
 import functools
 import logging
@@ -30,6 +31,7 @@ from pipeline.config.options import (
     LOCATION_OPTIONS,
     MODES,
     OPTION_GROUPS,
+    OPTIONS,
     OPTIONS_BY_NAME,
     OptionError,
     PredictionTableOptions,
@@ -88,6 +90,7 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     """Checks every argument, option, the input, the manifest and the region, and where the run would
     write, and resolves what follows from them; raises OptionError or InputError before anything is
     written or removed. `quiet`: a local batch run shows no progress."""
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='milliseconds')
     argv = sys.argv[1:] if argv is None else argv
     check_arguments(argv)
     pipeline_options = PipelineOptions(argv)
@@ -121,7 +124,8 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
         evaluation={**resolved_evaluation(settings.evaluation, input_shards, skip, dict(run_names_)),
                     'fixed_image_size': settings.sizes.image_size},
         export={'buckets': input_buckets(input_shards)} if settings.export.enabled else {},
-        launch={'run_id': uuid.uuid4().hex,
+        launch={'run_id': uuid.uuid4().hex, 'started': started, 'command_line': tuple(argv),
+                'options': given_options(pipeline_options),
                 'progress': local and pattern is not None and not quiet,
                 # A Dataflow job outlives its launcher: it releases its Cloud Storage locks itself.
                 'job_locks': tuple(lock for lock in (layout.lock_files if layout and not local else ())
@@ -325,6 +329,12 @@ def provision_outputs(plan: LaunchPlan) -> List[RunLock]:
         release_untouched(locks)
         raise
     return locks
+
+
+def given_options(pipeline_options: PipelineOptions) -> Tuple[Tuple[str, str], ...]:
+    """Our options the command line gave, as given (name, text), in the options' order."""
+    raw = pipeline_options.view_as(PredictionTableOptions).get_all_options()
+    return tuple((option.name, str(raw[option.name])) for option in OPTIONS if raw.get(option.name) is not None)
 
 
 def local_workers(shards, cpus: int) -> int:

@@ -148,6 +148,9 @@ class LaunchSettings:
     run_id: Optional[str] = None  # names this run in its summary and locks
     job_locks: Tuple[str, ...] = ()  # Cloud Storage locks the job itself releases after its summary
     progress: bool = False  # workers report progress for the launcher to show (local batch runs)
+    started: Optional[str] = None  # when the launcher started the run (RFC 3339, UTC): the summary's `run`
+    options: Tuple[Tuple[str, str], ...] = ()  # our options as given on the command line (name, value)
+    command_line: Tuple[str, ...] = ()  # every argument given, Beam's own too
 
 
 T = TypeVar('T')

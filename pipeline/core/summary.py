@@ -1,4 +1,5 @@
 """The run summary: built from the counts the pipeline combined, and rendered for the console."""
+import datetime
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 from pipeline.config.settings import Settings
@@ -23,11 +24,22 @@ class EvaluationOutcome(NamedTuple):
     confusion_rows: int
 
 
+def run_record(settings: Settings, finished: datetime.datetime, versions: Mapping[str, str]) -> Dict:
+    """The summary's `run` section: which versions ran, when, for how long, with which options."""
+    started = settings.launch.started
+    duration = None if started is None else round(
+        (finished - datetime.datetime.fromisoformat(started)).total_seconds(), 3)
+    return {**versions, 'started': started, 'finished': finished.isoformat(timespec='milliseconds'),
+            'duration_s': duration, 'options': dict(settings.launch.options),
+            'command_line': list(settings.launch.command_line)}
+
+
 def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings, pattern: str,
                   outputs: Optional[Mapping[str, List[str]]] = None,
                   output_rows: Optional[Mapping[str, int]] = None,
-                  evaluation: Optional[EvaluationOutcome] = None) -> Dict:
-    """`output_rows`: the rows the files listed in `outputs` hold, per output, as read back."""
+                  evaluation: Optional[EvaluationOutcome] = None, run: Optional[Mapping] = None) -> Dict:
+    """`output_rows`: the rows the files listed in `outputs` hold, per output, as read back; `run`:
+    the run's record (run_record)."""
     get = counts.get
     lines_read, blank = get(names.LINES_READ), get(names.BLANK_LINES)
     non_blank = lines_read - blank
@@ -70,6 +82,7 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
     summary: Dict[str, Any] = {
         'writer': SUMMARY_WRITER,
         'run_id': settings.launch.run_id,
+        **({'run': dict(run)} if run is not None else {}),
         'input': settings.input.input,
         'input_pattern': pattern,
         'files': {

@@ -253,6 +253,48 @@ def warnings_banner(warnings: Sequence[Mapping]) -> str:
             f': the run finished, but its answer may not be what you expect</strong><ul>{items}</ul></div>')
 
 
+def figure_cards(summary: Mapping) -> List[Tuple[str, str, str]]:
+    """(key in summary.json, name, value shown) of the figures at the top of the page."""
+    cards = [('lines.read', 'lines read', f'{summary["lines"]["read"]:,}'),
+             ('images_written', 'images', f'{summary["images_written"]:,}'),
+             ('detections.kept', 'detections kept', f'{summary["detections"]["kept"]:,}'),
+             ('dead_letters.total', 'dead letters', f'{summary["dead_letters"]["total"]:,}')]
+    for run in (summary.get('evaluation') or {}).get('runs', []):
+        value = 'n/a' if run['map'] is None else f'{run["map"]:.4f}'
+        cards.append((f'evaluation.map.{run["prediction_run"]}', f'mAP, {run["prediction_run"] or "(no run folder)"}',
+                      value))
+    return cards
+
+
+def run_header(summary: Mapping) -> str:
+    """Which versions ran, when, for how long, on what, with which options (the summary's `run`), and
+    the run's figures as cards."""
+    esc = html.escape
+    run = summary.get('run') or {}
+    duration = run.get('duration_s')
+    facts = [('tool', f'prediction-tables {run.get("version", "?")}'), ('Apache Beam', run.get('beam_version', '?')),
+             ('started', run.get('started') or '?'),
+             ('duration', '?' if duration is None else f'{duration:,.1f} s'),
+             ('input', str(summary['input'])), ('output', str((run.get('options') or {}).get('output', '?')))]
+    parts = ['<section id="run"><dl class="facts">']
+    parts += [f'<div><dt>{esc(name)}</dt><dd data-key="run.{esc(name)}">{esc(value)}</dd></div>'
+              for name, value in facts]
+    parts.append('</dl><div class="cards">')
+    parts += [f'<div class="card"><span class="value" data-key="{esc(key)}">{esc(value)}</span>'
+              f'<span class="name">{esc(name)}</span></div>' for key, name, value in figure_cards(summary)]
+    parts.append('</div>')
+    given = run.get('options') or {}
+    if given or run.get('command_line'):
+        parts.append('<details id="options"><summary>Options given (every other option at its default)</summary>'
+                     '<dl class="options">')
+        parts += [f'<div class="given"><dt>--{esc(name)}</dt><dd>{esc(value)}</dd></div>'
+                  for name, value in given.items()]
+        parts.append(f'</dl><p>Command line: <code>{esc(" ".join(run.get("command_line") or []))}</code></p>'
+                     '</details>')
+    parts.append('</section>')
+    return ''.join(parts)
+
+
 def reconciliation_class(summary: Mapping) -> str:
     """Red when it fails, amber when it holds over nothing or under warnings, green otherwise."""
     if not summary['reconciliation']['holds']:
@@ -273,9 +315,15 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         'figcaption{font-size:12px;word-break:break-all}pre{white-space:pre-wrap;word-break:break-all;'
         'font-size:12px;background:#f4f4f4;padding:4px}.warn{color:#8a5a00}'
         '#warnings{background:#fff4d6;border:2px solid #e0a000;padding:8px 16px;margin:1em 0}'
-        '#warnings li{margin:4px 0}</style></head><body>',
-        f'<h1>Prediction run report</h1><p>Input: <code>{esc(str(summary["input"]))}</code></p>',
+        '#warnings li{margin:4px 0}.facts{display:flex;flex-wrap:wrap;gap:4px 24px;margin:0}'
+        '.facts dt{font-size:12px;color:#666}.facts dd{margin:0;font-family:monospace;word-break:break-all}'
+        '.cards{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}.card{border:1px solid #ccc;border-radius:6px;'
+        'padding:8px 14px;min-width:110px}.card .value{display:block;font-size:22px;font-weight:bold}'
+        '.card .name{font-size:12px;color:#555}.options div{display:flex;gap:12px}.options dd{margin:0}'
+        '.given dt{font-weight:bold;background:#fff4d6}</style></head><body>',
+        '<h1>Prediction run report</h1>',
         warnings_banner(summary.get('warnings') or []),
+        run_header(summary),
         f'<h2>Run summary</h2><p class="{reconciliation_class(summary)}" id="reconciliation">'
         f'Reconciliation {"holds" if reconciliation["holds"] else "FAILS"}: {esc(reconciliation["text"])}</p>',
         '<table id="summary"><tr><th>figure</th><th>value</th></tr>',

@@ -1,5 +1,6 @@
 """The whole job, batch and streaming: two short composites over the same read, parse-and-filter and
 write steps."""
+import datetime
 import logging
 from typing import Any, Dict, Iterable, NamedTuple, Optional, Tuple
 
@@ -7,6 +8,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsList, AsSingleton, PCollection
 
+from pipeline import __version__
 from pipeline.config.options import join_path
 from pipeline.config.settings import Settings, required
 from pipeline.core import counts as names
@@ -45,6 +47,8 @@ from pipeline.transforms.export import ExportsWritten, WriteExports
 from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
 from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
 from pipeline.transforms.read_truth import ReadGroundTruth
+
+VERSIONS = {'version': __version__, 'beam_version': beam.__version__}  # the summary's run record
 
 
 class TablesWritten(NamedTuple):
@@ -125,7 +129,8 @@ class PredictionsToTables(beam.PTransform):
                 metrics_document, run_images, confidence_rows, confusion_rows)
             rows = summary_files.count_output_rows({name: paths for name, paths in listed.items()
                                                     if name != 'evaluation_metrics' and not name.startswith('export_')})
-            summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed, rows, outcome)
+            run = run_summary.run_record(settings, datetime.datetime.now(datetime.timezone.utc), VERSIONS)
+            summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed, rows, outcome, run)
             if settings.outputs.report_file:
                 summary['outputs']['report'] = [settings.outputs.report_file]
             summary_files.publish(summary, settings.outputs.summary)

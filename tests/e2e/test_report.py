@@ -7,11 +7,13 @@ import shutil
 import subprocess
 import sys
 
+import apache_beam
 import pytest
 from coco_testing import coco_ground_truth, generated_set, legacy_line, vertex_line
 from conftest import ROOT, SAMPLE
 from PIL import Image, ImageDraw
 
+import pipeline
 from pipeline.tools import report
 
 MIRRORS = ('gs://migration-ucaip-trainingaip-20210301091741/openimage/=' + str(SAMPLE / 'images' / 'legacy')
@@ -120,6 +122,23 @@ def test_report_is_valid_html_naming_every_summary_figure(sample_report):
     assert len(photos) == 3 and len(charts) == 2  # three distinct images; label and score charts
     assert text.count('<li><code>') == 3 and 'Unable to decode image.' in text  # the dead letters
     assert 'http://' not in text and 'https://' not in text  # self-contained: nothing to fetch
+
+
+def test_the_header_says_what_ran_when_with_which_options_and_the_figures_of_the_summary(sample_report):
+    text, _ = parsed_page(sample_report)
+    summary = json.loads((sample_report / 'summary.json').read_text())
+    run = summary['run']
+    shown = dict(re.findall(r'data-key="([^"]+)">([^<]*)<', text))
+    assert shown['run.tool'] == f'prediction-tables {run["version"]}' and run['version'] == pipeline.__version__
+    assert shown['run.Apache Beam'] == run['beam_version'] == apache_beam.__version__
+    assert shown['run.started'] == run['started'] and run['started'] < run['finished']
+    assert shown['run.duration'] == f'{run["duration_s"]:,.1f} s' and run['duration_s'] > 0
+    assert shown['lines.read'] == f'{summary["lines"]["read"]:,}'
+    assert shown['images_written'] == f'{summary["images_written"]:,}'
+    assert shown['detections.kept'] == f'{summary["detections"]["kept"]:,}'
+    assert shown['dead_letters.total'] == f'{summary["dead_letters"]["total"]:,}' == '3'
+    assert run['options']['score_threshold'] == '0.7' and '--score_threshold' in run['command_line']
+    assert '<dt>--score_threshold</dt><dd>0.7</dd>' in text  # the options given, highlighted
 
 
 def test_report_after_the_fact_lists_unreadable_images_with_the_reason(sample_report, tmp_path):
