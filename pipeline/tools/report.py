@@ -17,6 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
 
 from pipeline.config.options import OPTIONS_BY_NAME, parse_mirrors, parse_prefixes
@@ -221,6 +222,8 @@ def score_chart(histogram: Mapping, thresholds: Mapping) -> str:
         axes.axvline(value, color=f'C{index + 1}', linestyle=':',
                      label=f'{shorten(label)} {value}')
     axes.set_xlim(0, 1)
+    axes.set_ylim(bottom=0)  # an empty run has no bar: no negative ticks either
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel('score')
     axes.set_ylabel('annotations')
     axes.set_title('Scores before any filter, and kept')
@@ -236,10 +239,26 @@ def summary_rows(summary: Mapping) -> List[Tuple[str, str]]:
             ('images written', summary['images_written']), ('detections in', det['in']),
             ('detections kept', det['kept'])]
     rows += [(f'removed by {step}', n) for step, n in det.get('removed_by', {}).items()]
-    rows += [(f'dead letters: {kind}', n) for kind, n in dead.items() if kind != 'total']
+    rows += [('dead letters', dead['total'])]
+    rows += [(f'dead letters: {kind}', n) for kind, n in dead.items() if kind != 'total' and n]  # the kinds met
     rows += [('image sizes known', sizes['known']), ('image sizes unknown', sizes['unknown']),
              ('duplicate image URIs', summary['duplicate_image_uris'])]
-    return [(name, str(value)) for name, value in rows]
+    return [(name, f'{value:,}' if isinstance(value, int) else str(value)) for name, value in rows]
+
+
+SECTIONS = (('run', 'Run'), ('summary-section', 'Summary'), ('labels', 'Labels and scores'),
+            ('gallery', 'Gallery'), ('evaluation', 'Evaluation'), ('dead-letters', 'Dead letters'))
+
+
+def table_of_contents(evaluated: bool) -> str:
+    """The page's sections, always in view at the top (a plain link bar: no script)."""
+    links = ''.join(f'<a href="#{anchor}">{title}</a>' for anchor, title in SECTIONS
+                    if evaluated or anchor != 'evaluation')
+    return f'<nav id="toc">{links}</nav>'
+
+
+def plural(count: int, one: str, many: str) -> str:
+    return f'{count:,} {one if count == 1 else many}'
 
 
 def warnings_banner(warnings: Sequence[Mapping]) -> str:
@@ -320,30 +339,34 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         '.cards{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}.card{border:1px solid #ccc;border-radius:6px;'
         'padding:8px 14px;min-width:110px}.card .value{display:block;font-size:22px;font-weight:bold}'
         '.card .name{font-size:12px;color:#555}.options div{display:flex;gap:12px}.options dd{margin:0}'
-        '.given dt{font-weight:bold;background:#fff4d6}</style></head><body>',
+        '.given dt{font-weight:bold;background:#fff4d6}#toc{position:sticky;top:0;z-index:1;background:#fff;'
+        'border-bottom:1px solid #ccc;padding:6px 0;font-size:14px}#toc a{margin-right:16px}'
+        'h2{scroll-margin-top:40px}</style></head><body>',
+        table_of_contents(bool(evaluation_html)),
         '<h1>Prediction run report</h1>',
         warnings_banner(summary.get('warnings') or []),
         run_header(summary),
-        f'<h2>Run summary</h2><p class="{reconciliation_class(summary)}" id="reconciliation">'
+        f'<h2 id="summary-section">Run summary</h2><p class="{reconciliation_class(summary)}" id="reconciliation">'
         f'Reconciliation {"holds" if reconciliation["holds"] else "FAILS"}: {esc(reconciliation["text"])}</p>',
         '<table id="summary"><tr><th>figure</th><th>value</th></tr>',
         *(f'<tr><td>{esc(name)}</td><td class="n">{esc(value)}</td></tr>' for name, value in summary_rows(summary)),
-        '</table><h2>Labels and scores</h2>',
+        '</table><h2 id="labels">Labels and scores</h2>',
     ]
     if label_png:
         parts.append(f'<img alt="Kept detections per label" src="{label_png}">')
     parts.append(f'<img alt="Score histogram" src="{score_png}">')
-    parts.append(f'<h2>Gallery</h2><p>{len(gallery)} prediction lines, boxes drawn from the rows as '
-                 f'written.</p><div class="gallery">')
+    shown = plural(len(gallery), 'prediction line', 'prediction lines')
+    parts.append(f'<h2 id="gallery">Gallery</h2><p>{shown}, boxes drawn from the rows as written.</p>'
+                 '<div class="gallery">')
     for item in gallery:
-        caption = (f'{esc(item["uri"])} &middot; {item["boxes"]} boxes'
+        caption = (f'{esc(item["uri"])} &middot; {plural(item["boxes"], "box", "boxes")}'
                    + (f' &middot; {esc(item["note"])}' if item.get('note') else ''))
         css = ' class="unreadable"' if item.get('unreadable') else ''
         parts.append(f'<figure{css}><img alt="{esc(item["uri"])}" src="{item["image"]}">'
                      f'<figcaption>{caption}</figcaption></figure>')
     parts.append('</div>')
     parts.append(evaluation_html)
-    parts.append('<h2>Dead letters</h2>')
+    parts.append('<h2 id="dead-letters">Dead letters</h2>')
     if not dead:
         parts.append('<p>None.</p>')
     for kind, records in sorted(dead.items()):

@@ -108,14 +108,14 @@ def test_report_is_valid_html_naming_every_summary_figure(sample_report):
     text, page = parsed_page(sample_report)
     summary = json.loads((sample_report / 'summary.json').read_text())
     figures = dict(zip(page.cells[::2], page.cells[1::2]))
-    assert figures['images written'] == str(summary['images_written'])
-    assert figures['detections in'] == str(summary['detections']['in'])
-    assert figures['detections kept'] == str(summary['detections']['kept'])
-    assert figures['removed by threshold'] == str(summary['detections']['removed_by']['threshold'])
-    assert figures['lines read'] == str(summary['lines']['read'])
+    assert figures['images written'] == f"{summary['images_written']:,}"
+    assert figures['detections in'] == f"{summary['detections']['in']:,}"
+    assert figures['detections kept'] == f"{summary['detections']['kept']:,}"
+    assert figures['removed by threshold'] == f"{summary['detections']['removed_by']['threshold']:,}"
+    assert figures['lines read'] == f"{summary['lines']['read']:,}"
     assert figures['dead letters: prediction_error'] == '3'
-    assert figures['image sizes unknown'] == str(summary['image_sizes']['unknown'])
-    assert figures['duplicate image URIs'] == str(summary['duplicate_image_uris'])
+    assert figures['image sizes unknown'] == f"{summary['image_sizes']['unknown']:,}"
+    assert figures['duplicate image URIs'] == f"{summary['duplicate_image_uris']:,}"
     assert 'Reconciliation holds: 15 non-blank lines read == 12 images + 3 line dead letters' in text
     photos = [img for img in page.images if img['src'].startswith('data:image/jpeg')]
     charts = [img for img in page.images if img['src'].startswith('data:image/png')]
@@ -139,6 +139,10 @@ def test_the_header_says_what_ran_when_with_which_options_and_the_figures_of_the
     assert shown['dead_letters.total'] == f'{summary["dead_letters"]["total"]:,}' == '3'
     assert run['options']['score_threshold'] == '0.7' and '--score_threshold' in run['command_line']
     assert '<dt>--score_threshold</dt><dd>0.7</dd>' in text  # the options given, highlighted
+    nav = re.search(r'<nav id="toc">(.*?)</nav>', text).group(1)
+    anchors = re.findall(r'href="#([^"]+)"', nav)
+    assert anchors == ['run', 'summary-section', 'labels', 'gallery', 'dead-letters']  # no evaluation here
+    assert all(f'id="{anchor}"' in text for anchor in anchors)
 
 
 def test_report_after_the_fact_lists_unreadable_images_with_the_reason(sample_report, tmp_path):
