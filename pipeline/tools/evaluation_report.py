@@ -342,19 +342,8 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
              for run in runs if run.get('size_figures')]
     parts.append('</table>' + ''.join(f'<p class="note">{esc(note)}</p>' for note in notes))
     parts.append(_errors_table(runs))
-    parts.append('<h3>AP per label</h3><table id="evaluation-labels"><tr><th>label</th>'
-                 + ''.join(f'<th>{esc(_run_name(run["prediction_run"]))}</th>' for run in runs) + '</tr>')
-    labels = sorted({entry['label'] for run in runs for entry in run['labels']})
-    by_run = [{entry['label']: entry for entry in run['labels']} for run in runs]
-    for label in labels:
-        cells = []
-        for entries in by_run:
-            entry = entries.get(label)
-            cells.append('<td class="n">' + ('' if entry is None else
-                         f'{_label_ap(entry)} &middot; tp {entry["tp"]:,} fp {entry["fp"]:,} fn {entry["fn"]:,}')
-                         + '</td>')
-        parts.append(f'<tr><td>{esc(label)}</td>{"".join(cells)}</tr>')
-    parts.append('</table>')
+    parts.append(labels_table(runs))
+    parts.append(ap_changes(runs))
     for key, alt in (('ap', 'AP per label'), ('curves', 'Precision-recall and F1 against confidence')):
         if charts.get(key):
             parts.append(f'<img alt="{alt}" src="{charts[key]}">')
@@ -381,11 +370,71 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
     return '\n'.join(parts)
 
 
-def _label_ap(entry: Mapping) -> str:
-    """AP 0 (boxes to find, none found) and no AP at all (no box of the label to find) told apart."""
-    if not entry['ground_truth_boxes']:
-        return 'no ground truth'
-    return f'AP {figure_text(entry["ap"])}'
+def operating_point(entry: Mapping) -> Tuple[Optional[float], Optional[float], Optional[float]]:
+    """(precision, recall, F1) at --eval_confidence and --eval_iou, from the label's tp, fp and fn."""
+    tp, fp, fn = entry['tp'] or 0, entry['fp'] or 0, entry['fn'] or 0
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = (2 * precision * recall / (precision + recall) if precision and recall else
+          0.0 if precision is not None and recall is not None else None)
+    return precision, recall, f1
+
+
+def _cell(value: Optional[float], key: str = '') -> str:
+    """A number cell that sorts by its value (n/a last)."""
+    data = '' if value is None else f' data-sort="{value:.10g}"'
+    return f'<td class="n"{data}{key}>{figure_text(value)}</td>'
+
+
+def labels_table(runs: Sequence[Mapping]) -> str:
+    """Per label and run: support, AP, and precision, recall and F1 at --eval_confidence; sortable by
+    any column (click its heading). A label without ground truth says so instead of an AP."""
+    esc = html.escape
+    columns = ('AP', 'precision', 'recall', 'F1', 'tp', 'fp', 'fn')
+    head = '<tr><th>label</th><th>ground-truth boxes</th>' + ''.join(
+        f'<th>{esc(_run_name(run["prediction_run"]))}: {name}</th>' for run in runs for name in columns) + '</tr>'
+    parts = ['<h3>Per label</h3><p class="note">Click a heading to sort. Precision, recall and F1 at '
+             '--eval_confidence and --eval_iou; AP over the IoU thresholds.</p>',
+             f'<table id="evaluation-labels" class="sortable"><thead>{head}</thead><tbody>']
+    by_run = [{entry['label']: entry for entry in run['labels']} for run in runs]
+    for label in sorted({entry['label'] for run in runs for entry in run['labels']}):
+        support = max(entries[label]['ground_truth_boxes'] for entries in by_run if label in entries)
+        cells = [f'<td>{esc(label)}</td>', _cell(support)]
+        for run, entries in zip(runs, by_run):
+            entry = entries.get(label)
+            if entry is None:
+                cells.append('<td></td>' * len(columns))
+                continue
+            precision, recall, f1 = operating_point(entry)
+            where = f' data-run="{esc(_run_name(run["prediction_run"]))}" data-label="{esc(label)}"'
+            ap_cell = (_cell(entry['ap'], where) if entry['ground_truth_boxes']
+                       else '<td class="n">no ground truth</td>')
+            cells += [ap_cell, _cell(precision), _cell(recall), _cell(f1),
+                      *(f'<td class="n" data-sort="{entry[k]}">{entry[k]:,}</td>' for k in ('tp', 'fp', 'fn'))]
+        parts.append(f'<tr>{"".join(cells)}</tr>')
+    parts.append('</tbody></table>')
+    return '\n'.join(parts)
+
+
+def ap_changes(runs: Sequence[Mapping]) -> str:
+    """For two runs or more: each later run's change in AP per label against the first, largest gain
+    first (labels with ground truth in both)."""
+    if len(runs) < 2:
+        return ''
+    esc = html.escape
+    base = {e['label']: e['ap'] for e in runs[0]['labels'] if e['ap'] is not None}
+    parts = []
+    for run in runs[1:]:
+        changes = sorted(((e['ap'] - base[e['label']], e['label'], base[e['label']], e['ap'])
+                          for e in run['labels'] if e['ap'] is not None and e['label'] in base),
+                         key=lambda item: (-item[0], item[1]))
+        title = f'{_run_name(run["prediction_run"])} against {_run_name(runs[0]["prediction_run"])}'
+        parts.append(f'<h3>Change in AP per label: {esc(title)}</h3><table class="ap-change sortable"><thead><tr>'
+                     '<th>label</th><th>change</th><th>AP before</th><th>AP after</th></tr></thead><tbody>')
+        parts += [f'<tr><td>{esc(label)}</td><td class="n" data-sort="{change:.10g}">{_signed(change)}</td>'
+                  f'{_cell(before)}{_cell(after)}</tr>' for change, label, before, after in changes]
+        parts.append('</tbody></table>')
+    return '\n'.join(parts)
 
 
 def _errors_table(runs: Sequence[Mapping]) -> str:

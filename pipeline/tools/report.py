@@ -250,6 +250,36 @@ SECTIONS = (('run', 'Run'), ('summary-section', 'Summary'), ('labels', 'Labels a
             ('gallery', 'Gallery'), ('evaluation', 'Evaluation'), ('dead-letters', 'Dead letters'))
 
 
+# Tables of class "sortable" sort by the column whose heading is clicked: by each cell's data-sort
+# number (largest first, again: smallest first; cells without one last), else by text. Inline: the page
+# fetches nothing.
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('thead th').forEach(function (heading, column) {
+    heading.style.cursor = 'pointer';
+    heading.title = 'sort by this column';
+    heading.addEventListener('click', function () {
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var largestFirst = heading.dataset.order !== 'largest';
+      heading.dataset.order = largestFirst ? 'largest' : 'smallest';
+      rows.sort(function (a, b) {
+        var x = a.cells[column], y = b.cells[column];
+        var p = x && x.dataset.sort, q = y && y.dataset.sort;
+        if (p === undefined && q === undefined) {
+          var order = (x ? x.textContent : '').localeCompare(y ? y.textContent : '');
+          return largestFirst ? order : -order;
+        }
+        if (p === undefined) { return 1; }
+        if (q === undefined) { return -1; }
+        return largestFirst ? q - p : p - q;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
 def table_of_contents(evaluated: bool) -> str:
     """The page's sections, always in view at the top (a plain link bar: no script)."""
     links = ''.join(f'<a href="#{anchor}">{title}</a>' for anchor, title in SECTIONS
@@ -376,7 +406,7 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
             parts.append(f'<li><code>{esc(record.get("source_file") or "")}</code>: '
                          f'{esc(record.get("error_message") or "")}<pre>{esc(payload)}</pre></li>')
         parts.append('</ul>')
-    parts.append('</body></html>')
+    parts.append(f'<script>{SORT_SCRIPT}</script></body></html>')
     return '\n'.join(parts)
 
 

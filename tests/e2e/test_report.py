@@ -248,3 +248,49 @@ def test_an_image_that_cannot_be_opened_shows_its_boxes_on_a_canvas_of_its_shape
     assert drawn.getpixel((240, 150)) == report.PALETTE[0]  # the right edge, x = 1000 / 2000 * 480
     assert report.blank_canvas(None).size == (480, 480)
     assert 'PermissionError' not in report.why_not_shown(PermissionError('x'))
+
+
+def test_the_per_label_table_and_the_change_in_ap_between_runs_follow_metrics_json(evaluation_report):
+    text, _ = parsed_page(evaluation_report)
+    metrics = json.loads((evaluation_report / 'evaluation' / 'metrics.json').read_text())
+    shown = {(run, label): value for run, label, value in
+             re.findall(r'data-run="([^"]+)" data-label="([^"]+)">([^<]+)<', text)}
+    expected = {(run['prediction_run'], e['label']): figure(e['ap'])
+                for run in metrics['runs'] for e in run['labels'] if e['ground_truth_boxes']}
+    assert shown == expected and expected
+    first, second = metrics['runs']
+    before = {e['label']: e['ap'] for e in first['labels'] if e['ap'] is not None}
+    changes = [(e['ap'] - before[e['label']], e['label']) for e in second['labels']
+               if e['ap'] is not None and e['label'] in before]
+    table = text.split('class="ap-change sortable"')[1].split('</table>')[0]
+    rows = re.findall(r'<tr><td>([^<]+)</td><td class="n" data-sort="([^"]+)">', table)
+    assert [label for label, _ in rows] == [label for _, label in sorted(changes, key=lambda c: (-c[0], c[1]))]
+    assert [float(value) for _, value in rows] == pytest.approx([c for c, _ in sorted(changes, reverse=True)])
+
+
+def figure(value):
+    return 'n/a' if value is None else f'{value:.4f}'
+
+
+def test_clicking_a_heading_sorts_the_table_in_headless_chromium(evaluation_report, tmp_path):
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    page = (evaluation_report / 'report' / 'index.html').read_text()
+    # The third heading is the first run's AP: click it once (largest first), as a user would.
+    click = ('<script>document.querySelector("#evaluation-labels thead th:nth-child(3)").click();'
+             '</script></body>')
+    clicked = tmp_path / 'clicked.html'
+    clicked.write_text(page.replace('</body>', click))
+    result = subprocess.run([chromium, '--headless', '--no-sandbox', '--disable-gpu', '--dump-dom', clicked.as_uri()],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    values = first_run_ap_column(result.stdout)
+    numbers = [v for v in values if v is not None]
+    assert numbers == sorted(numbers, reverse=True) and len(numbers) >= 2
+    assert values[:len(numbers)] == numbers  # cells without a value last
+    assert first_run_ap_column(page) != values  # the page did not come sorted that way already
+
+
+def first_run_ap_column(page):
+    body = page.split('id="evaluation-labels"')[1].split('</tbody>')[0].split('<tbody>')[1]
+    cells = [re.findall(r'<td[^>]*>', row)[2] for row in body.split('</tr>') if '<td' in row]
+    return [float(m[1]) if (m := re.search(r'data-sort="([^"]+)"', cell)) else None for cell in cells]
