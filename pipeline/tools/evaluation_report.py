@@ -5,7 +5,7 @@ the per-box table is scanned batch by batch and only the chosen images' rows are
 import heapq
 import html
 import itertools
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -284,29 +284,58 @@ def confusion_figure(cells: Sequence[Mapping], run: Optional[str],
         if cell['true_label'] in index and cell['predicted_label'] in index:
             grid[index[cell['true_label']]][index[cell['predicted_label']]] += cell['count']
     names = [shorten(label, 24) if label is not None else 'background' for label in axis]
-    figure = Figure(figsize=(1.2 + 0.5 * len(axis), 1.0 + 0.5 * len(axis)))
-    axes = figure.subplots()
-    image = axes.imshow(grid, cmap='Blues')
-    axes.set_xticks(range(len(axis)), names, rotation=60, ha='right', fontsize=8)
-    axes.set_yticks(range(len(axis)), names, fontsize=8)
-    peak = max(max(row) for row in grid) or 1
-    for i, row in enumerate(grid):
-        for j, count in enumerate(row):
-            if count:
-                axes.text(j, i, str(count), ha='center', va='center', fontsize=7,
-                          color='white' if count > peak / 2 else 'black')
-    axes.set_xlabel('predicted label')
-    axes.set_ylabel('true label')
-    axes.set_title(f'Confusion matrix: {shorten(_run_name(run))}')
-    bar = figure.colorbar(image, ax=axes, shrink=0.7, label='boxes')
-    bar.locator = MaxNLocator(integer=True)  # counts: no tick at 0.5
-    bar.update_ticks()
+    side = 1.0 + 0.5 * len(axis)
+    figure = Figure(figsize=(2 * side + 1.6, side))
+    counts_axes, share_axes = figure.subplots(1, 2)
+    totals = [sum(row) for row in grid]
+    shares: List[List[float]] = [[count / total if total else 0.0 for count in row] for row, total in zip(grid, totals)]
+    panels: List[Tuple[Any, List[list], str, Callable[[float], str]]] = [
+        (counts_axes, grid, 'boxes', lambda v: f'{v:,}'),
+        (share_axes, shares, 'share of the row', lambda v: f'{v:.0%}')]
+    for axes, values, title, text in panels:
+        image = axes.imshow(values, cmap='Blues', vmin=0)
+        axes.set_xticks(range(len(axis)), names, rotation=60, ha='right', fontsize=8)
+        axes.set_yticks(range(len(axis)), names, fontsize=8)
+        peak = max(max(row) for row in values) or 1
+        for i, row in enumerate(values):
+            for j, value in enumerate(row):
+                if value:
+                    axes.text(j, i, text(value), ha='center', va='center', fontsize=7,
+                              color='white' if value > peak / 2 else 'black')
+        axes.set_xlabel('predicted label')
+        axes.set_ylabel('true label')
+        bar = figure.colorbar(image, ax=axes, shrink=0.7, label=title)
+        if axes is counts_axes:
+            bar.locator = MaxNLocator(integer=True)  # counts: no tick at 0.5
+            bar.update_ticks()
+    figure.suptitle(f'Confusion matrix: {shorten(_run_name(run))}')
+    counts_axes.set_title('boxes', fontsize=10)
+    share_axes.set_title('each true label\'s row as shares (sums to 1)', fontsize=10)
+    figure.tight_layout()
     return figure
+
+
+def most_confused(cells: Sequence[Mapping], run: Optional[str], count: int = 5) -> List[Tuple[str, str, int, float]]:
+    """The run's largest cells between two labels (true label, predicted label, boxes, share of the
+    true label's boxes), most boxes first."""
+    mine = [cell for cell in cells if cell['prediction_run'] == run]
+    totals: Dict[str, int] = {}
+    for cell in mine:
+        if cell['true_label'] is not None:
+            totals[cell['true_label']] = totals.get(cell['true_label'], 0) + cell['count']
+    pairs = [(cell['true_label'], cell['predicted_label'], cell['count'], cell['count'] / totals[cell['true_label']])
+             for cell in mine if None not in (cell['true_label'], cell['predicted_label'])
+             and cell['true_label'] != cell['predicted_label'] and cell['count']]
+    return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))[:count]
 
 
 HEADLINE = (('images', 'images evaluated'), ('ground_truth_boxes', 'ground-truth boxes'),
             ('detections', 'detections'), ('map', 'mAP'), ('map_50', 'mAP@0.5'), ('map_75', 'mAP@0.75'),
             ('mar', 'mAR (AR@100)'))
+
+
+def plural_boxes(count: int) -> str:
+    return f'{count:,} box' + ('' if count == 1 else 'es')
 
 
 def figure_text(value) -> str:
@@ -316,7 +345,8 @@ def figure_text(value) -> str:
 
 
 def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confusion: Mapping[str, str],
-                   gallery: Sequence[Tuple[GalleryImage, str, Optional[str]]]) -> str:
+                   gallery: Sequence[Tuple[GalleryImage, str, Optional[str]]],
+                   confused: Optional[Mapping[str, Sequence[Tuple[str, str, int, float]]]] = None) -> str:
     """The Evaluation section's HTML. `gallery`: (image, picture data URI, note when the picture is a
     blank canvas)."""
     esc = html.escape
@@ -349,6 +379,11 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
             parts.append(f'<img alt="{alt}" src="{charts[key]}">')
     for run, chart in confusion.items():
         parts.append(f'<img alt="Confusion matrix of {esc(run)}" src="{chart}">')
+        pairs = (confused or {}).get(run) or []
+        if pairs:
+            parts.append(f'<p>Most confused in {esc(run)}:</p><ol class="confused" data-run="{esc(run)}">' + ''.join(
+                f'<li>{esc(true)} taken for {esc(predicted)}: {plural_boxes(boxes)} ({share:.0%} of the '
+                f'{esc(true)} boxes)</li>' for true, predicted, boxes, share in pairs) + '</ol>')
     legend = ('<p class="legend">' + ' '.join(
         f'<span style="border:3px {style} rgb{colour};padding:0 6px">{esc(text)}</span>'
         for colour, style, text in LEGEND) + '</p>')

@@ -475,7 +475,9 @@ def evaluation_section(summary: Mapping, allowed_scheme: str, mirrors: Mapping[s
             picture, note = blank_canvas(None), why_not_shown(exc)
         drawn = evaluation_report.draw_outcomes(picture, image.rows)
         gallery.append((image, jpeg_data_uri(drawn, max_side=THUMBNAIL_SIDE), note))
-    return evaluation_report.render_section(metrics, charts, confusion, gallery)
+    confused = {run['prediction_run'] or '(no run folder)':
+                evaluation_report.most_confused(cells, run['prediction_run']) for run in runs}
+    return evaluation_report.render_section(metrics, charts, confusion, gallery, confused)
 
 
 def main(argv=None) -> int:

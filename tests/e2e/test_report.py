@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import apache_beam
+import pyarrow.parquet as pq
 import pytest
 from coco_testing import coco_ground_truth, generated_set, legacy_line, vertex_line
 from conftest import ROOT, SAMPLE
@@ -15,6 +16,7 @@ from PIL import Image, ImageDraw
 
 import pipeline
 from pipeline.tools import report
+from pipeline.tools.evaluation_report import most_confused
 
 MIRRORS = ('gs://migration-ucaip-trainingaip-20210301091741/openimage/=' + str(SAMPLE / 'images' / 'legacy')
            + '/,gs://migration-ucaip-trainingaip-20210226015226/=' + str(SAMPLE / 'images' / 'vertex') + '/')
@@ -266,6 +268,13 @@ def test_the_per_label_table_and_the_change_in_ap_between_runs_follow_metrics_js
     rows = re.findall(r'<tr><td>([^<]+)</td><td class="n" data-sort="([^"]+)">', table)
     assert [label for label, _ in rows] == [label for _, label in sorted(changes, key=lambda c: (-c[0], c[1]))]
     assert [float(value) for _, value in rows] == pytest.approx([c for c, _ in sorted(changes, reverse=True)])
+    cells = [cell for path in (evaluation_report / 'evaluation' / 'confusion_matrix').glob('*.parquet')
+             for cell in pq.read_table(path).to_pylist()]
+    for run in metrics['runs']:  # the most confused pairs listed are the confusion matrix's
+        listed = re.search(rf'<ol class="confused" data-run="{re.escape(run["prediction_run"])}">(.*?)</ol>', text)
+        expected = [f'{true} taken for {predicted}: ' for true, predicted, _, _ in
+                    most_confused(cells, run['prediction_run'])]
+        assert (re.findall(r'<li>(\w+ taken for \w+: )', listed[1]) if listed else []) == expected
 
 
 def figure(value):

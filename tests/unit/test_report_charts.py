@@ -6,7 +6,13 @@ import pytest
 from coco_testing import LABELS, cocoeval, generated_set
 from matplotlib.cbook import STEP_LOOKUP_MAP
 
-from pipeline.tools.evaluation_report import RECALL_POINTS, confusion_figure, confusion_labels, curve_figure
+from pipeline.tools.evaluation_report import (
+    RECALL_POINTS,
+    confusion_figure,
+    confusion_labels,
+    curve_figure,
+    most_confused,
+)
 
 
 def run_of(precision, iou=0.5):
@@ -78,6 +84,13 @@ def test_every_runs_confusion_matrix_has_one_label_order_and_counts_have_integer
         axes = confusion_figure(cells, run, order).axes[0]
         assert [t.get_text() for t in axes.get_xticklabels()] == ['dog', 'cat', 'bird', 'background']
         assert [t.get_text() for t in axes.get_yticklabels()] == ['dog', 'cat', 'bird', 'background']
-    bar = confusion_figure(cells, 'a', order).axes[1]  # the colour bar of a run whose counts are 0 to 2
-    ticks = [tick for tick in bar.get_yticks() if 0 <= tick <= 2]
+    figure = confusion_figure(cells, 'b', order)
+    counts, shares = figure.axes[0], figure.axes[1]
+    bar = next(axes for axes in figure.axes if axes.get_ylabel() == 'boxes')  # counts 0 to 5
+    ticks = [tick for tick in bar.get_yticks() if 0 <= tick <= 5]
     assert ticks and all(float(tick).is_integer() for tick in ticks)
+    # Beside the counts, each true label's row as shares of its boxes: cat 1 of 1 taken for dog.
+    assert [t.get_text() for t in counts.texts] == ['5', '1', '1']
+    assert [t.get_text() for t in shares.texts] == ['100%', '100%', '100%']
+    assert most_confused(cells, 'b') == [('cat', 'dog', 1, 1.0)]  # background rows and columns aside
+    assert most_confused(cells + [cell('b', 'cat', 'cat', 3)], 'b') == [('cat', 'dog', 1, 0.25)]
