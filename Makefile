@@ -8,7 +8,8 @@ SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_size
 	--score_threshold 0.7 --label_thresholds 'Salad=0.8' \
 	--report_image_mirror 'gs://migration-ucaip-trainingaip-20210301091741/openimage/=sample/images/legacy/,gs://migration-ucaip-trainingaip-20210226015226/=sample/images/vertex/'
 
-.PHONY: install run demo test test-unit lint lock clean docs bench bench-quick bench-large bench-evaluation
+.PHONY: install run demo test test-unit lint lock clean docs bench bench-quick bench-large bench-evaluation \
+	report-screenshots
 
 install: $(STAMP)
 
@@ -30,6 +31,17 @@ DEMO_ARGS := --input demo/input --output demo/out --image_sizes demo/image_sizes
 demo: install
 	$(PY) -m pipeline.tools.demo demo
 	$(PY) -m pipeline $(DEMO_ARGS) --overwrite
+
+# The two sample reports (a plain run, and the demo's evaluated run of two model versions) as headless
+# Chromium draws them, for docs/outputs.md.
+report-screenshots: install
+	$(if $(CHROMIUM),,apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(PY) -m pipeline $(SAMPLE_ARGS) --overwrite
+	$(PY) -m pipeline.tools.demo demo
+	$(PY) -m pipeline $(DEMO_ARGS) --overwrite
+	$(PY) -m pipeline.tools.screenshots out/report/index.html docs/images/report-plain.png \
+		demo/out/report/index.html docs/images/report-evaluated.png \
+		'demo/out/report/index.html#evaluation' docs/images/report-evaluation.png
 
 # The report test renders the page in Debian's Chromium; install it when it is missing (as root, as
 # on CI and the development machines).

@@ -15,7 +15,7 @@ from conftest import ROOT, SAMPLE
 from PIL import Image, ImageDraw
 
 import pipeline
-from pipeline.tools import report
+from pipeline.tools import report, screenshots
 from pipeline.tools.evaluation_report import most_confused
 
 MIRRORS = ('gs://migration-ucaip-trainingaip-20210301091741/openimage/=' + str(SAMPLE / 'images' / 'legacy')
@@ -303,3 +303,16 @@ def first_run_ap_column(page):
     body = page.split('id="evaluation-labels"')[1].split('</tbody>')[0].split('<tbody>')[1]
     cells = [re.findall(r'<td[^>]*>', row)[2] for row in body.split('</tr>') if '<td' in row]
     return [float(m[1]) if (m := re.search(r'data-sort="([^"]+)"', cell)) else None for cell in cells]
+
+
+def test_a_screenshot_starts_at_the_section_asked_for(tmp_path):
+    page = tmp_path / 'page.html'
+    page.write_text('<!DOCTYPE html><html><body><h2 style="height:3000px;background:#fff">top</h2>'
+                    '<h2 id="later" style="height:3000px;background:#000">later</h2></body></html>')
+    top, later = tmp_path / 'top.png', tmp_path / 'later.png'
+    screenshots.main([str(page), str(top), f'{page}#later', str(later)])
+    with Image.open(top) as first, Image.open(later) as second:
+        assert first.width == second.width == screenshots.WIDTH
+        middle = (first.width // 2, first.height // 2)
+        assert first.convert('L').getpixel(middle) == 255  # the white block fills the window
+        assert second.convert('L').getpixel(middle) == 0  # the black one, from the section on
