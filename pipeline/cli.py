@@ -125,6 +125,7 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
                     'fixed_image_size': settings.sizes.image_size},
         export={'buckets': input_buckets(input_shards)} if settings.export.enabled else {},
         launch={'run_id': uuid.uuid4().hex, 'started': started, 'command_line': tuple(argv),
+                'tool_version': pipeline.__version__,
                 'options': given_options(pipeline_options),
                 'progress': local and pattern is not None and not quiet,
                 # A Dataflow job outlives its launcher: it releases its Cloud Storage locks itself.

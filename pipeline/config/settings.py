@@ -149,6 +149,7 @@ class LaunchSettings:
     job_locks: Tuple[str, ...] = ()  # Cloud Storage locks the job itself releases after its summary
     progress: bool = False  # workers report progress for the launcher to show (local batch runs)
     started: Optional[str] = None  # when the launcher started the run (RFC 3339, UTC): the summary's `run`
+    tool_version: Optional[str] = None  # of this package, as the launcher has it
     options: Tuple[Tuple[str, str], ...] = ()  # our options as given on the command line (name, value)
     command_line: Tuple[str, ...] = ()  # every argument given, Beam's own too
 

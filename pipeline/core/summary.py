@@ -24,12 +24,13 @@ class EvaluationOutcome(NamedTuple):
     confusion_rows: int
 
 
-def run_record(settings: Settings, finished: datetime.datetime, versions: Mapping[str, str]) -> Dict:
+def run_record(settings: Settings, finished: datetime.datetime, beam_version: str) -> Dict:
     """The summary's `run` section: which versions ran, when, for how long, with which options."""
     started = settings.launch.started
     duration = None if started is None else round(
         (finished - datetime.datetime.fromisoformat(started)).total_seconds(), 3)
-    return {**versions, 'started': started, 'finished': finished.isoformat(timespec='milliseconds'),
+    return {'version': settings.launch.tool_version, 'beam_version': beam_version, 'started': started,
+            'finished': finished.isoformat(timespec='milliseconds'),
             'duration_s': duration, 'options': dict(settings.launch.options),
             'command_line': list(settings.launch.command_line)}
 

@@ -48,7 +48,7 @@ def screenshot(page: str, png: str, browser: Optional[str] = None) -> None:
                        check=True, capture_output=True, timeout=120)
         with Image.open(raw) as drawn:
             height = round(drawn.height * WIDTH / drawn.width)
-            small = drawn.convert('RGB').resize((WIDTH, height), Image.LANCZOS)
+            small = drawn.convert('RGB').resize((WIDTH, height), Image.Resampling.LANCZOS)
             small.quantize(COLOURS).save(png, optimize=True)
 
 

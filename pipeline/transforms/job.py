@@ -8,7 +8,6 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsList, AsSingleton, PCollection
 
-from pipeline import __version__
 from pipeline.config.options import join_path
 from pipeline.config.settings import Settings, required
 from pipeline.core import counts as names
@@ -47,8 +46,6 @@ from pipeline.transforms.export import ExportsWritten, WriteExports
 from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
 from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
 from pipeline.transforms.read_truth import ReadGroundTruth
-
-VERSIONS = {'version': __version__, 'beam_version': beam.__version__}  # the summary's run record
 
 
 class TablesWritten(NamedTuple):
@@ -129,7 +126,7 @@ class PredictionsToTables(beam.PTransform):
                 metrics_document, run_images, confidence_rows, confusion_rows)
             rows = summary_files.count_output_rows({name: paths for name, paths in listed.items()
                                                     if name != 'evaluation_metrics' and not name.startswith('export_')})
-            run = run_summary.run_record(settings, datetime.datetime.now(datetime.timezone.utc), VERSIONS)
+            run = run_summary.run_record(settings, datetime.datetime.now(datetime.timezone.utc), beam.__version__)
             summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed, rows, outcome, run)
             if settings.outputs.report_file:
                 summary['outputs']['report'] = [settings.outputs.report_file]
