@@ -250,10 +250,42 @@ SECTIONS = (('run', 'Run'), ('summary-section', 'Summary'), ('labels', 'Labels a
             ('gallery', 'Gallery'), ('evaluation', 'Evaluation'), ('dead-letters', 'Dead letters'))
 
 
-# Tables of class "sortable" sort by the column whose heading is clicked: by each cell's data-sort
-# number (largest first, again: smallest first; cells without one last), else by text. Inline: the page
-# fetches nothing.
-SORT_SCRIPT = """
+# The page's script, inline (it fetches nothing). Tables of class "sortable" sort by the column whose
+# heading is clicked: by each cell's data-sort number (largest first, again: smallest first; cells
+# without one last), else by text. A gallery image enlarges on a click (again, or Escape: back). The
+# plain gallery's filters show the images with a box of a label, scored at least so much.
+SCRIPT = """
+var lightbox = document.getElementById('lightbox'), enlarged = document.createElement('img');
+enlarged.alt = 'enlarged';
+lightbox.insertBefore(enlarged, lightbox.firstChild);
+document.querySelectorAll('figure img').forEach(function (image) {
+  image.style.cursor = 'zoom-in';
+  image.addEventListener('click', function () {
+    enlarged.src = image.src;
+    var caption = image.parentNode.querySelector('figcaption');
+    lightbox.querySelector('p').textContent = caption ? caption.textContent : '';
+    lightbox.hidden = false;
+  });
+});
+lightbox.addEventListener('click', function () { lightbox.hidden = true; });
+document.addEventListener('keydown', function (event) { if (event.key === 'Escape') { lightbox.hidden = true; } });
+function filterGallery() {
+  var label = document.getElementById('filter-label').value;
+  var least = parseFloat(document.getElementById('filter-score').value) || 0, shown = 0;
+  var figures = document.querySelectorAll('#gallery-plain figure');
+  figures.forEach(function (figure) {
+    var labels = figure.dataset.labels.split('|');
+    var show = (label === '*' || labels.indexOf(label) >= 0) && parseFloat(figure.dataset.best) >= least;
+    figure.hidden = !show;
+    shown += show ? 1 : 0;
+  });
+  document.getElementById('filter-count').textContent = shown + ' of ' + figures.length + ' shown';
+}
+if (document.getElementById('filter-label')) {
+  document.getElementById('filter-label').addEventListener('change', filterGallery);
+  document.getElementById('filter-score').addEventListener('input', filterGallery);
+  filterGallery();
+}
 document.querySelectorAll('table.sortable').forEach(function (table) {
   table.querySelectorAll('thead th').forEach(function (heading, column) {
     heading.style.cursor = 'pointer';
@@ -351,7 +383,26 @@ def reconciliation_class(summary: Mapping) -> str:
     return 'warn' if summary.get('warnings') or not summary['lines']['non_blank'] else 'ok'
 
 
-def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: str = '') -> str:
+def gallery_controls(labels: Sequence[str]) -> str:
+    """The label colours of the boxes, and filters of the gallery's images (a label among their boxes,
+    the best score at least); they work offline (SCRIPT)."""
+    esc = html.escape
+    legend = ''.join(f'<span class="swatch" style="border-color:rgb{colour_of(labels, label)}">{esc(label or "?")}'
+                     f'</span>' for label in labels)
+    options = ''.join(f'<option value="{esc(label)}">{esc(label or "(no label)")}</option>' for label in labels)
+    return (f'<p class="legend">{legend}</p><p class="filters">Show images with a box of '
+            f'<select id="filter-label"><option value="*">any label</option>{options}</select> scored at least '
+            '<input id="filter-score" type="number" min="0" max="1" step="0.05" value="0"> '
+            '<span id="filter-count"></span></p>')
+
+
+def colour_of(labels: Sequence[str], label: str) -> Tuple[int, int, int]:
+    """The colour draw_boxes gives a label's boxes."""
+    return PALETTE[list(labels).index(label) % len(PALETTE)] if label in labels else PALETTE[0]
+
+
+def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: str = '',
+                labels: Sequence[str] = ()) -> str:
     esc = html.escape
     reconciliation = summary['reconciliation']
     parts = [
@@ -371,7 +422,11 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         '.card .name{font-size:12px;color:#555}.options div{display:flex;gap:12px}.options dd{margin:0}'
         '.given dt{font-weight:bold;background:#fff4d6}#toc{position:sticky;top:0;z-index:1;background:#fff;'
         'border-bottom:1px solid #ccc;padding:6px 0;font-size:14px}#toc a{margin-right:16px}'
-        'h2{scroll-margin-top:40px}</style></head><body>',
+        'h2{scroll-margin-top:40px}.swatch{border:3px solid;padding:0 6px;margin-right:8px;font-size:13px}'
+        '#lightbox{position:fixed;inset:0;background:rgba(0,0,0,.85);z-index:2;display:flex;flex-direction:column;'
+        'align-items:center;justify-content:center;cursor:zoom-out}#lightbox[hidden]{display:none}'
+        '#lightbox img{max-width:95vw;max-height:88vh}#lightbox p{color:#fff;font-size:14px}'
+        'figcaption{font-size:12px}</style></head><body>',
         table_of_contents(bool(evaluation_html)),
         '<h1>Prediction run report</h1>',
         warnings_banner(summary.get('warnings') or []),
@@ -386,13 +441,16 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         parts.append(f'<img alt="Kept detections per label" src="{label_png}">')
     parts.append(f'<img alt="Score histogram" src="{score_png}">')
     shown = plural(len(gallery), 'prediction line', 'prediction lines')
-    parts.append(f'<h2 id="gallery">Gallery</h2><p>{shown}, boxes drawn from the rows as written.</p>'
-                 '<div class="gallery">')
+    parts.append(f'<h2 id="gallery">Gallery</h2><p>{shown}, boxes drawn from the rows as written; click an '
+                 'image to enlarge it.</p>')
+    parts.append(gallery_controls(labels))
+    parts.append('<div class="gallery" id="gallery-plain">')
     for item in gallery:
         caption = (f'{esc(item["uri"])} &middot; {plural(item["boxes"], "box", "boxes")}'
                    + (f' &middot; {esc(item["note"])}' if item.get('note') else ''))
         css = ' class="unreadable"' if item.get('unreadable') else ''
-        parts.append(f'<figure{css}><img alt="{esc(item["uri"])}" src="{item["image"]}">'
+        parts.append(f'<figure{css} data-labels="{esc("|".join(item.get("labels", [])))}" '
+                     f'data-best="{item.get("best", 0.0):.6g}"><img alt="{esc(item["uri"])}" src="{item["image"]}">'
                      f'<figcaption>{caption}</figcaption></figure>')
     parts.append('</div>')
     parts.append(evaluation_html)
@@ -406,7 +464,7 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
             parts.append(f'<li><code>{esc(record.get("source_file") or "")}</code>: '
                          f'{esc(record.get("error_message") or "")}<pre>{esc(payload)}</pre></li>')
         parts.append('</ul>')
-    parts.append(f'<script>{SORT_SCRIPT}</script></body></html>')
+    parts.append(f'<div id="lightbox" hidden><p></p></div><script>{SCRIPT}</script></body></html>')
     return '\n'.join(parts)
 
 
@@ -425,7 +483,8 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
     gallery = []
     for uri in choose_gallery(rows, samples):
         line_rows = first_line_rows([r for r in rows if r['image_uri'] == uri])
-        item = {'uri': uri, 'boxes': len(line_rows)}
+        item = {'uri': uri, 'boxes': len(line_rows), 'labels': sorted({row['label'] or '' for row in line_rows}),
+                'best': max((row['score'] for row in line_rows), default=0.0)}
         full_size: Optional[Tuple[int, int]]
         try:
             image, full_size = load_image(uri, allowed_scheme, mirrors or {}, allowed_prefixes)
@@ -445,7 +504,7 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
     page = render_html(summary, label_chart(summary.get('kept_by_label', {})),
                        score_chart(summary['score_histogram'], summary['thresholds']),
                        gallery, first_dead_letters(run_files(summary, 'dead_letters', dead_pattern)),
-                       evaluation_html)
+                       evaluation_html, labels)
     path = FileSystems.join(output, 'report', 'index.html')
     with FileSystems.create(path, mime_type='text/html') as handle:
         handle.write(page.encode('utf-8'))

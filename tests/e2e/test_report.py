@@ -316,3 +316,38 @@ def test_a_screenshot_starts_at_the_section_asked_for(tmp_path):
         middle = (first.width // 2, first.height // 2)
         assert first.convert('L').getpixel(middle) == 255  # the white block fills the window
         assert second.convert('L').getpixel(middle) == 0  # the black one, from the section on
+
+
+def after_actions_in_chromium(page_path, tmp_path, actions):
+    """The page's DOM once `actions` (a script) ran after its own, as headless Chromium has it."""
+    page = tmp_path / 'acted.html'
+    page.write_text(page_path.read_text().replace('</body>', f'<script>{actions}</script></body>'))
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    result = subprocess.run([chromium, '--headless', '--no-sandbox', '--disable-gpu', '--dump-dom', page.as_uri()],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    return result.stdout
+
+
+def test_the_gallery_filters_by_label_and_score_and_an_image_enlarges(sample_report, tmp_path):
+    index = sample_report / 'report' / 'index.html'
+    text = index.read_text()
+    figures = re.findall(r'<figure[^>]* data-labels="([^"]*)" data-best="([^"]+)">', text)
+    labels = sorted({label for found, _ in figures for label in found.split('|') if label})
+    legend = re.findall(r'<span class="swatch"[^>]*>([^<]*)</span>', text)
+    assert figures and labels and set(labels) <= set(legend)  # every box colour in the legend
+    wanted = next(label for label in labels if sum(label in found.split('|') for found, _ in figures) < len(figures))
+    dom = after_actions_in_chromium(index, tmp_path, (
+        f'var pick = document.getElementById("filter-label"); pick.value = "{wanted}";'
+        'pick.dispatchEvent(new Event("change"));'
+        'document.querySelector("#gallery-plain figure img").click();'))
+    shown = re.findall(r'<figure(?![^>]*hidden)[^>]* data-labels="([^"]*)"', dom.split('id="gallery-plain"')[1])
+    assert shown and all(wanted in found.split('|') for found in shown)
+    assert len(shown) == sum(wanted in found.split('|') for found, _ in figures) < len(figures)
+    assert f'{len(shown)} of {len(figures)} shown' in dom
+    assert re.search(r'<div id="lightbox"( hidden(="")?)?>', dom)[1] is None  # the click opened it
+    least = max(float(best) for _, best in figures)
+    dom = after_actions_in_chromium(index, tmp_path, (
+        f'var score = document.getElementById("filter-score"); score.value = "{least}";'
+        'score.dispatchEvent(new Event("input"));'))
+    assert f'{sum(float(best) >= least for _, best in figures)} of {len(figures)} shown' in dom
