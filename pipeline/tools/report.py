@@ -365,15 +365,27 @@ def run_header(summary: Mapping) -> str:
               f'<span class="name">{esc(name)}</span></div>' for key, name, value in figure_cards(summary)]
     parts.append('</div>')
     given = run.get('options') or {}
-    if given or run.get('command_line'):
-        parts.append('<details id="options"><summary>Options given (every other option at its default)</summary>'
-                     '<dl class="options">')
-        parts += [f'<div class="given"><dt>--{esc(name)}</dt><dd>{esc(value)}</dd></div>'
-                  for name, value in given.items()]
+    if run:
+        parts.append(f'<details id="options"><summary>Options: {len(given)} given (highlighted), every other one '
+                     'at its default</summary><dl class="options">')
+        parts += [f'<div class="given"><dt>--{esc(name)}</dt><dd>{esc(given[name])}</dd></div>' if name in given else
+                  f'<div><dt>--{esc(name)}</dt><dd>{esc(default_text(option.default))}</dd></div>'
+                  for name, option in OPTIONS_BY_NAME.items()]
         parts.append(f'</dl><p>Command line: <code>{esc(" ".join(run.get("command_line") or []))}</code></p>'
                      '</details>')
     parts.append('</section>')
     return ''.join(parts)
+
+
+def default_text(default) -> str:
+    """An option's default as one would write it on the command line."""
+    if default is None:
+        return '(none)'
+    if isinstance(default, (tuple, list, frozenset, set)):
+        return ','.join(f'{value:.10g}' if isinstance(value, float) else str(value) for value in default) or '(none)'
+    if isinstance(default, dict):
+        return ','.join(f'{key}={value}' for key, value in default.items()) or '(none)'
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def reconciliation_class(summary: Mapping) -> str:

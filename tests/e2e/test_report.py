@@ -15,6 +15,7 @@ from conftest import ROOT, SAMPLE
 from PIL import Image, ImageDraw
 
 import pipeline
+from pipeline.config.options import OPTIONS_BY_NAME
 from pipeline.tools import report, screenshots
 from pipeline.tools.evaluation_report import most_confused
 
@@ -140,7 +141,10 @@ def test_the_header_says_what_ran_when_with_which_options_and_the_figures_of_the
     assert shown['detections.kept'] == f'{summary["detections"]["kept"]:,}'
     assert shown['dead_letters.total'] == f'{summary["dead_letters"]["total"]:,}' == '3'
     assert run['options']['score_threshold'] == '0.7' and '--score_threshold' in run['command_line']
-    assert '<dt>--score_threshold</dt><dd>0.7</dd>' in text  # the options given, highlighted
+    assert '<div class="given"><dt>--score_threshold</dt><dd>0.7</dd></div>' in text  # given: highlighted
+    assert '<div><dt>--max_dets</dt><dd>1,10,100</dd></div>' in text  # the others at their defaults
+    options = text.split('<dl class="options">')[1].split('</dl>')[0]
+    assert options.count('<dt>--') == len(OPTIONS_BY_NAME) and options.count('class="given"') == len(run['options'])
     nav = re.search(r'<nav id="toc">(.*?)</nav>', text).group(1)
     anchors = re.findall(r'href="#([^"]+)"', nav)
     assert anchors == ['run', 'summary-section', 'labels', 'gallery', 'dead-letters']  # no evaluation here
