@@ -387,22 +387,41 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
     legend = ('<p class="legend">' + ' '.join(
         f'<span style="border:3px {style} rgb{colour};padding:0 6px">{esc(text)}</span>'
         for colour, style, text in LEGEND) + '</p>')
-    for kind, title in (('fp', 'Highest-scored false positives, by error type'),
-                        ('fn', 'Missed boxes (the largest first)')):
-        parts.append(f'<h3>{title}</h3>{legend}<div class="gallery" id="gallery-{kind}">')
-        group: Optional[str] = ''  # the false positives' error type heading the figures that follow
-        for image, picture, note in (item for item in gallery if item[0].kind == kind):
-            if kind == 'fp' and image.error_type != group:
-                group = image.error_type
-                heading = dict(FP_GROUPS).get(group, str(group))
-                parts.append(f'<h4 data-error-type="{esc(str(group))}">{esc(heading)}</h4>')
-            caption = (f'{esc(_run_name(image.prediction_run))} &middot; {esc(image.image_uri)} &middot; '
-                       f'{esc(image.why)}' + (f' &middot; {esc(note)}' if note else ''))
-            css = ' class="unreadable"' if note else ''
-            parts.append(f'<figure{css}><img alt="{esc(image.image_uri)}" src="{picture}">'
-                         f'<figcaption>{caption}</figcaption></figure>')
-        parts.append('</div>')
+    parts.append(galleries(runs, gallery, legend))
     return '\n'.join(parts)
+
+
+def galleries(runs: Sequence[Mapping], gallery: Sequence[Tuple[GalleryImage, str, Optional[str]]],
+              legend: str) -> str:
+    """Two galleries per run, each under a heading that names the run: its highest-scored false
+    positives, grouped by error type, and its largest missed boxes."""
+    esc = html.escape
+    parts = []
+    for index, run in enumerate(runs):
+        name = _run_name(run['prediction_run'])
+        for kind, title in (('fp', 'highest-scored false positives, by error type'),
+                            ('fn', 'missed boxes (the largest first)')):
+            mine = [item for item in gallery if (item[0].kind, item[0].prediction_run) == (kind, run['prediction_run'])]
+            parts.append(f'<h3>{esc(name)}: {title}</h3>{legend}<div class="gallery" id="gallery-{kind}-{index}" '
+                         f'data-run="{esc(name)}" data-kind="{kind}">')
+            if not mine:
+                parts.append('<p>None.</p>')
+            group: Optional[str] = ''  # the false positives' error type heading the figures that follow
+            for image, picture, note in mine:
+                if kind == 'fp' and image.error_type != group:
+                    group = image.error_type
+                    heading = dict(FP_GROUPS).get(group, str(group))
+                    parts.append(f'<h4 data-error-type="{esc(str(group))}">{esc(heading)}</h4>')
+                parts.append(_gallery_figure(image, picture, note))
+            parts.append('</div>')
+    return '\n'.join(parts)
+
+
+def _gallery_figure(image: GalleryImage, picture: str, note: Optional[str]) -> str:
+    esc = html.escape
+    caption = f'{esc(image.image_uri)} &middot; {esc(image.why)}' + (f' &middot; {esc(note)}' if note else '')
+    css = ' class="unreadable"' if note else ''
+    return f'<figure{css}><img alt="{esc(image.image_uri)}" src="{picture}"><figcaption>{caption}</figcaption></figure>'
 
 
 def operating_point(entry: Mapping) -> Tuple[Optional[float], Optional[float], Optional[float]]:

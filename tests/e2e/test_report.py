@@ -223,12 +223,19 @@ def test_the_evaluation_section_shows_metrics_json_and_both_galleries(evaluation
             shown = re.search(rf'data-run="{re.escape(run["prediction_run"])}" data-key="errors.dap.{name}">([^<]+)<',
                               text)
             assert shown and shown[1] == f'{dap:+.4f} ({run["errors"]["counts"][name]:,})', name
-    assert 'id="gallery-fp"' in text and 'id="gallery-fn"' in text
-    fp_gallery = text.split('id="gallery-fp"')[1].split('</div>')[0]
-    assert 'data-error-type="cls"' in fp_gallery and re.search(r' on a (cat|dog|bird) box', fp_gallery)
+    # Two galleries per run, each under a heading that names the run.
+    galleries = re.findall(r'<h3>([^<]+): (highest-scored false positives|missed boxes)[^<]*</h3>.*?'
+                           r'<div class="gallery" id="gallery-(fp|fn)-(\d)" data-run="([^"]+)" data-kind="(fp|fn)">'
+                           r'(.*?)</div>', text, flags=re.S)
+    runs = [run['prediction_run'] for run in metrics['runs']]
+    assert [(name, kind, index) for name, _, kind, index, _, _, _ in galleries] == [
+        (run, kind, str(i)) for i, run in enumerate(runs) for kind in ('fp', 'fn')]
+    assert all(name == data_run and kind == data_kind for name, _, kind, _, data_run, data_kind, _ in galleries)
+    false_positives = ''.join(body for _, _, kind, _, _, _, body in galleries if kind == 'fp')
+    assert 'data-error-type="cls"' in false_positives and re.search(r' on a (cat|dog|bird) box', false_positives)
     for kind in ('fp', 'fn'):
-        gallery = text.split(f'id="gallery-{kind}"')[1].split('</div>')[0]
-        assert gallery.count('<figure class="unreadable"><img') >= 2  # boxes on a canvas, the reason in words
+        shown = ''.join(body for _, _, found, _, _, _, body in galleries if found == kind)
+        assert shown.count('<figure class="unreadable"><img') >= 2  # boxes on a canvas, the reason in words
     assert 'outside what this run may open' in text and 'PermissionError' not in text
     alts = {img.get('alt') for img in page.images}
     assert {'AP per label', 'Precision-recall and F1 against confidence'} <= alts
