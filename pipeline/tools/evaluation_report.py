@@ -171,7 +171,13 @@ def _run_name(run: Optional[str]) -> str:
 
 
 def ap_chart(runs: Sequence[Mapping]) -> Optional[str]:
-    """AP per label (with ground truth), one bar per run, side by side."""
+    figure = ap_figure(runs)
+    return None if figure is None else figure_data_uri(figure)
+
+
+def ap_figure(runs: Sequence[Mapping]) -> Optional[Figure]:
+    """AP per label (with ground truth in a run at least), one bar per run, side by side; a run where
+    the label has no ground truth says so instead of a bar of 0."""
     labels = sorted({entry['label'] for run in runs for entry in run['labels'] if entry['ap'] is not None})[:30]
     if not labels:
         return None
@@ -181,15 +187,19 @@ def ap_chart(runs: Sequence[Mapping]) -> Optional[str]:
     for index, run in enumerate(runs):
         ap = {entry['label']: entry['ap'] for entry in run['labels']}
         positions = [p + index * height for p in range(len(labels))]
-        axes.barh(positions, [ap.get(label) or 0.0 for label in labels], height=height,
+        values = [ap.get(label) for label in labels]
+        axes.barh(positions, [float('nan') if value is None else value for value in values], height=height,
                   label=shorten(_run_name(run['prediction_run'])), color=f'C{index}')
+        for position, value in zip(positions, values):
+            if value is None:  # no AP at all, which is not an AP of 0
+                axes.text(0.01, position, 'no ground truth', va='center', fontsize=7, color=f'C{index}')
     axes.set_yticks([p + 0.4 - height / 2 for p in range(len(labels))], [shorten(label) for label in labels])
     axes.invert_yaxis()
     axes.set_xlim(0, 1)
     axes.set_xlabel('AP (mean over the IoU thresholds)')
     axes.set_title('AP per label')
     axes.legend(fontsize=8)
-    return figure_data_uri(figure)
+    return figure
 
 
 RECALL_POINTS = [i / 100 for i in range(101)]  # pycocotools' recall points, where pr_curve is given

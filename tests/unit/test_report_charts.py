@@ -8,6 +8,7 @@ from matplotlib.cbook import STEP_LOOKUP_MAP
 
 from pipeline.tools.evaluation_report import (
     RECALL_POINTS,
+    ap_figure,
     confusion_figure,
     confusion_labels,
     curve_figure,
@@ -94,3 +95,12 @@ def test_every_runs_confusion_matrix_has_one_label_order_and_counts_have_integer
     assert [t.get_text() for t in shares.texts] == ['100%', '100%', '100%']
     assert most_confused(cells, 'b') == [('cat', 'dog', 1, 1.0)]  # background rows and columns aside
     assert most_confused(cells + [cell('b', 'cat', 'cat', 3)], 'b') == [('cat', 'dog', 1, 0.25)]
+
+
+def test_a_label_without_ground_truth_in_a_run_says_so_instead_of_a_bar_of_zero():
+    runs = [{'prediction_run': 'a', 'labels': [{'label': 'cat', 'ap': 0.0}, {'label': 'dog', 'ap': 0.5}]},
+            {'prediction_run': 'b', 'labels': [{'label': 'cat', 'ap': None}, {'label': 'dog', 'ap': 0.7}]}]
+    axes = ap_figure(runs).axes[0]
+    widths = {(patch.get_facecolor(), round(patch.get_y(), 3)): patch.get_width() for patch in axes.patches}
+    assert sorted(w for w in widths.values() if w == w) == [0.0, 0.5, 0.7]  # cat in b: no bar (NaN)
+    assert [text.get_text() for text in axes.texts] == ['no ground truth']
