@@ -12,13 +12,13 @@ import json
 import os
 import sys
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from pipeline.config.options import OPTIONS_BY_NAME, parse_mirrors, parse_prefixes
 from pipeline.core.shards import scheme_of
@@ -126,31 +126,48 @@ def first_line_rows(rows: Sequence[dict]) -> List[dict]:
     return same_file[:end]
 
 
-def draw_boxes(image: Image.Image, rows: Sequence[dict], labels: Sequence[str],
-               full_size: Optional[Tuple[int, int]] = None) -> Image.Image:
-    """The image with each row's box drawn in pixel coordinates: the px_* columns as written (scaled
-    when the image was decoded smaller than its `full_size`), or the normalized box times the image's
-    own size where the table has no size."""
-    canvas = image.convert('RGB')
-    pen = ImageDraw.Draw(canvas)
-    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}
-    width = max(2, round(max(canvas.size) / 400))
-    scale_x = canvas.width / full_size[0] if full_size else 1.0
-    scale_y = canvas.height / full_size[1] if full_size else 1.0
+class BoxOverlay(NamedTuple):
+    """A detection's box over its picture, as fractions of the picture's width and height (the page
+    draws it over the image, so a filter can hide it and any zoom keeps it in place)."""
+    left: float
+    top: float
+    width: float
+    height: float
+    label: str
+    score: float
+    caption: str
+
+
+def box_overlays(rows: Sequence[dict], canvas_size: Tuple[int, int],
+                 full_size: Optional[Tuple[int, int]] = None) -> List[BoxOverlay]:
+    """Each row's box, best first: the px_* columns as written over the image's `full_size` (the
+    canvas's own size when unknown), or the normalized box where the table has no size."""
+    boxes = []
     for row in sorted(rows, key=lambda r: r['rank']):
         if row['px_x_min'] is not None:
-            box = (row['px_x_min'] * scale_x, row['px_y_min'] * scale_y,
-                   row['px_x_max'] * scale_x, row['px_y_max'] * scale_y)
+            width, height = full_size or canvas_size
+            corners = (row['px_x_min'] / width, row['px_y_min'] / height, row['px_x_max'] / width,
+                       row['px_y_max'] / height)
         else:
-            box = (row['x_min'] * canvas.width, row['y_min'] * canvas.height,
-                   row['x_max'] * canvas.width, row['y_max'] * canvas.height)
-        colour = colours.get(row['label'] or '', PALETTE[0])
-        pen.rectangle(box, outline=colour, width=width)
-        caption = f'{shorten(row["label"] or row.get("label_id") or "?")} {row["score"]:.2f}'
-        text_box = pen.textbbox((box[0], box[1]), caption)
-        pen.rectangle([text_box[0] - 1, text_box[1] - 1, text_box[2] + 1, text_box[3] + 1], fill=colour)
-        pen.text((box[0], box[1]), caption, fill=(255, 255, 255))
-    return canvas
+            corners = (row['x_min'], row['y_min'], row['x_max'], row['y_max'])
+        x0, y0, x1, y1 = corners
+        label = row['label'] or ''
+        boxes.append(BoxOverlay(x0, y0, x1 - x0, y1 - y0, label, row['score'],
+                                f'{shorten(row["label"] or row.get("label_id") or "?")} {row["score"]:.2f}'))
+    return boxes
+
+
+def overlay_html(boxes: Sequence[BoxOverlay], labels: Sequence[str]) -> str:
+    """The boxes as elements over the picture, placed in percentages of it."""
+    esc = html.escape
+    parts = []
+    for box in boxes:
+        colour = f'rgb{colour_of(labels, box.label)}'
+        place = f'left:{box.left:.4%};top:{box.top:.4%};width:{box.width:.4%};height:{box.height:.4%}'
+        parts.append(f'<div class="box" data-label="{esc(box.label)}" data-score="{box.score:.6g}" '
+                     f'style="{place};border-color:{colour}"><span style="background:{colour}">'
+                     f'{esc(box.caption)}</span></div>')
+    return ''.join(parts)
 
 
 def image_path(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
@@ -255,14 +272,16 @@ SECTIONS = (('run', 'Run'), ('summary-section', 'Summary'), ('labels', 'Labels a
 # without one last), else by text. A gallery image enlarges on a click (again, or Escape: back). The
 # plain gallery's filters show the images with a box of a label, scored at least so much.
 SCRIPT = """
-var lightbox = document.getElementById('lightbox'), enlarged = document.createElement('img');
-enlarged.alt = 'enlarged';
-lightbox.insertBefore(enlarged, lightbox.firstChild);
+var lightbox = document.getElementById('lightbox'), enlarged = null;
 document.querySelectorAll('figure img').forEach(function (image) {
   image.style.cursor = 'zoom-in';
   image.addEventListener('click', function () {
-    enlarged.src = image.src;
-    var caption = image.parentNode.querySelector('figcaption');
+    var figure = image.closest('figure'), frame = image.closest('.frame');
+    var copy = frame ? frame.cloneNode(true) : image.cloneNode(true);
+    if (enlarged) { enlarged.remove(); }
+    enlarged = copy;
+    lightbox.insertBefore(copy, lightbox.firstChild);
+    var caption = figure.querySelector('figcaption');
     lightbox.querySelector('p').textContent = caption ? caption.textContent : '';
     lightbox.hidden = false;
   });
@@ -274,10 +293,16 @@ function filterGallery() {
   var least = parseFloat(document.getElementById('filter-score').value) || 0, shown = 0;
   var figures = document.querySelectorAll('#gallery-plain figure');
   figures.forEach(function (figure) {
+    var kept = 0;
+    figure.querySelectorAll('.box').forEach(function (box) {
+      var keep = (label === '*' || box.dataset.label === label) && parseFloat(box.dataset.score) >= least;
+      box.hidden = !keep;
+      kept += keep ? 1 : 0;
+    });
     var labels = figure.dataset.labels.split('|');
     var show = (label === '*' || labels.indexOf(label) >= 0) && parseFloat(figure.dataset.best) >= least;
-    figure.hidden = !show;
-    shown += show ? 1 : 0;
+    figure.hidden = !(show && (kept > 0 || !figure.querySelector('.box')));
+    shown += figure.hidden ? 0 : 1;
   });
   document.getElementById('filter-count').textContent = shown + ' of ' + figures.length + ' shown';
 }
@@ -409,7 +434,7 @@ def gallery_controls(labels: Sequence[str]) -> str:
 
 
 def colour_of(labels: Sequence[str], label: str) -> Tuple[int, int, int]:
-    """The colour draw_boxes gives a label's boxes."""
+    """A label's colour: its place among the gallery's labels, in PALETTE."""
     return PALETTE[list(labels).index(label) % len(PALETTE)] if label in labels else PALETTE[0]
 
 
@@ -438,7 +463,11 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         '#lightbox{position:fixed;inset:0;background:rgba(0,0,0,.85);z-index:2;display:flex;flex-direction:column;'
         'align-items:center;justify-content:center;cursor:zoom-out}#lightbox[hidden]{display:none}'
         '#lightbox img{max-width:95vw;max-height:88vh}#lightbox p{color:#fff;font-size:14px}'
-        'figcaption{font-size:12px}</style></head><body>',
+        'figcaption{font-size:12px}.frame{position:relative;display:inline-block;line-height:0}'
+        '.frame img{display:block}.box{position:absolute;border:2px solid;box-sizing:border-box}'
+        '.box span{position:absolute;left:-2px;bottom:100%;font-size:12px;line-height:15px;color:#fff;'
+        'padding:0 3px;white-space:nowrap}#lightbox .frame img{max-width:95vw;max-height:85vh}'
+        '</style></head><body>',
         table_of_contents(bool(evaluation_html)),
         '<h1>Prediction run report</h1>',
         warnings_banner(summary.get('warnings') or []),
@@ -462,7 +491,8 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
                    + (f' &middot; {esc(item["note"])}' if item.get('note') else ''))
         css = ' class="unreadable"' if item.get('unreadable') else ''
         parts.append(f'<figure{css} data-labels="{esc("|".join(item.get("labels", [])))}" '
-                     f'data-best="{item.get("best", 0.0):.6g}"><img alt="{esc(item["uri"])}" src="{item["image"]}">'
+                     f'data-best="{item.get("best", 0.0):.6g}"><div class="frame">'
+                     f'<img alt="{esc(item["uri"])}" src="{item["image"]}">{item.get("overlay", "")}</div>'
                      f'<figcaption>{caption}</figcaption></figure>')
     parts.append('</div>')
     parts.append(evaluation_html)
@@ -507,7 +537,8 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
             full_size = (known, line_rows[0]['image_height']) if known else None
             image = blank_canvas(full_size)
             item.update(note=why_not_shown(exc), unreadable=True)
-        item['image'] = jpeg_data_uri(draw_boxes(image, line_rows, labels, full_size), max_side=THUMBNAIL_SIDE)
+        item['image'] = jpeg_data_uri(image, max_side=THUMBNAIL_SIDE)
+        item['overlay'] = overlay_html(box_overlays(line_rows, image.size, full_size), labels)
         gallery.append(item)
     dead_pattern = FileSystems.join(glob.escape(dead_letter_root or FileSystems.join(output, 'dead_letter')),
                                     '*.jsonl')

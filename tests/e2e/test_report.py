@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from coco_testing import coco_ground_truth, generated_set, legacy_line, vertex_line
 from conftest import ROOT, SAMPLE
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import pipeline
 from pipeline.config.options import OPTIONS_BY_NAME
@@ -31,23 +31,23 @@ def row(**values):
     return base
 
 
-def test_boxes_are_drawn_at_the_written_pixels():
-    image = Image.new('RGB', (200, 100), (255, 255, 255))
-    ImageDraw.Draw(image).rectangle([50, 20, 90, 60], fill=(0, 0, 255))  # the object
-    drawn = report.draw_boxes(image, [row()], ['A'])
-    colour = report.PALETTE[0]
-    assert drawn.getpixel((90, 40)) == colour      # right edge, on the object's edge
-    assert drawn.getpixel((70, 60)) == colour      # bottom edge
-    assert drawn.getpixel((50, 50)) == colour      # left edge, below the caption
-    assert drawn.getpixel((70, 45)) == (0, 0, 255)  # inside: the object is untouched
-    assert drawn.getpixel((95, 40)) == (255, 255, 255) and drawn.getpixel((70, 66)) == (255, 255, 255)
+def test_boxes_are_placed_at_the_written_pixels():
+    # px (50, 20)-(90, 60) of a 200 x 100 image: 25% and 20% from its corner, 20% wide and 40% high.
+    (box,) = report.box_overlays([row()], (200, 100))
+    assert (box.left, box.top, box.width, box.height) == pytest.approx((0.25, 0.2, 0.2, 0.4))
+    assert (box.label, box.score, box.caption) == ('A', 0.9, 'A 0.90')
+    # The same pixels of a 2000 x 1000 image shown on a 480 x 240 canvas: fractions of the full size.
+    (scaled,) = report.box_overlays([row(px_x_min=500.0, px_y_min=250.0, px_x_max=1000.0, px_y_max=750.0)],
+                                    (480, 240), full_size=(2000, 1000))
+    assert (scaled.left, scaled.top, scaled.width, scaled.height) == pytest.approx((0.25, 0.25, 0.25, 0.5))
+    html_boxes = report.overlay_html([box], ['A'])
+    assert 'left:25.0000%;top:20.0000%;width:20.0000%;height:40.0000%' in html_boxes
+    assert f'border-color:rgb{report.PALETTE[0]}' in html_boxes and '>A 0.90</span>' in html_boxes
 
 
-def test_rows_without_a_size_are_scaled_to_the_image():
-    image = Image.new('RGB', (200, 100), (255, 255, 255))
-    drawn = report.draw_boxes(image, [row(px_x_min=None, px_y_min=None, px_x_max=None, px_y_max=None)],
-                              ['A'])
-    assert drawn.getpixel((90, 40)) == report.PALETTE[0]  # 0.45 * 200, between 0.2 * 100 and 0.6 * 100
+def test_rows_without_a_size_are_placed_by_their_normalized_box():
+    (box,) = report.box_overlays([row(px_x_min=None, px_y_min=None, px_x_max=None, px_y_max=None)], (200, 100))
+    assert (box.left, box.top, box.width, box.height) == pytest.approx((0.25, 0.2, 0.2, 0.4))
 
 
 def test_gallery_is_deterministic_and_spread_across_labels():
@@ -255,10 +255,7 @@ def test_the_evaluation_report_renders_in_headless_chromium_without_console_erro
 
 def test_an_image_that_cannot_be_opened_shows_its_boxes_on_a_canvas_of_its_shape():
     canvas = report.blank_canvas((2000, 1000))
-    assert canvas.size == (480, 240)
-    drawn = report.draw_boxes(canvas, [row(px_x_min=500.0, px_y_min=250.0, px_x_max=1000.0, px_y_max=750.0)],
-                              ['A'], full_size=(2000, 1000))
-    assert drawn.getpixel((240, 150)) == report.PALETTE[0]  # the right edge, x = 1000 / 2000 * 480
+    assert canvas.size == (480, 240)  # the boxes are placed over it in fractions of the full size
     assert report.blank_canvas(None).size == (480, 480)
     assert 'PermissionError' not in report.why_not_shown(PermissionError('x'))
 
@@ -356,6 +353,11 @@ def test_the_gallery_filters_by_label_and_score_and_an_image_enlarges(sample_rep
     assert shown and all(wanted in found.split('|') for found in shown)
     assert len(shown) == sum(wanted in found.split('|') for found, _ in figures) < len(figures)
     assert f'{len(shown)} of {len(figures)} shown' in dom
+    # Click a label: only its boxes remain.
+    gallery_dom = dom.split('id="gallery-plain"')[1].split('id="dead-letters"')[0]
+    visible = re.findall(r'<div class="box" data-label="([^"]*)"(?![^>]*hidden)', gallery_dom)
+    hidden = re.findall(r'<div class="box" data-label="([^"]*)"[^>]*hidden', gallery_dom)
+    assert visible and set(visible) == {wanted} and hidden and wanted not in hidden
     assert re.search(r'<div id="lightbox"( hidden(="")?)?>', dom)[1] is None  # the click opened it
     least = max(float(best) for _, best in figures)
     dom = after_actions_in_chromium(index, tmp_path, (
