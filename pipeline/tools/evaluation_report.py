@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from PIL import Image, ImageDraw
 
 from pipeline.tools.drawing import figure_data_uri, shorten
 
@@ -118,52 +117,38 @@ def _describe_fn(row: dict) -> str:
     return f'missed {shorten(row["label"] or "")}, best IoU with a detection {row["iou"]:.2f}'
 
 
-def draw_outcomes(canvas: Image.Image, rows: Sequence[dict]) -> Image.Image:
-    """Ground-truth boxes dashed (blue when matched, orange when missed), detections solid (green when
-    matched, red when not), each with its label."""
-    canvas = canvas.convert('RGB')
-    pen = ImageDraw.Draw(canvas)
-    width = max(2, round(max(canvas.size) / 300))
-    w, h = canvas.size
+def outcome_overlay(rows: Sequence[dict]) -> str:
+    """The image's boxes as elements over it, in fractions of the picture: ground truth dashed (blue
+    when matched, orange when missed, captioned when missed), detections solid (green when matched, red
+    when not, captioned with label, score and a false positive's error type). Each says its outcome and
+    error type, for the gallery's filters."""
+    esc = html.escape
+    parts = []
     for row in rows:
         if row['gt_x_min'] is not None:
-            box = (row['gt_x_min'] * w, row['gt_y_min'] * h, row['gt_x_max'] * w, row['gt_y_max'] * h)
             colour = MISSED if row['outcome'] == 'fn' else GROUND_TRUTH
-            _dashed_rectangle(pen, box, colour, width)
-            if row['outcome'] == 'fn':
-                _caption(pen, (box[0], box[3]), shorten(row['label'] or ''), colour, below=True)
+            caption = shorten(row['label'] or '') if row['outcome'] == 'fn' else ''
+            outcome = 'fn' if row['outcome'] == 'fn' else 'gt'
+            parts.append(_box(esc, (row['gt_x_min'], row['gt_y_min'], row['gt_x_max'], row['gt_y_max']), colour,
+                              'dashed', caption, outcome, row.get('error_type') if outcome == 'fn' else None))
     for row in rows:
         if row['x_min'] is not None:
-            box = (row['x_min'] * w, row['y_min'] * h, row['x_max'] * w, row['y_max'] * h)
             colour = TRUE_POSITIVE if row['outcome'] == 'tp' else FALSE_POSITIVE
-            pen.rectangle(box, outline=colour, width=width)
-            text = f'{shorten(row["label"] or "?")} {row["score"]:.2f}'
+            caption = f'{shorten(row["label"] or "?")} {row["score"]:.2f}'
             if row.get('error_type') and row['outcome'] == 'fp':
-                text += f' {row["error_type"]}' + (f' on {shorten(row["error_label"])}'
-                                                   if row['error_type'] == 'cls' and row.get('error_label') else '')
-            _caption(pen, (box[0], box[1]), text, colour)
-    return canvas
+                caption += f' {row["error_type"]}' + (f' on {shorten(row["error_label"])}'
+                                                      if row['error_type'] == 'cls' and row.get('error_label') else '')
+            parts.append(_box(esc, (row['x_min'], row['y_min'], row['x_max'], row['y_max']), colour, 'solid', caption,
+                              row['outcome'], row.get('error_type') if row['outcome'] == 'fp' else None))
+    return ''.join(parts)
 
 
-def _dashed_rectangle(pen: ImageDraw.ImageDraw, box, colour, width: int, dash: int = 8) -> None:
-    x0, y0, x1, y1 = box
-    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
-        length = max(abs(bx - ax), abs(by - ay))
-        steps = max(1, int(length // dash))
-        for i in range(0, steps, 2):
-            t0, t1 = i / steps, min((i + 1) / steps, 1.0)
-            pen.line([(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)],
-                     fill=colour, width=width)
-
-
-def _caption(pen: ImageDraw.ImageDraw, at, text: str, colour, below: bool = False) -> None:
-    x, y = at
-    box = pen.textbbox((x, y), text)
-    if below:
-        y = min(y, pen.im.size[1] - (box[3] - box[1]) - 2)
-        box = pen.textbbox((x, y), text)
-    pen.rectangle([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], fill=colour)
-    pen.text((x, y), text, fill=(255, 255, 255))
+def _box(esc, corners, colour, style: str, caption: str, outcome: str, error_type: Optional[str]) -> str:
+    x0, y0, x1, y1 = corners
+    place = f'left:{x0:.4%};top:{y0:.4%};width:{x1 - x0:.4%};height:{y1 - y0:.4%}'
+    label = f'<span style="background:rgb{colour}">{esc(caption)}</span>' if caption else ''
+    return (f'<div class="box" data-outcome="{outcome}" data-error-type="{esc(error_type or "")}" '
+            f'style="{place};border-color:rgb{colour};border-style:{style}">{label}</div>')
 
 
 def _run_name(run: Optional[str]) -> str:
@@ -401,12 +386,21 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
     return '\n'.join(parts)
 
 
+OUTCOME_FILTERS = (('tp', 'matched detections (tp)'), ('fp', 'false positives (fp)'),
+                   ('gt', 'matched ground truth'), ('fn', 'missed ground truth (fn)'))
+
+
 def galleries(runs: Sequence[Mapping], gallery: Sequence[Tuple[GalleryImage, str, Optional[str]]],
               legend: str) -> str:
     """Two galleries per run, each under a heading that names the run: its highest-scored false
-    positives, grouped by error type, and its largest missed boxes."""
+    positives, grouped by error type, and its largest missed boxes; above them, filters of the boxes
+    by outcome and by a false positive's error type."""
     esc = html.escape
-    parts = []
+    types = ''.join(f'<option value="{key}">{esc(title)}</option>' for key, title in FP_GROUPS if key)
+    parts = ['<p class="filters" id="outcome-filters">Show ' + ''.join(
+        f'<label><input type="checkbox" data-outcome="{key}" checked> {esc(title)}</label> '
+        for key, title in OUTCOME_FILTERS) + f' false positives of <select id="filter-error-type"><option value="*">'
+        f'any type</option>{types}</select></p>']
     for index, run in enumerate(runs):
         name = _run_name(run['prediction_run'])
         for kind, title in (('fp', 'highest-scored false positives, by error type'),
@@ -431,7 +425,8 @@ def _gallery_figure(image: GalleryImage, picture: str, note: Optional[str]) -> s
     esc = html.escape
     caption = f'{esc(image.image_uri)} &middot; {esc(image.why)}' + (f' &middot; {esc(note)}' if note else '')
     css = ' class="unreadable"' if note else ''
-    return f'<figure{css}><img alt="{esc(image.image_uri)}" src="{picture}"><figcaption>{caption}</figcaption></figure>'
+    return (f'<figure{css}><div class="frame"><img alt="{esc(image.image_uri)}" src="{picture}">'
+            f'{outcome_overlay(image.rows)}</div><figcaption>{caption}</figcaption></figure>')
 
 
 def operating_point(entry: Mapping) -> Tuple[Optional[float], Optional[float], Optional[float]]:

@@ -306,6 +306,21 @@ function filterGallery() {
   });
   document.getElementById('filter-count').textContent = shown + ' of ' + figures.length + ' shown';
 }
+function filterOutcomes() {
+  var shown = {}, type = document.getElementById('filter-error-type').value;
+  document.querySelectorAll('#outcome-filters input').forEach(function (box) {
+    shown[box.dataset.outcome] = box.checked;
+  });
+  document.querySelectorAll('.gallery[data-kind] .box').forEach(function (box) {
+    var outcome = box.dataset.outcome;
+    box.hidden = !shown[outcome] || (outcome === 'fp' && type !== '*' && box.dataset.errorType !== type);
+  });
+}
+if (document.getElementById('outcome-filters')) {
+  document.querySelectorAll('#outcome-filters input, #filter-error-type').forEach(function (control) {
+    control.addEventListener('change', filterOutcomes);
+  });
+}
 if (document.getElementById('filter-label')) {
   document.getElementById('filter-label').addEventListener('change', filterGallery);
   document.getElementById('filter-score').addEventListener('input', filterGallery);
@@ -575,8 +590,7 @@ def evaluation_section(summary: Mapping, allowed_scheme: str, mirrors: Mapping[s
             picture, _ = load_image(image.image_uri, allowed_scheme, mirrors, allowed_prefixes)
         except Exception as exc:  # the boxes still show, on a square canvas (no size in the matches)
             picture, note = blank_canvas(None), why_not_shown(exc)
-        drawn = evaluation_report.draw_outcomes(picture, image.rows)
-        gallery.append((image, jpeg_data_uri(drawn, max_side=THUMBNAIL_SIDE), note))
+        gallery.append((image, jpeg_data_uri(picture, max_side=THUMBNAIL_SIDE), note))  # boxes: drawn over it
     confused = {run['prediction_run'] or '(no run folder)':
                 evaluation_report.most_confused(cells, run['prediction_run']) for run in runs}
     return evaluation_report.render_section(metrics, charts, confusion, gallery, confused)

@@ -226,7 +226,7 @@ def test_the_evaluation_section_shows_metrics_json_and_both_galleries(evaluation
     # Two galleries per run, each under a heading that names the run.
     galleries = re.findall(r'<h3>([^<]+): (highest-scored false positives|missed boxes)[^<]*</h3>.*?'
                            r'<div class="gallery" id="gallery-(fp|fn)-(\d)" data-run="([^"]+)" data-kind="(fp|fn)">'
-                           r'(.*?)</div>', text, flags=re.S)
+                           r'(.*?)(?=<h3>|<h2)', text, flags=re.S)
     runs = [run['prediction_run'] for run in metrics['runs']]
     assert [(name, kind, index) for name, _, kind, index, _, _, _ in galleries] == [
         (run, kind, str(i)) for i, run in enumerate(runs) for kind in ('fp', 'fn')]
@@ -235,7 +235,10 @@ def test_the_evaluation_section_shows_metrics_json_and_both_galleries(evaluation
     assert 'data-error-type="cls"' in false_positives and re.search(r' on a (cat|dog|bird) box', false_positives)
     for kind in ('fp', 'fn'):
         shown = ''.join(body for _, _, found, _, _, _, body in galleries if found == kind)
-        assert shown.count('<figure class="unreadable"><img') >= 2  # boxes on a canvas, the reason in words
+        assert shown.count('<figure class="unreadable"><div class="frame"><img') >= 2  # boxes on a canvas, the reason
+    # The boxes are drawn over the pictures, each saying its outcome for the filters.
+    outcomes = set(re.findall(r'<div class="box" data-outcome="(tp|fp|gt|fn)"', text))
+    assert {'fp', 'fn'} <= outcomes
     assert 'outside what this run may open' in text and 'PermissionError' not in text
     alts = {img.get('alt') for img in page.images}
     assert {'AP per label', 'Precision-recall and F1 against confidence'} <= alts
@@ -364,3 +367,17 @@ def test_the_gallery_filters_by_label_and_score_and_an_image_enlarges(sample_rep
         f'var score = document.getElementById("filter-score"); score.value = "{least}";'
         'score.dispatchEvent(new Event("input"));'))
     assert f'{sum(float(best) >= least for _, best in figures)} of {len(figures)} shown' in dom
+
+
+def test_the_evaluation_galleries_filter_their_boxes_by_outcome_and_error_type(evaluation_report, tmp_path):
+    index = evaluation_report / 'report' / 'index.html'
+    dom = after_actions_in_chromium(index, tmp_path, (
+        'document.querySelectorAll("#outcome-filters input").forEach(function (box) {'
+        '  box.checked = box.dataset.outcome === "fp"; });'
+        'var type = document.getElementById("filter-error-type"); type.value = "cls";'
+        'type.dispatchEvent(new Event("change"));'))
+    boxes = re.findall(r'<div class="box" data-outcome="(\w+)" data-error-type="(\w*)"([^>]*)>',
+                       dom.split('id="outcome-filters"')[1])
+    visible = [(outcome, kind) for outcome, kind, rest in boxes if 'hidden' not in rest]
+    assert visible and set(visible) == {('fp', 'cls')}
+    assert any('hidden' in rest for outcome, _, rest in boxes if outcome != 'fp')  # the others hidden
