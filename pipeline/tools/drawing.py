@@ -2,8 +2,9 @@
 canvas for an image it cannot show, the reason in words, and labels shortened for charts."""
 import base64
 import errno
+import html
 import io
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import matplotlib
 from PIL import Image, ImageDraw, UnidentifiedImageError
@@ -20,6 +21,22 @@ CANVAS_COLOUR = (236, 236, 236)
 def shorten(text: str, limit: int = CHART_LABEL_CHARS) -> str:
     """A label for a chart or a caption: at most `limit` characters, with an ellipsis when cut."""
     return text if len(text) <= limit else text[:limit - 1] + '\u2026'
+
+
+def plural(count: int, one: str, many: str) -> str:
+    return f'{count:,} {one if count == 1 else many}'
+
+
+def box_html(corners: Tuple[float, float, float, float], colour: Tuple[int, int, int], caption: str,
+             data: Mapping[str, str], border: str = 'solid') -> str:
+    """A box drawn over its picture as a page element: `corners` (x_min, y_min, x_max, y_max) in
+    fractions of the picture, placed in percentages (any zoom keeps it in place), its caption above it,
+    `data` as data-* attributes for the page's filters."""
+    x0, y0, x1, y1 = corners
+    place = f'left:{x0:.4%};top:{y0:.4%};width:{x1 - x0:.4%};height:{y1 - y0:.4%}'
+    attributes = ''.join(f' data-{name}="{html.escape(value)}"' for name, value in data.items())
+    label = f'<span style="background:rgb{colour}">{html.escape(caption)}</span>' if caption else ''
+    return f'<div class="box"{attributes} style="{place};border-color:rgb{colour};border-style:{border}">{label}</div>'
 
 
 def figure_data_uri(figure) -> str:

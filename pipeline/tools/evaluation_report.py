@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.tools.drawing import figure_data_uri, shorten
+from pipeline.tools.drawing import box_html, figure_data_uri, plural, shorten
 
 GALLERY_PER_RUN = 6  # images in each of a run's two galleries
 CURVE_LABELS = 6  # labels with the most ground truth get a curve
@@ -118,37 +118,29 @@ def _describe_fn(row: dict) -> str:
 
 
 def outcome_overlay(rows: Sequence[dict]) -> str:
-    """The image's boxes as elements over it, in fractions of the picture: ground truth dashed (blue
-    when matched, orange when missed, captioned when missed), detections solid (green when matched, red
-    when not, captioned with label, score and a false positive's error type). Each says its outcome and
-    error type, for the gallery's filters."""
-    esc = html.escape
+    """The image's boxes as elements over it: ground truth dashed (blue when matched, orange when
+    missed, captioned when missed), detections solid (green when matched, red when not, captioned with
+    label, score and a false positive's error type). Each says its outcome and error type, for the
+    gallery's filters."""
     parts = []
     for row in rows:
         if row['gt_x_min'] is not None:
-            colour = MISSED if row['outcome'] == 'fn' else GROUND_TRUTH
-            caption = shorten(row['label'] or '') if row['outcome'] == 'fn' else ''
-            outcome = 'fn' if row['outcome'] == 'fn' else 'gt'
-            parts.append(_box(esc, (row['gt_x_min'], row['gt_y_min'], row['gt_x_max'], row['gt_y_max']), colour,
-                              'dashed', caption, outcome, row.get('error_type') if outcome == 'fn' else None))
+            missed = row['outcome'] == 'fn'
+            parts.append(box_html((row['gt_x_min'], row['gt_y_min'], row['gt_x_max'], row['gt_y_max']),
+                                  MISSED if missed else GROUND_TRUTH, shorten(row['label'] or '') if missed else '',
+                                  {'outcome': 'fn' if missed else 'gt',
+                                   'error-type': (row.get('error_type') or '') if missed else ''}, border='dashed'))
     for row in rows:
         if row['x_min'] is not None:
-            colour = TRUE_POSITIVE if row['outcome'] == 'tp' else FALSE_POSITIVE
             caption = f'{shorten(row["label"] or "?")} {row["score"]:.2f}'
             if row.get('error_type') and row['outcome'] == 'fp':
                 caption += f' {row["error_type"]}' + (f' on {shorten(row["error_label"])}'
                                                       if row['error_type'] == 'cls' and row.get('error_label') else '')
-            parts.append(_box(esc, (row['x_min'], row['y_min'], row['x_max'], row['y_max']), colour, 'solid', caption,
-                              row['outcome'], row.get('error_type') if row['outcome'] == 'fp' else None))
+            parts.append(box_html((row['x_min'], row['y_min'], row['x_max'], row['y_max']),
+                                  TRUE_POSITIVE if row['outcome'] == 'tp' else FALSE_POSITIVE, caption,
+                                  {'outcome': row['outcome'],
+                                   'error-type': (row.get('error_type') or '') if row['outcome'] == 'fp' else ''}))
     return ''.join(parts)
-
-
-def _box(esc, corners, colour, style: str, caption: str, outcome: str, error_type: Optional[str]) -> str:
-    x0, y0, x1, y1 = corners
-    place = f'left:{x0:.4%};top:{y0:.4%};width:{x1 - x0:.4%};height:{y1 - y0:.4%}'
-    label = f'<span style="background:rgb{colour}">{esc(caption)}</span>' if caption else ''
-    return (f'<div class="box" data-outcome="{outcome}" data-error-type="{esc(error_type or "")}" '
-            f'style="{place};border-color:rgb{colour};border-style:{style}">{label}</div>')
 
 
 def _run_name(run: Optional[str]) -> str:
@@ -237,9 +229,9 @@ def _mark_points(axes, entry: Mapping, run: Mapping, rows: Sequence[Mapping], co
     """The label's (or the run's, summed over its labels) precision and recall at --eval_confidence,
     and at the confidence of the best F1."""
     labels = run['labels'] if entry is run else [entry]
-    tp, fp, fn = (sum(e[key] or 0 for e in labels) for key in ('tp', 'fp', 'fn'))
-    if tp + fp and tp + fn:
-        axes.plot([tp / (tp + fn)], [tp / (tp + fp)], marker='o', linestyle='', color=colour)
+    precision, recall, _ = operating_point({key: sum(e[key] or 0 for e in labels) for key in ('tp', 'fp', 'fn')})
+    if precision is not None and recall is not None:
+        axes.plot([recall], [precision], marker='o', linestyle='', color=colour)
     best = max(rows, key=lambda r: r['f1'], default=None)
     if best is not None and best['f1'] > 0:
         axes.plot([best['recall']], [best['precision']], marker='*', markersize=10, linestyle='', color=colour)
@@ -329,10 +321,6 @@ HEADLINE = (('images', 'images evaluated'), ('ground_truth_boxes', 'ground-truth
             ('mar', 'mAR (AR@100)'))
 
 
-def plural_boxes(count: int) -> str:
-    return f'{count:,} box' + ('' if count == 1 else 'es')
-
-
 def figure_text(value) -> str:
     if value is None:
         return 'n/a'
@@ -377,7 +365,7 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
         pairs = (confused or {}).get(run) or []
         if pairs:
             parts.append(f'<p>Most confused in {esc(run)}:</p><ol class="confused" data-run="{esc(run)}">' + ''.join(
-                f'<li>{esc(true)} taken for {esc(predicted)}: {plural_boxes(boxes)} ({share:.0%} of the '
+                f'<li>{esc(true)} taken for {esc(predicted)}: {plural(boxes, "box", "boxes")} ({share:.0%} of the '
                 f'{esc(true)} boxes)</li>' for true, predicted, boxes, share in pairs) + '</ol>')
     legend = ('<p class="legend">' + ' '.join(
         f'<span style="border:3px {style} rgb{colour};padding:0 6px">{esc(text)}</span>'

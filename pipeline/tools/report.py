@@ -24,7 +24,15 @@ from pipeline.config.options import OPTIONS_BY_NAME, parse_mirrors, parse_prefix
 from pipeline.core.shards import scheme_of
 from pipeline.io.sizes import open_image_file, resolve_allowed
 from pipeline.tools import evaluation_report
-from pipeline.tools.drawing import blank_canvas, figure_data_uri, jpeg_data_uri, shorten, why_not_shown
+from pipeline.tools.drawing import (
+    blank_canvas,
+    box_html,
+    figure_data_uri,
+    jpeg_data_uri,
+    plural,
+    shorten,
+    why_not_shown,
+)
 
 DEFAULT_SAMPLES = OPTIONS_BY_NAME['report_samples'].default
 SAMPLE_ROWS = 20_000  # detections read for the gallery, at most
@@ -158,16 +166,10 @@ def box_overlays(rows: Sequence[dict], canvas_size: Tuple[int, int],
 
 
 def overlay_html(boxes: Sequence[BoxOverlay], labels: Sequence[str]) -> str:
-    """The boxes as elements over the picture, placed in percentages of it."""
-    esc = html.escape
-    parts = []
-    for box in boxes:
-        colour = f'rgb{colour_of(labels, box.label)}'
-        place = f'left:{box.left:.4%};top:{box.top:.4%};width:{box.width:.4%};height:{box.height:.4%}'
-        parts.append(f'<div class="box" data-label="{esc(box.label)}" data-score="{box.score:.6g}" '
-                     f'style="{place};border-color:{colour}"><span style="background:{colour}">'
-                     f'{esc(box.caption)}</span></div>')
-    return ''.join(parts)
+    """The boxes as elements over the picture, in each label's colour."""
+    return ''.join(box_html((box.left, box.top, box.left + box.width, box.top + box.height),
+                            colour_of(labels, box.label), box.caption,
+                            {'label': box.label, 'score': f'{box.score:.6g}'}) for box in boxes)
 
 
 def image_path(uri: str, allowed_scheme: str, mirrors: Mapping[str, str],
@@ -359,10 +361,6 @@ def table_of_contents(evaluated: bool) -> str:
     return f'<nav id="toc">{links}</nav>'
 
 
-def plural(count: int, one: str, many: str) -> str:
-    return f'{count:,} {one if count == 1 else many}'
-
-
 def warnings_banner(warnings: Sequence[Mapping]) -> str:
     """The run's warnings, at the top of the page, each with its fix."""
     if not warnings:
@@ -477,12 +475,11 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         'h2{scroll-margin-top:40px}.swatch{border:3px solid;padding:0 6px;margin-right:8px;font-size:13px}'
         '#lightbox{position:fixed;inset:0;background:rgba(0,0,0,.85);z-index:2;display:flex;flex-direction:column;'
         'align-items:center;justify-content:center;cursor:zoom-out}#lightbox[hidden]{display:none}'
-        '#lightbox img{max-width:95vw;max-height:88vh}#lightbox p{color:#fff;font-size:14px}'
-        'figcaption{font-size:12px}.frame{position:relative;display:inline-block;line-height:0}'
+        '#lightbox img{max-width:95vw;max-height:85vh}#lightbox p{color:#fff;font-size:14px}'
+        '.frame{position:relative;display:inline-block;line-height:0}'
         '.frame img{display:block}.box{position:absolute;border:2px solid;box-sizing:border-box}'
         '.box span{position:absolute;left:-2px;bottom:100%;font-size:12px;line-height:15px;color:#fff;'
-        'padding:0 3px;white-space:nowrap}#lightbox .frame img{max-width:95vw;max-height:85vh}'
-        '</style></head><body>',
+        'padding:0 3px;white-space:nowrap}</style></head><body>',
         table_of_contents(bool(evaluation_html)),
         '<h1>Prediction run report</h1>',
         warnings_banner(summary.get('warnings') or []),

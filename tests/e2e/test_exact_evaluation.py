@@ -234,6 +234,12 @@ def test_rounded_scores_of_two_runs_give_pycocotools_twelve_numbers(run, tmp_pat
         for index, name in enumerate(TWELVE):
             expected = None if coco.stats[index] == -1 else coco.stats[index]
             assert entry['stats'][name] == pytest.approx(expected, abs=1e-9), (entry['prediction_run'], name)
+        # The curves too, point by point: pycocotools' interpolated precision at --eval_iou (0.5).
+        precision = coco.eval['precision'][0, :, :, 0, 2]  # (R, K), area "all", maxDets 100
+        assert entry['pr_curve_iou'] == 0.5
+        for label in entry['labels']:
+            expected = precision[:, ['cat', 'dog', 'bird', 'fish'].index(label['label'])]
+            assert label['pr_curve'] == (None if (expected == -1).all() else pytest.approx(expected.tolist(), abs=1e-9))
 
 
 @pytest.mark.parametrize('option', ['--image_size', '--image_sizes'])
