@@ -369,7 +369,8 @@ def _matches_table(columns: ImageColumns, prediction_run, matched: _Matched, eva
 
 
 def _error_columns(columns: ImageColumns, classified: Classified, dets: np.ndarray, fns: np.ndarray):
-    """`error_type` and `error_label` of the rows: the detections' (dets), then the missed boxes' (fns)."""
+    """`error_type`, `error_label` and `error_iou` of the rows: the detections' (dets), then the missed
+    boxes' (fns)."""
     names = pa.array(list(ERROR_TYPES), type=pa.string())
     codes = np.r_[classified.error[dets], np.where(classified.missed[fns], MISS, NO_ERROR)].astype(np.int64)
     box = classified.box[dets]
@@ -377,8 +378,10 @@ def _error_columns(columns: ImageColumns, classified: Classified, dets: np.ndarr
     box_label[box >= 0] = columns.gt_label[box[box >= 0]]
     label = np.r_[box_label, np.full(len(fns), -1)]
     label_names = pa.array(columns.label_names, type=pa.string())
+    iou = np.r_[classified.box_iou[dets], np.full(len(fns), np.nan)]
     return (names.take(pa.array(np.maximum(codes, 0), mask=codes < 0)),
-            label_names.take(pa.array(np.maximum(label, 0), mask=label < 0)))
+            label_names.take(pa.array(np.maximum(label, 0), mask=label < 0)),
+            pa.array(iou, mask=np.isnan(iou)))
 
 
 def _confusion(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray, names, eval_iou: float,

@@ -52,6 +52,7 @@ class Classified(NamedTuple):
     error: np.ndarray  # (D,) an index into ERROR_TYPES, NO_ERROR for a true positive
     target: np.ndarray  # (D,) a fixed cls or loc error: the label it becomes a true positive of; -1 if it vanishes
     box: np.ndarray  # (D,) the box a cls or loc error is on; -1
+    box_iou: np.ndarray  # (D,) the IoU of a cls or loc error with that box; NaN for the others
     missed: np.ndarray  # (G,) a `miss` box
     unmatched: np.ndarray  # (G,) a regular box no detection took
 
@@ -107,12 +108,13 @@ def classify(det_image: np.ndarray, det_label: np.ndarray, det_scores: np.ndarra
                       [BKG, LOC, CLS, DUPE, BKG], BOTH) if n_dets else np.zeros(0, dtype=np.int64)
     error = np.where(kept & (outcome != TRUE_POSITIVE), error, NO_ERROR).astype(np.int8)
     box = np.where(error == LOC, box_same, np.where(error == CLS, box_other, -1))
+    box_iou = np.where(error == LOC, best_same, np.where(error == CLS, best_other, np.nan))
     target = _fixed_targets(error, box, used, det_label, gt_label, det_scores)
     pointed = np.zeros(len(gt_image), dtype=bool)
     on_box = box[box >= 0]
     pointed[on_box[~used[on_box]]] = True
     unmatched = regular & ~used
-    return Classified(outcome, error, target, box, unmatched & ~pointed, unmatched)
+    return Classified(outcome, error, target, box, box_iou, unmatched & ~pointed, unmatched)
 
 
 def _best(pairs: Pairs, chosen: np.ndarray, n_dets: int):

@@ -80,6 +80,8 @@ MATCH_COLUMNS: Tuple[Column, ...] = (
            'fn), as tidecv classifies it; null for a tp and for a fn that a cls or loc error explains'),
     Column('error_label', pa.string(), True, 'cls: the label of the ground-truth box the detection is on; loc: its '
            'own; null otherwise'),
+    Column('error_iou', pa.float64(), True, 'cls and loc: the IoU of the detection with that ground-truth box '
+           '(at IoU 0.5, in pixels when the size is known); null otherwise'),
 )
 CONFIDENCE_COLUMNS: Tuple[Column, ...] = (
     _RUN,

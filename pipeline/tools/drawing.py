@@ -4,7 +4,7 @@ import base64
 import errno
 import html
 import io
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import matplotlib
 from PIL import Image, ImageDraw, UnidentifiedImageError
@@ -25,6 +25,20 @@ def shorten(text: str, limit: int = CHART_LABEL_CHARS) -> str:
 
 def plural(count: int, one: str, many: str) -> str:
     return f'{count:,} {one if count == 1 else many}'
+
+
+def section_html(anchor: str, title: str, body: str) -> str:
+    """A section of the page that its heading folds and unfolds (open at first); the table of contents
+    links to the heading's `anchor`."""
+    return (f'<details class="section" open><summary><h2 id="{html.escape(anchor)}">{html.escape(title)}</h2>'
+            f'</summary>\n{body}\n</details>')
+
+
+def label_select(element_id: str, labels: Sequence[str]) -> str:
+    """A choice of one label, or any (value '*'), for a gallery's filters."""
+    options = ''.join(f'<option value="{html.escape(label)}">{html.escape(label or "(no label)")}</option>'
+                      for label in labels)
+    return f'<select id="{element_id}"><option value="*">any label</option>{options}</select>'
 
 
 def box_html(corners: Tuple[float, float, float, float], colour: Tuple[int, int, int], caption: str,

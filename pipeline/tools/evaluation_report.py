@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.tools.drawing import box_html, figure_data_uri, plural, shorten
+from pipeline.tools.drawing import box_html, figure_data_uri, label_select, plural, section_html, shorten
 
 GALLERY_PER_RUN = 6  # images in each of a run's two galleries
 CURVE_LABELS = 6  # labels with the most ground truth get a curve
@@ -27,7 +27,8 @@ MISSED = (255, 127, 14)
 LEGEND = ((TRUE_POSITIVE, 'solid', 'detection matched (tp)'), (FALSE_POSITIVE, 'solid', 'false positive (fp)'),
           (GROUND_TRUTH, 'dashed', 'ground truth matched'), (MISSED, 'dashed', 'ground truth missed (fn)'))
 MATCH_COLUMNS = ['prediction_run', 'image_uri', 'outcome', 'label', 'score', 'iou', 'x_min', 'y_min', 'x_max',
-                 'y_max', 'gt_x_min', 'gt_y_min', 'gt_x_max', 'gt_y_max', 'gt_index', 'error_type', 'error_label']
+                 'y_max', 'gt_x_min', 'gt_y_min', 'gt_x_max', 'gt_y_max', 'gt_index', 'error_type', 'error_label',
+                 'error_iou']
 # The false-positive gallery's groups: TIDE's types (core.error_types), then those tidecv matched.
 FP_GROUPS = (('cls', 'cls: right box, wrong label'), ('loc', 'loc: right label, poorly placed (IoU 0.1 to 0.5)'),
              ('both', 'both: wrong label and poorly placed'), ('dupe', 'dupe: a detection already took the box'),
@@ -104,17 +105,23 @@ def choose_gallery_images(paths: Sequence[str], per_run: int = GALLERY_PER_RUN) 
     return [GalleryImage(kind, run, uri, why, rows[(run, uri)], group) for kind, run, uri, why, group in picks]
 
 
+def _on_other_label(row: dict) -> str:
+    """A cls error's box, as its caption says it: 'on a Cheese box, IoU 0.97'."""
+    iou = row.get('error_iou')
+    return f'on a {shorten(row.get("error_label") or "")} box' + (f', IoU {iou:.2f}' if iou is not None else '')
+
+
 def _describe_fp(row: dict) -> str:
     what = f'{shorten(row["label"] or "(no label)")} {row["score"]:.2f}'
     if row['error_type'] == 'cls':
-        return f'{what} on a {shorten(row["error_label"] or "")} box'
+        return f'{what} {_on_other_label(row)}'
     if row['error_type'] == 'dupe':
         return f'{what}, a duplicate: another detection took the box'
     return f'{what}, best IoU with a box of its label {row["iou"]:.2f}'
 
 
 def _describe_fn(row: dict) -> str:
-    return f'missed {shorten(row["label"] or "")}, best IoU with a detection {row["iou"]:.2f}'
+    return f'missed {shorten(row["label"] or "")}, best IoU with a detection of its label {row["iou"]:.2f}'
 
 
 def outcome_overlay(rows: Sequence[dict]) -> str:
@@ -128,17 +135,17 @@ def outcome_overlay(rows: Sequence[dict]) -> str:
             missed = row['outcome'] == 'fn'
             parts.append(box_html((row['gt_x_min'], row['gt_y_min'], row['gt_x_max'], row['gt_y_max']),
                                   MISSED if missed else GROUND_TRUTH, shorten(row['label'] or '') if missed else '',
-                                  {'outcome': 'fn' if missed else 'gt',
+                                  {'outcome': 'fn' if missed else 'gt', 'label': row['label'] or '',
                                    'error-type': (row.get('error_type') or '') if missed else ''}, border='dashed'))
     for row in rows:
         if row['x_min'] is not None:
             caption = f'{shorten(row["label"] or "?")} {row["score"]:.2f}'
             if row.get('error_type') and row['outcome'] == 'fp':
-                caption += f' {row["error_type"]}' + (f' on {shorten(row["error_label"])}'
-                                                      if row['error_type'] == 'cls' and row.get('error_label') else '')
+                caption += f' {row["error_type"]}' + (f' {_on_other_label(row)}' if row['error_type'] == 'cls' else '')
             parts.append(box_html((row['x_min'], row['y_min'], row['x_max'], row['y_max']),
                                   TRUE_POSITIVE if row['outcome'] == 'tp' else FALSE_POSITIVE, caption,
-                                  {'outcome': row['outcome'],
+                                  {'outcome': row['outcome'], 'label': row['label'] or '',
+                                   'score': f'{row["score"]:.6g}',
                                    'error-type': (row.get('error_type') or '') if row['outcome'] == 'fp' else ''}))
     return ''.join(parts)
 
@@ -335,8 +342,7 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
     esc = html.escape
     runs = metrics['runs']
     thresholds = ', '.join(f'{t:.10g}' for t in metrics['iou_thresholds'])  # 0.9 for linspace's 0.8999999999999999
-    parts = ['<h2 id="evaluation">Evaluation</h2>',
-             f'<p>Against ground truth: AP averaged over IoU {esc(thresholds)}; '
+    parts = [f'<p>Against ground truth: AP averaged over IoU {esc(thresholds)}; '
              f'per-box outcomes, curves and confusion matrix at IoU {metrics["eval_iou"]}.</p>',
              '<table id="evaluation-runs"><tr><th>figure</th>'
              + ''.join(f'<th>{esc(_run_name(run["prediction_run"]))}</th>' for run in runs) + '</tr>']
@@ -371,7 +377,7 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
         f'<span style="border:3px {style} rgb{colour};padding:0 6px">{esc(text)}</span>'
         for colour, style, text in LEGEND) + '</p>')
     parts.append(galleries(runs, gallery, legend))
-    return '\n'.join(parts)
+    return section_html('evaluation', 'Evaluation', '\n'.join(parts))
 
 
 OUTCOME_FILTERS = (('tp', 'matched detections (tp)'), ('fp', 'false positives (fp)'),
@@ -382,30 +388,51 @@ def galleries(runs: Sequence[Mapping], gallery: Sequence[Tuple[GalleryImage, str
               legend: str) -> str:
     """Two galleries per run, each under a heading that names the run: its highest-scored false
     positives, grouped by error type, and its largest missed boxes; above them, filters of the boxes
-    by outcome and by a false positive's error type."""
+    by outcome, a false positive's error type, label and score, and of the runs shown."""
+    parts = [gallery_filters(runs, gallery)]
+    for index, run in enumerate(runs):
+        parts.append(f'<div class="run-galleries" data-run="{html.escape(_run_name(run["prediction_run"]))}">')
+        parts += [_run_gallery(index, run, kind, title, gallery, legend)
+                  for kind, title in (('fp', 'highest-scored false positives, by error type'),
+                                      ('fn', 'missed boxes (the largest first)'))]
+        parts.append('</div>')
+    return '\n'.join(parts)
+
+
+def gallery_filters(runs: Sequence[Mapping], gallery: Sequence[Tuple[GalleryImage, str, Optional[str]]]) -> str:
+    """The evaluation galleries' filters (the page's SCRIPT applies them)."""
     esc = html.escape
     types = ''.join(f'<option value="{key}">{esc(title)}</option>' for key, title in FP_GROUPS if key)
-    parts = ['<p class="filters" id="outcome-filters">Show ' + ''.join(
+    labels = sorted({row['label'] or '' for image, _, _ in gallery for row in image.rows})
+    names = [_run_name(run['prediction_run']) for run in runs]
+    run_filter = '' if len(names) < 2 else (
+        '; runs: <select id="filter-eval-run"><option value="*">every run</option>' + ''.join(
+            f'<option value="{esc(name)}">{esc(name)}</option>' for name in names) + '</select>')
+    return ('<p class="filters" id="outcome-filters">Show ' + ''.join(
         f'<label><input type="checkbox" data-outcome="{key}" checked> {esc(title)}</label> '
         for key, title in OUTCOME_FILTERS) + f' false positives of <select id="filter-error-type"><option value="*">'
-        f'any type</option>{types}</select></p>']
-    for index, run in enumerate(runs):
-        name = _run_name(run['prediction_run'])
-        for kind, title in (('fp', 'highest-scored false positives, by error type'),
-                            ('fn', 'missed boxes (the largest first)')):
-            mine = [item for item in gallery if (item[0].kind, item[0].prediction_run) == (kind, run['prediction_run'])]
-            parts.append(f'<h3>{esc(name)}: {title}</h3>{legend}<div class="gallery" id="gallery-{kind}-{index}" '
-                         f'data-run="{esc(name)}" data-kind="{kind}">')
-            if not mine:
-                parts.append('<p>None.</p>')
-            group: Optional[str] = ''  # the false positives' error type heading the figures that follow
-            for image, picture, note in mine:
-                if kind == 'fp' and image.error_type != group:
-                    group = image.error_type
-                    heading = dict(FP_GROUPS).get(group, str(group))
-                    parts.append(f'<h4 data-error-type="{esc(str(group))}">{esc(heading)}</h4>')
-                parts.append(_gallery_figure(image, picture, note))
-            parts.append('</div>')
+        f'any type</option>{types}</select>; boxes of {label_select("filter-eval-label", labels)}, detections '
+        'scored at least <input id="filter-eval-score" type="number" min="0" max="1" step="0.05" value="0">'
+        f'{run_filter}</p>')
+
+
+def _run_gallery(index: int, run: Mapping, kind: str, title: str,
+                 gallery: Sequence[Tuple[GalleryImage, str, Optional[str]]], legend: str) -> str:
+    esc = html.escape
+    name = _run_name(run['prediction_run'])
+    mine = [item for item in gallery if (item[0].kind, item[0].prediction_run) == (kind, run['prediction_run'])]
+    parts = [f'<h3>{esc(name)}: {title}</h3>{legend}<div class="gallery" id="gallery-{kind}-{index}" '
+             f'data-run="{esc(name)}" data-kind="{kind}">']
+    if not mine:
+        parts.append('<p>None.</p>')
+    group: Optional[str] = ''  # the false positives' error type heading the figures that follow
+    for image, picture, note in mine:
+        if kind == 'fp' and image.error_type != group:
+            group = image.error_type
+            heading = dict(FP_GROUPS).get(group, str(group))
+            parts.append(f'<h4 data-error-type="{esc(str(group))}">{esc(heading)}</h4>')
+        parts.append(_gallery_figure(image, picture, note))
+    parts.append('</div>')
     return '\n'.join(parts)
 
 

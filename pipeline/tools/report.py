@@ -29,7 +29,9 @@ from pipeline.tools.drawing import (
     box_html,
     figure_data_uri,
     jpeg_data_uri,
+    label_select,
     plural,
+    section_html,
     shorten,
     why_not_shown,
 )
@@ -42,7 +44,7 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 # decode to more pixels than this is not shown, so a small file cannot take the report's memory.
 MAX_DECODED_PIXELS = 40_000_000
 THUMBNAIL_SIDE = 960
-SAMPLE_COLUMNS = ['image_uri', 'source_file', 'label', 'score', 'rank', 'x_min', 'y_min', 'x_max',
+SAMPLE_COLUMNS = ['prediction_run', 'image_uri', 'source_file', 'label', 'score', 'rank', 'x_min', 'y_min', 'x_max',
                   'y_max', 'px_x_min', 'px_y_min', 'px_x_max', 'px_y_max', 'image_width', 'image_height']
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60)]
@@ -92,22 +94,22 @@ def sample_detections(paths: Sequence[str], limit: int = SAMPLE_ROWS) -> List[di
     return rows
 
 
-def choose_gallery(rows: Sequence[dict], count: int) -> List[str]:
-    """Up to `count` image URIs spread across labels and scores: round-robin over the labels (most
-    frequent first), within a label the best, the worst, then through the range. Deterministic for
-    the same rows."""
-    by_label: Dict[str, Dict[str, float]] = {}
+def choose_gallery(rows: Sequence[dict], count: int) -> List[Tuple[Optional[str], str]]:
+    """Up to `count` (prediction run, image URI) spread across runs, labels and scores: round-robin
+    over each run's labels (most frequent first), within one the best, the worst, then through the
+    range. Deterministic for the same rows."""
+    by_label: Dict[Tuple[str, str], Dict[Tuple[Optional[str], str], float]] = {}
     for row in rows:
-        key = row['image_uri']
-        scores = by_label.setdefault(row['label'] or '', {})
+        key = (row.get('prediction_run'), row['image_uri'])
+        scores = by_label.setdefault((key[0] or '', row['label'] or ''), {})
         scores[key] = max(scores.get(key, 0.0), row['score'])
     queues = []
-    for label in sorted(by_label, key=lambda name: (-len(by_label[name]), name)):
-        ranked = sorted(by_label[label].items(), key=lambda item: (-item[1], item[0]))
+    for group in sorted(by_label, key=lambda name: (-len(by_label[name]), name)):
+        ranked = sorted(by_label[group].items(), key=lambda item: (-item[1], item[0][1], item[0][0] or ''))
         # Take the best, the worst, then the middle: the gallery shows the score range.
         spread = [ranked[i] for i in _spread_indices(len(ranked))]
         queues.append([key for key, _ in spread])
-    chosen: List[str] = []
+    chosen: List[Tuple[Optional[str], str]] = []
     for key in itertools.chain.from_iterable(itertools.zip_longest(*queues)):
         if key is not None and key not in chosen:
             chosen.append(key)
@@ -272,7 +274,9 @@ SECTIONS = (('run', 'Run'), ('summary-section', 'Summary'), ('labels', 'Labels a
 # The page's script, inline (it fetches nothing). Tables of class "sortable" sort by the column whose
 # heading is clicked: by each cell's data-sort number (largest first, again: smallest first; cells
 # without one last), else by text. A gallery image enlarges on a click (again, or Escape: back). The
-# plain gallery's filters show the images with a box of a label, scored at least so much.
+# plain gallery's filters show the images with a box of a label, scored at least so much, of a run; the
+# evaluation galleries' hide boxes by outcome, error type, label and score, and other runs' galleries.
+# Sections fold under their heading and open when a link leads into them.
 SCRIPT = """
 var lightbox = document.getElementById('lightbox'), enlarged = null;
 document.querySelectorAll('figure img').forEach(function (image) {
@@ -291,7 +295,8 @@ document.querySelectorAll('figure img').forEach(function (image) {
 lightbox.addEventListener('click', function () { lightbox.hidden = true; });
 document.addEventListener('keydown', function (event) { if (event.key === 'Escape') { lightbox.hidden = true; } });
 function filterGallery() {
-  var label = document.getElementById('filter-label').value;
+  var label = document.getElementById('filter-label').value, runChoice = document.getElementById('filter-run');
+  var run = runChoice ? runChoice.value : '*';
   var least = parseFloat(document.getElementById('filter-score').value) || 0, shown = 0;
   var figures = document.querySelectorAll('#gallery-plain figure');
   figures.forEach(function (figure) {
@@ -302,7 +307,8 @@ function filterGallery() {
       kept += keep ? 1 : 0;
     });
     var labels = figure.dataset.labels.split('|');
-    var show = (label === '*' || labels.indexOf(label) >= 0) && parseFloat(figure.dataset.best) >= least;
+    var show = (label === '*' || labels.indexOf(label) >= 0) && parseFloat(figure.dataset.best) >= least &&
+      (run === '*' || figure.dataset.run === run);
     figure.hidden = !(show && (kept > 0 || !figure.querySelector('.box')));
     shown += figure.hidden ? 0 : 1;
   });
@@ -310,24 +316,45 @@ function filterGallery() {
 }
 function filterOutcomes() {
   var shown = {}, type = document.getElementById('filter-error-type').value;
-  document.querySelectorAll('#outcome-filters input').forEach(function (box) {
+  var label = document.getElementById('filter-eval-label').value;
+  var least = parseFloat(document.getElementById('filter-eval-score').value) || 0;
+  var runChoice = document.getElementById('filter-eval-run'), run = runChoice ? runChoice.value : '*';
+  document.querySelectorAll('#outcome-filters input[type=checkbox]').forEach(function (box) {
     shown[box.dataset.outcome] = box.checked;
   });
   document.querySelectorAll('.gallery[data-kind] .box').forEach(function (box) {
-    var outcome = box.dataset.outcome;
-    box.hidden = !shown[outcome] || (outcome === 'fp' && type !== '*' && box.dataset.errorType !== type);
+    var outcome = box.dataset.outcome, detection = outcome === 'tp' || outcome === 'fp';
+    box.hidden = !shown[outcome] || (outcome === 'fp' && type !== '*' && box.dataset.errorType !== type) ||
+      (label !== '*' && box.dataset.label !== label) || (detection && parseFloat(box.dataset.score) < least);
+  });
+  document.querySelectorAll('.run-galleries').forEach(function (galleries) {
+    galleries.hidden = run !== '*' && galleries.dataset.run !== run;
   });
 }
 if (document.getElementById('outcome-filters')) {
-  document.querySelectorAll('#outcome-filters input, #filter-error-type').forEach(function (control) {
-    control.addEventListener('change', filterOutcomes);
+  document.querySelectorAll('#outcome-filters input, #outcome-filters select').forEach(function (control) {
+    control.addEventListener(control.type === 'number' ? 'input' : 'change', filterOutcomes);
   });
 }
 if (document.getElementById('filter-label')) {
-  document.getElementById('filter-label').addEventListener('change', filterGallery);
+  document.querySelectorAll('#filter-label, #filter-run').forEach(function (control) {
+    control.addEventListener('change', filterGallery);
+  });
   document.getElementById('filter-score').addEventListener('input', filterGallery);
   filterGallery();
 }
+// A folded section opens when a link (the table of contents) or the address leads into it.
+function unfold(hash) {
+  var target = hash && hash.length > 1 && document.getElementById(decodeURIComponent(hash.slice(1)));
+  for (var section = target && target.closest('details'); section; section = section.parentElement.closest('details')) {
+    section.open = true;
+  }
+}
+document.querySelectorAll('a[href^="#"]').forEach(function (link) {
+  link.addEventListener('click', function () { unfold(link.getAttribute('href')); });
+});
+window.addEventListener('hashchange', function () { unfold(location.hash); });
+unfold(location.hash);
 document.querySelectorAll('table.sortable').forEach(function (table) {
   table.querySelectorAll('thead th').forEach(function (heading, column) {
     heading.style.cursor = 'pointer';
@@ -433,17 +460,21 @@ def reconciliation_class(summary: Mapping) -> str:
     return 'warn' if summary.get('warnings') or not summary['lines']['non_blank'] else 'ok'
 
 
-def gallery_controls(labels: Sequence[str]) -> str:
+def gallery_controls(labels: Sequence[str], runs: Sequence[str] = ()) -> str:
     """The label colours of the boxes, and filters of the gallery's images (a label among their boxes,
-    the best score at least); they work offline (SCRIPT)."""
+    the best score at least, and their prediction run when there are several); they work offline
+    (SCRIPT)."""
     esc = html.escape
     legend = ''.join(f'<span class="swatch" style="border-color:rgb{colour_of(labels, label)}">{esc(label or "?")}'
                      f'</span>' for label in labels)
-    options = ''.join(f'<option value="{esc(label)}">{esc(label or "(no label)")}</option>' for label in labels)
+    run_filter = '' if len(runs) < 2 else (
+        ' in <select id="filter-run"><option value="*">any prediction run</option>' + ''.join(
+            f'<option value="{esc(run)}">{esc(run or "(no run folder)")}</option>' for run in runs) + '</select>')
     return (f'<p class="legend">{legend}</p><p class="filters">Show images with a box of '
-            f'<select id="filter-label"><option value="*">any label</option>{options}</select> scored at least '
-            '<input id="filter-score" type="number" min="0" max="1" step="0.05" value="0"> '
-            '<span id="filter-count"></span></p>')
+            f'{label_select("filter-label", labels)} scored at least '
+            '<input id="filter-score" type="number" min="0" max="1" step="0.05" value="0">'
+            f'{run_filter} <span id="filter-count"></span></p>')
+
 
 
 def colour_of(labels: Sequence[str], label: str) -> Tuple[int, int, int]:
@@ -453,8 +484,6 @@ def colour_of(labels: Sequence[str], label: str) -> Tuple[int, int, int]:
 
 def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: str = '',
                 labels: Sequence[str] = ()) -> str:
-    esc = html.escape
-    reconciliation = summary['reconciliation']
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Prediction run report</title>',
         '<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}'
@@ -479,38 +508,61 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         '.frame{position:relative;display:inline-block;line-height:0}'
         '.frame img{display:block}.box{position:absolute;border:2px solid;box-sizing:border-box}'
         '.box span{position:absolute;left:-2px;bottom:100%;font-size:12px;line-height:15px;color:#fff;'
-        'padding:0 3px;white-space:nowrap}</style></head><body>',
+        'padding:0 3px;white-space:nowrap}details.section>summary{cursor:pointer;margin:1em 0 .5em}'
+        'details.section>summary h2{display:inline;margin:0}</style></head><body>',
         table_of_contents(bool(evaluation_html)),
         '<h1>Prediction run report</h1>',
         warnings_banner(summary.get('warnings') or []),
         run_header(summary),
-        f'<h2 id="summary-section">Run summary</h2><p class="{reconciliation_class(summary)}" id="reconciliation">'
+        section_html('summary-section', 'Run summary', summary_html(summary)),
+        section_html('labels', 'Labels and scores', ''.join(
+            [f'<img alt="Kept detections per label" src="{label_png}">' if label_png else '',
+             f'<img alt="Score histogram" src="{score_png}">'])),
+        section_html('gallery', 'Gallery', gallery_html(gallery, labels)),
+        evaluation_html,
+        section_html('dead-letters', 'Dead letters', dead_letters_html(summary, dead)),
+    ]
+    parts.append(f'<div id="lightbox" hidden><p></p></div><script>{SCRIPT}</script></body></html>')
+    return '\n'.join(parts)
+
+
+def summary_html(summary: Mapping) -> str:
+    """Whether the run's counts reconcile, and its figures."""
+    esc = html.escape
+    reconciliation = summary['reconciliation']
+    return ''.join([
+        f'<p class="{reconciliation_class(summary)}" id="reconciliation">'
         f'Reconciliation {"holds" if reconciliation["holds"] else "FAILS"}: {esc(reconciliation["text"])}</p>',
         '<table id="summary"><tr><th>figure</th><th>value</th></tr>',
         *(f'<tr><td>{esc(name)}</td><td class="n">{esc(value)}</td></tr>' for name, value in summary_rows(summary)),
-        '</table><h2 id="labels">Labels and scores</h2>',
-    ]
-    if label_png:
-        parts.append(f'<img alt="Kept detections per label" src="{label_png}">')
-    parts.append(f'<img alt="Score histogram" src="{score_png}">')
-    shown = plural(len(gallery), 'prediction line', 'prediction lines')
-    parts.append(f'<h2 id="gallery">Gallery</h2><p>{shown}, boxes drawn from the rows as written; click an '
-                 'image to enlarge it.</p>')
-    parts.append(gallery_controls(labels))
-    parts.append('<div class="gallery" id="gallery-plain">')
+        '</table>'])
+
+
+def gallery_html(gallery: Sequence[Mapping], labels: Sequence[str]) -> str:
+    """The sampled prediction lines' pictures with their boxes over them, and the filters."""
+    esc = html.escape
+    runs = sorted({item.get('run') or '' for item in gallery})  # the filter offers those shown
+    parts = [f'<p>{plural(len(gallery), "prediction line", "prediction lines")}, boxes drawn from the rows as '
+             'written; click an image to enlarge it.</p>', gallery_controls(labels, runs),
+             '<div class="gallery" id="gallery-plain">']
     for item in gallery:
         caption = (f'{esc(item["uri"])} &middot; {plural(item["boxes"], "box", "boxes")}'
                    + (f' &middot; {esc(item["note"])}' if item.get('note') else ''))
         css = ' class="unreadable"' if item.get('unreadable') else ''
         parts.append(f'<figure{css} data-labels="{esc("|".join(item.get("labels", [])))}" '
-                     f'data-best="{item.get("best", 0.0):.6g}"><div class="frame">'
-                     f'<img alt="{esc(item["uri"])}" src="{item["image"]}">{item.get("overlay", "")}</div>'
-                     f'<figcaption>{caption}</figcaption></figure>')
+                     f'data-run="{esc(item.get("run") or "")}" data-best="{item.get("best", 0.0):.6g}">'
+                     f'<div class="frame"><img alt="{esc(item["uri"])}" src="{item["image"]}">'
+                     f'{item.get("overlay", "")}</div><figcaption>{caption}</figcaption></figure>')
     parts.append('</div>')
-    parts.append(evaluation_html)
-    parts.append('<h2 id="dead-letters">Dead letters</h2>')
+    return '\n'.join(parts)
+
+
+def dead_letters_html(summary: Mapping, dead: Mapping[str, Sequence[dict]]) -> str:
+    """The first dead letters of each kind, with their reason and the start of their payload."""
+    esc = html.escape
     if not dead:
-        parts.append('<p>None.</p>')
+        return '<p>None.</p>'
+    parts = []
     for kind, records in sorted(dead.items()):
         parts.append(f'<h3>{esc(kind)} ({summary["dead_letters"].get(kind, len(records))})</h3><ul>')
         for record in records:
@@ -518,8 +570,7 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
             parts.append(f'<li><code>{esc(record.get("source_file") or "")}</code>: '
                          f'{esc(record.get("error_message") or "")}<pre>{esc(payload)}</pre></li>')
         parts.append('</ul>')
-    parts.append(f'<div id="lightbox" hidden><p></p></div><script>{SCRIPT}</script></body></html>')
-    return '\n'.join(parts)
+    return ''.join(parts)
 
 
 def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[Mapping[str, str]] = None,
@@ -535,9 +586,10 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
     # The scheme of what the run really read (an operation JSON on disk may point to gs://).
     allowed_scheme = scheme_of(summary.get('input_pattern') or summary['input'])
     gallery = []
-    for uri in choose_gallery(rows, samples):
-        line_rows = first_line_rows([r for r in rows if r['image_uri'] == uri])
-        item = {'uri': uri, 'boxes': len(line_rows), 'labels': sorted({row['label'] or '' for row in line_rows}),
+    for run, uri in choose_gallery(rows, samples):
+        line_rows = first_line_rows([r for r in rows if r['image_uri'] == uri and r['prediction_run'] == run])
+        item = {'uri': uri, 'run': run, 'boxes': len(line_rows),
+                'labels': sorted({row['label'] or '' for row in line_rows}),
                 'best': max((row['score'] for row in line_rows), default=0.0)}
         full_size: Optional[Tuple[int, int]]
         try:

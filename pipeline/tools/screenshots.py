@@ -16,9 +16,11 @@ WIDTH = 800  # of the PNG written
 COLOURS = 128  # a palette PNG: a fraction of the size of a full-colour one, for text and charts
 
 
-# Removes what comes before the section's heading (the page is one flat list of blocks).
+# Removes the blocks of the page before the one that holds the section's heading.
 FROM_SECTION = """<script>
-var start = document.getElementById('SECTION'), block = document.body.firstElementChild;
+var start = document.getElementById('SECTION');
+while (start && start.parentElement !== document.body) { start = start.parentElement; }
+var block = document.body.firstElementChild;
 while (start && block && block !== start) { var next = block.nextElementSibling; block.remove(); block = next; }
 </script>"""
 

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import Dict, List
 
 import apache_beam
 import pyarrow.parquet as pq
@@ -56,8 +57,16 @@ def test_gallery_is_deterministic_and_spread_across_labels():
     chosen = report.choose_gallery(rows, 6)
     assert chosen == report.choose_gallery(list(reversed(rows)), 6)
     assert len(chosen) == len(set(chosen)) == 6
-    assert {uri[7] for uri in chosen} == {'A', 'B', 'C'}
-    assert 'gs://b/A9.jpg' in chosen and 'gs://b/A0.jpg' in chosen  # best and worst of a label
+    assert {uri[7] for _, uri in chosen} == {'A', 'B', 'C'}
+    assert (None, 'gs://b/A9.jpg') in chosen and (None, 'gs://b/A0.jpg') in chosen  # best and worst of a label
+
+
+def test_gallery_takes_images_of_every_run():
+    rows = [row(image_uri=f'gs://b/{i}.jpg', label='A', score=i / 10, prediction_run=run)
+            for run in ('run-a', 'run-b') for i in range(10)]
+    chosen = report.choose_gallery(rows, 4)
+    assert sorted(run for run, _ in chosen) == ['run-a', 'run-a', 'run-b', 'run-b']
+    assert ('run-a', 'gs://b/9.jpg') in chosen and ('run-b', 'gs://b/9.jpg') in chosen
 
 
 class Page(html.parser.HTMLParser):
@@ -232,7 +241,13 @@ def test_the_evaluation_section_shows_metrics_json_and_both_galleries(evaluation
         (run, kind, str(i)) for i, run in enumerate(runs) for kind in ('fp', 'fn')]
     assert all(name == data_run and kind == data_kind for name, _, kind, _, data_run, data_kind, _ in galleries)
     false_positives = ''.join(body for _, _, kind, _, _, _, body in galleries if kind == 'fp')
-    assert 'data-error-type="cls"' in false_positives and re.search(r' on a (cat|dog|bird) box', false_positives)
+    assert 'data-error-type="cls"' in false_positives
+    # A class confusion says which box it is on and by how much, as `matches` has it.
+    told = set(re.findall(r' on a (cat|dog|bird) box, IoU (\d\.\d\d)', false_positives))
+    matches = pq.read_table(evaluation_report / 'evaluation' / 'matches').to_pylist()
+    cls_errors = {(row['error_label'], f'{row["error_iou"]:.2f}') for row in matches if row['error_type'] == 'cls'}
+    assert told and told <= cls_errors
+    assert all(row['error_iou'] >= 0.5 for row in matches if row['error_type'] == 'cls')
     for kind in ('fp', 'fn'):
         shown = ''.join(body for _, _, found, _, _, _, body in galleries if found == kind)
         assert shown.count('<figure class="unreadable"><div class="frame"><img') >= 2  # boxes on a canvas, the reason
@@ -319,7 +334,8 @@ def first_run_ap_column(page):
 def test_a_screenshot_starts_at_the_section_asked_for(tmp_path):
     page = tmp_path / 'page.html'
     page.write_text('<!DOCTYPE html><html><body><h2 style="height:3000px;background:#fff">top</h2>'
-                    '<h2 id="later" style="height:3000px;background:#000">later</h2></body></html>')
+                    '<details open><summary><h2 id="later">later</h2></summary>'  # a section, as the report's
+                    '<div style="height:3000px;background:#000"></div></details></body></html>')
     top, later = tmp_path / 'top.png', tmp_path / 'later.png'
     screenshots.main([str(page), str(top), f'{page}#later', str(later)])
     with Image.open(top) as first, Image.open(later) as second:
@@ -343,7 +359,7 @@ def after_actions_in_chromium(page_path, tmp_path, actions):
 def test_the_gallery_filters_by_label_and_score_and_an_image_enlarges(sample_report, tmp_path):
     index = sample_report / 'report' / 'index.html'
     text = index.read_text()
-    figures = re.findall(r'<figure[^>]* data-labels="([^"]*)" data-best="([^"]+)">', text)
+    figures = re.findall(r'<figure[^>]* data-labels="([^"]*)"[^>]* data-best="([^"]+)">', text)
     labels = sorted({label for found, _ in figures for label in found.split('|') if label})
     legend = re.findall(r'<span class="swatch"[^>]*>([^<]*)</span>', text)
     assert figures and labels and set(labels) <= set(legend)  # every box colour in the legend
@@ -369,15 +385,75 @@ def test_the_gallery_filters_by_label_and_score_and_an_image_enlarges(sample_rep
     assert f'{sum(float(best) >= least for _, best in figures)} of {len(figures)} shown' in dom
 
 
+def boxes_of(dom: str) -> List[Dict[str, str]]:
+    """Each box drawn over a picture in this part of a page, as its attributes ('hidden' when hidden)."""
+    return [dict(re.findall(r'([\w-]+)(?:="([^"]*)")?', attributes))
+            for attributes in re.findall(r'<div class="box"([^>]*)>', dom)]
+
+
 def test_the_evaluation_galleries_filter_their_boxes_by_outcome_and_error_type(evaluation_report, tmp_path):
     index = evaluation_report / 'report' / 'index.html'
     dom = after_actions_in_chromium(index, tmp_path, (
-        'document.querySelectorAll("#outcome-filters input").forEach(function (box) {'
+        'document.querySelectorAll("#outcome-filters input[type=checkbox]").forEach(function (box) {'
         '  box.checked = box.dataset.outcome === "fp"; });'
         'var type = document.getElementById("filter-error-type"); type.value = "cls";'
         'type.dispatchEvent(new Event("change"));'))
-    boxes = re.findall(r'<div class="box" data-outcome="(\w+)" data-error-type="(\w*)"([^>]*)>',
-                       dom.split('id="outcome-filters"')[1])
-    visible = [(outcome, kind) for outcome, kind, rest in boxes if 'hidden' not in rest]
+    boxes = boxes_of(dom.split('id="outcome-filters"')[1])
+    visible = [(box['data-outcome'], box['data-error-type']) for box in boxes if 'hidden' not in box]
     assert visible and set(visible) == {('fp', 'cls')}
-    assert any('hidden' in rest for outcome, _, rest in boxes if outcome != 'fp')  # the others hidden
+    assert any('hidden' in box for box in boxes if box['data-outcome'] != 'fp')  # the others hidden
+
+
+def test_the_evaluation_galleries_filter_by_label_score_and_run(evaluation_report, tmp_path):
+    index = evaluation_report / 'report' / 'index.html'
+    boxes = boxes_of(index.read_text().split('id="outcome-filters"')[1])
+    scores = sorted({float(box['data-score']) for box in boxes if box['data-label'] == 'cat' and 'data-score' in box})
+    least = scores[len(scores) // 2]
+    dom = after_actions_in_chromium(index, tmp_path, (
+        'var label = document.getElementById("filter-eval-label"); label.value = "cat";'
+        'label.dispatchEvent(new Event("change"));'
+        f'var score = document.getElementById("filter-eval-score"); score.value = "{least}";'
+        'score.dispatchEvent(new Event("input"));'
+        'var run = document.getElementById("filter-eval-run"); run.value = run.options[2].value;'
+        'run.dispatchEvent(new Event("change"));'))
+    after = boxes_of(dom.split('id="outcome-filters"')[1])
+    visible = [box for box in after if 'hidden' not in box]
+    assert visible and all(box['data-label'] == 'cat' for box in visible)
+    assert all(float(box['data-score']) >= least for box in visible if 'data-score' in box)
+    assert any('data-score' not in box for box in visible)  # ground truth has no score: the score leaves it
+    assert any(box['data-label'] == 'cat' and float(box['data-score']) < least and 'hidden' in box
+               for box in after if 'data-score' in box)
+    # The run chosen (the second): the first run's galleries are hidden, the second's shown.
+    runs = re.findall(r'<div class="run-galleries" data-run="([^"]+)"( hidden(?:="")?)?>', dom)
+    assert [bool(hidden) for _, hidden in runs] == [True, False]
+
+
+def test_the_plain_gallery_filters_by_run(evaluation_report, tmp_path):
+    index = evaluation_report / 'report' / 'index.html'
+    text = index.read_text()
+    runs = re.findall(r'<select id="filter-run">(.*?)</select>', text)
+    chosen = re.findall(r'<option value="([^"*]+)">', runs[0])
+    figures = re.findall(r'<figure[^>]* data-run="([^"]*)"', text.split('id="gallery-plain"')[1])
+    assert len(chosen) == 2 and set(figures) <= set(chosen)
+    dom = after_actions_in_chromium(index, tmp_path, (
+        f'var run = document.getElementById("filter-run"); run.value = "{chosen[1]}";'
+        'run.dispatchEvent(new Event("change"));'))
+    shown = re.findall(r'<figure(?![^>]*hidden)[^>]* data-run="([^"]*)"', dom.split('id="gallery-plain"')[1])
+    assert set(shown) == {chosen[1]} and len(shown) == figures.count(chosen[1])
+
+
+def test_sections_fold_and_the_table_of_contents_opens_them(evaluation_report, tmp_path):
+    index = evaluation_report / 'report' / 'index.html'
+    text = index.read_text()
+    headings = re.findall(r'<details class="section" open><summary><h2 id="([^"]+)">', text)
+    assert headings == ['summary-section', 'labels', 'gallery', 'evaluation', 'dead-letters']
+    assert len(re.findall(r'<h2[ >]', text)) == len(headings)  # every section folds
+    assert set(re.findall(r'<a href="#([^"]+)">', text.split('id="toc"')[1].split('</nav>')[0])) <= set(headings) | {'run'}
+    dom = after_actions_in_chromium(index, tmp_path, (
+        'document.querySelectorAll("details.section").forEach(function (d) { d.open = false; });'
+        'document.querySelector("#toc a[href=\'#evaluation\']").click();'))
+    folded = re.findall(r'<details class="section"( open(?:="")?)?><summary><h2 id="([^"]+)">', dom)
+    assert {anchor: bool(state) for state, anchor in folded} == {
+        'summary-section': False, 'labels': False, 'gallery': False, 'evaluation': True, 'dead-letters': False}
+
+

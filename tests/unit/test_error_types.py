@@ -90,6 +90,12 @@ def test_the_types_fall_as_tidecv_orders_its_tests():
     assert (rows['dog', 0.7]['error_type'], rows['dog', 0.7]['error_label']) == ('cls', 'cat')
     assert (rows['dog', 0.6]['error_type'], rows['dog', 0.6]['error_label']) == ('loc', 'dog')
     assert rows['bird', 0.5]['error_type'] == 'bkg' and rows['bird', 0.4]['error_type'] == 'cls'
+    # The IoU with the box behind a cls or loc error (intersection over union of the xywh boxes above).
+    assert rows['dog', 0.7]['error_iou'] == 1.0
+    assert rows['dog', 0.6]['error_iou'] == pytest.approx(150 * 150 / (2 * 200 * 200 - 150 * 150), abs=1e-12)
+    assert rows['bird', 0.4]['error_iou'] == pytest.approx(170 * 200 / (2 * 200 * 200 - 170 * 200), abs=1e-12)
+    assert rows['cat', 0.8]['error_iou'] is None and rows['bird', 0.5]['error_iou'] is None
+    assert rows['cat', 0.9]['error_iou'] is None
     _, run = tide_run([(1000, 1000)], truth, detections)
     assert metrics['errors']['counts'] == {TIDE_NAMES[kind.short_name]: count
                                            for kind, count in run.count_errors().items()}
