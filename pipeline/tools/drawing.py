@@ -16,6 +16,8 @@ matplotlib.rcParams['text.parse_math'] = False
 CHART_LABEL_CHARS = 40
 CANVAS_SIDE = 480
 CANVAS_COLOUR = (236, 236, 236)
+# Pictures in a grid at 480 px, or each at its natural size up to the page's width (every gallery).
+NATURAL_SIZE = '<label><input type="checkbox" class="natural-size"> pictures at their natural size</label>'
 
 
 def shorten(text: str, limit: int = CHART_LABEL_CHARS) -> str:

@@ -14,7 +14,15 @@ from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.tools.drawing import box_html, figure_data_uri, label_select, plural, section_html, shorten
+from pipeline.tools.drawing import (
+    NATURAL_SIZE,
+    box_html,
+    figure_data_uri,
+    label_select,
+    plural,
+    section_html,
+    shorten,
+)
 
 GALLERY_PER_RUN = 6  # images in each of a run's two galleries
 CURVE_LABELS = 6  # labels with the most ground truth get a curve
@@ -413,7 +421,7 @@ def gallery_filters(runs: Sequence[Mapping], gallery: Sequence[Tuple[GalleryImag
         for key, title in OUTCOME_FILTERS) + f' false positives of <select id="filter-error-type"><option value="*">'
         f'any type</option>{types}</select>; boxes of {label_select("filter-eval-label", labels)}, detections '
         'scored at least <input id="filter-eval-score" type="number" min="0" max="1" step="0.05" value="0">'
-        f'{run_filter}</p>')
+        f'{run_filter} {NATURAL_SIZE}</p>')
 
 
 def _run_gallery(index: int, run: Mapping, kind: str, title: str,
@@ -465,8 +473,11 @@ def labels_table(runs: Sequence[Mapping]) -> str:
     any column (click its heading). A label without ground truth says so instead of an AP."""
     esc = html.escape
     columns = ('AP', 'precision', 'recall', 'F1', 'tp', 'fp', 'fn')
-    head = '<tr><th>label</th><th>ground-truth boxes</th>' + ''.join(
-        f'<th>{esc(_run_name(run["prediction_run"]))}: {name}</th>' for run in runs for name in columns) + '</tr>'
+    # The runs' names once each, over their columns (long names stay readable); the row below sorts.
+    head = ('<tr><th colspan="2"></th>' + ''.join(
+        f'<th colspan="{len(columns)}" class="run-name">{esc(_run_name(run["prediction_run"]))}</th>' for run in runs)
+        + '</tr><tr><th>label</th><th>ground-truth boxes</th>' + ''.join(
+            f'<th>{name}</th>' for _ in runs for name in columns) + '</tr>')
     parts = ['<h3>Per label</h3><p class="note">Click a heading to sort. Precision, recall and F1 at '
              '--eval_confidence and --eval_iou; AP over the IoU thresholds.</p>',
              f'<table id="evaluation-labels" class="sortable"><thead>{head}</thead><tbody>']

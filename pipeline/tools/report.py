@@ -25,6 +25,7 @@ from pipeline.core.shards import scheme_of
 from pipeline.io.sizes import open_image_file, resolve_allowed
 from pipeline.tools import evaluation_report
 from pipeline.tools.drawing import (
+    NATURAL_SIZE,
     blank_canvas,
     box_html,
     figure_data_uri,
@@ -272,10 +273,11 @@ SECTIONS = (('run', 'Run'), ('summary-section', 'Summary'), ('labels', 'Labels a
 
 
 # The page's script, inline (it fetches nothing). Tables of class "sortable" sort by the column whose
-# heading is clicked: by each cell's data-sort number (largest first, again: smallest first; cells
-# without one last), else by text. A gallery image enlarges on a click (again, or Escape: back). The
-# plain gallery's filters show the images with a box of a label, scored at least so much, of a run; the
-# evaluation galleries' hide boxes by outcome, error type, label and score, and other runs' galleries.
+# heading (in the last row of the table's head) is clicked: by each cell's data-sort number (largest
+# first, again: smallest first; cells without one last), else by text. A gallery image enlarges on a
+# click (again, or Escape: back). The plain gallery's filters show the images with a box of a label,
+# scored at least so much, of a run; the evaluation galleries' hide boxes by outcome, error type, label
+# and score, and other runs' galleries.
 # Sections fold under their heading and open when a link leads into them.
 SCRIPT = """
 var lightbox = document.getElementById('lightbox'), enlarged = null;
@@ -343,6 +345,12 @@ if (document.getElementById('filter-label')) {
   document.getElementById('filter-score').addEventListener('input', filterGallery);
   filterGallery();
 }
+document.querySelectorAll('input.natural-size').forEach(function (control) {
+  control.addEventListener('change', function () {
+    document.body.classList.toggle('natural', control.checked);
+    document.querySelectorAll('input.natural-size').forEach(function (other) { other.checked = control.checked; });
+  });
+});
 // A folded section opens when a link (the table of contents) or the address leads into it.
 function unfold(hash) {
   var target = hash && hash.length > 1 && document.getElementById(decodeURIComponent(hash.slice(1)));
@@ -356,7 +364,8 @@ document.querySelectorAll('a[href^="#"]').forEach(function (link) {
 window.addEventListener('hashchange', function () { unfold(location.hash); });
 unfold(location.hash);
 document.querySelectorAll('table.sortable').forEach(function (table) {
-  table.querySelectorAll('thead th').forEach(function (heading, column) {
+  var headings = table.tHead.rows[table.tHead.rows.length - 1].cells;  // the last row: one per column
+  Array.prototype.forEach.call(headings, function (heading, column) {
     heading.style.cursor = 'pointer';
     heading.title = 'sort by this column';
     heading.addEventListener('click', function () {
@@ -473,7 +482,7 @@ def gallery_controls(labels: Sequence[str], runs: Sequence[str] = ()) -> str:
     return (f'<p class="legend">{legend}</p><p class="filters">Show images with a box of '
             f'{label_select("filter-label", labels)} scored at least '
             '<input id="filter-score" type="number" min="0" max="1" step="0.05" value="0">'
-            f'{run_filter} <span id="filter-count"></span></p>')
+            f'{run_filter} <span id="filter-count"></span> {NATURAL_SIZE}</p>')
 
 
 
@@ -491,6 +500,7 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         '.ok{color:#2a7d2a}.bad{color:#b00}.gallery{display:flex;flex-wrap:wrap;gap:12px}'
         '.gallery h4{flex-basis:100%;margin:8px 0 0}'
         'figure{margin:0;max-width:480px}figure img{max-width:480px;border:1px solid #999}'
+        'body.natural figure{max-width:100%}body.natural figure img{max-width:100%}'
         'figcaption{font-size:12px;word-break:break-all}pre{white-space:pre-wrap;word-break:break-all;'
         'font-size:12px;background:#f4f4f4;padding:4px}.warn{color:#8a5a00}'
         '#warnings{background:#fff4d6;border:2px solid #e0a000;padding:8px 16px;margin:1em 0}'
@@ -509,7 +519,8 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         '.frame img{display:block}.box{position:absolute;border:2px solid;box-sizing:border-box}'
         '.box span{position:absolute;left:-2px;bottom:100%;font-size:12px;line-height:15px;color:#fff;'
         'padding:0 3px;white-space:nowrap}details.section>summary{cursor:pointer;margin:1em 0 .5em}'
-        'details.section>summary h2{display:inline;margin:0}</style></head><body>',
+        'details.section>summary h2{display:inline;margin:0}th.run-name{text-align:center;word-break:break-all}'
+        '</style></head><body>',
         table_of_contents(bool(evaluation_html)),
         '<h1>Prediction run report</h1>',
         warnings_banner(summary.get('warnings') or []),

@@ -310,8 +310,8 @@ def figure(value):
 def test_clicking_a_heading_sorts_the_table_in_headless_chromium(evaluation_report, tmp_path):
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
     page = (evaluation_report / 'report' / 'index.html').read_text()
-    # The third heading is the first run's AP: click it once (largest first), as a user would.
-    click = ('<script>document.querySelector("#evaluation-labels thead th:nth-child(3)").click();'
+    # Under the runs' names, the third heading is the first run's AP: click it once (largest first).
+    click = ('<script>document.querySelector("#evaluation-labels thead tr:last-child th:nth-child(3)").click();'
              '</script></body>')
     clicked = tmp_path / 'clicked.html'
     clicked.write_text(page.replace('</body>', click))
@@ -389,6 +389,17 @@ def boxes_of(dom: str) -> List[Dict[str, str]]:
     """Each box drawn over a picture in this part of a page, as its attributes ('hidden' when hidden)."""
     return [dict(re.findall(r'([\w-]+)(?:="([^"]*)")?', attributes))
             for attributes in re.findall(r'<div class="box"([^>]*)>', dom)]
+
+
+def test_pictures_show_at_their_natural_size_when_asked(sample_report, tmp_path):
+    index = sample_report / 'report' / 'index.html'
+    measure = ('document.body.dataset.width = '
+               'document.querySelector("#gallery-plain figure img").clientWidth;')
+    before = after_actions_in_chromium(index, tmp_path, measure)
+    after = after_actions_in_chromium(index, tmp_path, 'document.querySelector("input.natural-size").click();' + measure)
+    width = [float(re.search(r'<body[^>]* data-width="([^"]+)"', dom)[1]) for dom in (before, after)]
+    assert width[0] <= 480 < width[1]
+    assert re.search(r'<body[^>]* class="natural"', after) and not re.search(r'<body[^>]* class="natural"', before)
 
 
 def test_the_evaluation_galleries_filter_their_boxes_by_outcome_and_error_type(evaluation_report, tmp_path):
