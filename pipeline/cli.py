@@ -35,6 +35,7 @@ from pipeline.config.options import (
     OPTIONS_BY_NAME,
     OptionError,
     PredictionTableOptions,
+    ThresholdsFile,
     parse_output_path,
     pattern_problem,
 )
@@ -42,6 +43,7 @@ from pipeline.config.settings import EvaluationSettings, Settings, required
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
 from pipeline.core.evaluation import bucket_count
+from pipeline.core.operating_thresholds import read_csv_thresholds
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
 from pipeline.core.run_warnings import render as render_warnings
 from pipeline.core.shards import annotations_estimate, prediction_run, run_names, scheme_of, split_ranges
@@ -64,6 +66,7 @@ from pipeline.transforms.job import PredictionsToTables, StreamingPredictionsToT
 DEFAULT_LOCAL_RUNNER = 'FnApiRunner'
 DEFAULT_LOCAL_STREAMING_RUNNER = 'BundleBasedDirectRunner'
 _MAX_ROI_BYTES = 16 * 1024 * 1024
+_MAX_THRESHOLDS_BYTES = 16 * 1024 * 1024  # a thresholds.csv holds a row per run and label
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner')
 # A local batch run over about this many annotations or more runs on worker processes, one per core up
 # to MAX_LOCAL_WORKERS, unless --direct_num_workers or --direct_running_mode is given: starting them has
@@ -134,7 +137,9 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
         outputs={} if layout is None else {'output': layout.output, 'dead_letter': layout.dead_letter,
                                            'summary': layout.summary, 'report_file': layout.report},
         postprocessing={'roi_wkt': read_roi(settings.postprocessing.roi)
-                        if settings.postprocessing.roi is not None else None},
+                        if settings.postprocessing.roi is not None else None,
+                        **file_thresholds(settings.postprocessing.label_thresholds, input_shards, dict(run_names_),
+                                          quiet)},
         # Streaming without --input: the notified shards are Cloud Storage objects.
         sizes={'allowed_scheme': scheme_of(pattern) if pattern else 'gs'},
         bigquery={'temp_location': cloud.temp_location})
@@ -364,6 +369,36 @@ def check_bigquery_options(settings: Settings, cloud: GoogleCloudOptions) -> Non
                           'give --temp_location=gs://BUCKET/tmp (or use --bigquery_method=streaming_inserts)')
     if not cloud.project:
         cloud.project = required(settings.bigquery.output_table, 'output_table').rpartition(':')[0]
+
+
+def file_thresholds(given, input_shards, renamed: Dict[str, str], quiet: bool) -> dict:
+    """`--label_thresholds @FILE` read (local or gs://): the thresholds of the file's run, or of the
+    input's one run when the file holds several; the labels the file has none for keep
+    --score_threshold, and the launch says so. {} when the option is not a file."""
+    if not isinstance(given, ThresholdsFile):
+        return {}
+    try:
+        with FileSystems.open(given.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            text = handle.read(_MAX_THRESHOLDS_BYTES + 1).decode('utf-8-sig')
+    except (OSError, UnicodeDecodeError, BeamIOError) as exc:
+        raise OptionError(f'--label_thresholds: @{given.path} cannot be read ({exc}); @FILE takes the whole '
+                          'value: to change a label\'s threshold, edit the file') from None
+    if len(text) > _MAX_THRESHOLDS_BYTES:
+        raise OptionError(f'--label_thresholds: @{given.path} is over {_MAX_THRESHOLDS_BYTES:,} bytes: not a '
+                          'thresholds.csv')
+    try:
+        runs = [prediction_run(path, renamed) for path in input_shards()]
+    except Exception:  # check_input has said so
+        runs = []
+    try:
+        read = read_csv_thresholds(text, runs)
+    except ValueError as exc:
+        raise OptionError(f'--label_thresholds: @{given.path}: {exc}') from None
+    if read.without and not quiet:
+        print(f'--label_thresholds: {len(read.without)} label(s) have no threshold in {given.path} and keep '
+              f'--score_threshold: ' + '; '.join(f'{label} ({why})' for label, why in sorted(read.without.items())),
+              file=sys.stderr)
+    return {'label_thresholds': read.thresholds}
 
 
 def read_roi(value: str) -> str:

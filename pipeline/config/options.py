@@ -45,7 +45,7 @@ OUTPUT_PATH_RE = rf'^{_BUCKET}(/[^*?\[\]]*)?$'
 _LABEL_ITEM = r'[^,]*[^,\s][^,]*'
 LABELS_RE = rf'^(\[.*\]|{_LABEL_ITEM}(,{_LABEL_ITEM})*)$'
 _THRESHOLD_ITEM = rf'{_LABEL_ITEM}=\s*{_FRACTION}\s*'
-LABEL_THRESHOLDS_RE = rf'^(\{{.*\}}|{_THRESHOLD_ITEM}(,{_THRESHOLD_ITEM})*)$'
+LABEL_THRESHOLDS_RE = rf'^(\{{.*\}}|@{_BUCKET}/.+|{_THRESHOLD_ITEM}(,{_THRESHOLD_ITEM})*)$'
 # PROJECT:DATASET.TABLE or PROJECT.DATASET.TABLE (a domain-scoped project is "example.com:project").
 _PROJECT = r'([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]'
 TABLE_RE = rf'^({_PROJECT})[:.]([A-Za-z0-9_]{{1,1024}})\.([A-Za-z0-9_-]{{1,1024}})$'
@@ -103,11 +103,28 @@ def parse_input_format(text: str) -> str:
     return text
 
 
+class ThresholdsFile(Mapping[str, float]):
+    """`--label_thresholds @FILE` until the launch reads the file (cli): the thresholds are not known
+    yet, and using them before is a mistake that must not pass for "no threshold"."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _unread(self, *_):
+        raise RuntimeError(f'--label_thresholds @{self.path} is read at launch, before any use')
+
+    __getitem__ = __iter__ = __len__ = _unread
+
+
 def parse_label_thresholds(text: str) -> Mapping[str, float]:
-    """`"Tomato=0.6,Baked Goods=0.3"` (split at the last `=`), or a JSON object for labels with commas."""
+    """`"Tomato=0.6,Baked Goods=0.3"` (split at the last `=`), a JSON object for labels with commas, or
+    `@FILE`: a thresholds.csv that an evaluated run wrote (local or gs://), read at launch."""
     stripped = text.strip()
     if not stripped:
         return {}
+    if stripped.startswith('@'):
+        path = parse_path(stripped[1:])
+        return ThresholdsFile(path)
     if stripped.startswith('{'):
         try:
             raw = json.loads(stripped, object_pairs_hook=list)
@@ -372,8 +389,9 @@ OPTIONS = (
            'Keep detections with score >= this (0 to 1), as the API\'s params.score_threshold.',
            parse_fraction, default=0.0, regex=FRACTION_RE),
     Option('label_thresholds', 'Per-label thresholds',
-           'Per-label overrides by display name: "Tomato=0.6,Baked Goods=0.3", or a JSON object '
-           '{"A, B": 0.6} for labels that contain commas.',
+           'Per-label overrides by display name: "Tomato=0.6,Baked Goods=0.3", a JSON object '
+           '{"A, B": 0.6} for labels that contain commas, or @FILE: the thresholds.csv of an evaluated run '
+           '(local or gs://; its only run\'s rows, or those of the input\'s run), read at launch.',
            parse_label_thresholds, default={}, regex=LABEL_THRESHOLDS_RE),
     Option('image_size', 'Image size for every image',
            'One size for every image, WIDTHxHEIGHT (e.g. 1024x768).',
@@ -447,6 +465,14 @@ OPTIONS = (
     Option('eval_confidence', 'Confusion matrix confidence',
            'The confidence (0 to 1) at or above which detections enter the confusion matrix.',
            parse_fraction, default=0.5, regex=FRACTION_RE, modes=(BATCH,)),
+    Option('target_precision', 'Target precision per label',
+           'Each label\'s operating threshold in <output>/evaluation/thresholds.csv: the lowest at which its '
+           'precision at --eval_iou reaches this (0 to 1), instead of the best F1. Not with --target_recall.',
+           parse_fraction, regex=FRACTION_RE, modes=(BATCH,)),
+    Option('target_recall', 'Target recall per label',
+           'Each label\'s operating threshold: the highest at which its recall at --eval_iou reaches this '
+           '(0 to 1), instead of the best F1. Not with --target_precision.',
+           parse_fraction, regex=FRACTION_RE, modes=(BATCH,)),
     Option('export', 'Export formats',
            'Write the kept boxes for review and relabeling under <output>/export/<format>/: comma-separated '
            'vertex_jsonl (Vertex AI import), automl_csv (AutoML Vision import), coco, label_studio.',
@@ -498,7 +524,8 @@ OPTION_GROUPS = (
     ('Image sizes', ('image_size', 'image_sizes', 'probe_image_sizes', 'probe_allowed_prefixes')),
     ('Report', ('report', 'report_samples', 'report_image_mirror')),
     ('Evaluation', ('ground_truth', 'ground_truth_format', 'ground_truth_image_prefix', 'ml_use',
-                    'iou_thresholds', 'max_dets', 'eval_iou', 'eval_confidence')),
+                    'iou_thresholds', 'max_dets', 'eval_iou', 'eval_confidence', 'target_precision',
+                    'target_recall')),
     ('Export', ('export', 'export_select', 'uncertain_min', 'uncertain_max', 'export_ml_use',
                 'export_image_prefix', 'label_studio_from_name', 'label_studio_to_name')),
 )

@@ -111,6 +111,8 @@ class EvaluationSettings:
     max_dets: Tuple[int, ...]
     eval_iou: float
     eval_confidence: float
+    target_precision: Optional[float]  # each label's operating threshold: None and None, the best F1
+    target_recall: Optional[float]
     ground_truth_files: Tuple[Tuple[str, str], ...] = ()  # (path, format) of each file, found at launch
     buckets: int = 1  # images are evaluated in this many buckets, from the input's size at launch
     spill_folder: Optional[str] = None  # a local run's folder for the join's parts (io.spill), made at launch
@@ -243,6 +245,8 @@ NEEDS = {
     'max_dets': ('ground_truth', 'the labelled boxes to evaluate against'),
     'eval_iou': ('ground_truth', 'the labelled boxes to evaluate against'),
     'eval_confidence': ('ground_truth', 'the labelled boxes to evaluate against'),
+    'target_precision': ('ground_truth', 'the labelled boxes to evaluate against'),
+    'target_recall': ('ground_truth', 'the labelled boxes to evaluate against'),
 }
 
 
@@ -259,6 +263,8 @@ def _check_and_default(values: dict) -> None:
     if values['nms_class_agnostic'] and values['nms_iou'] is None:
         raise OptionError('--nms_class_agnostic needs --nms_iou: the IoU above which boxes are '
                           'suppressed')
+    if values['target_precision'] is not None and values['target_recall'] is not None:
+        raise OptionError('--target_precision and --target_recall each choose the operating thresholds: give one')
     if values['ground_truth'] is None:
         for name in ('ground_truth_image_prefix', 'ml_use'):
             if values[name] is not None:

@@ -203,10 +203,12 @@ def _label_totals(columns: ImageColumns, matched: _Matched, classified: Classifi
         at_eval = matched.at_eval[rows]
         tp_scores, fp_scores = scores[at_eval == TRUE_POSITIVE], scores[at_eval == FALSE_POSITIVE]
         grid_tp, grid_fp, grid_fn = grid_counts(tp_scores, fp_scores, regular_boxes)
+        counted = at_eval != IGNORED  # the curve of the operating threshold, at --eval_iou
         labels[columns.label_names[code]] = LabelTotals(
             counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores), int((boxes & matched.missed).sum()),
             grid_tp, grid_fp, grid_fn, sized,
-            errors=_label_errors(code, classified, det_code, columns.det_scores, boxes & regular))
+            errors=_label_errors(code, classified, det_code, columns.det_scores, boxes & regular),
+            operating=PrecisionCounts.of(scores[counted], at_eval[None, counted], regular_boxes))
     return labels
 
 

@@ -28,6 +28,7 @@ from pipeline.core.columns import (
 from pipeline.core.decoding import DecodedLines
 from pipeline.core.error_types import ErrorCounts, ErrorSummary, label_errors, run_errors
 from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE  # noqa: F401 (the outcomes, re-exported)
+from pipeline.core.operating_thresholds import OperatingThreshold, ThresholdRule, choose, threshold_rows
 from pipeline.core.ties import RECALL_POINTS, AreaCounts, TieBasis, tie_basis
 
 
@@ -148,9 +149,9 @@ class PrecisionSummary(NamedTuple):
         return self.best_recall
 
 
-def settled(totals: 'LabelTotals') -> 'LabelTotals':
-    """A run's label totals with the AP counts reduced to what the metrics need, and what ordering
-    its tied detections needs (None: the merged curve is exact)."""
+def settled(totals: 'LabelTotals', rule: ThresholdRule = ThresholdRule()) -> 'LabelTotals':
+    """A run's label totals with the AP counts reduced to what the metrics need, what ordering its
+    tied detections needs (None: the merged curve is exact), and the threshold `rule` chooses."""
     areas = [_merging(totals), *(_merging_counts(counts) for counts in totals.by_area or ())]
     merged = [counts if counts.distinct else PrecisionCounts.merge_all([counts]) for counts in areas]
     interpolated = [counts.interpolated() for counts in merged]
@@ -160,7 +161,14 @@ def settled(totals: 'LabelTotals') -> 'LabelTotals':
                                   counts.recall_within()) for counts, curve in zip(merged, interpolated)]
     errors = totals.errors.summary() if isinstance(totals.errors, ErrorCounts) else totals.errors
     return totals._replace(counts=summaries[0], by_area=None if totals.by_area is None else tuple(summaries[1:]),
-                           ties=ties, errors=errors)
+                           ties=ties, errors=errors, operating=_operating(totals, rule))
+
+
+def _operating(totals: 'LabelTotals', rule: ThresholdRule) -> Optional[OperatingThreshold]:
+    if not isinstance(totals.operating, PrecisionCounts):
+        return totals.operating
+    merged = totals.operating if totals.operating.distinct else PrecisionCounts.merge_all([totals.operating])
+    return choose(merged.scores, merged.tp[0], merged.fp[0], merged.ground_truth, rule)
 
 
 def raised_totals(totals: 'LabelTotals', precision: np.ndarray) -> 'LabelTotals':
@@ -388,12 +396,16 @@ class LabelTotals(NamedTuple):
     by_area: Optional[Tuple[Union['PrecisionCounts', 'PrecisionSummary'], ...]] = None
     ties: Optional[TieBasis] = None  # once settled, when its tied detections' order counts
     errors: Optional[Union['ErrorCounts', 'ErrorSummary']] = None  # TIDE's error types (error_types)
+    # The true and false positives at --eval_iou per score (a one-column PrecisionCounts) while being
+    # merged; once settled, the label's chosen threshold (operating_thresholds).
+    operating: Optional[Union['PrecisionCounts', OperatingThreshold]] = None
 
 
 def held_scores(parts: Sequence[LabelTotals]) -> int:
-    """The scores the AP and error counts of totals being merged hold (one per detection or distinct
-    score)."""
+    """The scores the AP, error and operating counts of totals being merged hold (one per detection or
+    distinct score)."""
     return sum(len(_merging(part).scores) + (len(part.errors.scores) if isinstance(part.errors, ErrorCounts) else 0)
+               + (len(part.operating.scores) if isinstance(part.operating, PrecisionCounts) else 0)
                for part in parts)
 
 
@@ -402,11 +414,13 @@ def merge_all_totals(parts: Sequence[LabelTotals]) -> LabelTotals:
     confidence_tp, confidence_fp, confidence_fn = (np.sum([getattr(part, name) for part in parts], axis=0)
                                                    for name in ('confidence_tp', 'confidence_fp', 'confidence_fn'))
     errors = [part.errors for part in parts if isinstance(part.errors, ErrorCounts)]
+    operating = [part.operating for part in parts if isinstance(part.operating, PrecisionCounts)]
     return LabelTotals(PrecisionCounts.merge_all([_merging(part) for part in parts]),
                        sum(part.detections for part in parts), sum(part.tp for part in parts),
                        sum(part.fp for part in parts), sum(part.fn for part in parts),
                        confidence_tp, confidence_fp, confidence_fn, _merged_by_area(parts),
-                       errors=ErrorCounts.merge_all(errors) if errors else None)
+                       errors=ErrorCounts.merge_all(errors) if errors else None,
+                       operating=PrecisionCounts.merge_all(operating) if operating else None)
 
 
 def _merged_by_area(parts: Sequence[LabelTotals]):
@@ -499,6 +513,8 @@ def label_metrics(label: str, totals: LabelTotals, thresholds: Sequence[float],
         'best_f1_confidence': CONFIDENCE_GRID[best] if totals.counts.ground_truth else None,
         'stats': label_stats(ap, totals.counts.recall_within(), thresholds, max_dets, totals.by_area),
         'errors': label_errors(totals.errors) if isinstance(totals.errors, ErrorSummary) else None,
+        'operating_threshold': totals.operating._asdict() if isinstance(totals.operating, OperatingThreshold)
+        else None,
     }
 
 
@@ -518,7 +534,7 @@ def run_metrics(prediction_run: Optional[str], images: int, detections: int, lab
         entries = [entry | {'stats': entry['stats'] | dict.fromkeys(SIZE_STATS)} for entry in entries]
     if with_prediction == 0:
         entries = [entry | {key: None for key in ('ap', 'ap_50', 'ap_75', 'ar', 'ap_per_iou', 'pr_curve', 'best_f1',
-                                                  'best_f1_confidence', 'errors')}
+                                                  'best_f1_confidence', 'errors', 'operating_threshold')}
                    | {'stats': dict.fromkeys(entry['stats'])} for entry in entries]
     return {
         'prediction_run': prediction_run, 'images': images,
@@ -635,6 +651,12 @@ class EvaluationFigures(NamedTuple):
 
     def confusion_rows(self) -> List[dict]:
         return [row for run in self.runs for row in confusion_rows(run.prediction_run, run.cells)]
+
+    def threshold_rows(self) -> List[dict]:
+        """The rows of thresholds.csv: each run's chosen threshold per label."""
+        return [row for run in self.runs for row in threshold_rows(run.prediction_run, [
+            (label, totals.operating) for label, totals in run.labels.items()
+            if isinstance(totals.operating, OperatingThreshold)])]
 
     def metric_rows(self) -> List[dict]:
         return [row for run in self.runs for row in metric_rows(run.prediction_run, run.labels, self.iou_thresholds)]

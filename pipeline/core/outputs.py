@@ -16,6 +16,7 @@ TABLES = ('detections', 'images')
 EVALUATION_FOLDER = 'evaluation'
 EVALUATION_TABLES = ('matches', 'confidence_metrics', 'confusion_matrix')
 METRICS_FILE = 'metrics.json'
+THRESHOLDS_FILE = 'thresholds.csv'
 EXPORT_FOLDER = 'export'
 EXPORT_FORMAT_FOLDERS = ('vertex_jsonl', 'automl_csv', 'coco', 'label_studio')
 EXPORT_DOCUMENTS = {'coco': 'annotations.json', 'label_studio': 'tasks.json'}
@@ -92,6 +93,12 @@ class OutputLayout(NamedTuple):
         return join_path(self.evaluation, METRICS_FILE) if self.evaluation else None
 
     @property
+    def evaluation_documents(self) -> List[str]:
+        """The evaluation's one-file documents: metrics.json and thresholds.csv."""
+        return [join_path(self.evaluation, name) for name in (METRICS_FILE, THRESHOLDS_FILE)] if self.evaluation \
+            else []
+
+    @property
     def default_summary(self) -> Optional[str]:
         return join_path(self.output, 'summary.json') if self.output else None
 
@@ -144,7 +151,7 @@ class OutputLayout(NamedTuple):
             return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest) or path in self.export_documents
                         or any(_is_summary_temp(path, document) for document in self.export_documents))
         if (self._has_dead_letter_name(path) or path in self.lock_files or path == self.report
-                or path == self.metrics_file):
+                or path in self.evaluation_documents):
             return True
         return any(path == summary or _is_summary_temp(path, summary) for summary in self.summaries)
 
@@ -167,6 +174,8 @@ class OutputLayout(NamedTuple):
             return 'it is where the report goes (or pass --report=false)'
         if path == self.metrics_file:
             return 'it is where the evaluation metrics go'
+        if path in self.evaluation_documents:
+            return 'it is where the evaluation\'s operating thresholds go'
         return None
 
     def _table_folder_of(self, path: str) -> Optional[str]:

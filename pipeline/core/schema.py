@@ -102,6 +102,21 @@ CONFUSION_COLUMNS: Tuple[Column, ...] = (
     Column('predicted_label', pa.string(), True, 'the detection\'s label; null for background (a missed box)'),
     Column('count', pa.int64(), False, 'boxes in this cell, at --eval_iou and --eval_confidence'),
 )
+# <output>/evaluation/thresholds.csv (core.operating_thresholds): what --label_thresholds @FILE reads.
+THRESHOLD_COLUMNS: Tuple[Column, ...] = (
+    _RUN,
+    Column('label', pa.string(), False, 'display name'),
+    Column('threshold', pa.float64(), True, 'the confidence to ship: detections scored at or above it are kept; '
+           'null when the rule cannot be met (see reason)'),
+    Column('precision', pa.float64(), True, 'tp / (tp + fp) at the threshold and --eval_iou'),
+    Column('recall', pa.float64(), True, 'tp / (tp + fn) at the threshold and --eval_iou'),
+    Column('f1', pa.float64(), True, 'harmonic mean of precision and recall'),
+    Column('rule', pa.string(), False, 'best_f1, target_precision or target_recall'),
+    Column('tp', pa.int64(), True, 'true positives kept at the threshold'),
+    Column('fp', pa.int64(), True, 'false positives kept at the threshold'),
+    Column('fn', pa.int64(), True, 'ground-truth boxes missed at the threshold'),
+    Column('reason', pa.string(), True, 'why the threshold is null; empty otherwise'),
+)
 METRIC_COLUMNS: Tuple[Column, ...] = (  # BigQuery only; metrics.json holds the same figures
     _RUN,
     Column('label', pa.string(), False, 'display name'),

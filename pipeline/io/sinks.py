@@ -149,6 +149,13 @@ def write_json_document(document, path: str) -> str:
     return path
 
 
+def write_text_document(text: str, path: str, mime_type: str = 'text/csv') -> str:
+    """One text document to `path` (thresholds.csv), written by one worker, as metrics.json is."""
+    with FileSystems.create(path, mime_type=mime_type) as handle:
+        handle.write(text.encode('utf-8'))
+    return path
+
+
 # The one file of a small table, named as the file sinks name theirs.
 SMALL_TABLE_FILE = 'part-00000-of-00001.parquet'
 

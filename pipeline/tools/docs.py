@@ -18,6 +18,7 @@ from pipeline.core.schema import (
     IMAGE_COLUMNS,
     MATCH_COLUMNS,
     METRIC_COLUMNS,
+    THRESHOLD_COLUMNS,
     Column,
 )
 from pipeline.tools import template
@@ -68,6 +69,7 @@ def sections() -> Dict[str, str]:
         'confidence_metrics': columns_table(CONFIDENCE_COLUMNS),
         'confusion_matrix': columns_table(CONFUSION_COLUMNS),
         'eval_metrics': columns_table(METRIC_COLUMNS),
+        'thresholds': columns_table(THRESHOLD_COLUMNS),
         'dead_letter_fields': ', '.join(f'`{name}`' for name in DEAD_LETTER_FIELDS),
     }
 

@@ -229,27 +229,53 @@ def curve_figure(confidence: Sequence[Mapping], runs: Sequence[Mapping]) -> Opti
                     _mark_points(pr_axes, run if entry is None else entry, run, rows, style['color'])
             if rows:
                 f1_axes.plot([r['confidence_threshold'] for r in rows], [r['f1'] for r in rows], label=name, **style)
+            chosen = None if entry is None else chosen_threshold(entry)
+            if chosen is not None:  # where thresholds.csv puts the label
+                f1_axes.plot([chosen['threshold']], [chosen['f1']], marker=CHOSEN_MARKERS.get(chosen['rule'], 'D'),
+                             markersize=9, linestyle='', color=style['color'])
         pr_axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='recall', ylabel='precision',
                     title=f'{shorten(_run_name(run["prediction_run"]))}: precision-recall at IoU '
                           f'{_number(run.get("pr_curve_iou"))}')
         f1_axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='confidence threshold', ylabel='F1',
                     title=f'F1 against confidence at IoU {_number(eval_iou)}')
         if pr_axes.get_legend_handles_labels()[0]:
-            pr_axes.legend(fontsize=7, title='o --eval_confidence, * best F1', title_fontsize=7)
+            pr_axes.legend(fontsize=7, title=_legend_title(run), title_fontsize=7)
     figure.tight_layout()
     return figure
 
 
 def _mark_points(axes, entry: Mapping, run: Mapping, rows: Sequence[Mapping], colour) -> None:
     """The label's (or the run's, summed over its labels) precision and recall at --eval_confidence,
-    and at the confidence of the best F1."""
+    and at its chosen threshold (thresholds.csv; for all labels, the best F1 of the confidence grid)."""
     labels = run['labels'] if entry is run else [entry]
     precision, recall, _ = operating_point({key: sum(e[key] or 0 for e in labels) for key in ('tp', 'fp', 'fn')})
     if precision is not None and recall is not None:
         axes.plot([recall], [precision], marker='o', linestyle='', color=colour)
+    chosen = chosen_threshold(entry) if entry is not run else None
+    if chosen is not None:
+        axes.plot([chosen['recall']], [chosen['precision']], marker=CHOSEN_MARKERS.get(chosen['rule'], 'D'),
+                  markersize=9, linestyle='', color=colour)
+        return
     best = max(rows, key=lambda r: r['f1'], default=None)
     if best is not None and best['f1'] > 0:
         axes.plot([best['recall']], [best['precision']], marker='*', markersize=10, linestyle='', color=colour)
+
+
+# The chosen threshold's mark: a star for the best F1 (as the grid's), a diamond for a target.
+CHOSEN_MARKERS = {'best_f1': '*', 'target_precision': 'D', 'target_recall': 'D'}
+
+
+def chosen_threshold(entry: Mapping) -> Optional[Mapping]:
+    """A label's operating threshold from metrics.json, when the rule found one."""
+    chosen = entry.get('operating_threshold')
+    return chosen if chosen and chosen.get('threshold') is not None else None
+
+
+def _legend_title(run: Mapping) -> str:
+    targets = {(chosen['rule'], chosen.get('target')) for chosen in (chosen_threshold(e) for e in run['labels'])
+               if chosen and chosen['rule'] != 'best_f1'}
+    shown = [f'{rule.split("_")[1]} \u2265 {_number(target)}' for rule, target in sorted(targets, key=str)]
+    return 'o --eval_confidence, * best F1' + ''.join(f', \u25c6 {text} (thresholds.csv)' for text in shown)
 
 
 def _number(value) -> str:
@@ -472,14 +498,15 @@ def labels_table(runs: Sequence[Mapping]) -> str:
     """Per label and run: support, AP, and precision, recall and F1 at --eval_confidence; sortable by
     any column (click its heading). A label without ground truth says so instead of an AP."""
     esc = html.escape
-    columns = ('AP', 'precision', 'recall', 'F1', 'tp', 'fp', 'fn')
+    columns = ('AP', 'precision', 'recall', 'F1', 'tp', 'fp', 'fn', 'chosen threshold')
     # The runs' names once each, over their columns (long names stay readable); the row below sorts.
     head = ('<tr><th colspan="2"></th>' + ''.join(
         f'<th colspan="{len(columns)}" class="run-name">{esc(_run_name(run["prediction_run"]))}</th>' for run in runs)
         + '</tr><tr><th>label</th><th>ground-truth boxes</th>' + ''.join(
             f'<th>{name}</th>' for _ in runs for name in columns) + '</tr>')
     parts = ['<h3>Per label</h3><p class="note">Click a heading to sort. Precision, recall and F1 at '
-             '--eval_confidence and --eval_iou; AP over the IoU thresholds.</p>',
+             '--eval_confidence and --eval_iou; AP over the IoU thresholds; the chosen threshold is the '
+             'label\'s in thresholds.csv (best F1, or --target_precision / --target_recall).</p>',
              f'<table id="evaluation-labels" class="sortable"><thead>{head}</thead><tbody>']
     by_run = [{entry['label']: entry for entry in run['labels']} for run in runs]
     for label in sorted({entry['label'] for run in runs for entry in run['labels']}):
@@ -494,8 +521,12 @@ def labels_table(runs: Sequence[Mapping]) -> str:
             where = f' data-run="{esc(_run_name(run["prediction_run"]))}" data-label="{esc(label)}"'
             ap_cell = (_cell(entry['ap'], where) if entry['ground_truth_boxes']
                        else '<td class="n">no ground truth</td>')
+            chosen = chosen_threshold(entry)
             cells += [ap_cell, _cell(precision), _cell(recall), _cell(f1),
-                      *(f'<td class="n" data-sort="{entry[k]}">{entry[k]:,}</td>' for k in ('tp', 'fp', 'fn'))]
+                      *(f'<td class="n" data-sort="{entry[k]}">{entry[k]:,}</td>' for k in ('tp', 'fp', 'fn')),
+                      '<td class="n">n/a</td>' if chosen is None else
+                      f'<td class="n" data-sort="{chosen["threshold"]!r}"{where} data-key="threshold" '
+                      f'title="{esc(chosen["rule"])}">{chosen["threshold"]:.4g}</td>']
         parts.append(f'<tr>{"".join(cells)}</tr>')
     parts.append('</tbody></table>')
     return '\n'.join(parts)

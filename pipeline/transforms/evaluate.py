@@ -28,6 +28,7 @@ from pipeline.core.evaluation import (
     settled,
     unpacked,
 )
+from pipeline.core.operating_thresholds import ThresholdRule
 from pipeline.core.ties import TieBasis, raises, tied_parts
 from pipeline.io.sizes import SizeResolver
 from pipeline.io.spill import SpillWriter, read_payload
@@ -134,9 +135,12 @@ COMPACT_AT = 2_000_000
 
 
 class MergeTotalsFn(beam.CombineFn):
-    """LabelTotals of the buckets -> the run's, for one label. Parts are gathered and merged many at
-    once (two by two would sort the growing score list once per bucket), whenever they hold more than
-    COMPACT_AT detections and at the end."""
+    """LabelTotals of the buckets -> the run's, for one label, settled with the threshold `rule`
+    chooses. Parts are gathered and merged many at once (two by two would sort the growing score list
+    once per bucket), whenever they hold more than COMPACT_AT detections and at the end."""
+
+    def __init__(self, rule: ThresholdRule = ThresholdRule()):
+        self._rule = rule
 
     def create_accumulator(self):
         return []
@@ -149,7 +153,7 @@ class MergeTotalsFn(beam.CombineFn):
         return _compacted([totals for accumulator in accumulators for totals in accumulator])
 
     def extract_output(self, accumulator):
-        return settled(merge_all_totals(accumulator)) if accumulator else None
+        return settled(merge_all_totals(accumulator), self._rule) if accumulator else None
 
 
 def _compacted(parts: List[LabelTotals]) -> List[LabelTotals]:
@@ -198,8 +202,9 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
                  ml_use: Optional[str] = None, known_runs: Sequence[Optional[str]] = (),
                  max_dets: Sequence[int] = COCO_MAX_DETS, spill_folder: Optional[str] = None,
                  fixed_size: Optional[Tuple[int, int]] = None, manifest: Optional[beam.PCollection] = None,
-                 error_images: bool = True):
+                 error_images: bool = True, rule: ThresholdRule = ThresholdRule()):
         super().__init__()
+        self._rule = rule  # how each label's operating threshold is chosen
         self._error_images = error_images  # False: `errors` stays empty (nothing reads it)
         self._spill_folder = spill_folder
         self._fixed_size = fixed_size
@@ -225,7 +230,7 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
                 runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest),
             ).with_output_types(pa.Table).with_outputs(
                 'totals', 'run_parts', 'counts', 'errors', 'tied', main='matches'))
-        totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn())
+        totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn(self._rule))
         # Equal scores in pycocotools' order: only those where true and false positives mix (see ties).
         bases = beam.pvalue.AsDict(totals | 'ScoresWithMixedOutcomes' >> beam.FlatMapTuple(
             lambda key, t: [(key, t.ties)] if t.ties is not None else []))

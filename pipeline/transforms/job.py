@@ -16,7 +16,8 @@ from pipeline.core import summary as run_summary
 from pipeline.core.counts import Counts
 from pipeline.core.evaluation import unpacked
 from pipeline.core.export import ExportBatch, first_lines
-from pipeline.core.outputs import EVALUATION_FOLDER, METRICS_FILE
+from pipeline.core.operating_thresholds import ThresholdRule, csv_text
+from pipeline.core.outputs import EVALUATION_FOLDER, METRICS_FILE, THRESHOLDS_FILE
 from pipeline.core.schema import (
     CONFIDENCE_SCHEMA,
     CONFUSION_SCHEMA,
@@ -27,11 +28,18 @@ from pipeline.core.schema import (
     IMAGE_COLUMNS,
     IMAGES_SCHEMA,
     MATCHES_SCHEMA,
+    THRESHOLD_COLUMNS,
 )
 from pipeline.io import summary_files
 from pipeline.io.bigquery import WriteBigQueryTable, evaluation_tables, table_rows
 from pipeline.io.locks import release_gcs_lock
-from pipeline.io.sinks import WriteDeadLetterFiles, WriteParquetTable, write_json_document, write_small_table
+from pipeline.io.sinks import (
+    WriteDeadLetterFiles,
+    WriteParquetTable,
+    write_json_document,
+    write_small_table,
+    write_text_document,
+)
 from pipeline.io.spill import read_payload
 from pipeline.transforms.count import (
     METRICS_NAMESPACE,
@@ -64,6 +72,7 @@ class EvaluationWritten(NamedTuple):
     metrics: PCollection
     runs: PCollection
     metrics_file: Optional[PCollection]
+    thresholds_file: Optional[PCollection]
     match_files: Optional[PCollection]
     confidence_files: Optional[PCollection]
     confusion_files: Optional[PCollection]
@@ -125,7 +134,8 @@ class PredictionsToTables(beam.PTransform):
             outcome = None if metrics_document is None else run_summary.EvaluationOutcome(
                 metrics_document, run_images, confidence_rows, confusion_rows)
             rows = summary_files.count_output_rows({name: paths for name, paths in listed.items()
-                                                    if name != 'evaluation_metrics' and not name.startswith('export_')})
+                                                    if name not in ('evaluation_metrics', 'evaluation_thresholds')
+                                                    and not name.startswith('export_')})
             run = run_summary.run_record(settings, datetime.datetime.now(datetime.timezone.utc), beam.__version__)
             summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed, rows, outcome, run)
             if settings.outputs.report_file:
@@ -142,6 +152,7 @@ class PredictionsToTables(beam.PTransform):
         waits: Dict[str, Any] = {}
         if evaluation is not None:
             written_files += [('evaluation_metrics', evaluation.metrics_file),
+                              ('evaluation_thresholds', evaluation.thresholds_file),
                               ('evaluation_matches', evaluation.match_files),
                               ('evaluation_confidence', evaluation.confidence_files),
                               ('evaluation_confusion', evaluation.confusion_files)]
@@ -272,18 +283,23 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
                                                          options.max_dets, options.spill_folder,
                                                          options.fixed_image_size, parsed.manifest,
                                                          error_images=settings.export.enabled
-                                                         and settings.export.export_select == 'errors'))
+                                                         and settings.export.export_select == 'errors',
+                                                         rule=ThresholdRule.of(options.target_precision,
+                                                                               options.target_recall)))
     figures = result.figures
     metrics = figures | 'MetricsDocument' >> beam.Map(lambda f: f.metrics_document())
     runs = figures | 'RunImages' >> beam.FlatMap(lambda f: [(run.prediction_run, run.images) for run in f.runs])
     confidence_rows = figures | 'CountConfidenceRows' >> beam.Map(lambda f: len(f.confidence_rows()))
     confusion_rows = figures | 'CountConfusionRows' >> beam.Map(lambda f: len(f.confusion_rows()))
-    metrics_file = match_files = confidence_files = confusion_files = None
+    metrics_file = thresholds_file = match_files = confidence_files = confusion_files = None
     root = settings.outputs.output
     if root:
         evaluation_root = join_path(root, EVALUATION_FOLDER)
         metrics_file = metrics | 'WriteMetrics' >> beam.Map(write_json_document,
                                                             join_path(evaluation_root, METRICS_FILE))
+        thresholds_path, fields = join_path(evaluation_root, THRESHOLDS_FILE), [c.name for c in THRESHOLD_COLUMNS]
+        thresholds_file = figures | 'WriteThresholds' >> beam.Map(
+            lambda f: write_text_document(csv_text(f.threshold_rows(), fields), thresholds_path))
         match_files = result.matches | 'WriteMatches' >> WriteParquetTable(evaluation_root, 'matches', MATCHES_SCHEMA)
         confidence_folder = join_path(evaluation_root, 'confidence_metrics')
         confidence_files = figures | 'WriteConfidence' >> beam.Map(
@@ -302,7 +318,7 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
             written = rows | f'WriteEval{name}Table' >> bigquery_write(settings, table, columns)
             rejected.append(written.failures)
             table_writes.append(written.done)
-    return EvaluationWritten(metrics, runs, metrics_file, match_files, confidence_files,
+    return EvaluationWritten(metrics, runs, metrics_file, thresholds_file, match_files, confidence_files,
                              confusion_files, confidence_rows, confusion_rows, tuple(table_writes),
                              tuple(rejected), (result.counts, truth.counts) | 'EvaluationCounts' >> beam.Flatten(),
                              result.errors, truth.dead_letters)

@@ -308,9 +308,10 @@ def test_the_evaluation_folders_and_metrics_are_ours_only_when_the_run_evaluates
     evaluating = OutputLayout.of('/o', '/o/dead_letter', '/o/summary.json', report=False, evaluation=True)
     plain = OutputLayout.of('/o', '/o/dead_letter', '/o/summary.json', report=False)
     existing = ['/o/evaluation/metrics.json', '/o/evaluation/matches/part-00000-of-00001.parquet',
-                '/o/evaluation/confusion_matrix/notes.txt']
+                '/o/evaluation/thresholds.csv', '/o/evaluation/confusion_matrix/notes.txt']
     stale = survey(evaluating, existing, [], stale_locks=set(evaluating.lock_files))
-    assert stale.ours == sorted(existing[:2])
+    assert stale.ours == sorted(existing[:3])
     assert [c.path for c in stale.conflicts] == ['/o/evaluation/confusion_matrix/notes.txt']
     assert survey(plain, existing, [], stale_locks=set(plain.lock_files)) == ([], [])
     assert evaluating.write_targets('/o/evaluation/metrics.json') == 'it is where the evaluation metrics go'
+    assert 'operating thresholds' in evaluating.write_targets('/o/evaluation/thresholds.csv')

@@ -223,6 +223,10 @@ def test_the_evaluation_section_shows_metrics_json_and_both_galleries(evaluation
     metrics = json.loads((evaluation_report / 'evaluation' / 'metrics.json').read_text())
     shown = dict(re.findall(r'data-run="([^"]+)" data-key="map">([^<]+)<', text))
     assert shown == {run['prediction_run']: f'{run["map"]:.4f}' for run in metrics['runs']}
+    shown = set(re.findall(r'data-run="([^"]+)" data-label="([^"]+)" data-key="threshold"[^>]*>([^<]+)<', text))
+    assert shown and shown == {(run['prediction_run'], entry['label'], f'{entry["operating_threshold"]["threshold"]:.4g}')
+                               for run in metrics['runs'] for entry in run['labels']
+                               if (entry['operating_threshold'] or {}).get('threshold') is not None}
     for name in ('ap_small', 'ar_1', 'ar_large'):  # the twelve COCO numbers, per run
         shown = dict(re.findall(rf'data-run="([^"]+)" data-key="stats.{name}">([^<]+)<', text))
         assert shown == {run['prediction_run']: 'n/a' if run['stats'][name] is None else f'{run["stats"][name]:.4f}'

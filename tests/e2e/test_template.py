@@ -110,6 +110,10 @@ CASES = [
     ('max_dets', '1, 10, 0', True), ('max_dets', '1;10', False), ('max_dets', '-1', False), ('max_dets', '', False),
     ('eval_iou', '0.5', True), ('eval_iou', '1', True), ('eval_iou', '2', False),
     ('eval_confidence', '0', True), ('eval_confidence', '0.9', True), ('eval_confidence', '90%', False),
+    ('target_precision', '0.9', True), ('target_precision', '1.5', False), ('target_recall', '0.5', True),
+    ('target_recall', 'high', False),
+    ('label_thresholds', '@gs://bucket/out/evaluation/thresholds.csv', True),
+    ('label_thresholds', '@/local/thresholds.csv', False),
     ('export', 'coco', True), ('export', 'vertex_jsonl,automl_csv,coco,label_studio', True),
     ('export', 'yolo', False), ('export', 'coco, label_studio', False), ('export', '', False),
     ('export_select', 'kept', True), ('export_select', 'uncertain', True), ('export_select', 'all', False),
@@ -124,7 +128,7 @@ SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]'), ('i
               ('iou_thresholds', '0,0.5'), ('eval_iou', '0'), ('export', 'coco,coco'),
               ('uncertain_max', '0.1'), ('max_dets', '10,1'), ('max_dets', '0,10')}
 EVALUATION = {'ground_truth_format', 'ground_truth_image_prefix', 'ml_use', 'iou_thresholds', 'max_dets',
-              'eval_iou', 'eval_confidence'}
+              'eval_iou', 'eval_confidence', 'target_precision', 'target_recall'}
 EXPORT = {'export_select', 'uncertain_min', 'uncertain_max', 'export_ml_use', 'export_image_prefix',
           'label_studio_from_name', 'label_studio_to_name'}
 
@@ -150,6 +154,8 @@ def accepted(name, value):
     except OptionError:
         return False
     on_dataflow = {'input', 'output', 'dead_letter', 'image_sizes', 'summary', 'ground_truth'}  # gs:// there
+    if name == 'label_thresholds' and value.startswith('@'):  # a file, read at launch: gs:// on Dataflow
+        return value.startswith('@gs://')
     return value.startswith('gs://') if name in on_dataflow else True
 
 
@@ -192,11 +198,12 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
               'ml_use': 'unassigned', 'iou_thresholds': '0.5,0.75', 'max_dets': '1,5,50', 'eval_iou': '0.6', 'eval_confidence': '0.4',
               'export': 'vertex_jsonl,label_studio', 'export_select': 'uncertain', 'uncertain_min': '0.2',
               'uncertain_max': '0.9', 'export_ml_use': 'test', 'export_image_prefix': 'gs://x/=/y/',
-              'label_studio_from_name': 'tag', 'label_studio_to_name': 'img'}
+              'label_studio_from_name': 'tag', 'label_studio_to_name': 'img', 'target_recall': '0.3'}
     all_names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
     bigquery = {'output_table', 'images_table', 'dead_letter_table', 'write_disposition',
                 'bigquery_method'}  # run against the emulator in test_cloud.py
-    names = [name for name in all_names if name not in bigquery]
+    exclusive = {'target_precision'}  # one target at a time: --target_recall stands for both
+    names = [name for name in all_names if name not in bigquery | exclusive]
     assert set(values) | {'input', 'output', 'dead_letter', 'summary'} == set(names)
 
     def args(out):

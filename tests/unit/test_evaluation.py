@@ -204,7 +204,7 @@ def test_the_run_metrics_are_pycocotools_summary(seed):
         assert entry['tp'] + entry['fp'] <= entry['detections']  # the rest matched crowd boxes
         assert set(entry) == {'label', 'ground_truth_boxes', 'detections', 'ap', 'ap_50', 'ap_75', 'ar',
                               'ap_per_iou', 'pr_curve', 'tp', 'fp', 'fn', 'best_f1', 'best_f1_confidence', 'stats',
-                              'errors'}
+                              'errors', 'operating_threshold'}
 
 
 @pytest.mark.parametrize('eval_iou, at', [(0.5, 0), (COCO_IOU_THRESHOLDS[5], 5), (0.52, 0)])
