@@ -64,3 +64,10 @@ def test_the_core_is_pure(module, path):
         assert not beam_imports, f'{module} imports {beam_imports}'
     else:
         assert beam_imports <= {'apache_beam.options.pipeline_options'}, beam_imports
+
+
+def test_every_test_module_has_its_own_name():
+    # pytest imports test modules by their base name (no __init__.py here): two of one name in two
+    # folders stop the whole run at collection.
+    names = [path.name for path in (ROOT / 'tests').rglob('test_*.py')]
+    assert len(names) == len(set(names)), sorted(name for name in names if names.count(name) > 1)
