@@ -196,21 +196,41 @@ def shared_run_names(pattern: str, input_shards) -> Tuple[Tuple[str, str], ...]:
 
 def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip, renamed: Dict[str, str]) -> dict:
     """The ground-truth files with their formats, the count of evaluation buckets from the size of the
-    input (`input_shards`: path -> size) and the input's prediction runs; raises OptionError."""
-    if not evaluation.enabled:
+    input (`input_shards`: path -> size), the input's prediction runs and the base run of a comparison;
+    raises OptionError."""
+    if not evaluation.joined:
         return {}
-    try:
-        files = resolve_ground_truth(required(evaluation.ground_truth, 'ground_truth'),
-                                     evaluation.ground_truth_format, skip)
-    except GroundTruthError as exc:
-        raise OptionError(str(exc)) from None
+    files: Tuple[Tuple[str, str], ...] = ()
+    if evaluation.enabled:
+        try:
+            files = tuple(resolve_ground_truth(required(evaluation.ground_truth, 'ground_truth'),
+                                               evaluation.ground_truth_format, skip))
+        except GroundTruthError as exc:
+            raise OptionError(str(exc)) from None
     try:
         shards = input_shards()
     except Exception:  # check_input has said so; the runs are then those of the lines read
         shards = {}
-    runs = {prediction_run(path, renamed) for path in shards}
-    return {'ground_truth_files': tuple(files), 'buckets': bucket_count(sum(shards.values())),
-            'runs': tuple(sorted(runs, key=lambda run: (run is not None, run or '')))}
+    runs = tuple(sorted({prediction_run(path, renamed) for path in shards},
+                        key=lambda run: (run is not None, run or '')))
+    base = () if evaluation.compare_to is None else (compare_base(evaluation.compare_to, runs),)
+    return {'ground_truth_files': files, 'buckets': bucket_count(sum(shards.values())), 'runs': runs,
+            'compare_base': base}
+
+
+def compare_base(given: str, runs: Sequence[Optional[str]]) -> Optional[str]:
+    """The run --compare_to names among the input's (`first`: the first in name order); raises
+    OptionError when the input has fewer than two runs or not this one."""
+    shown = ', '.join('(no run folder)' if run is None else run for run in runs) or 'none'
+    if len(runs) < 2:
+        raise OptionError(f'--compare_to: the input holds {len(runs)} prediction run(s) ({shown}); a comparison '
+                          'needs two or more (give a prefix that holds the run folders)')
+    if given == 'first':
+        return runs[0]
+    if given not in runs:
+        raise OptionError(f'--compare_to: no prediction run {given!r} in the input; its runs: {shown} (or give '
+                          'first)')
+    return given
 
 
 def output_layout(settings: Settings, local: bool, pattern: str) -> OutputLayout:
@@ -220,7 +240,7 @@ def output_layout(settings: Settings, local: bool, pattern: str) -> OutputLayout
     report = settings.report.report if settings.report.report is not None else local
     layout = OutputLayout.of(absolute(outputs.output), absolute(outputs.dead_letter),
                              absolute(outputs.summary), report, evaluation=settings.evaluation.enabled,
-                             export=settings.export.enabled)
+                             export=settings.export.enabled, comparison=settings.evaluation.compare_to is not None)
     check_locations(layout, required(settings.input.input, 'input'), pattern)
     return layout
 
@@ -526,7 +546,7 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
         # BigQuery output only: the summary still comes back to print, through a scratch file.
         scratch = tempfile.mkdtemp(prefix='prediction-tables-')
         settings = settings.resolved(outputs={'summary': os.path.join(scratch, 'summary.json')})
-    spill = make_spill_folder() if local and (settings.evaluation.enabled or settings.export.enabled) else None
+    spill = make_spill_folder() if local and (settings.evaluation.joined or settings.export.enabled) else None
     if spill:
         settings = settings.resolved(evaluation={'spill_folder': spill})
     try:

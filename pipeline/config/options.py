@@ -60,6 +60,7 @@ EXPORT_RE = r'^(vertex_jsonl|automl_csv|coco|label_studio)(,(vertex_jsonl|automl
 EXPORT_SELECT_RE = r'^(kept|uncertain|errors)$'
 EXPORT_ML_USE_RE = r'^(training|validation|test)$'
 NAME_RE = r'^[A-Za-z_][A-Za-z0-9_.-]*$'
+RUN_NAME_RE = r'^\S(.*\S)?$'
 SUBSCRIPTION_RE = rf'^projects/({_PROJECT})/subscriptions/([A-Za-z][-A-Za-z0-9_.~+%]{{2,254}})$'
 
 # A run is a batch run over what --input holds, or a streaming run over what --input_subscription
@@ -242,6 +243,11 @@ def parse_export_formats(text: str) -> Tuple[str, ...]:
     if len(set(formats)) != len(formats):
         raise ValueError(f'{text!r} names a format twice')
     return tuple(formats)
+
+
+def parse_run_name(text: str) -> str:
+    """A prediction run's name as the tables give it, or `first`; checked against the input at launch."""
+    return _check_shape(text, RUN_NAME_RE, 'a prediction run\'s name (its folder), or first').group(0)
 
 
 def parse_positive_int(text: str) -> int:
@@ -460,8 +466,8 @@ OPTIONS = (
            parse_max_dets, default=COCO_MAX_DETS, regex=MAX_DETS_RE, modes=(BATCH,)),
     Option('eval_iou', 'Evaluation IoU',
            'The IoU (above 0, at most 1) of the per-box outcomes, the tp/fp/fn counts, the confidence '
-           'metrics and the confusion matrix.', parse_positive_iou, default=0.5, regex=FRACTION_RE,
-           modes=(BATCH,)),
+           'metrics and the confusion matrix; and at which --compare_to matches two runs\' boxes.',
+           parse_positive_iou, default=0.5, regex=FRACTION_RE, modes=(BATCH,)),
     Option('eval_confidence', 'Confusion matrix confidence',
            'The confidence (0 to 1) at or above which detections enter the confusion matrix.',
            parse_fraction, default=0.5, regex=FRACTION_RE, modes=(BATCH,)),
@@ -473,6 +479,11 @@ OPTIONS = (
            'Each label\'s operating threshold: the highest at which its recall at --eval_iou reaches this '
            '(0 to 1), instead of the best F1. Not with --target_precision.',
            parse_fraction, regex=FRACTION_RE, modes=(BATCH,)),
+    Option('compare_to', 'Base run to compare against',
+           'A prediction_run of the input (the name the tables give it), or first (the first in name order): '
+           'every other run is compared with it image by image, boxes matched at --eval_iou, into '
+           '<output>/comparison/ and comparison.json. Needs no ground truth.',
+           parse_run_name, regex=RUN_NAME_RE, modes=(BATCH,)),
     Option('export', 'Export formats',
            'Write the kept boxes for review and relabeling under <output>/export/<format>/: comma-separated '
            'vertex_jsonl (Vertex AI import), automl_csv (AutoML Vision import), coco, label_studio.',
@@ -525,7 +536,7 @@ OPTION_GROUPS = (
     ('Report', ('report', 'report_samples', 'report_image_mirror')),
     ('Evaluation', ('ground_truth', 'ground_truth_format', 'ground_truth_image_prefix', 'ml_use',
                     'iou_thresholds', 'max_dets', 'eval_iou', 'eval_confidence', 'target_precision',
-                    'target_recall')),
+                    'target_recall', 'compare_to')),
     ('Export', ('export', 'export_select', 'uncertain_min', 'uncertain_max', 'export_ml_use',
                 'export_image_prefix', 'label_studio_from_name', 'label_studio_to_name')),
 )

@@ -113,6 +113,7 @@ class EvaluationSettings:
     eval_confidence: float
     target_precision: Optional[float]  # each label's operating threshold: None and None, the best F1
     target_recall: Optional[float]
+    compare_to: Optional[str]  # as given: a run's name, or 'first'
     ground_truth_files: Tuple[Tuple[str, str], ...] = ()  # (path, format) of each file, found at launch
     buckets: int = 1  # images are evaluated in this many buckets, from the input's size at launch
     spill_folder: Optional[str] = None  # a local run's folder for the join's parts (io.spill), made at launch
@@ -122,9 +123,18 @@ class EvaluationSettings:
     # --image_size, also the size of the ground-truth images that no line of a run gives one.
     fixed_image_size: Optional[Tuple[int, int]] = None
 
+    # (the base run,) that --compare_to names, found at launch (a run may be None: no run folder);
+    # () without a comparison.
+    compare_base: Tuple[Optional[str], ...] = ()
+
     @property
     def enabled(self) -> bool:
         return self.ground_truth is not None
+
+    @property
+    def joined(self) -> bool:
+        """Whether the prediction lines are joined by image bucket: to evaluate them, or compare runs."""
+        return self.enabled or self.compare_to is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +262,8 @@ NEEDS = {
 
 def _check_needs(given: Mapping[str, Any]) -> None:
     for name, (needed, what) in NEEDS.items():
+        if name == 'eval_iou' and given.get('compare_to') is not None:  # the comparison matches at it too
+            continue
         if given.get(name) is not None and given.get(needed) in (None, ()):
             raise OptionError(f'--{name} needs --{needed} ({what}); without it, it would do nothing')
 

@@ -30,6 +30,9 @@ IMAGES_WITHOUT_PREDICTION = 'images_without_prediction'
 PREDICTIONS_WITHOUT_GROUND_TRUTH = 'predictions_without_ground_truth'
 FURTHER_LINES_OF_EVALUATED_IMAGES = 'further_lines_of_evaluated_images'
 EVALUATION_MATCH_ROWS = 'evaluation_match_rows'
+# Run against run (--compare_to): lines of an image beyond its first (of its run), not compared; rows.
+COMPARISON_FURTHER_LINES = 'comparison_further_lines'
+COMPARISON_ROWS = 'comparison_rows'
 # Export (--export): lines of an image beyond its first (of its run), left out of every format.
 EXPORT_FURTHER_LINES = 'export_further_lines'
 

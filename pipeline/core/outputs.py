@@ -17,6 +17,8 @@ EVALUATION_FOLDER = 'evaluation'
 EVALUATION_TABLES = ('matches', 'confidence_metrics', 'confusion_matrix')
 METRICS_FILE = 'metrics.json'
 THRESHOLDS_FILE = 'thresholds.csv'
+COMPARISON_FOLDER = 'comparison'  # a table folder: <output>/comparison/part-*.parquet
+COMPARISON_FILE = 'comparison.json'  # beside it, in the output root
 EXPORT_FOLDER = 'export'
 EXPORT_FORMAT_FOLDERS = ('vertex_jsonl', 'automl_csv', 'coco', 'label_studio')
 EXPORT_DOCUMENTS = {'coco': 'annotations.json', 'label_studio': 'tasks.json'}
@@ -54,14 +56,16 @@ class OutputLayout(NamedTuple):
     report: Optional[str]  # <output>/report/index.html when the report is built
     evaluation: Optional[str] = None  # <output>/evaluation when the run evaluates against ground truth
     export: Optional[str] = None  # <output>/export when the run exports boxes
+    comparison: Optional[str] = None  # <output>/comparison when the run compares prediction runs
 
     @classmethod
     def of(cls, output: Optional[str], dead_letter: Optional[str], summary: Optional[str],
-           report: bool, evaluation: bool = False, export: bool = False) -> 'OutputLayout':
+           report: bool, evaluation: bool = False, export: bool = False, comparison: bool = False) -> 'OutputLayout':
         return cls(output and normalize(output), dead_letter and normalize(dead_letter), summary,
                    join_path(output, 'report', 'index.html') if output and report else None,
                    join_path(output, EVALUATION_FOLDER) if output and evaluation else None,
-                   join_path(output, EXPORT_FOLDER) if output and export else None)
+                   join_path(output, EXPORT_FOLDER) if output and export else None,
+                   join_path(output, COMPARISON_FOLDER) if output and comparison else None)
 
     def with_every_folder(self) -> 'OutputLayout':
         """The layout with the evaluation's and the exports' folders whatever this run makes: where
@@ -69,7 +73,8 @@ class OutputLayout(NamedTuple):
         if not self.output:
             return self
         return self._replace(evaluation=join_path(self.output, EVALUATION_FOLDER),
-                             export=join_path(self.output, EXPORT_FOLDER))
+                             export=join_path(self.output, EXPORT_FOLDER),
+                             comparison=join_path(self.output, COMPARISON_FOLDER))
 
     @property
     def table_folders(self) -> List[str]:
@@ -77,6 +82,8 @@ class OutputLayout(NamedTuple):
         folders = [join_path(self.output, name) for name in TABLES] if self.output else []
         if self.evaluation:
             folders += [join_path(self.evaluation, name) for name in EVALUATION_TABLES]
+        if self.comparison:
+            folders.append(self.comparison)
         if self.export:
             folders += [join_path(self.export, name) for name in EXPORT_FORMAT_FOLDERS]
         return folders
@@ -93,10 +100,14 @@ class OutputLayout(NamedTuple):
         return join_path(self.evaluation, METRICS_FILE) if self.evaluation else None
 
     @property
-    def evaluation_documents(self) -> List[str]:
-        """The evaluation's one-file documents: metrics.json and thresholds.csv."""
-        return [join_path(self.evaluation, name) for name in (METRICS_FILE, THRESHOLDS_FILE)] if self.evaluation \
-            else []
+    def documents(self) -> List[str]:
+        """The one-file documents of the evaluation (metrics.json, thresholds.csv) and of the
+        comparison (comparison.json)."""
+        documents = [join_path(self.evaluation, name) for name in (METRICS_FILE, THRESHOLDS_FILE)] \
+            if self.evaluation else []
+        if self.comparison and self.output:
+            documents.append(join_path(self.output, COMPARISON_FILE))
+        return documents
 
     @property
     def default_summary(self) -> Optional[str]:
@@ -151,7 +162,7 @@ class OutputLayout(NamedTuple):
             return bool(_TABLE_FILE.fullmatch(rest) or _BEAM_TEMP.fullmatch(rest) or path in self.export_documents
                         or any(_is_summary_temp(path, document) for document in self.export_documents))
         if (self._has_dead_letter_name(path) or path in self.lock_files or path == self.report
-                or path in self.evaluation_documents):
+                or path in self.documents):
             return True
         return any(path == summary or _is_summary_temp(path, summary) for summary in self.summaries)
 
@@ -174,8 +185,9 @@ class OutputLayout(NamedTuple):
             return 'it is where the report goes (or pass --report=false)'
         if path == self.metrics_file:
             return 'it is where the evaluation metrics go'
-        if path in self.evaluation_documents:
-            return 'it is where the evaluation\'s operating thresholds go'
+        if path in self.documents:
+            return ('it is where the comparison of the runs goes' if path.endswith(COMPARISON_FILE)
+                    else 'it is where the evaluation\'s operating thresholds go')
         return None
 
     def _table_folder_of(self, path: str) -> Optional[str]:

@@ -33,6 +33,7 @@ def run_warnings(summary: Mapping, settings: Settings, seen_labels: Optional[Ite
     if seen_labels is not None:
         found += labels_never_seen(settings, set(seen_labels))
     found += empty_exports(summary, settings)
+    found += comparison_overlap(summary)
     return [warning.as_dict() for warning in found]
 
 
@@ -99,6 +100,28 @@ def ground_truth_overlap(summary: Mapping, settings: Settings) -> List[RunWarnin
              'ground_truth_only_example': run.get('ground_truth_only'),
              'prediction_only_example': run.get('prediction_only')},
             'make both sides name images by the same URI' + prefix_hint))
+    return found
+
+
+def comparison_overlap(summary: Mapping) -> List[RunWarning]:
+    """A run compared with the base on under half of either one's images (or none)."""
+    if 'comparison' not in summary:
+        return []
+    found = []
+    base = summary['comparison']['base_run'] or '(no run folder)'
+    for run in summary['comparison']['runs']:
+        shared = run['compared']
+        run_images, base_images = shared + run['only_in_run'], shared + run['only_in_base']
+        if shared >= LOW_OVERLAP * run_images and shared >= LOW_OVERLAP * base_images and shared:
+            continue
+        name = run['prediction_run'] or '(no run folder)'
+        what = 'no image: its agreement is null, not 0' if not shared else f'only {shared:,} images'
+        found.append(RunWarning(
+            'comparison_no_overlap' if not shared else 'comparison_low_overlap',
+            f'run {name} and the base run {base} share {what}. The run has {run_images:,} images, the base '
+            f'{base_images:,}', {'prediction_run': run['prediction_run'], 'base_run': summary['comparison']['base_run'],
+                                 'run_images': run_images, 'base_images': base_images, 'shared_images': shared},
+            'compare runs over the same images (the same URIs), or choose another --compare_to'))
     return found
 
 

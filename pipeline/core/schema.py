@@ -102,6 +102,28 @@ CONFUSION_COLUMNS: Tuple[Column, ...] = (
     Column('predicted_label', pa.string(), True, 'the detection\'s label; null for background (a missed box)'),
     Column('count', pa.int64(), False, 'boxes in this cell, at --eval_iou and --eval_confidence'),
 )
+# <output>/comparison/ (core.comparison): a run's boxes against the base run's, image by image.
+COMPARISON_COLUMNS: Tuple[Column, ...] = (
+    Column('prediction_run', pa.string(), True, 'the run compared (null: shards outside a run folder)'),
+    Column('base_run', pa.string(), True, 'the run it is compared against (--compare_to)'),
+    Column('image_uri', pa.string(), False, 'an image both runs have'),
+    Column('outcome', pa.string(), False, 'same, relabelled, moved (a pair of boxes), added (the run\'s box '
+           'alone) or removed (the base\'s box alone)'),
+    Column('label', pa.string(), True, 'the run\'s box\'s label; null for removed'),
+    Column('base_label', pa.string(), True, 'the base\'s box\'s label; null for added'),
+    Column('score', pa.float64(), True, 'the run\'s box\'s score; null for removed'),
+    Column('base_score', pa.float64(), True, 'the base\'s box\'s score; null for added'),
+    Column('score_change', pa.float64(), True, 'score - base_score, for a pair'),
+    Column('iou', pa.float64(), True, 'of the two boxes of a pair; null for added and removed'),
+    Column('x_min', pa.float64(), True, 'the run\'s box, normalized; null for removed'),
+    Column('y_min', pa.float64(), True, 'the run\'s box, normalized'),
+    Column('x_max', pa.float64(), True, 'the run\'s box, normalized'),
+    Column('y_max', pa.float64(), True, 'the run\'s box, normalized'),
+    Column('base_x_min', pa.float64(), True, 'the base\'s box, normalized; null for added'),
+    Column('base_y_min', pa.float64(), True, 'the base\'s box, normalized'),
+    Column('base_x_max', pa.float64(), True, 'the base\'s box, normalized'),
+    Column('base_y_max', pa.float64(), True, 'the base\'s box, normalized'),
+)
 # <output>/evaluation/thresholds.csv (core.operating_thresholds): what --label_thresholds @FILE reads.
 THRESHOLD_COLUMNS: Tuple[Column, ...] = (
     _RUN,
@@ -180,5 +202,6 @@ def bigquery_schema(columns: Tuple[Column, ...]) -> dict:
 DETECTIONS_SCHEMA = arrow_schema(DETECTION_COLUMNS)
 IMAGES_SCHEMA = arrow_schema(IMAGE_COLUMNS)
 MATCHES_SCHEMA = arrow_schema(MATCH_COLUMNS)
+COMPARISON_SCHEMA = arrow_schema(COMPARISON_COLUMNS)
 CONFIDENCE_SCHEMA = arrow_schema(CONFIDENCE_COLUMNS)
 CONFUSION_SCHEMA = arrow_schema(CONFUSION_COLUMNS)

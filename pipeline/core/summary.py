@@ -38,9 +38,10 @@ def run_record(settings: Settings, finished: datetime.datetime, beam_version: st
 def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings, pattern: str,
                   outputs: Optional[Mapping[str, List[str]]] = None,
                   output_rows: Optional[Mapping[str, int]] = None,
-                  evaluation: Optional[EvaluationOutcome] = None, run: Optional[Mapping] = None) -> Dict:
+                  evaluation: Optional[EvaluationOutcome] = None, run: Optional[Mapping] = None,
+                  comparison: Optional[Mapping] = None) -> Dict:
     """`output_rows`: the rows the files listed in `outputs` hold, per output, as read back; `run`:
-    the run's record (run_record)."""
+    the run's record (run_record); `comparison`: comparison.json's document."""
     get = counts.get
     lines_read, blank = get(names.LINES_READ), get(names.BLANK_LINES)
     non_blank = lines_read - blank
@@ -55,6 +56,8 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
                              evaluation_confidence=evaluation.confidence_rows,
                              evaluation_confusion=evaluation.confusion_rows)
         ground_truth = ground_truth_section(counts, dead[INVALID_GROUND_TRUTH])
+    if comparison is not None:
+        expected_rows['comparison'] = get(names.COMPARISON_ROWS)
     files_check = {name: {'files': len((outputs or {}).get(name, [])), 'rows': rows,
                           'expected': expected_rows[name], 'holds': rows == expected_rows[name]}
                    for name, rows in (output_rows or {}).items()}
@@ -133,6 +136,8 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
                                           'evaluation': evaluation_section(counts, evaluation)}),
         **({'export': export_section(counts, settings.export.export),
             'export_further_lines': get(names.EXPORT_FURTHER_LINES)} if settings.export.enabled else {}),
+        **({} if comparison is None else {'comparison': {
+            **comparison, 'further_lines': get(names.COMPARISON_FURTHER_LINES)}}),
     }
     summary['warnings'] = run_warnings(summary, settings, counts.seen_labels)
     return summary
@@ -202,6 +207,8 @@ def render(summary: Mapping) -> str:
     ]
     if 'evaluation' in summary:
         rows[-1:-1] = evaluation_rows(summary)
+    if 'comparison' in summary:
+        rows[-1:-1] = comparison_rows(summary['comparison'])
     for fmt, figures in summary.get('export', {}).items():
         removed = ', '.join(f'{reason.replace("_", " ")} {n}' for reason, n in figures['removed'].items())
         rows.insert(len(rows) - 1, (f'export {fmt}', f'{figures["images"]} images, {figures["boxes"]} boxes'
@@ -235,6 +242,20 @@ def evaluation_rows(summary: Mapping) -> List[tuple]:
             rows.append(('    small / medium / large', ', '.join(
                 f'{kind} ' + ' / '.join(_figure(stats.get(f'{kind.lower()}_{size}'))
                                         for size in ('small', 'medium', 'large')) for kind in ('AP', 'AR'))))
+    return rows
+
+
+def comparison_rows(comparison: Mapping) -> List[tuple]:
+    """Each run against the base: the agreement of its boxes, the images compared and changed, and
+    the images only one of the two has."""
+    rows = [('compared with', f'{comparison["base_run"] or "(no run folder)"} (at IoU {comparison["eval_iou"]:g})')]
+    for run in comparison['runs']:
+        totals = {outcome: sum(label[outcome] for label in run['labels'])
+                  for outcome in ('same', 'relabelled', 'moved', 'added', 'removed')}
+        rows.append((f'  {run["prediction_run"] or "(no run folder)"}',
+                     f'agreement {_figure(run["agreement"])}; {run["changed"]} of {run["compared"]} images changed; '
+                     + ', '.join(f'{outcome} {count}' for outcome, count in totals.items())
+                     + f'; images only in the run {run["only_in_run"]}, only in the base {run["only_in_base"]}'))
     return rows
 
 

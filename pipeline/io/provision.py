@@ -130,7 +130,7 @@ def existing_files(layout: OutputLayout) -> List[str]:
             patterns.append(layout.dead_letter + '/beam-temp-dead_letter-*/**')
     patterns += [summary_temp_path(summary, '*') for summary in layout.summaries]
     found = [path for pattern in patterns for path in _match(pattern)]
-    exact = [layout.report, *layout.evaluation_documents, *layout.summaries, *layout.lock_files]
+    exact = [layout.report, *layout.documents, *layout.summaries, *layout.lock_files]
     return sorted(set(found) | {path for path in exact if path and _exists(path)})
 
 

@@ -12,6 +12,7 @@ from typing import Dict
 from pipeline.config.options import BATCH, MODES, OPTIONS, STREAMING
 from pipeline.core.dead_letters import FIELDS as DEAD_LETTER_FIELDS
 from pipeline.core.schema import (
+    COMPARISON_COLUMNS,
     CONFIDENCE_COLUMNS,
     CONFUSION_COLUMNS,
     DETECTION_COLUMNS,
@@ -70,6 +71,7 @@ def sections() -> Dict[str, str]:
         'confusion_matrix': columns_table(CONFUSION_COLUMNS),
         'eval_metrics': columns_table(METRIC_COLUMNS),
         'thresholds': columns_table(THRESHOLD_COLUMNS),
+        'comparison': columns_table(COMPARISON_COLUMNS),
         'dead_letter_fields': ', '.join(f'`{name}`' for name in DEAD_LETTER_FIELDS),
     }
 

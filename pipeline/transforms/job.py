@@ -17,8 +17,9 @@ from pipeline.core.counts import Counts
 from pipeline.core.evaluation import unpacked
 from pipeline.core.export import ExportBatch, first_lines
 from pipeline.core.operating_thresholds import ThresholdRule, csv_text
-from pipeline.core.outputs import EVALUATION_FOLDER, METRICS_FILE, THRESHOLDS_FILE
+from pipeline.core.outputs import COMPARISON_FILE, COMPARISON_FOLDER, EVALUATION_FOLDER, METRICS_FILE, THRESHOLDS_FILE
 from pipeline.core.schema import (
+    COMPARISON_SCHEMA,
     CONFIDENCE_SCHEMA,
     CONFUSION_SCHEMA,
     DEAD_LETTER_COLUMNS,
@@ -41,6 +42,7 @@ from pipeline.io.sinks import (
     write_text_document,
 )
 from pipeline.io.spill import read_payload
+from pipeline.transforms.compare import CompareRuns
 from pipeline.transforms.count import (
     METRICS_NAMESPACE,
     CountDeadLetters,
@@ -102,6 +104,7 @@ class PredictionsToTables(beam.PTransform):
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
         evaluation = evaluate(parsed, settings) if settings.evaluation.enabled else None
+        comparison = compare(parsed, settings) if settings.evaluation.compare_base else None
         exports = exported = None
         if settings.export.enabled:
             if settings.export.export_select == 'errors':
@@ -115,29 +118,30 @@ class PredictionsToTables(beam.PTransform):
         counts = (
             (read.counts, parsed.counts, dead | 'CountDeadLetters' >> CountDeadLetters(),
              *((evaluation.counts,) if evaluation else ()),
+             *((comparison.counts,) if comparison else ()),
              *((exports.counts, exported.counts) if exports and exported else ()))
             | 'AllCounts' >> beam.Flatten()
             | 'SumCounts' >> beam.CombineGlobally(MergeCountsFn()))
         duplicates = parsed.image_uris | 'DuplicateImageUris' >> CountDuplicateImageUris()
-        return self._write_summary(pbegin, counts, duplicates, tables, dead_written, evaluation, exports)
+        return self._write_summary(pbegin, counts, duplicates, tables, dead_written, evaluation, exports, comparison)
 
     def _write_summary(self, pbegin, counts, duplicates, tables: TablesWritten,
                        dead_written: 'DeadLettersWritten', evaluation: Optional[EvaluationWritten],
-                       exports: Optional[ExportsWritten]):
+                       exports: Optional[ExportsWritten], comparison: Optional['ComparisonWritten'] = None):
         """summary.json, written last: it waits on every write (side inputs), so a run killed before
         the end leaves no summary."""
         settings, pattern = self._settings, self._pattern
 
         def summarize(_, counts, duplicates, table_writes=(), metrics_document=None, run_images=None,
-                      confidence_rows=0, confusion_rows=0, **listed):
+                      confidence_rows=0, confusion_rows=0, comparison_document=None, **listed):
             del table_writes  # waited for, not read
             outcome = None if metrics_document is None else run_summary.EvaluationOutcome(
                 metrics_document, run_images, confidence_rows, confusion_rows)
             rows = summary_files.count_output_rows({name: paths for name, paths in listed.items()
-                                                    if name not in ('evaluation_metrics', 'evaluation_thresholds')
-                                                    and not name.startswith('export_')})
+                                                    if name not in DOCUMENTS and not name.startswith('export_')})
             run = run_summary.run_record(settings, datetime.datetime.now(datetime.timezone.utc), beam.__version__)
-            summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed, rows, outcome, run)
+            summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed, rows, outcome, run,
+                                                comparison_document)
             if settings.outputs.report_file:
                 summary['outputs']['report'] = [settings.outputs.report_file]
             summary_files.publish(summary, settings.outputs.summary)
@@ -160,6 +164,10 @@ class PredictionsToTables(beam.PTransform):
             waits.update(metrics_document=AsSingleton(evaluation.metrics), run_images=AsDict(evaluation.runs),
                          confidence_rows=AsSingleton(evaluation.confidence_rows),
                          confusion_rows=AsSingleton(evaluation.confusion_rows))
+        if comparison is not None:
+            written_files += [('comparison', comparison.row_files), ('comparison_json', comparison.document_file)]
+            table_writes += comparison.table_writes
+            waits['comparison_document'] = AsSingleton(comparison.document)
         if exports is not None:
             written_files += [(f'export_{fmt}', files) for fmt, files in exports.files.items()]
         waits.update({name: AsList(written) for name, written in written_files if written is not None})
@@ -322,6 +330,36 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
                              confusion_files, confidence_rows, confusion_rows, tuple(table_writes),
                              tuple(rejected), (result.counts, truth.counts) | 'EvaluationCounts' >> beam.Flatten(),
                              result.errors, truth.dead_letters)
+
+
+class ComparisonWritten(NamedTuple):
+    """What the comparison of the runs produced and wrote: comparison.json's document, the files
+    written (None without --output), and its counts."""
+    document: PCollection
+    document_file: Optional[PCollection]
+    row_files: Optional[PCollection]
+    table_writes: Tuple[PCollection, ...]
+    counts: PCollection
+
+
+def compare(parsed: ParseResult, settings: Settings) -> ComparisonWritten:
+    """Every run against the base run (--compare_to), image by image: <output>/comparison/ (a row per
+    box and outcome) and <output>/comparison.json."""
+    options = settings.evaluation
+    (base,) = options.compare_base
+    result = parsed.evaluation_parts | 'CompareRuns' >> CompareRuns(base, options.runs, options.eval_iou)
+    document = result.figures | 'ComparisonDocument' >> beam.Map(lambda figures: figures.document())
+    document_file = row_files = None
+    root = settings.outputs.output
+    if root:
+        document_file = document | 'WriteComparisonDocument' >> beam.Map(
+            write_json_document, join_path(root, COMPARISON_FILE))
+        row_files = result.rows | 'WriteComparison' >> WriteParquetTable(root, COMPARISON_FOLDER, COMPARISON_SCHEMA)
+    return ComparisonWritten(document, document_file, row_files, (), result.counts)
+
+
+# The files of one document each: listed in the summary, their rows not counted.
+DOCUMENTS = ('evaluation_metrics', 'evaluation_thresholds', 'comparison_json')
 
 
 class DeadLettersWritten(NamedTuple):

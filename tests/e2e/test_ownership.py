@@ -315,3 +315,15 @@ def test_the_evaluation_folders_and_metrics_are_ours_only_when_the_run_evaluates
     assert survey(plain, existing, [], stale_locks=set(plain.lock_files)) == ([], [])
     assert evaluating.write_targets('/o/evaluation/metrics.json') == 'it is where the evaluation metrics go'
     assert 'operating thresholds' in evaluating.write_targets('/o/evaluation/thresholds.csv')
+
+
+def test_the_comparison_folder_and_document_are_ours_only_when_the_run_compares():
+    comparing = OutputLayout.of('/o', '/o/dead_letter', '/o/summary.json', report=False, comparison=True)
+    plain = OutputLayout.of('/o', '/o/dead_letter', '/o/summary.json', report=False)
+    existing = ['/o/comparison.json', '/o/comparison/part-00000-of-00001.parquet', '/o/comparison/notes.txt']
+    stale = survey(comparing, existing, [], stale_locks=set(comparing.lock_files))
+    assert stale.ours == sorted(existing[:2])
+    assert [c.path for c in stale.conflicts] == ['/o/comparison/notes.txt']
+    assert survey(plain, existing, [], stale_locks=set(plain.lock_files)) == ([], [])
+    assert comparing.write_targets('/o/comparison.json') == 'it is where the comparison of the runs goes'
+    assert '/o/comparison' in plain.with_every_folder().table_folders  # --overwrite clears an earlier comparison

@@ -112,6 +112,8 @@ CASES = [
     ('eval_confidence', '0', True), ('eval_confidence', '0.9', True), ('eval_confidence', '90%', False),
     ('target_precision', '0.9', True), ('target_precision', '1.5', False), ('target_recall', '0.5', True),
     ('target_recall', 'high', False),
+    ('compare_to', 'first', True), ('compare_to', 'prediction-model-2026-12-01T10:00:00.000Z', True),
+    ('compare_to', ' first', False), ('compare_to', '', False),
     ('label_thresholds', '@gs://bucket/out/evaluation/thresholds.csv', True),
     ('label_thresholds', '@/local/thresholds.csv', False),
     ('export', 'coco', True), ('export', 'vertex_jsonl,automl_csv,coco,label_studio', True),
@@ -202,7 +204,8 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
     all_names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
     bigquery = {'output_table', 'images_table', 'dead_letter_table', 'write_disposition',
                 'bigquery_method'}  # run against the emulator in test_cloud.py
-    exclusive = {'target_precision'}  # one target at a time: --target_recall stands for both
+    # One target at a time (--target_recall stands for both); --compare_to needs two runs (the sample has one).
+    exclusive = {'target_precision', 'compare_to'}
     names = [name for name in all_names if name not in bigquery | exclusive]
     assert set(values) | {'input', 'output', 'dead_letter', 'summary'} == set(names)
 

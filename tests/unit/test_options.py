@@ -129,7 +129,8 @@ ACCEPTED = ['input', 'input_subscription', 'window_seconds', 'dedupe_hours', 'ou
             'image_sizes', 'probe_image_sizes', 'probe_allowed_prefixes', 'keep_labels', 'drop_labels',
             'min_box_area', 'max_detections', 'nms_iou', 'nms_class_agnostic', 'roi', 'roi_min_overlap',
             'ground_truth', 'ground_truth_format', 'ground_truth_image_prefix', 'ml_use', 'iou_thresholds',
-            'max_dets', 'eval_iou', 'eval_confidence', 'target_precision', 'target_recall', 'export', 'export_select',
+            'max_dets', 'eval_iou', 'eval_confidence', 'target_precision', 'target_recall', 'compare_to', 'export',
+            'export_select',
             'uncertain_min', 'uncertain_max',
             'export_ml_use', 'export_image_prefix', 'label_studio_from_name', 'label_studio_to_name']
 

@@ -1,0 +1,142 @@
+"""Model A against model B as a Beam step: the prediction lines of every run joined by image bucket
+(as the evaluation joins them with ground truth), each run's first line of an image compared with the
+base run's (core.comparison), and the counts per run and label summed: what crosses the join is one
+bucket's lines, and what is merged grows with runs and labels, never with images."""
+import functools
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.transforms.window import GlobalWindows
+
+from pipeline.core import counts as names
+from pipeline.core.comparison import BucketComparison, ImageCounts, LabelComparison, compare_lines, first_lines
+from pipeline.core.counts import Counts
+from pipeline.core.evaluation import PREDICTED, unpacked
+from pipeline.io.spill import read_payload
+from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
+from pipeline.transforms.count import counted_at_bundle_end
+
+# Rows of `comparison` gathered before they leave as one Arrow table (and at the end of each bundle).
+COMPARISON_TABLE_ROWS = 32 * 1024
+
+
+class ComparisonResult(NamedTuple):
+    figures: beam.PCollection  # ComparisonFigures (one element): comparison.json and the summary's part
+    rows: beam.PCollection  # pa.Table batches of the boxes' outcomes (schema.COMPARISON_COLUMNS)
+    counts: beam.PCollection  # Counts
+
+
+class RunComparison(NamedTuple):
+    """One run against the base, summed: images, and counts per label (None: boxes without one)."""
+    prediction_run: Optional[str]
+    images: ImageCounts
+    labels: Dict[Optional[str], LabelComparison]
+
+
+class ComparisonFigures(NamedTuple):
+    base_run: Optional[str]
+    eval_iou: float
+    runs: List[RunComparison]
+
+    def document(self) -> dict:
+        """comparison.json: per run (the base aside), its images and, per label, each outcome's count
+        and the agreement (the F1 of its boxes against the base's)."""
+        return {'base_run': self.base_run, 'eval_iou': self.eval_iou, 'runs': [{
+            'prediction_run': run.prediction_run, **run.images._asdict(),
+            'agreement': functools.reduce(LabelComparison.plus, run.labels.values(), LabelComparison()).agreement,
+            'labels': [{'label': label, **counts._asdict(), 'agreement': counts.agreement}
+                       for label, counts in sorted(run.labels.items(), key=lambda item: (item[0] is not None,
+                                                                                         item[0] or ''))]}
+            for run in self.runs]}
+
+
+class CompareBucketFn(beam.DoFn):
+    """(bucket, its parts: see evaluation.PREDICTED) -> the boxes' rows of each run against the base
+    (main output, Arrow tables gathered per bundle), and per run its images and counts per label."""
+
+    def __init__(self, base_run: Optional[str], eval_iou: float):
+        self._base_run = base_run
+        self._eval_iou = eval_iou
+        self._tables: List[pa.Table] = []
+        self._pending_rows = 0
+        self._counts = Counts()
+
+    def start_bundle(self):
+        self._tables, self._pending_rows, self._counts = [], 0, Counts()
+
+    def process(self, element, runs: Iterable[Optional[str]]):
+        _, parts = element
+        by_run: Dict[Optional[str], list] = {}
+        for kind, run, data in parts:
+            if kind == PREDICTED:
+                by_run.setdefault(run, []).append(unpacked(read_payload(data)))
+        base, _ = first_lines(by_run.get(self._base_run, []))
+        for run in runs:
+            if run == self._base_run:
+                continue
+            lines, further = first_lines(by_run.get(run, []))
+            self._counts.scalars[names.COMPARISON_FURTHER_LINES] += further
+            if lines is None or base is None:
+                only = ImageCounts(only_in_run=0 if lines is None else len(lines.image_uris),
+                                   only_in_base=0 if base is None else len(base.image_uris))
+                yield beam.pvalue.TaggedOutput('runs', (run, (only, {})))
+                continue
+            compared: BucketComparison = compare_lines(lines, base, self._base_run, self._eval_iou)
+            yield beam.pvalue.TaggedOutput('runs', (run, (compared.images, compared.labels)))
+            self._tables.append(compared.rows)
+            self._pending_rows += compared.rows.num_rows
+        if self._pending_rows >= COMPARISON_TABLE_ROWS:
+            yield self._rows()
+
+    def finish_bundle(self):
+        if self._tables:
+            yield GlobalWindows.windowed_value(self._rows())
+        yield counted_at_bundle_end(self._counts)
+        self._counts = Counts()
+
+    def _rows(self) -> pa.Table:
+        table = pa.concat_tables(self._tables)
+        self._counts.scalars[names.COMPARISON_ROWS] += table.num_rows
+        self._tables, self._pending_rows = [], 0
+        return table
+
+
+def _summed(parts: Iterable[Tuple[ImageCounts, Dict[Optional[str], LabelComparison]]]):
+    """A run's images and counts per label, summed over its buckets."""
+    images, labels = ImageCounts(), {}  # type: ImageCounts, Dict[Optional[str], LabelComparison]
+    for part_images, part_labels in parts:
+        images = images.plus(part_images)
+        for label, counts in part_labels.items():
+            labels[label] = labels.get(label, LabelComparison()).plus(counts)
+    return images, labels
+
+
+class CompareRuns(beam.PTransform):
+    """(bucket, part) of the prediction lines (see evaluation.PREDICTED) -> ComparisonResult: every run
+    of `runs` but the base against the base."""
+
+    def __init__(self, base_run: Optional[str], runs: Iterable[Optional[str]], eval_iou: float):
+        super().__init__()
+        self._base_run = base_run
+        self._runs = list(runs)  # the input's, found at launch: a run without a usable line still counts
+        self._eval_iou = eval_iou
+
+    def expand(self, parts):
+        runs = parts.pipeline | 'Runs' >> beam.Create(self._runs)
+        compared = (
+            parts
+            | 'JoinByBucket' >> beam.GroupByKey()
+            | 'CompareImages' >> beam.ParDo(CompareBucketFn(self._base_run, self._eval_iou),
+                                            runs=beam.pvalue.AsList(runs)
+                                            ).with_output_types(pa.Table).with_outputs('runs', 'counts', main='rows'))
+        base_run, eval_iou, every_run = self._base_run, self._eval_iou, [run for run in self._runs
+                                                                        if run != self._base_run]
+        figures = (
+            compared.runs
+            | 'SumPerRun' >> beam.CombinePerKey(_summed)
+            | 'EveryRun' >> beam.combiners.ToList()
+            | 'Figures' >> beam.Map(lambda summed: ComparisonFigures(base_run, eval_iou, [
+                RunComparison(run, *dict(summed).get(run, (ImageCounts(), {}))) for run in sorted(
+                    every_run, key=lambda run: (run is not None, run or ''))])))
+        return ComparisonResult(figures, compared.rows, compared.counts)

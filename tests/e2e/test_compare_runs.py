@@ -1,0 +1,138 @@
+"""Model A against model B as users run it: `--compare_to` over an input of two prediction runs, no
+ground truth; every outcome on images made for it, the counts, the rows, the mirror and identical runs."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from coco_testing import legacy_line, vertex_line
+
+RUN_A = 'prediction-model_a-2026-12-01T10:00:00.000Z'
+RUN_B = 'prediction-model_b-2026-12-02T10:00:00.000Z'
+SIZE = (1000, 800)
+PREFIX = 'gs://bucket/images/'
+
+# Per image: the base's (A's) boxes and the run's (B's), as (label, [x, y, w, h] pixels, score).
+CAT, DOG = [100, 100, 200, 200], [500, 400, 200, 200]
+IMAGES = {
+    'same.jpg': ([('cat', CAT, 0.9)], [('cat', [105, 100, 200, 200], 0.8)]),
+    'relabelled.jpg': ([('cat', CAT, 0.9)], [('dog', CAT, 0.7)]),
+    'moved.jpg': ([('dog', DOG, 0.6)], [('dog', [600, 400, 200, 200], 0.65)]),  # IoU 1/3
+    'added.jpg': ([], [('cat', CAT, 0.5)]),
+    'removed.jpg': ([('dog', DOG, 0.4)], []),
+    'mixed.jpg': ([('cat', CAT, 0.9), ('dog', DOG, 0.8)], [('cat', CAT, 0.95), ('cat', [800, 50, 100, 100], 0.3)]),
+}
+ONLY_A, ONLY_B = ['only_a.jpg'], ['only_b_1.jpg', 'only_b_2.jpg']
+EXPECTED = {  # B against A, per label: same, relabelled, relabelled_in, moved, added, removed, boxes of B, of A
+    'cat': dict(same=2, relabelled=1, relabelled_in=0, moved=0, added=2, removed=0, run_boxes=4, base_boxes=3),
+    'dog': dict(same=0, relabelled=0, relabelled_in=1, moved=1, added=0, removed=2, run_boxes=2, base_boxes=3),
+}
+
+
+def write_runs(root, a_images, b_images):
+    for run, images, line in ((RUN_A, a_images, vertex_line), (RUN_B, b_images, legacy_line)):
+        folder = root / run
+        folder.mkdir(parents=True)
+        name = 'predictions_00001.jsonl' if line is vertex_line else 'image_object_detection_1.jsonl'
+        (folder / name).write_bytes(b'\n'.join(line(PREFIX + uri, SIZE, dets) for uri, dets in images) + b'\n')
+
+
+@pytest.fixture(scope='module')
+def compared(tmp_path_factory, run):
+    tmp = tmp_path_factory.mktemp('compare')
+    a = [(uri, base) for uri, (base, _) in IMAGES.items()] + [(uri, [('cat', CAT, 0.5)]) for uri in ONLY_A]
+    b = [(uri, other) for uri, (_, other) in IMAGES.items()] + [(uri, [('dog', DOG, 0.5)]) for uri in ONLY_B]
+    b.append(('same.jpg', [('bird', DOG, 0.99)]))  # a further line of an image: not compared
+    write_runs(tmp / 'in', a, b)
+    outputs = {}
+    for base in (RUN_A, RUN_B):
+        out = tmp / f'against-{base[11:18]}'
+        result = run('--input', tmp / 'in', '--output', out, '--compare_to', base, '--report=false')
+        outputs[base] = (out, result)
+    return outputs
+
+
+def labels_of(document):
+    (run,) = document['runs']
+    return run, {entry['label']: entry for entry in run['labels']}
+
+
+def test_each_outcome_is_counted_per_label(compared):
+    out, result = compared[RUN_A]
+    document = json.loads((out / 'comparison.json').read_text())
+    assert document['base_run'] == RUN_A and document['eval_iou'] == 0.5
+    run, labels = labels_of(document)
+    assert run['prediction_run'] == RUN_B
+    assert (run['compared'], run['changed'], run['only_in_run'], run['only_in_base']) == (6, 5, 2, 1)
+    for label, expected in EXPECTED.items():
+        got = {key: labels[label][key] for key in expected}
+        assert got == expected, label
+        assert labels[label]['agreement'] == pytest.approx(2 * expected['same'] / (expected['run_boxes']
+                                                                                 + expected['base_boxes']))
+    assert run['agreement'] == pytest.approx(2 * 2 / (6 + 6))
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['comparison']['runs'] == document['runs'] and summary['comparison']['further_lines'] == 1
+    assert summary['reconciliation']['holds'] and 'agreement 0.3333; 5 of 6 images changed' in result.stdout
+
+
+def test_the_rows_say_each_box_and_its_pair(compared):
+    out, _ = compared[RUN_A]
+    rows = pq.read_table(out / 'comparison').to_pylist()
+    by_image = {}
+    for row in rows:
+        by_image.setdefault(row['image_uri'][len(PREFIX):], []).append(row)
+    assert sorted(by_image) == sorted(IMAGES)  # the images both runs have, and only those
+    assert [(r['outcome'], r['label'], r['base_label']) for r in by_image['relabelled.jpg']] == [
+        ('relabelled', 'dog', 'cat')]
+    (moved,) = by_image['moved.jpg']
+    assert moved['outcome'] == 'moved' and moved['iou'] == pytest.approx(1 / 3)
+    assert moved['score_change'] == pytest.approx(0.65 - 0.6) and moved['x_min'] == 0.6 and moved['base_x_min'] == 0.5
+    (same,) = by_image['same.jpg']  # the further line (a bird) is not compared
+    assert (same['outcome'], same['label'], same['score'], same['base_score']) == ('same', 'cat', 0.8, 0.9)
+    assert [r['outcome'] for r in by_image['added.jpg']] == ['added'] and by_image['added.jpg'][0]['base_x_min'] is None
+    assert [r['outcome'] for r in by_image['removed.jpg']] == ['removed'] and by_image['removed.jpg'][0]['score'] is None
+    assert sorted(r['outcome'] for r in by_image['mixed.jpg']) == ['added', 'removed', 'same']
+
+
+def test_b_against_a_mirrors_a_against_b(compared):
+    forward = labels_of(json.loads((compared[RUN_A][0] / 'comparison.json').read_text()))
+    backward = labels_of(json.loads((compared[RUN_B][0] / 'comparison.json').read_text()))
+    assert (forward[0]['only_in_run'], forward[0]['only_in_base']) == (backward[0]['only_in_base'],
+                                                                      backward[0]['only_in_run'])
+    assert forward[0]['agreement'] == backward[0]['agreement']
+    for label, ahead in forward[1].items():
+        back = backward[1][label]
+        assert (ahead['same'], ahead['moved'], ahead['added'], ahead['removed'], ahead['relabelled']) == (
+            back['same'], back['moved'], back['removed'], back['added'], back['relabelled_in']), label
+
+
+def test_identical_runs_agree_fully(tmp_path, run):
+    images = [(uri, base) for uri, (base, _) in IMAGES.items()]
+    write_runs(tmp_path / 'in', images, images)
+    run('--input', tmp_path / 'in', '--output', tmp_path / 'out', '--compare_to', 'first', '--report=false')
+    run_figures, labels = labels_of(json.loads((tmp_path / 'out' / 'comparison.json').read_text()))
+    assert run_figures['agreement'] == 1.0 and run_figures['changed'] == 0
+    assert all(entry['agreement'] == 1.0 and entry['same'] == entry['run_boxes'] == entry['base_boxes']
+               for entry in labels.values())
+    assert {row['outcome'] for row in pq.read_table(tmp_path / 'out' / 'comparison').to_pylist()} == {'same'}
+
+
+@pytest.mark.parametrize('extra, message', [
+    (('--compare_to', 'prediction-nope'), "no prediction run 'prediction-nope' in the input"),
+    (('--compare_to', 'first', '--eval_iou', '0'), 'an IoU of 0 matches boxes that do not overlap'),
+])
+def test_a_wrong_comparison_fails_before_any_work(compared, run, tmp_path, extra, message):
+    source = compared[RUN_A][0].parent / 'in'
+    result = run('--input', source, '--output', tmp_path / 'out', *extra, check=False)
+    assert result.returncode == 2 and message in result.stderr and not (tmp_path / 'out').exists()
+    single = run('--input', source / RUN_A, '--output', tmp_path / 'out', '--compare_to', 'first', check=False)
+    assert single.returncode == 2 and 'a comparison needs two or more' in single.stderr
+
+
+def test_runs_over_other_images_compare_nothing_and_say_so(tmp_path, run):
+    write_runs(tmp_path / 'in', [('a.jpg', [('cat', CAT, 0.9)])], [('b.jpg', [('cat', CAT, 0.9)])])
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'out', '--compare_to', 'first', '--report=false')
+    summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+    (run_figures,) = summary['comparison']['runs']
+    assert (run_figures['compared'], run_figures['agreement']) == (0, None)
+    assert [w['code'] for w in summary['warnings']] == ['comparison_no_overlap']
+    assert 'share no image' in result.stderr
