@@ -26,13 +26,14 @@ run: install
 # truth in three formats, two versions of one model) written to demo/, then one run over it.
 DEMO_ARGS := --input demo/input --output demo/out --image_sizes demo/image_sizes.csv \
 	--ground_truth demo/ground_truth/coco.json --ground_truth_image_prefix gs://demo-bucket/images/ \
-	--export coco,label_studio --export_select errors --report_image_mirror gs://demo-bucket/images/=demo/images/
+	--export coco,label_studio --export_select errors --report_image_mirror gs://demo-bucket/images/=demo/images/ \
+	--compare_to first
 
 demo: install
 	$(PY) -m pipeline.tools.demo demo
 	$(PY) -m pipeline $(DEMO_ARGS) --overwrite
 
-# The two sample reports (a plain run, and the demo's evaluated run of two model versions) as headless
+# The two sample reports (a plain run, and the demo's evaluated and compared run of two model versions) as headless
 # Chromium draws them, for docs/outputs.md.
 report-screenshots: install
 	$(if $(CHROMIUM),,apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
@@ -41,7 +42,8 @@ report-screenshots: install
 	$(PY) -m pipeline $(DEMO_ARGS) --overwrite
 	$(PY) -m pipeline.tools.screenshots out/report/index.html docs/images/report-plain.png \
 		demo/out/report/index.html docs/images/report-evaluated.png \
-		'demo/out/report/index.html#evaluation' docs/images/report-evaluation.png
+		'demo/out/report/index.html#evaluation' docs/images/report-evaluation.png \
+		'demo/out/report/index.html#comparison' docs/images/report-comparison.png
 
 # The report test renders the page in Debian's Chromium; install it when it is missing (as root, as
 # on CI and the development machines).

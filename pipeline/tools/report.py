@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline.config.options import OPTIONS_BY_NAME, parse_mirrors, parse_prefixes
 from pipeline.core.shards import scheme_of
 from pipeline.io.sizes import open_image_file, resolve_allowed
-from pipeline.tools import evaluation_report
+from pipeline.tools import comparison_report, evaluation_report
 from pipeline.tools.drawing import (
     NATURAL_SIZE,
     blank_canvas,
@@ -269,7 +269,8 @@ def summary_rows(summary: Mapping) -> List[Tuple[str, str]]:
 
 
 SECTIONS = (('run', 'Run'), ('summary-section', 'Summary'), ('labels', 'Labels and scores'),
-            ('gallery', 'Gallery'), ('evaluation', 'Evaluation'), ('dead-letters', 'Dead letters'))
+            ('gallery', 'Gallery'), ('evaluation', 'Evaluation'), ('comparison', 'What changed'),
+            ('dead-letters', 'Dead letters'))
 
 
 # The page's script, inline (it fetches nothing). Tables of class "sortable" sort by the column whose
@@ -390,10 +391,10 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 
-def table_of_contents(evaluated: bool) -> str:
+def table_of_contents(evaluated: bool, compared: bool = False) -> str:
     """The page's sections, always in view at the top (a plain link bar: no script)."""
     links = ''.join(f'<a href="#{anchor}">{title}</a>' for anchor, title in SECTIONS
-                    if evaluated or anchor != 'evaluation')
+                    if (evaluated or anchor != 'evaluation') and (compared or anchor != 'comparison'))
     return f'<nav id="toc">{links}</nav>'
 
 
@@ -492,7 +493,7 @@ def colour_of(labels: Sequence[str], label: str) -> Tuple[int, int, int]:
 
 
 def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: str = '',
-                labels: Sequence[str] = ()) -> str:
+                labels: Sequence[str] = (), comparison_html: str = '') -> str:
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Prediction run report</title>',
         '<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}'
@@ -521,7 +522,7 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         'padding:0 3px;white-space:nowrap}details.section>summary{cursor:pointer;margin:1em 0 .5em}'
         'details.section>summary h2{display:inline;margin:0}th.run-name{text-align:center;word-break:break-all}'
         '</style></head><body>',
-        table_of_contents(bool(evaluation_html)),
+        table_of_contents(bool(evaluation_html), bool(comparison_html)),
         '<h1>Prediction run report</h1>',
         warnings_banner(summary.get('warnings') or []),
         run_header(summary),
@@ -531,6 +532,7 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
              f'<img alt="Score histogram" src="{score_png}">'])),
         section_html('gallery', 'Gallery', gallery_html(gallery, labels)),
         evaluation_html,
+        comparison_html,
         section_html('dead-letters', 'Dead letters', dead_letters_html(summary, dead)),
     ]
     parts.append(f'<div id="lightbox" hidden><p></p></div><script>{SCRIPT}</script></body></html>')
@@ -619,10 +621,12 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
                                     '*.jsonl')
     evaluation_html = (evaluation_section(summary, allowed_scheme, mirrors or {}, allowed_prefixes, samples)
                        if 'evaluation' in summary else '')
+    comparison_html = (comparison_section(summary, allowed_scheme, mirrors or {}, allowed_prefixes)
+                       if 'comparison' in summary else '')
     page = render_html(summary, label_chart(summary.get('kept_by_label', {})),
                        score_chart(summary['score_histogram'], summary['thresholds']),
                        gallery, first_dead_letters(run_files(summary, 'dead_letters', dead_pattern)),
-                       evaluation_html, labels)
+                       evaluation_html, labels, comparison_html)
     path = FileSystems.join(output, 'report', 'index.html')
     with FileSystems.create(path, mime_type='text/html') as handle:
         handle.write(page.encode('utf-8'))
@@ -654,6 +658,21 @@ def evaluation_section(summary: Mapping, allowed_scheme: str, mirrors: Mapping[s
     confused = {run['prediction_run'] or '(no run folder)':
                 evaluation_report.most_confused(cells, run['prediction_run']) for run in runs}
     return evaluation_report.render_section(metrics, charts, confusion, gallery, confused)
+
+
+def comparison_section(summary: Mapping, allowed_scheme: str, mirrors: Mapping[str, str],
+                       allowed_prefixes: Optional[Sequence[str]]) -> str:
+    """The "What changed" section, from the summary's comparison and the comparison table."""
+    changed, swaps = comparison_report.read_changes(run_files(summary, 'comparison', None))
+    gallery = []
+    for image in changed:
+        note = None
+        try:
+            picture, _ = load_image(image.image_uri, allowed_scheme, mirrors, allowed_prefixes)
+        except Exception as exc:  # the boxes still show, on a square canvas (no size in the table)
+            picture, note = blank_canvas(None), why_not_shown(exc)
+        gallery.append((image, jpeg_data_uri(picture, max_side=THUMBNAIL_SIDE), note))
+    return comparison_report.render_section(summary['comparison'], gallery, swaps)
 
 
 def main(argv=None) -> int:

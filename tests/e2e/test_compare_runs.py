@@ -1,10 +1,15 @@
 """Model A against model B as users run it: `--compare_to` over an input of two prediction runs, no
 ground truth; every outcome on images made for it, the counts, the rows, the mirror and identical runs."""
 import json
+import re
+import shutil
+import subprocess
 
 import pyarrow.parquet as pq
 import pytest
 from coco_testing import legacy_line, vertex_line
+
+from pipeline.tools.demo import BUCKET, write_demo
 
 RUN_A = 'prediction-model_a-2026-12-01T10:00:00.000Z'
 RUN_B = 'prediction-model_b-2026-12-02T10:00:00.000Z'
@@ -136,3 +141,44 @@ def test_runs_over_other_images_compare_nothing_and_say_so(tmp_path, run):
     assert (run_figures['compared'], run_figures['agreement']) == (0, None)
     assert [w['code'] for w in summary['warnings']] == ['comparison_no_overlap']
     assert 'share no image' in result.stderr
+
+
+@pytest.fixture(scope='module')
+def demo_report(tmp_path_factory, run):
+    """The demo's two model versions compared, with the report (the bundled pictures mirrored)."""
+    demo = tmp_path_factory.mktemp('compare-report')
+    write_demo(str(demo), images=16, seed=5)
+    out = demo / 'out'
+    run('--input', demo / 'input', '--output', out, '--image_sizes', demo / 'image_sizes.csv',
+        '--compare_to', 'first', '--report_image_mirror', f'{BUCKET}={demo / "images"}/')
+    return out
+
+
+def test_the_report_says_what_changed_as_comparison_json_does(demo_report):
+    text = (demo_report / 'report' / 'index.html').read_text()
+    document = json.loads((demo_report / 'comparison.json').read_text())
+    (run_figures,) = document['runs']
+    assert '<a href="#comparison">What changed</a>' in text and '<h2 id="comparison">What changed</h2>' in text
+    assert re.search(r'data-key="agreement">([^<]+)<', text)[1] == f'{run_figures["agreement"]:.4f}'
+    table = text.split('id="comparison-labels-0"')[1].split('</table>')[0]
+    shown = dict(re.findall(r'data-key="agreement" data-label="([^"]*)" data-sort="[^"]+">([^<]+)<', table))
+    assert shown == {entry['label']: f'{entry["agreement"]:.4f}' for entry in run_figures['labels']}
+    assert list(shown.values()) == sorted(shown.values())  # the lowest agreement first
+    gallery = text.split('id="gallery-changes-0"')[1].split('</div>\n')[0]
+    assert gallery.count('<figure><div class="frame"><img') >= 2  # the pictures, mirrored
+    outcomes = set(re.findall(r'data-outcome="(\w+)" data-side="(run|base)"', text))
+    assert {('removed', 'base'), ('added', 'run'), ('same', 'base'), ('same', 'run')} <= outcomes
+    assert re.search(r'data-outcome="\w+" data-side="base" style="[^"]*border-style:dashed', text)
+    swaps = re.findall(r'<li>(\w+) became (\w+): ', text.split('class="swaps"')[1].split('</ol>')[0])
+    rows = pq.read_table(demo_report / 'comparison').to_pylist()
+    relabelled = {(r['base_label'], r['label']) for r in rows if r['outcome'] == 'relabelled'}
+    assert swaps and set(swaps) <= relabelled
+
+
+def test_the_comparison_report_opens_without_console_errors(demo_report):
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    result = subprocess.run([chromium, '--headless', '--no-sandbox', '--disable-gpu', '--enable-logging=stderr',
+                             '--v=0', '--dump-dom', (demo_report / 'report' / 'index.html').as_uri()],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and 'id="comparison"' in result.stdout
+    assert 'CONSOLE' not in result.stderr and 'Uncaught' not in result.stderr, result.stderr[-2000:]
