@@ -8,7 +8,7 @@ SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_size
 	--score_threshold 0.7 --label_thresholds 'Salad=0.8' \
 	--report_image_mirror 'gs://migration-ucaip-trainingaip-20210301091741/openimage/=sample/images/legacy/,gs://migration-ucaip-trainingaip-20210226015226/=sample/images/vertex/'
 
-.PHONY: install run demo test test-unit lint lock clean docs bench bench-quick bench-large bench-evaluation \
+.PHONY: install run demo test test-unit lint lock clean docs bench bench-quick bench-large bench-evaluation bench-comparison \
 	report-screenshots
 
 install: $(STAMP)
@@ -94,10 +94,13 @@ $(ANCHOR_STAMP): bench/anchors-requirements.txt
 # The full benchmark: 20,000 and 200,000 images (about 1 GB), thresholds 0.5 and 0.0, 3 repeats; and
 # the evaluation rows (200,000 images with ground truth, against faster-coco-eval; 5 repeats).
 bench: $(BENCH_STAMP)
-	$(PY) bench/run.py --postprocessing --evaluation
+	$(PY) bench/run.py --postprocessing --evaluation --comparison
 
 bench-evaluation: $(BENCH_STAMP)
 	$(PY) bench/run.py --only_evaluation --evaluation_repeats 1 --json bench/results-evaluation.json
+
+bench-comparison: $(BENCH_STAMP)
+	$(PY) bench/run.py --only_comparison --evaluation_repeats 3 --json bench/results-comparison.json
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) bench/run.py --images 20000 --repeats 1

@@ -264,6 +264,69 @@ def bench_evaluation(images, threshold, repeats, work_dir):
             for name, runs in timings.items()]
 
 
+WITHOUT_COMPARISON = 'pipeline, 2 processes, two runs'
+WITH_COMPARISON = 'pipeline, 2 processes, two runs, --compare_to first'
+
+
+def bench_comparison(images, threshold, repeats, work_dir):
+    """Two prediction runs of the same images under one prefix (the legacy and the Vertex AI shards of
+    the benchmark: the same boxes, so every box is matched: the comparison's most work per box), read
+    with and without --compare_to; the time it adds is a median of pairs, as the evaluation's."""
+    runs = {}
+    for fmt, name in (('legacy', 'prediction-legacy-2026-11-27T00:00:00.000Z'),
+                      ('vertex', 'prediction-vertex-2026-11-27T00:00:00.000Z')):
+        data_dir = os.path.join(work_dir, f'data-{images}' if fmt == 'legacy' else f'{fmt}-{images}')
+        if not os.path.isdir(data_dir):
+            generate(data_dir, images, shards=8, fmt=fmt)
+        (run_dir,) = glob.glob(os.path.join(data_dir, 'prediction-*'))
+        runs[name] = run_dir
+    input_dir = os.path.join(work_dir, f'compare-{images}')
+    os.makedirs(input_dir, exist_ok=True)
+    for name, run_dir in runs.items():  # the run folders, linked under one prefix
+        link = os.path.join(input_dir, name)
+        if not os.path.islink(link):
+            os.symlink(run_dir, link)
+    output_dir = os.path.join(work_dir, 'out')
+    plain = [sys.executable, '-m', 'pipeline', '--input', input_dir, '--output', output_dir,
+             '--score_threshold', str(threshold), '--image_size', f'{WIDTH}x{HEIGHT}', '--report=false',
+             '--overwrite', *TWO_PROCESS_FLAGS]
+    commands = {WITHOUT_COMPARISON: plain, WITH_COMPARISON: plain + ['--compare_to', 'first']}
+    files = input_files(*runs.values())
+    timings, compared = {}, None
+    for repeat in range(repeats):
+        for name, command in commands.items():
+            shutil.rmtree(output_dir, ignore_errors=True)
+            settle(files)
+            seconds, peak_mb, cpu_s = run_measured(command)
+            timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
+            if name == WITH_COMPARISON:
+                with open(os.path.join(output_dir, 'comparison.json'), encoding='utf-8') as handle:
+                    compared = json.load(handle)['runs'][0]
+            print(f'  comparison, {images} images x 2 runs, run {repeat + 1}: {name}: {seconds:.2f} s, '
+                  f'{cpu_s:.2f} CPU s, {peak_mb:.0f} MB', flush=True)
+    if not compared or compared['compared'] != images or compared['agreement'] != 1.0:
+        raise AssertionError(f'the two runs hold the same boxes: expected every image compared and agreement 1, '
+                             f'got {compared and {k: v for k, v in compared.items() if k != "labels"}}')
+    added = [(c - p) / p for (p, _, _), (c, _, _) in zip(timings[WITHOUT_COMPARISON], timings[WITH_COMPARISON])]
+    return [{'images': images, 'runs': 2, 'threshold': threshold, 'contender': name,
+             'median_s': statistics.median(s for s, _, _ in rows), 'min_s': min(s for s, _, _ in rows),
+             'max_s': max(s for s, _, _ in rows), 'peak_mb': max(mb for _, mb, _ in rows),
+             'cpu_s': statistics.median(c for _, _, c in rows),
+             'added_vs_plain_run': statistics.median(added) if name == WITH_COMPARISON else None,
+             'added_per_repeat': added if name == WITH_COMPARISON else None}
+            for name, rows in timings.items()]
+
+
+def render_comparison(results):
+    rows = [('images', 'contender', 'median s', 'spread s', 'CPU s', 'peak MB', 'added')]
+    for r in results:
+        rows.append((f'{r["images"]:,} x 2', r['contender'], f'{r["median_s"]:.2f}',
+                     f'{r["min_s"]:.2f}-{r["max_s"]:.2f}', f'{r["cpu_s"]:.1f}', f'{r["peak_mb"]:,.0f}',
+                     '' if r['added_vs_plain_run'] is None else f'{r["added_vs_plain_run"]:+.0%}'))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
+
+
 def render_evaluation(results):
     header = ('images', 'threshold', 'contender', 'median s', 'spread s', 'CPU s', 'peak MB', 'added', 'x fce', 'mAP')
     rows = [header]
@@ -310,17 +373,26 @@ def main():
                         help='also the evaluation rows: with and without --ground_truth, and faster-coco-eval, '
                              'on these sizes (default 200000), legacy format, threshold 0.5')
     parser.add_argument('--only_evaluation', action='store_true', help='the evaluation rows alone')
+    parser.add_argument('--comparison', type=int, nargs='*', default=None, metavar='IMAGES',
+                        help='also the comparison rows: two runs of the same images with and without '
+                             '--compare_to (default 200,000 images)')
+    parser.add_argument('--only_comparison', action='store_true', help='the comparison rows alone')
     parser.add_argument('--anchor_python', default=ANCHOR_PYTHON,
                         help='the Python of the anchors\' environment, with the newest DuckDB and Polars '
                              '(bench/anchors-requirements.txt; make bench builds it)')
     args = parser.parse_args()
-    anchors = {} if args.only_evaluation else anchor_versions(args.anchor_python)
+    only = args.only_evaluation or args.only_comparison
+    anchors = {} if only else anchor_versions(args.anchor_python)
     results = []
-    for fmt in args.formats if not args.only_evaluation else ():
+    for fmt in args.formats if not only else ():
         for images in args.images:
             results += bench_size(fmt, images, args.thresholds, args.repeats, args.work_dir, args.postprocessing,
                                   args.anchor_python)
     evaluation = []
+    comparison = []
+    if args.comparison is not None or args.only_comparison:
+        for images in args.comparison or [200_000]:
+            comparison += bench_comparison(images, 0.5, args.evaluation_repeats, args.work_dir)
     if args.evaluation is not None or args.only_evaluation:
         for images in args.evaluation or [200_000]:
             evaluation += bench_evaluation(images, 0.5, args.evaluation_repeats, args.work_dir)
@@ -337,12 +409,16 @@ def main():
         print(render_targets(targets))
     if evaluation:
         print(render_evaluation(evaluation))
+    if comparison:
+        print(render_comparison(comparison))
     written = {'machine': {'cpus': os.cpu_count(), 'memory_gb': round(psutil.virtual_memory().total / 2 ** 30)},
                'anchors': anchors, 'results': results, 'cost_model': model, 'targets': targets,
-               'evaluation': evaluation}
-    if args.only_evaluation and os.path.exists(args.json):  # the other rows of the file stay as they were
+               'evaluation': evaluation, 'comparison': comparison}
+    if only and os.path.exists(args.json):  # the other rows of the file stay as they were
         with open(args.json, encoding='utf-8') as handle:
-            written = dict(json.load(handle), evaluation=evaluation)
+            kept = json.load(handle)
+        written = dict(kept, **({'evaluation': evaluation} if args.only_evaluation else {}),
+                       **({'comparison': comparison} if args.only_comparison else {}))
     with open(args.json, 'w', encoding='utf-8') as handle:
         json.dump(written, handle, indent=2)
     print(f'Results: {args.json}')
