@@ -347,7 +347,8 @@ def provision_outputs(plan: LaunchPlan) -> List[RunLock]:
                           settings.input.input)
     try:
         if plan.settings.bigquery.output_table:
-            prepare_tables(plan.settings.bigquery, evaluation=plan.settings.evaluation.enabled)
+            prepare_tables(plan.settings.bigquery, evaluation=plan.settings.evaluation.enabled,
+                           comparison=bool(plan.settings.evaluation.compare_base))
     except (ValueError, GoogleAPIError) as exc:
         release_untouched(locks)
         raise OptionError(f'--output_table: {exc}') from None

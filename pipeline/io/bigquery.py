@@ -9,6 +9,7 @@ from pipeline.config.settings import BigQuerySettings
 from pipeline.core import dead_letters
 from pipeline.core.dead_letters import WRITE_FAILURE
 from pipeline.core.schema import (
+    COMPARISON_COLUMNS,
     CONFIDENCE_COLUMNS,
     CONFUSION_COLUMNS,
     DEAD_LETTER_COLUMNS,
@@ -122,14 +123,15 @@ def table_rows(table):
     return table.to_pylist()
 
 
-def prepare_tables(table_settings: BigQuerySettings, client=None, evaluation: bool = False) -> None:
+def prepare_tables(table_settings: BigQuerySettings, client=None, evaluation: bool = False,
+                   comparison: bool = False) -> None:
     """Creates the BigQuery tables that are missing (partitioned by ingestion day, detections
     clustered by label and image_uri) and adds the columns an older version's table lacks, before the
     pipeline starts, so both write methods find the same tables."""
     from google.api_core import exceptions
     from google.cloud import bigquery
     retry = bigquery.DEFAULT_RETRY.with_deadline(60)
-    for spec, columns, clustering in bigquery_tables(table_settings, evaluation):
+    for spec, columns, clustering in bigquery_tables(table_settings, evaluation, comparison):
         project, _, rest = spec.rpartition(':')
         table_id = f'{project}.{rest}'
         client = client or bigquery.Client(project=project)
@@ -158,7 +160,7 @@ def prepare_tables(table_settings: BigQuerySettings, client=None, evaluation: bo
             client.update_table(table, ['schema'], retry=retry)
 
 
-def bigquery_tables(table_settings: BigQuerySettings, evaluation: bool = False):
+def bigquery_tables(table_settings: BigQuerySettings, evaluation: bool = False, comparison: bool = False):
     """(table spec, columns, clustering fields) for every BigQuery table this run writes."""
     if table_settings.output_table is None:
         return []
@@ -167,7 +169,14 @@ def bigquery_tables(table_settings: BigQuerySettings, evaluation: bool = False):
               (table_settings.dead_letter_table, DEAD_LETTER_COLUMNS + DEAD_LETTER_TABLE_EXTRA_COLUMNS, ())]
     if evaluation:
         tables += [(table, columns, ()) for table, columns in evaluation_tables(table_settings.output_table)]
+    if comparison:
+        tables.append((comparison_table(table_settings.output_table), COMPARISON_COLUMNS, ('prediction_run',)))
     return tables
+
+
+def comparison_table(output_table: str) -> str:
+    """The comparison's table (--compare_to), named after the detections table."""
+    return f'{output_table}_comparison'
 
 
 def evaluation_tables(output_table: str):

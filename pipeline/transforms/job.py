@@ -19,6 +19,7 @@ from pipeline.core.export import ExportBatch, first_lines
 from pipeline.core.operating_thresholds import ThresholdRule, csv_text
 from pipeline.core.outputs import COMPARISON_FILE, COMPARISON_FOLDER, EVALUATION_FOLDER, METRICS_FILE, THRESHOLDS_FILE
 from pipeline.core.schema import (
+    COMPARISON_COLUMNS,
     COMPARISON_SCHEMA,
     CONFIDENCE_SCHEMA,
     CONFUSION_SCHEMA,
@@ -32,7 +33,7 @@ from pipeline.core.schema import (
     THRESHOLD_COLUMNS,
 )
 from pipeline.io import summary_files
-from pipeline.io.bigquery import WriteBigQueryTable, evaluation_tables, table_rows
+from pipeline.io.bigquery import WriteBigQueryTable, comparison_table, evaluation_tables, table_rows
 from pipeline.io.locks import release_gcs_lock
 from pipeline.io.sinks import (
     WriteDeadLetterFiles,
@@ -113,7 +114,7 @@ class PredictionsToTables(beam.PTransform):
                 exported = first_lines_of_images(parsed.exported)
             exports = exported.batches | 'Export' >> WriteExports(required(settings.outputs.output, 'output'),
                                                                   settings.export)
-        dead = all_dead_letters(read, parsed, tables, evaluation)
+        dead = all_dead_letters(read, parsed, tables, evaluation, comparison)
         dead_written = write_dead_letters(dead, settings)
         counts = (
             (read.counts, parsed.counts, dead | 'CountDeadLetters' >> CountDeadLetters(),
@@ -272,8 +273,10 @@ def select_errors(batches: PCollection, errors: PCollection) -> ExportedLines:
 
 
 def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritten,
-                     evaluation: Optional[EvaluationWritten] = None) -> PCollection:
+                     evaluation: Optional[EvaluationWritten] = None,
+                     comparison: Optional['ComparisonWritten'] = None) -> PCollection:
     extra = (evaluation.ground_truth_dead_letters, *evaluation.rejected_rows) if evaluation else ()
+    extra += comparison.rejected_rows if comparison else ()
     return ((read.dead_letters, parsed.dead_letters, *tables.rejected_rows, *extra)
             | 'AllDeadLetters' >> beam.Flatten())
 
@@ -339,6 +342,7 @@ class ComparisonWritten(NamedTuple):
     document_file: Optional[PCollection]
     row_files: Optional[PCollection]
     table_writes: Tuple[PCollection, ...]
+    rejected_rows: Tuple[PCollection, ...]  # rows the BigQuery table refused: dead letters
     counts: PCollection
 
 
@@ -355,7 +359,13 @@ def compare(parsed: ParseResult, settings: Settings) -> ComparisonWritten:
         document_file = document | 'WriteComparisonDocument' >> beam.Map(
             write_json_document, join_path(root, COMPARISON_FILE))
         row_files = result.rows | 'WriteComparison' >> WriteParquetTable(root, COMPARISON_FOLDER, COMPARISON_SCHEMA)
-    return ComparisonWritten(document, document_file, row_files, (), result.counts)
+    table_writes, rejected = (), ()  # type: Tuple[PCollection, ...], Tuple[PCollection, ...]
+    if settings.bigquery.output_table:
+        table = comparison_table(settings.bigquery.output_table)
+        written = (result.rows | 'ComparisonRows' >> beam.FlatMap(table_rows)
+                   | 'WriteComparisonTable' >> bigquery_write(settings, table, COMPARISON_COLUMNS))
+        table_writes, rejected = (written.done,), (written.failures,)
+    return ComparisonWritten(document, document_file, row_files, table_writes, rejected, result.counts)
 
 
 # The files of one document each: listed in the summary, their rows not counted.

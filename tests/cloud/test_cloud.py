@@ -262,6 +262,29 @@ def test_evaluation_from_cloud_storage_to_bigquery_equals_the_local_files(cloud,
             assert [r['ap'] for r in mine] == (label['ap_per_iou'] or [None] * len(mine))
 
 
+def test_the_comparison_of_two_runs_lands_in_bigquery_as_in_the_files(cloud, tmp_path):
+    """--compare_to on the sample's two runs, from Cloud Storage: the comparison table in BigQuery holds
+    the rows of the run's own Parquet files, and comparison.json lands in the bucket."""
+    bucket = cloud.storage_client().bucket(BUCKET)
+    shard = SAMPLE / 'input' / 'prediction-salads_legacy-2021-03-01T10:52:53.972802Z' / 'image_object_detection_0.jsonl'
+    lines = [json.loads(line) for line in shard.read_text().splitlines() if line.strip()]
+    bucket.blob('compare/prediction-a-2026-12-01T00:00:00Z/image_object_detection_0.jsonl').upload_from_filename(
+        str(shard))
+    for line in lines:  # the second run: the same lines, each without its last box
+        line['annotations'] = line.get('annotations', [])[:-1]
+    bucket.blob('compare/prediction-b-2026-12-02T00:00:00Z/image_object_detection_0.jsonl').upload_from_string(
+        '\n'.join(json.dumps(line) for line in lines) + '\n')
+    result = run(cloud, '--input', f'gs://{BUCKET}/compare', '--output', f'gs://{BUCKET}/compared',
+                 '--output_table', f'{PROJECT}:ds.compared', '--project', PROJECT,
+                 '--temp_location', f'gs://{BUCKET}/tmp', '--compare_to', 'first')
+    assert 'compared with' in result.stdout and 'OK:' in result.stdout
+    files = ds.dataset(str(cloud.local_path(BUCKET, 'compared/comparison'))).to_table().to_pylist()
+    assert files and same_rows(rows_of_table(cloud, 'compared_comparison')) == same_rows(files)
+    document = json.loads(cloud.local_path(BUCKET, 'compared/comparison.json').read_text())
+    assert document['runs'][0]['compared'] == len({row['image_uri'] for row in files}) == len({line['ID'] for line in lines})
+    assert {row['outcome'] for row in files} == {'same', 'removed'}
+
+
 def same_rows(rows):
     """Rows of any table, comparable whatever their order (floats to 12 digits)."""
     return sorted(json.dumps({k: round(v, 12) if isinstance(v, float) else v for k, v in row.items()},
