@@ -21,7 +21,7 @@ class OptionError(ValueError):
 INPUT_FORMATS = ('auto', 'automl', 'vertex')
 GROUND_TRUTH_FORMATS = ('auto', 'vertex_jsonl', 'automl_csv', 'coco')
 EXPORT_FORMATS = ('vertex_jsonl', 'automl_csv', 'coco', 'label_studio')
-EXPORT_SELECTIONS = ('kept', 'uncertain', 'errors')
+EXPORT_SELECTIONS = ('kept', 'uncertain', 'errors', 'disagreements')
 # COCO's IoU thresholds for AP: 0.50, 0.55, ..., 0.95.
 # pycocotools' iouThrs, bit for bit: np.linspace(.5, 0.95, 10), whose 9th value is 0.8999999999999999.
 COCO_IOU_THRESHOLDS = tuple(np.linspace(0.5, 0.95, 10).tolist())
@@ -57,7 +57,7 @@ GROUND_TRUTH_FORMAT_RE = r'^(auto|vertex_jsonl|automl_csv|coco)$'
 ML_USE_RE = r'^(?i:training|train|validation|test|unassigned)$'
 FRACTIONS_RE = rf'^\s*{_FRACTION}\s*(,\s*{_FRACTION}\s*)*$'
 EXPORT_RE = r'^(vertex_jsonl|automl_csv|coco|label_studio)(,(vertex_jsonl|automl_csv|coco|label_studio))*$'
-EXPORT_SELECT_RE = r'^(kept|uncertain|errors)$'
+EXPORT_SELECT_RE = r'^(kept|uncertain|errors|disagreements)$'
 EXPORT_ML_USE_RE = r'^(training|validation|test)$'
 NAME_RE = r'^[A-Za-z_][A-Za-z0-9_.-]*$'
 RUN_NAME_RE = r'^\S(.*\S)?$'
@@ -490,8 +490,9 @@ OPTIONS = (
            parse_export_formats, regex=EXPORT_RE, modes=(BATCH,)),
     Option('export_select', 'Images to export',
            'kept (every image with its kept boxes, none included: pre-annotations), uncertain (images with '
-           'an annotation scored in [--uncertain_min, --uncertain_max) before thresholds) or errors (needs '
-           '--ground_truth: images with a false positive or a miss at --eval_iou).',
+           'an annotation scored in [--uncertain_min, --uncertain_max) before thresholds), errors (needs '
+           '--ground_truth: images with a false positive or a miss at --eval_iou) or disagreements (needs '
+           '--compare_to: each compared run\'s images with a box that is not the same as the base run\'s).',
            parse_choice(EXPORT_SELECT_RE, ', '.join(EXPORT_SELECTIONS)), default='kept', regex=EXPORT_SELECT_RE,
            modes=(BATCH,)),
     Option('uncertain_min', 'Uncertain band, low end', 'The lowest score (0 to 1) of the uncertain band.',

@@ -317,6 +317,8 @@ def _check_export(values: dict) -> None:
         return
     if values['output'] is None:
         raise OptionError('--export writes under <output>/export/: give --output')
+    if values['export_select'] == 'disagreements' and values['compare_to'] is None:
+        raise OptionError('--export_select=disagreements needs --compare_to: the base run the other runs disagree with')
     if values['export_select'] == 'errors' and values['ground_truth'] is None:
         raise OptionError('--export_select=errors needs --ground_truth: errors are false positives and misses '
                           'against it')

@@ -181,6 +181,7 @@ class BucketComparison(NamedTuple):
     rows: pa.Table
     labels: Dict[Optional[str], LabelComparison]
     images: 'ImageCounts'
+    changed: List[str]  # the URIs of the compared images with a box that is not `same`
 
 
 class ImageCounts(NamedTuple):
@@ -206,7 +207,8 @@ def compare_lines(run: BucketLines, base: BucketLines, base_run: Optional[str], 
     images = ImageCounts(len(common), int(changed.sum()), len(run_index) - len(common), len(base_line) - len(common))
     return BucketComparison(comparison_table(run.prediction_run, base_run, common, names, run_boxes, base_boxes,
                                              matched),
-                            label_counts(run_boxes, base_boxes, matched, names), images)
+                            label_counts(run_boxes, base_boxes, matched, names), images,
+                            [uri for uri, flag in zip(common, changed.tolist()) if flag])
 
 
 def _shared_labels(run: BucketLines, base: BucketLines) -> Tuple[List[str], Tuple[np.ndarray, np.ndarray]]:

@@ -185,6 +185,9 @@ def empty_exports(summary: Mapping, settings: Settings) -> List[RunWarning]:
         elif settings.export.export_select == 'errors':
             why, fix = ('no evaluated image had a false positive or a miss',
                         'nothing to review; --export_select kept exports every image')
+        elif settings.export.export_select == 'disagreements':
+            why, fix = ('no compared image had a box that is not the same as the base run\'s',
+                        'nothing to review; --export_select kept exports every image')
         elif settings.export.export_select == 'uncertain':
             why, fix = (f'no annotation scored in [{settings.export.uncertain_min}, {settings.export.uncertain_max})',
                         'widen --uncertain_min and --uncertain_max')

@@ -25,6 +25,8 @@ class ComparisonResult(NamedTuple):
     figures: beam.PCollection  # ComparisonFigures (one element): comparison.json and the summary's part
     rows: beam.PCollection  # pa.Table batches of the boxes' outcomes (schema.COMPARISON_COLUMNS)
     counts: beam.PCollection  # Counts
+    # (bucket, [(run, image URI)]) of the compared images that changed, when asked (--export_select)
+    changed: beam.PCollection
 
 
 class RunComparison(NamedTuple):
@@ -55,9 +57,10 @@ class CompareBucketFn(beam.DoFn):
     """(bucket, its parts: see evaluation.PREDICTED) -> the boxes' rows of each run against the base
     (main output, Arrow tables gathered per bundle), and per run its images and counts per label."""
 
-    def __init__(self, base_run: Optional[str], eval_iou: float):
+    def __init__(self, base_run: Optional[str], eval_iou: float, list_changed: bool = False):
         self._base_run = base_run
         self._eval_iou = eval_iou
+        self._list_changed = list_changed  # the changed images are listed (for --export_select disagreements)
         self._tables: List[pa.Table] = []
         self._pending_rows = 0
         self._counts = Counts()
@@ -66,7 +69,8 @@ class CompareBucketFn(beam.DoFn):
         self._tables, self._pending_rows, self._counts = [], 0, Counts()
 
     def process(self, element, runs: Iterable[Optional[str]]):
-        _, parts = element
+        bucket, parts = element
+        changed: List[Tuple[Optional[str], str]] = []
         by_run: Dict[Optional[str], list] = {}
         for kind, run, data in parts:
             if kind == PREDICTED:
@@ -84,8 +88,11 @@ class CompareBucketFn(beam.DoFn):
                 continue
             compared: BucketComparison = compare_lines(lines, base, self._base_run, self._eval_iou)
             yield beam.pvalue.TaggedOutput('runs', (run, (compared.images, compared.labels)))
+            changed += [(run, uri) for uri in compared.changed] if self._list_changed else []
             self._tables.append(compared.rows)
             self._pending_rows += compared.rows.num_rows
+        if changed:
+            yield beam.pvalue.TaggedOutput('changed', (bucket, changed))
         if self._pending_rows >= COMPARISON_TABLE_ROWS:
             yield self._rows()
 
@@ -116,8 +123,10 @@ class CompareRuns(beam.PTransform):
     """(bucket, part) of the prediction lines (see evaluation.PREDICTED) -> ComparisonResult: every run
     of `runs` but the base against the base."""
 
-    def __init__(self, base_run: Optional[str], runs: Iterable[Optional[str]], eval_iou: float):
+    def __init__(self, base_run: Optional[str], runs: Iterable[Optional[str]], eval_iou: float,
+                 list_changed: bool = False):
         super().__init__()
+        self._list_changed = list_changed
         self._base_run = base_run
         self._runs = list(runs)  # the input's, found at launch: a run without a usable line still counts
         self._eval_iou = eval_iou
@@ -127,9 +136,10 @@ class CompareRuns(beam.PTransform):
         compared = (
             parts
             | 'JoinByBucket' >> beam.GroupByKey()
-            | 'CompareImages' >> beam.ParDo(CompareBucketFn(self._base_run, self._eval_iou),
+            | 'CompareImages' >> beam.ParDo(CompareBucketFn(self._base_run, self._eval_iou, self._list_changed),
                                             runs=beam.pvalue.AsList(runs)
-                                            ).with_output_types(pa.Table).with_outputs('runs', 'counts', main='rows'))
+                                            ).with_output_types(pa.Table).with_outputs('runs', 'counts', 'changed',
+                                                                                         main='rows'))
         base_run, eval_iou, every_run = self._base_run, self._eval_iou, [run for run in self._runs
                                                                         if run != self._base_run]
         figures = (
@@ -139,4 +149,4 @@ class CompareRuns(beam.PTransform):
             | 'Figures' >> beam.Map(lambda summed: ComparisonFigures(base_run, eval_iou, [
                 RunComparison(run, *dict(summed).get(run, (ImageCounts(), {}))) for run in sorted(
                     every_run, key=lambda run: (run is not None, run or ''))])))
-        return ComparisonResult(figures, compared.rows, compared.counts)
+        return ComparisonResult(figures, compared.rows, compared.counts, compared.changed)

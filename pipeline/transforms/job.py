@@ -109,7 +109,9 @@ class PredictionsToTables(beam.PTransform):
         exports = exported = None
         if settings.export.enabled:
             if settings.export.export_select == 'errors':
-                exported = select_errors(parsed.exported, required(evaluation, 'ground_truth').errors)
+                exported = select_images(parsed.exported, required(evaluation, 'ground_truth').errors)
+            elif settings.export.export_select == 'disagreements':
+                exported = select_images(parsed.exported, required(comparison, 'compare_to').changed)
             else:
                 exported = first_lines_of_images(parsed.exported)
             exports = exported.batches | 'Export' >> WriteExports(required(settings.outputs.output, 'output'),
@@ -254,21 +256,22 @@ def first_lines_of_images(batches: PCollection) -> ExportedLines:
     return ExportedLines(chosen.batches, chosen.counts)
 
 
-def select_errors(batches: PCollection, errors: PCollection) -> ExportedLines:
+def select_images(batches: PCollection, listed: PCollection) -> ExportedLines:
     """(bucket, packed ExportBatch or where it waits) and (bucket, [(run, image URI)]) -> the first line
-    of each image the evaluation found a false positive or a miss in, for the run of the line."""
+    of each image listed for the run of the line: those the evaluation found a false positive or a miss
+    in, or those where a run disagrees with the base run."""
     def keep(element):
         _, joined = element
-        wanted = {pair for part in joined['errors'] for pair in part}
+        wanted = {pair for part in joined['listed'] for pair in part}
         with_errors = []
         for batch in (unpacked(read_payload(data)) for data in joined['batches']):
             lines = [line for line, uri in enumerate(batch.image_uris) if (batch.prediction_run, uri) in wanted]
             if lines:
                 with_errors.append(batch.lines(lines))
         yield from _first_lines(with_errors)
-    chosen = ({'batches': batches, 'errors': errors}
-              | 'JoinErrorsByBucket' >> beam.CoGroupByKey()
-              | 'ImagesWithErrors' >> beam.FlatMap(keep).with_outputs('counts', main='batches'))
+    chosen = ({'batches': batches, 'listed': listed}
+              | 'JoinListedByBucket' >> beam.CoGroupByKey()
+              | 'ListedImages' >> beam.FlatMap(keep).with_outputs('counts', main='batches'))
     return ExportedLines(chosen.batches, chosen.counts)
 
 
@@ -344,6 +347,7 @@ class ComparisonWritten(NamedTuple):
     table_writes: Tuple[PCollection, ...]
     rejected_rows: Tuple[PCollection, ...]  # rows the BigQuery table refused: dead letters
     counts: PCollection
+    changed: PCollection  # (bucket, [(run, image URI)]) of the images that changed
 
 
 def compare(parsed: ParseResult, settings: Settings) -> ComparisonWritten:
@@ -351,7 +355,9 @@ def compare(parsed: ParseResult, settings: Settings) -> ComparisonWritten:
     box and outcome) and <output>/comparison.json."""
     options = settings.evaluation
     (base,) = options.compare_base
-    result = parsed.evaluation_parts | 'CompareRuns' >> CompareRuns(base, options.runs, options.eval_iou)
+    result = parsed.evaluation_parts | 'CompareRuns' >> CompareRuns(
+        base, options.runs, options.eval_iou,
+        list_changed=settings.export.enabled and settings.export.export_select == 'disagreements')
     document = result.figures | 'ComparisonDocument' >> beam.Map(lambda figures: figures.document())
     document_file = row_files = None
     root = settings.outputs.output
@@ -365,7 +371,7 @@ def compare(parsed: ParseResult, settings: Settings) -> ComparisonWritten:
         written = (result.rows | 'ComparisonRows' >> beam.FlatMap(table_rows)
                    | 'WriteComparisonTable' >> bigquery_write(settings, table, COMPARISON_COLUMNS))
         table_writes, rejected = (written.done,), (written.failures,)
-    return ComparisonWritten(document, document_file, row_files, table_writes, rejected, result.counts)
+    return ComparisonWritten(document, document_file, row_files, table_writes, rejected, result.counts, result.changed)
 
 
 # The files of one document each: listed in the summary, their rows not counted.

@@ -182,3 +182,23 @@ def test_the_comparison_report_opens_without_console_errors(demo_report):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and 'id="comparison"' in result.stdout
     assert 'CONSOLE' not in result.stderr and 'Uncaught' not in result.stderr, result.stderr[-2000:]
+
+
+def test_disagreements_exports_the_images_a_run_changed(compared, run, tmp_path):
+    source = compared[RUN_A][0].parent / 'in'
+    out = tmp_path / 'out'
+    run('--input', source, '--output', out, '--compare_to', RUN_A, '--report=false', '--image_size', '1000x800',
+        '--export', 'vertex_jsonl,coco', '--export_select', 'disagreements')
+    rows = pq.read_table(out / 'comparison').to_pylist()
+    expected = {row['image_uri'] for row in rows if row['outcome'] != 'same'}
+    assert expected == {PREFIX + uri for uri in IMAGES if uri != 'same.jpg'}
+    (path,) = (out / 'export' / 'vertex_jsonl').glob('*.jsonl')
+    exported = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {line['imageGcsUri'] for line in exported} == expected and len(exported) == len(expected)
+    by_uri = {line['imageGcsUri']: line for line in exported}  # the compared run's boxes (B), not the base's
+    assert [box['displayName'] for box in by_uri[PREFIX + 'relabelled.jpg']['boundingBoxAnnotations']] == ['dog']
+    coco = json.loads(next((out / 'export' / 'coco').glob('*.json')).read_text())
+    assert {image['file_name'] for image in coco['images']} == expected  # every format, the same images
+    needs = run('--input', source, '--output', tmp_path / 'other', '--export', 'coco', '--export_select',
+                'disagreements', check=False)
+    assert needs.returncode == 2 and '--export_select=disagreements needs --compare_to' in needs.stderr
