@@ -16,6 +16,7 @@ from pipeline.core.evaluation import PREDICTED, unpacked
 from pipeline.io.spill import read_payload
 from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
 from pipeline.transforms.count import counted_at_bundle_end
+from pipeline.transforms.gather import GatheredTables
 
 # Rows of `comparison` gathered before they leave as one Arrow table (and at the end of each bundle).
 COMPARISON_TABLE_ROWS = 32 * 1024
@@ -61,12 +62,11 @@ class CompareBucketFn(beam.DoFn):
         self._base_run = base_run
         self._eval_iou = eval_iou
         self._list_changed = list_changed  # the changed images are listed (for --export_select disagreements)
-        self._tables: List[pa.Table] = []
-        self._pending_rows = 0
+        self._rows = GatheredTables(COMPARISON_TABLE_ROWS)
         self._counts = Counts()
 
     def start_bundle(self):
-        self._tables, self._pending_rows, self._counts = [], 0, Counts()
+        self._rows, self._counts = GatheredTables(COMPARISON_TABLE_ROWS), Counts()
 
     def process(self, element, runs: Iterable[Optional[str]]):
         bucket, parts = element
@@ -89,23 +89,21 @@ class CompareBucketFn(beam.DoFn):
             compared: BucketComparison = compare_lines(lines, base, self._base_run, self._eval_iou)
             yield beam.pvalue.TaggedOutput('runs', (run, (compared.images, compared.labels)))
             changed += [(run, uri) for uri in compared.changed] if self._list_changed else []
-            self._tables.append(compared.rows)
-            self._pending_rows += compared.rows.num_rows
+            gathered = self._rows.add(compared.rows)
+            if gathered is not None:
+                yield self._counted(gathered)
         if changed:
             yield beam.pvalue.TaggedOutput('changed', (bucket, changed))
-        if self._pending_rows >= COMPARISON_TABLE_ROWS:
-            yield self._rows()
 
     def finish_bundle(self):
-        if self._tables:
-            yield GlobalWindows.windowed_value(self._rows())
+        gathered = self._rows.take()
+        if gathered is not None:
+            yield GlobalWindows.windowed_value(self._counted(gathered))
         yield counted_at_bundle_end(self._counts)
         self._counts = Counts()
 
-    def _rows(self) -> pa.Table:
-        table = pa.concat_tables(self._tables)
+    def _counted(self, table: pa.Table) -> pa.Table:
         self._counts.scalars[names.COMPARISON_ROWS] += table.num_rows
-        self._tables, self._pending_rows = [], 0
         return table
 
 

@@ -34,6 +34,7 @@ from pipeline.io.sizes import SizeResolver
 from pipeline.io.spill import SpillWriter, read_payload
 from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
 from pipeline.transforms.count import counted_at_bundle_end
+from pipeline.transforms.gather import GatheredTables
 
 
 class EvaluationResult(NamedTuple):
@@ -68,12 +69,11 @@ class EvaluateBucketFn(beam.DoFn):
         self._eval_confidence = eval_confidence
         self._ml_use = ml_use
         self._max_dets = tuple(max_dets)
-        self._tables: List[pa.Table] = []
-        self._pending_rows = 0
+        self._matches = GatheredTables(MATCH_TABLE_ROWS)
         self._counts = Counts()
 
     def start_bundle(self):
-        self._tables, self._pending_rows, self._counts = [], 0, Counts()
+        self._matches, self._counts = GatheredTables(MATCH_TABLE_ROWS), Counts()
         self._spill = SpillWriter(self._spill_folder)
 
     def process(self, element, runs: Iterable[Optional[str]], manifest=None):
@@ -108,24 +108,22 @@ class EvaluateBucketFn(beam.DoFn):
                 errors += [(run, uri) for uri in result.images_with_errors()]
             if len(result.tied.scores):
                 yield beam.pvalue.TaggedOutput('tied', (run, self._spill.put(packed(result.tied))))
-            self._tables.append(result.matches)
-            self._pending_rows += result.matches.num_rows
+            gathered = self._matches.add(result.matches)
+            if gathered is not None:
+                yield self._counted(gathered)
         if errors:
             yield beam.pvalue.TaggedOutput('errors', (bucket_id, errors))
-        if self._pending_rows >= MATCH_TABLE_ROWS:
-            yield self._matches()
 
     def finish_bundle(self):
         self._spill.close()
-        if self._tables:
-            yield GlobalWindows.windowed_value(self._matches())
+        gathered = self._matches.take()
+        if gathered is not None:
+            yield GlobalWindows.windowed_value(self._counted(gathered))
         yield counted_at_bundle_end(self._counts)
         self._counts = Counts()
 
-    def _matches(self):
-        table = pa.concat_tables(self._tables)
+    def _counted(self, table: pa.Table) -> pa.Table:
         self._counts.scalars[names.EVALUATION_MATCH_ROWS] += table.num_rows
-        self._tables, self._pending_rows = [], 0
         return table
 
 
