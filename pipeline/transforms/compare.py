@@ -62,11 +62,11 @@ class CompareBucketFn(beam.DoFn):
         self._base_run = base_run
         self._eval_iou = eval_iou
         self._list_changed = list_changed  # the changed images are listed (for --export_select disagreements)
-        self._rows = GatheredTables(COMPARISON_TABLE_ROWS)
+        self._rows = GatheredTables(COMPARISON_TABLE_ROWS, names.COMPARISON_ROWS)
         self._counts = Counts()
 
     def start_bundle(self):
-        self._rows, self._counts = GatheredTables(COMPARISON_TABLE_ROWS), Counts()
+        self._rows, self._counts = GatheredTables(COMPARISON_TABLE_ROWS, names.COMPARISON_ROWS), Counts()
 
     def process(self, element, runs: Iterable[Optional[str]]):
         bucket, parts = element
@@ -89,22 +89,18 @@ class CompareBucketFn(beam.DoFn):
             compared: BucketComparison = compare_lines(lines, base, self._base_run, self._eval_iou)
             yield beam.pvalue.TaggedOutput('runs', (run, (compared.images, compared.labels)))
             changed += [(run, uri) for uri in compared.changed] if self._list_changed else []
-            gathered = self._rows.add(compared.rows)
+            gathered = self._rows.add(compared.rows, self._counts)
             if gathered is not None:
-                yield self._counted(gathered)
+                yield gathered
         if changed:
             yield beam.pvalue.TaggedOutput('changed', (bucket, changed))
 
     def finish_bundle(self):
-        gathered = self._rows.take()
+        gathered = self._rows.take(self._counts)
         if gathered is not None:
-            yield GlobalWindows.windowed_value(self._counted(gathered))
+            yield GlobalWindows.windowed_value(gathered)
         yield counted_at_bundle_end(self._counts)
         self._counts = Counts()
-
-    def _counted(self, table: pa.Table) -> pa.Table:
-        self._counts.scalars[names.COMPARISON_ROWS] += table.num_rows
-        return table
 
 
 def _summed(parts: Iterable[Tuple[ImageCounts, Dict[Optional[str], LabelComparison]]]):

@@ -69,11 +69,11 @@ class EvaluateBucketFn(beam.DoFn):
         self._eval_confidence = eval_confidence
         self._ml_use = ml_use
         self._max_dets = tuple(max_dets)
-        self._matches = GatheredTables(MATCH_TABLE_ROWS)
+        self._matches = GatheredTables(MATCH_TABLE_ROWS, names.EVALUATION_MATCH_ROWS)
         self._counts = Counts()
 
     def start_bundle(self):
-        self._matches, self._counts = GatheredTables(MATCH_TABLE_ROWS), Counts()
+        self._matches, self._counts = GatheredTables(MATCH_TABLE_ROWS, names.EVALUATION_MATCH_ROWS), Counts()
         self._spill = SpillWriter(self._spill_folder)
 
     def process(self, element, runs: Iterable[Optional[str]], manifest=None):
@@ -108,23 +108,19 @@ class EvaluateBucketFn(beam.DoFn):
                 errors += [(run, uri) for uri in result.images_with_errors()]
             if len(result.tied.scores):
                 yield beam.pvalue.TaggedOutput('tied', (run, self._spill.put(packed(result.tied))))
-            gathered = self._matches.add(result.matches)
+            gathered = self._matches.add(result.matches, self._counts)
             if gathered is not None:
-                yield self._counted(gathered)
+                yield gathered
         if errors:
             yield beam.pvalue.TaggedOutput('errors', (bucket_id, errors))
 
     def finish_bundle(self):
         self._spill.close()
-        gathered = self._matches.take()
+        gathered = self._matches.take(self._counts)
         if gathered is not None:
-            yield GlobalWindows.windowed_value(self._counted(gathered))
+            yield GlobalWindows.windowed_value(gathered)
         yield counted_at_bundle_end(self._counts)
         self._counts = Counts()
-
-    def _counted(self, table: pa.Table) -> pa.Table:
-        self._counts.scalars[names.EVALUATION_MATCH_ROWS] += table.num_rows
-        return table
 
 
 # Detections a label's gathered parts may hold before they are merged into counts per distinct score:
