@@ -399,14 +399,10 @@ def file_thresholds(given, input_shards, renamed: Dict[str, str], quiet: bool) -
     if not isinstance(given, ThresholdsFile):
         return {}
     try:
-        with FileSystems.open(given.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            text = handle.read(_MAX_THRESHOLDS_BYTES + 1).decode('utf-8-sig')
-    except (OSError, UnicodeDecodeError, BeamIOError) as exc:
+        text = read_launch_file(given.path, _MAX_THRESHOLDS_BYTES)
+    except (OSError, ValueError, BeamIOError) as exc:
         raise OptionError(f'--label_thresholds: @{given.path} cannot be read ({exc}); @FILE takes the whole '
                           'value: to change a label\'s threshold, edit the file') from None
-    if len(text) > _MAX_THRESHOLDS_BYTES:
-        raise OptionError(f'--label_thresholds: @{given.path} is over {_MAX_THRESHOLDS_BYTES:,} bytes: not a '
-                          'thresholds.csv')
     try:
         runs = [prediction_run(path, renamed) for path in input_shards()]
     except Exception:  # check_input has said so
@@ -422,14 +418,23 @@ def file_thresholds(given, input_shards, renamed: Dict[str, str], quiet: bool) -
     return {'label_thresholds': read.thresholds}
 
 
+def read_launch_file(path: str, limit: int) -> str:
+    """A small text file an option names (local or gs://), read whole at launch; raises ValueError
+    when it is not UTF-8 or holds more than `limit` bytes (it is then not what the option reads)."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f'it holds over {limit:,} bytes')
+    return data.decode('utf-8-sig')  # UnicodeDecodeError is a ValueError
+
+
 def read_roi(value: str) -> str:
     """The --roi region as WKT: given inline, or read from a file (local or gs://); validated."""
     text = value.strip()
     if not re.match(r'(?i)^\s*(MULTI)?POLYGON\b', text):
         try:
-            with FileSystems.open(text, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-                text = handle.read(_MAX_ROI_BYTES).decode('utf-8').strip()
-        except (OSError, UnicodeDecodeError, BeamIOError) as exc:
+            text = read_launch_file(text, _MAX_ROI_BYTES).strip()
+        except (OSError, ValueError, BeamIOError) as exc:
             raise OptionError(f'--roi: {value!r} is neither WKT (POLYGON or MULTIPOLYGON) nor a '
                               f'readable file: {exc}') from None
     try:

@@ -246,14 +246,15 @@ class Settings:
 
 
 # Options that mean something only beside another: given alone, they would quietly do nothing.
-NEEDS = {
+# Option -> (the option it works with, or a tuple of options any of which, and what that gives it).
+NEEDS: Dict[str, Tuple[Any, str]] = {
     'export_select': ('export', 'the formats to write'), 'uncertain_min': ('export', 'the formats to write'),
     'uncertain_max': ('export', 'the formats to write'), 'label_studio_from_name': ('export', 'with label_studio'),
     'label_studio_to_name': ('export', 'with label_studio'),
     'ground_truth_format': ('ground_truth', 'the labelled boxes to evaluate against'),
     'iou_thresholds': ('ground_truth', 'the labelled boxes to evaluate against'),
     'max_dets': ('ground_truth', 'the labelled boxes to evaluate against'),
-    'eval_iou': ('ground_truth', 'the labelled boxes to evaluate against'),
+    'eval_iou': (('ground_truth', 'compare_to'), 'the labelled boxes, or the base run, to match boxes with'),
     'eval_confidence': ('ground_truth', 'the labelled boxes to evaluate against'),
     'target_precision': ('ground_truth', 'the labelled boxes to evaluate against'),
     'target_recall': ('ground_truth', 'the labelled boxes to evaluate against'),
@@ -261,11 +262,12 @@ NEEDS = {
 
 
 def _check_needs(given: Mapping[str, Any]) -> None:
+    """Each option of NEEDS given with one of the options it works with (a name, or names any of which)."""
     for name, (needed, what) in NEEDS.items():
-        if name == 'eval_iou' and given.get('compare_to') is not None:  # the comparison matches at it too
-            continue
-        if given.get(name) is not None and given.get(needed) in (None, ()):
-            raise OptionError(f'--{name} needs --{needed} ({what}); without it, it would do nothing')
+        alternatives = (needed,) if isinstance(needed, str) else needed
+        if given.get(name) is not None and all(given.get(other) in (None, ()) for other in alternatives):
+            shown = ' or '.join(f'--{other}' for other in alternatives)
+            raise OptionError(f'--{name} needs {shown} ({what}); without it, it would do nothing')
 
 
 def _check_and_default(values: dict) -> None:

@@ -2,10 +2,11 @@
 run against the base, per label how the boxes changed and how far the runs agree, the label pairs
 most often swapped, and a gallery of the images that changed most, both runs' boxes over the picture
 (base dashed, run solid)."""
+import collections
 import heapq
 import html
 import itertools
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Counter, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,7 +42,7 @@ def read_changes(paths: Sequence[str], per_run: int = GALLERY_PER_RUN
     each (base label, run label) pair was swapped): two passes over the table, holding counts per image
     of one batch at a time and the chosen images' rows."""
     heaps: Dict[Optional[str], list] = {}
-    swaps: Dict[Optional[str], Dict[Tuple[str, str], int]] = {}
+    swaps: Dict[Optional[str], Counter] = collections.defaultdict(collections.Counter)
     order = itertools.count()
     for batch in _batches(paths):
         table = pa.Table.from_batches([batch])
@@ -51,8 +52,7 @@ def read_changes(paths: Sequence[str], per_run: int = GALLERY_PER_RUN
                 'prediction_run', 'image_uri', 'outcome', 'label', 'base_label'))):
             per_image[run, uri] = per_image.get((run, uri), 0) + 1
             if outcome == 'relabelled':
-                pair = (base_label or '', label or '')
-                swaps.setdefault(run, {})[pair] = swaps.setdefault(run, {}).get(pair, 0) + 1
+                swaps[run][base_label or '', label or ''] += 1
         for (run, uri), count in per_image.items():  # an image's rows are together: one batch, or two
             heap = heaps.setdefault(run, [])
             item = (count, uri, -next(order))
@@ -69,7 +69,7 @@ def read_changes(paths: Sequence[str], per_run: int = GALLERY_PER_RUN
             if (row['prediction_run'], row['image_uri']) in rows:
                 rows[row['prediction_run'], row['image_uri']].append(row)
     chosen = sorted(wanted.items(), key=lambda item: (item[0][0] or '', -item[1], item[0][1]))
-    return [ChangedImage(run, uri, count, rows[run, uri]) for (run, uri), count in chosen], swaps
+    return [ChangedImage(run, uri, count, rows[run, uri]) for (run, uri), count in chosen], dict(swaps)
 
 
 def changes_overlay(rows: Sequence[dict]) -> str:

@@ -202,3 +202,13 @@ def test_disagreements_exports_the_images_a_run_changed(compared, run, tmp_path)
     needs = run('--input', source, '--output', tmp_path / 'other', '--export', 'coco', '--export_select',
                 'disagreements', check=False)
     assert needs.returncode == 2 and '--export_select=disagreements needs --compare_to' in needs.stderr
+
+
+def test_a_users_own_comparison_json_stops_the_run_and_survives(compared, run, tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'comparison.json').write_text('{"mine": true}')
+    result = run('--input', compared[RUN_A][0].parent / 'in', '--output', out, '--compare_to', 'first',
+                 '--overwrite', check=False)
+    assert result.returncode == 2 and 'comparison of the runs goes' in result.stderr
+    assert (out / 'comparison.json').read_text() == '{"mine": true}'

@@ -98,3 +98,12 @@ def test_a_file_of_several_runs_is_refused_for_an_input_of_several(run, predicti
         '--report=false')
     summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
     assert summary['thresholds']['label_thresholds'] == {'cat': 0.625}  # the input's run's row
+
+
+def test_a_users_own_thresholds_csv_stops_the_run_and_survives(run, predictions, tmp_path):
+    mine = tmp_path / 'out' / 'evaluation' / 'thresholds.csv'
+    mine.parent.mkdir(parents=True)
+    mine.write_text('label,threshold\nmy,0.5\n')
+    result = evaluate(run, predictions, tmp_path / 'out', '--overwrite', check=False)
+    assert result.returncode == 2 and 'operating thresholds go' in result.stderr
+    assert mine.read_text() == 'label,threshold\nmy,0.5\n'
