@@ -27,7 +27,7 @@ run: install
 DEMO_ARGS := --input demo/input --output demo/out --image_sizes demo/image_sizes.csv \
 	--ground_truth demo/ground_truth/coco.json --ground_truth_image_prefix gs://demo-bucket/images/ \
 	--export coco,label_studio --export_select errors --report_image_mirror gs://demo-bucket/images/=demo/images/ \
-	--compare_to first
+	--compare_to first --image_attributes demo/image_attributes.csv --slice_by camera,shapes,box_size
 
 demo: install
 	$(PY) -m pipeline.tools.demo demo
@@ -43,7 +43,8 @@ report-screenshots: install
 	$(PY) -m pipeline.tools.screenshots out/report/index.html docs/images/report-plain.png \
 		demo/out/report/index.html docs/images/report-evaluated.png \
 		'demo/out/report/index.html#evaluation' docs/images/report-evaluation.png \
-		'demo/out/report/index.html#comparison' docs/images/report-comparison.png
+		'demo/out/report/index.html#comparison' docs/images/report-comparison.png \
+		'demo/out/report/index.html#slices' docs/images/report-slices.png
 
 # The report test renders the page in Debian's Chromium; install it when it is missing (as root, as
 # on CI and the development machines).

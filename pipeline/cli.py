@@ -39,7 +39,7 @@ from pipeline.config.options import (
     parse_output_path,
     pattern_problem,
 )
-from pipeline.config.settings import EvaluationSettings, Settings, required
+from pipeline.config.settings import EvaluationSettings, Settings, SliceSettings, required
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
 from pipeline.core.evaluation import bucket_count
@@ -48,6 +48,7 @@ from pipeline.core.outputs import OutputLayout, overlaps_with_input
 from pipeline.core.run_warnings import render as render_warnings
 from pipeline.core.shards import annotations_estimate, prediction_run, run_names, scheme_of, split_ranges
 from pipeline.io import summary_files
+from pipeline.io.attribute_files import AttributeFileError, resolve_image_attributes
 from pipeline.io.bigquery import prepare_tables
 from pipeline.io.locks import RunLock
 from pipeline.io.provision import provision, release_untouched
@@ -124,9 +125,11 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
     run_names_ = shared_run_names(pattern, input_shards) if pattern else ()
     settings = settings.resolved(
         input={'run_names': run_names_},
-        evaluation={**resolved_evaluation(settings.evaluation, input_shards, skip, dict(run_names_)),
+        evaluation={**resolved_evaluation(settings.evaluation, input_shards, skip, dict(run_names_),
+                                          settings.joined),
                     'fixed_image_size': settings.sizes.image_size},
         export={'buckets': input_buckets(input_shards)} if settings.export.enabled else {},
+        slices=resolved_slices(settings.slices, skip),
         launch={'run_id': uuid.uuid4().hex, 'started': started, 'command_line': tuple(argv),
                 'tool_version': pipeline.__version__,
                 'options': given_options(pipeline_options),
@@ -194,11 +197,12 @@ def shared_run_names(pattern: str, input_shards) -> Tuple[Tuple[str, str], ...]:
         return ()
 
 
-def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip, renamed: Dict[str, str]) -> dict:
+def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip, renamed: Dict[str, str],
+                        joined: bool) -> dict:
     """The ground-truth files with their formats, the count of evaluation buckets from the size of the
     input (`input_shards`: path -> size), the input's prediction runs and the base run of a comparison;
     raises OptionError."""
-    if not evaluation.joined:
+    if not joined:  # nothing meets by bucket: no ground truth, comparison or slices
         return {}
     files: Tuple[Tuple[str, str], ...] = ()
     if evaluation.enabled:
@@ -216,6 +220,19 @@ def resolved_evaluation(evaluation: EvaluationSettings, input_shards, skip, rena
     base = () if evaluation.compare_to is None else (compare_base(evaluation.compare_to, runs),)
     return {'ground_truth_files': files, 'buckets': bucket_count(sum(shards.values())), 'runs': runs,
             'compare_base': base}
+
+
+def resolved_slices(slices: SliceSettings, skip) -> dict:
+    """The image-attribute files with their formats, each checked for the columns --slice_by names;
+    raises OptionError."""
+    if not slices.attributes:
+        return {}
+    try:
+        return {'attribute_files': tuple(resolve_image_attributes(
+            required(slices.image_attributes, 'image_attributes'), slices.image_attributes_key, slices.attributes,
+            skip))}
+    except AttributeFileError as exc:
+        raise OptionError(str(exc)) from None
 
 
 def compare_base(given: str, runs: Sequence[Optional[str]]) -> Optional[str]:
@@ -239,7 +256,8 @@ def output_layout(settings: Settings, local: bool, pattern: str) -> OutputLayout
     outputs = settings.outputs
     report = settings.report.report if settings.report.report is not None else local
     layout = OutputLayout.of(absolute(outputs.output), absolute(outputs.dead_letter),
-                             absolute(outputs.summary), report, evaluation=settings.evaluation.enabled,
+                             absolute(outputs.summary), report,
+                             evaluation=settings.evaluation.enabled or settings.slices.enabled,
                              export=settings.export.enabled, comparison=settings.evaluation.compare_to is not None)
     check_locations(layout, required(settings.input.input, 'input'), pattern)
     return layout
@@ -348,7 +366,7 @@ def provision_outputs(plan: LaunchPlan) -> List[RunLock]:
     try:
         if plan.settings.bigquery.output_table:
             prepare_tables(plan.settings.bigquery, evaluation=plan.settings.evaluation.enabled,
-                           comparison=bool(plan.settings.evaluation.compare_base))
+                           comparison=bool(plan.settings.evaluation.compare_base), slices=plan.settings.slices.enabled)
     except (ValueError, GoogleAPIError) as exc:
         release_untouched(locks)
         raise OptionError(f'--output_table: {exc}') from None
@@ -552,7 +570,7 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
         # BigQuery output only: the summary still comes back to print, through a scratch file.
         scratch = tempfile.mkdtemp(prefix='prediction-tables-')
         settings = settings.resolved(outputs={'summary': os.path.join(scratch, 'summary.json')})
-    spill = make_spill_folder() if local and (settings.evaluation.joined or settings.export.enabled) else None
+    spill = make_spill_folder() if local and (settings.joined or settings.export.enabled) else None
     if spill:
         settings = settings.resolved(evaluation={'spill_folder': spill})
     try:
@@ -688,14 +706,16 @@ def amber(text: str, stream) -> str:
 
 
 def check_dead_letter_ratio(summary, limit: Optional[float]) -> int:
-    """3 when line and ground-truth dead letters exceed --max_dead_letter_ratio of the non-blank lines
-    and ground-truth units read, else 0."""
-    reconciliation, truth = summary['reconciliation'], summary.get('ground_truth')
+    """3 when line, ground-truth and image-attribute dead letters exceed --max_dead_letter_ratio of the
+    non-blank lines, ground-truth units and attribute rows read, else 0."""
+    reconciliation = summary['reconciliation']
     lines, dead = reconciliation['non_blank_lines'], reconciliation['line_dead_letters']
-    what = 'non-blank lines'
-    if truth:
-        lines, dead = lines + truth['rows_read'], dead + truth['dead_letters']
-        what = 'non-blank lines and ground-truth units'
+    counted = ['non-blank lines']
+    for section, name in (('ground_truth', 'ground-truth units'), ('image_attributes', 'image attribute rows')):
+        if summary.get(section):
+            lines, dead = lines + summary[section]['rows_read'], dead + summary[section]['dead_letters']
+            counted.append(name)
+    what = ', '.join(counted[:-1]) + ' and ' + counted[-1] if len(counted) > 1 else counted[0]
     if limit is None or lines == 0 or dead / lines <= limit:
         return 0
     print(f'error: {dead} of {lines} {what} ({dead / lines:.2%}) went to the dead letters, '

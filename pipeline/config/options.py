@@ -6,8 +6,9 @@ wrong. `settings.Settings` runs every parser and the checks across options befor
 """
 import dataclasses
 import json
+import math
 import re
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import orjson
@@ -61,6 +62,12 @@ EXPORT_SELECT_RE = r'^(kept|uncertain|errors|disagreements)$'
 EXPORT_ML_USE_RE = r'^(training|validation|test)$'
 NAME_RE = r'^[A-Za-z_][A-Za-z0-9_.-]*$'
 RUN_NAME_RE = r'^\S(.*\S)?$'
+# The slices that need no image attributes: COCO's box sizes, and the prediction runs themselves.
+BOX_SIZE, PREDICTION_RUN = 'box_size', 'prediction_run'
+BUILT_IN_SLICES = (BOX_SIZE, PREDICTION_RUN)
+ATTRIBUTE_NAMES_RE = r'^\s*[^,\s]([^,]*[^,\s])?\s*(,\s*[^,\s]([^,]*[^,\s])?\s*)*$'
+_NUMBER = r'[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?'
+SLICE_BINS_RE = rf'^\s*{_NUMBER}\s*(,\s*{_NUMBER}\s*)*$'
 SUBSCRIPTION_RE = rf'^projects/({_PROJECT})/subscriptions/([A-Za-z][-A-Za-z0-9_.~+%]{{2,254}})$'
 
 # A run is a batch run over what --input holds, or a streaming run over what --input_subscription
@@ -248,6 +255,36 @@ def parse_export_formats(text: str) -> Tuple[str, ...]:
 def parse_run_name(text: str) -> str:
     """A prediction run's name as the tables give it, or `first`; checked against the input at launch."""
     return _check_shape(text, RUN_NAME_RE, 'a prediction run\'s name (its folder), or first').group(0)
+
+
+def parse_attribute_name(text: str) -> str:
+    """A column of the image attributes (a CSV header's or a JSON key), as written, spaces around it
+    aside."""
+    return _check_shape(text.strip(), RUN_NAME_RE, 'a column name').group(0)
+
+
+def parse_slice_by(text: str) -> Tuple[str, ...]:
+    """Distinct attribute names, comma-separated, in the order given."""
+    _check_shape(text, ATTRIBUTE_NAMES_RE, 'comma-separated attribute names (such as camera,box_size)')
+    names = tuple(name.strip() for name in text.split(','))
+    if len(set(names)) != len(names):
+        raise ValueError(f'{text!r} names an attribute twice')
+    return names
+
+
+def parse_slice_bins(text: str) -> Union[int, Tuple[float, ...]]:
+    """A count of quantile bins (2 or more), or the increasing edges of the bins, comma-separated."""
+    _check_shape(text, SLICE_BINS_RE, 'a count of bins (such as 4), or increasing bin edges (such as 0,10,100)')
+    items = [item.strip() for item in text.split(',')]
+    if len(items) == 1 and re.fullmatch(r'\+?\d+', items[0]):
+        count = int(items[0])
+        if count < 2:
+            raise ValueError('give 2 or more bins, or the bin edges (such as 10 for below and from 10)')
+        return count
+    edges = tuple(float(item) for item in items)
+    if any(not math.isfinite(edge) for edge in edges) or list(edges) != sorted(set(edges)):
+        raise ValueError(f'{text!r}: give each edge once, in increasing order')
+    return edges
 
 
 def parse_positive_int(text: str) -> int:
@@ -484,6 +521,24 @@ OPTIONS = (
            'every other run is compared with it image by image, boxes matched at --eval_iou, into '
            '<output>/comparison/ and comparison.json. Needs no ground truth.',
            parse_run_name, regex=RUN_NAME_RE, modes=(BATCH,)),
+    Option('image_attributes', 'Image attributes',
+           'A file, folder or glob (local or gs://) of image attributes to slice the evaluation by (--slice_by): '
+           'CSV with a header, or JSONL; one column or key is the image URI (--image_attributes_key), the '
+           'others are attributes (text, numbers, booleans). The first row of an image counts.',
+           parse_path, regex=GCS_PATH_RE, modes=(BATCH,)),
+    Option('image_attributes_key', 'Image URI column',
+           'The column (CSV) or key (JSONL) of --image_attributes that holds the image URI.',
+           parse_attribute_name, default='image_uri', regex=RUN_NAME_RE, modes=(BATCH,)),
+    Option('slice_by', 'Slice the evaluation by',
+           'Comma-separated attributes of --image_attributes, or box_size (COCO\'s small, medium and large) '
+           'or prediction_run: each run is also evaluated slice by slice (the twelve numbers, tp/fp/fn and AP per '
+           'label of each value) into metrics.json\'s slices and <output>/evaluation/slices/.',
+           parse_slice_by, regex=ATTRIBUTE_NAMES_RE, modes=(BATCH,)),
+    Option('slice_bins', 'Bins of numeric attributes',
+           'How a numeric attribute is sliced: a count of quantile bins (of its values in --image_attributes), '
+           'or increasing edges (such as 0,10,100: below 0, [0, 10), [10, 100), from 100). With no more '
+           'distinct values than bins, each value is a slice.',
+           parse_slice_bins, default=4, regex=SLICE_BINS_RE, modes=(BATCH,)),
     Option('export', 'Export formats',
            'Write the kept boxes for review and relabeling under <output>/export/<format>/: comma-separated '
            'vertex_jsonl (Vertex AI import), automl_csv (AutoML Vision import), coco, label_studio.',
@@ -521,7 +576,7 @@ OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 # The options that name a file, folder or glob (local or gs://) that the launch lists or reads: every
 # location we write, and those we read (--ground_truth_image_prefix is a prefix, never listed).
 LOCATION_OPTIONS = tuple(option.name for option in OPTIONS if option.parse is parse_output_path
-                         or option.name in ('input', 'image_sizes', 'roi', 'ground_truth'))
+                         or option.name in ('input', 'image_sizes', 'roi', 'ground_truth', 'image_attributes'))
 
 # The options by concern, as --help shows them; every option is in exactly one group (a test checks).
 OPTION_GROUPS = (
@@ -538,6 +593,7 @@ OPTION_GROUPS = (
     ('Evaluation', ('ground_truth', 'ground_truth_format', 'ground_truth_image_prefix', 'ml_use',
                     'iou_thresholds', 'max_dets', 'eval_iou', 'eval_confidence', 'target_precision',
                     'target_recall', 'compare_to')),
+    ('Slices', ('image_attributes', 'image_attributes_key', 'slice_by', 'slice_bins')),
     ('Export', ('export', 'export_select', 'uncertain_min', 'uncertain_max', 'export_ml_use',
                 'export_image_prefix', 'label_studio_from_name', 'label_studio_to_name')),
 )

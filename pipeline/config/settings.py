@@ -7,12 +7,14 @@ command line (`Settings.resolved`): never given as options.
 """
 import dataclasses
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Dict, Mapping, Optional, Tuple, TypeVar, Union
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.config.options import (
     BATCH,
+    BOX_SIZE,
+    BUILT_IN_SLICES,
     OPTION_GROUPS,
     OPTIONS,
     OPTIONS_BY_NAME,
@@ -138,6 +140,25 @@ class EvaluationSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class SliceSettings:
+    """Where the model is weak: each run also evaluated slice by slice of its images."""
+    image_attributes: Optional[str]  # a file, folder or glob of attribute rows
+    image_attributes_key: str
+    slice_by: Tuple[str, ...]
+    slice_bins: Union[int, Tuple[float, ...]]  # quantile bins, or edges, of numeric attributes
+    attribute_files: Tuple[Tuple[str, str], ...] = ()  # (path, format) of each attribute file, found at launch
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.slice_by)
+
+    @property
+    def attributes(self) -> Tuple[str, ...]:
+        """The sliced attributes that the attribute rows give (not the built-in slices)."""
+        return tuple(name for name in self.slice_by if name not in BUILT_IN_SLICES)
+
+
+@dataclasses.dataclass(frozen=True)
 class ExportSettings:
     export: Tuple[str, ...]
     export_select: str
@@ -181,7 +202,8 @@ GROUPS = {'Input': ('input', InputSettings), 'Streaming': ('streaming', Streamin
           'Outputs': ('outputs', OutputSettings), 'BigQuery': ('bigquery', BigQuerySettings),
           'Thresholds and post-processing': ('postprocessing', PostprocessingSettings),
           'Image sizes': ('sizes', SizeSettings), 'Report': ('report', ReportSettings),
-          'Evaluation': ('evaluation', EvaluationSettings), 'Export': ('export', ExportSettings)}
+          'Evaluation': ('evaluation', EvaluationSettings), 'Slices': ('slices', SliceSettings),
+          'Export': ('export', ExportSettings)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +218,7 @@ class Settings:
     report: ReportSettings
     evaluation: EvaluationSettings
     export: ExportSettings
+    slices: SliceSettings
     launch: LaunchSettings = LaunchSettings()
 
     @property
@@ -205,6 +228,11 @@ class Settings:
     @property
     def is_streaming(self) -> bool:
         return self.mode == STREAMING
+
+    @property
+    def joined(self) -> bool:
+        """Whether the prediction lines meet by image bucket: to evaluate them, compare runs or slice them."""
+        return self.evaluation.joined or self.slices.enabled
 
     @classmethod
     def from_pipeline_options(cls, pipeline_options: PipelineOptions) -> 'Settings':
@@ -258,6 +286,9 @@ NEEDS: Dict[str, Tuple[Any, str]] = {
     'eval_confidence': ('ground_truth', 'the labelled boxes to evaluate against'),
     'target_precision': ('ground_truth', 'the labelled boxes to evaluate against'),
     'target_recall': ('ground_truth', 'the labelled boxes to evaluate against'),
+    'slice_bins': ('slice_by', 'the attributes to slice by'),
+    'image_attributes': ('slice_by', 'the attributes to slice by'),
+    'image_attributes_key': ('image_attributes', 'the attribute rows'),
 }
 
 
@@ -287,6 +318,20 @@ def _check_and_default(values: dict) -> None:
         raise OptionError('--ground_truth_image_prefix applies to COCO ground truth only (its file_name '
                           f'fields), not to --ground_truth_format={values["ground_truth_format"]}')
     _check_export(values)
+    attributes = [name for name in values['slice_by'] or () if name not in BUILT_IN_SLICES]
+    if attributes and values['image_attributes'] is None:
+        raise OptionError(f'--slice_by {",".join(attributes)} needs --image_attributes: the table that gives each '
+                          f'image its {attributes[0]} (built in: {", ".join(BUILT_IN_SLICES)})')
+    if BOX_SIZE in (values['slice_by'] or ()) and values['ground_truth'] is None:
+        raise OptionError('--slice_by box_size needs --ground_truth: the sizes are those of the labelled boxes '
+                          '(pycocotools\' area ranges)')
+    if values['image_attributes'] is not None and not attributes:
+        raise OptionError(f'--image_attributes is read for the attributes --slice_by names, and it names none '
+                          f'({", ".join(values["slice_by"] or ())} are built in): add an attribute, or leave it out')
+    if values['image_attributes'] is not None and values['image_attributes_key'] in (values['slice_by'] or ()):
+        raise OptionError(f'--slice_by: {values["image_attributes_key"]} is the image URI\'s column '
+                          '(--image_attributes_key), not an attribute')
+    values['slice_by'] = values['slice_by'] or ()
     if values['output'] is None and values['output_table'] is None:
         raise OptionError('--output or --output_table is required: a folder for the Parquet '
                           'tables, a BigQuery table, or both')

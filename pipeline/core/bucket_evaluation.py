@@ -62,6 +62,7 @@ class ImageColumns(NamedTuple):
     image_files: Optional[List[str]] = None
     image_file_codes: Optional[np.ndarray] = None  # (images,)
     image_places: Optional[np.ndarray] = None  # (images, 2)
+    predicted: Optional[np.ndarray] = None  # (images,) bool: the run has a line of the image; None: unknown
 
     def image_order(self) -> Tuple[List[str], np.ndarray, np.ndarray]:
         """(files, each image's file, each image's place): the images' order in the ground truth."""
@@ -89,6 +90,25 @@ class ImageColumns(NamedTuple):
                    np.concatenate([np.zeros(0, dtype=np.int64)] + [np.arange(n) for n in gt_counts]),
                    np.array([truth.size or (np.nan, np.nan) for *_, truth in images], dtype=np.float64).reshape(-1, 2),
                    np.array([np.nan if box.area is None else box.area for box in boxes], dtype=np.float64))
+
+
+def image_subset(columns: ImageColumns, images: np.ndarray) -> ImageColumns:
+    """The columns of some of the images (increasing positions), renumbered in their order: what
+    pycocotools is given when it evaluates those images alone (a slice)."""
+    number = np.full(len(columns.image_uris), -1, dtype=np.int64)
+    number[images] = np.arange(len(images))
+    dets, gts = np.flatnonzero(number[columns.det_image] >= 0), np.flatnonzero(number[columns.gt_image] >= 0)
+
+    def taken(values: Optional[np.ndarray], rows: np.ndarray) -> Optional[np.ndarray]:
+        return None if values is None else values[rows]
+    return columns._replace(
+        image_uris=[columns.image_uris[i] for i in images.tolist()], det_image=number[columns.det_image[dets]],
+        det_label=columns.det_label[dets], det_scores=columns.det_scores[dets], det_boxes=columns.det_boxes[dets],
+        gt_image=number[columns.gt_image[gts]], gt_label=columns.gt_label[gts], gt_boxes=columns.gt_boxes[gts],
+        gt_crowd=columns.gt_crowd[gts], gt_position=columns.gt_position[gts],
+        image_sizes=taken(columns.image_sizes, images), gt_area=taken(columns.gt_area, gts),
+        image_file_codes=taken(columns.image_file_codes, images), image_places=taken(columns.image_places, images),
+        predicted=taken(columns.predicted, images))
 
 
 class BucketEvaluation(NamedTuple):
@@ -129,6 +149,18 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
         outcomes = np.concatenate([outcomes, matched.sized], axis=1)
     tied = _tied(columns, prediction_run, (columns.det_label >= 0) & ~matched.beyond, outcomes)
     return BucketEvaluation(labels, cells, matches, tied, int(matched.beyond.sum()), unsized)
+
+
+def detection_outcomes(columns: ImageColumns, eval_iou: float,
+                       max_dets: Sequence[int] = COCO_MAX_DETS) -> Tuple[np.ndarray, np.ndarray]:
+    """((D,) each detection's outcome at the evaluation IoU: TRUE_POSITIVE, FALSE_POSITIVE or IGNORED
+    (beyond the caps, or on a crowd box); (G,) the regular boxes missed): what `matches` says of them,
+    without the rest of the evaluation."""
+    det_boxes, gt_boxes = _pixel_boxes(columns)
+    image_pairs, _ = group_pairs(columns.det_image, columns.det_scores, columns.gt_image, det_boxes, gt_boxes,
+                                 columns.gt_crowd)
+    matched = _matched(columns, det_boxes, gt_boxes, image_pairs, (eval_iou,), eval_iou, max_dets)
+    return matched.at_eval, matched.missed
 
 
 class _Matched(NamedTuple):
@@ -537,11 +569,12 @@ def _run_columns(run, image_uris: List[str], names: List[str], lines: Sequence[B
     columns = ImageColumns(image_uris, names, np.repeat(line_image[chosen], line_end[chosen] - line_start[chosen]),
                            labels[rows], scores[rows], boxes[rows], *truth_columns)._replace(image_sizes=sizes,
                                                                                               gt_area=gt_areas)
+    missing = np.ones(len(image_uris), dtype=bool)
+    missing[line_image[chosen]] = False
+    columns = columns._replace(predicted=~missing)
     if image_order is not None:
         columns = columns._replace(image_files=image_order[0], image_file_codes=image_order[1],
                                    image_places=image_order[2])
-    missing = np.ones(len(image_uris), dtype=bool)
-    missing[line_image[chosen]] = False
     unknown = np.flatnonzero(line_image < 0).tolist()
     counts = RunImage(evaluated=len(image_uris), without_prediction=len(image_uris) - len(chosen),
                       predictions_without_ground_truth=len(line_image) - len(known),

@@ -14,21 +14,32 @@ every case A against B mirrors B against A exactly (added <-> removed).
 
 Per label, with the base as the reference: `agreement` is the F1 of the run's boxes against the
 base's, 2 * same / (run boxes + base boxes).
+
+With ground truth as well, each changed box says who was right, from each box's outcome at
+--eval_iou in its run's evaluation (its row of `matches`): `fixed` (the run's box is a true positive
+where the base's is a false positive, or is missing: an added true positive or a removed false
+positive), `broken` (the other way round), `both_wrong`, or `both_right`; null where either box's
+image has no ground truth or a box is ignored (a crowd box, beyond the caps). Per label, the images
+each run gets right (no false positive and no missed box of the label) where the other does not.
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core.bucket_evaluation import ImageColumns
 from pipeline.core.columns import joined_codes, rows_of
 from pipeline.core.evaluation import BucketLines
-from pipeline.core.matching import group_pairs
+from pipeline.core.matching import FALSE_POSITIVE, TRUE_POSITIVE, group_pairs
 from pipeline.core.schema import COMPARISON_SCHEMA
 
 SAME, RELABELLED, MOVED, ADDED, REMOVED = 'same', 'relabelled', 'moved', 'added', 'removed'
 OUTCOMES = (SAME, RELABELLED, MOVED, ADDED, REMOVED)
 MOVED_IOU = 0.1  # the lowest IoU at which a box of the same label counts as moved, not added and removed
+FIXED, BROKEN, BOTH_WRONG, BOTH_RIGHT = 'fixed', 'broken', 'both_wrong', 'both_right'
+VERDICTS = (FIXED, BROKEN, BOTH_WRONG, BOTH_RIGHT)
+UNKNOWN = -1  # a box's outcome where its image has no ground truth
 
 
 class RunBoxes(NamedTuple):
@@ -119,6 +130,14 @@ class LabelComparison(NamedTuple):
     removed: int = 0
     run_boxes: int = 0
     base_boxes: int = 0
+    # With ground truth: the changed boxes of each verdict, and the images the run gets right where
+    # the base gets them wrong (images_fixed) and the other way round (images_broken).
+    fixed: int = 0
+    broken: int = 0
+    both_wrong: int = 0
+    both_right: int = 0
+    images_fixed: int = 0
+    images_broken: int = 0
 
     def plus(self, other: 'LabelComparison') -> 'LabelComparison':
         return LabelComparison(*(a + b for a, b in zip(self, other)))
@@ -130,9 +149,13 @@ class LabelComparison(NamedTuple):
         return 2 * self.same / boxes if boxes else None
 
 
-def label_counts(run: RunBoxes, base: RunBoxes, matched: Matched, names: Sequence[Optional[str]]
+def label_counts(run: RunBoxes, base: RunBoxes, matched: Matched, names: Sequence[Optional[str]],
+                 verdict: Optional[np.ndarray] = None,
+                 image_errors: Sequence[Tuple[Optional[FrozenSet], Optional[FrozenSet]]] = ()
                  ) -> Dict[Optional[str], LabelComparison]:
-    """Per label (None: boxes without one), the outcomes of a bucket's compared boxes."""
+    """Per label (None: boxes without one), the outcomes of a bucket's compared boxes; with ground
+    truth, the rows' verdicts (comparison_table's order; a removed box counts for the base's label) and
+    each compared image's (run's, base's) labels of errors, None where it has no ground truth."""
     added, removed = matched.unmatched(len(run.image), len(base.image))
     run_label, base_label = run.label[matched.run], base.label[matched.base]
     per_label: Dict[Optional[str], LabelComparison] = {}
@@ -146,7 +169,18 @@ def label_counts(run: RunBoxes, base: RunBoxes, matched: Matched, names: Sequenc
             moved=int((in_run & (matched.outcome == OUTCOMES.index(MOVED))).sum()),
             added=int((run.label[added] == code).sum()), removed=int((base.label[removed] == code).sum()),
             run_boxes=int((run.label == code).sum()), base_boxes=int((base.label == code).sum()))
+        if verdict is not None:
+            row_label = np.concatenate([run_label, run.label[added], base.label[removed]])
+            counts = counts._replace(**{name: int(((row_label == code) & (verdict == VERDICTS.index(name))).sum())
+                                        for name in VERDICTS})
         per_label[names[code] if code >= 0 else None] = counts
+    for run_errors, base_errors in image_errors:
+        if run_errors is None or base_errors is None:
+            continue
+        for label, field in [(label, 'images_fixed') for label in base_errors - run_errors] + [
+                (label, 'images_broken') for label in run_errors - base_errors]:
+            counts = per_label.get(label, LabelComparison())
+            per_label[label] = counts._replace(**{field: getattr(counts, field) + 1})
     return per_label
 
 
@@ -158,6 +192,56 @@ def changed_images(run: RunBoxes, base: RunBoxes, matched: Matched, images: int)
     changed[base.image[removed]] = True
     changed[run.image[matched.run[matched.outcome != OUTCOMES.index(SAME)]]] = True
     return changed
+
+
+class ImageTruth(NamedTuple):
+    """What the ground truth says of one run's first lines in a bucket, per image URI: each detection's
+    outcome at --eval_iou (in line order: TRUE_POSITIVE, FALSE_POSITIVE or IGNORED), and the labels
+    of the image's errors (a false positive, or a missed box)."""
+    outcomes: Dict[str, np.ndarray]
+    errors: Dict[str, FrozenSet[str]]
+
+    @classmethod
+    def of(cls, columns: ImageColumns, at_eval: np.ndarray, missed: np.ndarray) -> 'ImageTruth':
+        """From a run's evaluated columns (detections in image order, each image's in line order) and
+        bucket_evaluation.detection_outcomes of them."""
+        images = len(columns.image_uris)
+        per_image = np.split(at_eval, np.searchsorted(columns.det_image, np.arange(1, images)))
+        wrong = [set() for _ in range(images)]  # type: List[set]
+        for image, code in zip(columns.det_image[at_eval == FALSE_POSITIVE].tolist(),
+                               columns.det_label[at_eval == FALSE_POSITIVE].tolist()):
+            wrong[image].add(columns.label_names[code] if code >= 0 else None)
+        for image, code in zip(columns.gt_image[missed].tolist(), columns.gt_label[missed].tolist()):
+            wrong[image].add(columns.label_names[code])
+        return cls(dict(zip(columns.image_uris, per_image)),
+                   {uri: frozenset(labels) for uri, labels in zip(columns.image_uris, wrong)})
+
+    def outcomes_of(self, uris: Sequence[str], boxes: RunBoxes) -> np.ndarray:
+        """(n,) the outcome of each of a run's boxes (RunBoxes of these images, in line order), UNKNOWN
+        where its image has no ground truth."""
+        counts = np.bincount(boxes.image, minlength=len(uris))
+        parts = [self.outcomes.get(uri, np.full(count, UNKNOWN)) for uri, count in zip(uris, counts.tolist())]
+        parts = [part if len(part) == count else np.full(count, UNKNOWN) for part, count in zip(parts, counts.tolist())]
+        return np.concatenate([np.zeros(0, dtype=np.int64)] + [part.astype(np.int64) for part in parts])
+
+
+def verdicts(matched: Matched, run_outcome: np.ndarray, base_outcome: np.ndarray) -> np.ndarray:
+    """(rows,) positions in VERDICTS of the comparison's rows (pairs, added, removed), -1 for a row
+    of `same` or a box whose outcome is not known."""
+    added, removed = matched.unmatched(len(run_outcome), len(base_outcome))
+    run_side, base_side = run_outcome[matched.run], base_outcome[matched.base]
+    judged = ((run_side == TRUE_POSITIVE) | (run_side == FALSE_POSITIVE)) & (
+        (base_side == TRUE_POSITIVE) | (base_side == FALSE_POSITIVE)) & (matched.outcome != OUTCOMES.index(SAME))
+    run_right, base_right = run_side == TRUE_POSITIVE, base_side == TRUE_POSITIVE
+    pairs = np.select([run_right & ~base_right, ~run_right & base_right, ~run_right & ~base_right],
+                      [VERDICTS.index(FIXED), VERDICTS.index(BROKEN), VERDICTS.index(BOTH_WRONG)],
+                      VERDICTS.index(BOTH_RIGHT))
+
+    def alone(outcome: np.ndarray, right: str, wrong: str) -> np.ndarray:
+        return np.select([outcome == TRUE_POSITIVE, outcome == FALSE_POSITIVE],
+                         [VERDICTS.index(right), VERDICTS.index(wrong)], -1)
+    return np.concatenate([np.where(judged, pairs, -1), alone(run_outcome[added], FIXED, BROKEN),
+                           alone(base_outcome[removed], BROKEN, FIXED)]).astype(np.int64)
 
 
 def first_lines(parts: Sequence[BucketLines]) -> Tuple[Optional[BucketLines], int]:
@@ -194,8 +278,10 @@ class ImageCounts(NamedTuple):
         return ImageCounts(*(a + b for a, b in zip(self, other)))
 
 
-def compare_lines(run: BucketLines, base: BucketLines, base_run: Optional[str], eval_iou: float) -> BucketComparison:
-    """A run's first lines against the base's, on the images both have."""
+def compare_lines(run: BucketLines, base: BucketLines, base_run: Optional[str], eval_iou: float,
+                  truth: Optional[Tuple[ImageTruth, ImageTruth]] = None) -> BucketComparison:
+    """A run's first lines against the base's, on the images both have; with `truth` (the run's and
+    the base's), who was right."""
     base_line = {uri: line for line, uri in enumerate(base.image_uris)}
     common = sorted(set(run.image_uris) & set(base_line))
     run_index = {uri: line for line, uri in enumerate(run.image_uris)}
@@ -205,9 +291,15 @@ def compare_lines(run: BucketLines, base: BucketLines, base_run: Optional[str], 
     matched = match_runs(run_boxes, base_boxes, eval_iou)
     changed = changed_images(run_boxes, base_boxes, matched, len(common))
     images = ImageCounts(len(common), int(changed.sum()), len(run_index) - len(common), len(base_line) - len(common))
+    verdict, image_errors = None, []  # type: Optional[np.ndarray], List[Tuple[Optional[FrozenSet], Optional[FrozenSet]]]
+    if truth is not None:
+        run_truth, base_truth = truth
+        verdict = verdicts(matched, run_truth.outcomes_of(common, run_boxes),
+                           base_truth.outcomes_of(common, base_boxes))
+        image_errors = [(run_truth.errors.get(uri), base_truth.errors.get(uri)) for uri in common]
     return BucketComparison(comparison_table(run.prediction_run, base_run, common, names, run_boxes, base_boxes,
-                                             matched),
-                            label_counts(run_boxes, base_boxes, matched, names), images,
+                                             matched, verdict),
+                            label_counts(run_boxes, base_boxes, matched, names, verdict, image_errors), images,
                             [uri for uri, flag in zip(common, changed.tolist()) if flag])
 
 
@@ -225,9 +317,9 @@ def _boxes_of(lines: BucketLines, chosen: np.ndarray, codes: np.ndarray) -> RunB
 
 
 def comparison_table(run_name: Optional[str], base_run: Optional[str], uris: List[str], names: List[str],
-                     run: RunBoxes, base: RunBoxes, matched: Matched) -> pa.Table:
+                     run: RunBoxes, base: RunBoxes, matched: Matched, verdict: Optional[np.ndarray] = None) -> pa.Table:
     """The rows of `comparison`: the matched pairs, then the run's boxes left (added), then the
-    base's (removed)."""
+    base's (removed); `verdict`: each row's position in VERDICTS (-1: none), with ground truth."""
     added, removed = matched.unmatched(len(run.image), len(base.image))
     n_pairs, n_added, n_removed = len(matched.run), len(added), len(removed)
     total = n_pairs + n_added + n_removed
@@ -257,6 +349,8 @@ def comparison_table(run_name: Optional[str], base_run: Optional[str], uris: Lis
         pa.array(list(OUTCOMES), type=pa.string()).take(pa.array(outcome)),
         label(run.label, run_rows, has_run), label(base.label, base_rows, has_base), score, base_score,
         pc.subtract(score, base_score), pa.array(iou, mask=~(has_run & has_base)),
+        pa.nulls(total, pa.string()) if verdict is None else pa.array(list(VERDICTS) + [''], type=pa.string()).take(
+            pa.array(np.where(verdict >= 0, verdict, len(VERDICTS)), mask=verdict < 0)),
         *(side(run.boxes[:, i], run_rows, has_run) for i in range(4)),
         *(side(base.boxes[:, i], base_rows, has_base) for i in range(4)),
     ], schema=COMPARISON_SCHEMA)

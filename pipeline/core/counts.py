@@ -30,6 +30,14 @@ IMAGES_WITHOUT_PREDICTION = 'images_without_prediction'
 PREDICTIONS_WITHOUT_GROUND_TRUTH = 'predictions_without_ground_truth'
 FURTHER_LINES_OF_EVALUATED_IMAGES = 'further_lines_of_evaluated_images'
 EVALUATION_MATCH_ROWS = 'evaluation_match_rows'
+# Slices (--image_attributes): the attribute rows read and used, rows that repeat an image's (the
+# first in file order counts); the images sliced (with ground truth, the evaluated ones; without, each
+# run's images with a line, summed over the runs) and those of them that have a row.
+IMAGE_ATTRIBUTE_ROWS_READ = 'image_attribute_rows_read'
+IMAGE_ATTRIBUTE_ROWS_USED = 'image_attribute_rows_used'
+IMAGE_ATTRIBUTE_ROWS_REPEATED = 'image_attribute_rows_repeated'
+IMAGES_SLICED = 'images_sliced'
+IMAGES_WITH_ATTRIBUTES = 'images_with_attributes'
 # Run against run (--compare_to): lines of an image beyond its first (of its run), not compared; rows.
 COMPARISON_FURTHER_LINES = 'comparison_further_lines'
 COMPARISON_ROWS = 'comparison_rows'

@@ -13,17 +13,20 @@ if TYPE_CHECKING:
 
 # A line that is not JSON; JSON that is not a valid record; a record that is the prediction service's
 # own error; a file (or range of one) that cannot be read; a row the output table rejected; a line, row
-# or image of the ground truth that cannot be used (evaluation).
+# or image of the ground truth that cannot be used (evaluation); a row of image attributes that cannot
+# be used (slices).
 MALFORMED_LINE = 'malformed_line'
 INVALID_RECORD = 'invalid_record'
 PREDICTION_ERROR = 'prediction_error'
 UNREADABLE_FILE = 'unreadable_file'
 WRITE_FAILURE = 'write_failure'
 INVALID_GROUND_TRUTH = 'invalid_ground_truth'
+INVALID_ATTRIBUTE = 'invalid_attribute'
 # One annotation of a kept line whose box lies outside the image: the line and its other boxes stay.
 INVALID_BOX = 'invalid_box'
 LINE_DEAD_LETTER_KINDS = (PREDICTION_ERROR, MALFORMED_LINE, INVALID_RECORD)
-DEAD_LETTER_KINDS = LINE_DEAD_LETTER_KINDS + (INVALID_BOX, UNREADABLE_FILE, WRITE_FAILURE, INVALID_GROUND_TRUTH)
+DEAD_LETTER_KINDS = LINE_DEAD_LETTER_KINDS + (INVALID_BOX, UNREADABLE_FILE, WRITE_FAILURE, INVALID_GROUND_TRUTH,
+                                              INVALID_ATTRIBUTE)
 
 FIELDS = tuple(column.name for column in DEAD_LETTER_COLUMNS)
 

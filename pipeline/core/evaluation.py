@@ -220,8 +220,9 @@ MAX_BUCKETS = 1 << 20
 
 
 # What the join by bucket carries, one element per part of a bucket:
-# (PREDICTED, prediction run, packed BucketLines) or (LABELLED, None, packed BucketTruth).
-PREDICTED, LABELLED = 0, 1
+# (PREDICTED, prediction run, packed BucketLines), (LABELLED, None, packed BucketTruth) or
+# (ATTRIBUTED, None, packed image_attributes.BucketAttributes).
+PREDICTED, LABELLED, ATTRIBUTED = 0, 1, 2
 
 
 def packed(part: Union['BucketLines', Any]) -> bytes:
@@ -593,11 +594,17 @@ def merge_cells(first: dict, second: dict) -> dict:
 
 
 def metrics_document(iou_thresholds: Sequence[float], eval_iou: float, runs: List[dict],
-                     max_dets: Sequence[int] = COCO_MAX_DETS) -> dict:
-    """metrics.json: the runs side by side, in prediction_run order (a run without a name first)."""
+                     max_dets: Sequence[int] = COCO_MAX_DETS, slices: Optional[List[dict]] = None) -> dict:
+    """metrics.json: the runs side by side, in prediction_run order (a run without a name first), and
+    their slices when asked for (--slice_by)."""
     return {'iou_thresholds': [float(t) for t in iou_thresholds], 'max_dets': list(max_dets),
             'eval_iou': float(eval_iou),
-            'runs': sorted(runs, key=lambda run: (run['prediction_run'] is not None, run['prediction_run'] or ''))}
+            'runs': sorted(runs, key=lambda run: _run_order(run['prediction_run'])),
+            **({} if slices is None else {'slices': slices})}
+
+
+def _run_order(run: Optional[str]) -> Tuple[bool, str]:
+    return run is not None, run or ''
 
 
 class RunFigures(NamedTuple):
@@ -609,22 +616,35 @@ class RunFigures(NamedTuple):
     cells: dict  # (true label, predicted label) -> count
 
 
+class SliceFigures(NamedTuple):
+    """One slice of a run's evaluated images, by an image attribute, evaluated on its own."""
+    prediction_run: Optional[str]
+    slice_by: str
+    order: int  # the value's place among the attribute's (bins in order; 0 for text)
+    slice_value: Optional[str]  # None: the images without a value
+    labels: dict  # label -> LabelTotals
+    images: RunImage
+
+
 class EvaluationFigures(NamedTuple):
     """Every run's figures in one value: the small outputs (metrics.json, the confidence, confusion and
-    metric rows) are all made from it."""
+    metric rows, the slices) are all made from it."""
     iou_thresholds: Tuple[float, ...]
     eval_iou: float
     runs: List[RunFigures]
     max_dets: Tuple[int, ...] = COCO_MAX_DETS
+    slices: List[SliceFigures] = []
+    slice_by: Tuple[str, ...] = ()  # --slice_by, in its order
 
     @classmethod
     def of(cls, iou_thresholds: Sequence[float], eval_iou: float, parts: Iterable[tuple],
-           max_dets: Sequence[int] = COCO_MAX_DETS) -> 'EvaluationFigures':
-        """From ('labels', run, label, LabelTotals settled), ('ties', run, label, the precision its
-        tied detections reach: ties.raises) and ('run', run, RunImage, cells) parts."""
-        labels: Dict[Optional[str], dict] = {}
-        images: Dict[Optional[str], Tuple[RunImage, dict]] = {}
-        raised: Dict[Tuple[Optional[str], str], np.ndarray] = {}
+           max_dets: Sequence[int] = COCO_MAX_DETS, slice_by: Sequence[str] = ()) -> 'EvaluationFigures':
+        """From ('labels', group, label, LabelTotals settled), ('ties', group, label, the precision its
+        tied detections reach: ties.raises) and ('run', group, RunImage, cells) parts; a group is a
+        run, or a slice of one: (run, attribute, place, value)."""
+        labels: Dict[Any, dict] = {}
+        images: Dict[Any, Tuple[RunImage, dict]] = {}
+        raised: Dict[Tuple[Any, str], np.ndarray] = {}
         for part in parts:
             if part[0] == 'labels':
                 labels.setdefault(part[1], {})[part[2]] = part[3]
@@ -632,12 +652,17 @@ class EvaluationFigures(NamedTuple):
                 raised[part[1], part[2]] = part[3]
             else:
                 images[part[1]] = (part[2], part[3])
-        for (run, label), precision in raised.items():
-            labels[run][label] = raised_totals(labels[run][label], precision)
+        for (group, label), precision in raised.items():
+            labels[group][label] = raised_totals(labels[group][label], precision)
+        groups = set(labels) | set(images)
+        runs = sorted((group for group in groups if not isinstance(group, tuple)), key=_run_order)
+        slices = sorted((group for group in groups if isinstance(group, tuple)),
+                        key=lambda group: (_run_order(group[0]), group[2], group[3] is None, group[3] or ''))
         return cls(tuple(iou_thresholds), eval_iou, [
-            RunFigures(run, labels.get(run, {}), *images.get(run, (RunImage(), {})))
-            for run in sorted(set(labels) | set(images), key=lambda run: (run is not None, run or ''))],
-            tuple(max_dets))
+            RunFigures(run, labels.get(run, {}), *images.get(run, (RunImage(), {}))) for run in runs],
+            tuple(max_dets), [SliceFigures(group[0], group[1], group[2], group[3], labels.get(group, {}),
+                                           images.get(group, (RunImage(), {}))[0]) for group in slices],
+            tuple(slice_by))
 
     def metrics_document(self) -> dict:
         return metrics_document(self.iou_thresholds, self.eval_iou, [

@@ -34,6 +34,7 @@ def run_warnings(summary: Mapping, settings: Settings, seen_labels: Optional[Ite
         found += labels_never_seen(settings, set(seen_labels))
     found += empty_exports(summary, settings)
     found += comparison_overlap(summary)
+    found += attributes_overlap(summary, settings)
     return [warning.as_dict() for warning in found]
 
 
@@ -123,6 +124,24 @@ def comparison_overlap(summary: Mapping) -> List[RunWarning]:
                                  'run_images': run_images, 'base_images': base_images, 'shared_images': shared},
             'compare runs over the same images (the same URIs), or choose another --compare_to'))
     return found
+
+
+def attributes_overlap(summary: Mapping, settings: Settings) -> List[RunWarning]:
+    """Image attributes given for under half of the images sliced (or none): the slices of the others
+    are their `null` value."""
+    if 'image_attributes' not in summary:
+        return []
+    matched, evaluated = summary['image_attributes']['images_with_attributes'], summary['image_attributes']['images']
+    if matched >= LOW_OVERLAP * evaluated and (matched or not evaluated):
+        return []
+    rows = summary['image_attributes']['rows_used']
+    return [RunWarning(
+        'image_attributes_no_match' if not matched else 'image_attributes_low_match',
+        f'the image attributes name {matched:,} of the {evaluated:,} images sliced ({rows:,} rows used): the '
+        f'others fall in each attribute\'s null slice', {'images_with_attributes': matched,
+                                                        'images_sliced': evaluated, 'attribute_rows_used': rows},
+        f'make --image_attributes name images by the URIs the predictions use (in its column '
+        f'{settings.slices.image_attributes_key})')]
 
 
 def sizes_overlap(summary: Mapping, settings: Settings) -> List[RunWarning]:

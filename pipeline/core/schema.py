@@ -115,6 +115,9 @@ COMPARISON_COLUMNS: Tuple[Column, ...] = (
     Column('base_score', pa.float64(), True, 'the base\'s box\'s score; null for added'),
     Column('score_change', pa.float64(), True, 'score - base_score, for a pair'),
     Column('iou', pa.float64(), True, 'of the two boxes of a pair; null for added and removed'),
+    Column('verdict', pa.string(), True, 'with --ground_truth, who was right on a changed box: fixed (the run is, '
+           'the base is not), broken (the other way round), both_wrong or both_right; null for same, and where '
+           'the image has no ground truth'),
     Column('x_min', pa.float64(), True, 'the run\'s box, normalized; null for removed'),
     Column('y_min', pa.float64(), True, 'the run\'s box, normalized'),
     Column('x_max', pa.float64(), True, 'the run\'s box, normalized'),
@@ -139,6 +142,37 @@ THRESHOLD_COLUMNS: Tuple[Column, ...] = (
     Column('fn', pa.int64(), True, 'ground-truth boxes missed at the threshold'),
     Column('reason', pa.string(), True, 'why the threshold is null; empty otherwise'),
 )
+# pycocotools' twelve summary numbers, as metrics.json names them for its default maxDets.
+STAT_COLUMNS: Tuple[Column, ...] = tuple(
+    Column(name, pa.float64(), True, what) for name, what in (
+        ('ap', 'AP at IoU 0.50:0.95 (pycocotools\' first number)'), ('ap_50', 'AP at IoU 0.50'),
+        ('ap_75', 'AP at IoU 0.75'), ('ap_small', 'AP of boxes up to 32x32 pixels'),
+        ('ap_medium', 'AP of boxes from 32x32 to 96x96 pixels'), ('ap_large', 'AP of boxes from 96x96 pixels'),
+        ('ar_1', 'AR within 1 detection per image and label (null when --max_dets has no cap 1)'),
+        ('ar_10', 'AR within 10 (null when --max_dets has no cap 10)'),
+        ('ar_100', 'AR within 100 (null when --max_dets has no cap 100)'),
+        ('ar_small', 'AR of small boxes'), ('ar_medium', 'AR of medium boxes'), ('ar_large', 'AR of large boxes')))
+SLICE_COLUMNS: Tuple[Column, ...] = (
+    _RUN,
+    Column('slice_by', pa.string(), False, 'the attribute sliced by (--slice_by): an image attribute, box_size '
+           'or prediction_run'),
+    Column('slice_value', pa.string(), True, 'the attribute\'s value or bin (such as [10, 20)); null: the '
+           'evaluated images without a value'),
+    Column('label', pa.string(), True, 'display name; null: the row of all labels'),
+    Column('images', pa.int64(), True, 'images in the slice (evaluated ones with ground truth, else those with '
+           'a line of the run); null for box_size'),
+    Column('ground_truth_boxes', pa.int64(), True, 'ground-truth boxes in the slice (crowd boxes aside); null '
+           'without ground truth'),
+    Column('detections', pa.int64(), True, 'kept detections in the slice\'s images; null for box_size'),
+    Column('tp', pa.int64(), True, 'true positives at --eval_iou; null for box_size'),
+    Column('fp', pa.int64(), True, 'false positives at --eval_iou; null for box_size'),
+    Column('fn', pa.int64(), True, 'missed ground-truth boxes at --eval_iou; null for box_size'),
+    *STAT_COLUMNS,
+    Column('detections_per_image', pa.float64(), True, 'detections / images'),
+    Column('score_p25', pa.float64(), True, 'the scores\' first quartile (without ground truth; null with it)'),
+    Column('score_median', pa.float64(), True, 'the scores\' median (without ground truth)'),
+    Column('score_p75', pa.float64(), True, 'the scores\' third quartile (without ground truth)'),
+)
 METRIC_COLUMNS: Tuple[Column, ...] = (  # BigQuery only; metrics.json holds the same figures
     _RUN,
     Column('label', pa.string(), False, 'display name'),
@@ -153,8 +187,8 @@ METRIC_COLUMNS: Tuple[Column, ...] = (  # BigQuery only; metrics.json holds the 
 DEAD_LETTER_COLUMNS: Tuple[Column, ...] = (
     Column('timestamp', pa.timestamp('ms', tz='UTC'), False, 'when the line was rejected (RFC 3339 UTC)'),
     Column('kind', pa.string(), False,
-           'prediction_error, malformed_line, invalid_record, unreadable_file, write_failure or '
-           'invalid_ground_truth'),
+           'prediction_error, malformed_line, invalid_record, unreadable_file, write_failure, '
+           'invalid_ground_truth or invalid_attribute'),
     Column('source_file', pa.string(), True, 'the shard the line came from'),
     Column('image_uri', pa.string(), True, 'the image, where known'),
     Column('error_code', pa.int64(), True, 'google.rpc.Code number'),
@@ -205,3 +239,4 @@ MATCHES_SCHEMA = arrow_schema(MATCH_COLUMNS)
 COMPARISON_SCHEMA = arrow_schema(COMPARISON_COLUMNS)
 CONFIDENCE_SCHEMA = arrow_schema(CONFIDENCE_COLUMNS)
 CONFUSION_SCHEMA = arrow_schema(CONFUSION_COLUMNS)
+SLICE_SCHEMA = arrow_schema(SLICE_COLUMNS)

@@ -1,16 +1,23 @@
 """The run summary: built from the counts the pipeline combined, and rendered for the console."""
 import datetime
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from pipeline.config.settings import Settings
 from pipeline.core import counts as names
 from pipeline.core.counts import HISTOGRAM_BINS, Counts
-from pipeline.core.dead_letters import DEAD_LETTER_KINDS, INVALID_BOX, INVALID_GROUND_TRUTH, LINE_DEAD_LETTER_KINDS
+from pipeline.core.dead_letters import (
+    DEAD_LETTER_KINDS,
+    INVALID_ATTRIBUTE,
+    INVALID_BOX,
+    INVALID_GROUND_TRUTH,
+    LINE_DEAD_LETTER_KINDS,
+)
 from pipeline.core.evaluation import RunImage
 from pipeline.core.outputs import SUMMARY_WRITER
 from pipeline.core.postprocessing import STEPS
 from pipeline.core.run_warnings import run_warnings
 from pipeline.core.shards import SHARD_KINDS
+from pipeline.core.slices import slice_rows
 
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
 
@@ -39,9 +46,10 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
                   outputs: Optional[Mapping[str, List[str]]] = None,
                   output_rows: Optional[Mapping[str, int]] = None,
                   evaluation: Optional[EvaluationOutcome] = None, run: Optional[Mapping] = None,
-                  comparison: Optional[Mapping] = None) -> Dict:
+                  comparison: Optional[Mapping] = None, slice_row_count: Optional[int] = None) -> Dict:
     """`output_rows`: the rows the files listed in `outputs` hold, per output, as read back; `run`:
-    the run's record (run_record); `comparison`: comparison.json's document."""
+    the run's record (run_record); `comparison`: comparison.json's document; `slice_row_count`: the
+    rows of the slices table of a run without ground truth."""
     get = counts.get
     lines_read, blank = get(names.LINES_READ), get(names.BLANK_LINES)
     non_blank = lines_read - blank
@@ -56,6 +64,11 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
                              evaluation_confidence=evaluation.confidence_rows,
                              evaluation_confusion=evaluation.confusion_rows)
         ground_truth = ground_truth_section(counts, dead[INVALID_GROUND_TRUTH])
+        if 'slices' in evaluation.metrics:
+            expected_rows['evaluation_slices'] = len(slice_rows(evaluation.metrics['slices']))
+    attributes = attributes_section(counts, dead[INVALID_ATTRIBUTE]) if settings.slices.attributes else None
+    if slice_row_count is not None:  # the slices without ground truth
+        expected_rows['evaluation_slices'] = slice_row_count
     if comparison is not None:
         expected_rows['comparison'] = get(names.COMPARISON_ROWS)
     files_check = {name: {'files': len((outputs or {}).get(name, [])), 'rows': rows,
@@ -77,6 +90,10 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
         if ground_truth['images_other_ml_use']:  # read and valid, but not evaluated: say so beside the sum
             text += (f' (of the images, {ground_truth["images_other_ml_use"]} of another ML use left out by '
                      f'--ml_use, {ground_truth["images"]} evaluated)')
+    if attributes is not None:
+        holds = holds and attributes['holds']
+        text += (f'; {attributes["rows_read"]} image attribute rows read {"==" if attributes["holds"] else "!="} '
+                 f'{attributes["rows_used"]} used + {attributes["dead_letters"]} dead letters')
     missing = [f'{name} files hold {check["rows"]} rows, not {check["expected"]}'
                for name, check in files_check.items() if not check['holds']]
     if missing:
@@ -134,6 +151,7 @@ def build_summary(counts: Counts, duplicate_image_uris: int, settings: Settings,
         'kept_by_label': dict(sorted(counts.kept_by_label.items(), key=lambda item: (-item[1], item[0]))),
         **({} if evaluation is None else {'ground_truth': ground_truth,
                                           'evaluation': evaluation_section(counts, evaluation)}),
+        **({} if attributes is None else {'image_attributes': attributes}),
         **({'export': export_section(counts, settings.export.export),
             'export_further_lines': get(names.EXPORT_FURTHER_LINES)} if settings.export.enabled else {}),
         **({} if comparison is None else {'comparison': {
@@ -163,6 +181,15 @@ def ground_truth_section(counts: Counts, dead_letters: int) -> Dict:
             'holds': read == used + dead_letters}
 
 
+def attributes_section(counts: Counts, dead_letters: int) -> Dict:
+    """The image attributes as read: rows read == rows used + dead letters; rows that repeat an image's
+    (its first counts); the images sliced (counts.IMAGES_SLICED) and those with a row."""
+    read, used = counts.get(names.IMAGE_ATTRIBUTE_ROWS_READ), counts.get(names.IMAGE_ATTRIBUTE_ROWS_USED)
+    return {'rows_read': read, 'rows_used': used, 'dead_letters': dead_letters,
+            'rows_repeated': counts.get(names.IMAGE_ATTRIBUTE_ROWS_REPEATED), 'images': counts.get(names.IMAGES_SLICED),
+            'images_with_attributes': counts.get(names.IMAGES_WITH_ATTRIBUTES), 'holds': read == used + dead_letters}
+
+
 def evaluation_section(counts: Counts, evaluation: EvaluationOutcome) -> Dict:
     """Per run, side by side: the headline figures of metrics.json and what was (not) evaluated."""
     metrics = evaluation.metrics
@@ -184,6 +211,7 @@ def evaluation_section(counts: Counts, evaluation: EvaluationOutcome) -> Dict:
         'predictions_without_ground_truth': counts.get(names.PREDICTIONS_WITHOUT_GROUND_TRUTH),
         'further_lines_of_evaluated_images': counts.get(names.FURTHER_LINES_OF_EVALUATED_IMAGES),
         'runs': runs,
+        **({'slices': slice_extremes(metrics['slices'])} if 'slices' in metrics else {}),
     }
 
 
@@ -199,7 +227,8 @@ def render(summary: Mapping) -> str:
         ('detections in / kept', f'{detections["in"]} / {detections["kept"]}'),
         ('removed, by step', ', '.join(f'{step} {n}' for step, n in detections['removed_by'].items())),
         ('dead letters', ', '.join(f'{kind} {dead[kind]}' for kind in DEAD_LETTER_KINDS
-                                   if kind != INVALID_GROUND_TRUTH or 'ground_truth' in summary)),
+                                   if (kind != INVALID_GROUND_TRUTH or 'ground_truth' in summary)
+                                   and (kind != INVALID_ATTRIBUTE or 'image_attributes' in summary))),
         ('image sizes', f'{sizes["known"]} known ({by_source}), {sizes["unknown"]} unknown'),
         ('duplicate image URIs', f'{summary["duplicate_image_uris"]} (each line kept as its own prediction)'),
         ('reconciliation', ('OK: ' if summary['reconciliation']['holds'] else 'FAILED: ')
@@ -242,7 +271,37 @@ def evaluation_rows(summary: Mapping) -> List[tuple]:
             rows.append(('    small / medium / large', ', '.join(
                 f'{kind} ' + ' / '.join(_figure(stats.get(f'{kind.lower()}_{size}'))
                                         for size in ('small', 'medium', 'large')) for kind in ('AP', 'AR'))))
+        for part in evaluation.get('slices', []):
+            if part['prediction_run'] == run['prediction_run']:
+                rows.append((f'    by {part["slice_by"]}', _slice_text(part)))
     return rows
+
+
+def _slice_text(part: Mapping) -> str:
+    def one(end: Optional[Mapping]) -> str:
+        if end is None:
+            return 'n/a'
+        support = '' if end['images'] is None else f' ({end["images"]} images)'
+        return f'{end["value"] if end["value"] is not None else "(no value)"} AP {_figure(end["ap"])}{support}'
+    return f'{part["slices"]} slices; worst {one(part["worst"])}, best {one(part["best"])}'
+
+
+def slice_extremes(slices: Sequence[Mapping]) -> List[Dict[str, Any]]:
+    """Per run and attribute of metrics.json's `slices`: how many slices, and the one of lowest and of
+    highest AP (None without any AP), for the summary and the console."""
+    groups: Dict[Tuple[Optional[str], str], List[Mapping]] = {}
+    for entry in slices:
+        groups.setdefault((entry['prediction_run'], entry['slice_by']), []).append(entry)
+    extremes = []
+    for (run, attribute), entries in groups.items():
+        scored = sorted((entry for entry in entries if entry['stats']['ap'] is not None),
+                        key=lambda entry: entry['stats']['ap'])
+        ends = {'worst': scored[0], 'best': scored[-1]} if scored else {}
+        extremes.append({'prediction_run': run, 'slice_by': attribute, 'slices': len(entries),
+                         **{name: {'value': end['slice_value'], 'ap': end['stats']['ap'], 'images': end['images']}
+                            for name, end in ends.items()},
+                         **({} if scored else {'worst': None, 'best': None})})
+    return extremes
 
 
 def comparison_rows(comparison: Mapping) -> List[tuple]:
@@ -255,7 +314,9 @@ def comparison_rows(comparison: Mapping) -> List[tuple]:
         rows.append((f'  {run["prediction_run"] or "(no run folder)"}',
                      f'agreement {_figure(run["agreement"])}; {run["changed"]} of {run["compared"]} images changed; '
                      + ', '.join(f'{outcome} {count}' for outcome, count in totals.items())
-                     + f'; images only in the run {run["only_in_run"]}, only in the base {run["only_in_base"]}'))
+                     + f'; images only in the run {run["only_in_run"]}, only in the base {run["only_in_base"]}'
+                     + (f'; against the ground truth: fixed {run["fixed"]}, broken {run["broken"]}, both wrong '
+                        f'{run["both_wrong"]}' if comparison.get('ground_truth') else '')))
     return rows
 
 

@@ -377,10 +377,19 @@ def _vertex_annotation(annotation: Any, where: str) -> GroundTruthBox:
 # -- AutoML Vision CSV ------------------------------------------------------------------------------
 
 def parse_automl_csv(text: str) -> Iterator[Tuple[int, str, GroundTruthUnit]]:
-    """(line number from 1, the row as written, what it holds) for each non-blank row of a CSV file,
-    split by the csv module's rules alone: a quoted field keeps its line breaks, and only \\n, \\r and
-    \\r\\n end a row (not U+2028, U+0085 or a form feed). `text` is decoded with surrogateescape: a
-    row holding a byte that is not UTF-8 is a rejection of its own."""
+    """(line number from 1, the row as written, what it holds) for each non-blank row of a CSV file
+    (csv_rows); a row holding a byte that is not UTF-8 is a rejection of its own."""
+    for number, written, fields in csv_rows(text):
+        if not_utf8(written):
+            yield number, written, GroundTruthRejection('the row is not UTF-8 text')
+        else:
+            yield number, written, parse_automl_row(fields)
+
+
+def csv_rows(text: str) -> Iterator[Tuple[int, str, List[str]]]:
+    """(line number from 1, the row as written, its fields) for each non-blank row of CSV text, split
+    by the csv module's rules alone: a quoted field keeps its line breaks, and only \\n, \\r and \\r\\n
+    end a row (not U+2028, U+0085 or a form feed). `text` is decoded with surrogateescape (not_utf8)."""
     consumed: List[str] = []
 
     def lines() -> Iterator[str]:
@@ -393,12 +402,13 @@ def parse_automl_csv(text: str) -> Iterator[Tuple[int, str, GroundTruthUnit]]:
         written = ''.join(consumed).rstrip('\r\n')
         first, number = number, number + len(consumed)
         consumed.clear()
-        if not any(field.strip() for field in fields):
-            continue
-        if _NOT_UTF8.search(written):
-            yield first, written, GroundTruthRejection('the row is not UTF-8 text')
-        else:
-            yield first, written, parse_automl_row(fields)
+        if any(field.strip() for field in fields):
+            yield first, written, fields
+
+
+def not_utf8(text: str) -> bool:
+    """Whether text decoded with surrogateescape held a byte that is not UTF-8."""
+    return bool(_NOT_UTF8.search(text))
 
 
 _NOT_UTF8 = re.compile('[\udc80-\udcff]')  # the bytes surrogateescape could not decode

@@ -18,6 +18,7 @@ from pipeline.core.schema import (
     IMAGE_COLUMNS,
     MATCH_COLUMNS,
     METRIC_COLUMNS,
+    SLICE_COLUMNS,
     bigquery_schema,
 )
 
@@ -124,14 +125,14 @@ def table_rows(table):
 
 
 def prepare_tables(table_settings: BigQuerySettings, client=None, evaluation: bool = False,
-                   comparison: bool = False) -> None:
+                   comparison: bool = False, slices: bool = False) -> None:
     """Creates the BigQuery tables that are missing (partitioned by ingestion day, detections
     clustered by label and image_uri) and adds the columns an older version's table lacks, before the
     pipeline starts, so both write methods find the same tables."""
     from google.api_core import exceptions
     from google.cloud import bigquery
     retry = bigquery.DEFAULT_RETRY.with_deadline(60)
-    for spec, columns, clustering in bigquery_tables(table_settings, evaluation, comparison):
+    for spec, columns, clustering in bigquery_tables(table_settings, evaluation, comparison, slices):
         project, _, rest = spec.rpartition(':')
         table_id = f'{project}.{rest}'
         client = client or bigquery.Client(project=project)
@@ -160,7 +161,8 @@ def prepare_tables(table_settings: BigQuerySettings, client=None, evaluation: bo
             client.update_table(table, ['schema'], retry=retry)
 
 
-def bigquery_tables(table_settings: BigQuerySettings, evaluation: bool = False, comparison: bool = False):
+def bigquery_tables(table_settings: BigQuerySettings, evaluation: bool = False, comparison: bool = False,
+                    slices: bool = False):
     """(table spec, columns, clustering fields) for every BigQuery table this run writes."""
     if table_settings.output_table is None:
         return []
@@ -171,12 +173,19 @@ def bigquery_tables(table_settings: BigQuerySettings, evaluation: bool = False, 
         tables += [(table, columns, ()) for table, columns in evaluation_tables(table_settings.output_table)]
     if comparison:
         tables.append((comparison_table(table_settings.output_table), COMPARISON_COLUMNS, ('prediction_run',)))
+    if slices:
+        tables.append((slices_table(table_settings.output_table), SLICE_COLUMNS, ()))
     return tables
 
 
 def comparison_table(output_table: str) -> str:
     """The comparison's table (--compare_to), named after the detections table."""
     return f'{output_table}_comparison'
+
+
+def slices_table(output_table: str) -> str:
+    """The evaluation's slices (--slice_by), named after the detections table."""
+    return f'{output_table}_eval_slices'
 
 
 def evaluation_tables(output_table: str):

@@ -30,22 +30,23 @@ class Unit(NamedTuple):
     parsed: GroundTruthUnit
 
 
-def ground_truth_files(pattern: str) -> List[str]:
-    """The files --ground_truth names: a file, every file under a folder or prefix, or a glob. Local
-    links are followed as under --input: each real file once, whichever links lead to it."""
+def ground_truth_files(pattern: str, option: str = 'ground_truth') -> List[str]:
+    """The files --ground_truth (or another `option` that reads a side table) names: a file, every
+    file under a folder or prefix, or a glob. Local links are followed as under --input: each real
+    file once, whichever links lead to it."""
     if scheme_of(pattern) == 'file':
-        files = _local_files(os.path.abspath(pattern))
+        files = _local_files(os.path.abspath(pattern), option)
     elif any(c in pattern for c in '*?['):
-        files = _matched(pattern)
+        files = _matched(pattern, option)
     else:  # an object, or every object under it as a folder ('*' does not cross '/' there: '**')
-        files = _matched(pattern) if not pattern.endswith('/') else []
-        files = files or _matched(pattern.rstrip('/') + '/**')
+        files = _matched(pattern, option) if not pattern.endswith('/') else []
+        files = files or _matched(pattern.rstrip('/') + '/**', option)
     if not files:
-        raise GroundTruthError(f'--ground_truth: {pattern} holds no file')
+        raise GroundTruthError(f'--{option}: {pattern} holds no file')
     return sorted(files)
 
 
-def _local_files(path: str) -> List[str]:
+def _local_files(path: str, option: str) -> List[str]:
     """Every real file under a local file, folder or glob once, found through as many links as lead
     to it (a link loop ends where it starts)."""
     roots = [path] if os.path.lexists(path) else glob.glob(path, recursive=True)
@@ -53,7 +54,7 @@ def _local_files(path: str) -> List[str]:
     for root in roots:
         for found in discover(glob.escape(root) + ('/**' if os.path.isdir(root) else '')):
             if isinstance(found, Unlisted):
-                raise GroundTruthError(f'--ground_truth: {found.path}: {found.reason}')
+                raise GroundTruthError(f'--{option}: {found.path}: {found.reason}')
             info = os.stat(found.path)
             if (info.st_dev, info.st_ino) not in seen:
                 seen.add((info.st_dev, info.st_ino))
@@ -75,11 +76,7 @@ def resolve_ground_truth(pattern: str, fmt: str = 'auto', skip=None) -> List[Tup
         if fmt != 'auto':
             resolved.append((path, fmt))
             continue
-        try:
-            with open_shard(path) as handle:
-                head = handle.read(HEAD_BYTES)
-        except Exception as exc:
-            raise GroundTruthError(f'--ground_truth: cannot read {path}: {exc}') from None
+        head = read_head(path, 'ground_truth')
         if not head.strip():  # an empty file (a _SUCCESS marker, say) holds no unit in any format
             continue
         resolved.append((path, detect_format(path, head)))
@@ -88,11 +85,20 @@ def resolve_ground_truth(pattern: str, fmt: str = 'auto', skip=None) -> List[Tup
     return resolved
 
 
-def _matched(pattern: str) -> List[str]:
+def read_head(path: str, option: str) -> bytes:
+    """The first HEAD_BYTES of a file an `option` names (decompressed); raises GroundTruthError."""
+    try:
+        with open_shard(path) as handle:
+            return handle.read(HEAD_BYTES)
+    except Exception as exc:
+        raise GroundTruthError(f'--{option}: cannot read {path}: {exc}') from None
+
+
+def _matched(pattern: str, option: str) -> List[str]:
     try:
         return [m.path for m in FileSystems.match([pattern])[0].metadata_list if not m.path.endswith('/')]
     except Exception as exc:
-        raise GroundTruthError(f'--ground_truth: could not list {pattern!r}: {exc}') from None
+        raise GroundTruthError(f'--{option}: could not list {pattern!r}: {exc}') from None
 
 
 def detect_format(path: str, head: bytes) -> str:

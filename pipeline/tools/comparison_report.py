@@ -100,12 +100,19 @@ def _number(value: Optional[float]) -> str:
     return 'n/a' if value is None else f'{value:.4f}'
 
 
+# With ground truth: who was right on the changed boxes, and the images each side gets right alone.
+JUDGED = (('fixed', 'fixed'), ('broken', 'broken'), ('both_wrong', 'both wrong'),
+          ('images_fixed', 'images now right'), ('images_broken', 'images now wrong'))
+
+
 def labels_table(run: Mapping, index: int) -> str:
     """Per label: the boxes of each side, each outcome, and the agreement, lowest agreement first;
-    sortable by any column."""
+    with ground truth, who was right; sortable by any column."""
     esc = html.escape
+    judged = [(key, name) for key, name in JUDGED if all(key in entry for entry in run['labels'])]
     head = ('<tr><th>label</th><th>agreement</th><th>base boxes</th><th>run boxes</th><th>same</th>'
-            '<th>relabelled (from)</th><th>relabelled (to)</th><th>moved</th><th>added</th><th>removed</th></tr>')
+            '<th>relabelled (from)</th><th>relabelled (to)</th><th>moved</th><th>added</th><th>removed</th>'
+            + ''.join(f'<th>{name}</th>' for _, name in judged) + '</tr>')
     rows = []
     for entry in sorted(run['labels'], key=lambda e: (e['agreement'] if e['agreement'] is not None else 2,
                                                       e['label'] or '')):
@@ -113,8 +120,9 @@ def labels_table(run: Mapping, index: int) -> str:
         cells = [f'<td>{esc(entry["label"] or "(no label)")}</td>',
                  f'<td class="n" data-key="agreement" data-label="{esc(entry["label"] or "")}"'
                  + ('' if agreement is None else f' data-sort="{agreement:.10g}"') + f'>{_number(agreement)}</td>']
-        cells += [f'<td class="n" data-sort="{entry[key]}">{entry[key]:,}</td>' for key in (
-            'base_boxes', 'run_boxes', 'same', 'relabelled', 'relabelled_in', 'moved', 'added', 'removed')]
+        cells += [f'<td class="n" data-sort="{entry[key]}" data-key="{key}">{entry[key]:,}</td>' for key in (
+            'base_boxes', 'run_boxes', 'same', 'relabelled', 'relabelled_in', 'moved', 'added', 'removed',
+            *(key for key, _ in judged))]
         rows.append(f'<tr>{"".join(cells)}</tr>')
     return (f'<table id="comparison-labels-{index}" class="sortable" data-run="{esc(_name(run["prediction_run"]))}">'
             f'<thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
@@ -128,7 +136,11 @@ def render_section(comparison: Mapping, gallery: Sequence[Tuple[ChangedImage, st
     parts = [f'<p>Each run against the base run <strong>{esc(base)}</strong>, image by image on the images both '
              f'have, boxes matched at IoU {comparison["eval_iou"]:g}: same, relabelled, moved (the same label, IoU '
              '0.1 up to that), added (only the run has it), removed (only the base has it). Agreement: the F1 of '
-             'the run\'s boxes against the base\'s.</p>']
+             'the run\'s boxes against the base\'s.'
+             + (' Against the ground truth, each changed box is fixed (the run is right where the base was not), '
+                'broken (the other way round) or both wrong; "images now right": the images the run gets right for '
+                'the label (no false positive, no missed box) where the base did not, "now wrong" the other way.'
+                if comparison.get('ground_truth') else '') + '</p>']
     legend = '<p class="legend">' + ' '.join(
         f'<span style="border:3px solid rgb{colour};padding:0 6px">{outcome}</span>'
         for outcome, colour in OUTCOME_COLOURS.items()) + ' base boxes dashed, the run\'s solid</p>'
@@ -138,7 +150,10 @@ def render_section(comparison: Mapping, gallery: Sequence[Tuple[ChangedImage, st
         parts.append(f'<p class="comparison-facts" data-run="{esc(name)}">agreement <strong data-key="agreement">'
                      f'{_number(run["agreement"])}</strong>; {run["changed"]:,} of '
                      f'{plural(run["compared"], "image", "images")} compared changed; images only in the run '
-                     f'{run["only_in_run"]:,}, only in the base {run["only_in_base"]:,}</p>')
+                     f'{run["only_in_run"]:,}, only in the base {run["only_in_base"]:,}'
+                     + (f'; against the ground truth: fixed <strong data-key="fixed">{run["fixed"]:,}</strong>, broken '
+                        f'<strong data-key="broken">{run["broken"]:,}</strong>, both wrong {run["both_wrong"]:,}'
+                        if comparison.get('ground_truth') else '') + '</p>')
         parts.append(labels_table(run, index))
         swapped = sorted((swaps.get(run['prediction_run']) or {}).items(), key=lambda item: (-item[1], item[0]))
         if swapped:

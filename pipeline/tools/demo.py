@@ -87,6 +87,10 @@ def write_demo(folder: str, images: int = 30, seed: int = 7) -> None:
         csv.writer(handle).writerows([('image_uri', 'width', 'height')]
                                      + [(BUCKET + name, WIDTH, HEIGHT) for name in names])
     write_ground_truth(os.path.join(folder, 'ground_truth'), names, scenes)
+    with open(os.path.join(folder, 'image_attributes.csv'), 'w', newline='') as handle:  # what --slice_by reads
+        csv.writer(handle).writerows([('image_uri', 'camera', 'shapes')] + [
+            (BUCKET + name, f'cam-{index % 3 + 1}', len(shapes))
+            for index, (name, shapes) in enumerate(zip(names, scenes))])
     for run, stray, miss, false_positives, confuse in RUNS:
         run_rng = random.Random(f'{seed}-{run}')
         with open(os.path.join(folder, 'input', run, 'predictions_00001.jsonl'), 'w') as handle:

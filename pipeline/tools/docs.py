@@ -19,6 +19,7 @@ from pipeline.core.schema import (
     IMAGE_COLUMNS,
     MATCH_COLUMNS,
     METRIC_COLUMNS,
+    SLICE_COLUMNS,
     THRESHOLD_COLUMNS,
     Column,
 )
@@ -72,6 +73,7 @@ def sections() -> Dict[str, str]:
         'eval_metrics': columns_table(METRIC_COLUMNS),
         'thresholds': columns_table(THRESHOLD_COLUMNS),
         'comparison': columns_table(COMPARISON_COLUMNS),
+        'slices': columns_table(SLICE_COLUMNS),
         'dead_letter_fields': ', '.join(f'`{name}`' for name in DEAD_LETTER_FIELDS),
     }
 

@@ -370,9 +370,10 @@ def figure_text(value) -> str:
 
 def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confusion: Mapping[str, str],
                    gallery: Sequence[Tuple[GalleryImage, str, Optional[str]]],
-                   confused: Optional[Mapping[str, Sequence[Tuple[str, str, int, float]]]] = None) -> str:
+                   confused: Optional[Mapping[str, Sequence[Tuple[str, str, int, float]]]] = None,
+                   slices: str = '') -> str:
     """The Evaluation section's HTML. `gallery`: (image, picture data URI, note when the picture is a
-    blank canvas)."""
+    blank canvas); `slices`: the part on the slices (slices_report), when the run has them."""
     esc = html.escape
     runs = metrics['runs']
     thresholds = ', '.join(f'{t:.10g}' for t in metrics['iou_thresholds'])  # 0.9 for linspace's 0.8999999999999999
@@ -397,6 +398,7 @@ def render_section(metrics: Mapping, charts: Mapping[str, Optional[str]], confus
     parts.append(_errors_table(runs))
     parts.append(labels_table(runs))
     parts.append(ap_changes(runs))
+    parts.append(slices)
     for key, alt in (('ap', 'AP per label'), ('curves', 'Precision-recall and F1 against confidence')):
         if charts.get(key):
             parts.append(f'<img alt="{alt}" src="{charts[key]}">')

@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline.config.options import OPTIONS_BY_NAME, parse_mirrors, parse_prefixes
 from pipeline.core.shards import scheme_of
 from pipeline.io.sizes import open_image_file, resolve_allowed
-from pipeline.tools import comparison_report, evaluation_report
+from pipeline.tools import comparison_report, evaluation_report, slices_report
 from pipeline.tools.drawing import (
     NATURAL_SIZE,
     blank_canvas,
@@ -657,7 +657,8 @@ def evaluation_section(summary: Mapping, allowed_scheme: str, mirrors: Mapping[s
         gallery.append((image, jpeg_data_uri(picture, max_side=THUMBNAIL_SIDE), note))  # boxes: drawn over it
     confused = {run['prediction_run'] or '(no run folder)':
                 evaluation_report.most_confused(cells, run['prediction_run']) for run in runs}
-    return evaluation_report.render_section(metrics, charts, confusion, gallery, confused)
+    return evaluation_report.render_section(metrics, charts, confusion, gallery, confused,
+                                            slices_report.slices_html(metrics))
 
 
 def comparison_section(summary: Mapping, allowed_scheme: str, mirrors: Mapping[str, str],

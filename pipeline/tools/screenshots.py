@@ -16,12 +16,21 @@ WIDTH = 800  # of the PNG written
 COLOURS = 128  # a palette PNG: a fraction of the size of a full-colour one, for text and charts
 
 
-# Removes the blocks of the page before the one that holds the section's heading.
+# Removes the blocks of the page before the one that holds the section's heading; for a part within a
+# section (an id outside its folding heading), also what comes before that part in the section.
 FROM_SECTION = """<script>
-var start = document.getElementById('SECTION');
+var target = document.getElementById('SECTION');
+var start = target;
 while (start && start.parentElement !== document.body) { start = start.parentElement; }
 var block = document.body.firstElementChild;
 while (start && block && block !== start) { var next = block.nextElementSibling; block.remove(); block = next; }
+for (var node = target; target && !target.closest('summary') && node && node !== start; node = node.parentElement) {
+  for (var before = node.previousElementSibling; before;) {
+    var earlier = before.previousElementSibling;
+    if (before.tagName !== 'SUMMARY') { before.remove(); }
+    before = earlier;
+  }
+}
 </script>"""
 
 

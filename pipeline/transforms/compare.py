@@ -1,7 +1,9 @@
 """Model A against model B as a Beam step: the prediction lines of every run joined by image bucket
 (as the evaluation joins them with ground truth), each run's first line of an image compared with the
 base run's (core.comparison), and the counts per run and label summed: what crosses the join is one
-bucket's lines, and what is merged grows with runs and labels, never with images."""
+bucket's lines, and what is merged grows with runs and labels, never with images. With ground truth
+in the join as well, each run's images are evaluated at --eval_iou as the evaluation does, and each
+changed box says who was right."""
 import functools
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
@@ -10,9 +12,18 @@ import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.core import counts as names
-from pipeline.core.comparison import BucketComparison, ImageCounts, LabelComparison, compare_lines, first_lines
+from pipeline.core.bucket_evaluation import assemble, detection_outcomes
+from pipeline.core.comparison import (
+    BucketComparison,
+    ImageCounts,
+    ImageTruth,
+    LabelComparison,
+    compare_lines,
+    first_lines,
+)
 from pipeline.core.counts import Counts
-from pipeline.core.evaluation import PREDICTED, unpacked
+from pipeline.core.evaluation import LABELLED, PREDICTED, unpacked
+from pipeline.io.sizes import SizeResolver
 from pipeline.io.spill import read_payload
 from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
 from pipeline.transforms.count import counted_at_bundle_end
@@ -41,26 +52,47 @@ class ComparisonFigures(NamedTuple):
     base_run: Optional[str]
     eval_iou: float
     runs: List[RunComparison]
+    judged: bool = False  # against ground truth too: who was right
 
     def document(self) -> dict:
         """comparison.json: per run (the base aside), its images and, per label, each outcome's count
-        and the agreement (the F1 of its boxes against the base's)."""
-        return {'base_run': self.base_run, 'eval_iou': self.eval_iou, 'runs': [{
-            'prediction_run': run.prediction_run, **run.images._asdict(),
-            'agreement': functools.reduce(LabelComparison.plus, run.labels.values(), LabelComparison()).agreement,
-            'labels': [{'label': label, **counts._asdict(), 'agreement': counts.agreement}
-                       for label, counts in sorted(run.labels.items(), key=lambda item: (item[0] is not None,
-                                                                                         item[0] or ''))]}
-            for run in self.runs]}
+        and the agreement (the F1 of its boxes against the base's); with ground truth, per run and label
+        the changed boxes of each verdict and the images each run gets right where the other does not."""
+        judged = ('fixed', 'broken', 'both_wrong', 'both_right', 'images_fixed', 'images_broken')
+
+        def counts_of(counts: LabelComparison) -> dict:
+            return {key: value for key, value in counts._asdict().items() if self.judged or key not in judged}
+        runs = []
+        for run in self.runs:
+            total = functools.reduce(LabelComparison.plus, run.labels.values(), LabelComparison())
+            runs.append({'prediction_run': run.prediction_run, **run.images._asdict(), 'agreement': total.agreement,
+                         **({key: getattr(total, key) for key in judged[:4]} if self.judged else {}),
+                         'labels': [{'label': label, **counts_of(counts), 'agreement': counts.agreement}
+                                    for label, counts in sorted(run.labels.items(), key=_label_order)]})
+        return {'base_run': self.base_run, 'eval_iou': self.eval_iou, 'ground_truth': self.judged, 'runs': runs}
+
+
+def _label_order(item) -> Tuple[bool, str]:
+    return item[0] is not None, item[0] or ''
+
+
+class TruthSettings(NamedTuple):
+    """What the comparison needs to evaluate each run's images as the evaluation does."""
+    ml_use: Optional[str]
+    max_dets: Tuple[int, ...]
+    fixed_size: Optional[Tuple[int, int]]
 
 
 class CompareBucketFn(beam.DoFn):
     """(bucket, its parts: see evaluation.PREDICTED) -> the boxes' rows of each run against the base
     (main output, Arrow tables gathered per bundle), and per run its images and counts per label."""
 
-    def __init__(self, base_run: Optional[str], eval_iou: float, list_changed: bool = False):
+    def __init__(self, base_run: Optional[str], eval_iou: float, list_changed: bool = False,
+                 truth: Optional[TruthSettings] = None):
         self._base_run = base_run
         self._eval_iou = eval_iou
+        self._truth = truth  # with ground truth in the join: how the evaluation reads and matches it
+        self._sizes: Optional[SizeResolver] = None
         self._list_changed = list_changed  # the changed images are listed (for --export_select disagreements)
         self._rows = GatheredTables(COMPARISON_TABLE_ROWS, names.COMPARISON_ROWS)
         self._counts = Counts()
@@ -68,13 +100,18 @@ class CompareBucketFn(beam.DoFn):
     def start_bundle(self):
         self._rows, self._counts = GatheredTables(COMPARISON_TABLE_ROWS, names.COMPARISON_ROWS), Counts()
 
-    def process(self, element, runs: Iterable[Optional[str]]):
+    def process(self, element, runs: Iterable[Optional[str]], manifest=None):
         bucket, parts = element
         changed: List[Tuple[Optional[str], str]] = []
         by_run: Dict[Optional[str], list] = {}
+        truth = []
         for kind, run, data in parts:
             if kind == PREDICTED:
                 by_run.setdefault(run, []).append(unpacked(read_payload(data)))
+            elif kind == LABELLED:
+                truth.append(unpacked(read_payload(data)))
+        runs = list(runs)
+        judged = self._judged(truth, by_run, runs, manifest)
         base, _ = first_lines(by_run.get(self._base_run, []))
         for run in runs:
             if run == self._base_run:
@@ -86,7 +123,8 @@ class CompareBucketFn(beam.DoFn):
                                    only_in_base=0 if base is None else len(base.image_uris))
                 yield beam.pvalue.TaggedOutput('runs', (run, (only, {})))
                 continue
-            compared: BucketComparison = compare_lines(lines, base, self._base_run, self._eval_iou)
+            sides = None if judged is None else (judged[run], judged[self._base_run])
+            compared: BucketComparison = compare_lines(lines, base, self._base_run, self._eval_iou, sides)
             yield beam.pvalue.TaggedOutput('runs', (run, (compared.images, compared.labels)))
             changed += [(run, uri) for uri in compared.changed] if self._list_changed else []
             gathered = self._rows.add(compared.rows, self._counts)
@@ -94,6 +132,21 @@ class CompareBucketFn(beam.DoFn):
                 yield gathered
         if changed:
             yield beam.pvalue.TaggedOutput('changed', (bucket, changed))
+
+    def _judged(self, truth: list, by_run: Dict[Optional[str], list], runs: List[Optional[str]],
+                manifest) -> Optional[Dict[Optional[str], ImageTruth]]:
+        """Each run's ImageTruth in the bucket, as its evaluation has it; None without ground truth."""
+        if self._truth is None:
+            return None
+        if self._sizes is None:  # the images without a line: the manifest's size, else the fixed one
+            self._sizes = SizeResolver(manifest, probe=False, fixed=self._truth.fixed_size, allowed_scheme='')
+        assembled = assemble(truth, [part for parts in by_run.values() for part in parts], runs, self._truth.ml_use,
+                             self._sizes.resolve)
+        judged = {}
+        for run, (columns, _) in assembled.runs.items():
+            at_eval, missed = detection_outcomes(columns, self._eval_iou, self._truth.max_dets)
+            judged[run] = ImageTruth.of(columns, at_eval, missed)
+        return judged
 
     def finish_bundle(self):
         gathered = self._rows.take(self._counts)
@@ -114,12 +167,15 @@ def _summed(parts: Iterable[Tuple[ImageCounts, Dict[Optional[str], LabelComparis
 
 
 class CompareRuns(beam.PTransform):
-    """(bucket, part) of the prediction lines (see evaluation.PREDICTED) -> ComparisonResult: every run
-    of `runs` but the base against the base."""
+    """(bucket, part) of the prediction lines (see evaluation.PREDICTED), and of the ground truth when
+    `truth` is given -> ComparisonResult: every run of `runs` but the base against the base."""
 
     def __init__(self, base_run: Optional[str], runs: Iterable[Optional[str]], eval_iou: float,
-                 list_changed: bool = False):
+                 list_changed: bool = False, truth: Optional[TruthSettings] = None,
+                 manifest: Optional[beam.PCollection] = None):
         super().__init__()
+        self._truth = truth
+        self._manifest = manifest
         self._list_changed = list_changed
         self._base_run = base_run
         self._runs = list(runs)  # the input's, found at launch: a run without a usable line still counts
@@ -127,20 +183,22 @@ class CompareRuns(beam.PTransform):
 
     def expand(self, parts):
         runs = parts.pipeline | 'Runs' >> beam.Create(self._runs)
+        manifest = parts.pipeline | 'NoManifest' >> beam.Create([None]) if self._manifest is None else self._manifest
         compared = (
             parts
             | 'JoinByBucket' >> beam.GroupByKey()
-            | 'CompareImages' >> beam.ParDo(CompareBucketFn(self._base_run, self._eval_iou, self._list_changed),
-                                            runs=beam.pvalue.AsList(runs)
-                                            ).with_output_types(pa.Table).with_outputs('runs', 'counts', 'changed',
-                                                                                         main='rows'))
+            | 'CompareImages' >> beam.ParDo(
+                CompareBucketFn(self._base_run, self._eval_iou, self._list_changed, self._truth),
+                runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest),
+            ).with_output_types(pa.Table).with_outputs('runs', 'counts', 'changed', main='rows'))
         base_run, eval_iou, every_run = self._base_run, self._eval_iou, [run for run in self._runs
                                                                         if run != self._base_run]
+        judged = self._truth is not None
         figures = (
             compared.runs
             | 'SumPerRun' >> beam.CombinePerKey(_summed)
             | 'EveryRun' >> beam.combiners.ToList()
             | 'Figures' >> beam.Map(lambda summed: ComparisonFigures(base_run, eval_iou, [
                 RunComparison(run, *dict(summed).get(run, (ImageCounts(), {}))) for run in sorted(
-                    every_run, key=lambda run: (run is not None, run or ''))])))
+                    every_run, key=lambda run: (run is not None, run or ''))], judged)))
         return ComparisonResult(figures, compared.rows, compared.counts, compared.changed)

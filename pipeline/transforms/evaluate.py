@@ -12,10 +12,12 @@ import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.config.options import COCO_MAX_DETS
+from pipeline.config.settings import required
 from pipeline.core import counts as names
-from pipeline.core.bucket_evaluation import assemble, evaluate_images
+from pipeline.core.bucket_evaluation import BucketEvaluation, assemble, evaluate_images, image_subset
 from pipeline.core.counts import Counts
 from pipeline.core.evaluation import (
+    ATTRIBUTED,
     LABELLED,
     PREDICTED,
     EvaluationFigures,
@@ -27,6 +29,14 @@ from pipeline.core.evaluation import (
     packed,
     settled,
     unpacked,
+)
+from pipeline.core.image_attributes import (
+    BUILT_IN_SLICES,
+    BucketAttributes,
+    SliceKey,
+    SliceRule,
+    image_values,
+    slice_groups,
 )
 from pipeline.core.operating_thresholds import ThresholdRule
 from pipeline.core.ties import TieBasis, raises, tied_parts
@@ -58,7 +68,8 @@ class EvaluateBucketFn(beam.DoFn):
     def __init__(self, thresholds: Sequence[float], eval_iou: float, eval_confidence: float,
                  ml_use: Optional[str] = None, max_dets: Sequence[int] = COCO_MAX_DETS,
                  spill_folder: Optional[str] = None, fixed_size: Optional[Tuple[int, int]] = None,
-                 error_images: bool = True):
+                 error_images: bool = True, sliced: Sequence[str] = ()):
+        self._sliced = tuple(sliced)  # the image attributes each run is also evaluated by, slice by slice
         self._error_images = error_images  # the images with an error are listed (for --export_select errors)
         self._spill_folder = spill_folder  # when set, the tied detections wait there (io.spill)
         self._fixed_size = fixed_size  # --image_size
@@ -76,7 +87,7 @@ class EvaluateBucketFn(beam.DoFn):
         self._matches, self._counts = GatheredTables(MATCH_TABLE_ROWS, names.EVALUATION_MATCH_ROWS), Counts()
         self._spill = SpillWriter(self._spill_folder)
 
-    def process(self, element, runs: Iterable[Optional[str]], manifest=None):
+    def process(self, element, runs: Iterable[Optional[str]], manifest=None, rules: Sequence[SliceRule] = ()):
         bucket_id, parts = element
         if self._sizes is None:  # the images without a line: the manifest's size, else the fixed one
             self._sizes = SizeResolver(manifest, probe=False, fixed=self._fixed_size, allowed_scheme='')
@@ -87,6 +98,8 @@ class EvaluateBucketFn(beam.DoFn):
                           [unpacked(read_payload(data)) for kind, _, data in parts if kind == PREDICTED], runs,
                           self._ml_use, self._sizes.resolve)
         scalars = self._counts.scalars
+        slices = self._slices([unpacked(read_payload(data)) for kind, _, data in parts if kind == ATTRIBUTED],
+                              bucket.image_uris, rules)
         scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
         scalars[names.GROUND_TRUTH_BOXES] += bucket.gt_boxes
@@ -100,19 +113,42 @@ class EvaluateBucketFn(beam.DoFn):
                 continue
             result = evaluate_images(columns, run, self._thresholds, self._eval_iou, self._eval_confidence,
                                      self._max_dets)
-            for label, totals in result.labels.items():
-                yield beam.pvalue.TaggedOutput('totals', ((run, label), totals))
-            counts = counts._replace(beyond_max_dets=result.beyond_max_dets, without_size=result.images_without_size)
-            yield beam.pvalue.TaggedOutput('run_parts', (run, (counts, result.cells)))
+            yield from self._group_outputs(run, result, counts)
             if self._error_images:
                 errors += [(run, uri) for uri in result.images_with_errors()]
-            if len(result.tied.scores):
-                yield beam.pvalue.TaggedOutput('tied', (run, self._spill.put(packed(result.tied))))
             gathered = self._matches.add(result.matches, self._counts)
             if gathered is not None:
                 yield gathered
+            for key, images in slices.items():  # each slice as pycocotools would see its images alone
+                sliced = image_subset(columns, images)
+                result = evaluate_images(sliced, run, self._thresholds, self._eval_iou, self._eval_confidence,
+                                         self._max_dets)
+                yield from self._group_outputs((run, *key), result, RunImage(
+                    evaluated=len(images), detections=len(sliced.det_scores),
+                    without_prediction=len(images) - int(np.count_nonzero(required(sliced.predicted, 'predicted')))))
         if errors:
             yield beam.pvalue.TaggedOutput('errors', (bucket_id, errors))
+
+    def _group_outputs(self, group, result: BucketEvaluation, counts: RunImage):
+        """What a run, or a slice of it (run, attribute, place, value), adds to its figures."""
+        for label, totals in result.labels.items():
+            yield beam.pvalue.TaggedOutput('totals', ((group, label), totals))
+        counts = counts._replace(beyond_max_dets=result.beyond_max_dets, without_size=result.images_without_size)
+        yield beam.pvalue.TaggedOutput('run_parts', (group, (counts, result.cells)))
+        if len(result.tied.scores):
+            yield beam.pvalue.TaggedOutput('tied', (group, self._spill.put(packed(result.tied))))
+
+    def _slices(self, parts: List[BucketAttributes], image_uris: List[str],
+                rules: Sequence[SliceRule]) -> Dict[SliceKey, np.ndarray]:
+        """The bucket's evaluated images (positions) in each slice of each sliced attribute."""
+        if not self._sliced:
+            return {}
+        values, repeated = image_values(parts, image_uris)
+        self._counts.scalars[names.IMAGE_ATTRIBUTE_ROWS_REPEATED] += repeated
+        self._counts.scalars[names.IMAGES_SLICED] += len(values)
+        self._counts.scalars[names.IMAGES_WITH_ATTRIBUTES] += sum(row is not None for row in values)
+        by_name = {rule.attribute: rule for rule in rules}
+        return slice_groups(values, [by_name.get(name, SliceRule(name)) for name in self._sliced])
 
     def finish_bundle(self):
         self._spill.close()
@@ -196,8 +232,11 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
                  ml_use: Optional[str] = None, known_runs: Sequence[Optional[str]] = (),
                  max_dets: Sequence[int] = COCO_MAX_DETS, spill_folder: Optional[str] = None,
                  fixed_size: Optional[Tuple[int, int]] = None, manifest: Optional[beam.PCollection] = None,
-                 error_images: bool = True, rule: ThresholdRule = ThresholdRule()):
+                 error_images: bool = True, rule: ThresholdRule = ThresholdRule(), slice_by: Sequence[str] = (),
+                 rules: Optional[beam.PCollection] = None):
         super().__init__()
+        self._slice_by = tuple(slice_by)  # --slice_by, built-in slices too
+        self._rules = rules  # a SliceRule per sliced image attribute (read_attributes)
         self._rule = rule  # how each label's operating threshold is chosen
         self._error_images = error_images  # False: `errors` stays empty (nothing reads it)
         self._spill_folder = spill_folder
@@ -215,13 +254,16 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
         known = parts.pipeline | 'RunsOfShards' >> beam.Create(self._known_runs)
         runs = (of_lines, known) | 'AllRuns' >> beam.Flatten() | 'DistinctRuns' >> beam.Distinct()
         manifest = parts.pipeline | 'NoManifest' >> beam.Create([None]) if self._manifest is None else self._manifest
+        rules = parts.pipeline | 'NoSliceRules' >> beam.Create([]) if self._rules is None else self._rules
+        sliced = [name for name in self._slice_by if name not in BUILT_IN_SLICES]
         evaluated = (
             parts
             | 'JoinByBucket' >> beam.GroupByKey()
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use,
-                                 self._max_dets, self._spill_folder, self._fixed_size, self._error_images),
+                                 self._max_dets, self._spill_folder, self._fixed_size, self._error_images, sliced),
                 runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest),
+                rules=beam.pvalue.AsList(rules),
             ).with_output_types(pa.Table).with_outputs(
                 'totals', 'run_parts', 'counts', 'errors', 'tied', main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn(self._rule))
@@ -235,12 +277,13 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'InPycocotoolsOrder' >> beam.Map(_raises_of_chunk, bases=bases)
             | 'RaisedPerRunAndLabel' >> beam.CombinePerKey(_highest))
         run_parts = evaluated.run_parts | 'SumPerRun' >> beam.CombinePerKey(_sum_run_parts)
-        thresholds, eval_iou, max_dets = self._thresholds, self._eval_iou, self._max_dets
+        thresholds, eval_iou, max_dets, slice_by = self._thresholds, self._eval_iou, self._max_dets, self._slice_by
         figures = (
             (totals | 'LabelsOfRuns' >> beam.MapTuple(lambda key, t: ('labels', key[0], key[1], t._replace(ties=None))),
              raised | 'TiesOfRuns' >> beam.MapTuple(lambda key, r: ('ties', key[0], key[1], r)),
              run_parts | 'Runs' >> beam.MapTuple(lambda run, part: ('run', run, *part)))
             | 'FiguresOfRuns' >> beam.Flatten()
             | 'EveryRunsFigures' >> beam.combiners.ToList()
-            | 'Figures' >> beam.Map(lambda parts: EvaluationFigures.of(thresholds, eval_iou, parts, max_dets)))
+            | 'Figures' >> beam.Map(lambda parts: EvaluationFigures.of(thresholds, eval_iou, parts, max_dets,
+                                                                      slice_by)))
         return EvaluationResult(figures, evaluated.matches, evaluated.counts, evaluated.errors)

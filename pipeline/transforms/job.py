@@ -17,7 +17,14 @@ from pipeline.core.counts import Counts
 from pipeline.core.evaluation import unpacked
 from pipeline.core.export import ExportBatch, first_lines
 from pipeline.core.operating_thresholds import ThresholdRule, csv_text
-from pipeline.core.outputs import COMPARISON_FILE, COMPARISON_FOLDER, EVALUATION_FOLDER, METRICS_FILE, THRESHOLDS_FILE
+from pipeline.core.outputs import (
+    COMPARISON_FILE,
+    COMPARISON_FOLDER,
+    EVALUATION_FOLDER,
+    METRICS_FILE,
+    SLICES_FOLDER,
+    THRESHOLDS_FILE,
+)
 from pipeline.core.schema import (
     COMPARISON_COLUMNS,
     COMPARISON_SCHEMA,
@@ -30,10 +37,13 @@ from pipeline.core.schema import (
     IMAGE_COLUMNS,
     IMAGES_SCHEMA,
     MATCHES_SCHEMA,
+    SLICE_COLUMNS,
+    SLICE_SCHEMA,
     THRESHOLD_COLUMNS,
 )
+from pipeline.core.slices import metrics_with_slices, slice_rows
 from pipeline.io import summary_files
-from pipeline.io.bigquery import WriteBigQueryTable, comparison_table, evaluation_tables, table_rows
+from pipeline.io.bigquery import WriteBigQueryTable, comparison_table, evaluation_tables, slices_table, table_rows
 from pipeline.io.locks import release_gcs_lock
 from pipeline.io.sinks import (
     WriteDeadLetterFiles,
@@ -43,7 +53,7 @@ from pipeline.io.sinks import (
     write_text_document,
 )
 from pipeline.io.spill import read_payload
-from pipeline.transforms.compare import CompareRuns
+from pipeline.transforms.compare import CompareRuns, TruthSettings
 from pipeline.transforms.count import (
     METRICS_NAMESPACE,
     CountDeadLetters,
@@ -56,7 +66,9 @@ from pipeline.transforms.evaluate import EvaluateAgainstGroundTruth
 from pipeline.transforms.export import ExportsWritten, WriteExports
 from pipeline.transforms.parse import LoadManifest, ParsePredictions, ParseResult
 from pipeline.transforms.read import ReadNotifiedShards, ReadResult, ReadShards
-from pipeline.transforms.read_truth import ReadGroundTruth
+from pipeline.transforms.read_attributes import AttributesRead, ReadImageAttributes
+from pipeline.transforms.read_truth import GroundTruthRead, ReadGroundTruth
+from pipeline.transforms.slice_detections import SliceDetections
 
 
 class TablesWritten(NamedTuple):
@@ -79,13 +91,14 @@ class EvaluationWritten(NamedTuple):
     match_files: Optional[PCollection]
     confidence_files: Optional[PCollection]
     confusion_files: Optional[PCollection]
+    slice_files: Optional[PCollection]  # with --slice_by
     confidence_rows: PCollection  # their number (one element)
     confusion_rows: PCollection
     table_writes: Tuple[PCollection, ...]
     rejected_rows: Tuple[PCollection, ...]
     counts: PCollection  # the evaluation's and the ground truth's reading
     errors: PCollection  # (bucket, [(run, image URI)]) with a false positive or a miss
-    ground_truth_dead_letters: PCollection  # the units of ground truth that cannot be used
+    dead_letters: PCollection  # the units of ground truth that cannot be used
 
 
 class PredictionsToTables(beam.PTransform):
@@ -104,8 +117,12 @@ class PredictionsToTables(beam.PTransform):
                                                    report_progress=settings.launch.progress)
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
-        evaluation = evaluate(parsed, settings) if settings.evaluation.enabled else None
-        comparison = compare(parsed, settings) if settings.evaluation.compare_base else None
+        attributes = read_attributes(pbegin, settings)
+        truth = read_ground_truth(pbegin, settings)
+        evaluation = evaluate(parsed, settings, truth, attributes) if truth else None
+        sliced = (slice_detections(parsed, settings, attributes)
+                  if settings.slices.enabled and not settings.evaluation.enabled else None)
+        comparison = compare(parsed, settings, truth) if settings.evaluation.compare_base else None
         exports = exported = None
         if settings.export.enabled:
             if settings.export.export_select == 'errors':
@@ -116,27 +133,32 @@ class PredictionsToTables(beam.PTransform):
                 exported = first_lines_of_images(parsed.exported)
             exports = exported.batches | 'Export' >> WriteExports(required(settings.outputs.output, 'output'),
                                                                   settings.export)
-        dead = all_dead_letters(read, parsed, tables, evaluation, comparison)
+        dead = all_dead_letters(read, parsed, tables, evaluation, comparison, attributes, sliced)
         dead_written = write_dead_letters(dead, settings)
         counts = (
             (read.counts, parsed.counts, dead | 'CountDeadLetters' >> CountDeadLetters(),
              *((evaluation.counts,) if evaluation else ()),
+             *((attributes.counts,) if attributes else ()),
+             *((sliced.counts,) if sliced else ()),
              *((comparison.counts,) if comparison else ()),
              *((exports.counts, exported.counts) if exports and exported else ()))
             | 'AllCounts' >> beam.Flatten()
             | 'SumCounts' >> beam.CombineGlobally(MergeCountsFn()))
         duplicates = parsed.image_uris | 'DuplicateImageUris' >> CountDuplicateImageUris()
-        return self._write_summary(pbegin, counts, duplicates, tables, dead_written, evaluation, exports, comparison)
+        return self._write_summary(pbegin, counts, duplicates, tables, dead_written, evaluation, exports, comparison,
+                                   sliced)
 
     def _write_summary(self, pbegin, counts, duplicates, tables: TablesWritten,
                        dead_written: 'DeadLettersWritten', evaluation: Optional[EvaluationWritten],
-                       exports: Optional[ExportsWritten], comparison: Optional['ComparisonWritten'] = None):
+                       exports: Optional[ExportsWritten], comparison: Optional['ComparisonWritten'] = None,
+                       sliced: Optional['SlicesWritten'] = None):
         """summary.json, written last: it waits on every write (side inputs), so a run killed before
         the end leaves no summary."""
         settings, pattern = self._settings, self._pattern
 
         def summarize(_, counts, duplicates, table_writes=(), metrics_document=None, run_images=None,
-                      confidence_rows=0, confusion_rows=0, comparison_document=None, **listed):
+                      confidence_rows=0, confusion_rows=0, comparison_document=None, slice_row_count=None,
+                      **listed):
             del table_writes  # waited for, not read
             outcome = None if metrics_document is None else run_summary.EvaluationOutcome(
                 metrics_document, run_images, confidence_rows, confusion_rows)
@@ -144,7 +166,7 @@ class PredictionsToTables(beam.PTransform):
                                                     if name not in DOCUMENTS and not name.startswith('export_')})
             run = run_summary.run_record(settings, datetime.datetime.now(datetime.timezone.utc), beam.__version__)
             summary = run_summary.build_summary(counts, duplicates, settings, pattern, listed, rows, outcome, run,
-                                                comparison_document)
+                                                comparison_document, slice_row_count)
             if settings.outputs.report_file:
                 summary['outputs']['report'] = [settings.outputs.report_file]
             summary_files.publish(summary, settings.outputs.summary)
@@ -162,11 +184,16 @@ class PredictionsToTables(beam.PTransform):
                               ('evaluation_thresholds', evaluation.thresholds_file),
                               ('evaluation_matches', evaluation.match_files),
                               ('evaluation_confidence', evaluation.confidence_files),
-                              ('evaluation_confusion', evaluation.confusion_files)]
+                              ('evaluation_confusion', evaluation.confusion_files),
+                              ('evaluation_slices', evaluation.slice_files)]
             table_writes += evaluation.table_writes
             waits.update(metrics_document=AsSingleton(evaluation.metrics), run_images=AsDict(evaluation.runs),
                          confidence_rows=AsSingleton(evaluation.confidence_rows),
                          confusion_rows=AsSingleton(evaluation.confusion_rows))
+        if sliced is not None:
+            written_files.append(('evaluation_slices', sliced.files))
+            table_writes += sliced.table_writes
+            waits['slice_row_count'] = AsSingleton(sliced.rows | 'CountSliceRows' >> beam.Map(len))
         if comparison is not None:
             written_files += [('comparison', comparison.row_files), ('comparison_json', comparison.document_file)]
             table_writes += comparison.table_writes
@@ -277,20 +304,43 @@ def select_images(batches: PCollection, listed: PCollection) -> ExportedLines:
 
 def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritten,
                      evaluation: Optional[EvaluationWritten] = None,
-                     comparison: Optional['ComparisonWritten'] = None) -> PCollection:
-    extra = (evaluation.ground_truth_dead_letters, *evaluation.rejected_rows) if evaluation else ()
+                     comparison: Optional['ComparisonWritten'] = None, attributes: Optional[AttributesRead] = None,
+                     sliced: Optional['SlicesWritten'] = None) -> PCollection:
+    extra = (evaluation.dead_letters, *evaluation.rejected_rows) if evaluation else ()
     extra += comparison.rejected_rows if comparison else ()
+    extra += (attributes.dead_letters,) if attributes else ()
+    extra += sliced.rejected_rows if sliced else ()
     return ((read.dead_letters, parsed.dead_letters, *tables.rejected_rows, *extra)
             | 'AllDeadLetters' >> beam.Flatten())
 
 
-def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
-    """The ground truth read, the kept detections evaluated against it, and the evaluation's outputs:
-    metrics.json and three Parquet tables under <output>/evaluation/, and/or four BigQuery tables."""
+def read_attributes(pbegin, settings: Settings) -> Optional[AttributesRead]:
+    """The image attributes (--image_attributes), read for the join by bucket when an attribute is
+    sliced by."""
+    slices, options = settings.slices, settings.evaluation
+    if not slices.attributes:
+        return None
+    return pbegin | 'ReadImageAttributes' >> ReadImageAttributes(
+        slices.attribute_files, slices.image_attributes_key, slices.attributes, slices.slice_bins, options.buckets,
+        options.spill_folder)
+
+
+def read_ground_truth(pbegin, settings: Settings) -> Optional[GroundTruthRead]:
+    """The ground truth (--ground_truth), read once for the joins by bucket that take it: the
+    evaluation's, and the comparison's."""
     options = settings.evaluation
-    truth = parsed.evaluation_parts.pipeline | 'ReadGroundTruth' >> ReadGroundTruth(
+    if not options.enabled:
+        return None
+    return pbegin | 'ReadGroundTruth' >> ReadGroundTruth(
         options.ground_truth_files, options.ground_truth_image_prefix or '', options.buckets, options.spill_folder)
-    result = ((parsed.evaluation_parts, truth.parts)
+
+
+def evaluate(parsed: ParseResult, settings: Settings, truth: GroundTruthRead,
+             attributes: Optional[AttributesRead] = None) -> EvaluationWritten:
+    """The kept detections evaluated against the ground truth, and the evaluation's outputs:
+    metrics.json and three Parquet tables under <output>/evaluation/, and/or four BigQuery tables."""
+    options, slices = settings.evaluation, settings.slices
+    result = ((parsed.evaluation_parts, truth.parts, *((attributes.parts,) if attributes else ()))
               | 'LinesAndGroundTruth' >> beam.Flatten()
               | 'Evaluate' >> EvaluateAgainstGroundTruth(options.iou_thresholds, options.eval_iou,
                                                          options.eval_confidence, options.ml_use, options.runs,
@@ -299,13 +349,15 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
                                                          error_images=settings.export.enabled
                                                          and settings.export.export_select == 'errors',
                                                          rule=ThresholdRule.of(options.target_precision,
-                                                                               options.target_recall)))
+                                                                               options.target_recall),
+                                                         slice_by=slices.slice_by,
+                                                         rules=attributes.rules if attributes else None))
     figures = result.figures
-    metrics = figures | 'MetricsDocument' >> beam.Map(lambda f: f.metrics_document())
+    metrics = figures | 'MetricsDocument' >> beam.Map(metrics_with_slices)
     runs = figures | 'RunImages' >> beam.FlatMap(lambda f: [(run.prediction_run, run.images) for run in f.runs])
     confidence_rows = figures | 'CountConfidenceRows' >> beam.Map(lambda f: len(f.confidence_rows()))
     confusion_rows = figures | 'CountConfusionRows' >> beam.Map(lambda f: len(f.confusion_rows()))
-    metrics_file = thresholds_file = match_files = confidence_files = confusion_files = None
+    metrics_file = thresholds_file = match_files = confidence_files = confusion_files = slice_files = None
     root = settings.outputs.output
     if root:
         evaluation_root = join_path(root, EVALUATION_FOLDER)
@@ -321,6 +373,10 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
         confusion_folder = join_path(evaluation_root, 'confusion_matrix')
         confusion_files = figures | 'WriteConfusion' >> beam.Map(
             lambda f: write_small_table(f.confusion_rows(), CONFUSION_SCHEMA, confusion_folder))
+        if slices.enabled:
+            slices_folder = join_path(evaluation_root, SLICES_FOLDER)
+            slice_files = metrics | 'WriteSlices' >> beam.Map(
+                lambda document: write_small_table(slice_rows(document['slices']), SLICE_SCHEMA, slices_folder))
     table_writes, rejected = [], []
     if settings.bigquery.output_table:
         for (name, rows), (table, columns) in zip(
@@ -332,10 +388,48 @@ def evaluate(parsed: ParseResult, settings: Settings) -> EvaluationWritten:
             written = rows | f'WriteEval{name}Table' >> bigquery_write(settings, table, columns)
             rejected.append(written.failures)
             table_writes.append(written.done)
+        if slices.enabled:
+            written = (metrics | 'SliceRows' >> beam.FlatMap(lambda document: slice_rows(document['slices']))
+                       | 'WriteEvalSlicesTable' >> bigquery_write(
+                           settings, slices_table(required(settings.bigquery.output_table, 'output_table')),
+                           SLICE_COLUMNS))
+            rejected.append(written.failures)
+            table_writes.append(written.done)
+    counts = (result.counts, truth.counts)
     return EvaluationWritten(metrics, runs, metrics_file, thresholds_file, match_files, confidence_files,
-                             confusion_files, confidence_rows, confusion_rows, tuple(table_writes),
-                             tuple(rejected), (result.counts, truth.counts) | 'EvaluationCounts' >> beam.Flatten(),
-                             result.errors, truth.dead_letters)
+                             confusion_files, slice_files, confidence_rows, confusion_rows, tuple(table_writes),
+                             tuple(rejected), counts | 'EvaluationCounts' >> beam.Flatten(), result.errors,
+                             truth.dead_letters)
+
+
+class SlicesWritten(NamedTuple):
+    """The slices without ground truth: the rows (one list), the table's file (None without --output),
+    its BigQuery write, and the counts of the join."""
+    rows: PCollection
+    files: Optional[PCollection]
+    table_writes: Tuple[PCollection, ...]
+    rejected_rows: Tuple[PCollection, ...]
+    counts: PCollection
+
+
+def slice_detections(parsed: ParseResult, settings: Settings, attributes: Optional[AttributesRead]) -> SlicesWritten:
+    """--slice_by without ground truth: each run's detections slice by slice, into
+    <output>/evaluation/slices/ and <table>_eval_slices."""
+    parts = ((parsed.evaluation_parts, *((attributes.parts,) if attributes else ()))
+             | 'LinesAndAttributes' >> beam.Flatten())
+    result = parts | 'SliceDetections' >> SliceDetections(settings.slices.slice_by,
+                                                          attributes.rules if attributes else None)
+    files = None
+    if settings.outputs.output:
+        folder = join_path(settings.outputs.output, EVALUATION_FOLDER, SLICES_FOLDER)
+        files = result.rows | 'WriteSlices' >> beam.Map(write_small_table, SLICE_SCHEMA, folder)
+    table_writes, rejected = (), ()  # type: Tuple[PCollection, ...], Tuple[PCollection, ...]
+    if settings.bigquery.output_table:
+        written = (result.rows | 'SliceRows' >> beam.FlatMap(lambda rows: rows)
+                   | 'WriteEvalSlicesTable' >> bigquery_write(settings, slices_table(settings.bigquery.output_table),
+                                                              SLICE_COLUMNS))
+        table_writes, rejected = (written.done,), (written.failures,)
+    return SlicesWritten(result.rows, files, table_writes, rejected, result.counts)
 
 
 class ComparisonWritten(NamedTuple):
@@ -350,14 +444,19 @@ class ComparisonWritten(NamedTuple):
     changed: PCollection  # (bucket, [(run, image URI)]) of the images that changed
 
 
-def compare(parsed: ParseResult, settings: Settings) -> ComparisonWritten:
+def compare(parsed: ParseResult, settings: Settings, truth: Optional[GroundTruthRead] = None) -> ComparisonWritten:
     """Every run against the base run (--compare_to), image by image: <output>/comparison/ (a row per
-    box and outcome) and <output>/comparison.json."""
+    box and outcome) and <output>/comparison.json; with ground truth, who was right."""
     options = settings.evaluation
     (base,) = options.compare_base
-    result = parsed.evaluation_parts | 'CompareRuns' >> CompareRuns(
+    parts = parsed.evaluation_parts
+    if truth is not None:
+        parts = (parts, truth.parts) | 'LinesAndGroundTruthToCompare' >> beam.Flatten()
+    result = parts | 'CompareRuns' >> CompareRuns(
         base, options.runs, options.eval_iou,
-        list_changed=settings.export.enabled and settings.export.export_select == 'disagreements')
+        list_changed=settings.export.enabled and settings.export.export_select == 'disagreements',
+        truth=None if truth is None else TruthSettings(options.ml_use, options.max_dets, options.fixed_image_size),
+        manifest=parsed.manifest)
     document = result.figures | 'ComparisonDocument' >> beam.Map(lambda figures: figures.document())
     document_file = row_files = None
     root = settings.outputs.output

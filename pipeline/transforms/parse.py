@@ -205,7 +205,7 @@ class ParsePredictions(beam.PTransform):
         parsed = batches | 'ParseLines' >> beam.ParDo(
             ParseBatchFn(settings.input.input_format, settings.postprocessing, settings.sizes,
                          settings.launch.progress,
-                         settings.evaluation.buckets if settings.evaluation.joined else 0, settings.export,
+                         settings.evaluation.buckets if settings.joined else 0, settings.export,
                          settings.evaluation.spill_folder, settings.input.run_names),
             manifest=beam.pvalue.AsSingleton(self._manifest),
         ).with_output_types(Any, detections=pa.Table, images=pa.Table).with_outputs(

@@ -244,12 +244,18 @@ def test_evaluation_from_cloud_storage_to_bigquery_equals_the_local_files(cloud,
         for row in local_rows_of_sample_images()]
     truth.write_text('\n'.join(lines) + '\n')
     cloud.storage_client().bucket(BUCKET).blob('labels/truth.jsonl').upload_from_filename(str(truth))
+    attributes = ''.join(json.dumps({'image_uri': row['image_uri'], 'site': f'site-{n % 2}'}) + '\n'
+                         for n, row in enumerate(local_rows_of_sample_images()))
+    cloud.storage_client().bucket(BUCKET).blob('attributes/sites.jsonl').upload_from_string(attributes)
     result = run(cloud, *gcs_args('evaluated', '--output', f'gs://{BUCKET}/evaluated',
-                                  '--ground_truth', f'gs://{BUCKET}/labels/'))
+                                  '--ground_truth', f'gs://{BUCKET}/labels/', '--image_attributes',
+                                  f'gs://{BUCKET}/attributes/', '--slice_by', 'site,box_size'))
     assert 'mAP@0.5' in result.stdout and 'OK:' in result.stdout
     out = cloud.local_path(BUCKET, 'evaluated/evaluation')
+    slices = json.loads((out / 'metrics.json').read_text())['slices']
+    assert {entry['slice_value'] for entry in slices if entry['slice_by'] == 'site'} == {'site-0', 'site-1'}
     for table, folder in (('matches', 'matches'), ('confidence', 'confidence_metrics'),
-                          ('confusion', 'confusion_matrix')):
+                          ('confusion', 'confusion_matrix'), ('slices', 'slices')):
         files = ds.dataset(str(out / folder)).to_table().to_pylist()
         assert files and same_rows(rows_of_table(cloud, f'evaluated_eval_{table}')) == same_rows(files)
     document = json.loads((out / 'metrics.json').read_text())

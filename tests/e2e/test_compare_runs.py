@@ -212,3 +212,66 @@ def test_a_users_own_comparison_json_stops_the_run_and_survives(compared, run, t
                  '--overwrite', check=False)
     assert result.returncode == 2 and 'comparison of the runs goes' in result.stderr
     assert (out / 'comparison.json').read_text() == '{"mine": true}'
+
+
+def test_with_ground_truth_each_changed_box_says_who_was_right_as_the_matches_tables_do(tmp_path, run):
+    """Two runs over the same images with ground truth: every verdict of a changed box, and every
+    label's images each run gets right where the other does not, follow from the two runs' own rows of
+    `matches` (the evaluation's outcome of each box at --eval_iou)."""
+    import numpy as np
+    from coco_testing import LABELS, coco_ground_truth, generated_set
+    sizes, truth, detections = generated_set(61, images=50)
+    rng = np.random.default_rng(61)
+    changed = [[(str(rng.choice(LABELS)) if rng.random() < 0.15 else label,
+                 [v + rng.normal(0, 0.1) * box[2 + i % 2] for i, v in enumerate(box[:2])] + box[2:],
+                 float(rng.random())) for label, box, _ in dets if rng.random() > 0.25] for dets in detections]
+    for folder, images in ((RUN_A, detections), (RUN_B, changed)):
+        (tmp_path / 'in' / folder).mkdir(parents=True)
+        (tmp_path / 'in' / folder / 'image_object_detection_1.jsonl').write_bytes(b'\n'.join(
+            legacy_line(f'{PREFIX}{i}.jpg', size, dets) for i, (size, dets) in enumerate(zip(sizes, images))) + b'\n')
+    (tmp_path / 'truth.json').write_text(json.dumps(coco_ground_truth(sizes, truth)))
+    out = tmp_path / 'o'
+    result = run('--input', tmp_path / 'in', '--output', out, '--ground_truth', tmp_path / 'truth.json',
+                 '--ground_truth_image_prefix', PREFIX, '--compare_to', RUN_A, '--report=false', check=False)
+    assert result.returncode in (0, 6), result.stderr  # 6: the warning of the extra ground-truth annotation
+    matches = pq.read_table(out / 'evaluation' / 'matches').to_pylist()
+    outcome = {(m['prediction_run'], m['image_uri'], m['score'], m['x_min'], m['y_min']): m['outcome']
+               for m in matches if m['outcome'] != 'fn'}
+    verdicts = {}
+    for row in pq.read_table(out / 'comparison').to_pylist():
+        mine = outcome.get((RUN_B, row['image_uri'], row['score'], row['x_min'], row['y_min']))
+        theirs = outcome.get((RUN_A, row['image_uri'], row['base_score'], row['base_x_min'], row['base_y_min']))
+        if row['outcome'] == 'same':
+            expected = None
+        elif row['outcome'] == 'added':  # a box `matches` leaves out (on a crowd box) has no verdict
+            expected = {'tp': 'fixed', 'fp': 'broken'}.get(mine)
+        elif row['outcome'] == 'removed':
+            expected = {'tp': 'broken', 'fp': 'fixed'}.get(theirs)
+        else:
+            expected = {('tp', 'fp'): 'fixed', ('fp', 'tp'): 'broken', ('fp', 'fp'): 'both_wrong',
+                        ('tp', 'tp'): 'both_right'}.get((mine, theirs))
+        assert row['verdict'] == expected, row
+        verdicts[expected] = verdicts.get(expected, 0) + 1
+    assert verdicts.get('fixed') and verdicts.get('broken') and verdicts.get('both_wrong')
+    wrong = {}  # (run, image) -> the labels of its false positives and missed boxes
+    for m in matches:
+        if m['outcome'] in ('fp', 'fn'):
+            wrong.setdefault((m['prediction_run'], m['image_uri']), set()).add(m['label'])
+    document = json.loads((out / 'comparison.json').read_text())
+    assert document['ground_truth'] is True
+    for label in document['runs'][0]['labels']:
+        images = [f'{PREFIX}{i}.jpg' for i in range(len(sizes))]
+        fixed = sum(label['label'] in wrong.get((RUN_A, uri), ()) and label['label'] not in wrong.get((RUN_B, uri), ())
+                    for uri in images)
+        broken = sum(label['label'] in wrong.get((RUN_B, uri), ()) and label['label'] not in wrong.get((RUN_A, uri), ())
+                     for uri in images)
+        assert (label['images_fixed'], label['images_broken']) == (fixed, broken), label['label']
+    assert 'against the ground truth: fixed' in result.stdout
+    mirror = tmp_path / 'mirror'
+    run('--input', tmp_path / 'in', '--output', mirror, '--ground_truth', tmp_path / 'truth.json',
+        '--ground_truth_image_prefix', PREFIX, '--compare_to', RUN_B, '--report=false', check=False)
+    (there,) = json.loads((mirror / 'comparison.json').read_text())['runs']
+    (here,) = document['runs']
+    assert (there['fixed'], there['broken'], there['both_wrong']) == (here['broken'], here['fixed'], here['both_wrong'])
+    assert {label['label']: (label['images_fixed'], label['images_broken']) for label in there['labels']} == {
+        label['label']: (label['images_broken'], label['images_fixed']) for label in here['labels']}

@@ -138,7 +138,7 @@ def test_bad_lines_go_to_dead_letters_and_the_run_reconciles(tmp_path):
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['lines'] == {'read': 7, 'blank': 1, 'non_blank': 6}
     assert summary['dead_letters'] == {'prediction_error': 1, 'malformed_line': 2, 'invalid_record': 1, 'invalid_box': 0,
-                                       'unreadable_file': 1, 'write_failure': 0, 'invalid_ground_truth': 0,
+                                       'unreadable_file': 1, 'write_failure': 0, 'invalid_ground_truth': 0, 'invalid_attribute': 0,
                                        'total': 5}
     assert summary['reconciliation']['holds'] and 'OK' in result.stdout
     dead = read_dead_letters(tmp_path / 'dl')

@@ -114,6 +114,14 @@ CASES = [
     ('target_recall', 'high', False),
     ('compare_to', 'first', True), ('compare_to', 'prediction-model-2026-12-01T10:00:00.000Z', True),
     ('compare_to', ' first', False), ('compare_to', '', False),
+    ('image_attributes', 'gs://bucket/attributes/', True), ('image_attributes', 'gs://bucket/a/*.csv', True),
+    ('image_attributes', 'attributes.csv', False), ('image_attributes', 'gs://', False),
+    ('image_attributes_key', 'uri', True), ('image_attributes_key', 'image path', True),
+    ('image_attributes_key', ' ', False), ('image_attributes_key', '', False),
+    ('slice_by', 'camera,box_size', True), ('slice_by', 'camera, site', True), ('slice_by', 'prediction_run', True),
+    ('slice_by', 'camera,,site', False), ('slice_by', '', False), ('slice_by', ',camera', False),
+    ('slice_bins', '4', True), ('slice_bins', '0,10,100', True), ('slice_bins', '-1.5, 2e3', True),
+    ('slice_bins', 'quartiles', False), ('slice_bins', '', False), ('slice_bins', '4;10', False),
     ('label_thresholds', '@gs://bucket/out/evaluation/thresholds.csv', True),
     ('label_thresholds', '@/local/thresholds.csv', False),
     ('export', 'coco', True), ('export', 'vertex_jsonl,automl_csv,coco,label_studio', True),
@@ -128,9 +136,11 @@ CASES = [
 # Well-shaped values whose content the pipeline still rejects at launch (checked before any work).
 SHAPE_ONLY = {('label_thresholds', '{"A": 2}'), ('keep_labels', '["a", 1]'), ('iou_thresholds', '0.5,0.5'),
               ('iou_thresholds', '0,0.5'), ('eval_iou', '0'), ('export', 'coco,coco'),
-              ('uncertain_max', '0.1'), ('max_dets', '10,1'), ('max_dets', '0,10')}
+              ('uncertain_max', '0.1'), ('max_dets', '10,1'), ('max_dets', '0,10'), ('slice_bins', '1'),
+              ('slice_bins', '10,0'), ('slice_by', 'camera,camera'), ('slice_by', 'image_uri')}
 EVALUATION = {'ground_truth_format', 'ground_truth_image_prefix', 'ml_use', 'iou_thresholds', 'max_dets',
               'eval_iou', 'eval_confidence', 'target_precision', 'target_recall'}
+SLICES = {'image_attributes', 'image_attributes_key', 'slice_by', 'slice_bins'}
 EXPORT = {'export_select', 'uncertain_min', 'uncertain_max', 'export_ml_use', 'export_image_prefix',
           'label_studio_from_name', 'label_studio_to_name'}
 
@@ -149,13 +159,20 @@ def accepted(name, value):
         raw['ground_truth'] = 'gs://bucket/labels.jsonl'
     if name in EXPORT:
         raw['export'] = 'coco'
+    if name in SLICES:
+        raw.update({'ground_truth': 'gs://bucket/labels.jsonl', 'image_attributes': 'gs://bucket/attributes.csv'})
+        raw.setdefault('slice_by', 'camera')
+        raw[name] = value
+        if name == 'slice_by' and {part.strip() for part in value.split(',')} <= {'box_size', 'prediction_run'}:
+            del raw['image_attributes']  # read only for attributes of its own
     try:
         Settings.from_raw(raw)
         if name == 'roi' and not value.startswith('gs://'):
             read_roi(value)  # inline WKT is checked at launch; a gs:// file is read there too
     except OptionError:
         return False
-    on_dataflow = {'input', 'output', 'dead_letter', 'image_sizes', 'summary', 'ground_truth'}  # gs:// there
+    on_dataflow = {'input', 'output', 'dead_letter', 'image_sizes', 'summary', 'ground_truth',
+                   'image_attributes'}  # gs:// there
     if name == 'label_thresholds' and value.startswith('@'):  # a file, read at launch: gs:// on Dataflow
         return value.startswith('@gs://')
     return value.startswith('gs://') if name in on_dataflow else True
@@ -200,7 +217,10 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
               'ml_use': 'unassigned', 'iou_thresholds': '0.5,0.75', 'max_dets': '1,5,50', 'eval_iou': '0.6', 'eval_confidence': '0.4',
               'export': 'vertex_jsonl,label_studio', 'export_select': 'uncertain', 'uncertain_min': '0.2',
               'uncertain_max': '0.9', 'export_ml_use': 'test', 'export_image_prefix': 'gs://x/=/y/',
-              'label_studio_from_name': 'tag', 'label_studio_to_name': 'img', 'target_recall': '0.3'}
+              'label_studio_from_name': 'tag', 'label_studio_to_name': 'img', 'target_recall': '0.3',
+              'image_attributes': str(tmp_path / 'attributes.csv'), 'image_attributes_key': 'uri',
+              'slice_by': 'camera,box_size', 'slice_bins': '3'}
+    (tmp_path / 'attributes.csv').write_text('uri,camera\ngs://migration-ucaip-trainingaip-20210226015226/a.jpg,x\n')
     all_names = [p['name'] for p in json.loads(METADATA.read_text())['parameters']]
     bigquery = {'output_table', 'images_table', 'dead_letter_table', 'write_disposition',
                 'bigquery_method'}  # run against the emulator in test_cloud.py
@@ -223,6 +243,8 @@ def test_launcher_entry_file_gives_the_same_output_as_python_m_pipeline(tmp_path
     summaries = [json.loads((out / 'summary.json').read_text()) for out in (launcher_out, module_out)]
     assert summaries[0]['detections'] == summaries[1]['detections']
     assert summaries[0]['ground_truth'] == summaries[1]['ground_truth']
+    assert summaries[0]['image_attributes'] == summaries[1]['image_attributes'] and summaries[0]['image_attributes'][
+        'rows_used'] == 1
     assert summaries[0]['evaluation']['eval_iou'] == 0.6
     assert summaries[0]['export'] == summaries[1]['export'] and summaries[0]['export']['label_studio']['images']
 

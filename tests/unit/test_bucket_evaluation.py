@@ -373,3 +373,31 @@ def test_a_label_without_mixed_outcomes_at_equal_scores_needs_no_ordering():
     result = evaluate_images(ImageColumns.of(images), 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5)
     assert all(settled(totals).ties is None for totals in result.labels.values())
     assert len(result.tied.scores) == sum(len(t.counts.scores) for t in result.labels.values())
+
+
+@pytest.mark.parametrize('seed', [21, 22, 23])
+def test_a_slice_of_a_bucket_equals_pycocotools_on_its_images_alone(seed):
+    """image_subset keeps each image's place in the ground truth: ties among the slice's images fall as
+    pycocotools orders them when given those images alone."""
+    from coco_testing import area_of, cocoeval, with_mask_areas
+
+    from pipeline.core.bucket_evaluation import image_subset
+    from pipeline.core.evaluation import run_metrics
+    sizes, truth, detections = generated_set(seed, images=60)
+    detections = [[(label, box, round(score, 2)) for label, box, score in dets] for dets in detections]
+    truth = with_mask_areas(truth, seed)
+    images = [(f'gs://b/{i}.jpg', [label for label, _, _ in dets], np.array([s for _, _, s in dets]),
+               np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4),
+               GroundTruthImage(f'gs://b/{i}.jpg', tuple(GroundTruthBox(entry[0], tuple(normalized(entry[1], size)),
+                                                                        entry[2], area_of(entry)) for entry in boxes),
+                                size=tuple(map(float, size))))
+              for i, (size, boxes, dets) in enumerate(zip(sizes, truth, detections))]
+    columns = in_ground_truth_order(ImageColumns.of(images), 0)
+    chosen = np.flatnonzero(np.random.default_rng(seed).random(len(images)) < 0.5)
+    part = evaluate_images(image_subset(columns, chosen), 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5)
+    totals, _ = settled_with_ties([part])
+    stats = run_metrics('run', len(chosen), 0, totals, COCO_IOU_THRESHOLDS, images_without_size=0)['stats']
+    coco = cocoeval(*([values[i] for i in chosen] for values in (sizes, truth, detections)))
+    for index, name in enumerate(stats):
+        expected = None if coco.stats[index] == -1 else coco.stats[index]
+        assert stats[name] == pytest.approx(expected, abs=1e-9), name

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -129,8 +131,8 @@ ACCEPTED = ['input', 'input_subscription', 'window_seconds', 'dedupe_hours', 'ou
             'image_sizes', 'probe_image_sizes', 'probe_allowed_prefixes', 'keep_labels', 'drop_labels',
             'min_box_area', 'max_detections', 'nms_iou', 'nms_class_agnostic', 'roi', 'roi_min_overlap',
             'ground_truth', 'ground_truth_format', 'ground_truth_image_prefix', 'ml_use', 'iou_thresholds',
-            'max_dets', 'eval_iou', 'eval_confidence', 'target_precision', 'target_recall', 'compare_to', 'export',
-            'export_select',
+            'max_dets', 'eval_iou', 'eval_confidence', 'target_precision', 'target_recall', 'compare_to',
+            'image_attributes', 'image_attributes_key', 'slice_by', 'slice_bins', 'export', 'export_select',
             'uncertain_min', 'uncertain_max',
             'export_ml_use', 'export_image_prefix', 'label_studio_from_name', 'label_studio_to_name']
 
@@ -146,3 +148,30 @@ def test_the_pure_join_agrees_with_beams(root):
     from pipeline.config.options import join_path
     for parts in (('detections',), ('report', 'index.html'), ('dead_letter',), ('summary.json',)):
         assert join_path(root, *parts) == FileSystems.join(root, *parts)
+
+
+@pytest.mark.parametrize('raw, message', [
+    ({'slice_by': 'camera'}, '--slice_by camera needs --image_attributes'),
+    ({'slice_by': 'box_size'}, '--slice_by box_size needs --ground_truth'),
+    ({'slice_by': 'camera', 'ground_truth': 'g.jsonl'}, '--slice_by camera needs --image_attributes'),
+    ({'slice_by': 'box_size', 'ground_truth': 'g.jsonl', 'image_attributes': 'a.csv'},
+     '--image_attributes is read for the attributes --slice_by names, and it names none'),
+    ({'slice_by': 'image_uri', 'ground_truth': 'g.jsonl', 'image_attributes': 'a.csv'},
+     "--slice_by: image_uri is the image URI's column"),
+    ({'slice_bins': '3', 'ground_truth': 'g.jsonl'}, '--slice_bins needs --slice_by'),
+    ({'image_attributes_key': 'uri', 'ground_truth': 'g.jsonl', 'slice_by': 'box_size'},
+     '--image_attributes_key needs --image_attributes'),
+    ({'slice_by': 'a,a', 'ground_truth': 'g.jsonl'}, "--slice_by: 'a,a' names an attribute twice"),
+    ({'slice_bins': '1', 'slice_by': 'box_size', 'ground_truth': 'g.jsonl'}, '--slice_bins: give 2 or more bins'),
+])
+def test_slice_options_that_cannot_work_fail_with_what_to_fix(raw, message):
+    with pytest.raises(OptionError, match=re.escape(message)):
+        Settings.from_raw({'input': 'gs://bucket/in', 'output': 'gs://bucket/out', **raw})
+
+
+def test_slice_options_are_typed():
+    slices = Settings.from_raw({'input': 'gs://bucket/in', 'output': 'gs://bucket/out', 'ground_truth': 'g.jsonl',
+                                'image_attributes': 'a.csv', 'slice_by': ' camera , box_size',
+                                'slice_bins': '0, 2.5,1e2'}).slices
+    assert slices.slice_by == ('camera', 'box_size') and slices.attributes == ('camera',)
+    assert slices.slice_bins == (0.0, 2.5, 100.0) and slices.image_attributes_key == 'image_uri'
