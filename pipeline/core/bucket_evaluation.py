@@ -126,8 +126,10 @@ class BucketEvaluation(NamedTuple):
 
 
 def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresholds: Sequence[float],
-                    eval_iou: float, eval_confidence: float,
-                    max_dets: Sequence[int] = COCO_MAX_DETS) -> BucketEvaluation:
+                    eval_iou: float, eval_confidence: float, max_dets: Sequence[int] = COCO_MAX_DETS,
+                    details: bool = True) -> BucketEvaluation:
+    """`details`: also the per-box rows, the confusion cells and the error types (a slice of a run
+    needs only its counts: without them, its rows are empty, its cells and errors none)."""
     det_boxes, gt_boxes = _pixel_boxes(columns)
     # Every overlapping detection and box of an image, made once: the matching by label, the error
     # types and the confusion cells each take theirs from them.
@@ -137,11 +139,12 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     matched = _matched(columns, det_boxes, gt_boxes, image_pairs, thresholds, eval_iou, max_dets)
     classified = classify(columns.det_image, columns.det_label, columns.det_scores, det_boxes, columns.gt_image,
                           columns.gt_label, gt_boxes, columns.gt_crowd, image_pairs,
-                          Ranks(rank, matched.rank_in_group))
+                          Ranks(rank, matched.rank_in_group)) if details else None
     labels = _label_totals(columns, matched, classified, len(thresholds), max_dets)
-    matches = _matches_table(columns, prediction_run, matched, len(thresholds), rank, classified)
+    matches = MATCHES_SCHEMA.empty_table() if classified is None else _matches_table(
+        columns, prediction_run, matched, len(thresholds), rank, classified)
     cells = _confusion(columns, det_boxes, gt_boxes, columns.label_names, eval_iou, eval_confidence, image_pairs,
-                       rank)
+                       rank) if details else {}
     unsized = len(columns.image_uris) if columns.image_sizes is None else \
         int(np.isnan(columns.image_sizes).any(axis=1).sum())
     outcomes = matched.match.outcomes[:, None, :len(thresholds)]
@@ -207,7 +210,7 @@ def _matched(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray,
                     regular & match.box_free[:, -1], best_regular, best_detection)
 
 
-def _label_totals(columns: ImageColumns, matched: _Matched, classified: Classified, n_thresholds: int,
+def _label_totals(columns: ImageColumns, matched: _Matched, classified: Optional[Classified], n_thresholds: int,
                   max_dets: Sequence[int]) -> Dict[str, LabelTotals]:
     """What each label present in the bucket adds to its run's totals. The flags of every detection
     are packed once; each label takes its rows of them."""
@@ -239,7 +242,8 @@ def _label_totals(columns: ImageColumns, matched: _Matched, classified: Classifi
         labels[columns.label_names[code]] = LabelTotals(
             counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores), int((boxes & matched.missed).sum()),
             grid_tp, grid_fp, grid_fn, sized,
-            errors=_label_errors(code, classified, det_code, columns.det_scores, boxes & regular),
+            errors=None if classified is None else _label_errors(code, classified, det_code, columns.det_scores,
+                                                                 boxes & regular),
             operating=PrecisionCounts.of(scores[counted], at_eval[None, counted], regular_boxes))
     return labels
 

@@ -122,7 +122,7 @@ class EvaluateBucketFn(beam.DoFn):
             for key, images in slices.items():  # each slice as pycocotools would see its images alone
                 sliced = image_subset(columns, images)
                 result = evaluate_images(sliced, run, self._thresholds, self._eval_iou, self._eval_confidence,
-                                         self._max_dets)
+                                         self._max_dets, details=False)
                 yield from self._group_outputs((run, *key), result, RunImage(
                     evaluated=len(images), detections=len(sliced.det_scores),
                     without_prediction=len(images) - int(np.count_nonzero(required(sliced.predicted, 'predicted')))))
