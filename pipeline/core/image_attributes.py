@@ -99,14 +99,22 @@ def numeric_value(value: AttributeValue) -> Optional[float]:
     return number if math.isfinite(number) else None
 
 
+# Text values an attribute is sliced by at most: past them, the most frequent are kept and the rest
+# are one slice (OTHER_VALUES). An attribute that names each image apart (an id, a timestamp) would
+# otherwise make a slice per image.
+MAX_SLICE_VALUES = 100
+OTHER_VALUES = '(other values)'
+
+
 class SliceRule(NamedTuple):
-    """How one attribute's values become slices: each value its own slice (text; or `numbers`, the
-    few distinct numbers of a numeric attribute, each its own), or numbers in bins between increasing
-    `edges` (-inf and inf at the ends for bins open there; the last bin of quantiles holds its upper
-    edge)."""
+    """How one attribute's values become slices: each value its own slice (text, the `kept` ones when
+    there are too many, the rest in OTHER_VALUES; or `numbers`, the few distinct numbers of a numeric
+    attribute, each its own), or numbers in bins between increasing `edges` (-inf and inf at the ends
+    for bins open there; the last bin of quantiles holds its upper edge)."""
     attribute: str
     edges: Optional[Tuple[float, ...]] = None
     numbers: Tuple[float, ...] = ()
+    kept: Optional[FrozenSet[str]] = None
 
     @classmethod
     def of_profile(cls, attribute: str, profile: 'AttributeProfile',
@@ -115,7 +123,7 @@ class SliceRule(NamedTuple):
         quantile bins (a count) or between the edges given, or by value when there are no more
         distinct numbers than quantile bins."""
         if not profile.numeric:
-            return cls(attribute)
+            return cls(attribute, kept=profile.frequent)
         if not isinstance(bins, int):
             return cls(attribute, (-math.inf, *bins, math.inf))
         if profile.distinct is not None and len(profile.distinct) <= bins:
@@ -125,7 +133,10 @@ class SliceRule(NamedTuple):
     def slice_of(self, value: AttributeValue) -> Tuple[int, Optional[str]]:
         """(the slice's place among the attribute's, its name); (0, None) for a value not given."""
         if self.edges is None and not self.numbers:
-            return (0, None) if value is None else (0, _text(value))
+            if value is None:
+                return 0, None
+            name = _text(value)
+            return (0, name) if self.kept is None or name in self.kept else (1, OTHER_VALUES)
         number = numeric_value(value)
         if number is None:
             return 0, None
@@ -141,10 +152,25 @@ class SliceRule(NamedTuple):
 
 class AttributeProfile(NamedTuple):
     """What choosing an attribute's slices needs of all its values: whether every one given is a
-    number, its distinct numbers (None past a bound), and their quantiles."""
+    number, its distinct numbers (None past a bound), and their quantiles; for text, its most
+    frequent values when it has more than MAX_SLICE_VALUES (None: every value its own slice)."""
     numeric: bool
     distinct: Optional[FrozenSet[float]]
     quantiles: Tuple[float, ...]
+    frequent: Optional[FrozenSet[str]] = None
+
+
+def most_frequent(counts: Dict[str, int], limit: int = MAX_SLICE_VALUES) -> Optional[FrozenSet[str]]:
+    """The `limit` values counted most often (ties: the first in text order), or None when there are
+    no more values than that."""
+    if len(counts) <= limit:
+        return None
+    return frozenset(sorted(counts, key=lambda value: (-counts[value], value))[:limit])
+
+
+def value_name(value: AttributeValue) -> Optional[str]:
+    """A value as its slice names it when the attribute is sliced by value."""
+    return None if value is None else _text(value)
 
 
 def _bin_name(low: float, high: float, last: bool) -> str:

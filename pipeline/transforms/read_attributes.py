@@ -21,7 +21,9 @@ from pipeline.core.image_attributes import (
     AttributeRejection,
     BucketAttributes,
     SliceRule,
+    most_frequent,
     numeric_value,
+    value_name,
 )
 from pipeline.io.attribute_files import read_attribute_file
 from pipeline.io.spill import SpillWriter
@@ -31,6 +33,9 @@ from pipeline.transforms.count import counted
 ROWS_PER_FLUSH = 50_000
 # Distinct numbers an attribute's profile keeps before it stops counting them (then it is binned).
 MAX_DISTINCT_NUMBERS = 64
+# Distinct text values whose rows a profile counts; a value first seen past them is not counted (the
+# most frequent are kept as slices: image_attributes.MAX_SLICE_VALUES). Bounds a profile's memory.
+MAX_COUNTED_VALUES = 20_000
 
 
 class AttributesRead(NamedTuple):
@@ -144,25 +149,28 @@ def _flushed(path: str, pending: Dict[int, List[Tuple[int, str, tuple]]], payloa
 class MergeProfilesFn(beam.CombineFn):
     """Profile accumulators of one attribute (one per file) -> its AttributeProfile. An accumulator:
     (values given, all of them numbers, distinct numbers or None past MAX_DISTINCT_NUMBERS, Beam's
-    quantile state of the numbers)."""
+    quantile state of the numbers, the rows of each text value up to MAX_COUNTED_VALUES values)."""
 
     def __init__(self, quantiles: int):
         self._quantiles = ApproximateQuantilesCombineFn.create(max(quantiles, 2))
 
     def create_accumulator(self):
-        return 0, True, frozenset(), self._quantiles.create_accumulator()
+        return 0, True, frozenset(), self._quantiles.create_accumulator(), {}
 
     def add_value(self, accumulator, value):
         """One value of the attribute (None: not given, which says nothing of its kind)."""
         if value is None:
             return accumulator
-        given, numeric, distinct, state = accumulator
+        given, numeric, distinct, state, texts = accumulator
+        name = value_name(value)
+        if name in texts or len(texts) < MAX_COUNTED_VALUES:
+            texts[name] = texts.get(name, 0) + 1
         number = numeric_value(value) if numeric else None
         if number is None:
-            return given + 1, False, None, state
+            return given + 1, False, None, state, texts
         if distinct is not None and number not in distinct:
             distinct = distinct | {number} if len(distinct) < MAX_DISTINCT_NUMBERS else None
-        return given + 1, numeric, distinct, self._quantiles.add_input(state, number)
+        return given + 1, numeric, distinct, self._quantiles.add_input(state, number), texts
 
     def add_input(self, accumulator, element):
         return self.merge_accumulators([accumulator, element])
@@ -174,11 +182,17 @@ class MergeProfilesFn(beam.CombineFn):
         distinct = None if not numeric or any(d is None for d in distincts) else frozenset().union(*distincts)
         if distinct is not None and len(distinct) > MAX_DISTINCT_NUMBERS:
             distinct = None
+        texts: Dict[str, int] = {}
+        for accumulator in accumulators:
+            for name, rows in accumulator[4].items():
+                if name in texts or len(texts) < MAX_COUNTED_VALUES:
+                    texts[name] = texts.get(name, 0) + rows
         return (sum(accumulator[0] for accumulator in accumulators), numeric, distinct,
-                self._quantiles.merge_accumulators([accumulator[3] for accumulator in accumulators]))
+                self._quantiles.merge_accumulators([accumulator[3] for accumulator in accumulators]), texts)
 
     def extract_output(self, accumulator):
-        given, numeric, distinct, state = accumulator
+        given, numeric, distinct, state, texts = accumulator
         numeric = numeric and given > 0
         return AttributeProfile(numeric, distinct if numeric else None,
-                                tuple(self._quantiles.extract_output(state)) if numeric else ())
+                                tuple(self._quantiles.extract_output(state)) if numeric else (),
+                                None if numeric else most_frequent(texts))

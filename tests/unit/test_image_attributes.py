@@ -102,3 +102,34 @@ def test_slice_groups_partition_the_images_by_each_attribute():
     assert {key: images.tolist() for key, images in groups.items()} == {
         ('camera', 0, 'n'): [0, 3], ('camera', 0, None): [1], ('camera', 0, 's'): [2],
         ('hour', 1, '[0, 10)'): [0], ('hour', 0, None): [1, 3], ('hour', 2, '[10, 20]'): [2]}
+
+
+def test_an_attribute_of_too_many_values_keeps_the_most_frequent_and_one_slice_for_the_rest():
+    from pipeline.core.image_attributes import MAX_SLICE_VALUES, OTHER_VALUES, most_frequent
+    from pipeline.transforms.read_attributes import MergeProfilesFn
+    profiles = MergeProfilesFn(5)
+    parts = [profiles.create_accumulator(), profiles.create_accumulator()]
+    for image in range(3 * MAX_SLICE_VALUES):  # an id per image, over two files; a few ids repeat
+        parts[image % 2] = profiles.add_value(parts[image % 2], f'id-{image % (2 * MAX_SLICE_VALUES):04d}')
+    profile = profiles.extract_output(profiles.merge_accumulators(parts))
+    assert not profile.numeric and len(profile.frequent) == MAX_SLICE_VALUES
+    assert profile.frequent == frozenset(f'id-{i:04d}' for i in range(MAX_SLICE_VALUES))  # seen twice each
+    rule = SliceRule.of_profile('image_id', profile, 4)
+    assert rule.slice_of('id-0001') == (0, 'id-0001') and rule.slice_of('id-0150') == (1, OTHER_VALUES)
+    assert most_frequent({'a': 1, 'b': 2}) is None  # few values: each its own slice
+    few = profiles.extract_output(profiles.add_value(profiles.create_accumulator(), 'north'))
+    assert few.frequent is None and SliceRule.of_profile('camera', few, 4).slice_of('north') == (0, 'north')
+
+
+def test_a_profile_tells_numbers_from_text_across_files():
+    from pipeline.transforms.read_attributes import MergeProfilesFn
+    profiles = MergeProfilesFn(5)
+    numbers, texts = profiles.create_accumulator(), profiles.create_accumulator()
+    for value in ('1', 2.0, None, '3', '4', '5', '6'):
+        numbers = profiles.add_value(numbers, value)
+    texts = profiles.add_value(texts, 'seven')
+    numeric = profiles.extract_output(profiles.merge_accumulators([numbers, profiles.create_accumulator()]))
+    assert numeric.numeric and numeric.distinct == frozenset({1.0, 2.0, 3.0, 4.0, 5.0, 6.0})
+    assert numeric.quantiles[0] == 1.0 and numeric.quantiles[-1] == 6.0
+    mixed = profiles.extract_output(profiles.merge_accumulators([numbers, texts]))
+    assert not mixed.numeric and mixed.distinct is None and mixed.quantiles == ()
