@@ -36,7 +36,8 @@ def resolve_image_attributes(pattern: str, key: str, names: Sequence[str], skip=
         _check_head(path, fmt, head, key, names)
         resolved.append((path, fmt))
     if not resolved:
-        raise AttributeFileError(f'--{OPTION}: {pattern} holds no image attributes: only empty files or our own outputs')
+        raise AttributeFileError(f'--{OPTION}: {pattern} holds no image attributes: only empty files or our own '
+                                 'outputs')
     return resolved
 
 

@@ -269,7 +269,7 @@ def summary_rows(summary: Mapping) -> List[Tuple[str, str]]:
 
 
 SECTIONS = (('run', 'Run'), ('summary-section', 'Summary'), ('labels', 'Labels and scores'),
-            ('gallery', 'Gallery'), ('evaluation', 'Evaluation'), ('comparison', 'What changed'),
+            ('gallery', 'Gallery'), ('evaluation', 'Evaluation'), ('slices', 'Slices'), ('comparison', 'What changed'),
             ('dead-letters', 'Dead letters'))
 
 
@@ -391,10 +391,10 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 
-def table_of_contents(evaluated: bool, compared: bool = False) -> str:
+def table_of_contents(evaluated: bool, compared: bool = False, sliced: bool = False) -> str:
     """The page's sections, always in view at the top (a plain link bar: no script)."""
-    links = ''.join(f'<a href="#{anchor}">{title}</a>' for anchor, title in SECTIONS
-                    if (evaluated or anchor != 'evaluation') and (compared or anchor != 'comparison'))
+    shown = {'evaluation': evaluated, 'comparison': compared, 'slices': sliced}
+    links = ''.join(f'<a href="#{anchor}">{title}</a>' for anchor, title in SECTIONS if shown.get(anchor, True))
     return f'<nav id="toc">{links}</nav>'
 
 
@@ -493,7 +493,7 @@ def colour_of(labels: Sequence[str], label: str) -> Tuple[int, int, int]:
 
 
 def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: str = '',
-                labels: Sequence[str] = (), comparison_html: str = '') -> str:
+                labels: Sequence[str] = (), comparison_html: str = '', slices_html: str = '') -> str:
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Prediction run report</title>',
         '<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}'
@@ -522,7 +522,7 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         'padding:0 3px;white-space:nowrap}details.section>summary{cursor:pointer;margin:1em 0 .5em}'
         'details.section>summary h2{display:inline;margin:0}th.run-name{text-align:center;word-break:break-all}'
         '</style></head><body>',
-        table_of_contents(bool(evaluation_html), bool(comparison_html)),
+        table_of_contents(bool(evaluation_html), bool(comparison_html), bool(slices_html)),
         '<h1>Prediction run report</h1>',
         warnings_banner(summary.get('warnings') or []),
         run_header(summary),
@@ -532,6 +532,7 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
              f'<img alt="Score histogram" src="{score_png}">'])),
         section_html('gallery', 'Gallery', gallery_html(gallery, labels)),
         evaluation_html,
+        slices_html,
         comparison_html,
         section_html('dead-letters', 'Dead letters', dead_letters_html(summary, dead)),
     ]
@@ -623,10 +624,13 @@ def build_report(output: str, samples: int = DEFAULT_SAMPLES, mirrors: Optional[
                        if 'evaluation' in summary else '')
     comparison_html = (comparison_section(summary, allowed_scheme, mirrors or {}, allowed_prefixes)
                        if 'comparison' in summary else '')
+    slices_html = ('' if 'evaluation' in summary or not run_files(summary, 'evaluation_slices', None) else
+                   slices_report.detection_slices_section(
+                       evaluation_report.read_table(run_files(summary, 'evaluation_slices', None))))
     page = render_html(summary, label_chart(summary.get('kept_by_label', {})),
                        score_chart(summary['score_histogram'], summary['thresholds']),
                        gallery, first_dead_letters(run_files(summary, 'dead_letters', dead_pattern)),
-                       evaluation_html, labels, comparison_html)
+                       evaluation_html, labels, comparison_html, slices_html)
     path = FileSystems.join(output, 'report', 'index.html')
     with FileSystems.create(path, mime_type='text/html') as handle:
         handle.write(page.encode('utf-8'))

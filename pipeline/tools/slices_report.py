@@ -1,8 +1,10 @@
-"""The report's "Where the model is weak" part of the Evaluation section: per attribute of --slice_by,
-each run's AP per slice value with its support (images, ground-truth boxes), worst first."""
+"""The report's slices: with ground truth, the "Where the model is weak" part of the Evaluation
+section (per attribute of --slice_by, each run's AP per slice value with its support, worst first);
+without, a Slices section of its own (each slice's detections per image and scores)."""
 import html
 from typing import Mapping, Optional, Sequence
 
+from pipeline.tools.drawing import section_html
 from pipeline.tools.evaluation_report import figure_text
 
 
@@ -52,3 +54,32 @@ def _number(value: Optional[float]) -> str:
     data = '' if value is None else f' data-sort="{value:.10g}"'
     shown = f'{value:,}' if isinstance(value, int) else figure_text(value)
     return f'<td class="n"{data}>{shown}</td>'
+
+
+def detection_slices_section(rows: Sequence[Mapping]) -> str:
+    """Without ground truth: the Slices section, from the slices table's rows of all labels (label
+    null): per attribute, each run's slices with their images, detections per image and score
+    quartiles, sortable; '' without rows."""
+    whole = [row for row in rows if row['label'] is None]
+    if not whole:
+        return ''
+    parts = ['<p class="note">No ground truth: what each slice\'s detections look like (each image\'s first '
+             'line). A slice whose detections per image or scores stand apart from the others is where to look '
+             'first. Click a heading to sort; the table per label is in evaluation/slices/.</p>']
+    esc = html.escape
+    for attribute in dict.fromkeys(row['slice_by'] for row in whole):
+        mine = [row for row in whole if row['slice_by'] == attribute]
+        head = ''.join(f'<th>{name}</th>' for name in ('value', 'run', 'images', 'detections', 'detections per image',
+                                                       'score p25', 'score median', 'score p75'))
+        body = ''.join(
+            f'<tr data-slice-by="{esc(attribute)}" data-value="{esc(_value(row))}"><td>{esc(_value(row))}</td>'
+            f'<td>{esc(row["prediction_run"] or "(no run folder)")}</td>'
+            + ''.join(_number(row[key]) for key in ('images', 'detections', 'detections_per_image', 'score_p25',
+                                                   'score_median', 'score_p75')) + '</tr>' for row in mine)
+        parts.append(f'<h4>by {esc(attribute)}</h4><table class="sortable slices" data-slice-by="{esc(attribute)}">'
+                     f'<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    return section_html('slices', 'Slices', '\n'.join(parts))
+
+
+def _value(row: Mapping) -> str:
+    return '(no value)' if row['slice_value'] is None else row['slice_value']

@@ -3,6 +3,7 @@ from a side table, by box size and by run, as a user runs it; each slice's twelv
 pycocotools' on that slice's images alone."""
 import csv
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -148,8 +149,6 @@ def test_a_slice_by_a_column_the_attributes_lack_stops_before_any_work(sliced_ru
 
 
 def test_the_report_shows_each_slice_worst_first_with_its_support(sliced_run):
-    import re
-
     from pipeline.tools import report
     page = open(report.build_report(str(sliced_run['out']), 4), encoding='utf-8').read()
     slices = _slices(sliced_run['out'])
@@ -207,3 +206,10 @@ def test_without_ground_truth_each_slice_gives_its_detection_statistics(sliced_r
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['image_attributes']['images'] == 60 and summary['image_attributes']['holds']
     assert summary['outputs']['evaluation_slices']
+    from pipeline.tools import report
+    page = open(report.build_report(str(out), 4), encoding='utf-8').read()
+    assert '<a href="#slices">Slices</a>' in page and '<a href="#evaluation">' not in page
+    table = page.split('<table class="sortable slices" data-slice-by="camera">')[1].split('</table>')[0]
+    assert re.findall(r'data-value="([^"]+)"', table) == ['day', 'dusk', 'night']
+    night = table.split('data-value="night"')[1].split('</tr>')[0]
+    assert '<td class="n" data-sort="20">20</td><td class="n" data-sort="0">0</td>' in night
