@@ -45,6 +45,10 @@ report-screenshots: install
 		'demo/out/report/index.html#evaluation' docs/images/report-evaluation.png \
 		'demo/out/report/index.html#comparison' docs/images/report-comparison.png \
 		'demo/out/report/index.html#slices' docs/images/report-slices.png
+	$(PY) -m pipeline --input demo/input --output demo/out-slices --image_sizes demo/image_sizes.csv \
+		--image_attributes demo/image_attributes.csv --slice_by camera,shapes --overwrite
+	$(PY) -m pipeline.tools.screenshots 'demo/out-slices/report/index.html#slices' \
+		docs/images/report-slices-without-truth.png
 
 # The report test renders the page in Debian's Chromium; install it when it is missing (as root, as
 # on CI and the development machines).
