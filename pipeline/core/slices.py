@@ -73,7 +73,7 @@ def _box_size_entry(figures: EvaluationFigures, run: RunFigures, size: int) -> d
         stats = _box_size_stats(figures, totals, size, names)
         labels.append({'label': label, 'ground_truth_boxes': _range_boxes(totals, size), 'detections': None,
                        'ap': stats['ap'], 'ap_50': stats['ap_50'], 'ap_75': stats['ap_75'],
-                       'ar': stats[names[5 + len(figures.max_dets)]], 'tp': None, 'fp': None, 'fn': None,
+                       'ar': stats[_last_recall(figures)], 'tp': None, 'fp': None, 'fn': None,
                        'stats': stats})
     unsized = run.images.without_size or run.images.evaluated == 0 or run.images.with_prediction == 0
     if unsized:
@@ -83,8 +83,13 @@ def _box_size_entry(figures: EvaluationFigures, run: RunFigures, size: int) -> d
     return {'prediction_run': run.prediction_run, 'slice_by': BOX_SIZE, 'slice_value': SIZES[size],
             'images': None, 'ground_truth_boxes': sum(entry['ground_truth_boxes'] for entry in labels),
             'detections': None, 'map': stats['ap'], 'map_50': stats['ap_50'], 'map_75': stats['ap_75'],
-            'mar': stats[names[5 + len(figures.max_dets)]], 'stats': stats, 'tp': None, 'fp': None, 'fn': None,
+            'mar': stats[_last_recall(figures)], 'stats': stats, 'tp': None, 'fp': None, 'fn': None,
             'labels': labels}
+
+
+def _last_recall(figures: EvaluationFigures) -> str:
+    """The stat of AR within the last maxDets cap (pycocotools' ar_100)."""
+    return stat_names(figures.max_dets)[6 + len(figures.max_dets) - 1]
 
 
 def _range_boxes(totals: LabelTotals, size: int) -> int:
@@ -103,7 +108,7 @@ def _box_size_stats(figures: EvaluationFigures, totals: LabelTotals, size: int, 
     stats['ap'] = stats[f'ap_{SIZES[size]}'] = float(ap.mean())
     stats['ap_50'] = float(ap[at[0.5]]) if 0.5 in at else None
     stats['ap_75'] = float(ap[at[0.75]]) if 0.75 in at else None
-    stats[names[5 + len(figures.max_dets)]] = stats[f'ar_{SIZES[size]}'] = float(np.mean(recall))
+    stats[_last_recall(figures)] = stats[f'ar_{SIZES[size]}'] = float(np.mean(recall))
     return stats
 
 

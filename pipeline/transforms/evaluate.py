@@ -14,7 +14,7 @@ from apache_beam.transforms.window import GlobalWindows
 from pipeline.config.options import COCO_MAX_DETS
 from pipeline.config.settings import required
 from pipeline.core import counts as names
-from pipeline.core.bucket_evaluation import BucketEvaluation, assemble, evaluate_images, image_subset
+from pipeline.core.bucket_evaluation import BucketEvaluation, ImageColumns, assemble, evaluate_images, image_subset
 from pipeline.core.counts import Counts
 from pipeline.core.evaluation import (
     ATTRIBUTED,
@@ -119,15 +119,19 @@ class EvaluateBucketFn(beam.DoFn):
             gathered = self._matches.add(result.matches, self._counts)
             if gathered is not None:
                 yield gathered
-            for key, images in slices.items():  # each slice as pycocotools would see its images alone
-                sliced = image_subset(columns, images)
-                result = evaluate_images(sliced, run, self._thresholds, self._eval_iou, self._eval_confidence,
-                                         self._max_dets, details=False)
-                yield from self._group_outputs((run, *key), result, RunImage(
-                    evaluated=len(images), detections=len(sliced.det_scores),
-                    without_prediction=len(images) - int(np.count_nonzero(required(sliced.predicted, 'predicted')))))
+            yield from self._slice_outputs(run, columns, slices)
         if errors:
             yield beam.pvalue.TaggedOutput('errors', (bucket_id, errors))
+
+    def _slice_outputs(self, run: Optional[str], columns: ImageColumns, slices: Dict[SliceKey, np.ndarray]):
+        """Each slice of a run's images evaluated as pycocotools would evaluate those images alone."""
+        for key, images in slices.items():
+            sliced = image_subset(columns, images)
+            result = evaluate_images(sliced, run, self._thresholds, self._eval_iou, self._eval_confidence,
+                                     self._max_dets, details=False)
+            predicted = int(np.count_nonzero(required(sliced.predicted, 'predicted')))
+            yield from self._group_outputs((run, *key), result, RunImage(
+                evaluated=len(images), detections=len(sliced.det_scores), without_prediction=len(images) - predicted))
 
     def _group_outputs(self, group, result: BucketEvaluation, counts: RunImage):
         """What a run, or a slice of it (run, attribute, place, value), adds to its figures."""

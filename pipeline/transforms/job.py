@@ -117,7 +117,7 @@ class PredictionsToTables(beam.PTransform):
                                                    report_progress=settings.launch.progress)
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
-        attributes = read_attributes(pbegin, settings)
+        attributes = read_image_attributes(pbegin, settings)
         truth = read_ground_truth(pbegin, settings)
         evaluation = evaluate(parsed, settings, truth, attributes) if truth else None
         sliced = (slice_detections(parsed, settings, attributes)
@@ -314,7 +314,7 @@ def all_dead_letters(read: ReadResult, parsed: ParseResult, tables: TablesWritte
             | 'AllDeadLetters' >> beam.Flatten())
 
 
-def read_attributes(pbegin, settings: Settings) -> Optional[AttributesRead]:
+def read_image_attributes(pbegin, settings: Settings) -> Optional[AttributesRead]:
     """The image attributes (--image_attributes), read for the join by bucket when an attribute is
     sliced by."""
     slices, options = settings.slices, settings.evaluation
