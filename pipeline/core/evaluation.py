@@ -633,7 +633,7 @@ class EvaluationFigures(NamedTuple):
     eval_iou: float
     runs: List[RunFigures]
     max_dets: Tuple[int, ...] = COCO_MAX_DETS
-    slices: List[SliceFigures] = []
+    slices: Sequence[SliceFigures] = ()
     slice_by: Tuple[str, ...] = ()  # --slice_by, in its order
 
     @classmethod
