@@ -299,7 +299,7 @@ def check_arguments(argv: Sequence[str]) -> None:
     raise OptionError(message)
 
 
-REMOTE_PATHS = ('input', 'output', 'dead_letter', 'summary', 'ground_truth', 'image_sizes')
+REMOTE_PATHS = ('input', 'output', 'dead_letter', 'summary', 'ground_truth', 'image_sizes', 'image_attributes')
 
 
 def check_remote_paths(settings: Settings, pattern: Optional[str]) -> None:
@@ -308,7 +308,7 @@ def check_remote_paths(settings: Settings, pattern: Optional[str]) -> None:
     values: Dict[str, Optional[str]] = {
         'input': pattern, 'output': settings.outputs.output, 'dead_letter': settings.outputs.dead_letter,
         'summary': settings.outputs.summary, 'ground_truth': settings.evaluation.ground_truth,
-        'image_sizes': settings.sizes.image_sizes}
+        'image_sizes': settings.sizes.image_sizes, 'image_attributes': settings.slices.image_attributes}
     for name in REMOTE_PATHS:
         value = values[name]
         if value and scheme_of(value) == 'file':

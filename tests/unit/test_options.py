@@ -175,3 +175,13 @@ def test_slice_options_are_typed():
                                 'slice_bins': '0, 2.5,1e2'}).slices
     assert slices.slice_by == ('camera', 'box_size') and slices.attributes == ('camera',)
     assert slices.slice_bins == (0.0, 2.5, 100.0) and slices.image_attributes_key == 'image_uri'
+
+
+@pytest.mark.parametrize('name', ['ground_truth', 'image_attributes'])
+def test_a_remote_run_refuses_a_local_file_it_would_read_on_the_workers(name):
+    from pipeline.cli import check_remote_paths
+    raw = {'input': 'gs://bucket/in', 'output': 'gs://bucket/out', 'ground_truth': 'gs://bucket/truth.jsonl',
+           'image_attributes': 'gs://bucket/attributes.csv', 'slice_by': 'camera', name: '/home/me/local.csv'}
+    with pytest.raises(OptionError, match=f'--{name}: .* is a local path, which the workers of a remote runner'):
+        check_remote_paths(Settings.from_raw(raw), 'gs://bucket/in/**')
+    check_remote_paths(Settings.from_raw(dict(raw, **{name: 'gs://bucket/x.csv'})), 'gs://bucket/in/**')
