@@ -8,7 +8,7 @@ SAMPLE_ARGS := --input sample/input --output out --image_sizes sample/image_size
 	--score_threshold 0.7 --label_thresholds 'Salad=0.8' \
 	--report_image_mirror 'gs://migration-ucaip-trainingaip-20210301091741/openimage/=sample/images/legacy/,gs://migration-ucaip-trainingaip-20210226015226/=sample/images/vertex/'
 
-.PHONY: install run demo test test-unit lint lock clean docs bench bench-quick bench-large bench-evaluation bench-comparison \
+.PHONY: install run demo test test-unit lint lock clean docs bench bench-quick bench-large bench-evaluation bench-comparison bench-slices \
 	report-screenshots
 
 install: $(STAMP)
@@ -106,6 +106,9 @@ bench-evaluation: $(BENCH_STAMP)
 
 bench-comparison: $(BENCH_STAMP)
 	$(PY) bench/run.py --only_comparison --evaluation_repeats 3 --json bench/results-comparison.json
+
+bench-slices: $(BENCH_STAMP)
+	$(PY) bench/run.py --only_slices --evaluation_repeats 3 --json bench/results-slices.json
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) bench/run.py --images 20000 --repeats 1

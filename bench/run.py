@@ -7,6 +7,7 @@ and the ratios to the baseline and to DuckDB. Every contender's output is checke
 rows. Results are also written as JSON.
 """
 import argparse
+import csv
 import glob
 import json
 import os
@@ -317,6 +318,80 @@ def bench_comparison(images, threshold, repeats, work_dir):
             for name, rows in timings.items()]
 
 
+PLAIN = 'pipeline, 2 processes'
+SLICED = 'pipeline, 2 processes, --slice_by camera,hour'
+EVALUATED = 'pipeline, 2 processes, --ground_truth'
+EVALUATED_SLICED = 'pipeline, 2 processes, --ground_truth, --slice_by camera,hour,box_size'
+
+
+def write_attributes(truth_jsonl: str, path: str) -> None:
+    """The image attributes of the benchmark's images: 5 cameras and an hour (0 to 23), by line."""
+    with open(truth_jsonl, 'rb') as lines, open(path, 'w', newline='', encoding='utf-8') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['image_uri', 'camera', 'hour'])
+        for index, line in enumerate(lines):
+            writer.writerow([json.loads(line)['imageGcsUri'], f'cam-{index % 5}', index * 7 % 24])
+
+
+def bench_slices(images, threshold, repeats, work_dir):
+    """--slice_by by two image attributes (and box_size with ground truth): with ground truth against
+    the evaluation alone, without against the plain run; the time added is a median of pairs."""
+    data_dir = os.path.join(work_dir, f'data-{images}')
+    if not os.path.isdir(data_dir):
+        generate(data_dir, images, shards=8)
+    truth_jsonl = os.path.join(work_dir, 'ground-truth', f'truth-{images}.jsonl')
+    truth_coco = os.path.join(work_dir, 'ground-truth', f'truth-{images}.coco.json')
+    if not os.path.exists(truth_coco):
+        os.makedirs(os.path.dirname(truth_coco), exist_ok=True)
+        generate_ground_truth(data_dir, truth_jsonl, truth_coco, WIDTH, HEIGHT)
+    attributes = os.path.join(work_dir, 'ground-truth', f'attributes-{images}.csv')
+    if not os.path.exists(attributes):
+        write_attributes(truth_jsonl, attributes)
+    output_dir = os.path.join(work_dir, 'out')
+    plain = [sys.executable, '-m', 'pipeline', '--input', data_dir, '--output', output_dir,
+             '--score_threshold', str(threshold), '--image_size', f'{WIDTH}x{HEIGHT}', '--report=false',
+             '--overwrite', *TWO_PROCESS_FLAGS]
+    sliced = ['--image_attributes', attributes, '--slice_by']
+    commands = {PLAIN: plain, SLICED: plain + sliced + ['camera,hour'],
+                EVALUATED: plain + ['--ground_truth', truth_jsonl],
+                EVALUATED_SLICED: plain + ['--ground_truth', truth_jsonl] + sliced + ['camera,hour,box_size']}
+    files = input_files(data_dir, truth_jsonl, attributes)
+    timings = {}
+    for repeat in range(repeats):
+        for name, command in commands.items():
+            shutil.rmtree(output_dir, ignore_errors=True)
+            settle(files)
+            seconds, peak_mb, cpu_s = run_measured(command)
+            timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
+            if name == EVALUATED_SLICED:
+                with open(os.path.join(output_dir, 'evaluation', 'metrics.json'), encoding='utf-8') as handle:
+                    cameras = [e for e in json.load(handle)['slices'] if e['slice_by'] == 'camera']
+                if sorted(e['slice_value'] for e in cameras) != [f'cam-{i}' for i in range(5)] or \
+                        sum(e['images'] for e in cameras) != images:
+                    raise AssertionError(f'expected 5 camera slices over {images} images, got {cameras[:2]}')
+            print(f'  slices, {images} images, run {repeat + 1}: {name}: {seconds:.2f} s, {cpu_s:.2f} CPU s, '
+                  f'{peak_mb:.0f} MB', flush=True)
+    rows = []
+    for name, rows_of in timings.items():
+        base = {SLICED: PLAIN, EVALUATED_SLICED: EVALUATED}.get(name)
+        added = None if base is None else [(s - b) / b for (b, _, _), (s, _, _) in zip(timings[base], rows_of)]
+        rows.append({'images': images, 'threshold': threshold, 'contender': name,
+                     'median_s': statistics.median(s for s, _, _ in rows_of), 'min_s': min(s for s, _, _ in rows_of),
+                     'max_s': max(s for s, _, _ in rows_of), 'peak_mb': max(mb for _, mb, _ in rows_of),
+                     'cpu_s': statistics.median(c for _, _, c in rows_of), 'added_vs': base,
+                     'added': None if added is None else statistics.median(added), 'added_per_repeat': added})
+    return rows
+
+
+def render_slices(results):
+    rows = [('images', 'contender', 'median s', 'spread s', 'CPU s', 'peak MB', 'added')]
+    for r in results:
+        rows.append((f'{r["images"]:,}', r['contender'], f'{r["median_s"]:.2f}', f'{r["min_s"]:.2f}-{r["max_s"]:.2f}',
+                     f'{r["cpu_s"]:.1f}', f'{r["peak_mb"]:,.0f}', '' if r['added'] is None else f'{r["added"]:+.0%}'))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
+
+
 def render_comparison(results):
     rows = [('images', 'contender', 'median s', 'spread s', 'CPU s', 'peak MB', 'added')]
     for r in results:
@@ -377,11 +452,13 @@ def main():
                         help='also the comparison rows: two runs of the same images with and without '
                              '--compare_to (default 200,000 images)')
     parser.add_argument('--only_comparison', action='store_true', help='the comparison rows alone')
+    parser.add_argument('--only_slices', action='store_true',
+                        help='the slices rows alone: --slice_by with and without ground truth, 200,000 images')
     parser.add_argument('--anchor_python', default=ANCHOR_PYTHON,
                         help='the Python of the anchors\' environment, with the newest DuckDB and Polars '
                              '(bench/anchors-requirements.txt; make bench builds it)')
     args = parser.parse_args()
-    only = args.only_evaluation or args.only_comparison
+    only = args.only_evaluation or args.only_comparison or args.only_slices
     anchors = {} if only else anchor_versions(args.anchor_python)
     results = []
     for fmt in args.formats if not only else ():
@@ -396,6 +473,7 @@ def main():
     if args.evaluation is not None or args.only_evaluation:
         for images in args.evaluation or [200_000]:
             evaluation += bench_evaluation(images, 0.5, args.evaluation_repeats, args.work_dir)
+    slices = bench_slices(200_000, 0.5, args.evaluation_repeats, args.work_dir) if args.only_slices else []
     model = [dict(entry, format=fmt) for fmt in args.formats for entry in cost_model(
         [r for r in results if r['format'] == fmt], pipeline=TWO_PROCESSES, baseline=BASELINE, anchor=DUCKDB)]
     if anchors:
@@ -411,6 +489,8 @@ def main():
         print(render_evaluation(evaluation))
     if comparison:
         print(render_comparison(comparison))
+    if slices:
+        print(render_slices(slices))
     written = {'machine': {'cpus': os.cpu_count(), 'memory_gb': round(psutil.virtual_memory().total / 2 ** 30)},
                'anchors': anchors, 'results': results, 'cost_model': model, 'targets': targets,
                'evaluation': evaluation, 'comparison': comparison}
@@ -418,7 +498,8 @@ def main():
         with open(args.json, encoding='utf-8') as handle:
             kept = json.load(handle)
         written = dict(kept, **({'evaluation': evaluation} if args.only_evaluation else {}),
-                       **({'comparison': comparison} if args.only_comparison else {}))
+                       **({'comparison': comparison} if args.only_comparison else {}),
+                       **({'slices': slices} if args.only_slices else {}))
     with open(args.json, 'w', encoding='utf-8') as handle:
         json.dump(written, handle, indent=2)
     print(f'Results: {args.json}')
