@@ -203,9 +203,8 @@ WITH_GROUND_TRUTH = 'pipeline, 2 processes, --ground_truth'
 FASTER_COCO_EVAL = 'faster-coco-eval'
 
 
-def bench_evaluation(images, threshold, repeats, work_dir):
-    """The same run with and without --ground_truth, and faster-coco-eval on the same boxes (its COCO
-    ground truth, the prediction lines converted as its users do). The mAP of each is compared."""
+def labelled_data(images, work_dir):
+    """(the legacy data's folder, its ground truth as Vertex AI JSONL and as COCO), made when missing."""
     data_dir = os.path.join(work_dir, f'data-{images}')
     if not os.path.isdir(data_dir):
         generate(data_dir, images, shards=8)
@@ -214,6 +213,13 @@ def bench_evaluation(images, threshold, repeats, work_dir):
     if not os.path.exists(truth_coco):
         os.makedirs(os.path.dirname(truth_coco), exist_ok=True)
         generate_ground_truth(data_dir, truth_jsonl, truth_coco, WIDTH, HEIGHT)
+    return data_dir, truth_jsonl, truth_coco
+
+
+def bench_evaluation(images, threshold, repeats, work_dir):
+    """The same run with and without --ground_truth, and faster-coco-eval on the same boxes (its COCO
+    ground truth, the prediction lines converted as its users do). The mAP of each is compared."""
+    data_dir, truth_jsonl, truth_coco = labelled_data(images, work_dir)
     annotations = annotations_in(data_dir, 'legacy')
     output_dir = os.path.join(work_dir, 'out')
     anchor_json = os.path.join(work_dir, 'faster-coco-eval.json')
@@ -336,14 +342,7 @@ def write_attributes(truth_jsonl: str, path: str) -> None:
 def bench_slices(images, threshold, repeats, work_dir):
     """--slice_by by two image attributes (and box_size with ground truth): with ground truth against
     the evaluation alone, without against the plain run; the time added is a median of pairs."""
-    data_dir = os.path.join(work_dir, f'data-{images}')
-    if not os.path.isdir(data_dir):
-        generate(data_dir, images, shards=8)
-    truth_jsonl = os.path.join(work_dir, 'ground-truth', f'truth-{images}.jsonl')
-    truth_coco = os.path.join(work_dir, 'ground-truth', f'truth-{images}.coco.json')
-    if not os.path.exists(truth_coco):
-        os.makedirs(os.path.dirname(truth_coco), exist_ok=True)
-        generate_ground_truth(data_dir, truth_jsonl, truth_coco, WIDTH, HEIGHT)
+    data_dir, truth_jsonl, _ = labelled_data(images, work_dir)
     attributes = os.path.join(work_dir, 'ground-truth', f'attributes-{images}.csv')
     if not os.path.exists(attributes):
         write_attributes(truth_jsonl, attributes)
