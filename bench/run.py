@@ -203,6 +203,22 @@ WITH_GROUND_TRUTH = 'pipeline, 2 processes, --ground_truth'
 FASTER_COCO_EVAL = 'faster-coco-eval'
 
 
+def timed_rounds(commands, inputs, repeats, output_dir, what, after=lambda name: None):
+    """{name: [(seconds, peak MB, CPU s)]}: `repeats` rounds of the commands in turn, each on a fresh
+    output folder with its inputs (`inputs`: name -> files) settled; `after(name)` reads a run's answer."""
+    timings = {}
+    for repeat in range(repeats):
+        for name, command in commands.items():
+            shutil.rmtree(output_dir, ignore_errors=True)
+            settle(inputs[name])
+            seconds, peak_mb, cpu_s = run_measured(command)
+            timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
+            after(name)
+            print(f'  {what}, run {repeat + 1}: {name}: {seconds:.2f} s, {cpu_s:.2f} CPU s, {peak_mb:.0f} MB',
+                  flush=True)
+    return timings
+
+
 def labelled_data(images, work_dir):
     """(the legacy data's folder, its ground truth as Vertex AI JSONL and as COCO), made when missing."""
     data_dir = os.path.join(work_dir, f'data-{images}')
@@ -234,22 +250,18 @@ def bench_evaluation(images, threshold, repeats, work_dir):
     }
     inputs = {WITHOUT_GROUND_TRUTH: input_files(data_dir), WITH_GROUND_TRUTH: input_files(data_dir, truth_jsonl),
               FASTER_COCO_EVAL: input_files(data_dir, truth_coco)}
-    timings, maps = {}, {}
-    for repeat in range(repeats):
-        for name, command in commands.items():
-            shutil.rmtree(output_dir, ignore_errors=True)
-            settle(inputs[name])
-            seconds, peak_mb, cpu_s = run_measured(command)
-            timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
-            if name == WITH_GROUND_TRUTH:
-                with open(os.path.join(output_dir, 'evaluation', 'metrics.json'), encoding='utf-8') as handle:
-                    maps[name] = json.load(handle)['runs'][0]['map']
-            elif name == FASTER_COCO_EVAL:
-                with open(anchor_json, encoding='utf-8') as handle:
-                    anchor = json.load(handle)
-                maps[name] = anchor['map']
-            print(f'  evaluation, {images} images, threshold {threshold}, run {repeat + 1}: {name}: '
-                  f'{seconds:.2f} s, {cpu_s:.2f} CPU s, {peak_mb:.0f} MB', flush=True)
+    maps, anchor = {}, {}
+
+    def read_map(name):
+        if name == WITH_GROUND_TRUTH:
+            with open(os.path.join(output_dir, 'evaluation', 'metrics.json'), encoding='utf-8') as handle:
+                maps[name] = json.load(handle)['runs'][0]['map']
+        elif name == FASTER_COCO_EVAL:
+            with open(anchor_json, encoding='utf-8') as handle:
+                anchor.update(json.load(handle))
+            maps[name] = anchor['map']
+    timings = timed_rounds(commands, inputs, repeats, output_dir, f'evaluation, {images} images, threshold {threshold}',
+                           read_map)
     if abs(maps[WITH_GROUND_TRUTH] - maps[FASTER_COCO_EVAL]) > 1e-6:
         raise AssertionError(f'mAP differs: {maps}')
     medians = {name: statistics.median(s for s, _, _ in runs) for name, runs in timings.items()}
@@ -299,18 +311,15 @@ def bench_comparison(images, threshold, repeats, work_dir):
              '--overwrite', *TWO_PROCESS_FLAGS]
     commands = {WITHOUT_COMPARISON: plain, WITH_COMPARISON: plain + ['--compare_to', 'first']}
     files = input_files(*runs.values())
-    timings, compared = {}, None
-    for repeat in range(repeats):
-        for name, command in commands.items():
-            shutil.rmtree(output_dir, ignore_errors=True)
-            settle(files)
-            seconds, peak_mb, cpu_s = run_measured(command)
-            timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
-            if name == WITH_COMPARISON:
-                with open(os.path.join(output_dir, 'comparison.json'), encoding='utf-8') as handle:
-                    compared = json.load(handle)['runs'][0]
-            print(f'  comparison, {images} images x 2 runs, run {repeat + 1}: {name}: {seconds:.2f} s, '
-                  f'{cpu_s:.2f} CPU s, {peak_mb:.0f} MB', flush=True)
+    compared = None
+
+    def read_comparison(name):
+        nonlocal compared
+        if name == WITH_COMPARISON:
+            with open(os.path.join(output_dir, 'comparison.json'), encoding='utf-8') as handle:
+                compared = json.load(handle)['runs'][0]
+    timings = timed_rounds(commands, dict.fromkeys(commands, files), repeats, output_dir,
+                           f'comparison, {images} images x 2 runs', read_comparison)
     if not compared or compared['compared'] != images or compared['agreement'] != 1.0:
         raise AssertionError(f'the two runs hold the same boxes: expected every image compared and agreement 1, '
                              f'got {compared and {k: v for k, v in compared.items() if k != "labels"}}')
@@ -355,21 +364,17 @@ def bench_slices(images, threshold, repeats, work_dir):
                 EVALUATED: plain + ['--ground_truth', truth_jsonl],
                 EVALUATED_SLICED: plain + ['--ground_truth', truth_jsonl] + sliced + ['camera,hour,box_size']}
     files = input_files(data_dir, truth_jsonl, attributes)
-    timings = {}
-    for repeat in range(repeats):
-        for name, command in commands.items():
-            shutil.rmtree(output_dir, ignore_errors=True)
-            settle(files)
-            seconds, peak_mb, cpu_s = run_measured(command)
-            timings.setdefault(name, []).append((seconds, peak_mb, cpu_s))
-            if name == EVALUATED_SLICED:
-                with open(os.path.join(output_dir, 'evaluation', 'metrics.json'), encoding='utf-8') as handle:
-                    cameras = [e for e in json.load(handle)['slices'] if e['slice_by'] == 'camera']
-                if sorted(e['slice_value'] for e in cameras) != [f'cam-{i}' for i in range(5)] or \
-                        sum(e['images'] for e in cameras) != images:
-                    raise AssertionError(f'expected 5 camera slices over {images} images, got {cameras[:2]}')
-            print(f'  slices, {images} images, run {repeat + 1}: {name}: {seconds:.2f} s, {cpu_s:.2f} CPU s, '
-                  f'{peak_mb:.0f} MB', flush=True)
+
+    def check_cameras(name):
+        if name != EVALUATED_SLICED:
+            return
+        with open(os.path.join(output_dir, 'evaluation', 'metrics.json'), encoding='utf-8') as handle:
+            cameras = [e for e in json.load(handle)['slices'] if e['slice_by'] == 'camera']
+        if sorted(e['slice_value'] for e in cameras) != [f'cam-{i}' for i in range(5)] or \
+                sum(e['images'] for e in cameras) != images:
+            raise AssertionError(f'expected 5 camera slices over {images} images, got {cameras[:2]}')
+    timings = timed_rounds(commands, dict.fromkeys(commands, files), repeats, output_dir,
+                           f'slices, {images} images', check_cameras)
     rows = []
     for name, rows_of in timings.items():
         base = {SLICED: PLAIN, EVALUATED_SLICED: EVALUATED}.get(name)
