@@ -22,9 +22,8 @@ from pipeline.core.comparison import (
     first_lines,
 )
 from pipeline.core.counts import Counts
-from pipeline.core.evaluation import LABELLED, PREDICTED, unpacked
 from pipeline.io.sizes import SizeResolver
-from pipeline.io.spill import read_payload
+from pipeline.transforms.bucket_parts import BucketParts, bucket_parts
 from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
 from pipeline.transforms.count import counted_at_bundle_end
 from pipeline.transforms.gather import GatheredTables
@@ -103,15 +102,10 @@ class CompareBucketFn(beam.DoFn):
     def process(self, element, runs: Iterable[Optional[str]], manifest=None):
         bucket, parts = element
         changed: List[Tuple[Optional[str], str]] = []
-        by_run: Dict[Optional[str], list] = {}
-        truth = []
-        for kind, run, data in parts:
-            if kind == PREDICTED:
-                by_run.setdefault(run, []).append(unpacked(read_payload(data)))
-            elif kind == LABELLED:
-                truth.append(unpacked(read_payload(data)))
+        joined = bucket_parts(parts)
+        by_run = joined.lines
         runs = list(runs)
-        judged = self._judged(truth, by_run, runs, manifest)
+        judged = self._judged(joined, runs, manifest)
         base, _ = first_lines(by_run.get(self._base_run, []))
         for run in runs:
             if run == self._base_run:
@@ -133,15 +127,14 @@ class CompareBucketFn(beam.DoFn):
         if changed:
             yield beam.pvalue.TaggedOutput('changed', (bucket, changed))
 
-    def _judged(self, truth: list, by_run: Dict[Optional[str], list], runs: List[Optional[str]],
+    def _judged(self, joined: BucketParts, runs: List[Optional[str]],
                 manifest) -> Optional[Dict[Optional[str], ImageTruth]]:
         """Each run's ImageTruth in the bucket, as its evaluation has it; None without ground truth."""
         if self._truth is None:
             return None
         if self._sizes is None:  # the images without a line: the manifest's size, else the fixed one
             self._sizes = SizeResolver(manifest, probe=False, fixed=self._truth.fixed_size, allowed_scheme='')
-        assembled = assemble(truth, [part for parts in by_run.values() for part in parts], runs, self._truth.ml_use,
-                             self._sizes.resolve)
+        assembled = assemble(joined.truth, joined.all_lines(), runs, self._truth.ml_use, self._sizes.resolve)
         judged = {}
         for run, (columns, _) in assembled.runs.items():
             at_eval, missed = detection_outcomes(columns, self._eval_iou, self._truth.max_dets)

@@ -17,8 +17,6 @@ from pipeline.core import counts as names
 from pipeline.core.bucket_evaluation import BucketEvaluation, ImageColumns, assemble, evaluate_images, image_subset
 from pipeline.core.counts import Counts
 from pipeline.core.evaluation import (
-    ATTRIBUTED,
-    LABELLED,
     PREDICTED,
     EvaluationFigures,
     LabelTotals,
@@ -42,6 +40,7 @@ from pipeline.core.operating_thresholds import ThresholdRule
 from pipeline.core.ties import TieBasis, raises, tied_parts
 from pipeline.io.sizes import SizeResolver
 from pipeline.io.spill import SpillWriter, read_payload
+from pipeline.transforms.bucket_parts import bucket_parts
 from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
 from pipeline.transforms.count import counted_at_bundle_end
 from pipeline.transforms.gather import GatheredTables
@@ -93,13 +92,10 @@ class EvaluateBucketFn(beam.DoFn):
             self._sizes = SizeResolver(manifest, probe=False, fixed=self._fixed_size, allowed_scheme='')
         errors = []
         runs = list(runs)
-        parts = list(parts)
-        bucket = assemble([unpacked(read_payload(data)) for kind, _, data in parts if kind == LABELLED],
-                          [unpacked(read_payload(data)) for kind, _, data in parts if kind == PREDICTED], runs,
-                          self._ml_use, self._sizes.resolve)
+        joined = bucket_parts(parts)
+        bucket = assemble(joined.truth, joined.all_lines(), runs, self._ml_use, self._sizes.resolve)
         scalars = self._counts.scalars
-        slices = self._slices([unpacked(read_payload(data)) for kind, _, data in parts if kind == ATTRIBUTED],
-                              bucket.image_uris, rules)
+        slices = self._slices(joined.attributes, bucket.image_uris, rules)
         scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
         scalars[names.GROUND_TRUTH_BOXES] += bucket.gt_boxes

@@ -2,7 +2,7 @@
 by bucket, as the evaluation joins them; each run's images (their first line) sliced, and per slice
 its images and detections summed, and its scores per label in Beam's quantile sketches (what crosses
 the join is per slice and label, never per image)."""
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Iterable, List, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -12,10 +12,9 @@ from pipeline.config.options import PREDICTION_RUN
 from pipeline.core import counts as names
 from pipeline.core.comparison import first_lines
 from pipeline.core.counts import Counts
-from pipeline.core.evaluation import ATTRIBUTED, PREDICTED, unpacked
 from pipeline.core.image_attributes import BUILT_IN_SLICES, SliceRule, image_values
 from pipeline.core.slices import SCORE_QUANTILES, SliceCounts, bucket_detection_slices, detection_slice_rows
-from pipeline.io.spill import read_payload
+from pipeline.transforms.bucket_parts import bucket_parts
 from pipeline.transforms.count import counted_at_bundle_end
 
 
@@ -77,14 +76,8 @@ class SliceBucketFn(beam.DoFn):
         self._counts = Counts()
 
     def process(self, element, rules: Sequence[SliceRule] = ()):
-        _, parts = element
-        by_run: Dict[Optional[str], list] = {}
-        attributes = []
-        for kind, run, data in parts:
-            if kind == PREDICTED:
-                by_run.setdefault(run, []).append(unpacked(read_payload(data)))
-            elif kind == ATTRIBUTED:
-                attributes.append(unpacked(read_payload(data)))
+        joined = bucket_parts(element[1])
+        by_run, attributes = joined.lines, joined.attributes
         by_name = {rule.attribute: rule for rule in rules}
         chosen = [by_name.get(name, SliceRule(name)) for name in self._attributes]
         scalars = self._counts.scalars

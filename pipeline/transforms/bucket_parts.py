@@ -1,0 +1,32 @@
+"""What one bucket of the join by image bucket holds, read back and sorted by kind: the prediction
+lines of each run, the ground truth and the image attributes (see evaluation.PREDICTED). The
+evaluation, the comparison and the slices without ground truth each take theirs from it."""
+from typing import Dict, Iterable, List, NamedTuple, Optional
+
+from pipeline.core.evaluation import ATTRIBUTED, LABELLED, PREDICTED, BucketLines, unpacked
+from pipeline.core.image_attributes import BucketAttributes
+from pipeline.core.truth_formats import BucketTruth
+from pipeline.io.spill import read_payload
+
+
+class BucketParts(NamedTuple):
+    lines: Dict[Optional[str], List[BucketLines]]  # per run, its parts in the order they came
+    truth: List[BucketTruth]
+    attributes: List[BucketAttributes]
+
+    def all_lines(self) -> List[BucketLines]:
+        return [part for parts in self.lines.values() for part in parts]
+
+
+def bucket_parts(parts: Iterable[tuple]) -> BucketParts:
+    """A bucket's (kind, run, payload) parts, each read back (from the spill folder on a local run)."""
+    sorted_parts = BucketParts({}, [], [])
+    for kind, run, data in parts:
+        part = unpacked(read_payload(data))
+        if kind == PREDICTED:
+            sorted_parts.lines.setdefault(run, []).append(part)
+        elif kind == LABELLED:
+            sorted_parts.truth.append(part)
+        elif kind == ATTRIBUTED:
+            sorted_parts.attributes.append(part)
+    return sorted_parts
