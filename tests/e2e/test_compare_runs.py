@@ -214,17 +214,22 @@ def test_a_users_own_comparison_json_stops_the_run_and_survives(compared, run, t
     assert (out / 'comparison.json').read_text() == '{"mine": true}'
 
 
-def test_with_ground_truth_each_changed_box_says_who_was_right_as_the_matches_tables_do(tmp_path, run):
+@pytest.mark.parametrize('real_shaped', [False, True])
+def test_with_ground_truth_each_changed_box_says_who_was_right_as_the_matches_tables_do(tmp_path, run, real_shaped):
     """Two runs over the same images with ground truth: every verdict of a changed box, and every
     label's images each run gets right where the other does not, follow from the two runs' own rows of
-    `matches` (the evaluation's outcome of each box at --eval_iou)."""
+    `matches` (the evaluation's outcome of each box at --eval_iou). Real-shaped: scores of 2 decimals
+    (many ties) and boxes on whole pixels, as labelling tools and real models write them."""
     import numpy as np
-    from coco_testing import LABELS, coco_ground_truth, generated_set
+    from coco_testing import LABELS, coco_ground_truth, generated_set, in_whole_pixels
     sizes, truth, detections = generated_set(61, images=50)
     rng = np.random.default_rng(61)
     changed = [[(str(rng.choice(LABELS)) if rng.random() < 0.15 else label,
                  [v + rng.normal(0, 0.1) * box[2 + i % 2] for i, v in enumerate(box[:2])] + box[2:],
                  float(rng.random())) for label, box, _ in dets if rng.random() > 0.25] for dets in detections]
+    if real_shaped:
+        truth, detections = in_whole_pixels(truth, [[(name, b, round(s, 2)) for name, b, s in d] for d in detections])
+        _, changed = in_whole_pixels(truth, [[(name, b, round(s, 2)) for name, b, s in d] for d in changed])
     for folder, images in ((RUN_A, detections), (RUN_B, changed)):
         (tmp_path / 'in' / folder).mkdir(parents=True)
         (tmp_path / 'in' / folder / 'image_object_detection_1.jsonl').write_bytes(b'\n'.join(

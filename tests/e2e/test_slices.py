@@ -213,3 +213,16 @@ def test_without_ground_truth_each_slice_gives_its_detection_statistics(sliced_r
     assert re.findall(r'data-value="([^"]+)"', table) == ['day', 'dusk', 'night']
     night = table.split('data-value="night"')[1].split('</tr>')[0]
     assert '<td class="n" data-sort="20">20</td><td class="n" data-sort="0">0</td>' in night
+
+
+@pytest.mark.parametrize('name', ['part-00000-of-00001.parquet', 'my notes, #1 [draft].txt'])
+def test_a_users_own_file_in_the_slices_folder_stops_the_run_and_survives(sliced_run, tmp_path, name):
+    from conftest import run_pipeline
+    source, out = sliced_run['out'].parent, tmp_path / 'o'
+    (out / 'evaluation' / 'slices').mkdir(parents=True)
+    (out / 'evaluation' / 'slices' / name).write_text('mine')
+    result = run_pipeline('--input', source / 'in', '--output', out, '--image_attributes', source / 'attributes.csv',
+                          '--image_attributes_key', 'image', '--slice_by', 'camera', '--overwrite', check=False)
+    assert result.returncode == 2, result.stderr
+    assert (out / 'evaluation' / 'slices' / name).read_text() == 'mine'
+    assert not (out / 'summary.json').exists()
