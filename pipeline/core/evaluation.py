@@ -102,15 +102,26 @@ class PrecisionCounts:
         if not self.ground_truth:
             return None
         merged = self if self.distinct else PrecisionCounts.merge_all([self])  # distinct scores, descending
-        precision = np.zeros((len(merged.tp), len(RECALL_POINTS)))
+        return merged.curve(*merged.cumulative())
+
+    def cumulative(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(T, S) the true and false positives at each score and above, of merged counts."""
+        assert self.distinct, 'cumulative counts are of merged counts'
+        return np.cumsum(self.tp, axis=1), np.cumsum(self.fp, axis=1)
+
+    def curve(self, tp_total: np.ndarray, fp_total: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """`interpolated` of merged counts from their cumulative counts (made once: `ties` reads them too)."""
+        if not self.ground_truth:
+            return None
+        precision = np.zeros((len(tp_total), len(RECALL_POINTS)))
         crossing = np.full(precision.shape, -np.inf)
-        for t, (tp, fp) in enumerate(zip(np.cumsum(merged.tp, axis=1), np.cumsum(merged.fp, axis=1))):
+        for t, (tp, fp) in enumerate(zip(tp_total, fp_total)):
             recall = tp / self.ground_truth
             envelope = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[::-1])[::-1]
             at = np.searchsorted(recall, RECALL_POINTS, side='left')
             reached = at < len(envelope)
             precision[t, reached] = envelope[at[reached]]
-            crossing[t, reached] = merged.scores[at[reached]]
+            crossing[t, reached] = self.scores[at[reached]]
         return precision, crossing
 
     def average_precision(self) -> Optional[np.ndarray]:
@@ -154,9 +165,11 @@ def settled(totals: 'LabelTotals', rule: ThresholdRule = ThresholdRule()) -> 'La
     tied detections needs (None: the merged curve is exact), and the threshold `rule` chooses."""
     areas = [_merging(totals), *(_merging_counts(counts) for counts in totals.by_area or ())]
     merged = [counts if counts.distinct else PrecisionCounts.merge_all([counts]) for counts in areas]
-    interpolated = [counts.interpolated() for counts in merged]
-    ties = tie_basis([AreaCounts(counts.scores, counts.tp, counts.fp, counts.ground_truth,
-                                 None if curve is None else curve[1]) for counts, curve in zip(merged, interpolated)])
+    cumulative = [counts.cumulative() for counts in merged]
+    interpolated = [counts.curve(*totals) for counts, totals in zip(merged, cumulative)]
+    ties = tie_basis([AreaCounts(counts.scores, counts.tp, counts.fp, *totals, counts.ground_truth,
+                                 None if curve is None else curve[1])
+                      for counts, totals, curve in zip(merged, cumulative, interpolated)])
     summaries = [PrecisionSummary(None if curve is None else curve[0], counts.recall(), counts.ground_truth,
                                   counts.recall_within()) for counts, curve in zip(merged, interpolated)]
     errors = totals.errors.summary() if isinstance(totals.errors, ErrorCounts) else totals.errors

@@ -74,6 +74,8 @@ class AreaCounts(NamedTuple):
     scores: np.ndarray  # (S,) distinct, descending
     tp: np.ndarray  # (T, S)
     fp: np.ndarray  # (T, S)
+    tp_total: np.ndarray  # (T, S) the true positives at each score and above (a cumulative sum)
+    fp_total: np.ndarray  # (T, S)
     ground_truth: int
     crossing: Optional[np.ndarray]  # (T, 101) the score where each recall point is first reached; None: no truth
 
@@ -115,9 +117,9 @@ def tie_basis(areas: Sequence[AreaCounts]) -> Optional[TieBasis]:
         at = np.searchsorted(-area.scores, -scores)  # the scores above each
         present = at < len(area.scores)
         present[present] = area.scores[at[present]] == scores[present]
-        for before, counts in ((tp_before, area.tp), (fp_before, area.fp)):
-            before[a] = np.concatenate([np.zeros((shape[1], 1), dtype=np.int64), np.cumsum(counts, axis=1)],
-                                       axis=1)[:, at]
+        for before, totals in ((tp_before, area.tp_total), (fp_before, area.fp_total)):
+            if len(area.scores):  # the counts of the scores above: the total at the score before, 0 at the top
+                before[a] = np.where(at > 0, totals[:, np.maximum(at - 1, 0)], 0)
         column = np.minimum(at, max(len(area.scores) - 1, 0))
         if len(area.scores):
             mixed[a] = present & (area.tp[:, column] > 0) & (area.fp[:, column] > 0)

@@ -23,7 +23,7 @@ from pipeline.core.comparison import (
 )
 from pipeline.core.counts import Counts
 from pipeline.io.sizes import SizeResolver
-from pipeline.transforms.bucket_parts import BucketParts, bucket_parts
+from pipeline.transforms.bucket_parts import BucketParts, bucket_parts, optional_side_inputs
 from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
 from pipeline.transforms.count import counted_at_bundle_end
 from pipeline.transforms.gather import GatheredTables
@@ -175,14 +175,13 @@ class CompareRuns(beam.PTransform):
         self._eval_iou = eval_iou
 
     def expand(self, parts):
-        runs = parts.pipeline | 'Runs' >> beam.Create(self._runs)
-        manifest = parts.pipeline | 'NoManifest' >> beam.Create([None]) if self._manifest is None else self._manifest
+        runs = parts.pipeline | 'Runs' >> beam.Create(self._runs, reshuffle=False)
         compared = (
             parts
             | 'JoinByBucket' >> beam.GroupByKey()
             | 'CompareImages' >> beam.ParDo(
                 CompareBucketFn(self._base_run, self._eval_iou, self._list_changed, self._truth),
-                runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest),
+                runs=beam.pvalue.AsList(runs), **optional_side_inputs(manifest=self._manifest),
             ).with_output_types(pa.Table).with_outputs('runs', 'counts', 'changed', main='rows'))
         base_run, eval_iou, every_run = self._base_run, self._eval_iou, [run for run in self._runs
                                                                         if run != self._base_run]

@@ -40,7 +40,7 @@ from pipeline.core.operating_thresholds import ThresholdRule
 from pipeline.core.ties import TieBasis, raises, tied_parts
 from pipeline.io.sizes import SizeResolver
 from pipeline.io.spill import SpillWriter, read_payload
-from pipeline.transforms.bucket_parts import bucket_parts
+from pipeline.transforms.bucket_parts import bucket_parts, optional_side_inputs
 from pipeline.transforms.coders import ArrowTableCoder  # noqa: F401  (registers the coder of pa.Table)
 from pipeline.transforms.count import counted_at_bundle_end
 from pipeline.transforms.gather import GatheredTables
@@ -251,10 +251,8 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
 
     def expand(self, parts):
         of_lines = parts | 'RunsOfLines' >> beam.FlatMapTuple(lambda _, part: [part[1]] if part[0] == PREDICTED else [])
-        known = parts.pipeline | 'RunsOfShards' >> beam.Create(self._known_runs)
+        known = parts.pipeline | 'RunsOfShards' >> beam.Create(self._known_runs, reshuffle=False)
         runs = (of_lines, known) | 'AllRuns' >> beam.Flatten() | 'DistinctRuns' >> beam.Distinct()
-        manifest = parts.pipeline | 'NoManifest' >> beam.Create([None]) if self._manifest is None else self._manifest
-        rules = parts.pipeline | 'NoSliceRules' >> beam.Create([]) if self._rules is None else self._rules
         sliced = [name for name in self._slice_by if name not in BUILT_IN_SLICES]
         evaluated = (
             parts
@@ -262,8 +260,7 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             | 'EvaluateImages' >> beam.ParDo(
                 EvaluateBucketFn(self._thresholds, self._eval_iou, self._eval_confidence, self._ml_use,
                                  self._max_dets, self._spill_folder, self._fixed_size, self._error_images, sliced),
-                runs=beam.pvalue.AsList(runs), manifest=beam.pvalue.AsSingleton(manifest),
-                rules=beam.pvalue.AsList(rules),
+                runs=beam.pvalue.AsList(runs), **optional_side_inputs(manifest=self._manifest, rules=self._rules),
             ).with_output_types(pa.Table).with_outputs(
                 'totals', 'run_parts', 'counts', 'errors', 'tied', main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn(self._rule))

@@ -63,7 +63,7 @@ class ReadImageAttributes(beam.PTransform):
     def expand(self, pbegin):
         read = (
             pbegin
-            | 'AttributeFiles' >> beam.Create(self._files)
+            | 'AttributeFiles' >> beam.Create(self._files, reshuffle=False)  # spread just below
             | 'SpreadAttributeFiles' >> beam.Reshuffle()
             | 'ReadAttributeFiles' >> beam.ParDo(self._read).with_outputs(
                 'evaluation_parts', 'profiles', 'dead_letters', 'counts', main='unused',

@@ -65,7 +65,7 @@ class ReadGroundTruth(beam.PTransform):
     def expand(self, pbegin):
         read = (
             pbegin
-            | 'GroundTruthRanges' >> beam.Create(self._ranges)
+            | 'GroundTruthRanges' >> beam.Create(self._ranges, reshuffle=False)  # spread just below
             | 'SpreadGroundTruth' >> beam.Reshuffle()
             | 'ReadGroundTruthRanges' >> beam.ParDo(self._read).with_outputs(
                 'evaluation_parts', 'dead_letters', 'counts', main='unused',

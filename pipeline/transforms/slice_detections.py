@@ -14,7 +14,7 @@ from pipeline.core.comparison import first_lines
 from pipeline.core.counts import Counts
 from pipeline.core.image_attributes import BUILT_IN_SLICES, SliceRule, image_values
 from pipeline.core.slices import SCORE_QUANTILES, SliceCounts, bucket_detection_slices, detection_slice_rows
-from pipeline.transforms.bucket_parts import bucket_parts
+from pipeline.transforms.bucket_parts import bucket_parts, optional_side_inputs
 from pipeline.transforms.count import counted_at_bundle_end
 
 
@@ -32,13 +32,12 @@ class SliceDetections(beam.PTransform):
         self._rules = rules
 
     def expand(self, parts):
-        rules = parts.pipeline | 'NoSliceRules' >> beam.Create([]) if self._rules is None else self._rules
         slice_by = self._slice_by
         sliced = (
             parts
             | 'JoinByBucket' >> beam.GroupByKey()
-            | 'SliceImages' >> beam.ParDo(SliceBucketFn(slice_by), rules=beam.pvalue.AsList(rules)).with_outputs(
-                'scores', 'counts', main='slices'))
+            | 'SliceImages' >> beam.ParDo(SliceBucketFn(slice_by), **optional_side_inputs(rules=self._rules))
+            .with_outputs('scores', 'counts', main='slices'))
         counts = sliced.slices | 'SumPerSlice' >> beam.CombinePerKey(_summed)
         quantiles = sliced.scores | 'ScoresPerSliceAndLabel' >> beam.CombinePerKey(ScoreQuantilesFn())
         rows = (
