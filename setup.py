@@ -40,6 +40,7 @@ EXTRAS_REQUIRE = {
         'bqemulator==1.4.0',
         'duckdb==1.5.5',  # bqemulator's engine; 1.5.5 matches the spatial extension below
         'duckdb-extension-spatial==1.5.5',
+        'psutil==7.2.2',  # the local workers' tests watch the processes of a run
     ],
     'bench': [
         'duckdb==1.5.5',

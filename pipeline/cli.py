@@ -50,6 +50,7 @@ from pipeline.core.shards import annotations_estimate, prediction_run, run_names
 from pipeline.io import summary_files
 from pipeline.io.attribute_files import AttributeFileError, resolve_image_attributes
 from pipeline.io.bigquery import prepare_tables
+from pipeline.io.local_workers import PreloadedWorkers, runner_starting
 from pipeline.io.locks import RunLock
 from pipeline.io.provision import provision, release_untouched
 from pipeline.io.reachability import cloud_storage_problem
@@ -478,7 +479,8 @@ class _DropBeamNoise(logging.Filter):
         return not ('requested in with_outputs() but not declared' in message
                     or ('All input pcollections must have the same window' in message
                         and 'BigQueryBatchFileLoads' in message)
-                    or 'No semi_persistent_directory found' in message)
+                    or 'No semi_persistent_directory found' in message
+                    or 'direct_running_mode should be `multi_processing` or `multi_threading`' in message)
 
 
 EXIT_RECONCILIATION_FAILED = 1
@@ -553,6 +555,7 @@ def dry_run(plan: LaunchPlan) -> int:
     else:
         _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(
             plan.settings, required(plan.pattern, 'input'), skip=batch_layout(plan).is_ours_to_skip)
+    runner_starting()
     result = pipeline.run()
     runner = plan.pipeline_options.view_as(StandardOptions).runner
     job = getattr(result, 'job', None)  # the DataflowRunner's: the job it would have submitted
@@ -598,13 +601,38 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
 
 def run_pipeline(plan: LaunchPlan, settings: Settings, local: bool) -> None:
     """Builds the batch job and runs it: to its end on a local runner, to its submission otherwise."""
-    pipeline = beam.Pipeline(options=plan.pipeline_options)
-    pattern, skip = required(plan.pattern, 'input'), batch_layout(plan).is_ours_to_skip
-    _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern, skip=skip)
-    with progress_display(pattern, skip) if settings.launch.progress else nullcontext():
-        result = pipeline.run()  # a local runner returns when the pipeline has run
-    if local:
-        result.wait_until_finish()
+    workers = preloaded_worker_count(plan.pipeline_options) if local else 0
+    with PreloadedWorkers(workers) if workers else nullcontext() as preloaded:
+        runner = None if preloaded is None else preloaded_runner(plan.pipeline_options, preloaded)
+        pipeline = beam.Pipeline(runner=runner, options=plan.pipeline_options)
+        pattern, skip = required(plan.pattern, 'input'), batch_layout(plan).is_ours_to_skip
+        _ = pipeline | 'PredictionsToTables' >> PredictionsToTables(settings, pattern, skip=skip)
+        with progress_display(pattern, skip) if settings.launch.progress else nullcontext():
+            runner_starting()
+            result = pipeline.run()  # a local runner returns when the pipeline has run
+        if local:
+            result.wait_until_finish()
+
+
+def preloaded_worker_count(pipeline_options: PipelineOptions) -> int:
+    """The worker processes of a local run on Beam's FnApiRunner that can be forked from this one
+    (io.local_workers), 0 when Beam starts them itself (one process, another runner, another OS)."""
+    runner = pipeline_options.view_as(StandardOptions).runner or DEFAULT_LOCAL_RUNNER
+    direct = pipeline_options.view_as(DirectOptions)
+    workers = direct.direct_num_workers or 0
+    if runner.rsplit('.', 1)[-1] != DEFAULT_LOCAL_RUNNER or direct.direct_running_mode != 'multi_processing':
+        return 0
+    return workers if PreloadedWorkers.available(workers) else 0
+
+
+def preloaded_runner(pipeline_options: PipelineOptions, workers: PreloadedWorkers):
+    """Beam's FnApiRunner with the preloaded workers' command as its worker processes' environment.
+    The runner takes its own environment in the 'in_memory' running mode only ('multi_processing'
+    would put back Beam's command); the number of workers still comes from direct_num_workers."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+    pipeline_options.view_as(DirectOptions).direct_running_mode = 'in_memory'
+    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(workers.command()))
 
 
 def print_submitted(plan: LaunchPlan, settings: Settings) -> None:
@@ -660,6 +688,7 @@ def run_streaming(pipeline_options: PipelineOptions, settings: Settings, local: 
     """Starts the streaming job; a local one runs in the foreground until it is interrupted."""
     pipeline = beam.Pipeline(options=pipeline_options)
     _ = pipeline | 'PredictionsToTables' >> StreamingPredictionsToTables(settings)
+    runner_starting()
     result = pipeline.run()
     where = ', '.join(filter(None, [settings.outputs.output, settings.bigquery.output_table]))
     print(f'Streaming: loading each shard notified on {settings.streaming.input_subscription}'

@@ -1,13 +1,23 @@
 """Local batch runs over a large input use worker processes, one per core up to a cap, unless the user
-chose Beam's direct-runner flags; small inputs stay in one process, where Beam starts fastest."""
+chose Beam's direct-runner flags; small inputs stay in one process, where Beam starts fastest. The
+worker processes are forked from the launcher (io.local_workers), and never outlive it."""
 import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 
+import psutil
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions
-from conftest import SAMPLE
+from conftest import ROOT, SAMPLE
 
 from pipeline import cli
 from pipeline.core import shards
+from pipeline.io import local_workers
 
 MB = 1024 * 1024
 LEGACY, VERTEX = 'image_object_detection_1.jsonl', 'predictions_00001.jsonl'
@@ -76,3 +86,88 @@ def test_a_run_on_worker_processes_prints_the_same_summary(tmp_path, monkeypatch
     assert 'running on 2 local worker processes' in captured.err
     # Only the output's own path differs (a checkout's path may hold any word).
     assert one.replace(str(first), str(second)) == captured.out
+
+
+@pytest.fixture
+def short_tmp(monkeypatch):
+    """A temporary folder of a short path, for the workers' socket (pytest's own paths are too long
+    for a Unix socket, and the run would then start Beam's workers itself)."""
+    folder = tempfile.mkdtemp(prefix='pt-', dir='/tmp')
+    monkeypatch.setattr(tempfile, 'tempdir', folder)
+    yield pathlib.Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def launched(args, tmp):
+    """A launcher process of its own (as a user starts one), TMPDIR short enough for the socket."""
+    return psutil.Popen([sys.executable, '-m', 'pipeline', *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(tmp)))
+
+
+def test_worker_processes_are_forked_from_the_launcher_not_started_anew(tmp_path, short_tmp):
+    args = ['--input', SAMPLE / 'input', '--image_size', '640x480', '--report=false']
+    one = launched(args + ['--output', tmp_path / 'one', '--direct_num_workers=1'], short_tmp).communicate()[0]
+    launcher = launched(args + ['--output', tmp_path / 'two', '--direct_num_workers=2',
+                                '--direct_running_mode=multi_processing'], short_tmp)
+    seen = {}  # pid: command line, of every process under the launcher
+    while launcher.poll() is None:
+        for child in launcher.children(recursive=True):
+            try:
+                seen[child.pid] = ' '.join(child.cmdline())
+            except psutil.Error:
+                pass
+        time.sleep(0.02)
+    assert launcher.returncode == 0
+    assert one.replace(bytes(tmp_path / 'one'), bytes(tmp_path / 'two')) == launcher.stdout.read()
+    commands = list(seen.values())
+    assert sum(command.startswith(sys.executable) and local_workers.__name__ in command for command in commands) == 2
+    assert not any(local_workers.BEAM_WORKER_MODULE in command for command in commands)  # none imported Beam anew
+    assert not list(short_tmp.iterdir())  # the socket's folder removed
+
+
+def test_a_process_that_has_run_a_pipeline_forks_no_worker(tmp_path, monkeypatch, capsys):
+    """A second run in one process (a notebook) gets Beam's own worker processes: the first run's gRPC
+    threads would be in the forked workers."""
+    assert cli.main(['--input', str(SAMPLE / 'input'), '--output', str(tmp_path / 'out'), '--report=false']) == 0
+    assert not local_workers.PreloadedWorkers.available(2)
+
+
+def test_killing_the_launcher_stops_its_workers(tmp_path, short_tmp):
+    """The OOM killer or a kill -9 takes the launcher only: its forked workers die with it (Linux's
+    parent-death signal), and Beam's worker commands follow as their worker's socket closes."""
+    sys.path.insert(0, str(ROOT / 'bench'))
+    from generate import generate
+    generate(str(tmp_path / 'in'), images=20_000, shards=4)
+    out = tmp_path / 'out'
+    launcher = launched(['--input', tmp_path / 'in', '--output', out, '--direct_num_workers=2',
+                         '--direct_running_mode=multi_processing', '--quiet'], short_tmp)
+    deadline = time.monotonic() + 60
+    while not list(out.glob('**/beam-temp*/*')) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the workers are writing
+    workers = launcher.children(recursive=True)
+    assert any(local_workers.__name__ in ' '.join(process.cmdline()) for process in workers)
+    launcher.kill()
+    launcher.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [process.cmdline() for process in alive]
+
+
+def test_a_worker_command_that_finds_no_waiting_worker_runs_beams_own(tmp_path, monkeypatch):
+    assert local_workers._taken(str(tmp_path / 'none')) is None  # no socket: every worker taken
+    monkeypatch.setattr(local_workers, '_TAKE_TIMEOUT_S', 0.2)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = tempfile.mktemp(prefix='pt-', dir='/tmp')
+    listener.bind(path)
+    listener.listen(1)
+    try:
+        assert local_workers._taken(path) is None  # a socket that no worker answers
+    finally:
+        listener.close()
+        os.unlink(path)
+
+
+def test_workers_are_preloaded_only_where_they_can_be():
+    assert not local_workers.PreloadedWorkers.available(1)  # one worker: Beam runs it in this process
+    fresh = subprocess.run([sys.executable, '-c', 'from pipeline.io.local_workers import PreloadedWorkers; '
+                            'print(PreloadedWorkers.available(2))'], cwd=ROOT, capture_output=True, text=True)
+    assert fresh.stdout.strip() == str(sys.platform.startswith('linux'))
