@@ -73,8 +73,11 @@ LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner', 'Swit
 # A local batch run over about this many annotations or more runs on worker processes, one per core up
 # to MAX_LOCAL_WORKERS, unless --direct_num_workers or --direct_running_mode is given: starting them has
 # a fixed cost that only a large input repays. Where 2 processes and 1 cross in the benchmark, in
-# either format (about 770 MB of legacy shards, 320 MB of Vertex AI ones; docs/benchmark.md).
-LOCAL_PARALLEL_MIN_ANNOTATIONS = 3_400_000
+# either format (docs/benchmark.md): with workers forked from the launcher (io.local_workers), about
+# 1.5 M annotations (350 MB of legacy shards, 140 MB of Vertex AI ones); where Beam starts each worker
+# as a new Python, 3.4 M (770 and 320 MB).
+LOCAL_PARALLEL_MIN_ANNOTATIONS = 1_500_000
+SPAWNED_WORKERS_MIN_ANNOTATIONS = 3_400_000
 MAX_LOCAL_WORKERS = 8
 _DIRECT_FLAGS = ('--direct_num_workers', '--direct_running_mode')
 QUIET_FLAG = '--quiet'  # of the launcher alone: no progress on stderr
@@ -149,7 +152,8 @@ def prepare(argv: Optional[List[str]], quiet: bool = False) -> LaunchPlan:
         bigquery={'temp_location': cloud.temp_location})
     if pattern and layout and standard.runner == DEFAULT_LOCAL_RUNNER and not any(
             arg.startswith(_DIRECT_FLAGS) for arg in argv):
-        use_local_workers(pipeline_options, local_workers(input_shards(), os.cpu_count() or 1))
+        use_local_workers(pipeline_options, local_workers(input_shards(), os.cpu_count() or 1,
+                                                          forked=PreloadedWorkers.available(2)))
     return LaunchPlan(pipeline_options, settings, pattern, layout)
 
 
@@ -383,10 +387,12 @@ def given_options(pipeline_options: PipelineOptions) -> Tuple[Tuple[str, str], .
     return tuple((option.name, str(raw[option.name])) for option in OPTIONS if raw.get(option.name) is not None)
 
 
-def local_workers(shards, cpus: int) -> int:
+def local_workers(shards, cpus: int, forked: bool = True) -> int:
     """How many local worker processes a batch run over these shards (path -> size) should use; 1
-    runs in this process."""
-    if sum(annotations_estimate(path, size) for path, size in shards.items()) < LOCAL_PARALLEL_MIN_ANNOTATIONS:
+    runs in this process. `forked`: whether the workers can be forked from this process, which makes
+    them pay from a smaller input."""
+    least = LOCAL_PARALLEL_MIN_ANNOTATIONS if forked else SPAWNED_WORKERS_MIN_ANNOTATIONS
+    if sum(annotations_estimate(path, size) for path, size in shards.items()) < least:
         return 1
     ranges = sum(len(split_ranges(path, size)) for path, size in shards.items())
     return max(1, min(cpus, MAX_LOCAL_WORKERS, ranges))

@@ -21,13 +21,13 @@ from pipeline.io import local_workers
 
 MB = 1024 * 1024
 LEGACY, VERTEX = 'image_object_detection_1.jsonl', 'predictions_00001.jsonl'
-LEGACY_BIG = 800 * MB  # about 3.6 M annotations of the legacy format: past the crossing
+LEGACY_BIG = 800 * MB  # about 3.6 M annotations of the legacy format: past either crossing
 VERTEX_BIG = 330 * MB  # the same in Vertex AI's format, which spells fewer keys
 
 
 @pytest.mark.parametrize('sizes, cpus, workers', [
-    ({LEGACY: 700 * MB}, 8, 1),  # below the crossing: one process
-    ({VERTEX: 300 * MB}, 8, 1),
+    ({LEGACY: 300 * MB}, 8, 1),  # below the crossing: one process
+    ({VERTEX: 120 * MB}, 8, 1),
     ({LEGACY: LEGACY_BIG}, 1, 1),  # one core
     ({LEGACY: LEGACY_BIG}, 2, 2),
     ({VERTEX: VERTEX_BIG}, 2, 2),  # a Vertex AI input of this size is as much work
@@ -38,6 +38,13 @@ VERTEX_BIG = 330 * MB  # the same in Vertex AI's format, which spells fewer keys
 ])
 def test_workers_follow_the_work_in_the_input_the_cores_and_the_units_of_work(sizes, cpus, workers):
     assert cli.local_workers(sizes, cpus) == workers
+
+
+def test_workers_that_beam_starts_anew_pay_from_a_larger_input():
+    """About 3 M annotations: past the crossing of forked workers, below that of Beam's own."""
+    assert cli.local_workers({LEGACY: 700 * MB}, 2) == 2
+    assert cli.local_workers({LEGACY: 700 * MB}, 2, forked=False) == 1
+    assert cli.local_workers({LEGACY: LEGACY_BIG}, 2, forked=False) == 2
 
 
 def test_the_estimate_weighs_each_format_by_its_bytes_per_annotation():
@@ -53,6 +60,7 @@ def prepared(tmp_path, *extra):
 
 def test_a_large_local_input_runs_on_worker_processes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, 'LOCAL_PARALLEL_MIN_ANNOTATIONS', 1)  # the sample counts as large
+    monkeypatch.setattr(cli, 'SPAWNED_WORKERS_MIN_ANNOTATIONS', 1)
     monkeypatch.setattr(os, 'cpu_count', lambda: 4)
     direct = prepared(tmp_path)
     assert (direct.direct_num_workers, direct.direct_running_mode) == (4, 'multi_processing')
@@ -62,6 +70,7 @@ def test_a_large_local_input_runs_on_worker_processes(tmp_path, monkeypatch, cap
 @pytest.mark.parametrize('flag', ['--direct_num_workers=1', '--direct_running_mode=in_memory'])
 def test_the_users_direct_runner_flags_win(tmp_path, monkeypatch, capsys, flag):
     monkeypatch.setattr(cli, 'LOCAL_PARALLEL_MIN_ANNOTATIONS', 1)
+    monkeypatch.setattr(cli, 'SPAWNED_WORKERS_MIN_ANNOTATIONS', 1)
     direct = prepared(tmp_path, flag)
     assert (direct.direct_num_workers, direct.direct_running_mode) == (1, 'in_memory')
     assert 'worker processes' not in capsys.readouterr().err
@@ -80,6 +89,7 @@ def test_a_run_on_worker_processes_prints_the_same_summary(tmp_path, monkeypatch
     assert cli.main(args + ['--output', str(first)]) == 0
     one = capsys.readouterr().out
     monkeypatch.setattr(cli, 'LOCAL_PARALLEL_MIN_ANNOTATIONS', 1)
+    monkeypatch.setattr(cli, 'SPAWNED_WORKERS_MIN_ANNOTATIONS', 1)
     monkeypatch.setattr(os, 'cpu_count', lambda: 2)
     assert cli.main(args + ['--output', str(second)]) == 0
     captured = capsys.readouterr()
