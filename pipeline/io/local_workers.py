@@ -12,6 +12,7 @@ exits with the child's exit code, so the runner sees a worker process as it alwa
 runs Beam's own worker main. A command that finds no child waiting runs Beam's worker itself.
 """
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -55,10 +56,21 @@ class PreloadedWorkers:
                     _serve(listener, parent)
                 self._children.append(pid)
         except BaseException:
+            listener.close()
             self.close()
             raise
-        finally:
-            listener.close()  # the children hold it open until each has taken a request
+        listener.close()  # the children hold it open until each has taken a request
+
+    @classmethod
+    def start(cls, count: int) -> Optional['PreloadedWorkers']:
+        """The workers, or None when they cannot be started (no room for the socket, no process left
+        to fork): the run then gets Beam's own worker processes, and the launch says why."""
+        try:
+            return cls(count)
+        except OSError as exc:
+            logging.getLogger(__name__).warning(
+                'Starting the worker processes the slower way (Beam starts each one): %s', exc)
+            return None
 
     @staticmethod
     def available(count: int) -> bool:
@@ -136,8 +148,6 @@ def _serve(listener: socket.socket, parent: int) -> None:
 def _run_beam_worker() -> int:
     """Beam's worker main, as a fresh worker process would run it: its logging replaces the
     launcher's handlers this process inherited."""
-    import logging
-
     from apache_beam.runners.worker import sdk_worker_main
     root = logging.getLogger()
     for handler in list(root.handlers):

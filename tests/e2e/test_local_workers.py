@@ -119,18 +119,21 @@ def test_worker_processes_are_forked_from_the_launcher_not_started_anew(tmp_path
     one = launched(args + ['--output', tmp_path / 'one', '--direct_num_workers=1'], short_tmp).communicate()[0]
     launcher = launched(args + ['--output', tmp_path / 'two', '--direct_num_workers=2',
                                 '--direct_running_mode=multi_processing'], short_tmp)
-    seen = {}  # pid: command line, of every process under the launcher
+    seen = set()  # (pid, command line) of every process under the launcher, as each was (sh, then what
+    # it runs; a zombie's is empty)
     while launcher.poll() is None:
         for child in launcher.children(recursive=True):
             try:
-                seen[child.pid] = ' '.join(child.cmdline())
+                seen.add((child.pid, ' '.join(child.cmdline())))
             except psutil.Error:
                 pass
         time.sleep(0.02)
     assert launcher.returncode == 0
     assert one.replace(bytes(tmp_path / 'one'), bytes(tmp_path / 'two')) == launcher.stdout.read()
-    commands = list(seen.values())
-    assert sum(command.startswith(sys.executable) and local_workers.__name__ in command for command in commands) == 2
+    commands = [command for _, command in seen]
+    worker_commands = {pid for pid, command in seen
+                       if command.startswith(sys.executable) and local_workers.__name__ in command}
+    assert len(worker_commands) == 2, commands  # Beam's two worker commands
     assert not any(local_workers.BEAM_WORKER_MODULE in command for command in commands)  # none imported Beam anew
     assert not list(short_tmp.iterdir())  # the socket's folder removed
 
@@ -140,6 +143,13 @@ def test_a_process_that_has_run_a_pipeline_forks_no_worker(tmp_path, monkeypatch
     threads would be in the forked workers."""
     assert cli.main(['--input', str(SAMPLE / 'input'), '--output', str(tmp_path / 'out'), '--report=false']) == 0
     assert not local_workers.PreloadedWorkers.available(2)
+
+
+def command_line(process: psutil.Process) -> str:
+    try:
+        return ' '.join(process.cmdline())
+    except psutil.Error:  # gone meanwhile
+        return ''
 
 
 def test_killing_the_launcher_stops_its_workers(tmp_path, short_tmp):
@@ -155,7 +165,7 @@ def test_killing_the_launcher_stops_its_workers(tmp_path, short_tmp):
     while not list(out.glob('**/beam-temp*/*')) and time.monotonic() < deadline:
         time.sleep(0.05)  # the workers are writing
     workers = launcher.children(recursive=True)
-    assert any(local_workers.__name__ in ' '.join(process.cmdline()) for process in workers)
+    assert any(local_workers.__name__ in command_line(process) for process in workers)
     launcher.kill()
     launcher.wait()
     gone, alive = psutil.wait_procs(workers, timeout=30)
@@ -181,3 +191,14 @@ def test_workers_are_preloaded_only_where_they_can_be():
     fresh = subprocess.run([sys.executable, '-c', 'from pipeline.io.local_workers import PreloadedWorkers; '
                             'print(PreloadedWorkers.available(2))'], cwd=ROOT, capture_output=True, text=True)
     assert fresh.stdout.strip() == str(sys.platform.startswith('linux'))
+
+
+def test_workers_that_cannot_be_forked_leave_the_run_to_beams_own(short_tmp, monkeypatch, caplog):
+    """No process left to fork (EAGAIN under a process limit): the launch says so and goes on; nothing
+    of the attempt is left behind."""
+    def no_process_left():
+        raise BlockingIOError(11, 'Resource temporarily unavailable')
+    monkeypatch.setattr(os, 'fork', no_process_left)
+    assert local_workers.PreloadedWorkers.start(2) is None
+    assert 'Beam starts each one' in caplog.text and 'Resource temporarily unavailable' in caplog.text
+    assert not list(short_tmp.iterdir())
