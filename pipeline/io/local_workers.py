@@ -154,8 +154,8 @@ def _run_beam_worker() -> int:
         root.removeHandler(handler)
     try:
         sdk_worker_main.main([])
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # sys.exit(None) is a success, sys.exit('message') a failure
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return 0
 
 
