@@ -608,7 +608,8 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
 def run_pipeline(plan: LaunchPlan, settings: Settings, local: bool) -> None:
     """Builds the batch job and runs it: to its end on a local runner, to its submission otherwise."""
     workers = preloaded_worker_count(plan.pipeline_options) if local else 0
-    with (PreloadedWorkers.start(workers) if workers else None) or nullcontext() as preloaded:
+    preloaded = PreloadedWorkers.start(workers) if workers else None  # None: Beam starts the workers
+    with preloaded or nullcontext():
         runner = None if preloaded is None else preloaded_runner(plan.pipeline_options, preloaded)
         pipeline = beam.Pipeline(runner=runner, options=plan.pipeline_options)
         pattern, skip = required(plan.pattern, 'input'), batch_layout(plan).is_ours_to_skip

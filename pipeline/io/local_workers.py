@@ -18,7 +18,6 @@ import shlex
 import shutil
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -129,13 +128,15 @@ def _serve(listener: socket.socket, parent: int) -> None:
         listener.close()
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a worker stops on it, as Beam's do
         connection.sendall(_TAKEN)
-        request = _receive(connection)
+        request = connection.makefile('rb').readline()  # one line of JSON (json.dumps writes no line end)
+        if not request.endswith(b'\n'):
+            raise ConnectionError('the worker command went away')
         os.environ.clear()
-        os.environ.update(json.loads(request.decode('utf-8')))
+        os.environ.update(json.loads(request))
         # The command gone (the runner stopped the worker): this process goes too.
         threading.Thread(target=_exit_on_close, args=(connection,), daemon=True).start()
         code = _run_beam_worker()
-        connection.sendall(struct.pack('!i', code))
+        connection.sendall(b'%d\n' % code)
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT
     except BaseException:  # the command reports it as a failed worker
@@ -180,33 +181,15 @@ def _exit_on_close(connection: socket.socket) -> None:
     os._exit(1)
 
 
-def _receive(connection: socket.socket) -> bytes:
-    size, = struct.unpack('!I', _exactly(connection, 4))
-    return _exactly(connection, size)
-
-
-def _exactly(connection: socket.socket, size: int) -> bytes:
-    data = b''
-    while len(data) < size:
-        chunk = connection.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError('the worker command went away')
-        data += chunk
-    return data
-
-
 def main(argv: List[str]) -> int:
     """The worker command: hands this process's environment to a waiting child and waits for its exit
     code; runs Beam's worker itself when no child takes the request."""
     connection = _taken(argv[1])
     if connection is None:
         os.execv(sys.executable, [sys.executable, '-m', BEAM_WORKER_MODULE])
-    request = json.dumps(dict(os.environ)).encode('utf-8')
-    connection.sendall(struct.pack('!I', len(request)) + request)
-    try:
-        return struct.unpack('!i', _exactly(connection, 4))[0]
-    except ConnectionError:  # the child died without a word
-        return 1
+    connection.sendall(json.dumps(dict(os.environ)).encode('utf-8') + b'\n')
+    answer = connection.makefile('rb').readline()  # the worker's exit code
+    return int(answer) if answer.endswith(b'\n') else 1  # nothing: the worker died without a word
 
 
 def _taken(path: str) -> Optional[socket.socket]:
