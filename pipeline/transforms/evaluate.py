@@ -185,6 +185,9 @@ class MergeTotalsFn(beam.CombineFn):
     def extract_output(self, accumulator):
         return settled(merge_all_totals(accumulator), self._rule) if accumulator else None
 
+    def get_accumulator_coder(self):
+        return beam.coders.PickleCoder()
+
 
 def _compacted(parts: List[LabelTotals]) -> List[LabelTotals]:
     if len(parts) > 1 and held_scores(parts) > COMPACT_AT:

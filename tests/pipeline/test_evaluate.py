@@ -110,6 +110,25 @@ def test_two_runs_side_by_side_equal_pycocotools_each(spill, tmp_path):
     pipeline.run().wait_until_finish()
 
 
+def test_accumulators_cross_between_stages_unchanged():
+    """What the evaluation's workers send to the merge (a label's parts, numpy arrays inside) goes
+    through the combine's own accumulator coder, one pickle, and comes back settling to the same."""
+    from pipeline.core.evaluation import LabelTotals, PrecisionCounts
+    from pipeline.transforms import evaluate
+    rng = np.random.default_rng(7)
+    grid = np.zeros(23, dtype=np.int64)
+    parts = [LabelTotals(PrecisionCounts.of(rng.integers(0, 10, n) / 10,
+                                            rng.integers(0, 3, (len(COCO_IOU_THRESHOLDS), n)), 3), n, 1, 1, 1,
+                         grid, grid, grid) for n in (0, 4, 9)]
+    combine = evaluate.MergeTotalsFn()
+    coder = combine.get_accumulator_coder()
+    crossed = coder.decode(coder.encode(parts))
+    assert [np.array_equal(a.counts.tp, b.counts.tp) and np.array_equal(a.counts.scores, b.counts.scores)
+            for a, b in zip(parts, crossed)] == [True] * 3
+    before, after = combine.extract_output(parts), combine.extract_output(crossed)
+    assert before.counts.average_precision().tolist() == after.counts.average_precision().tolist()
+
+
 def test_merging_in_steps_gives_what_merging_at_once_gives(monkeypatch):
     """A label's parts compacted whenever they grow past a bound (here 5 scores) settle into the same
     AP, recall and counts as parts merged once at the end."""
