@@ -43,7 +43,6 @@ from pipeline.config.settings import EvaluationSettings, Settings, SliceSettings
 from pipeline.core import geometry
 from pipeline.core import summary as run_summary
 from pipeline.core.evaluation import bucket_count
-from pipeline.core.garbage_collection import tune_garbage_collector
 from pipeline.core.operating_thresholds import read_csv_thresholds
 from pipeline.core.outputs import OutputLayout, overlaps_with_input
 from pipeline.core.run_warnings import render as render_warnings
@@ -608,7 +607,6 @@ def run_batch(plan: LaunchPlan, settings: Settings, local: bool) -> Tuple[int, b
 
 def run_pipeline(plan: LaunchPlan, settings: Settings, local: bool) -> None:
     """Builds the batch job and runs it: to its end on a local runner, to its submission otherwise."""
-    tune_garbage_collector()  # the graph, the runner's work, and the workers forked below
     workers = preloaded_worker_count(plan.pipeline_options) if local else 0
     preloaded = PreloadedWorkers.start(workers) if workers else None  # None: Beam starts the workers
     with preloaded or nullcontext():

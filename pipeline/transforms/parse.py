@@ -1,5 +1,6 @@
 """Parsing: batches of lines into Arrow tables of detections and images, dead letters and counts, with
 the image sizes resolved per worker."""
+import gc
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
@@ -13,7 +14,6 @@ from pipeline.core.dead_letters import INVALID_RECORD
 from pipeline.core.decoding import BatchDecoder
 from pipeline.core.evaluation import PREDICTED, BucketLines, batch_lines, packed
 from pipeline.core.export import export_batch, split_by_bucket, uncertain_lines
-from pipeline.core.garbage_collection import tune_garbage_collector
 from pipeline.core.tables import build_tables
 from pipeline.io.sizes import SizeResolver, load_manifest
 from pipeline.io.spill import SpillWriter
@@ -151,6 +151,20 @@ class ParseBatchFn(beam.DoFn):
 # Lines and detections a worker gathers for the evaluation before it sends them on, split by bucket
 # (about 15 MB of columns).
 GATHERED_ROWS = 300_000
+
+
+# Python's cyclic collector runs every 700 net container allocations, and a full pass walks every
+# object of the worker (Beam, pyarrow, ...). Parsing allocates several dicts and lists per annotation,
+# none in a cycle, so with the defaults the collector takes a large share of a run; freezing what
+# startup allocated keeps full passes off it for good.
+GC_YOUNG_THRESHOLD = 100_000
+
+
+def tune_garbage_collector() -> None:
+    """Once per worker process, before the first batch."""
+    if gc.get_threshold()[0] < GC_YOUNG_THRESHOLD:
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
 
 
 def failed_batch_to_dead_letters(failure):
