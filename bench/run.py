@@ -1,10 +1,10 @@
 """`make bench`: the pipeline against a plain Python baseline and DuckDB, interleaved and repeated.
 
-For each input format, data size and threshold, every contender runs `--repeats` times in turn; the
-table gives the median seconds (and the spread), annotations per second, the CPU seconds per million
-annotations (all processes, what a Dataflow worker bills), the peak memory of the whole process tree,
-and the ratios to the baseline and to DuckDB. Every contender's output is checked to hold the same
-rows. Results are also written as JSON.
+For each input format, data size and threshold, every contender runs `--repeats` times in turn, each
+repeat starting with the next contender; the table gives the median seconds (and the spread),
+annotations per second, the CPU seconds per million annotations (all processes, what a Dataflow
+worker bills), the peak memory of the whole process tree, and the ratios to the baseline and to
+DuckDB. Every contender's output is checked to hold the same rows. Results are also written as JSON.
 """
 import argparse
 import csv
@@ -86,6 +86,15 @@ def anchor_versions(python):
     return {'duckdb': duckdb_version, 'polars': polars_version}
 
 
+def in_turn(names, repeat):
+    """The contenders' order in a repeat: each repeat starts one later, so that no contender always
+    runs first or right after the same one (on this machine a command run always first of a pair
+    measured 5% slower than in alternating pairs)."""
+    names = list(names)
+    shift = repeat % len(names) if names else 0
+    return names[shift:] + names[:shift]
+
+
 def settle(paths):
     """Before a run: the files it reads brought into the page cache, and what earlier runs wrote
     flushed to disk, so that a run neither reads the disk (this machine's kernel evicts files between
@@ -164,8 +173,10 @@ def bench_size(fmt, images, thresholds, repeats, work_dir, postprocessing=False,
         timings = {}
         reference = None
         for repeat in range(repeats):
-            for name, command in contender_commands(fmt, data_dir, os.path.join(work_dir, 'out'),
-                                                    threshold, postprocessing, anchor_python).items():
+            commands = contender_commands(fmt, data_dir, os.path.join(work_dir, 'out'), threshold, postprocessing,
+                                          anchor_python)
+            for name in in_turn(commands, repeat):
+                command = commands[name]
                 output_dir = os.path.join(work_dir, 'out')
                 shutil.rmtree(output_dir, ignore_errors=True)
                 settle(input_files(data_dir))
@@ -208,7 +219,8 @@ def timed_rounds(commands, inputs, repeats, output_dir, what, after=lambda name:
     output folder with its inputs (`inputs`: name -> files) settled; `after(name)` reads a run's answer."""
     timings = {}
     for repeat in range(repeats):
-        for name, command in commands.items():
+        for name in in_turn(commands, repeat):
+            command = commands[name]
             shutil.rmtree(output_dir, ignore_errors=True)
             settle(inputs[name])
             seconds, peak_mb, cpu_s = run_measured(command)

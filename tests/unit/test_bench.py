@@ -92,3 +92,11 @@ def test_the_targets_say_which_are_met_from_the_rows_a_run_has():
         ('vertex', '200,000 images, 2 processes, peak MB'): (1100.0, False),
         ('vertex', 'marginal cost per annotation, 2 processes, x DuckDB'): (3.0, False),
     }
+
+
+def test_each_repeat_starts_with_the_next_contender():
+    from run import in_turn  # bench/run.py: the benchmark's own loop
+    names = {'a': 1, 'b': 2, 'c': 3}
+    orders = [in_turn(names, repeat) for repeat in range(4)]
+    assert orders == [['a', 'b', 'c'], ['b', 'c', 'a'], ['c', 'a', 'b'], ['a', 'b', 'c']]
+    assert in_turn([], 3) == []
