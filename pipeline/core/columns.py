@@ -1,5 +1,6 @@
 """Columns of variable-length groups (the boxes of lines, the detections of images): labels as codes,
 ranges of rows, and groups split by a key, in numpy, without a Python object per row."""
+import hashlib
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -66,6 +67,24 @@ def bucket_of(image_uri: str, buckets: int) -> int:
 
 def buckets_of(image_uris: Sequence[str], buckets: int) -> np.ndarray:
     return np.fromiter((bucket_of(uri, buckets) for uri in image_uris), dtype=np.int64, count=len(image_uris))
+
+
+def fingerprints(texts: Sequence[str]) -> np.ndarray:
+    """(n, 2) uint64: each text's 128-bit BLAKE2b digest, stable across processes and machines. Two
+    texts share one with a chance of about 2^-128 a pair (one in 10^20 among a billion): a count of
+    repeated image URIs holds 16 bytes an image instead of its URI."""
+    digest = hashlib.blake2b
+    joined = b''.join([digest(text.encode('utf-8'), digest_size=16).digest() for text in texts])
+    return np.frombuffer(joined, dtype='<u8').reshape(-1, 2)
+
+
+def repeated_count(prints: np.ndarray) -> int:
+    """How many distinct rows of `prints` (fingerprints) occur more than once."""
+    if len(prints) < 2:
+        return 0
+    ordered = prints[np.lexsort((prints[:, 1], prints[:, 0]))]
+    same = (ordered[1:] == ordered[:-1]).all(axis=1)  # a row equal to the one before it
+    return int(np.count_nonzero(same[1:] & ~same[:-1]) + same[0])  # runs of equal rows
 
 
 def split_by_key(keys: np.ndarray) -> Dict[int, np.ndarray]:

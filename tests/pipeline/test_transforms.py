@@ -3,6 +3,7 @@ import gzip
 import json
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 from beam_testing import local_test_pipeline
@@ -11,7 +12,7 @@ from pipeline.config.settings import Settings
 from pipeline.core.counts import MAX_LISTED_OTHER_FILES, Counts
 from pipeline.core.dead_letters import INVALID_RECORD, MALFORMED_LINE, PREDICTION_ERROR, UNREADABLE_FILE
 from pipeline.transforms import parse
-from pipeline.transforms.count import CountDuplicateImageUris, MergeCountsFn, MergeUriSetsFn
+from pipeline.transforms.count import CountDuplicateImageUris, CountRepeatedUrisFn, MergeCountsFn
 from pipeline.transforms.parse import ParsePredictions
 from pipeline.transforms.read import LineBatch, ReadShards
 
@@ -219,12 +220,33 @@ def test_count_duplicate_image_uris_across_batches():
         assert_that(uris | CountDuplicateImageUris(), equal_to([3]))
 
 
-def test_uris_seen_once_in_each_of_two_partial_merges_are_duplicates():
-    fn = MergeUriSetsFn()
-    first = fn.add_input(fn.create_accumulator(), ({'a', 'b'}, set()))
-    second = fn.add_input(fn.add_input(fn.create_accumulator(), ({'b', 'c'}, set())), ({'d'}, {'d'}))
-    seen, repeated = fn.extract_output(fn.merge_accumulators([first, second, fn.create_accumulator()]))
-    assert (seen, repeated) == ({'a', 'b', 'c', 'd'}, {'b', 'd'})
+def test_uris_seen_once_in_each_of_two_partial_merges_are_duplicates(monkeypatch):
+    from pipeline.core.columns import fingerprints
+    from pipeline.transforms import count
+    monkeypatch.setattr(count, 'PRINT_PARTS', 2)  # parts put together in one array on the way
+    fn = CountRepeatedUrisFn()
+    first = fn.add_input(fn.create_accumulator(), fingerprints(['a', 'b']))
+    second = fn.create_accumulator()
+    for uris in (['b', 'c'], ['d', 'd'], ['e'], ['f']):
+        second = fn.add_input(second, fingerprints(uris))
+    assert len(second) <= 2
+    coder = fn.get_accumulator_coder()  # as the parts cross from the workers to the merge
+    merged = fn.merge_accumulators([coder.decode(coder.encode(first)), coder.decode(coder.encode(second)),
+                                    fn.create_accumulator()])
+    assert fn.extract_output(merged) == 2  # b (one in each part) and d (twice in one)
+    assert fn.extract_output(fn.create_accumulator()) == 0
+
+
+def test_a_batchs_uris_go_to_their_buckets_once_each():
+    from pipeline.core.columns import fingerprints
+    from pipeline.transforms.count import DUPLICATE_BUCKETS, _bucketed_uris
+    uris = [f'gs://b/{i % 150}.jpg' for i in range(400)]
+    parts = list(_bucketed_uris(('run', uris)))
+    assert len({key for key, _ in parts}) == len(parts) > 1
+    assert sorted(map(tuple, np.concatenate([prints for _, prints in parts]).tolist())) == sorted(
+        map(tuple, fingerprints(uris).tolist()))
+    assert all(key == ('run', int(row[0] % DUPLICATE_BUCKETS)) for key, prints in parts for row in prints)
+    assert list(_bucketed_uris(('run', []))) == []
 
 
 def test_merge_counts_sums_and_caps_listed_files():

@@ -1,3 +1,4 @@
+import hashlib
 import math
 
 import numpy as np
@@ -128,3 +129,18 @@ def test_each_line_keeps_its_rows_in_rank_order_and_its_place_for_the_evaluation
     assert (a.image_uri, a.order, a.labels, len(a.scores)) == ('a', ('f', 4096, 10), [], 0)
     assert (b.image_uri, b.order, b.labels, b.scores.tolist()) == ('b', ('f', 4096, 12), ['y', 'x'], [0.9, 0.2])
     assert b.boxes[:, 2].tolist() == [0.3, 0.2]  # the rows of the detections table, in its order
+
+
+def test_fingerprints_are_stable_and_repeats_are_counted_once_each():
+    from pipeline.core.columns import fingerprints, repeated_count
+    uris = ['gs://b/a.jpg', 'gs://b/ü #[*].jpg', 'gs://b/a.jpg', 'gs://b/c.jpg', 'gs://b/a.jpg', 'gs://b/c.jpg', '']
+    prints = fingerprints(uris)
+    assert prints.shape == (7, 2) and prints.dtype == np.uint64
+    # BLAKE2b-128 of the UTF-8 bytes, little-endian halves: the same in every process and on every machine
+    assert prints[0].tobytes() == hashlib.blake2b(b'gs://b/a.jpg', digest_size=16).digest()
+    assert repeated_count(prints) == 2  # a (three times) and c (twice)
+    assert [repeated_count(fingerprints(u)) for u in ([], ['x'], ['x', 'x'], ['x', 'y'], ['x', 'x', 'x', 'y'])] == [
+        0, 0, 1, 0, 1]
+    # rows that share their first half only are not repeats
+    same_high = np.array([[1, 2], [1, 3], [1, 2], [4, 3]], dtype=np.uint64)
+    assert repeated_count(same_high) == 1
