@@ -1,5 +1,6 @@
 """Columns of variable-length groups (the boxes of lines, the detections of images): labels as codes,
-ranges of rows, and groups split by a key, in numpy, without a Python object per row."""
+ranges of rows, groups split by a key, and texts as fixed-size fingerprints, in numpy, without a Python
+object per row."""
 import hashlib
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
