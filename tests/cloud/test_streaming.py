@@ -87,8 +87,9 @@ def rows_of(cloud, table):
     return [dict(row) for row in rows]
 
 
-def wait_for(condition, process, what, log):
-    """Polls `condition`; a failure shows the end of the job's log, the only trace of why."""
+def wait_for(condition, process, what, log, progress=lambda: ''):
+    """Polls `condition`; a failure shows how far it got (`progress`) and the end of the job's log,
+    the only traces of why."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         assert process.poll() is None, 'the streaming job exited:\n' + log.read_text()[-8000:]
@@ -98,7 +99,12 @@ def wait_for(condition, process, what, log):
         except GoogleAPIError:
             pass  # the emulator is busy: ask again
         time.sleep(1)
-    pytest.fail(f'{what}: not within {WAIT_SECONDS} s; the job\'s log ends with:\n{log.read_text()[-8000:]}')
+    try:
+        reached = progress()
+    except GoogleAPIError as exc:
+        reached = f'(the emulator did not answer: {exc})'
+    pytest.fail(f'{what}: not within {WAIT_SECONDS} s; reached: {reached}; the job\'s log ends with:\n'
+                f'{log.read_text()[-8000:]}')
 
 
 def files_of(cloud, folder):
@@ -150,7 +156,11 @@ def test_each_notified_shard_is_loaded_once_with_the_rows_of_a_batch_run(cloud, 
         wait_for(lambda: (len(rows_of(cloud, table)) >= len(expected)
                           and len(rows_of(cloud, f'{table}_images')) >= len(expected_images)
                           and len(rows_of(cloud, f'{table}_error_records')) > len(expected_dead)),
-                 process, 'the rows of every notified shard in BigQuery', log)
+                 process, 'the rows of every notified shard in BigQuery', log,
+                 lambda: (f'{len(rows_of(cloud, table))} of {len(expected)} detections, '
+                          f'{len(rows_of(cloud, f"{table}_images"))} of {len(expected_images)} images, '
+                          f'{len(rows_of(cloud, f"{table}_error_records"))} of {len(expected_dead) + 1} '
+                          f'error records; windowed files: {[p.name for p in files_of(cloud, out)]}'))
         # A redelivery after the rows arrived, then a new shard: once that shard's rows are in, the
         # redelivery has been through the job too.
         notify(cloud, repeated)
