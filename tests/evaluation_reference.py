@@ -275,3 +275,36 @@ def label_totals(result: ImageEvaluation, label_detections: dict) -> dict:
 
 def merge_totals(first: LabelTotals, second: LabelTotals) -> LabelTotals:
     return merge_all_totals([first, second])
+
+
+def settled_with_ties(parts):
+    """Bucket evaluations merged and settled as the job does: the counts per label, then the tied
+    detections at the scores where outcomes mix, gathered by label and chunk and put in pycocotools'
+    order, and likewise the tied error points in tidecv's."""
+    from pipeline.core.error_types import TIDE_CURVE
+    from pipeline.core.evaluation import raised_errors, raised_totals, settled
+    from pipeline.core.ties import COCO_CURVE, raises, tied_parts
+    totals = {}
+    for part in parts:
+        for label, value in part.labels.items():
+            totals[label] = merge_totals(totals[label], value) if label in totals else value
+    totals = {label: settled(value) for label, value in totals.items()}
+    for kind, raise_totals, rule in (('ties', raised_totals, COCO_CURVE), ('error_ties', raised_errors, TIDE_CURVE)):
+        bases = {label: getattr(value, kind) for label, value in totals.items() if getattr(value, kind) is not None}
+        gathered = {}
+        for part in parts:
+            tied = part.tied if kind == 'ties' else part.tied_errors
+            for key, chunk in ({} if tied is None else tied_parts(tied, bases)).items():
+                gathered.setdefault(key, []).append(chunk)
+        for (label, _), chunks in gathered.items():
+            totals[label] = raise_totals(totals[label], raises(chunks, bases[label], rule))
+    return totals, {label: value.ties for label, value in totals.items() if value.ties is not None}
+
+
+def in_ground_truth_order(columns, first_image):
+    """Columns whose images are numbered from `first_image` in one ground-truth file (pycocotools'
+    image ids in the tests' sets)."""
+    images = len(columns.image_uris)
+    return columns._replace(image_files=['truth.json'], image_file_codes=np.zeros(images, dtype=np.int32),
+                            image_places=np.stack([np.zeros(images, dtype=np.int64),
+                                                   np.arange(first_image, first_image + images)], axis=1))

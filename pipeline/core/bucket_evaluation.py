@@ -10,11 +10,13 @@ import pyarrow.compute as pc
 
 from pipeline.core.columns import concat_ranges, joined_codes, label_codes, packed_flags, recoded
 from pipeline.core.error_types import (
+    ERROR_COLUMNS,
     ERROR_TYPES,
     MISS,
     NO_ERROR,
     Classified,
     ErrorCounts,
+    ErrorPoints,
     Ranks,
     classify,
     label_points,
@@ -116,6 +118,7 @@ class BucketEvaluation(NamedTuple):
     cells: Dict[Tuple[Optional[str], Optional[str]], int]
     matches: pa.Table
     tied: TiedDetections  # the evaluated detections, for pycocotools' order among equal scores
+    tied_errors: Optional[TiedDetections]  # the error points (areas: ERROR_COLUMNS), for tidecv's order
     beyond_max_dets: int  # detections past the last cap of their image and label: not evaluated
     images_without_size: int  # evaluated images whose size is unknown: no area range for them
 
@@ -140,7 +143,7 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     classified = classify(columns.det_image, columns.det_label, columns.det_scores, det_boxes, columns.gt_image,
                           columns.gt_label, gt_boxes, columns.gt_crowd, image_pairs,
                           Ranks(rank, matched.rank_in_group)) if details else None
-    labels = _label_totals(columns, matched, classified, len(thresholds), max_dets)
+    labels, points = _label_totals(columns, matched, classified, len(thresholds), max_dets)
     matches = MATCHES_SCHEMA.empty_table() if classified is None else _matches_table(
         columns, prediction_run, matched, len(thresholds), rank, classified)
     cells = _confusion(columns, det_boxes, gt_boxes, columns.label_names, eval_iou, eval_confidence, image_pairs,
@@ -151,7 +154,8 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     if matched.sized is not None:
         outcomes = np.concatenate([outcomes, matched.sized], axis=1)
     tied = _tied(columns, prediction_run, (columns.det_label >= 0) & ~matched.beyond, outcomes)
-    return BucketEvaluation(labels, cells, matches, tied, int(matched.beyond.sum()), unsized)
+    tied_errors = None if classified is None else _tied_errors(columns, prediction_run, points)
+    return BucketEvaluation(labels, cells, matches, tied, tied_errors, int(matched.beyond.sum()), unsized)
 
 
 def detection_outcomes(columns: ImageColumns, eval_iou: float,
@@ -211,9 +215,10 @@ def _matched(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray,
 
 
 def _label_totals(columns: ImageColumns, matched: _Matched, classified: Optional[Classified], n_thresholds: int,
-                  max_dets: Sequence[int]) -> Dict[str, LabelTotals]:
-    """What each label present in the bucket adds to its run's totals. The flags of every detection
-    are packed once; each label takes its rows of them."""
+                  max_dets: Sequence[int]) -> Tuple[Dict[str, LabelTotals], Dict[int, ErrorPoints]]:
+    """What each label present in the bucket adds to its run's totals, and its error points by label
+    code (none without `classified`). The flags of every detection are packed once; each label
+    takes its rows of them."""
     det_code, gt_code, regular = columns.det_label, columns.gt_label, ~columns.gt_crowd
     evaluated = np.where(matched.beyond, -1, det_code)
     order = np.argsort(evaluated, kind='stable')  # each label's evaluated detections together, in row order
@@ -224,7 +229,7 @@ def _label_totals(columns: ImageColumns, matched: _Matched, classified: Optional
     by_area = None if matched.sized is None or matched.ranges is None else [
         _PackedOutcomes.of(matched.sized[:, area]) for area in range(len(AREA_RANGES) - 1)]
     caps = [cap or np.iinfo(np.int64).max for cap in max_dets]
-    labels = {}
+    labels, points = {}, {}
     for code in np.unique(np.r_[det_code[det_code >= 0], gt_code]).tolist():
         rows, boxes = order[bounds[code]:bounds[code + 1]], gt_code == code
         scores, rank = columns.det_scores[rows], matched.rank_in_group[rows]
@@ -239,13 +244,15 @@ def _label_totals(columns: ImageColumns, matched: _Matched, classified: Optional
         tp_scores, fp_scores = scores[at_eval == TRUE_POSITIVE], scores[at_eval == FALSE_POSITIVE]
         grid_tp, grid_fp, grid_fn = grid_counts(tp_scores, fp_scores, regular_boxes)
         counted = at_eval != IGNORED  # the curve of the operating threshold, at --eval_iou
+        if classified is not None:
+            points[code] = label_points(code, classified, det_code, columns.det_scores)
         labels[columns.label_names[code]] = LabelTotals(
             counts, int((det_code == code).sum()), len(tp_scores), len(fp_scores), int((boxes & matched.missed).sum()),
             grid_tp, grid_fp, grid_fn, sized,
-            errors=None if classified is None else _label_errors(code, classified, det_code, columns.det_scores,
+            errors=None if classified is None else _label_errors(code, classified, det_code, points[code],
                                                                  boxes & regular),
             operating=PrecisionCounts.of(scores[counted], at_eval[None, counted], regular_boxes))
-    return labels
+    return labels, points
 
 
 class _PackedOutcomes(NamedTuple):
@@ -327,14 +334,33 @@ def _sized_outcomes(det_group: np.ndarray, gt_group: np.ndarray, columns: ImageC
     return outcomes
 
 
-def _label_errors(code: int, classified: Classified, det_code: np.ndarray, det_scores: np.ndarray,
+def _label_errors(code: int, classified: Classified, det_code: np.ndarray, points: ErrorPoints,
                   boxes: np.ndarray) -> ErrorCounts:
     """One label's error counts in a bucket: its points in each fix, its boxes and missed ones, and
     the types of its own errors."""
     missed = int((boxes & classified.missed).sum())
     own = classified.error[(det_code == code) & (classified.error != NO_ERROR)]
-    return ErrorCounts.of(label_points(code, classified, det_code, det_scores), int(boxes.sum()), missed,
+    return ErrorCounts.of(points, int(boxes.sum()), missed,
                           np.r_[own.astype(np.int64), np.full(missed, MISS, dtype=np.int64)])
+
+
+def _tied_errors(columns: ImageColumns, prediction_run: Optional[str],
+                 points: Dict[int, ErrorPoints]) -> TiedDetections:
+    """Every label's error points with what tidecv orders equal scores by (as `_tied`: their image's
+    place in the ground truth, their detection's row among its image's), outcomes per column."""
+    codes = sorted(points)
+    rows = np.concatenate([np.zeros(0, dtype=np.int64)] + [points[code].rows for code in codes])
+    labels = np.concatenate([np.zeros(0, dtype=np.int64)] + [np.full(len(points[code].rows), code) for code in codes])
+    tp, fp = (np.concatenate([np.zeros((ERROR_COLUMNS, 0), dtype=np.uint8)] + [getattr(points[code], name)
+                                                                              for code in codes], axis=1)
+              for name in ('tp', 'fp'))
+    outcomes = np.where(tp.T, TRUE_POSITIVE, np.where(fp.T, FALSE_POSITIVE, IGNORED))[:, :, None]
+    files, file_codes, places = columns.image_order()
+    image = columns.det_image[rows]
+    row_in_image = rows_in_groups(columns.det_image)
+    return TiedDetections.of(prediction_run, columns.label_names, labels, columns.det_scores[rows], files,
+                             file_codes[image], places[image], row_in_image[rows], outcomes, TRUE_POSITIVE,
+                             FALSE_POSITIVE)
 
 
 def _area_ranges(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray):

@@ -16,9 +16,15 @@ positives 1 and false positives 0; `fn` counts only the boxes matched.
 
 Here each bucket classifies its detections and boxes (`classify`), and each label keeps, per fix,
 its points merged per distinct score (`ErrorCounts`): bounded by distinct scores, like the AP counts.
-Equal scores are taken together, where tidecv orders them by its internal lists.
+Equal scores fall in tidecv's order, which it takes from the order it received its data in: its
+stable sort by score keeps the images in ground-truth order and each image's detections in line
+order (the base run); a fixed run pushes the points of every error first, in that order, then the
+true positives, so its true positives fall last among equal scores. As for pycocotools' order
+(`ties`), the merged counts give each curve, and only the points at the scores where true and false
+positives mix are gathered again and put in order (a bucket's `tied_errors`, TIDE_CURVE). The `miss` and `fn`
+fixes move no true positive ahead of a false one: their merged curves are exact.
 """
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,6 +39,7 @@ from pipeline.core.matching import (
     match_groups,
     within_groups,
 )
+from pipeline.core.ties import AreaCounts, CurveRule, TieBasis, tie_basis
 
 # tidecv's defaults: positive and background thresholds, detections per image (over all labels).
 TIDE_IOU, TIDE_BACKGROUND, TIDE_MAX_DETS = 0.5, 0.1, 100
@@ -44,6 +51,9 @@ ERROR_COLUMNS = 1 + len(POINT_FIXES)
 NO_ERROR = -1
 # tidecv's recall points: i / 100 (pycocotools' linspace differs from them in the last bit at some).
 TIDE_RECALL_POINTS = np.array([i / 100 for i in range(101)])
+# tidecv's curve: no epsilon in its precision; in every fixed run (the columns after the base one) a
+# score's true positives of the base run fall after its other points.
+TIDE_CURVE = CurveRule(TIDE_RECALL_POINTS, 0.0, (False,) + (True,) * len(POINT_FIXES))
 
 
 class Classified(NamedTuple):
@@ -153,10 +163,11 @@ def _fixed_targets(error: np.ndarray, box: np.ndarray, used: np.ndarray, det_lab
 class ErrorPoints(NamedTuple):
     """What one label's detections add to its error counts, before merging: each point's score and
     whether it is a true or false positive in the base column and after each fix of POINT_FIXES
-    (absent: neither), and its boxes."""
+    (absent: neither), and the detection it is (its place among equal scores)."""
     scores: np.ndarray  # (P,)
     tp: np.ndarray  # (1 + fixes, P) uint8
     fp: np.ndarray  # (1 + fixes, P) uint8
+    rows: np.ndarray  # (P,) the detection's row: the label's own, then the fixed errors of other labels
 
 
 def label_points(label: int, classified: Classified, det_label: np.ndarray, det_scores: np.ndarray) -> ErrorPoints:
@@ -175,7 +186,7 @@ def label_points(label: int, classified: Classified, det_label: np.ndarray, det_
         tp[column, :len(own)] = stays & (outcome == TRUE_POSITIVE)
         fp[column, :len(own)] = stays & (outcome == FALSE_POSITIVE)
     tp[1 + classified.error[moved], len(own) + np.arange(len(moved))] = 1
-    return ErrorPoints(np.r_[det_scores[own], det_scores[moved]], tp, fp)
+    return ErrorPoints(np.r_[det_scores[own], det_scores[moved]], tp, fp, np.r_[own, moved])
 
 
 class ErrorCounts:
@@ -209,39 +220,60 @@ class ErrorCounts:
         return cls(scores, tp, fp, sum(part.ground_truth for part in parts),
                    sum(part.missed for part in parts), np.sum([part.counts for part in parts], axis=0), True)
 
-    def summary(self) -> 'ErrorSummary':
-        """tidecv's AP of the label in the base column and after each fix (None: the label is empty
-        there, out of tidecv's mean), with the counts."""
+    def settled(self) -> Tuple['ErrorSummary', Optional[TieBasis]]:
+        """tidecv's figures of the label from its merged counts, and what ordering its tied points
+        needs (None: the merged curves are exact)."""
         merged = self if self.distinct else ErrorCounts.merge_all([self])
         tp_cum, fp_cum = np.cumsum(merged.tp, axis=1, dtype=np.int64), np.cumsum(merged.fp, axis=1, dtype=np.int64)
         present = (merged.tp + merged.fp).sum(axis=1) > 0  # the label has points in the column
+        curves = [tide_curve(merged.scores, tp_cum[column], fp_cum[column], self.ground_truth)
+                  for column in range(ERROR_COLUMNS)]
         base_tp = int(tp_cum[0, -1]) if tp_cum.shape[1] else 0
+        empty = tuple(bool(not present[column] and self.ground_truth == 0) for column in range(ERROR_COLUMNS))
 
         def ap(column: int, ground_truth: int) -> Optional[float]:
             if not present[column] and ground_truth == 0:
                 return None
-            return tide_ap(tp_cum[column], fp_cum[column], ground_truth)
-        fixes = {name: ap(column, self.ground_truth) for column, name in enumerate(POINT_FIXES, start=1)}
-        fixes['miss'] = ap(0, self.ground_truth - self.missed)
-        fixes['fp'] = None if not present[0] and self.ground_truth == 0 else _perfect_precision_ap(
-            base_tp, self.ground_truth)
-        fixes['fn'] = ap(0, base_tp)
-        return ErrorSummary(ap(0, self.ground_truth), fixes, self.counts)
+            return _mean(tide_curve(merged.scores, tp_cum[column], fp_cum[column], ground_truth)[0])
+        fixed = {'miss': ap(0, self.ground_truth - self.missed),
+                 'fp': None if empty[0] else _perfect_precision_ap(base_tp, self.ground_truth),
+                 'fn': ap(0, base_tp)}
+        summary = ErrorSummary(None, fixed, self.counts, np.stack([curve for curve, _ in curves]), empty).raised()
+        basis = tie_basis([AreaCounts(merged.scores, merged.tp[column:column + 1], merged.fp[column:column + 1],
+                                      tp_cum[column:column + 1], fp_cum[column:column + 1], self.ground_truth,
+                                      None if crossing is None else crossing[None])
+                           for column, (_, crossing) in enumerate(curves)])
+        return summary, basis
 
 
-def tide_ap(tp_cum: np.ndarray, fp_cum: np.ndarray, ground_truth: int) -> float:
-    """tidecv's APDataObject.get_ap over cumulative counts at distinct scores, as a fraction (tidecv
-    writes it in percent): 0 without boxes."""
+def tide_curve(scores: np.ndarray, tp_cum: np.ndarray, fp_cum: np.ndarray,
+               ground_truth: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """tidecv's interpolated precision at its recall points over cumulative counts at distinct
+    scores (0 everywhere without boxes), and the score where each recall point is first reached
+    (-inf never; None without boxes)."""
     if ground_truth == 0:
-        return 0.0
+        return np.zeros(len(TIDE_RECALL_POINTS)), None
     tp, fp = tp_cum.astype(np.float64), fp_cum.astype(np.float64)
     with np.errstate(divide='ignore', invalid='ignore'):
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
     at = np.searchsorted(tp / ground_truth, TIDE_RECALL_POINTS, side='left')
-    values = np.where(at < len(envelope), envelope[np.minimum(at, max(len(envelope) - 1, 0))], 0.0) \
-        if len(envelope) else np.zeros(len(TIDE_RECALL_POINTS))
+    reached = at < len(envelope)
+    values, crossing = np.zeros(len(TIDE_RECALL_POINTS)), np.full(len(TIDE_RECALL_POINTS), -np.inf)
+    values[reached] = envelope[at[reached]]
+    crossing[reached] = scores[at[reached]]
+    return values, crossing
+
+
+def _mean(values: np.ndarray) -> float:
+    """As tidecv averages its recall points (a Python sum, in order)."""
     return float(sum(values.tolist()) / len(values))
+
+
+def tide_ap(tp_cum: np.ndarray, fp_cum: np.ndarray, ground_truth: int) -> float:
+    """tidecv's APDataObject.get_ap over cumulative counts at distinct scores, as a fraction (tidecv
+    writes it in percent): 0 without boxes."""
+    return _mean(tide_curve(np.zeros(len(tp_cum)), tp_cum, fp_cum, ground_truth)[0])
 
 
 def _perfect_precision_ap(true_positives: int, ground_truth: int) -> float:
@@ -253,10 +285,23 @@ def _perfect_precision_ap(true_positives: int, ground_truth: int) -> float:
 
 
 class ErrorSummary(NamedTuple):
-    """A label's tidecv AP@0.5 (None: no box and no detection) and after each fix, and its counts."""
+    """A label's tidecv AP@0.5 (None: no box and no detection) and after each fix, and its counts;
+    the interpolated precision of the base column and of each fix of POINT_FIXES, which its tied
+    points raise (`raised`), and which of them are empty (out of tidecv's mean)."""
     ap: Optional[float]
     fixed: dict  # fix name (ERROR_TYPES, 'fp', 'fn') -> AP after it, None where the label is empty then
     counts: np.ndarray  # (ERROR_TYPES,)
+    curves: Optional[np.ndarray] = None  # (ERROR_COLUMNS, 101)
+    empty: Tuple[bool, ...] = ()  # per column
+
+    def raised(self, precision: Optional[np.ndarray] = None) -> 'ErrorSummary':
+        """With the (ERROR_COLUMNS, 1, 101) precision its tied points reach in tidecv's order
+        (ties.raises with TIDE_CURVE), and the APs of the columns from the curves."""
+        if self.curves is None:
+            return self
+        curves = self.curves if precision is None else np.maximum(self.curves, precision[:, 0])
+        aps = [None if empty else _mean(curve) for curve, empty in zip(curves, self.empty)]
+        return self._replace(ap=aps[0], fixed={**self.fixed, **dict(zip(POINT_FIXES, aps[1:]))}, curves=curves)
 
 
 def label_errors(summary: ErrorSummary) -> dict:

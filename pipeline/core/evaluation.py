@@ -9,7 +9,7 @@ that matters (`ties`). Matching is `matching` (one matcher, one IoU), over a buc
 (tests/evaluation_reference.py), itself held to pycocotools.
 """
 import pickle
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -26,10 +26,10 @@ from pipeline.core.columns import (
     unpacked_flags,
 )
 from pipeline.core.decoding import DecodedLines
-from pipeline.core.error_types import ErrorCounts, ErrorSummary, label_errors, run_errors
+from pipeline.core.error_types import TIDE_CURVE, ErrorCounts, ErrorSummary, label_errors, run_errors
 from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE  # noqa: F401 (the outcomes, re-exported)
 from pipeline.core.operating_thresholds import OperatingThreshold, ThresholdRule, choose, threshold_rows
-from pipeline.core.ties import RECALL_POINTS, AreaCounts, TieBasis, tie_basis
+from pipeline.core.ties import COCO_CURVE, RECALL_POINTS, AreaCounts, CurveRule, TieBasis, tie_basis
 
 
 def in_pixels(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -172,9 +172,9 @@ def settled(totals: 'LabelTotals', rule: ThresholdRule = ThresholdRule()) -> 'La
                       for counts, totals, curve in zip(merged, cumulative, interpolated)])
     summaries = [PrecisionSummary(None if curve is None else curve[0], counts.recall(), counts.ground_truth,
                                   counts.recall_within()) for counts, curve in zip(merged, interpolated)]
-    errors = totals.errors.summary() if isinstance(totals.errors, ErrorCounts) else totals.errors
+    errors, error_ties = totals.errors.settled() if isinstance(totals.errors, ErrorCounts) else (totals.errors, None)
     return totals._replace(counts=summaries[0], by_area=None if totals.by_area is None else tuple(summaries[1:]),
-                           ties=ties, errors=errors, operating=_operating(totals, rule))
+                           ties=ties, errors=errors, error_ties=error_ties, operating=_operating(totals, rule))
 
 
 def _operating(totals: 'LabelTotals', rule: ThresholdRule) -> Optional[OperatingThreshold]:
@@ -190,6 +190,13 @@ def raised_totals(totals: 'LabelTotals', precision: np.ndarray) -> 'LabelTotals'
     by_area = None if totals.by_area is None else tuple(
         _settled_counts(counts).raised(precision[area]) for area, counts in enumerate(totals.by_area, start=1))
     return totals._replace(counts=totals.counts.raised(precision[0]), by_area=by_area)
+
+
+def raised_errors(totals: 'LabelTotals', precision: np.ndarray) -> 'LabelTotals':
+    """Settled totals with the (ERROR_COLUMNS, 1, 101) precision of their tied error points in
+    tidecv's order (ties.raises with error_types.TIDE_CURVE)."""
+    assert isinstance(totals.errors, ErrorSummary), 'raised once settled'
+    return totals._replace(errors=totals.errors.raised(precision))
 
 
 def _settled_counts(counts) -> PrecisionSummary:
@@ -410,6 +417,7 @@ class LabelTotals(NamedTuple):
     by_area: Optional[Tuple[Union['PrecisionCounts', 'PrecisionSummary'], ...]] = None
     ties: Optional[TieBasis] = None  # once settled, when its tied detections' order counts
     errors: Optional[Union['ErrorCounts', 'ErrorSummary']] = None  # TIDE's error types (error_types)
+    error_ties: Optional[TieBasis] = None  # once settled, when its tied error points' order counts
     # The true and false positives at --eval_iou per score (a one-column PrecisionCounts) while being
     # merged; once settled, the label's chosen threshold (operating_thresholds).
     operating: Optional[Union['PrecisionCounts', OperatingThreshold]] = None
@@ -639,6 +647,18 @@ class SliceFigures(NamedTuple):
     images: RunImage
 
 
+class TieKind(NamedTuple):
+    """One order of equal scores that the figures follow: the curve its tied parts are read by, and
+    what they raise in settled totals."""
+    curve: CurveRule
+    raise_totals: Callable[['LabelTotals', np.ndarray], 'LabelTotals']
+
+
+# pycocotools' order for the AP counts (LabelTotals.ties, a bucket's `tied`); tidecv's for the error
+# types (LabelTotals.error_ties, a bucket's `tied_errors`).
+TIE_KINDS = {'ties': TieKind(COCO_CURVE, raised_totals), 'error_ties': TieKind(TIDE_CURVE, raised_errors)}
+
+
 class EvaluationFigures(NamedTuple):
     """Every run's figures in one value: the small outputs (metrics.json, the confidence, confusion and
     metric rows, the slices) are all made from it."""
@@ -653,20 +673,21 @@ class EvaluationFigures(NamedTuple):
     def of(cls, iou_thresholds: Sequence[float], eval_iou: float, parts: Iterable[tuple],
            max_dets: Sequence[int] = COCO_MAX_DETS, slice_by: Sequence[str] = ()) -> 'EvaluationFigures':
         """From ('labels', group, label, LabelTotals settled), ('ties', group, label, the precision its
-        tied detections reach: ties.raises) and ('run', group, RunImage, cells) parts; a group is a
-        run, or a slice of one: (run, attribute, place, value)."""
+        tied detections reach: ties.raises), ('error_ties', group, label, the same of its tied error
+        points) and ('run', group, RunImage, cells) parts; a group is a run, or a slice of one: (run,
+        attribute, place, value)."""
         labels: Dict[Any, dict] = {}
         images: Dict[Any, Tuple[RunImage, dict]] = {}
-        raised: Dict[Tuple[Any, str], np.ndarray] = {}
+        raised: Dict[Tuple[str, Any, str], np.ndarray] = {}
         for part in parts:
             if part[0] == 'labels':
                 labels.setdefault(part[1], {})[part[2]] = part[3]
-            elif part[0] == 'ties':
-                raised[part[1], part[2]] = part[3]
+            elif part[0] in TIE_KINDS:
+                raised[part[0], part[1], part[2]] = part[3]
             else:
                 images[part[1]] = (part[2], part[3])
-        for (group, label), precision in raised.items():
-            labels[group][label] = raised_totals(labels[group][label], precision)
+        for (kind, group, label), precision in raised.items():
+            labels[group][label] = TIE_KINDS[kind].raise_totals(labels[group][label], precision)
         groups = set(labels) | set(images)
         runs = sorted((group for group in groups if not isinstance(group, tuple)), key=_run_order)
         slices = sorted((group for group in groups if isinstance(group, tuple)),

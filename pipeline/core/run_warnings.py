@@ -29,6 +29,7 @@ def run_warnings(summary: Mapping, settings: Settings, seen_labels: Optional[Ite
     found += nothing_read(summary)
     found += nothing_kept(summary)
     found += ground_truth_overlap(summary, settings)
+    found += ground_truth_dead_letters(summary, settings)
     found += sizes_overlap(summary, settings)
     if seen_labels is not None:
         found += labels_never_seen(settings, set(seen_labels))
@@ -102,6 +103,23 @@ def ground_truth_overlap(summary: Mapping, settings: Settings) -> List[RunWarnin
              'prediction_only_example': run.get('prediction_only')},
             'make both sides name images by the same URI' + prefix_hint))
     return found
+
+
+def ground_truth_dead_letters(summary: Mapping, settings: Settings) -> List[RunWarning]:
+    """Ground-truth units that could not be used: the figures are those of a smaller ground truth
+    than the one given (their boxes are neither found nor missed; a detection on one is a false
+    positive)."""
+    truth = summary.get('ground_truth')
+    if not truth or not truth['dead_letters']:
+        return []
+    dead, read = truth['dead_letters'], truth['rows_read']
+    where = settings.outputs.dead_letter or settings.bigquery.dead_letter_table or 'the dead letters'
+    return [RunWarning(
+        'ground_truth_dead_letters', f'{dead:,} of the {read:,} ground-truth units read ({dead / max(read, 1):.0%}) '
+        f'could not be used: the figures are computed without their boxes, and a detection on one of them '
+        f'counts as a false positive', {'dead_letters': dead, 'units_read': read, 'units_used': truth['rows_used']},
+        f'read the reasons of the dead letters of kind invalid_ground_truth in {where}, fix those units, '
+        f'and run again')]
 
 
 def comparison_overlap(summary: Mapping) -> List[RunWarning]:

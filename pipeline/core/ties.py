@@ -27,11 +27,25 @@ RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 TIE_CHUNK = 1 << 20
 
 
+class CurveRule(NamedTuple):
+    """How a precision-recall curve is read, and in what order equal scores fall in it: pycocotools'
+    (COCO_CURVE) or tidecv's (error_types.TIDE_CURVE)."""
+    recall_points: np.ndarray  # where the interpolated precision is read
+    epsilon: float  # added to a point's detections before dividing (pycocotools: np.spacing(1))
+    # Per area (the first axis of the flags): the true positives of area 0 fall after the others of
+    # their score (tidecv pushes the errors of a fixed run before its true positives).
+    positives_last: Tuple[bool, ...] = ()
+
+
+COCO_CURVE = CurveRule(RECALL_POINTS, float(np.spacing(1)))
+
+
 class TiedDetections(NamedTuple):
     """Evaluated detections of one prediction run, with what pycocotools orders equal scores by: the
     place of their image in the ground truth (its first unit's file and place in it: COCO's image ids
     in order, else the order of first appearance, files by name) and their row among their image's
-    (line order among equal scores). Outcomes per area range and threshold, packed as bits."""
+    (line order among equal scores). Outcomes per area range and threshold, packed as bits (or, for
+    tidecv's order, a label's error points: outcomes per column of error_types.ErrorCounts)."""
     prediction_run: Optional[str]
     label_names: List[str]
     label_codes: np.ndarray  # (D,) int32
@@ -147,32 +161,37 @@ def tied_parts(detections: TiedDetections, bases: Dict[str, TieBasis]) -> Dict[T
     return parts
 
 
-def raises(parts: Sequence[TiedDetections], basis: TieBasis) -> np.ndarray:
-    """(A, T, 101) for one label: the interpolated precision that its tied detections (of one chunk
-    or more, from any buckets) reach at each recall point in pycocotools' order; the exact one is the
-    merged curve's raised to it, point by point."""
+def raises(parts: Sequence[TiedDetections], basis: TieBasis, rule: CurveRule = COCO_CURVE) -> np.ndarray:
+    """(A, T, R) for one label: the interpolated precision that its tied detections (of one chunk
+    or more, from any buckets) reach at each recall point in the rule's order (pycocotools' by
+    default); the exact one is the merged curve's raised to it, point by point."""
     files, codes = joined_codes([(part.source_files, part.file_codes) for part in parts])
     file_rank = np.argsort(np.argsort(np.array(files, dtype=object)))[codes] if files else codes
     scores = np.concatenate([part.scores for part in parts])
     places = np.concatenate([part.places for part in parts])
     positions = np.concatenate([part.positions for part in parts])
-    order = np.lexsort((positions, places[:, 1], places[:, 0], file_rank, -scores))
     flags = [part.flags() for part in parts]
-    tp, fp = (np.concatenate([flag[i] for flag in flags])[order] for i in (0, 1))
-    group = np.searchsorted(-basis.scores, -scores[order])
+    tp, fp = (np.concatenate([flag[i] for flag in flags]) for i in (0, 1))
+    keys = (positions, places[:, 1], places[:, 0], file_rank)
+    orders = {False: np.lexsort((*keys, -scores))}
+    if any(rule.positives_last):
+        orders[True] = np.lexsort((*keys, tp[:, 0, 0], -scores))
     areas = min(basis.mixed.shape[0], tp.shape[1])
-    raised = np.zeros((basis.mixed.shape[0], basis.mixed.shape[1], len(RECALL_POINTS)))
+    raised = np.zeros((basis.mixed.shape[0], basis.mixed.shape[1], len(rule.recall_points)))
     for a in range(areas):
+        order = orders[a < len(rule.positives_last) and rule.positives_last[a]]
+        group = np.searchsorted(-basis.scores, -scores[order])
         for t in range(basis.mixed.shape[1]):
-            raised[a, t] = _column_raises(tp[:, a, t], fp[:, a, t], group, basis, a, t)
+            raised[a, t] = _column_raises(tp[order, a, t], fp[order, a, t], group, basis, a, t, rule)
     return raised
 
 
-def _column_raises(tp: np.ndarray, fp: np.ndarray, group: np.ndarray, basis: TieBasis, a: int, t: int) -> np.ndarray:
+def _column_raises(tp: np.ndarray, fp: np.ndarray, group: np.ndarray, basis: TieBasis, a: int, t: int,
+                   rule: CurveRule) -> np.ndarray:
     """One area range and threshold: the points of each mixed score's detections in order (from the
     positives above it), the highest precision among them, which every recall point reached at a
     higher score sees, and the highest from the point where a recall point is reached on."""
-    raised = np.zeros(len(RECALL_POINTS))
+    raised = np.zeros(len(rule.recall_points))
     rows = np.flatnonzero(basis.mixed[a, t, group] & (tp | fp))  # an ignored detection repeats a point
     if not len(rows):
         return raised
@@ -184,7 +203,7 @@ def _column_raises(tp: np.ndarray, fp: np.ndarray, group: np.ndarray, basis: Tie
     true_positives += np.repeat(basis.tp_before[a, t, g[starts]] - (true_positives - tp)[starts], lengths)
     false_positives += np.repeat(basis.fp_before[a, t, g[starts]] - (false_positives - fp)[starts], lengths)
     tps, fps = true_positives.astype(np.float64), false_positives.astype(np.float64)
-    precision = tps / (fps + tps + np.spacing(1))  # pycocotools' own expression
+    precision = tps / (fps + tps + rule.epsilon)  # pycocotools' own expression with its epsilon
     recall = tps / basis.ground_truth[a]
     highest = np.maximum.reduceat(precision, starts)
     group_scores = basis.scores[g[starts]]
@@ -201,7 +220,7 @@ def _column_raises(tp: np.ndarray, fp: np.ndarray, group: np.ndarray, basis: Tie
     for point in np.flatnonzero(inside_found).tolist():
         start = starts[inside[point]]
         end = start + lengths[inside[point]]
-        at = start + int(np.searchsorted(recall[start:end], RECALL_POINTS[point], side='left'))
+        at = start + int(np.searchsorted(recall[start:end], rule.recall_points[point], side='left'))
         if at < end:
             raised[point] = max(raised[point], precision[at:end].max())
     return raised

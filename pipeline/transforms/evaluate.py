@@ -18,6 +18,7 @@ from pipeline.core.bucket_evaluation import BucketEvaluation, ImageColumns, asse
 from pipeline.core.counts import Counts
 from pipeline.core.evaluation import (
     PREDICTED,
+    TIE_KINDS,
     EvaluationFigures,
     LabelTotals,
     RunImage,
@@ -135,8 +136,9 @@ class EvaluateBucketFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput('totals', ((group, label), totals))
         counts = counts._replace(beyond_max_dets=result.beyond_max_dets, without_size=result.images_without_size)
         yield beam.pvalue.TaggedOutput('run_parts', (group, (counts, result.cells)))
-        if len(result.tied.scores):
-            yield beam.pvalue.TaggedOutput('tied', (group, self._spill.put(packed(result.tied))))
+        for kind, tied in (('ties', result.tied), ('error_ties', result.tied_errors)):
+            if tied is not None and len(tied.scores):
+                yield beam.pvalue.TaggedOutput('tied', (group, kind, self._spill.put(packed(tied))))
 
     def _slices(self, parts: List[BucketAttributes], image_uris: List[str],
                 rules: Sequence[SliceRule]) -> Dict[SliceKey, np.ndarray]:
@@ -196,22 +198,26 @@ def _compacted(parts: List[LabelTotals]) -> List[LabelTotals]:
 
 
 class GatherTiedScoresFn(beam.DoFn):
-    """(run, a bucket's TiedDetections) -> ((run, label, chunk), the part of them at the scores of the
-    label where outcomes mix): the only detections whose order among equal scores counts."""
+    """(run, kind of order, a bucket's TiedDetections) -> ((run, label, kind, chunk), the part of
+    them at the scores of the label where outcomes mix): the only detections (or error points) whose
+    order among equal scores counts."""
 
-    def process(self, element, bases: Dict[Tuple[Optional[str], str], TieBasis]):
-        run, payload = element
-        mine = {label: basis for (basis_run, label), basis in bases.items() if basis_run == run}
+    def process(self, element, bases: Dict[Tuple[Optional[str], str, str], TieBasis]):
+        run, kind, payload = element
+        mine = {label: basis for (basis_run, label, basis_kind), basis in bases.items()
+                if basis_run == run and basis_kind == kind}
         if not mine:
             return
         for (label, chunk), part in tied_parts(unpacked(read_payload(payload)), mine).items():
-            yield (run, label, chunk), packed(part)
+            yield (run, label, kind, chunk), packed(part)
 
 
-def _raises_of_chunk(element, bases: Dict[Tuple[Optional[str], str], TieBasis]):
-    """((run, label, chunk), packed parts) -> ((run, label), ties.raises of the chunk)."""
-    (run, label, _), parts = element
-    return (run, label), raises([unpacked(part) for part in parts], bases[run, label])
+def _raises_of_chunk(element, bases: Dict[Tuple[Optional[str], str, str], TieBasis]):
+    """((run, label, kind, chunk), packed parts) -> ((run, label, kind), ties.raises of the chunk in
+    the kind's order)."""
+    (run, label, kind, _), parts = element
+    return (run, label, kind), raises([unpacked(part) for part in parts], bases[run, label, kind],
+                                      TIE_KINDS[kind].curve)
 
 
 def _highest(raised: Iterable[np.ndarray]) -> np.ndarray:
@@ -267,9 +273,11 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
             ).with_output_types(pa.Table).with_outputs(
                 'totals', 'run_parts', 'counts', 'errors', 'tied', main='matches'))
         totals = evaluated.totals | 'MergePerRunAndLabel' >> beam.CombinePerKey(MergeTotalsFn(self._rule))
-        # Equal scores in pycocotools' order: only those where true and false positives mix (see ties).
+        # Equal scores in pycocotools' order (and tidecv's, for the error types): only those where
+        # true and false positives mix (see ties).
         bases = beam.pvalue.AsDict(totals | 'ScoresWithMixedOutcomes' >> beam.FlatMapTuple(
-            lambda key, t: [(key, t.ties)] if t.ties is not None else []))
+            lambda key, t: [((*key, kind), basis) for kind, basis in (('ties', t.ties), ('error_ties', t.error_ties))
+                            if basis is not None]))
         raised = (
             evaluated.tied
             | 'GatherTiedDetections' >> beam.ParDo(GatherTiedScoresFn(), bases=bases)
@@ -279,8 +287,9 @@ class EvaluateAgainstGroundTruth(beam.PTransform):
         run_parts = evaluated.run_parts | 'SumPerRun' >> beam.CombinePerKey(_sum_run_parts)
         thresholds, eval_iou, max_dets, slice_by = self._thresholds, self._eval_iou, self._max_dets, self._slice_by
         figures = (
-            (totals | 'LabelsOfRuns' >> beam.MapTuple(lambda key, t: ('labels', key[0], key[1], t._replace(ties=None))),
-             raised | 'TiesOfRuns' >> beam.MapTuple(lambda key, r: ('ties', key[0], key[1], r)),
+            (totals | 'LabelsOfRuns' >> beam.MapTuple(
+                lambda key, t: ('labels', key[0], key[1], t._replace(ties=None, error_ties=None))),
+             raised | 'TiesOfRuns' >> beam.MapTuple(lambda key, r: (key[2], key[0], key[1], r)),
              run_parts | 'Runs' >> beam.MapTuple(lambda run, part: ('run', run, *part)))
             | 'FiguresOfRuns' >> beam.Flatten()
             | 'EveryRunsFigures' >> beam.combiners.ToList()

@@ -7,7 +7,15 @@ import itertools
 import numpy as np
 import pytest
 from coco_testing import crowded_set, generated_set, normalized
-from evaluation_reference import evaluate_image, label_totals, match_label, merge_totals, outcome_rows
+from evaluation_reference import (
+    evaluate_image,
+    in_ground_truth_order,
+    label_totals,
+    match_label,
+    merge_totals,
+    outcome_rows,
+    settled_with_ties,
+)
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
 from pipeline.core.bucket_evaluation import ImageColumns, evaluate_images
@@ -279,35 +287,6 @@ def test_area_ranges_match_as_pycocotools_evaluate_img():
             got = list(zip(match.outcomes[:, c].tolist(), match.matched_box[:, c].tolist()))
             assert got == expected, (area_range, threshold)
             assert {g for g in range(n_gt) if not crowd[g] and not match.box_free[g, c]} == used
-
-
-def settled_with_ties(parts):
-    """Bucket evaluations merged and settled as the job does: the counts per label, then the tied
-    detections at the scores where outcomes mix, gathered by label and chunk and put in order."""
-    from pipeline.core.evaluation import raised_totals, settled
-    from pipeline.core.ties import raises, tied_parts
-    totals = {}
-    for part in parts:
-        for label, value in part.labels.items():
-            totals[label] = merge_totals(totals[label], value) if label in totals else value
-    totals = {label: settled(value) for label, value in totals.items()}
-    bases = {label: value.ties for label, value in totals.items() if value.ties is not None}
-    gathered = {}
-    for part in parts:
-        for key, tied in tied_parts(part.tied, bases).items():
-            gathered.setdefault(key, []).append(tied)
-    for (label, _), tied in gathered.items():
-        totals[label] = raised_totals(totals[label], raises(tied, bases[label]))
-    return totals, bases
-
-
-def in_ground_truth_order(columns, first_image):
-    """Columns whose images are numbered from `first_image` in one ground-truth file (pycocotools'
-    image ids in the tests' sets)."""
-    images = len(columns.image_uris)
-    return columns._replace(image_files=['truth.json'], image_file_codes=np.zeros(images, dtype=np.int32),
-                            image_places=np.stack([np.zeros(images, dtype=np.int64),
-                                                   np.arange(first_image, first_image + images)], axis=1))
 
 
 @pytest.mark.parametrize('seed, whole_pixels, decimals', [

@@ -292,7 +292,7 @@ def test_counts_packed_as_bits_merge_to_the_counts_of_the_flags_themselves():
                                      (outcomes == FALSE_POSITIVE).astype(np.uint8), 3))
         tp = rng.integers(0, 2, (ERROR_COLUMNS, size)).astype(np.uint8)
         fp = (1 - tp) * rng.integers(0, 2, (ERROR_COLUMNS, size)).astype(np.uint8)
-        error_parts.append(ErrorCounts.of(ErrorPoints(scores, tp, fp), 3, 1, np.arange(6)))
+        error_parts.append(ErrorCounts.of(ErrorPoints(scores, tp, fp, np.arange(size)), 3, 1, np.arange(6)))
         error_plain.append(ErrorCounts(scores, tp, fp, 3, 1, np.ones(6, dtype=np.int64)))
     merged = PrecisionCounts.merge_all([PrecisionCounts.merge_all(parts[:2])] + parts[2:])
     expected = PrecisionCounts.merge_all(plain)
@@ -303,6 +303,7 @@ def test_counts_packed_as_bits_merge_to_the_counts_of_the_flags_themselves():
     expected_errors = ErrorCounts.merge_all(error_plain)
     assert errors.scores.tolist() == expected_errors.scores.tolist()
     assert errors.tp.tolist() == expected_errors.tp.tolist() and errors.fp.tolist() == expected_errors.fp.tolist()
-    summary, expected_summary = errors.summary(), expected_errors.summary()
+    (summary, basis), (expected_summary, expected_basis) = errors.settled(), expected_errors.settled()
     assert (summary.ap, summary.fixed) == (expected_summary.ap, expected_summary.fixed)
     assert summary.counts.tolist() == expected_summary.counts.tolist() == [4] * 6
+    assert basis is not None and basis.scores.tolist() == expected_basis.scores.tolist()

@@ -80,3 +80,15 @@ def test_an_empty_export_says_why():
     summary = {'export': {'vertex_jsonl': {'images': 0, 'boxes': 0, 'removed': {}}}}
     [warning] = empty_exports(summary, settings(export='vertex_jsonl', export_select='uncertain'))
     assert '[0.3, 0.7)' in warning.message
+
+
+def test_ground_truth_dead_letters_warn_with_how_many_and_where_their_reasons_are():
+    from pipeline.core.run_warnings import ground_truth_dead_letters
+    given = settings(ground_truth='truth.json', dead_letter='gs://my-bucket/dead/')
+    truth = {'rows_read': 14, 'rows_used': 1, 'dead_letters': 13, 'images': 1, 'images_other_ml_use': 0}
+    [warning] = ground_truth_dead_letters({'ground_truth': truth}, given)
+    assert warning.code == 'ground_truth_dead_letters' and '13 of the 14 ground-truth units read (93%)' in warning.message
+    assert warning.figures == {'dead_letters': 13, 'units_read': 14, 'units_used': 1}
+    assert 'gs://my-bucket/dead/' in warning.fix
+    assert ground_truth_dead_letters({'ground_truth': dict(truth, dead_letters=0, rows_used=14)}, given) == []
+    assert ground_truth_dead_letters({}, given) == []

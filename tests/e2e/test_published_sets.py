@@ -1,0 +1,186 @@
+"""Real sets that other evaluation projects ship in their test suites (tests/fixtures/published_sets,
+SOURCES.md there), converted to a Vertex AI batch prediction as a user converts COCO results and
+evaluated through the command line: the twelve numbers equal pycocotools', per run and per label,
+and the error types equal tidecv's (bbox, default parameters)."""
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+pytestmark = pytest.mark.e2e
+
+SETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'fixtures', 'published_sets')
+PREFIX = 'gs://published/'
+TWELVE = ['ap', 'ap_50', 'ap_75', 'ap_small', 'ap_medium', 'ap_large', 'ar_1', 'ar_10', 'ar_100', 'ar_small',
+          'ar_medium', 'ar_large']
+TIDE_NAMES = {'Cls': 'cls', 'Loc': 'loc', 'Both': 'both', 'Dupe': 'dupe', 'Bkg': 'bkg', 'Miss': 'miss'}
+
+
+# torchmetrics' set with its two equal scores (0.204, image 987) in the other order: both references
+# then give other figures (tidecv's AP@0.5 73.43 against 71.60), so the order is what is tested.
+SWAPPED = 'torchmetrics_coco4, its tie swapped'
+
+
+def published(name):
+    folder = os.path.join(SETS, name.split(',')[0])
+    with open(os.path.join(folder, 'ground_truth.json'), encoding='utf-8') as handle:
+        truth = json.load(handle)
+    with open(os.path.join(folder, 'results.json'), encoding='utf-8') as handle:
+        results = json.load(handle)
+    # A result names its image by id; a user matches ids as text (the crowd set writes one both ways).
+    ids = {str(image['id']): image['id'] for image in truth['images']}
+    results = [dict(result, image_id=ids[str(result['image_id'])]) for result in results]
+    if name == SWAPPED:
+        first, second = [n for n, result in enumerate(results) if result['score'] == 0.204]
+        results[first], results[second] = results[second], results[first]
+    return truth, results
+
+
+def prediction_lines(truth, results):
+    """One Vertex AI prediction line per ground-truth image, its results in file order, boxes
+    normalized by the image's size as the service writes them."""
+    names = {category['id']: category['name'] for category in truth['categories']}
+    lines = []
+    for image in truth['images']:
+        mine = [result for result in results if result['image_id'] == image['id']]
+        width, height = image['width'], image['height']
+        lines.append(json.dumps({'instance': {'content': PREFIX + image['file_name'], 'mimeType': 'image/jpeg'},
+                                 'prediction': {
+                                     'ids': [str(result['category_id']) for result in mine],
+                                     'displayNames': [names[result['category_id']] for result in mine],
+                                     'confidences': [result['score'] for result in mine],
+                                     'bboxes': [[x / width, (x + w) / width, y / height, (y + h) / height]
+                                                for x, y, w, h in (result['bbox'] for result in mine)]}}))
+    return lines
+
+
+def pycocotools_answer(name, results):
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(os.path.join(SETS, name.split(',')[0], 'ground_truth.json'))
+        evaluation = COCOeval(truth, truth.loadRes(results), 'bbox')
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation
+
+
+def label_stats(evaluation, k):
+    """pycocotools' twelve numbers of one category (index k), None where it gives -1."""
+    precision, recall = evaluation.eval['precision'], evaluation.eval['recall']  # (T, R, K, A, M), (T, K, A, M)
+
+    def mean(values):
+        values = values[values > -1]
+        return float(values.mean()) if len(values) else None
+    return dict(zip(TWELVE, [mean(precision[:, :, k, 0, 2]), mean(precision[0, :, k, 0, 2]),
+                             mean(precision[5, :, k, 0, 2]), *(mean(precision[:, :, k, a, 2]) for a in (1, 2, 3)),
+                             *(mean(recall[:, k, 0, m]) for m in (0, 1, 2)),
+                             *(mean(recall[:, k, a, 2]) for a in (1, 2, 3))]))
+
+
+def tidecv_run(truth, results):
+    """tidecv on the same boxes, images and detections in the order of their files."""
+    from tidecv import TIDE, Data
+    ground_truth, predictions = Data('ground_truth'), Data('predictions')
+    known = {image['id'] for image in truth['images']}
+    for image in truth['images']:
+        ground_truth.add_image(image['id'], image['file_name'])
+    for annotation in truth['annotations']:
+        if annotation['image_id'] in known:  # as pycocotools, an annotation of no image is left out
+            add = ground_truth.add_ignore_region if annotation.get('iscrowd') else ground_truth.add_ground_truth
+            add(annotation['image_id'], annotation['category_id'], box=annotation['bbox'])
+    for result in results:
+        predictions.add_detection(result['image_id'], result['category_id'], result['score'], box=result['bbox'])
+    tide = TIDE()
+    with contextlib.redirect_stdout(io.StringIO()):
+        run = tide.evaluate(ground_truth, predictions, mode=TIDE.BOX)
+    return tide, run
+
+
+@pytest.fixture(scope='module', params=['faster_coco_eval_shapes', 'faster_coco_eval_cat_dog',
+                                        'faster_coco_eval_crowd', 'torchmetrics_coco4', SWAPPED])
+def evaluated_set(request, tmp_path_factory, run):
+    name = request.param
+    truth, results = published(name)
+    folder = tmp_path_factory.mktemp(name.split(',')[0])
+    shard = folder / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / 'predictions_00001.jsonl'
+    shard.parent.mkdir(parents=True)
+    shard.write_text('\n'.join(prediction_lines(truth, results)) + '\n')
+    out = folder / 'out'
+    result = run('--input', folder / 'in', '--output', out, '--ground_truth',
+                 os.path.join(SETS, name.split(',')[0], 'ground_truth.json'), '--ground_truth_image_prefix', PREFIX,
+                 '--report=false', check=False)
+    assert result.returncode in (0, 6), result.stderr
+    metrics = json.loads((out / 'evaluation' / 'metrics.json').read_text())
+    summary = json.loads((out / 'summary.json').read_text())
+    return name, truth, results, metrics, summary, out
+
+
+def test_the_twelve_numbers_equal_pycocotools_per_run_and_per_label(evaluated_set):
+    name, truth, results, metrics, _, _ = evaluated_set
+    evaluation = pycocotools_answer(name, results)
+    [entry] = metrics['runs']
+    for index, stat in enumerate(TWELVE):
+        expected = None if evaluation.stats[index] == -1 else evaluation.stats[index]
+        assert entry['stats'][stat] == pytest.approx(expected, abs=1e-9), stat
+    names = {category['id']: category['name'] for category in truth['categories']}
+    labels = {label['label']: label for label in entry['labels']}
+    for k, category in enumerate(evaluation.params.catIds):
+        expected = label_stats(evaluation, k)
+        if all(value is None for value in expected.values()):  # no box and no detection of it
+            assert names[category] not in labels or labels[names[category]]['stats']['ap'] is None
+            continue
+        got = labels[names[category]]['stats']
+        for stat in TWELVE:
+            assert got[stat] == pytest.approx(expected[stat], abs=1e-9), (names[category], stat)
+
+
+def test_the_error_types_equal_tidecv(evaluated_set):
+    _, truth, results, metrics, _, _ = evaluated_set
+    tide, run = tidecv_run(truth, results)
+    [entry] = metrics['runs']
+    errors = entry['errors']
+    main, special = tide.get_main_errors()['predictions'], tide.get_special_errors()['predictions']
+    assert errors['ap_50'] * 100 == pytest.approx(run.ap, abs=1e-9)
+    for short, name in TIDE_NAMES.items():
+        assert errors['dap'][name] * 100 == pytest.approx(main[short], abs=1e-9), name
+    assert errors['special_dap']['fp'] * 100 == pytest.approx(special['FalsePos'], abs=1e-9)
+    assert errors['special_dap']['fn'] * 100 == pytest.approx(special['FalseNeg'], abs=1e-9)
+    assert errors['counts'] == {TIDE_NAMES[kind.short_name]: count for kind, count in run.count_errors().items()}
+    names = {category['id']: category['name'] for category in truth['categories']}
+    for label in entry['labels']:
+        category = next(k for k, name in names.items() if name == label['label'])
+        base = run.ap_data.objs[category]
+        expected = None if base.is_empty() else base.get_ap() / 100
+        assert label['errors']['ap_50'] == (None if expected is None else pytest.approx(expected, abs=1e-11))
+
+
+def test_the_order_of_the_torchmetrics_tie_moves_both_references():
+    # The one set with equal scores of a label where true and false positives mix: image 987's two
+    # detections at 0.204. Their order on the line moves pycocotools' and tidecv's figures alike;
+    # the job follows it in both (the tests above run both orders).
+    for reference in (lambda name, truth, results: pycocotools_answer(name, results).stats[0],
+                      lambda name, truth, results: tidecv_run(truth, results)[1].ap):
+        figures = [reference(name, *published(name)) for name in ('torchmetrics_coco4', SWAPPED)]
+        assert figures[0] != pytest.approx(figures[1], abs=1e-6)
+
+
+def test_annotations_naming_no_image_are_dead_letters_with_their_reason(evaluated_set):
+    name, truth, _, metrics, summary, out = evaluated_set
+    if name != 'faster_coco_eval_crowd':
+        assert summary['dead_letters']['invalid_ground_truth'] == 0
+        return
+    # As published, 12 people and the crowd box name image 2299 (a number); the image is "2299".
+    assert summary['ground_truth']['rows_used'] == 1 and summary['dead_letters']['invalid_ground_truth'] == 13
+    reasons = [json.loads(line)['error_message'] for path in (out / 'dead_letter').iterdir()
+               for line in path.read_text().splitlines()]
+    assert sorted(reasons) == sorted(f'annotations[{index}]: image_id 2299 is not an image of the document'
+                                     for index in range(1, 14))
+    [warning] = [w for w in summary['warnings'] if w['code'] == 'ground_truth_dead_letters']
+    assert warning['figures']['dead_letters'] == 13 and warning['figures']['units_read'] == 14
+    assert metrics['runs'][0]['stats']['ar_100'] == pytest.approx(0.9)
+    assert np.isclose(metrics['runs'][0]['stats']['ap'], 0.45)
