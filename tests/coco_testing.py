@@ -162,13 +162,15 @@ def coco_ground_truth(sizes, truth):
             'categories': [{'id': i + 1, 'name': name} for i, name in enumerate(LABELS)]}
 
 
-def tide_run(sizes, truth, detections):
-    """tidecv 1.0.1 (bbox, its defaults) on a generated set, images in order: (TIDE, its run)."""
+def tide_run(sizes, truth, detections, listed=None):
+    """tidecv 1.0.1 (bbox, its defaults) on a generated set, images in order (`listed`: the order a
+    COCO file lists them in, as tidecv's COCO loader adds them): (TIDE, its run)."""
     from tidecv import TIDE, Data
     ids = {name: i + 1 for i, name in enumerate(LABELS)}
     ground_truth, predictions = Data('ground_truth'), Data('predictions')
-    for image, boxes in enumerate(truth):
+    for image in (range(len(truth)) if listed is None else listed):
         ground_truth.add_image(image, f'{image}.jpg')
+    for image, boxes in enumerate(truth):
         for entry in boxes:
             add = ground_truth.add_ignore_region if entry[2] else ground_truth.add_ground_truth
             add(image, ids[entry[0]], box=[float(v) for v in entry[1]])

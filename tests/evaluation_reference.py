@@ -307,4 +307,5 @@ def in_ground_truth_order(columns, first_image):
     images = len(columns.image_uris)
     return columns._replace(image_files=['truth.json'], image_file_codes=np.zeros(images, dtype=np.int32),
                             image_places=np.stack([np.zeros(images, dtype=np.int64),
+                                                   np.arange(first_image, first_image + images),
                                                    np.arange(first_image, first_image + images)], axis=1))

@@ -63,15 +63,15 @@ class ImageColumns(NamedTuple):
     # of its first unit, which order the images as pycocotools does. None: as given.
     image_files: Optional[List[str]] = None
     image_file_codes: Optional[np.ndarray] = None  # (images,)
-    image_places: Optional[np.ndarray] = None  # (images, 2)
+    image_places: Optional[np.ndarray] = None  # (images, 3): its first unit's Place
     predicted: Optional[np.ndarray] = None  # (images,) bool: the run has a line of the image; None: unknown
 
     def image_order(self) -> Tuple[List[str], np.ndarray, np.ndarray]:
         """(files, each image's file, each image's place): the images' order in the ground truth."""
         images = len(self.image_uris)
         if self.image_files is None or self.image_file_codes is None or self.image_places is None:
-            return [''], np.zeros(images, dtype=np.int32), np.stack([np.zeros(images, dtype=np.int64),
-                                                                      np.arange(images)], axis=1)
+            unplaced = np.zeros(images, dtype=np.int64)
+            return [''], np.zeros(images, dtype=np.int32), np.stack([unplaced, np.arange(images), unplaced], axis=1)
         return self.image_files, self.image_file_codes, self.image_places
 
     @classmethod
@@ -508,7 +508,7 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
     index = {name: code for code, name in enumerate(names)}
     uris = [uri for part in truth for uri in part.image_uris]
     part_of = np.repeat(np.arange(len(truth)), [len(part.image_uris) for part in truth])
-    places = np.concatenate([np.zeros((0, 2), dtype=np.int64)] + [part.positions for part in truth])
+    places = np.concatenate([np.zeros((0, 3), dtype=np.int64)] + [part.positions for part in truth])
     uri_rank = _ranks(uris)
     order = np.lexsort((places[:, 1], places[:, 0], _ranks([part.source_file for part in truth])[part_of], uri_rank))
     image_of = np.cumsum(_group_starts(uri_rank[order])) - 1  # of each unit in `order`

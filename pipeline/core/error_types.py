@@ -52,8 +52,9 @@ NO_ERROR = -1
 # tidecv's recall points: i / 100 (pycocotools' linspace differs from them in the last bit at some).
 TIDE_RECALL_POINTS = np.array([i / 100 for i in range(101)])
 # tidecv's curve: no epsilon in its precision; in every fixed run (the columns after the base one) a
-# score's true positives of the base run fall after its other points.
-TIDE_CURVE = CurveRule(TIDE_RECALL_POINTS, 0.0, (False,) + (True,) * len(POINT_FIXES))
+# score's true positives of the base run fall after its other points; images in the order the ground
+# truth lists them (as its COCO loader adds them).
+TIDE_CURVE = CurveRule(TIDE_RECALL_POINTS, 0.0, (False,) + (True,) * len(POINT_FIXES), listed_order=True)
 
 
 class Classified(NamedTuple):

@@ -35,6 +35,9 @@ class CurveRule(NamedTuple):
     # Per area (the first axis of the flags): the true positives of area 0 fall after the others of
     # their score (tidecv pushes the errors of a fixed run before its true positives).
     positives_last: Tuple[bool, ...] = ()
+    # The images of a file in the order it lists them (tidecv's data keeps the order it was given
+    # them in), not pycocotools' (a COCO file's image ids in order): the third column of a Place.
+    listed_order: bool = False
 
 
 COCO_CURVE = CurveRule(RECALL_POINTS, float(np.spacing(1)))
@@ -52,7 +55,7 @@ class TiedDetections(NamedTuple):
     scores: np.ndarray  # (D,)
     source_files: List[str]
     file_codes: np.ndarray  # (D,) int32: the file of the first unit of the detection's image
-    places: np.ndarray  # (D, 2) int64: that unit's place in its file
+    places: np.ndarray  # (D, 3) int64: that unit's place in its file (truth_formats.Place)
     positions: np.ndarray  # (D,) int64: the detection's row among its image's
     tp: np.ndarray  # (D, bytes) uint8: np.packbits of the (D, areas * thresholds) true positives
     fp: np.ndarray  # the same, of the false positives
@@ -66,7 +69,7 @@ class TiedDetections(NamedTuple):
         """From (D, areas, thresholds) outcomes."""
         flat = outcomes.reshape(len(scores), outcomes.shape[1] * outcomes.shape[2])
         return cls(prediction_run, label_names, label_codes.astype(np.int32), scores, source_files,
-                   file_codes.astype(np.int32), places.astype(np.int64).reshape(-1, 2), positions.astype(np.int64),
+                   file_codes.astype(np.int32), places.astype(np.int64).reshape(-1, 3), positions.astype(np.int64),
                    np.packbits(flat == true_positive, axis=1), np.packbits(flat == false_positive, axis=1),
                    outcomes.shape[1], outcomes.shape[2])
 
@@ -172,7 +175,7 @@ def raises(parts: Sequence[TiedDetections], basis: TieBasis, rule: CurveRule = C
     positions = np.concatenate([part.positions for part in parts])
     flags = [part.flags() for part in parts]
     tp, fp = (np.concatenate([flag[i] for flag in flags]) for i in (0, 1))
-    keys = (positions, places[:, 1], places[:, 0], file_rank)
+    keys = (positions, places[:, 1], places[:, 0], *((places[:, 2],) if rule.listed_order else ()), file_rank)
     orders = {False: np.lexsort((*keys, -scores))}
     if any(rule.positives_last):
         orders[True] = np.lexsort((*keys, tp[:, 0, 0], -scores))

@@ -62,7 +62,9 @@ class GroundTruthRejection(NamedTuple):
 GroundTruthUnit = Union[GroundTruthImage, GroundTruthRejection]
 
 
-Place = Tuple[int, int]  # (the start of the byte range read, the unit's number in it): orders a file's units
+# (the start of the byte range read, the unit's number in it: orders a file's units as pycocotools does;
+# where the file lists its units in another order, that order: a COCO image's index in `images`, else 0).
+Place = Tuple[int, int, int]
 
 
 class PlacedImage(NamedTuple):
@@ -77,7 +79,7 @@ class BucketTruth(NamedTuple):
     pickled in one piece (a list of PlacedImage would be pickled unit by unit), each label's text once
     (the boxes hold codes)."""
     source_file: str
-    positions: np.ndarray  # (units, 2) int64: each unit's Place
+    positions: np.ndarray  # (units, 3) int64: each unit's Place
     image_uris: List[str]
     ml_uses: List[Optional[str]]
     offsets: np.ndarray  # (units + 1,): the boxes of unit i are offsets[i]:offsets[i + 1]
@@ -121,6 +123,7 @@ class BucketTruthBuilder:
     def __init__(self):
         self.range_starts: List[int] = []
         self.numbers: List[int] = []
+        self.listed: List[int] = []
         self.image_uris: List[str] = []
         self.ml_uses: List[Optional[str]] = []
         self.offsets = [0]
@@ -133,6 +136,7 @@ class BucketTruthBuilder:
     def add_image(self, place: Place, image: GroundTruthImage) -> None:
         self.range_starts.append(place[0])
         self.numbers.append(place[1])
+        self.listed.append(place[2])
         self.image_uris.append(image.image_uri)
         self.ml_uses.append(image.ml_use)
         self.sizes.append(image.size or (np.nan, np.nan))
@@ -148,8 +152,7 @@ class BucketTruthBuilder:
         names, codes = label_codes(self.labels)
         crowd = np.zeros(len(self.labels), dtype=bool)
         crowd[self.crowd_boxes] = True
-        positions = np.stack([np.array(self.range_starts, dtype=np.int64), np.array(self.numbers, dtype=np.int64)],
-                             axis=1).reshape(-1, 2)
+        positions = np.array([self.range_starts, self.numbers, self.listed], dtype=np.int64).T.reshape(-1, 3)
         offsets = np.array(self.offsets, dtype=np.int64)
         boxes = np.array(self.boxes, dtype=np.float64).reshape(-1, 4)
         sizes = np.array(self.sizes, dtype=np.float64).reshape(-1, 2)
@@ -249,7 +252,7 @@ class PlainLines(NamedTuple):
 
     def bucket_parts(self, source_file: str, places: np.ndarray, buckets: int) -> Dict[int, BucketTruth]:
         """The lines as one BucketTruth per bucket of their image, each bucket's in file order;
-        `places` (lines, 2) gives each line's."""
+        `places` (lines, 3) gives each line's."""
         return {bucket: self.lines_at(lines).as_truth(source_file, places[lines])
                 for bucket, lines in split_by_key(buckets_of(self.image_uris, buckets)).items()}
 

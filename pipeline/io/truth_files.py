@@ -143,7 +143,7 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
         with open_shard(path) as handle:
             data = handle.read()
     except Exception as exc:  # the file, not a unit, is unusable: one dead letter for it
-        yield (start, 0), Unit(path, 'the file', None, GroundTruthRejection(f'could not read the file: {exc!r}'))
+        yield (start, 0, 0), Unit(path, 'the file', None, GroundTruthRejection(f'could not read the file: {exc!r}'))
         return
     if fmt == 'auto':
         fmt = detect_format(path, data[:HEAD_BYTES])
@@ -152,15 +152,16 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
             return
     if fmt == COCO:
         images, ranks, rejected = truth_formats.parse_coco_in_order(data, image_prefix)
-        for index, (image, rank) in enumerate(zip(images, ranks)):  # placed as pycocotools orders them: by id
-            yield (0, rank), Unit(path, f'images[{index}]', None, image)
+        # Placed as pycocotools orders them (by id), and as the file lists them (tidecv's order).
+        for index, (image, rank) in enumerate(zip(images, ranks)):
+            yield (0, rank, index), Unit(path, f'images[{index}]', None, image)
         for index, (where, rejection) in enumerate(rejected, start=len(images)):
-            yield (0, index), Unit(path, where, None, rejection)
+            yield (0, index, index), Unit(path, where, None, rejection)
         return
     # A byte that is not UTF-8 spoils its row only (the row says so), not the file.
     text = data.removeprefix(codecs.BOM_UTF8).decode('utf-8', 'surrogateescape')
     for number, row, parsed in truth_formats.parse_automl_csv(text):
-        yield (0, number), Unit(path, f'line {number}', row.encode('utf-8', 'surrogateescape'), parsed)
+        yield (0, number, 0), Unit(path, f'line {number}', row.encode('utf-8', 'surrogateescape'), parsed)
 
 
 class LineChunk(NamedTuple):
@@ -198,7 +199,7 @@ def jsonl_chunks(path: str, start: int, end: Optional[int],
     except Exception as exc:
         if chunk.lines:
             yield chunk
-        yield (start, number + 1), Unit(path, line_position(start, number + 1) + ' on', None, GroundTruthRejection(
+        yield (start, number + 1, 0), Unit(path, line_position(start, number + 1) + ' on', None, GroundTruthRejection(
             f'could not read the file from there: {exc!r}'))
         return
     if chunk.lines:
@@ -217,7 +218,7 @@ def _jsonl_units(path: str, start: int, end: Optional[int]) -> Iterator[Tuple[Pl
             yield chunk
             continue
         for index, (number, line) in enumerate(zip(chunk.numbers, chunk.lines)):
-            yield (start, number), Unit(path, chunk.position(index), line, truth_formats.parse_vertex_line(line))
+            yield (start, number, 0), Unit(path, chunk.position(index), line, truth_formats.parse_vertex_line(line))
 
 
 def ranges_of(path: str, fmt: str, range_bytes: int) -> List[Tuple[str, str, int, Optional[int]]]:

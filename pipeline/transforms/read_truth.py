@@ -125,13 +125,14 @@ def read_truth_range(work: TruthRange, image_prefix: str, buckets: int,
 def _chunk_outputs(chunk: files.LineChunk, buckets: int, payload, tally: collections.Counter) -> Iterator:
     """A chunk of JSONL lines: the plain ones split by bucket as columns, the others one by one."""
     plain, declined = core.plain_vertex_lines(chunk.lines)
-    places = np.stack([np.full(len(plain.taken), chunk.range_start, dtype=np.int64),
-                       np.array(chunk.numbers, dtype=np.int64)[plain.taken]], axis=1)
-    tally[names.GROUND_TRUTH_ROWS_READ] += len(plain.taken)
-    tally[names.GROUND_TRUTH_ROWS_USED] += len(plain.taken)
+    taken = len(plain.taken)
+    places = np.stack([np.full(taken, chunk.range_start, dtype=np.int64),
+                       np.array(chunk.numbers, dtype=np.int64)[plain.taken], np.zeros(taken, dtype=np.int64)], axis=1)
+    tally[names.GROUND_TRUTH_ROWS_READ] += taken
+    tally[names.GROUND_TRUTH_ROWS_USED] += taken
     for bucket, part in plain.bucket_parts(chunk.source_file, places, buckets).items():
         yield _part_output(bucket, part, payload)
-    units = (((chunk.range_start, chunk.numbers[index]), files.Unit(
+    units = (((chunk.range_start, chunk.numbers[index], 0), files.Unit(
         chunk.source_file, chunk.position(index), chunk.lines[index],
         core.parse_vertex_line_fully(chunk.lines[index]))) for index in declined)
     yield from _units_outputs(units, chunk.source_file, buckets, payload, tally)

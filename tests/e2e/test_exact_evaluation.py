@@ -240,6 +240,15 @@ def test_rounded_scores_of_two_runs_give_pycocotools_twelve_numbers(run, tmp_pat
         for label in entry['labels']:
             expected = precision[:, ['cat', 'dog', 'bird', 'fish'].index(label['label'])]
             assert label['pr_curve'] == (None if (expected == -1).all() else pytest.approx(expected.tolist(), abs=1e-9))
+        if truth_format == 'coco':  # and the error types as tidecv's COCO loader orders them: as the file lists
+            from coco_testing import tide_run
+            tide, tide_figures = tide_run([sizes[i] for i in order], [truth[i] for i in order], rounded,
+                                          listed=[order.index(i) for i in range(len(order))])
+            assert entry['errors']['ap_50'] * 100 == pytest.approx(tide_figures.ap, abs=1e-9)
+            main = tide.get_main_errors()['predictions']
+            assert {name: entry['errors']['dap'][name] * 100 for name in ('cls', 'loc', 'dupe', 'bkg', 'miss')} == \
+                pytest.approx({name: main[short] for short, name in (('Cls', 'cls'), ('Loc', 'loc'), ('Dupe', 'dupe'),
+                                                                      ('Bkg', 'bkg'), ('Miss', 'miss'))}, abs=1e-9)
 
 
 @pytest.mark.parametrize('option', ['--image_size', '--image_sizes'])

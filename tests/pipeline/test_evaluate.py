@@ -43,7 +43,7 @@ def lines_in_buckets(lines, buckets):
 def truth_in_buckets(images, buckets):
     grouped = {}
     for position, image in enumerate(images):
-        grouped.setdefault(bucket_of(image.image_uri, buckets), []).append(((0, position), image))
+        grouped.setdefault(bucket_of(image.image_uri, buckets), []).append(((0, position, 0), image))
     return [(bucket, (LABELLED, None, packed(BucketTruth.of('truth.jsonl', units)))) for bucket, units in grouped.items()]
 
 

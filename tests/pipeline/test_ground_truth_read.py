@@ -44,10 +44,10 @@ def test_units_of_one_image_are_merged_and_bad_ones_are_dead_letters(tmp_path):
 
 def test_the_boxes_of_an_image_keep_their_file_order_whatever_order_they_come_in():
     car, bike = GroundTruthBox('car', (0.1, 0.1, 0.3, 0.3)), GroundTruthBox('bike', (0.7, 0.6, 0.8, 0.9))
-    units = [PlacedImage('b.csv', (0, 0), GroundTruthImage('u', (bike,))),
-             PlacedImage('a.csv', (100, 1), GroundTruthImage('u', (car,), 'test')),
-             PlacedImage('a.csv', (0, 7), GroundTruthImage('u', (bike,), None)),
-             PlacedImage('a.csv', (0, 2), GroundTruthImage('v', (car,), 'training'))]
+    units = [PlacedImage('b.csv', (0, 0, 0), GroundTruthImage('u', (bike,))),
+             PlacedImage('a.csv', (100, 1, 0), GroundTruthImage('u', (car,), 'test')),
+             PlacedImage('a.csv', (0, 7, 0), GroundTruthImage('u', (bike,), None)),
+             PlacedImage('a.csv', (0, 2, 0), GroundTruthImage('v', (car,), 'training'))]
     assert merge_units(units) == [GroundTruthImage('u', (bike, car, bike), 'test'),
                                   GroundTruthImage('v', (car,), 'training')]
 

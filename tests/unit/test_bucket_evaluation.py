@@ -130,7 +130,7 @@ def test_assembling_a_bucket_follows_the_order_rules():
                 boxes = tuple(GroundTruthBox(str(rng.choice(['cat', 'dog', 'eel'])), (0.1 * k, 0.1, 0.1 * k + 0.05, 0.3),
                                              bool(rng.random() < 0.2)) for k in range(rng.integers(0, 3)))
                 use = [None, 'test', 'training'][rng.integers(3)]
-                units.append(((range_start, number), GroundTruthImage(uri, boxes, use)))
+                units.append(((range_start, number, 0), GroundTruthImage(uri, boxes, use)))
             parts.append(BucketTruth.of(file, units))
             placed += list(parts[-1].units())
     lines = []

@@ -15,9 +15,10 @@ from pipeline.core.truth_formats import GroundTruthBox, GroundTruthImage
 TIDE_NAMES = {'Cls': 'cls', 'Loc': 'loc', 'Both': 'both', 'Dupe': 'dupe', 'Bkg': 'bkg', 'Miss': 'miss'}
 
 
-def evaluated(sizes, truth, detections, buckets=2):
+def evaluated(sizes, truth, detections, buckets=2, listed=None):
     """run_metrics of a generated set evaluated in buckets and settled as the job settles them, tied
-    scores in pycocotools' and tidecv's orders."""
+    scores in pycocotools' and tidecv's orders (`listed`: the images in the order a COCO file lists
+    them, its ids in order being their indices)."""
     images = []
     for i, (size, boxes, dets) in enumerate(zip(sizes, truth, detections)):
         ground = GroundTruthImage(f'gs://b/{i}.jpg', tuple(
@@ -26,8 +27,12 @@ def evaluated(sizes, truth, detections, buckets=2):
         images.append((f'gs://b/{i}.jpg', [label for label, _, _ in dets], np.array([s for _, _, s in dets]),
                        np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4), ground))
     step = -(-len(images) // buckets)
-    parts = [evaluate_images(in_ground_truth_order(ImageColumns.of(images[start:start + step]), start), 'run',
-                             COCO_IOU_THRESHOLDS, 0.5, 0.5) for start in range(0, len(images), step)]
+    at = np.arange(len(images)) if listed is None else np.argsort(listed)  # each image's place in the file
+    parts = []
+    for start in range(0, len(images), step):
+        columns = in_ground_truth_order(ImageColumns.of(images[start:start + step]), start)
+        columns.image_places[:, 2] = at[start:start + step]
+        parts.append(evaluate_images(columns, 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5))
     totals, _ = settled_with_ties(parts)
     return run_metrics('run', len(images), 0, totals, COCO_IOU_THRESHOLDS), parts
 
@@ -75,6 +80,24 @@ def test_counts_and_daps_equal_tidecv(seed, crowded, whole_pixels, decimals):
             fixed = run.fix_errors(lambda error, kind=kind: isinstance(error, kind)).objs[k]
             expected = None if fixed.is_empty() or base.is_empty() else (fixed.get_ap() - base.get_ap()) / 100
             assert entry['errors']['dap'][name] == (None if expected is None else pytest.approx(expected, abs=1e-11))
+
+
+@pytest.mark.parametrize('seed, decimals', [(21, 1), (22, 2), (23, 1)])
+def test_equal_scores_of_images_fall_in_the_order_the_file_lists_them(seed, decimals):
+    # tidecv's COCO loader adds the images in the order the file lists them, where pycocotools takes
+    # their ids in order: its tied scores of different images fall in the file's order.
+    sizes, truth, detections = generated_set(seed, images=60)
+    detections = [[(label, box, round(score, decimals)) for label, box, score in dets] for dets in detections]
+    listed = np.random.default_rng(seed).permutation(len(sizes)).tolist()
+    metrics, _ = evaluated(sizes, truth, detections, listed=listed)
+    _, run = tide_run(sizes, truth, detections, listed=listed)
+    _, in_id_order = tide_run(sizes, truth, detections)
+    assert run.ap != pytest.approx(in_id_order.ap, abs=1e-9)  # the order moves tidecv's figures here
+    assert metrics['errors']['ap_50'] * 100 == pytest.approx(run.ap, abs=1e-9)
+    fixed = {name: run.fix_main_errors()[kind] for kind, name in
+             ((kind, TIDE_NAMES[kind.short_name]) for kind in run.fix_main_errors())}
+    for name, value in fixed.items():
+        assert metrics['errors']['dap'][name] * 100 == pytest.approx(value, abs=1e-9), name
 
 
 def test_the_types_fall_as_tidecv_orders_its_tests():
