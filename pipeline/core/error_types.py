@@ -16,13 +16,14 @@ positives 1 and false positives 0; `fn` counts only the boxes matched.
 
 Here each bucket classifies its detections and boxes (`classify`), and each label keeps, per fix,
 its points merged per distinct score (`ErrorCounts`): bounded by distinct scores, like the AP counts.
-Equal scores fall in tidecv's order, which it takes from the order it received its data in: its
-stable sort by score keeps the images in ground-truth order and each image's detections in line
-order (the base run); a fixed run pushes the points of every error first, in that order, then the
-true positives, so its true positives fall last among equal scores. As for pycocotools' order
-(`ties`), the merged counts give each curve, and only the points at the scores where true and false
-positives mix are gathered again and put in order (a bucket's `tied_errors`, TIDE_CURVE). The `miss` and `fn`
-fixes move no true positive ahead of a false one: their merged curves are exact.
+Equal scores fall in tidecv's order, which it takes from the order it was given its data in: its
+stable sort by score keeps the images in the order the ground truth lists them and each image's
+detections in line order (the base run); a fixed run pushes the points of every error first, in that
+order, then the true positives, so its true positives fall last among equal scores. As for
+pycocotools' order (`ties`), the merged counts give each curve, and only the points at the scores
+where true and false positives mix are gathered again and put in order (a bucket's `tied_errors`,
+read by TIDE_CURVE). The `miss` and `fn` fixes move no true positive ahead of a false one: their
+merged curves are exact.
 """
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 

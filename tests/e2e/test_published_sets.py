@@ -102,7 +102,8 @@ def tidecv_run(truth, results):
 
 
 @pytest.fixture(scope='module', params=['faster_coco_eval_shapes', 'faster_coco_eval_cat_dog',
-                                        'faster_coco_eval_crowd', 'torchmetrics_coco4', SWAPPED])
+                                        'faster_coco_eval_crowd', 'torchmetrics_coco4', SWAPPED,
+                                        'object_detection_metrics'])
 def evaluated_set(request, tmp_path_factory, run):
     name = request.param
     truth, results = published(name)
