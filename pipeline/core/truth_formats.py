@@ -199,6 +199,14 @@ def _coordinate(value: Any, where: str) -> float:
     return min(max(float(value), 0.0), 1.0)
 
 
+def _edge(pixels: float, side: float, where: str) -> float:
+    """A COCO box's edge in pixels, normalized by the image's side, not clipped."""
+    if not -COORDINATE_TOLERANCE * side <= pixels <= (1 + COORDINATE_TOLERANCE) * side:
+        raise _Invalid(f'{where}: {pixels!r} is outside the image ({side:g} pixels) by more than '
+                       f'{COORDINATE_TOLERANCE:.0%} of it')
+    return pixels / side
+
+
 def _box(xs: Sequence[float], ys: Sequence[float], where: str) -> Box:
     box = (min(xs), min(ys), max(xs), max(ys))
     if box[2] <= box[0] or box[3] <= box[1]:
@@ -619,10 +627,12 @@ def _coco_annotation(annotation: Any, images: Dict[Any, Tuple[str, float, float]
         raise _Invalid(f'bbox: expected [x, y, width, height] in pixels, got {bbox!r}')
     _, width, height = images[image_id]
     x, y, w, h = bbox
-    if not (w > 0 and h > 0):  # a negative width is never flipped silently
-        raise _Invalid(f'bbox: width and height must be positive, got {w!r} and {h!r}')
-    box = _box([_coordinate(x / width, 'bbox x'), _coordinate((x + w) / width, 'bbox x + width')],
-               [_coordinate(y / height, 'bbox y'), _coordinate((y + h) / height, 'bbox y + height')], 'bbox')
+    if not (w >= 0 and h >= 0):  # a negative width is never flipped silently
+        raise _Invalid(f'bbox: width and height must not be negative, got {w!r} and {h!r}')
+    # The box as given, as pycocotools takes it: of no width or height (a box nothing can match), or
+    # reaching up to the tolerance past the image's edge (a 1-based x_max, say), never clipped.
+    box = (_edge(x, width, 'bbox x'), _edge(y, height, 'bbox y'), _edge(x + w, width, 'bbox x + width'),
+           _edge(y + h, height, 'bbox y + height'))
     crowd = annotation.get('iscrowd', 0)
     if crowd.__class__ is not int or crowd not in (0, 1):
         raise _Invalid(f'iscrowd: expected 0 or 1, got {crowd!r}')

@@ -96,7 +96,7 @@ def test_a_coco_document_with_nan_keeps_its_other_boxes():
 
 
 @pytest.mark.parametrize('change, message', [
-    ({'bbox': [30, 10, -20, 20]}, 'width and height must be positive'),
+    ({'bbox': [30, 10, -20, 20]}, 'width and height must not be negative'),
     ({'iscrowd': '0'}, 'iscrowd'), ({'iscrowd': 'false'}, 'iscrowd'), ({'iscrowd': 2}, 'iscrowd'),
     ({'iscrowd': -1}, 'iscrowd'), ({'iscrowd': True}, 'iscrowd'),
     ({'image_id': [1]}, 'image_id: expected a number or a string'),
@@ -107,6 +107,21 @@ def test_a_coco_box_that_says_something_odd_is_rejected_not_fixed(change, messag
     assert len(images[0].boxes) == 1
     [(where, rejection)] = rejected
     assert where == 'annotations[1]' and message in rejection.message
+
+
+def test_a_coco_box_of_no_width_or_height_is_a_box_as_pycocotools_counts_it():
+    # pycocotools keeps it among the image's boxes: nothing can match it, so it is a miss.
+    images, rejected = parse_coco(coco([annotation(bbox=[10, 5, 0, 4]), annotation(bbox=[1, 2, 3, 0], area=0)]))
+    assert rejected == [] and [box.box for box in images[0].boxes] == [(0.1, 0.05, 0.1, 0.09), (0.01, 0.02, 0.04, 0.02)]
+
+
+def test_a_coco_box_past_the_edge_keeps_its_extent_within_the_tolerance():
+    # A 1-based x_max (101 on a 100-pixel image) is taken as pycocotools takes it, not clipped; past
+    # the tolerance, the box is a dead letter that says by how much.
+    images, rejected = parse_coco(coco([annotation(bbox=[50, 10, 51, 20]), annotation(bbox=[50, 10, 52, 20])]))
+    assert [box.box for box in images[0].boxes] == [(0.5, 0.1, 1.01, 0.3)]
+    [(where, rejection)] = rejected
+    assert where == 'annotations[1]' and 'bbox x + width: 102 is outside the image (100 pixels)' in rejection.message
 
 
 def test_iscrowd_zero_and_one_are_taken():
