@@ -181,3 +181,22 @@ def tide_run(sizes, truth, detections, listed=None):
     with contextlib.redirect_stdout(io.StringIO()):
         run = tide.evaluate(ground_truth, predictions, mode=TIDE.BOX)
     return tide, run
+
+
+# tidecv's short names of the error types, and ours.
+TIDE_NAMES = {'Cls': 'cls', 'Loc': 'loc', 'Both': 'both', 'Dupe': 'dupe', 'Bkg': 'bkg', 'Miss': 'miss'}
+
+
+def assert_run_errors_equal_tidecv(errors, tide, run):
+    """A run's `errors` of metrics.json against tidecv's TIDE and run: AP@0.5, each type's dAP, the
+    special dAPs (tidecv in percent) and the counts; returns the counts."""
+    import pytest
+    main, special = tide.get_main_errors()['predictions'], tide.get_special_errors()['predictions']
+    assert errors['ap_50'] * 100 == pytest.approx(run.ap, abs=1e-9)
+    for short, name in TIDE_NAMES.items():
+        assert errors['dap'][name] * 100 == pytest.approx(main[short], abs=1e-9), name
+    assert errors['special_dap']['fp'] * 100 == pytest.approx(special['FalsePos'], abs=1e-9)
+    assert errors['special_dap']['fn'] * 100 == pytest.approx(special['FalseNeg'], abs=1e-9)
+    counts = {TIDE_NAMES[kind.short_name]: count for kind, count in run.count_errors().items()}
+    assert errors['counts'] == counts
+    return counts

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+from coco_testing import assert_run_errors_equal_tidecv
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -18,7 +19,6 @@ SETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'fixtures', 'pub
 PREFIX = 'gs://published/'
 TWELVE = ['ap', 'ap_50', 'ap_75', 'ap_small', 'ap_medium', 'ap_large', 'ar_1', 'ar_10', 'ar_100', 'ar_small',
           'ar_medium', 'ar_large']
-TIDE_NAMES = {'Cls': 'cls', 'Loc': 'loc', 'Both': 'both', 'Dupe': 'dupe', 'Bkg': 'bkg', 'Miss': 'miss'}
 
 
 # torchmetrics' set with its two equal scores (0.204, image 987) in the other order: both references
@@ -162,14 +162,7 @@ def test_the_error_types_equal_tidecv(evaluated_set):
     _, truth, results, metrics, _, _ = evaluated_set
     tide, run = tidecv_run(truth, results)
     [entry] = metrics['runs']
-    errors = entry['errors']
-    main, special = tide.get_main_errors()['predictions'], tide.get_special_errors()['predictions']
-    assert errors['ap_50'] * 100 == pytest.approx(run.ap, abs=1e-9)
-    for short, name in TIDE_NAMES.items():
-        assert errors['dap'][name] * 100 == pytest.approx(main[short], abs=1e-9), name
-    assert errors['special_dap']['fp'] * 100 == pytest.approx(special['FalsePos'], abs=1e-9)
-    assert errors['special_dap']['fn'] * 100 == pytest.approx(special['FalseNeg'], abs=1e-9)
-    assert errors['counts'] == {TIDE_NAMES[kind.short_name]: count for kind, count in run.count_errors().items()}
+    assert_run_errors_equal_tidecv(entry['errors'], tide, run)
     names = {category['id']: category['name'] for category in truth['categories']}
     for label in entry['labels']:
         category = next(k for k, name in names.items() if name == label['label'])

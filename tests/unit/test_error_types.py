@@ -3,7 +3,15 @@ and the special fp and fn dAPs, equal to tidecv's on generated sets where every 
 classification of single cases as tidecv's code makes it."""
 import numpy as np
 import pytest
-from coco_testing import LABELS, crowded_set, generated_set, normalized, tide_run
+from coco_testing import (
+    LABELS,
+    TIDE_NAMES,
+    assert_run_errors_equal_tidecv,
+    crowded_set,
+    generated_set,
+    normalized,
+    tide_run,
+)
 from evaluation_reference import in_ground_truth_order, settled_with_ties
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
@@ -11,8 +19,6 @@ from pipeline.core.bucket_evaluation import ImageColumns, evaluate_images
 from pipeline.core.error_types import ERROR_TYPES, classify
 from pipeline.core.evaluation import run_metrics
 from pipeline.core.truth_formats import GroundTruthBox, GroundTruthImage
-
-TIDE_NAMES = {'Cls': 'cls', 'Loc': 'loc', 'Both': 'both', 'Dupe': 'dupe', 'Bkg': 'bkg', 'Miss': 'miss'}
 
 
 def evaluated(sizes, truth, detections, buckets=2, listed=None):
@@ -56,15 +62,7 @@ def test_counts_and_daps_equal_tidecv(seed, crowded, whole_pixels, decimals):
         detections = [[(label, box, round(score, decimals)) for label, box, score in dets] for dets in detections]
     metrics, _ = evaluated(sizes, truth, detections)
     tide, run = tide_run(sizes, truth, detections)
-    errors = metrics['errors']
-    main, special = tide.get_main_errors()['predictions'], tide.get_special_errors()['predictions']
-    assert errors['ap_50'] * 100 == pytest.approx(run.ap, abs=1e-9)
-    for short, name in TIDE_NAMES.items():
-        assert errors['dap'][name] * 100 == pytest.approx(main[short], abs=1e-9), name
-    assert errors['special_dap']['fp'] * 100 == pytest.approx(special['FalsePos'], abs=1e-9)
-    assert errors['special_dap']['fn'] * 100 == pytest.approx(special['FalseNeg'], abs=1e-9)
-    counts = {TIDE_NAMES[kind.short_name]: count for kind, count in run.count_errors().items()}
-    assert errors['counts'] == counts
+    counts = assert_run_errors_equal_tidecv(metrics['errors'], tide, run)
     if seed in (0, 1):
         assert all(count > 0 for count in counts.values()), counts  # every type occurs
     # Per label: the counts by the label of the detection (of the box for a miss), and the AP after each fix.
