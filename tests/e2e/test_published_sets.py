@@ -57,21 +57,28 @@ def published(name):
     return truth, results
 
 
-def prediction_lines(truth, results):
-    """One Vertex AI prediction line per ground-truth image, its results in file order, boxes
-    normalized by the image's size as the service writes them."""
+def prediction_lines(truth, results, legacy=False):
+    """One prediction line per ground-truth image, its results in file order, boxes normalized by the
+    image's size as the service writes them: Vertex AI's, or legacy AutoML Vision's (`legacy`)."""
     names = {category['id']: category['name'] for category in truth['categories']}
     lines = []
     for image in truth['images']:
         mine = [result for result in results if result['image_id'] == image['id']]
         width, height = image['width'], image['height']
+        boxes = [(x / width, y / height, (x + w) / width, (y + h) / height)
+                 for x, y, w, h in (result['bbox'] for result in mine)]
+        if legacy:
+            lines.append(json.dumps({'ID': PREFIX + image['file_name'], 'annotations': [
+                {'annotation_spec_id': str(result['category_id']), 'display_name': names[result['category_id']],
+                 'image_object_detection': {'score': result['score'], 'bounding_box': {'normalized_vertices': [
+                     {'x': x0, 'y': y0}, {'x': x1, 'y': y1}]}}} for result, (x0, y0, x1, y1) in zip(mine, boxes)]}))
+            continue
         lines.append(json.dumps({'instance': {'content': PREFIX + image['file_name'], 'mimeType': 'image/jpeg'},
                                  'prediction': {
                                      'ids': [str(result['category_id']) for result in mine],
                                      'displayNames': [names[result['category_id']] for result in mine],
                                      'confidences': [result['score'] for result in mine],
-                                     'bboxes': [[x / width, (x + w) / width, y / height, (y + h) / height]
-                                                for x, y, w, h in (result['bbox'] for result in mine)]}}))
+                                     'bboxes': [[x0, x1, y0, y1] for x0, y0, x1, y1 in boxes]}}))
     return lines
 
 
@@ -119,16 +126,22 @@ def tidecv_run(truth, results):
     return tide, run
 
 
+# As legacy AutoML Vision lines too: the sets with equal scores and the crowd box.
+LEGACY = ' (legacy AutoML Vision lines)'
+
+
 @pytest.fixture(scope='module', params=['faster_coco_eval_shapes', 'faster_coco_eval_cat_dog',
                                         'faster_coco_eval_crowd', 'torchmetrics_coco4', SWAPPED,
-                                        'object_detection_metrics', FLAT, EDGE])
+                                        'object_detection_metrics', FLAT, EDGE, 'faster_coco_eval_crowd' + LEGACY,
+                                        'torchmetrics_coco4' + LEGACY, 'object_detection_metrics' + LEGACY])
 def evaluated_set(request, tmp_path_factory, run):
-    name = request.param
+    name, legacy = request.param.removesuffix(LEGACY), request.param.endswith(LEGACY)
     truth, results = published(name)
     folder = tmp_path_factory.mktemp(name.split(',')[0])
-    shard = folder / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / 'predictions_00001.jsonl'
+    shard = folder / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / (
+        'image_object_detection_1.jsonl' if legacy else 'predictions_00001.jsonl')
     shard.parent.mkdir(parents=True)
-    shard.write_text('\n'.join(prediction_lines(truth, results)) + '\n')
+    shard.write_text('\n'.join(prediction_lines(truth, results, legacy)) + '\n')
     (folder / 'ground_truth.json').write_text(json.dumps(truth))
     out = folder / 'out'
     result = run('--input', folder / 'in', '--output', out, '--ground_truth', folder / 'ground_truth.json',
