@@ -1,6 +1,6 @@
 """Real sets that other evaluation projects ship in their test suites (tests/fixtures/published_sets,
-SOURCES.md there), converted to a Vertex AI batch prediction as a user converts COCO results and
-evaluated through the command line: the twelve numbers equal pycocotools', per run and per label,
+SOURCES.md there), converted to a Vertex AI batch prediction (some to legacy AutoML Vision lines too)
+as a user converts COCO results, and evaluated through the command line: the twelve numbers equal pycocotools', per run and per label,
 and the error types equal tidecv's (bbox, default parameters)."""
 import contextlib
 import io
@@ -24,8 +24,8 @@ TWELVE = ['ap', 'ap_50', 'ap_75', 'ap_small', 'ap_medium', 'ap_large', 'ar_1', '
 # torchmetrics' set with its two equal scores (0.204, image 987) in the other order: both references
 # then give other figures (tidecv's AP@0.5 73.43 against 71.60), so the order is what is tested.
 SWAPPED = 'torchmetrics_coco4, its tie swapped'
-# The shapes with two more boxes, of no width and of no height (real annotations hold some, where a
-# polygon was a line): pycocotools counts them, as boxes nothing can match.
+# The shapes with two more boxes, of no width and of no height (as an annotation whose polygon is a
+# line has): pycocotools counts them, as boxes nothing can match.
 FLAT = 'faster_coco_eval_shapes, two boxes of no area'
 # The shapes with one box reaching a pixel past the image's right edge (a 1-based x_max) and its
 # detection narrower: IoU 96/107 = 0.897 as given, 96/106 = 0.906 clipped, on either side of 0.9.
