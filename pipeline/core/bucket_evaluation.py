@@ -153,8 +153,12 @@ def evaluate_images(columns: ImageColumns, prediction_run: Optional[str], thresh
     outcomes = matched.match.outcomes[:, None, :len(thresholds)]
     if matched.sized is not None:
         outcomes = np.concatenate([outcomes, matched.sized], axis=1)
-    tied = _tied(columns, prediction_run, (columns.det_label >= 0) & ~matched.beyond, outcomes)
-    tied_errors = None if classified is None else _tied_errors(columns, prediction_run, points)
+    row_in_image = rows_in_groups(columns.det_image)  # equal scores: in row order
+    # The evaluated detections that count somewhere (not ignored in every area range and threshold).
+    counted = np.flatnonzero((columns.det_label >= 0) & ~matched.beyond & (outcomes != IGNORED).any(axis=(1, 2)))
+    tied = _tied(columns, prediction_run, counted, columns.det_label[counted], outcomes[counted], row_in_image)
+    tied_errors = None if classified is None else _tied(columns, prediction_run, *_error_points(points),
+                                                        row_in_image)
     return BucketEvaluation(labels, cells, matches, tied, tied_errors, int(matched.beyond.sum()), unsized)
 
 
@@ -278,17 +282,16 @@ class _PackedOutcomes(NamedTuple):
                                within=within, packed=True)
 
 
-def _tied(columns: ImageColumns, prediction_run: Optional[str], evaluated: np.ndarray,
-          outcomes: np.ndarray) -> TiedDetections:
-    """The evaluated detections that count somewhere (not ignored in every area range and at every
-    threshold), with their image's place in the ground truth and their row among its detections."""
-    rows = np.flatnonzero(evaluated & (outcomes != IGNORED).any(axis=(1, 2)))
+def _tied(columns: ImageColumns, prediction_run: Optional[str], rows: np.ndarray, labels: np.ndarray,
+          outcomes: np.ndarray, row_in_image: np.ndarray) -> TiedDetections:
+    """Detections (rows, counted under `labels`, with their (rows, areas, thresholds) outcomes) with
+    what equal scores are ordered by: their image's place in the ground truth and their row among its
+    detections."""
     files, file_codes, places = columns.image_order()
     image = columns.det_image[rows]
-    row_in_image = rows_in_groups(columns.det_image)  # equal scores: in row order
-    return TiedDetections.of(prediction_run, columns.label_names, columns.det_label[rows], columns.det_scores[rows],
-                             files, file_codes[image], places[image], row_in_image[rows], outcomes[rows],
-                             TRUE_POSITIVE, FALSE_POSITIVE)
+    return TiedDetections.of(prediction_run, columns.label_names, labels, columns.det_scores[rows], files,
+                             file_codes[image], places[image], row_in_image[rows], outcomes, TRUE_POSITIVE,
+                             FALSE_POSITIVE)
 
 
 # pycocotools' areaRng, in square pixels, bounds included: all, small, medium, large.
@@ -344,23 +347,16 @@ def _label_errors(code: int, classified: Classified, det_code: np.ndarray, point
                           np.r_[own.astype(np.int64), np.full(missed, MISS, dtype=np.int64)])
 
 
-def _tied_errors(columns: ImageColumns, prediction_run: Optional[str],
-                 points: Dict[int, ErrorPoints]) -> TiedDetections:
-    """Every label's error points with what tidecv orders equal scores by (as `_tied`: their image's
-    place in the ground truth, their detection's row among its image's), outcomes per column."""
+def _error_points(points: Dict[int, ErrorPoints]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every label's error points as (their detections' rows, the label they count under, their
+    (points, ERROR_COLUMNS, 1) outcomes): tidecv's order among equal scores reads them (`_tied`)."""
     codes = sorted(points)
     rows = np.concatenate([np.zeros(0, dtype=np.int64)] + [points[code].rows for code in codes])
     labels = np.concatenate([np.zeros(0, dtype=np.int64)] + [np.full(len(points[code].rows), code) for code in codes])
     tp, fp = (np.concatenate([np.zeros((ERROR_COLUMNS, 0), dtype=np.uint8)] + [getattr(points[code], name)
                                                                               for code in codes], axis=1)
               for name in ('tp', 'fp'))
-    outcomes = np.where(tp.T, TRUE_POSITIVE, np.where(fp.T, FALSE_POSITIVE, IGNORED))[:, :, None]
-    files, file_codes, places = columns.image_order()
-    image = columns.det_image[rows]
-    row_in_image = rows_in_groups(columns.det_image)
-    return TiedDetections.of(prediction_run, columns.label_names, labels, columns.det_scores[rows], files,
-                             file_codes[image], places[image], row_in_image[rows], outcomes, TRUE_POSITIVE,
-                             FALSE_POSITIVE)
+    return rows, labels, np.where(tp.T, TRUE_POSITIVE, np.where(fp.T, FALSE_POSITIVE, IGNORED))[:, :, None]
 
 
 def _area_ranges(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarray):

@@ -272,18 +272,12 @@ def _mean(values: np.ndarray) -> float:
     return float(sum(values.tolist()) / len(values))
 
 
-def tide_ap(tp_cum: np.ndarray, fp_cum: np.ndarray, ground_truth: int) -> float:
-    """tidecv's APDataObject.get_ap over cumulative counts at distinct scores, as a fraction (tidecv
-    writes it in percent): 0 without boxes."""
-    return _mean(tide_curve(np.zeros(len(tp_cum)), tp_cum, fp_cum, ground_truth)[0])
-
-
 def _perfect_precision_ap(true_positives: int, ground_truth: int) -> float:
     """tidecv's `fp` fix: true positives scored 1, false positives 0 (precision 1 up to its recall)."""
     if ground_truth == 0 or true_positives == 0:
         return 0.0
     ones = np.arange(1, true_positives + 1, dtype=np.float64)
-    return tide_ap(ones, np.zeros(true_positives), ground_truth)
+    return _mean(tide_curve(np.ones(true_positives), ones, np.zeros(true_positives), ground_truth)[0])
 
 
 class ErrorSummary(NamedTuple):
