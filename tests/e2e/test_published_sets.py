@@ -126,14 +126,22 @@ def tidecv_run(truth, results):
     return tide, run
 
 
-# As legacy AutoML Vision lines too: the sets with equal scores and the crowd box.
+# As legacy AutoML Vision lines too: the sets with equal scores and crowd boxes.
 LEGACY = ' (legacy AutoML Vision lines)'
+# pycocotools' own demo set: 100 COCO val2014 photographs, 80 categories, 3-decimal scores.
+VAL2014 = 'cocoapi_val2014_100'
+# The twelve figures that faster-coco-eval's tests/test_cocoapi_fake_data.py pins for the published
+# files of that set: the check that the set here is the published one (SOURCES.md).
+VAL2014_PUBLISHED = [0.5045806987249628, 0.6969727247299577, 0.5729816669904824, 0.5856257209410443,
+                     0.5193996948036719, 0.5013978986347466, 0.38681277964578054, 0.5936795762842003,
+                     0.595352982877607, 0.6398109626113442, 0.5664205978994309, 0.5642905982905982]
 
 
 @pytest.fixture(scope='module', params=['faster_coco_eval_shapes', 'faster_coco_eval_cat_dog',
                                         'faster_coco_eval_crowd', 'torchmetrics_coco4', SWAPPED,
-                                        'object_detection_metrics', FLAT, EDGE, 'faster_coco_eval_crowd' + LEGACY,
-                                        'torchmetrics_coco4' + LEGACY, 'object_detection_metrics' + LEGACY])
+                                        'object_detection_metrics', FLAT, EDGE, VAL2014,
+                                        'faster_coco_eval_crowd' + LEGACY, 'torchmetrics_coco4' + LEGACY,
+                                        'object_detection_metrics' + LEGACY, VAL2014 + LEGACY])
 def evaluated_set(request, tmp_path_factory, run):
     name, legacy = request.param.removesuffix(LEGACY), request.param.endswith(LEGACY)
     truth, results = published(name)
@@ -182,6 +190,11 @@ def test_the_error_types_equal_tidecv(evaluated_set):
         base = run.ap_data.objs[category]
         expected = None if base.is_empty() else base.get_ap() / 100
         assert label['errors']['ap_50'] == (None if expected is None else pytest.approx(expected, abs=1e-11))
+
+
+def test_the_val2014_set_here_gives_the_figures_published_for_it():
+    assert pycocotools_answer(VAL2014, published(VAL2014)[1]).stats.tolist() == pytest.approx(VAL2014_PUBLISHED,
+                                                                                              abs=1e-12)
 
 
 def test_the_order_of_the_torchmetrics_tie_moves_both_references():
