@@ -126,7 +126,8 @@ def tidecv_run(truth, results):
     return tide, run
 
 
-# As legacy AutoML Vision lines too: the sets with equal scores and crowd boxes.
+# As legacy AutoML Vision lines too: the sets with equal scores and crowd boxes, and a line of no
+# annotation.
 LEGACY = ' (legacy AutoML Vision lines)'
 # pycocotools' own demo set: 100 COCO val2014 photographs, 80 categories, 3-decimal scores.
 VAL2014 = 'cocoapi_val2014_100'
@@ -139,9 +140,12 @@ VAL2014_PUBLISHED = [0.5045806987249628, 0.6969727247299577, 0.5729816669904824,
 
 @pytest.fixture(scope='module', params=['faster_coco_eval_shapes', 'faster_coco_eval_cat_dog',
                                         'faster_coco_eval_crowd', 'torchmetrics_coco4', SWAPPED,
-                                        'object_detection_metrics', FLAT, EDGE, VAL2014,
-                                        'faster_coco_eval_crowd' + LEGACY, 'torchmetrics_coco4' + LEGACY,
-                                        'object_detection_metrics' + LEGACY, VAL2014 + LEGACY])
+                                        'object_detection_metrics', FLAT, EDGE, VAL2014, 'torchmetrics_issue943',
+                                        'torchmetrics_empty_preds', 'torchmetrics_missing_pred',
+                                        'torchmetrics_missing_gt', 'faster_coco_eval_crowd' + LEGACY,
+                                        'torchmetrics_coco4' + LEGACY,
+                                        'object_detection_metrics' + LEGACY, VAL2014 + LEGACY,
+                                        'torchmetrics_empty_preds' + LEGACY])
 def evaluated_set(request, tmp_path_factory, run):
     name, legacy = request.param.removesuffix(LEGACY), request.param.endswith(LEGACY)
     truth, results = published(name)
