@@ -3,6 +3,8 @@ SOURCES.md there), converted to a Vertex AI batch prediction (some to legacy Aut
 as a user converts COCO results, and evaluated through the command line: the twelve numbers equal pycocotools', per run and per label,
 and the error types equal tidecv's (bbox, default parameters)."""
 import contextlib
+import copy
+import csv
 import io
 import json
 import os
@@ -82,12 +84,12 @@ def prediction_lines(truth, results, legacy=False):
     return lines
 
 
-def pycocotools_answer(name, results):
+def pycocotools_answer(truth, results):
     with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO()
-        truth.dataset = published(name)[0]
-        truth.createIndex()
-        evaluation = COCOeval(truth, truth.loadRes(results), 'bbox')
+        coco = COCO()
+        coco.dataset = copy.deepcopy(truth)
+        coco.createIndex()
+        evaluation = COCOeval(coco, coco.loadRes(results), 'bbox')
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
@@ -165,8 +167,8 @@ def evaluated_set(request, tmp_path_factory, run):
 
 
 def test_the_twelve_numbers_equal_pycocotools_per_run_and_per_label(evaluated_set):
-    name, truth, results, metrics, _, _ = evaluated_set
-    evaluation = pycocotools_answer(name, results)
+    _, truth, results, metrics, _, _ = evaluated_set
+    evaluation = pycocotools_answer(truth, results)
     [entry] = metrics['runs']
     for index, stat in enumerate(TWELVE):
         expected = None if evaluation.stats[index] == -1 else evaluation.stats[index]
@@ -197,17 +199,16 @@ def test_the_error_types_equal_tidecv(evaluated_set):
 
 
 def test_the_val2014_set_here_gives_the_figures_published_for_it():
-    assert pycocotools_answer(VAL2014, published(VAL2014)[1]).stats.tolist() == pytest.approx(VAL2014_PUBLISHED,
-                                                                                              abs=1e-12)
+    assert pycocotools_answer(*published(VAL2014)).stats.tolist() == pytest.approx(VAL2014_PUBLISHED, abs=1e-12)
 
 
 def test_the_order_of_the_torchmetrics_tie_moves_both_references():
     # The one set with equal scores of a label where true and false positives mix: image 987's two
     # detections at 0.204. Their order on the line moves pycocotools' and tidecv's figures alike;
     # the job follows it in both (the tests above run both orders).
-    for reference in (lambda name, truth, results: pycocotools_answer(name, results).stats[0],
-                      lambda name, truth, results: tidecv_run(truth, results)[1].ap):
-        figures = [reference(name, *published(name)) for name in ('torchmetrics_coco4', SWAPPED)]
+    for reference in (lambda truth, results: pycocotools_answer(truth, results).stats[0],
+                      lambda truth, results: tidecv_run(truth, results)[1].ap):
+        figures = [reference(*published(name)) for name in ('torchmetrics_coco4', SWAPPED)]
         assert figures[0] != pytest.approx(figures[1], abs=1e-6)
 
 
@@ -226,3 +227,62 @@ def test_annotations_naming_no_image_are_dead_letters_with_their_reason(evaluate
     assert warning['figures']['dead_letters'] == 13 and warning['figures']['units_read'] == 14
     assert metrics['runs'][0]['stats']['ar_100'] == pytest.approx(0.9)
     assert np.isclose(metrics['runs'][0]['stats']['ap'], 0.45)
+
+
+def import_ground_truth(truth, folder, form):
+    """The COCO ground truth as a user exports it from a Vertex AI dataset (import JSONL) or an AutoML
+    Vision one (CSV): boxes normalized by the image's size, no crowd and no COCO area (the formats have
+    neither), and the image sizes in a manifest. Returns the ground truth's path, the manifest's, and
+    the same boxes as COCO (the box's area)."""
+    names = {category['id']: category['name'] for category in truth['categories']}
+    boxes = [annotation for annotation in truth['annotations'] if not annotation.get('iscrowd')]
+    rows = []
+    for image in truth['images']:
+        width, height = image['width'], image['height']
+        rows.append((PREFIX + image['file_name'], [(names[a['category_id']], a['bbox'][0] / width, a['bbox'][1] / height,
+                                                    (a['bbox'][0] + a['bbox'][2]) / width,
+                                                    (a['bbox'][1] + a['bbox'][3]) / height)
+                                                   for a in boxes if a['image_id'] == image['id']]))
+    path = folder / f'ground_truth.{form}'
+    with open(path, 'w', encoding='utf-8', newline='') as handle:
+        if form == 'jsonl':
+            for uri, found in rows:
+                handle.write(json.dumps({'imageGcsUri': uri, 'boundingBoxAnnotations': [
+                    {'displayName': label, 'xMin': x0, 'xMax': x1, 'yMin': y0, 'yMax': y1}
+                    for label, x0, y0, x1, y1 in found]}) + '\n')
+        else:
+            writer = csv.writer(handle)
+            for uri, found in rows:
+                writer.writerows([['TEST', uri, label, x0, y0, '', '', x1, y1, '', ''] for label, x0, y0, x1, y1 in found]
+                                 or [['TEST', uri] + [''] * 9])
+    sizes = folder / 'sizes.csv'
+    sizes.write_text('image_uri,width,height\n' + ''.join(f'{PREFIX}{image["file_name"]},{image["width"]},'
+                                                          f'{image["height"]}\n' for image in truth['images']))
+    return path, sizes, dict(truth, annotations=[dict(a, area=a['bbox'][2] * a['bbox'][3]) for a in boxes])
+
+
+def in_file_order(truth, results):
+    """The same images with ids in the order the file lists them: pycocotools takes ids in order, and
+    an import file's images fall in the order of their first appearance."""
+    order = {image['id']: rank + 1 for rank, image in enumerate(truth['images'])}
+    return (dict(truth, images=[dict(image, id=order[image['id']]) for image in truth['images']],
+                 annotations=[dict(a, image_id=order[a['image_id']]) for a in truth['annotations']]),
+            [dict(result, image_id=order[result['image_id']]) for result in results])
+
+
+@pytest.mark.parametrize('form', ['jsonl', 'csv'])
+def test_the_val2014_set_as_an_import_ground_truth_equals_pycocotools_and_tidecv(form, tmp_path, run):
+    truth, results = published(VAL2014)
+    shard = tmp_path / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / 'predictions_00001.jsonl'
+    shard.parent.mkdir(parents=True)
+    shard.write_text('\n'.join(prediction_lines(truth, results)) + '\n')
+    ground_truth, sizes, same = import_ground_truth(truth, tmp_path, form)
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'out', '--ground_truth', ground_truth,
+                 '--image_sizes', sizes, '--report=false', check=False)
+    assert result.returncode == 0, result.stderr
+    [entry] = json.loads((tmp_path / 'out' / 'evaluation' / 'metrics.json').read_text())['runs']
+    evaluation = pycocotools_answer(*in_file_order(same, results))
+    assert [entry['stats'][stat] for stat in TWELVE] == pytest.approx(evaluation.stats.tolist(), abs=1e-9)
+    # Not the figures of COCO's ids in order: equal scores across images fall otherwise (AP 1.2e-5 apart).
+    assert entry['stats']['ap'] != pytest.approx(pycocotools_answer(same, results).stats[0], abs=1e-9)
+    assert_run_errors_equal_tidecv(entry['errors'], *tidecv_run(*in_file_order(same, results)))
