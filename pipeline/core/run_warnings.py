@@ -4,12 +4,16 @@ occurs, an export that wrote nothing) exits 0 with figures that look like answer
 so instead, each warning with the figures behind it and the fix. Pure: built from the summary's own
 figures and the settings."""
 import difflib
+import re
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional
 
 from pipeline.config.settings import Settings
 
-# Below this share of one side's images found on the other, a join (ground truth, sizes) warns.
+# Below this share of one side's images found on the other, a join (ground truth, sizes) warns; so do
+# a run's labels, below this share of the ground truth's boxes or of the run's detections.
 LOW_OVERLAP = 0.5
+# The labels each side has alone that a summary lists, the most frequent first.
+LABEL_EXAMPLES = 10
 
 
 class RunWarning(NamedTuple):
@@ -30,6 +34,7 @@ def run_warnings(summary: Mapping, settings: Settings, seen_labels: Optional[Ite
     found += nothing_kept(summary)
     found += ground_truth_overlap(summary, settings)
     found += ground_truth_dead_letters(summary, settings)
+    found += label_overlap_warnings(summary)
     found += sizes_overlap(summary, settings)
     if seen_labels is not None:
         found += labels_never_seen(settings, set(seen_labels))
@@ -120,6 +125,88 @@ def ground_truth_dead_letters(summary: Mapping, settings: Settings) -> List[RunW
         f'counts as a false positive', {'dead_letters': dead, 'units_read': read, 'units_used': truth['rows_used']},
         f'read the reasons of the dead letters of kind invalid_ground_truth in {where}, fix those units, '
         f'and run again')]
+
+
+def folded(label: str) -> str:
+    """A label as a mistaken spelling of it still reads: case, spaces, underscores and hyphens aside."""
+    return re.sub(r'[\s_-]+', '', label.casefold())
+
+
+def label_overlap(labels: Iterable[Mapping]) -> Dict:
+    """A run's labels against the ground truth's, from metrics.json's entries of the run's labels
+    (`label`, `ground_truth_boxes`, `detections`): labels match only when spelled the same, so a box of a
+    label the run never predicts is missed, and a detection of a label the ground truth lacks is a false
+    positive. `respelled`: a label of either side alone that the other side spells otherwise (`Person`
+    and `person`, `traffic light` and `traffic_light`)."""
+    truth = {entry['label']: entry['ground_truth_boxes'] for entry in labels if entry['ground_truth_boxes']}
+    predicted = {entry['label']: entry['detections'] for entry in labels if entry['detections']}
+    shared = truth.keys() & predicted.keys()
+    truth_only = {label: n for label, n in truth.items() if label not in predicted}
+    predicted_only = {label: n for label, n in predicted.items() if label not in truth}
+    by_spelling: Dict[str, List[str]] = {}
+    for label in sorted(predicted_only):
+        by_spelling.setdefault(folded(label), []).append(label)
+
+    def most(counts: Mapping[str, int]) -> Dict[str, int]:
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:LABEL_EXAMPLES])
+    return {'ground_truth_labels': len(truth), 'predicted_labels': len(predicted), 'shared_labels': len(shared),
+            'ground_truth_boxes': sum(truth.values()), 'boxes_of_shared_labels': sum(truth[k] for k in shared),
+            'detections': sum(predicted.values()), 'detections_of_shared_labels': sum(predicted[k] for k in shared),
+            'ground_truth_only': most(truth_only), 'prediction_only': most(predicted_only),
+            'respelled': [{'ground_truth': label, 'boxes': truth_only[label], 'prediction': other,
+                           'detections': predicted_only[other]}
+                          for label in sorted(truth_only) for other in by_spelling.get(folded(label), ())]}
+
+
+def label_overlap_warnings(summary: Mapping) -> List[RunWarning]:
+    """A run whose labels and the ground truth's differ: spelled otherwise (`Person` and `person`), none
+    in common, or in common for under half of either side's boxes. Its figures then count the boxes of
+    the other labels as missed and their detections as false positives."""
+    found = []
+    for run in summary.get('evaluation', {}).get('runs', ()):
+        overlap = run.get('label_overlap')
+        if overlap and run.get('images_with_prediction') and overlap['ground_truth_labels'] \
+                and overlap['predicted_labels']:
+            found += respelled_labels(run, overlap) + labels_shared(run, overlap)
+    return found
+
+
+def respelled_labels(run: Mapping, overlap: Mapping) -> List[RunWarning]:
+    pairs = overlap['respelled']
+    if not pairs:
+        return []
+    return [RunWarning(
+        'label_spelling_mismatch',
+        f'run {run["prediction_run"] or "(no run folder)"} and the ground truth spell {len(pairs)} '
+        f'label{"s" if len(pairs) > 1 else ""} otherwise: '
+        + '; '.join(f'{pair["ground_truth"]!r} ({pair["boxes"]:,} boxes) and {pair["prediction"]!r} '
+                    f'({pair["detections"]:,} detections)' for pair in pairs[:LABEL_EXAMPLES])
+        + '. Labels match only when spelled the same: those boxes count as missed (their label\'s AP 0), those '
+        'detections as false positives (outside mAP)', {'prediction_run': run['prediction_run'], 'respelled': pairs},
+        'spell each label the same on both sides (in the ground truth, or in the model\'s label names), and run again')]
+
+
+def labels_shared(run: Mapping, overlap: Mapping) -> List[RunWarning]:
+    boxes, detections = overlap['ground_truth_boxes'], overlap['detections']
+    on_boxes, on_detections = overlap['boxes_of_shared_labels'], overlap['detections_of_shared_labels']
+    if on_boxes >= LOW_OVERLAP * boxes and on_detections >= LOW_OVERLAP * detections:
+        return []
+    what = ('no label: every box counts as missed (mAP 0) and every detection as a false positive' if not on_boxes
+            else f'labels on only {on_boxes:,} of the ground truth\'s {boxes:,} boxes ({on_boxes / boxes:.0%}) and '
+                 f'{on_detections:,} of the run\'s {detections:,} detections ({on_detections / detections:.0%}): the '
+                 f'boxes of the other labels count as missed (their AP 0), the detections as false positives '
+                 f'(outside mAP)')
+    sides = (('the ground truth', 'ground_truth_only'), ('the run', 'prediction_only'))
+    alone = [f'{side} alone has {", ".join(map(repr, overlap[key]))}' for side, key in sides if overlap[key]]
+    keys = ('ground_truth_labels', 'predicted_labels', 'shared_labels', 'ground_truth_boxes', 'boxes_of_shared_labels',
+            'detections', 'detections_of_shared_labels', 'ground_truth_only', 'prediction_only')
+    return [RunWarning(
+        'labels_no_overlap' if not on_boxes else 'labels_low_overlap',
+        f'run {run["prediction_run"] or "(no run folder)"} and the ground truth share {what}'
+        + ''.join(f'; {part}' for part in alone),
+        {'prediction_run': run['prediction_run'], **{key: overlap[key] for key in keys}},
+        'make both sides name each label alike (label ids against names, or names in another language, match '
+        'nothing); the boxes of labels the model was never trained on are missed rightly')]
 
 
 def comparison_overlap(summary: Mapping) -> List[RunWarning]:

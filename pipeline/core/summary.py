@@ -15,7 +15,7 @@ from pipeline.core.dead_letters import (
 from pipeline.core.evaluation import RunImage
 from pipeline.core.outputs import SUMMARY_WRITER
 from pipeline.core.postprocessing import STEPS
-from pipeline.core.run_warnings import run_warnings
+from pipeline.core.run_warnings import label_overlap, run_warnings
 from pipeline.core.shards import SHARD_KINDS
 from pipeline.core.slices import slice_rows
 
@@ -203,7 +203,8 @@ def evaluation_section(counts: Counts, evaluation: EvaluationOutcome) -> Dict:
                        'ground_truth_only': images.ground_truth_only, 'prediction_only': images.prediction_only,
                        'images_without_prediction': images.without_prediction,
                        'predictions_without_ground_truth': images.predictions_without_ground_truth,
-                       'further_lines_of_evaluated_images': images.other_lines})
+                       'further_lines_of_evaluated_images': images.other_lines,
+                       'label_overlap': label_overlap(run.get('labels', ()))})
     return {
         'iou_thresholds': metrics['iou_thresholds'], 'eval_iou': metrics['eval_iou'],
         'images_evaluated': counts.get(names.IMAGES_EVALUATED),

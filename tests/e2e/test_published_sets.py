@@ -286,3 +286,35 @@ def test_the_val2014_set_as_an_import_ground_truth_equals_pycocotools_and_tidecv
     # Not the figures of COCO's ids in order: equal scores across images fall otherwise (AP 1.2e-5 apart).
     assert entry['stats']['ap'] != pytest.approx(pycocotools_answer(same, results).stats[0], abs=1e-9)
     assert_run_errors_equal_tidecv(entry['errors'], *tidecv_run(*in_file_order(same, results)))
+
+
+def test_labels_the_ground_truth_spells_otherwise_warn_and_fail_on_warning(tmp_path, run):
+    truth, results = published(VAL2014)
+    shard = tmp_path / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / 'predictions_00001.jsonl'
+    shard.parent.mkdir(parents=True)
+    shard.write_text('\n'.join(prediction_lines(truth, results)) + '\n')
+    renamed = {'person': 'Person', 'traffic light': 'traffic_light'}
+    respelled = dict(truth, categories=[dict(category, name=renamed.get(category['name'], category['name']))
+                                        for category in truth['categories']])
+    (tmp_path / 'respelled.json').write_text(json.dumps(respelled))
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'out', '--ground_truth', tmp_path / 'respelled.json',
+                 '--ground_truth_image_prefix', PREFIX, '--report=false', '--fail_on_warning', check=False)
+    assert result.returncode == 6, result.stderr
+    summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+    [warning] = summary['warnings']
+    assert warning['code'] == 'label_spelling_mismatch'
+    assert [(pair['ground_truth'], pair['prediction']) for pair in warning['figures']['respelled']] == [
+        ('Person', 'person'), ('traffic_light', 'traffic light')]
+    # As a user reads them: the figures of the run are those of a model that never finds a person.
+    assert summary['evaluation']['runs'][0]['stats']['ap'] < pycocotools_answer(truth, results).stats[0] - 0.01
+    # The same boxes named by their category ids: nothing in common, mAP 0, and a warning that says so.
+    by_id = dict(truth, categories=[dict(category, name=str(category['id'])) for category in truth['categories']])
+    (tmp_path / 'by_id.json').write_text(json.dumps(by_id))
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'out2', '--ground_truth', tmp_path / 'by_id.json',
+                 '--ground_truth_image_prefix', PREFIX, '--report=false', check=False)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / 'out2' / 'summary.json').read_text())
+    [warning] = summary['warnings']
+    assert warning['code'] == 'labels_no_overlap' and summary['evaluation']['runs'][0]['stats']['ap'] == 0
+    assert warning['figures']['ground_truth_only']['1'] == 250  # COCO's people, by id
+    assert 'warning [labels_no_overlap]' in result.stdout + result.stderr

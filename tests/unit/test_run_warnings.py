@@ -3,6 +3,8 @@ from pipeline.config.settings import Settings
 from pipeline.core.run_warnings import (
     empty_exports,
     ground_truth_overlap,
+    label_overlap,
+    label_overlap_warnings,
     labels_never_seen,
     near_spelling,
     sizes_overlap,
@@ -92,3 +94,57 @@ def test_ground_truth_dead_letters_warn_with_how_many_and_where_their_reasons_ar
     assert 'gs://my-bucket/dead/' in warning.fix
     assert ground_truth_dead_letters({'ground_truth': dict(truth, dead_letters=0, rows_used=14)}, given) == []
     assert ground_truth_dead_letters({}, given) == []
+
+
+def run_with(labels, images=10):
+    return {'evaluation': {'runs': [{'prediction_run': 'run-a', 'images_with_prediction': images,
+                                     'label_overlap': label_overlap(labels)}]}}
+
+
+def test_label_overlap_counts_each_side_and_finds_labels_spelled_otherwise():
+    overlap = label_overlap([{'label': 'car', 'ground_truth_boxes': 5, 'detections': 7},
+                             {'label': 'Person', 'ground_truth_boxes': 9, 'detections': 0},
+                             {'label': 'person', 'ground_truth_boxes': 0, 'detections': 4},
+                             {'label': 'traffic light', 'ground_truth_boxes': 2, 'detections': 0},
+                             {'label': 'Traffic_Light', 'ground_truth_boxes': 0, 'detections': 3},
+                             {'label': 'dog', 'ground_truth_boxes': 1, 'detections': 0},
+                             {'label': 'cat', 'ground_truth_boxes': 0, 'detections': 1}])
+    assert (overlap['ground_truth_labels'], overlap['predicted_labels'], overlap['shared_labels']) == (4, 4, 1)
+    assert (overlap['ground_truth_boxes'], overlap['boxes_of_shared_labels']) == (17, 5)
+    assert (overlap['detections'], overlap['detections_of_shared_labels']) == (15, 7)
+    assert overlap['ground_truth_only'] == {'Person': 9, 'traffic light': 2, 'dog': 1}  # the most boxes first
+    assert overlap['respelled'] == [
+        {'ground_truth': 'Person', 'boxes': 9, 'prediction': 'person', 'detections': 4},
+        {'ground_truth': 'traffic light', 'boxes': 2, 'prediction': 'Traffic_Light', 'detections': 3}]  # not cat/dog
+
+
+def test_labels_spelled_otherwise_warn_with_each_pair():
+    labels = [{'label': 'car', 'ground_truth_boxes': 50, 'detections': 70},
+              {'label': 'Person ', 'ground_truth_boxes': 9, 'detections': 0},
+              {'label': 'person', 'ground_truth_boxes': 0, 'detections': 4}]
+    [warning] = label_overlap_warnings(run_with(labels))
+    assert warning.code == 'label_spelling_mismatch' and warning.figures['respelled'][0]['prediction'] == 'person'
+    assert "'Person ' (9 boxes) and 'person' (4 detections)" in warning.message
+    assert label_overlap_warnings(run_with(labels, images=0)) == []  # no shared image: that warning says it all
+
+
+def test_labels_in_common_for_under_half_of_either_side_warn():
+    disjoint = [{'label': '1', 'ground_truth_boxes': 9, 'detections': 0},
+                {'label': 'person', 'ground_truth_boxes': 0, 'detections': 4}]
+    [none] = label_overlap_warnings(run_with(disjoint))
+    assert none.code == 'labels_no_overlap' and 'mAP 0' in none.message
+    assert "the ground truth alone has '1'" in none.message and "the run alone has 'person'" in none.message
+    few_boxes = [{'label': 'car', 'ground_truth_boxes': 4, 'detections': 9},
+                 {'label': 'bus', 'ground_truth_boxes': 5, 'detections': 0}]
+    [low] = label_overlap_warnings(run_with(few_boxes))
+    assert low.code == 'labels_low_overlap' and low.figures['boxes_of_shared_labels'] == 4
+    few_detections = [{'label': 'car', 'ground_truth_boxes': 4, 'detections': 4},
+                      {'label': 'bus', 'ground_truth_boxes': 0, 'detections': 5}]
+    [low] = label_overlap_warnings(run_with(few_detections))
+    assert low.figures['detections_of_shared_labels'] == 4 and low.figures['detections'] == 9
+    half = [{'label': 'car', 'ground_truth_boxes': 5, 'detections': 5},
+            {'label': 'bus', 'ground_truth_boxes': 5, 'detections': 0},
+            {'label': 'van', 'ground_truth_boxes': 0, 'detections': 5}]
+    assert label_overlap_warnings(run_with(half)) == []
+    nothing_predicted = [{'label': 'car', 'ground_truth_boxes': 5, 'detections': 0}]
+    assert label_overlap_warnings(run_with(nothing_predicted)) == []  # no_detections_kept's case, not a label's
