@@ -2,7 +2,8 @@
 areas and per area range), per-box outcomes, confidence counts and confusion cells of its images,
 summed, in a few dozen numpy operations per bucket. tests/unit/test_bucket_evaluation.py holds it to
 the one-image definition of tests/evaluation_reference.py and to pycocotools' twelve numbers."""
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from collections import Counter
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -480,6 +481,7 @@ class Assembled(NamedTuple):
     other_ml_use: int  # images of the ground truth left out by --ml_use
     runs: Dict[Optional[str], Tuple[ImageColumns, RunImage]]
     image_sizes: Optional[np.ndarray] = None  # (images, 2): each evaluated image's size from its ground truth
+    images_by_ml_use: Mapping[str, int] = {}  # the ground truth's images of each ML use given, --ml_use or not
 
 
 def _ranks(values: Sequence) -> np.ndarray:
@@ -509,14 +511,8 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
     order = np.lexsort((places[:, 1], places[:, 0], _ranks([part.source_file for part in truth])[part_of], uri_rank))
     image_of = np.cumsum(_group_starts(uri_rank[order])) - 1  # of each unit in `order`
     n_images = int(image_of[-1]) + 1 if len(order) else 0
-    keep = np.ones(n_images, dtype=bool)
-    if ml_use is not None:
-        uses = [use for part in truth for use in part.ml_uses]
-        given = np.array([use is not None for use in uses], dtype=bool)[order]
-        first_given = np.full(n_images, len(order))
-        np.minimum.at(first_given, image_of, np.where(given, np.arange(len(order)), len(order)))
-        asked = np.array([use == ml_use for use in uses] + [False], dtype=bool)
-        keep = asked[np.r_[order, len(uses)][first_given]]
+    image_use = _image_ml_uses([use for part in truth for use in part.ml_uses], order, image_of, n_images)
+    keep = np.ones(n_images, dtype=bool) if ml_use is None else image_use == ml_use
     kept = keep[image_of]
     units, number = order[kept], (np.cumsum(keep) - 1)[image_of[kept]]  # evaluated images renumbered
     base = np.cumsum([0] + [len(part.label_codes) for part in truth])
@@ -547,7 +543,18 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
         np.concatenate([np.zeros((0, 4))] + [part.boxes.reshape(-1, 4) for part in lines]))
     by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns, image_sizes, gt_areas,
                                 image_order, size_of) for run in runs}
-    return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run, image_sizes)
+    return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run, image_sizes,
+                     dict(Counter(use for use in image_use.tolist() if use is not None)))
+
+
+def _image_ml_uses(uses: List[Optional[str]], order: np.ndarray, image_of: np.ndarray, images: int) -> np.ndarray:
+    """Each image's ML use (objects; None: none given): the first its units give, in `order`."""
+    if not any(use is not None for use in uses):
+        return np.full(images, None, dtype=object)
+    given = np.array([use is not None for use in uses], dtype=bool)[order]
+    first_given = np.full(images, len(order))
+    np.minimum.at(first_given, image_of, np.where(given, np.arange(len(order)), len(order)))
+    return np.array(uses + [None], dtype=object)[np.r_[order, len(uses)][first_given]]
 
 
 def _first_sizes(unit_sizes: np.ndarray, image_of_unit: np.ndarray, images: int) -> np.ndarray:

@@ -92,6 +92,11 @@ def notifications_ignored(reason: str) -> str:
     return f'notifications_ignored_{reason}'
 
 
+def ground_truth_ml_use(use: str) -> str:
+    """Ground-truth images of an ML use (training, validation, test, unassigned), --ml_use or not."""
+    return f'ground_truth_images_ml_use_{use}'
+
+
 def size_from(source: str) -> str:
     """Images whose size came from the manifest, a probe or the fixed size."""
     return f'images_size_from_{source}'

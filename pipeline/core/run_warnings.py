@@ -106,8 +106,19 @@ def ground_truth_overlap(summary: Mapping, settings: Settings) -> List[RunWarnin
              'predicted_images': run_images, 'shared_images': shared,
              'ground_truth_only_example': run.get('ground_truth_only'),
              'prediction_only_example': run.get('prediction_only')},
-            'make both sides name images by the same URI' + prefix_hint))
+            ml_use_hint(summary['ground_truth'], settings) + 'make both sides name images by the same URI'
+            + prefix_hint))
     return found
+
+
+def ml_use_hint(truth: Mapping, settings: Settings) -> str:
+    """With no --ml_use, a ground truth of several ML uses: the run likely predicted one of them."""
+    uses = truth.get('images_by_ml_use') or {}
+    if settings.evaluation.ml_use or len(uses) < 2:
+        return ''
+    held = ', '.join(f'{use} {images:,}' for use, images in uses.items())
+    return (f'give --ml_use (the ground truth holds images of several ML uses: {held}; '
+            f'--ml_use test evaluates the test images alone), or ')
 
 
 def ground_truth_dead_letters(summary: Mapping, settings: Settings) -> List[RunWarning]:

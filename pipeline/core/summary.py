@@ -18,6 +18,7 @@ from pipeline.core.postprocessing import STEPS
 from pipeline.core.run_warnings import label_overlap, run_warnings
 from pipeline.core.shards import SHARD_KINDS
 from pipeline.core.slices import slice_rows
+from pipeline.core.truth_formats import ML_USES
 
 SIZE_SOURCES = ('manifest', 'probe', 'fixed')
 
@@ -178,6 +179,8 @@ def ground_truth_section(counts: Counts, dead_letters: int) -> Dict:
     return {'rows_read': read, 'rows_used': used, 'dead_letters': dead_letters,
             'images_other_ml_use': counts.get(names.GROUND_TRUTH_OTHER_ML_USE),
             'images': counts.get(names.GROUND_TRUTH_IMAGES), 'boxes': counts.get(names.GROUND_TRUTH_BOXES),
+            'images_by_ml_use': {use: counts.get(names.ground_truth_ml_use(use)) for use in ML_USES
+                                 if counts.get(names.ground_truth_ml_use(use))},
             'holds': read == used + dead_letters}
 
 

@@ -98,6 +98,8 @@ class EvaluateBucketFn(beam.DoFn):
         scalars = self._counts.scalars
         slices = self._slices(joined.attributes, bucket.image_uris, rules)
         scalars[names.GROUND_TRUTH_OTHER_ML_USE] += bucket.other_ml_use
+        for use, images in bucket.images_by_ml_use.items():
+            scalars[names.ground_truth_ml_use(use)] += images
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
         scalars[names.GROUND_TRUTH_BOXES] += bucket.gt_boxes
         for run, (columns, counts) in bucket.runs.items():

@@ -67,7 +67,7 @@ def test_the_summary_accounts_for_the_ground_truth_and_what_was_evaluated(evalua
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['ground_truth'] == {
         'rows_read': len(sizes) + 1, 'rows_used': len(sizes), 'dead_letters': 1, 'images_other_ml_use': 0,
-        'images': len(sizes), 'boxes': sum(map(len, truth)), 'holds': True}
+        'images': len(sizes), 'boxes': sum(map(len, truth)), 'images_by_ml_use': {}, 'holds': True}
     evaluation = summary['evaluation']
     runs = {run['prediction_run']: run for run in evaluation['runs']}
     assert runs[RUN_A]['images_without_prediction'] == len(range(0, len(sizes), 3))
@@ -154,6 +154,8 @@ def test_each_ground_truth_format_end_to_end(run, tmp_path, fixture, extra, imag
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['ground_truth']['images'] == images
     assert summary['ground_truth']['images_other_ml_use'] == other_ml_use
+    if fixture == 'automl_vision.csv':  # every image's ML use, whichever --ml_use asked for
+        assert summary['ground_truth']['images_by_ml_use'] == {'training': 1, 'test': 1, 'unassigned': 1}
     assert summary['ground_truth']['holds'] and summary['reconciliation']['holds']
     (metrics,) = json.loads((out / 'evaluation' / 'metrics.json').read_text())['runs']
     with_truth = [label for label in metrics['labels'] if label['ground_truth_boxes']]

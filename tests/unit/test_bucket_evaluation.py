@@ -3,6 +3,7 @@ at a time, itself held to pycocotools): the same AP counts, tp/fp/fn, confidence
 cells and per-box rows, on generated sets with crowd boxes, detections without a label, ties in score
 and images without detections or without boxes."""
 import itertools
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -153,6 +154,8 @@ def test_assembling_a_bucket_follows_the_order_rules():
         merged = [image for image in merge_units(placed) if ml_use is None or image.ml_use == ml_use]
         assert got.image_uris == [image.image_uri for image in merged]
         assert got.other_ml_use == len(merge_units(placed)) - len(merged)
+        every = Counter(image.ml_use for image in merge_units(placed) if image.ml_use is not None)
+        assert got.images_by_ml_use == every  # whatever --ml_use asks for
         for run in ('a', 'b'):
             columns, counts = got.runs[run]
             assert [(columns.label_names[code], tuple(box), crowd) for code, box, crowd in zip(

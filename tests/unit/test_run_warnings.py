@@ -148,3 +148,15 @@ def test_labels_in_common_for_under_half_of_either_side_warn():
     assert label_overlap_warnings(run_with(half)) == []
     nothing_predicted = [{'label': 'car', 'ground_truth_boxes': 5, 'detections': 0}]
     assert label_overlap_warnings(run_with(nothing_predicted)) == []  # no_detections_kept's case, not a label's
+
+
+def test_a_ground_truth_of_several_ml_uses_suggests_ml_use_first():
+    summary = evaluation_summary(20, 100, 0)
+    summary['ground_truth']['images_by_ml_use'] = {'training': 80, 'test': 20}
+    [warning] = ground_truth_overlap(summary, settings(ground_truth='t.csv'))
+    assert warning.fix.startswith('give --ml_use (the ground truth holds images of several ML uses: training 80, '
+                                  'test 20; --ml_use test evaluates the test images alone), or make both sides')
+    given = settings(ground_truth='t.csv', ml_use='training')
+    assert 'give --ml_use' not in ground_truth_overlap(summary, given)[0].fix  # asked for already
+    summary['ground_truth']['images_by_ml_use'] = {'test': 100}
+    assert 'give --ml_use' not in ground_truth_overlap(summary, settings(ground_truth='t.csv'))[0].fix
