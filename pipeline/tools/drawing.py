@@ -43,15 +43,22 @@ def label_select(element_id: str, labels: Sequence[str]) -> str:
     return f'<select id="{element_id}"><option value="*">any label</option>{options}</select>'
 
 
+# A caption's height as a share of a picture's (15 px of a picture shown 480 px high, about).
+CAPTION_ROOM = 0.04
+
+
 def box_html(corners: Tuple[float, float, float, float], colour: Tuple[int, int, int], caption: str,
              data: Mapping[str, str], border: str = 'solid') -> str:
     """A box drawn over its picture as a page element: `corners` (x_min, y_min, x_max, y_max) in
-    fractions of the picture, placed in percentages (any zoom keeps it in place), its caption above it,
-    `data` as data-* attributes for the page's filters."""
+    fractions of the picture, placed in percentages (any zoom keeps it in place), its caption above it
+    (inside it at the picture's top edge, and ending at its right side past the picture's middle, so
+    that it stays on the picture), `data` as data-* attributes for the page's filters."""
     x0, y0, x1, y1 = corners
     place = f'left:{x0:.4%};top:{y0:.4%};width:{x1 - x0:.4%};height:{y1 - y0:.4%}'
     attributes = ''.join(f' data-{name}="{html.escape(value)}"' for name, value in data.items())
-    label = f'<span style="background:rgb{colour}">{html.escape(caption)}</span>' if caption else ''
+    sides = ' '.join(side for side, near in (('in', y0 < CAPTION_ROOM), ('end', x0 > 0.6)) if near)
+    placed = f' class="{sides}"' if sides else ''
+    label = f'<span{placed} style="background:rgb{colour}">{html.escape(caption)}</span>' if caption else ''
     return f'<div class="box"{attributes} style="{place};border-color:rgb{colour};border-style:{border}">{label}</div>'
 
 

@@ -512,14 +512,16 @@ def render_html(summary, label_png, score_png, gallery, dead, evaluation_html: s
         '.card .name{font-size:12px;color:#555}.options div{display:flex;gap:12px}.options dd{margin:0}'
         '.given dt{font-weight:bold;background:#fff4d6}#toc{position:sticky;top:0;z-index:1;background:#fff;'
         'border-bottom:1px solid #ccc;padding:6px 0;font-size:14px}#toc a{margin-right:16px}'
-        'h2{scroll-margin-top:40px}.swatch{border:3px solid;padding:0 6px;margin-right:8px;font-size:13px}'
+        'h2{scroll-margin-top:40px}.swatch{border:3px solid;padding:0 6px;margin:0 8px 4px 0;font-size:13px;'
+        'display:inline-block;white-space:nowrap}'
         '#lightbox{position:fixed;inset:0;background:rgba(0,0,0,.85);z-index:2;display:flex;flex-direction:column;'
         'align-items:center;justify-content:center;cursor:zoom-out}#lightbox[hidden]{display:none}'
         '#lightbox img{max-width:95vw;max-height:85vh}#lightbox p{color:#fff;font-size:14px}'
         '.frame{position:relative;display:inline-block;line-height:0}'
         '.frame img{display:block}.box{position:absolute;border:2px solid;box-sizing:border-box}'
         '.box span{position:absolute;left:-2px;bottom:100%;font-size:12px;line-height:15px;color:#fff;'
-        'padding:0 3px;white-space:nowrap}details.section>summary{cursor:pointer;margin:1em 0 .5em}'
+        'padding:0 3px;white-space:nowrap}.box span.in{bottom:auto;top:-2px}.box span.end{left:auto;right:-2px}'
+        'details.section>summary{cursor:pointer;margin:1em 0 .5em}'
         'details.section>summary h2{display:inline;margin:0}th.run-name{text-align:center;word-break:break-all}'
         '</style></head><body>',
         table_of_contents(bool(evaluation_html), bool(comparison_html), bool(slices_html)),
