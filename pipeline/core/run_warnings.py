@@ -5,6 +5,7 @@ so instead, each warning with the figures behind it and the fix. Pure: built fro
 figures and the settings."""
 import difflib
 import re
+import shlex
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional
 
 from pipeline.config.settings import Settings
@@ -164,6 +165,7 @@ def label_overlap(labels: Iterable[Mapping]) -> Dict:
             'ground_truth_boxes': sum(truth.values()), 'boxes_of_shared_labels': sum(truth[k] for k in shared),
             'detections': sum(predicted.values()), 'detections_of_shared_labels': sum(predicted[k] for k in shared),
             'ground_truth_only': most(truth_only), 'prediction_only': most(predicted_only),
+            'shared': sorted(shared) if len(shared) <= LABEL_EXAMPLES else None,
             'respelled': [{'ground_truth': label, 'boxes': truth_only[label], 'prediction': other,
                            'detections': predicted_only[other]}
                           for label in sorted(truth_only) for other in by_spelling.get(folded(label), ())]}
@@ -197,27 +199,56 @@ def respelled_labels(run: Mapping, overlap: Mapping) -> List[RunWarning]:
         'spell each label the same on both sides (in the ground truth, or in the model\'s label names), and run again')]
 
 
+ALIKE = ('make both sides name each label alike (label ids against names, or names in another language, match '
+         'nothing)')
+
+
 def labels_shared(run: Mapping, overlap: Mapping) -> List[RunWarning]:
     boxes, detections = overlap['ground_truth_boxes'], overlap['detections']
-    on_boxes, on_detections = overlap['boxes_of_shared_labels'], overlap['detections_of_shared_labels']
-    if on_boxes >= LOW_OVERLAP * boxes and on_detections >= LOW_OVERLAP * detections:
+    few_boxes = overlap['boxes_of_shared_labels'] < LOW_OVERLAP * boxes
+    few_detections = overlap['detections_of_shared_labels'] < LOW_OVERLAP * detections
+    if not few_boxes and not few_detections:
         return []
-    what = ('no label: every box counts as missed (mAP 0) and every detection as a false positive' if not on_boxes
-            else f'labels on only {on_boxes:,} of the ground truth\'s {boxes:,} boxes ({on_boxes / boxes:.0%}) and '
-                 f'{on_detections:,} of the run\'s {detections:,} detections ({on_detections / detections:.0%}): the '
-                 f'boxes of the other labels count as missed (their AP 0), the detections as false positives '
-                 f'(outside mAP)')
+    none = not overlap['boxes_of_shared_labels']
+    what = ('no label: every box counts as missed (mAP 0) and every detection as a false positive' if none
+            else label_shortfall(overlap, few_boxes, few_detections))
     sides = (('the ground truth', 'ground_truth_only'), ('the run', 'prediction_only'))
     alone = [f'{side} alone has {", ".join(map(repr, overlap[key]))}' for side, key in sides if overlap[key]]
     keys = ('ground_truth_labels', 'predicted_labels', 'shared_labels', 'ground_truth_boxes', 'boxes_of_shared_labels',
             'detections', 'detections_of_shared_labels', 'ground_truth_only', 'prediction_only')
     return [RunWarning(
-        'labels_no_overlap' if not on_boxes else 'labels_low_overlap',
+        'labels_no_overlap' if none else 'labels_low_overlap',
         f'run {run["prediction_run"] or "(no run folder)"} and the ground truth share {what}'
         + ''.join(f'; {part}' for part in alone),
         {'prediction_run': run['prediction_run'], **{key: overlap[key] for key in keys}},
-        'make both sides name each label alike (label ids against names, or names in another language, match '
-        'nothing); the boxes of labels the model was never trained on are missed rightly')]
+        ALIKE if none else label_fix(overlap, few_boxes, few_detections))]
+
+
+def label_shortfall(overlap: Mapping, few_boxes: bool, few_detections: bool) -> str:
+    """The side (or sides) with under half of its boxes or detections on shared labels, and what that costs."""
+    boxes, on_boxes = overlap['ground_truth_boxes'], overlap['boxes_of_shared_labels']
+    detections, on_detections = overlap['detections'], overlap['detections_of_shared_labels']
+    shares, costs = [], []
+    if few_boxes:
+        shares.append(f'{on_boxes:,} of the ground truth\'s {boxes:,} boxes ({on_boxes / boxes:.0%})')
+        costs.append('the boxes of the other labels count as missed (their AP 0)')
+    if few_detections:
+        shares.append(f'{on_detections:,} of the run\'s {detections:,} detections ({on_detections / detections:.0%})')
+        costs.append(f'the detections of the other labels{"" if costs else " count"} as false positives (outside mAP)')
+    return f'labels on only {" and ".join(shares)}: {", ".join(costs)}'
+
+
+def label_fix(overlap: Mapping, few_boxes: bool, few_detections: bool) -> str:
+    """Name labels alike; and for a model of more labels than the ground truth's, keep the shared ones."""
+    fix = ALIKE + '; the boxes of labels the model was never trained on are missed rightly' if few_boxes else ''
+    if not few_detections:
+        return fix
+    shared = overlap.get('shared') or []
+    named = shared and not any(',' in label for label in shared)  # commas would need a JSON array
+    keep = ('to evaluate only the labels the ground truth has, keep them: '
+            + (f'--keep_labels {shlex.quote(",".join(shared))}' if named
+               else f'--keep_labels with the {overlap["shared_labels"]:,} labels both sides have'))
+    return f'{fix}; {keep}' if fix else f'{keep}, or {ALIKE}'
 
 
 def comparison_overlap(summary: Mapping) -> List[RunWarning]:

@@ -138,10 +138,18 @@ def test_labels_in_common_for_under_half_of_either_side_warn():
                  {'label': 'bus', 'ground_truth_boxes': 5, 'detections': 0}]
     [low] = label_overlap_warnings(run_with(few_boxes))
     assert low.code == 'labels_low_overlap' and low.figures['boxes_of_shared_labels'] == 4
+    assert 'labels on only 4 of the ground truth\'s 9 boxes (44%): the boxes of the other' in low.message
+    assert 'detections' not in low.message.split(':')[0] and '--keep_labels' not in low.fix
     few_detections = [{'label': 'car', 'ground_truth_boxes': 4, 'detections': 4},
                       {'label': 'bus', 'ground_truth_boxes': 0, 'detections': 5}]
     [low] = label_overlap_warnings(run_with(few_detections))
     assert low.figures['detections_of_shared_labels'] == 4 and low.figures['detections'] == 9
+    assert low.fix.startswith('to evaluate only the labels the ground truth has, keep them: --keep_labels car, or ')
+    assert 'labels on only 4 of the run\'s 9 detections (44%): the detections of the other labels' in low.message
+    spaced = [{'label': 'car', 'ground_truth_boxes': 4, 'detections': 4},
+              {'label': 'traffic light', 'ground_truth_boxes': 1, 'detections': 1},
+              {'label': 'bus', 'ground_truth_boxes': 0, 'detections': 6}]
+    assert "--keep_labels 'car,traffic light', or make both" in label_overlap_warnings(run_with(spaced))[0].fix
     half = [{'label': 'car', 'ground_truth_boxes': 5, 'detections': 5},
             {'label': 'bus', 'ground_truth_boxes': 5, 'detections': 0},
             {'label': 'van', 'ground_truth_boxes': 0, 'detections': 5}]
