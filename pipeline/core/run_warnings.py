@@ -149,15 +149,23 @@ def label_overlap(labels: Iterable[Mapping]) -> Dict:
     (`label`, `ground_truth_boxes`, `detections`): labels match only when spelled the same, so a box of a
     label the run never predicts is missed, and a detection of a label the ground truth lacks is a false
     positive. `respelled`: a label of either side alone that the other side spells otherwise (`Person`
-    and `person`, `traffic light` and `traffic_light`)."""
+    and `person`, `traffic light` and `traffic_light`), a label the other side also has included."""
     truth = {entry['label']: entry['ground_truth_boxes'] for entry in labels if entry['ground_truth_boxes']}
     predicted = {entry['label']: entry['detections'] for entry in labels if entry['detections']}
     shared = truth.keys() & predicted.keys()
     truth_only = {label: n for label, n in truth.items() if label not in predicted}
     predicted_only = {label: n for label, n in predicted.items() if label not in truth}
-    by_spelling: Dict[str, List[str]] = {}
-    for label in sorted(predicted_only):
-        by_spelling.setdefault(folded(label), []).append(label)
+    # A label one side has alone, against the other side's labels spelled alike (shared ones too: a
+    # ground truth that spells a label two ways loses the boxes of the spelling the run does not use).
+    predicted_as: Dict[str, List[str]] = {}
+    truth_as: Dict[str, List[str]] = {}
+    for label in sorted(predicted):
+        predicted_as.setdefault(folded(label), []).append(label)
+    for label in sorted(truth):
+        truth_as.setdefault(folded(label), []).append(label)
+    respelled = [(label, other) for label in sorted(truth_only) for other in predicted_as.get(folded(label), ())]
+    respelled += [(other, label) for label in sorted(predicted_only) for other in truth_as.get(folded(label), ())
+                  if other not in truth_only]
 
     def most(counts: Mapping[str, int]) -> Dict[str, int]:
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:LABEL_EXAMPLES])
@@ -166,9 +174,8 @@ def label_overlap(labels: Iterable[Mapping]) -> Dict:
             'detections': sum(predicted.values()), 'detections_of_shared_labels': sum(predicted[k] for k in shared),
             'ground_truth_only': most(truth_only), 'prediction_only': most(predicted_only),
             'shared': sorted(shared) if len(shared) <= LABEL_EXAMPLES else None,
-            'respelled': [{'ground_truth': label, 'boxes': truth_only[label], 'prediction': other,
-                           'detections': predicted_only[other]}
-                          for label in sorted(truth_only) for other in by_spelling.get(folded(label), ())]}
+            'respelled': [{'ground_truth': label, 'boxes': truth[label], 'prediction': other,
+                           'detections': predicted[other]} for label, other in respelled]}
 
 
 def label_overlap_warnings(summary: Mapping) -> List[RunWarning]:

@@ -118,6 +118,15 @@ def test_label_overlap_counts_each_side_and_finds_labels_spelled_otherwise():
         {'ground_truth': 'traffic light', 'boxes': 2, 'prediction': 'Traffic_Light', 'detections': 3}]  # not cat/dog
 
 
+def test_a_ground_truth_that_spells_a_shared_label_two_ways_pairs_the_other_spelling():
+    overlap = label_overlap([{'label': 'person', 'ground_truth_boxes': 5, 'detections': 7},
+                             {'label': 'Person', 'ground_truth_boxes': 3, 'detections': 0},  # a merged dataset's
+                             {'label': 'Car', 'ground_truth_boxes': 4, 'detections': 2},
+                             {'label': 'car', 'ground_truth_boxes': 0, 'detections': 6}])  # the model's other one
+    assert overlap['respelled'] == [{'ground_truth': 'Person', 'boxes': 3, 'prediction': 'person', 'detections': 7},
+                                    {'ground_truth': 'Car', 'boxes': 4, 'prediction': 'car', 'detections': 6}]
+
+
 def test_labels_spelled_otherwise_warn_with_each_pair():
     labels = [{'label': 'car', 'ground_truth_boxes': 50, 'detections': 70},
               {'label': 'Person ', 'ground_truth_boxes': 9, 'detections': 0},
