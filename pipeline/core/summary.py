@@ -264,6 +264,12 @@ def evaluation_rows(summary: Mapping) -> List[tuple]:
             ('evaluated', f'{evaluation["images_evaluated"]} images over the runs; '
                           f'{evaluation["images_without_prediction"]} without prediction, '
                           f'{evaluation["predictions_without_ground_truth"]} prediction lines without ground truth')]
+    removed = {step: n for step, n in summary['detections']['removed_by'].items() if n}
+    if removed:  # AP's curve stops where they were cut: say so beside the figures
+        rows.append(('detections evaluated', f'the {summary["detections"]["kept"]:,} kept, not the '
+                     + ', '.join(f'{n:,} removed by {step}' for step, n in removed.items())
+                     + ' (recall stops where they were cut: --score_threshold 0 and no post-processing measure '
+                       'the whole model)'))
     for run in evaluation['runs']:
         recalls = ''.join(f', AR@{name[3:]} {_figure(value)}' for name, value in run.get('stats', {}).items()
                           if name.startswith('ar_') and name[3:] not in ('small', 'medium', 'large'))
