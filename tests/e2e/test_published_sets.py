@@ -144,7 +144,7 @@ VAL2014_PUBLISHED = [0.5045806987249628, 0.6969727247299577, 0.5729816669904824,
                                         'faster_coco_eval_crowd', 'torchmetrics_coco4', SWAPPED,
                                         'object_detection_metrics', FLAT, EDGE, VAL2014, 'torchmetrics_issue943',
                                         'torchmetrics_empty_preds', 'torchmetrics_missing_pred',
-                                        'torchmetrics_missing_gt', 'faster_coco_eval_crowd' + LEGACY,
+                                        'torchmetrics_missing_gt', 'mmdet_coco_metric', 'faster_coco_eval_crowd' + LEGACY,
                                         'torchmetrics_coco4' + LEGACY,
                                         'object_detection_metrics' + LEGACY, VAL2014 + LEGACY,
                                         'torchmetrics_empty_preds' + LEGACY])
