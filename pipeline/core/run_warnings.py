@@ -118,8 +118,9 @@ def ml_use_hint(truth: Mapping, settings: Settings) -> str:
     if settings.evaluation.ml_use or len(uses) < 2:
         return ''
     held = ', '.join(f'{use} {images:,}' for use, images in uses.items())
+    likely = 'test' if 'test' in uses else min(uses, key=lambda use: (uses[use], use))  # a batch over held-out images
     return (f'give --ml_use (the ground truth holds images of several ML uses: {held}; '
-            f'--ml_use test evaluates the test images alone), or ')
+            f'--ml_use {likely} evaluates the {likely} images alone), or ')
 
 
 def ground_truth_dead_letters(summary: Mapping, settings: Settings) -> List[RunWarning]:

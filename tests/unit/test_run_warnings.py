@@ -177,3 +177,6 @@ def test_a_ground_truth_of_several_ml_uses_suggests_ml_use_first():
     assert 'give --ml_use' not in ground_truth_overlap(summary, given)[0].fix  # asked for already
     summary['ground_truth']['images_by_ml_use'] = {'test': 100}
     assert 'give --ml_use' not in ground_truth_overlap(summary, settings(ground_truth='t.csv'))[0].fix
+    summary['ground_truth']['images_by_ml_use'] = {'training': 80, 'validation': 20}  # no test split
+    assert '--ml_use validation evaluates the validation images alone' in ground_truth_overlap(
+        summary, settings(ground_truth='t.csv'))[0].fix
