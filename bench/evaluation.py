@@ -105,6 +105,7 @@ def faster_coco_eval(data_dir, coco_path, threshold, width, height, output):
     with open(output, 'w', encoding='utf-8') as handle:
         json.dump({'map': float(evaluation.stats[0]), 'map_50': float(evaluation.stats[1]),
                    'map_75': float(evaluation.stats[2]), 'mar_100': float(evaluation.stats[8]),
+                   'stats': [float(value) for value in evaluation.stats],
                    'detections': len(rows), 'convert_s': converted - start, 'evaluate_s': done - converted},
                   handle)
 

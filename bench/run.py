@@ -31,6 +31,9 @@ from evaluation import generate_ground_truth  # noqa: E402  pylint: disable=wron
 from generate import generate  # noqa: E402  pylint: disable=wrong-import-position
 from targets import render_targets, target_checks  # noqa: E402  pylint: disable=wrong-import-position
 
+from pipeline.config.options import COCO_MAX_DETS  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core.evaluation import stat_names  # noqa: E402  pylint: disable=wrong-import-position
+
 WIDTH, HEIGHT = 1024, 768
 COMPARED = ['image_uri', 'label', 'label_id', 'score', 'x_min', 'y_min', 'x_max', 'y_max',
             'px_x_min', 'px_y_min', 'px_x_max', 'px_y_max']
@@ -244,6 +247,24 @@ def labelled_data(images, work_dir):
     return data_dir, truth_jsonl, truth_coco
 
 
+def twelve_numbers_difference(ours: dict, anchor: list, tolerance: float = 1e-6) -> float:
+    """The largest difference between metrics.json's `stats` and faster-coco-eval's twelve summary
+    numbers (its -1 is our null); a difference over `tolerance`, or a null against a number, stops
+    the benchmark: it compares times of runs that give the same figures."""
+    names = stat_names(COCO_MAX_DETS)
+    differences = {}
+    for name, theirs in zip(names, anchor):
+        mine = ours[name]
+        if (mine is None) != (theirs == -1):
+            raise AssertionError(f'{name}: {mine} here, {theirs} from faster-coco-eval')
+        differences[name] = 0.0 if mine is None else abs(mine - theirs)
+    worst = max(differences, key=differences.get)
+    if differences[worst] > tolerance:
+        raise AssertionError(f'the twelve numbers differ from faster-coco-eval\'s: {worst} by {differences[worst]:.3g} '
+                             f'({ours} against {anchor})')
+    return differences[worst]
+
+
 def bench_evaluation(images, threshold, repeats, work_dir):
     """The same run with and without --ground_truth, and faster-coco-eval on the same boxes (its COCO
     ground truth, the prediction lines converted as its users do). The mAP of each is compared."""
@@ -262,12 +283,13 @@ def bench_evaluation(images, threshold, repeats, work_dir):
     }
     inputs = {WITHOUT_GROUND_TRUTH: input_files(data_dir), WITH_GROUND_TRUTH: input_files(data_dir, truth_jsonl),
               FASTER_COCO_EVAL: input_files(data_dir, truth_coco)}
-    maps, anchor = {}, {}
+    maps, anchor, stats = {}, {}, {}
 
     def read_map(name):
         if name == WITH_GROUND_TRUTH:
             with open(os.path.join(output_dir, 'evaluation', 'metrics.json'), encoding='utf-8') as handle:
-                maps[name] = json.load(handle)['runs'][0]['map']
+                run = json.load(handle)['runs'][0]
+            maps[name], stats[name] = run['map'], run['stats']
         elif name == FASTER_COCO_EVAL:
             with open(anchor_json, encoding='utf-8') as handle:
                 anchor.update(json.load(handle))
@@ -276,6 +298,7 @@ def bench_evaluation(images, threshold, repeats, work_dir):
                            read_map)
     if abs(maps[WITH_GROUND_TRUTH] - maps[FASTER_COCO_EVAL]) > 1e-6:
         raise AssertionError(f'mAP differs: {maps}')
+    stats_difference = twelve_numbers_difference(stats[WITH_GROUND_TRUTH], anchor['stats'])
     medians = {name: statistics.median(s for s, _, _ in runs) for name, runs in timings.items()}
     # What evaluation adds, pair by pair (the two runs of one repeat follow each other, so the machine's
     # drift over the repeats cancels out), then the median over the repeats.
@@ -290,6 +313,7 @@ def bench_evaluation(images, threshold, repeats, work_dir):
              if name == WITH_GROUND_TRUTH else None,
              'vs_faster_coco_eval': medians[name] / medians[FASTER_COCO_EVAL],
              'map': maps.get(name),
+             'stats_max_difference': stats_difference if name == WITH_GROUND_TRUTH else None,
              **({'faster_coco_eval_convert_s': anchor['convert_s'], 'faster_coco_eval_evaluate_s': anchor['evaluate_s']}
                 if name == FASTER_COCO_EVAL else {})}
             for name, runs in timings.items()]
@@ -429,6 +453,9 @@ def render_evaluation(results):
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ['  '.join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, '  '.join('-' * width for width in widths))
+    lines += [f'The twelve COCO numbers of the {r["images"]:,}-image run equal faster-coco-eval\'s: the largest '
+              f'difference {r["stats_max_difference"]:.1e}'
+              for r in results if r.get('stats_max_difference') is not None]
     return '\n'.join(lines)
 
 

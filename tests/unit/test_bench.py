@@ -100,3 +100,19 @@ def test_each_repeat_starts_with_the_next_contender():
     orders = [in_turn(names, repeat) for repeat in range(4)]
     assert orders == [['a', 'b', 'c'], ['b', 'c', 'a'], ['c', 'a', 'b'], ['a', 'b', 'c']]
     assert in_turn([], 3) == []
+
+
+def test_the_twelve_numbers_are_held_to_faster_coco_evals():
+    from run import twelve_numbers_difference
+    anchor = [0.5, 0.7, 0.4, -1.0, 0.3, 0.6, 0.2, 0.5, 0.55, -1.0, 0.35, 0.65]
+    names = ['ap', 'ap_50', 'ap_75', 'ap_small', 'ap_medium', 'ap_large', 'ar_1', 'ar_10', 'ar_100', 'ar_small',
+             'ar_medium', 'ar_large']
+    ours = {name: None if value == -1 else value for name, value in zip(names, anchor)}
+    ours['ap'] += 2e-10  # another order of summation
+    assert twelve_numbers_difference(ours, anchor) == pytest.approx(2e-10)
+    with pytest.raises(AssertionError, match='ar_10 by 0.001'):
+        twelve_numbers_difference(ours | {'ar_10': 0.501}, anchor)
+    with pytest.raises(AssertionError, match='ap_small: 0.0 here, -1.0'):
+        twelve_numbers_difference(ours | {'ap_small': 0.0}, anchor)  # a figure where pycocotools has none
+    with pytest.raises(AssertionError, match='ap_large: None here'):
+        twelve_numbers_difference(ours | {'ap_large': None}, anchor)
