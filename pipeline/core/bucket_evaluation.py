@@ -37,6 +37,7 @@ from pipeline.core.evaluation import (
     grid_counts,
     in_pixels,
 )
+from pipeline.core.formats import COORDINATE_TOLERANCE
 from pipeline.core.matching import GroupMatch, group_pairs, group_ranks, match_groups, rows_in_groups
 from pipeline.core.schema import MATCHES_SCHEMA
 from pipeline.core.tables import ImageSize
@@ -482,6 +483,7 @@ class Assembled(NamedTuple):
     runs: Dict[Optional[str], Tuple[ImageColumns, RunImage]]
     image_sizes: Optional[np.ndarray] = None  # (images, 2): each evaluated image's size from its ground truth
     images_by_ml_use: Mapping[str, int] = {}  # the ground truth's images of each ML use given, --ml_use or not
+    gt_past_edge: int = 0  # evaluated boxes past their image's edge by more than the tolerance (COCO's)
 
 
 def _ranks(values: Sequence) -> np.ndarray:
@@ -544,7 +546,14 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
     by_run = {run: _run_columns(run, image_uris, names, lines, detections, truth_columns, image_sizes, gt_areas,
                                 image_order, size_of) for run in runs}
     return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run, image_sizes,
-                     dict(Counter(use for use in image_use.tolist() if use is not None)))
+                     dict(Counter(use for use in image_use.tolist() if use is not None)),
+                     past_edge(truth_columns[2]))
+
+
+def past_edge(boxes: np.ndarray) -> int:
+    """The (normalized) boxes reaching past their image's edge by more than the coordinate tolerance."""
+    outside = (boxes < -COORDINATE_TOLERANCE) | (boxes > 1.0 + COORDINATE_TOLERANCE)
+    return int(np.count_nonzero(outside.any(axis=1)))
 
 
 def _image_ml_uses(uses: List[Optional[str]], order: np.ndarray, image_of: np.ndarray, images: int) -> np.ndarray:

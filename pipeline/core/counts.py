@@ -25,6 +25,8 @@ GROUND_TRUTH_ROWS_USED = 'ground_truth_rows_used'
 GROUND_TRUTH_OTHER_ML_USE = 'ground_truth_images_other_ml_use'  # left out by --ml_use
 GROUND_TRUTH_IMAGES = 'ground_truth_images'  # distinct images evaluated against (after --ml_use)
 GROUND_TRUTH_BOXES = 'ground_truth_boxes'
+# COCO boxes reaching past their image's edge by more than the coordinate tolerance (kept as given).
+GROUND_TRUTH_BOXES_PAST_EDGE = 'ground_truth_boxes_past_edge'
 IMAGES_EVALUATED = 'images_evaluated'  # per run, summed over the runs
 IMAGES_WITHOUT_PREDICTION = 'images_without_prediction'
 PREDICTIONS_WITHOUT_GROUND_TRUTH = 'predictions_without_ground_truth'

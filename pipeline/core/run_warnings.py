@@ -35,6 +35,7 @@ def run_warnings(summary: Mapping, settings: Settings, seen_labels: Optional[Ite
     found += nothing_kept(summary)
     found += ground_truth_overlap(summary, settings)
     found += ground_truth_dead_letters(summary, settings)
+    found += ground_truth_past_edge(summary)
     found += label_overlap_warnings(summary)
     found += sizes_overlap(summary, settings)
     if seen_labels is not None:
@@ -110,6 +111,24 @@ def ground_truth_overlap(summary: Mapping, settings: Settings) -> List[RunWarnin
             ml_use_hint(summary['ground_truth'], settings) + 'make both sides name images by the same URI'
             + prefix_hint))
     return found
+
+
+def ground_truth_past_edge(summary: Mapping) -> List[RunWarning]:
+    """COCO boxes reaching past their image's edge by more than 1% of its side: counted as given, as
+    pycocotools counts them, but they often mean sizes that do not belong to the images."""
+    truth = summary.get('ground_truth') or {}
+    past = truth.get('boxes_past_edge') or 0
+    if not past:
+        return []
+    boxes = truth['boxes']
+    reach = "reaches past its image's edge" if past == 1 else "reach past their images' edges"
+    return [RunWarning(
+        'ground_truth_boxes_past_edge', f'{past:,} of the {boxes:,} ground-truth boxes evaluated '
+        f'({past / max(boxes, 1):.1%}) {reach} by more than 1% of the side: counted as given, as pycocotools '
+        f'counts them, a box can be matched only on its part inside the image, where detections lie',
+        {'boxes_past_edge': past, 'boxes': boxes},
+        'check the width and height the COCO document gives those images (an image turned by its EXIF '
+        'orientation has them swapped) and that each bbox is [x, y, width, height] in pixels')]
 
 
 def ml_use_hint(truth: Mapping, settings: Settings) -> str:

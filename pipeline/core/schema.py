@@ -71,7 +71,8 @@ MATCH_COLUMNS: Tuple[Column, ...] = (
     Column('y_min', pa.float64(), True, 'the detection\'s normalized box; null for fn'),
     Column('x_max', pa.float64(), True, 'the detection\'s normalized box; null for fn'),
     Column('y_max', pa.float64(), True, 'the detection\'s normalized box; null for fn'),
-    Column('gt_x_min', pa.float64(), True, 'the ground-truth box (tp: the match), normalized; null for fp'),
+    Column('gt_x_min', pa.float64(), True, 'the ground-truth box (tp: the match), normalized (a COCO box past its '
+           'image\'s edge reaches below 0 or above 1); null for fp'),
     Column('gt_y_min', pa.float64(), True, 'the ground-truth box, normalized; null for fp'),
     Column('gt_x_max', pa.float64(), True, 'the ground-truth box, normalized; null for fp'),
     Column('gt_y_max', pa.float64(), True, 'the ground-truth box, normalized; null for fp'),

@@ -200,10 +200,10 @@ def _coordinate(value: Any, where: str) -> float:
 
 
 def _edge(pixels: float, side: float, where: str) -> float:
-    """A COCO box's edge in pixels, normalized by the image's side, not clipped."""
-    if not -COORDINATE_TOLERANCE * side <= pixels <= (1 + COORDINATE_TOLERANCE) * side:
-        raise _Invalid(f'{where}: {pixels!r} is outside the image ({side:g} pixels) by more than '
-                       f'{COORDINATE_TOLERANCE:.0%} of it')
+    """A COCO box's edge in pixels, normalized by the image's side, as given: past the image's edge
+    too (pycocotools takes every box as given; the run warns of such boxes)."""
+    if not math.isfinite(pixels):
+        raise _Invalid(f'{where}: {pixels!r} is not a finite number of pixels')
     return pixels / side
 
 
@@ -630,7 +630,7 @@ def _coco_annotation(annotation: Any, images: Dict[Any, Tuple[str, float, float]
     if not (w >= 0 and h >= 0):  # a negative width is never flipped silently
         raise _Invalid(f'bbox: width and height must not be negative, got {w!r} and {h!r}')
     # The box as given, as pycocotools takes it: of no width or height (a box nothing can match), or
-    # reaching up to the tolerance past the image's edge (a 1-based x_max, say), never clipped.
+    # reaching past the image's edge (a 1-based x_max, say), never clipped.
     box = (_edge(x, width, 'bbox x'), _edge(y, height, 'bbox y'), _edge(x + w, width, 'bbox x + width'),
            _edge(y + h, height, 'bbox y + height'))
     crowd = annotation.get('iscrowd', 0)

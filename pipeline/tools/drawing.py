@@ -52,8 +52,9 @@ def box_html(corners: Tuple[float, float, float, float], colour: Tuple[int, int,
     """A box drawn over its picture as a page element: `corners` (x_min, y_min, x_max, y_max) in
     fractions of the picture, placed in percentages (any zoom keeps it in place), its caption above it
     (inside it at the picture's top edge, and ending at its right side past the picture's middle, so
-    that it stays on the picture), `data` as data-* attributes for the page's filters."""
-    x0, y0, x1, y1 = corners
+    that it stays on the picture), `data` as data-* attributes for the page's filters. A box reaching
+    past the picture (a COCO ground-truth box may) is drawn as far as the picture's edge."""
+    x0, y0, x1, y1 = (min(max(value, 0.0), 1.0) for value in corners)
     place = f'left:{x0:.4%};top:{y0:.4%};width:{x1 - x0:.4%};height:{y1 - y0:.4%}'
     attributes = ''.join(f' data-{name}="{html.escape(value)}"' for name, value in data.items())
     sides = ' '.join(side for side, near in (('in', y0 < CAPTION_ROOM), ('end', x0 > 0.6)) if near)

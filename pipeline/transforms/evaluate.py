@@ -102,6 +102,7 @@ class EvaluateBucketFn(beam.DoFn):
             scalars[names.ground_truth_ml_use(use)] += images
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
         scalars[names.GROUND_TRUTH_BOXES] += bucket.gt_boxes
+        scalars[names.GROUND_TRUTH_BOXES_PAST_EDGE] += bucket.gt_past_edge
         for run, (columns, counts) in bucket.runs.items():
             scalars[names.IMAGES_EVALUATED] += counts.evaluated
             scalars[names.IMAGES_WITHOUT_PREDICTION] += counts.without_prediction

@@ -32,6 +32,10 @@ FLAT = 'faster_coco_eval_shapes, two boxes of no area'
 # The shapes with one box reaching a pixel past the image's right edge (a 1-based x_max) and its
 # detection narrower: IoU 96/107 = 0.897 as given, 96/106 = 0.906 clipped, on either side of 0.9.
 EDGE = 'faster_coco_eval_shapes, a box past the edge'
+# The shapes with one box reaching 29% of its image past the right edge (its detection inside the
+# image: IoU 0.59 as given, 1.0 clipped) and one box wholly left of its image: pycocotools counts both
+# as given (the second a miss); the run too, with a warning.
+FAR = 'faster_coco_eval_shapes, boxes far past the edge'
 
 
 def published(name):
@@ -56,6 +60,13 @@ def published(name):
         box.update(bbox=[150, 24, 107, 111], area=107 * 111)
         [detection] = [result for result in results if result.get('id') == 24]
         detection['bbox'] = [150, 24, 96, 111]
+    if name == FAR:
+        [box] = [annotation for annotation in truth['annotations'] if annotation['id'] == 4]
+        box.update(bbox=[150, 24, 180, 111], area=180 * 111)
+        [detection] = [result for result in results if result.get('id') == 24]
+        detection['bbox'] = [150, 24, 106, 111]
+        truth['annotations'].append({'id': 97, 'image_id': 1, 'category_id': 1, 'bbox': [-60, 200, 40, 30],
+                                     'area': 1200, 'iscrowd': 0})
     return truth, results
 
 
@@ -142,7 +153,7 @@ VAL2014_PUBLISHED = [0.5045806987249628, 0.6969727247299577, 0.5729816669904824,
 
 @pytest.fixture(scope='module', params=['faster_coco_eval_shapes', 'faster_coco_eval_cat_dog',
                                         'faster_coco_eval_crowd', 'torchmetrics_coco4', SWAPPED,
-                                        'object_detection_metrics', FLAT, EDGE, VAL2014, 'torchmetrics_issue943',
+                                        'object_detection_metrics', FLAT, EDGE, FAR, VAL2014, 'torchmetrics_issue943',
                                         'torchmetrics_empty_preds', 'torchmetrics_missing_pred',
                                         'torchmetrics_missing_gt', 'mmdet_coco_metric', 'faster_coco_eval_crowd' + LEGACY,
                                         'torchmetrics_coco4' + LEGACY,
@@ -210,6 +221,18 @@ def test_the_order_of_the_torchmetrics_tie_moves_both_references():
                       lambda truth, results: tidecv_run(truth, results)[1].ap):
         figures = [reference(*published(name)) for name in ('torchmetrics_coco4', SWAPPED)]
         assert figures[0] != pytest.approx(figures[1], abs=1e-6)
+
+
+def test_boxes_far_past_their_images_edge_are_counted_as_given_and_warned_of(evaluated_set):
+    name, _, _, _, summary, _ = evaluated_set
+    warnings = [w for w in summary['warnings'] if w['code'] == 'ground_truth_boxes_past_edge']
+    if name != FAR:  # the other sets' boxes lie within 1% of their images (EDGE's a pixel past)
+        assert summary['ground_truth']['boxes_past_edge'] == 0 and warnings == []
+        return
+    assert summary['ground_truth']['dead_letters'] == 0 and summary['ground_truth']['boxes_past_edge'] == 2
+    [warning] = warnings
+    assert warning['figures'] == {'boxes_past_edge': 2, 'boxes': summary['ground_truth']['boxes']}
+    assert 'EXIF' in warning['fix']
 
 
 def test_annotations_naming_no_image_are_dead_letters_with_their_reason(evaluated_set):

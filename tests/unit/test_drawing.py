@@ -28,3 +28,9 @@ def test_a_box_is_placed_in_percentages_with_its_data_escaped():
     html = box_html((0.25, 0.5, 0.75, 1.0), (0, 128, 255), 'a<b', {'label': 'x"y'})
     assert 'left:25.0000%;top:50.0000%;width:50.0000%;height:50.0000%' in html
     assert 'data-label="x&quot;y"' in html and '>a&lt;b</span>' in html
+
+
+def test_a_box_past_the_picture_is_drawn_to_its_edge():
+    # A COCO ground-truth box may reach past its image (pycocotools counts it as given).
+    html = box_html((-0.3, 0.5, 1.2, 1.0), (0, 128, 255), 'cat', {'label': 'cat'})
+    assert 'left:0.0000%;top:50.0000%;width:100.0000%;height:50.0000%' in html

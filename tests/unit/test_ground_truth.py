@@ -103,7 +103,7 @@ def test_bad_coco_parts_are_rejected_and_the_rest_is_kept():
                 b' "annotations": [{"image_id": 9, "category_id": 1, "bbox": [0, 0, 10, 10]},'
                 b' {"image_id": 1, "category_id": 7, "bbox": [0, 0, 10, 10]},'
                 b' {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10]},'
-                b' {"image_id": 1, "category_id": 1, "bbox": [90, 0, 20, 10]},'
+                b' {"image_id": 1, "category_id": 1, "bbox": [90, 0, 1e999, 10]},'
                 b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},'
                 b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": -1},'
                 b' {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": "big"},'

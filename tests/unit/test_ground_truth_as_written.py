@@ -115,13 +115,15 @@ def test_a_coco_box_of_no_width_or_height_is_a_box_as_pycocotools_counts_it():
     assert rejected == [] and [box.box for box in images[0].boxes] == [(0.1, 0.05, 0.1, 0.09), (0.01, 0.02, 0.04, 0.02)]
 
 
-def test_a_coco_box_past_the_edge_keeps_its_extent_within_the_tolerance():
-    # A 1-based x_max (101 on a 100-pixel image) is taken as pycocotools takes it, not clipped; past
-    # the tolerance, the box is a dead letter that says by how much.
-    images, rejected = parse_coco(coco([annotation(bbox=[50, 10, 51, 20]), annotation(bbox=[50, 10, 52, 20])]))
-    assert [box.box for box in images[0].boxes] == [(0.5, 0.1, 1.01, 0.3)]
+def test_a_coco_box_past_the_edge_keeps_its_extent():
+    # A 1-based x_max (101 on a 100-pixel image), a box half past the edge and one wholly outside the
+    # image are taken as pycocotools takes them, not clipped (the run warns of the last two); an edge
+    # that is not a finite number is a dead letter.
+    images, rejected = parse_coco(coco([annotation(bbox=[50, 10, 51, 20]), annotation(bbox=[-30, 10, 60, 20]),
+                                        annotation(bbox=[150, 10, 20, 20]), annotation(bbox=[50, 10, 1e309, 20])]))
+    assert [box.box for box in images[0].boxes] == [(0.5, 0.1, 1.01, 0.3), (-0.3, 0.1, 0.3, 0.3), (1.5, 0.1, 1.7, 0.3)]
     [(where, rejection)] = rejected
-    assert where == 'annotations[1]' and 'bbox x + width: 102 is outside the image (100 pixels)' in rejection.message
+    assert where == 'annotations[3]' and rejection.message == 'bbox x + width: inf is not a finite number of pixels'
 
 
 def test_iscrowd_zero_and_one_are_taken():

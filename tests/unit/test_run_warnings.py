@@ -180,3 +180,13 @@ def test_a_ground_truth_of_several_ml_uses_suggests_ml_use_first():
     summary['ground_truth']['images_by_ml_use'] = {'training': 80, 'validation': 20}  # no test split
     assert '--ml_use validation evaluates the validation images alone' in ground_truth_overlap(
         summary, settings(ground_truth='t.csv'))[0].fix
+
+
+def test_boxes_past_their_images_edge_warn_with_how_many_and_what_to_check():
+    from pipeline.core.run_warnings import ground_truth_past_edge
+    truth = {'rows_read': 3, 'rows_used': 3, 'dead_letters': 0, 'boxes': 80, 'boxes_past_edge': 2}
+    [warning] = ground_truth_past_edge({'ground_truth': truth})
+    assert warning.code == 'ground_truth_boxes_past_edge' and '2 of the 80 ground-truth boxes evaluated (2.5%)' in warning.message
+    assert warning.figures == {'boxes_past_edge': 2, 'boxes': 80} and 'width and height' in warning.fix
+    assert ground_truth_past_edge({'ground_truth': dict(truth, boxes_past_edge=0)}) == []
+    assert ground_truth_past_edge({}) == []
