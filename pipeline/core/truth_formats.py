@@ -19,7 +19,20 @@ import json
 import math
 import re
 from array import array
-from typing import Annotated, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (
+    Annotated,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import msgspec
 import numpy as np
@@ -518,15 +531,19 @@ class _CocoDocument(_CocoPart):
 _COCO_DOCUMENT = msgspec.json.Decoder(_CocoDocument)
 
 
-def parse_coco(document: bytes, image_prefix: str = '') -> CocoParts:
+SizeOf = Callable[[str], Optional[Tuple[float, float]]]
+
+
+def parse_coco(document: bytes, image_prefix: str = '', size_of: Optional[SizeOf] = None) -> CocoParts:
     """(an image per COCO image, with its boxes; (what, why) for each part that cannot be used). The
-    image URI is `image_prefix` joined to `file_name`."""
-    images, _, rejected = parse_coco_in_order(document, image_prefix)
+    image URI is `image_prefix` joined to `file_name`; an image the document gives no width and
+    height takes them from `size_of` its URI (the run's --image_sizes or --image_size), if it knows."""
+    images, _, rejected = parse_coco_in_order(document, image_prefix, size_of)
     return images, rejected
 
 
-def parse_coco_in_order(document: bytes, image_prefix: str = '') -> Tuple[List[GroundTruthImage], List[int],
-                                                                             List[Tuple[str, GroundTruthRejection]]]:
+def parse_coco_in_order(document: bytes, image_prefix: str = '', size_of: Optional[SizeOf] = None) -> Tuple[
+        List[GroundTruthImage], List[int], List[Tuple[str, GroundTruthRejection]]]:
     """parse_coco's images and rejections, with each image's rank among the document's image ids in
     order: pycocotools evaluates the images in that order (numbers before strings here; pycocotools
     cannot order a mix)."""
@@ -552,8 +569,8 @@ def parse_coco_in_order(document: bytes, image_prefix: str = '') -> Tuple[List[G
         try:
             if not isinstance(image, (dict, _CocoPart)):
                 raise _Invalid('expected an object')
-            width, height = (_side(image.get(name), name) for name in ('width', 'height'))
             file_name = _uri(image.get('file_name'), 'file_name')
+            width, height = _image_size(image, _joined(image_prefix, file_name), size_of)
             image_id = _coco_id(image.get('id'), 'id')
             if image_id in images:
                 raise _Invalid(f'id {image_id!r} is used by another image')
@@ -573,6 +590,18 @@ def parse_coco_in_order(document: bytes, image_prefix: str = '') -> Tuple[List[G
     ranks = {image_id: rank for rank, image_id in enumerate(sorted(order, key=lambda i: (isinstance(i, str), i)))}
     return ([GroundTruthImage(images[i][0], tuple(boxes[i]), size=images[i][1:]) for i in order],
             [ranks[i] for i in order], rejected)
+
+
+def _image_size(image: Any, uri: str, size_of: Optional[SizeOf]) -> Tuple[float, float]:
+    """A COCO image's width and height: the document's; when it gives neither (pycocotools needs
+    none), the run's own size of the image, else a rejection that says where to give it."""
+    if image.get('width') is None and image.get('height') is None:
+        known = size_of(uri) if size_of is not None else None
+        if known is None:
+            raise _Invalid('width and height: not given; the boxes are in pixels and the predictions '
+                           'normalized, so give the images\' sizes (--image_sizes, or --image_size for one size)')
+        return float(known[0]), float(known[1])
+    return _side(image.get('width'), 'width'), _side(image.get('height'), 'height')
 
 
 def _side(value: Any, name: str) -> float:

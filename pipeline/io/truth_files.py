@@ -132,10 +132,12 @@ COCO_KEYS = {'images', 'annotations', 'categories'}
 
 
 def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int = 0,
-               end: Optional[int] = None) -> Iterator[Tuple[Place, Unit]]:
+               end: Optional[int] = None, size_of: Optional[truth_formats.SizeOf] = None
+               ) -> Iterator[Tuple[Place, Unit]]:
     """(place, unit) for every unit of one ground-truth file, in file order; a file that cannot be
     read is one rejection. A JSONL file may be read in byte ranges [start, end) (the lines that begin
-    there, as the prediction shards are); the other formats are read whole."""
+    there, as the prediction shards are); the other formats are read whole. `size_of`: the run's own
+    size of an image, for COCO images the document gives none."""
     if fmt == VERTEX_JSONL:
         yield from _jsonl_units(path, start, end)
         return
@@ -151,7 +153,7 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
             yield from _jsonl_units(path, start, end)
             return
     if fmt == COCO:
-        images, ranks, rejected = truth_formats.parse_coco_in_order(data, image_prefix)
+        images, ranks, rejected = truth_formats.parse_coco_in_order(data, image_prefix, size_of)
         # Placed as pycocotools orders them (by id), and as the file lists them (tidecv's order).
         for index, (image, rank) in enumerate(zip(images, ranks)):
             yield (0, rank, index), Unit(path, f'images[{index}]', None, image)

@@ -118,7 +118,7 @@ class PredictionsToTables(beam.PTransform):
         parsed = parse_and_filter(pbegin, read, settings)
         tables = write_tables(parsed, settings)
         attributes = read_image_attributes(pbegin, settings)
-        truth = read_ground_truth(pbegin, settings)
+        truth = read_ground_truth(pbegin, settings, parsed.manifest)
         evaluation = evaluate(parsed, settings, truth, attributes) if truth else None
         sliced = (slice_detections(parsed, settings, attributes)
                   if settings.slices.enabled and not settings.evaluation.enabled else None)
@@ -325,14 +325,16 @@ def read_image_attributes(pbegin, settings: Settings) -> Optional[AttributesRead
         options.spill_folder)
 
 
-def read_ground_truth(pbegin, settings: Settings) -> Optional[GroundTruthRead]:
+def read_ground_truth(pbegin, settings: Settings, manifest=None) -> Optional[GroundTruthRead]:
     """The ground truth (--ground_truth), read once for the joins by bucket that take it: the
-    evaluation's, and the comparison's."""
+    evaluation's, and the comparison's; a COCO image without its size takes the run's (`manifest`:
+    --image_sizes, and --image_size)."""
     options = settings.evaluation
     if not options.enabled:
         return None
     return pbegin | 'ReadGroundTruth' >> ReadGroundTruth(
-        options.ground_truth_files, options.ground_truth_image_prefix or '', options.buckets, options.spill_folder)
+        options.ground_truth_files, options.ground_truth_image_prefix or '', options.buckets, options.spill_folder,
+        fixed_size=options.fixed_image_size, manifest=manifest)
 
 
 def evaluate(parsed: ParseResult, settings: Settings, truth: GroundTruthRead,

@@ -19,7 +19,9 @@ from pipeline.core.dead_letters import INVALID_GROUND_TRUTH
 from pipeline.core.evaluation import LABELLED, packed
 from pipeline.core.truth_formats import BucketTruth, BucketTruthBuilder, GroundTruthRejection, Place
 from pipeline.io import truth_files as files
+from pipeline.io.sizes import SizeResolver
 from pipeline.io.spill import Payload, SpillWriter
+from pipeline.transforms.bucket_parts import optional_side_inputs
 from pipeline.transforms.count import counted
 
 # Units (of JSONL: lines, plain or not) gathered before they leave in one element per bucket (each
@@ -57,17 +59,20 @@ class ReadGroundTruth(beam.PTransform):
     workers and read; a range that fails unexpectedly is one dead letter, so no file is lost to a bug."""
 
     def __init__(self, ground_truth_files: Sequence[Tuple[str, str]], image_prefix: str, buckets: int,
-                 spill_folder: Optional[str] = None, range_bytes: int = GROUND_TRUTH_RANGE_BYTES):
+                 spill_folder: Optional[str] = None, range_bytes: int = GROUND_TRUTH_RANGE_BYTES,
+                 fixed_size: Optional[Tuple[int, int]] = None, manifest: Optional[beam.PCollection] = None):
         super().__init__()
         self._ranges = truth_ranges(ground_truth_files, range_bytes)
-        self._read = ReadTruthRangeFn(image_prefix, buckets, spill_folder)
+        self._read = ReadTruthRangeFn(image_prefix, buckets, spill_folder, fixed_size)
+        self._manifest = manifest  # --image_sizes: the size of a COCO image its document does not give
 
     def expand(self, pbegin):
         read = (
             pbegin
             | 'GroundTruthRanges' >> beam.Create(self._ranges, reshuffle=False)  # spread just below
             | 'SpreadGroundTruth' >> beam.Reshuffle()
-            | 'ReadGroundTruthRanges' >> beam.ParDo(self._read).with_outputs(
+            | 'ReadGroundTruthRanges' >> beam.ParDo(
+                self._read, **optional_side_inputs(manifest=self._manifest)).with_outputs(
                 'evaluation_parts', 'dead_letters', 'counts', main='unused',
             ).with_exception_handling(main_tag='unused', dead_letter_tag='failed_ranges'))
         failed = read.failed_ranges | 'FailedRangesToDeadLetters' >> beam.Map(failed_range_to_dead_letter)
@@ -77,13 +82,17 @@ class ReadGroundTruth(beam.PTransform):
 
 class ReadTruthRangeFn(beam.DoFn):
     """TruthRange -> its tagged outputs (read_truth_range); on a local run the parts wait in the run's
-    spill folder (io.spill), one file per bundle."""
+    spill folder (io.spill), one file per bundle. A COCO image its document gives no size takes the
+    run's own (--image_sizes' manifest, else --image_size), without probing."""
 
-    def __init__(self, image_prefix: str, buckets: int, spill_folder: Optional[str] = None):
+    def __init__(self, image_prefix: str, buckets: int, spill_folder: Optional[str] = None,
+                 fixed_size: Optional[Tuple[int, int]] = None):
         self._image_prefix = image_prefix
         self._buckets = buckets
         self._spill_folder = spill_folder
         self._spill = SpillWriter(spill_folder)  # one per bundle (start_bundle)
+        self._fixed_size = fixed_size
+        self._sizes: Optional[SizeResolver] = None
 
     def start_bundle(self):
         self._spill = SpillWriter(self._spill_folder)
@@ -91,8 +100,14 @@ class ReadTruthRangeFn(beam.DoFn):
     def finish_bundle(self):
         self._spill.close()
 
-    def process(self, work: TruthRange):
-        yield from read_truth_range(work, self._image_prefix, self._buckets, self._spill.put)
+    def process(self, work: TruthRange, manifest=None):
+        if self._sizes is None:
+            self._sizes = SizeResolver(manifest, probe=False, fixed=self._fixed_size, allowed_scheme='')
+        yield from read_truth_range(work, self._image_prefix, self._buckets, self._spill.put, self._size_of)
+
+    def _size_of(self, uri: str) -> Optional[Tuple[float, float]]:
+        size = self._sizes.resolve(uri) if self._sizes is not None else None
+        return None if size is None else (size.width, size.height)
 
 
 def failed_range_to_dead_letter(failure) -> dict:
@@ -104,10 +119,11 @@ def failed_range_to_dead_letter(failure) -> dict:
 
 
 def read_truth_range(work: TruthRange, image_prefix: str, buckets: int,
-                     payload: Callable[[bytes], Payload] = lambda part: part) -> Iterator:
+                     payload: Callable[[bytes], Payload] = lambda part: part,
+                     size_of: Optional[core.SizeOf] = None) -> Iterator:
     """The outputs of one range, tagged: 'evaluation_parts' (bucket, (LABELLED, None, payload of a
     packed BucketTruth)) for its usable units, 'dead_letters' an invalid_ground_truth record per
-    unusable one, and 'counts'."""
+    unusable one, and 'counts'. `size_of`: the run's own size of an image (files.read_units)."""
     tally = collections.Counter({names.GROUND_TRUTH_ROWS_READ: 0, names.GROUND_TRUTH_ROWS_USED: 0})
     if work.fmt == files.VERTEX_JSONL:  # plain lines as columns, a chunk at a time
         for chunk in files.jsonl_chunks(work.path, work.start, work.end, UNITS_PER_FLUSH):
@@ -116,7 +132,7 @@ def read_truth_range(work: TruthRange, image_prefix: str, buckets: int,
             else:
                 yield from _units_outputs([chunk], work.path, buckets, payload, tally)
     else:
-        units = files.read_units(work.path, work.fmt, image_prefix, work.start, work.end)
+        units = files.read_units(work.path, work.fmt, image_prefix, work.start, work.end, size_of)
         for flush in _batched(units, UNITS_PER_FLUSH):
             yield from _units_outputs(flush, work.path, buckets, payload, tally)
     yield counted(Counts(tally))

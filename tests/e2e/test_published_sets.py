@@ -311,6 +311,34 @@ def test_the_val2014_set_as_an_import_ground_truth_equals_pycocotools_and_tidecv
     assert_run_errors_equal_tidecv(entry['errors'], *tidecv_run(*in_file_order(same, results)))
 
 
+def test_the_val2014_set_without_its_images_sizes_takes_them_from_the_manifest(tmp_path, run):
+    # pycocotools needs no image size; a COCO document may leave them out. The boxes are in pixels
+    # and the predictions normalized: the run takes the sizes from --image_sizes, and equals
+    # pycocotools and tidecv; without a manifest, each image is a dead letter that says what to give.
+    truth, results = published(VAL2014)
+    shard = tmp_path / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / 'predictions_00001.jsonl'
+    shard.parent.mkdir(parents=True)
+    shard.write_text('\n'.join(prediction_lines(truth, results)) + '\n')
+    sizeless = dict(truth, images=[{k: v for k, v in image.items() if k not in ('width', 'height')}
+                                   for image in truth['images']])
+    (tmp_path / 'sizeless.json').write_text(json.dumps(sizeless))
+    _, sizes, _ = import_ground_truth(truth, tmp_path, 'jsonl')
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'out', '--ground_truth', tmp_path / 'sizeless.json',
+                 '--ground_truth_image_prefix', PREFIX, '--image_sizes', sizes, '--report=false', check=False)
+    assert result.returncode == 0, result.stderr
+    [entry] = json.loads((tmp_path / 'out' / 'evaluation' / 'metrics.json').read_text())['runs']
+    evaluation = pycocotools_answer(sizeless, results)
+    assert [entry['stats'][stat] for stat in TWELVE] == pytest.approx(evaluation.stats.tolist(), abs=1e-9)
+    assert_run_errors_equal_tidecv(entry['errors'], *tidecv_run(truth, results))
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'out2', '--ground_truth', tmp_path / 'sizeless.json',
+                 '--ground_truth_image_prefix', PREFIX, '--report=false', check=False)
+    summary = json.loads((tmp_path / 'out2' / 'summary.json').read_text())
+    assert summary['ground_truth']['dead_letters'] >= len(truth['images'])
+    reasons = {json.loads(line)['error_message'] for path in (tmp_path / 'out2' / 'dead_letter').iterdir()
+               for line in path.read_text().splitlines()}
+    assert any('width and height: not given' in reason and '--image_sizes' in reason for reason in reasons)
+
+
 def test_labels_the_ground_truth_spells_otherwise_warn_and_fail_on_warning(tmp_path, run):
     truth, results = published(VAL2014)
     shard = tmp_path / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / 'predictions_00001.jsonl'

@@ -185,3 +185,15 @@ def test_the_typed_coco_decoder_gives_what_the_full_reading_gives(document, type
             raise truth_formats.msgspec.DecodeError('declined')
     monkeypatch.setattr(truth_formats, '_COCO_DOCUMENT', Declines())
     assert typed == parse_coco(document, 'gs://b/')
+
+
+def test_a_coco_image_without_its_size_takes_the_runs_own_or_says_where_to_give_it():
+    document = coco([annotation(bbox=[10, 5, 20, 10])], images=({'id': 1, 'file_name': 'a.jpg'},))
+    images, rejected = parse_coco(document, size_of=lambda uri: (200, 50) if uri == 'a.jpg' else None)
+    assert rejected == [] and images[0].size == (200.0, 50.0) and images[0].boxes[0].box == (0.05, 0.1, 0.15, 0.3)
+    images, rejected = parse_coco(document)
+    assert images == [] and 'width and height: not given' in rejected[0][1].message
+    assert '--image_sizes' in rejected[0][1].message
+    half = coco([annotation()], images=({'id': 1, 'file_name': 'a.jpg', 'width': 100},))
+    images, rejected = parse_coco(half, size_of=lambda uri: (200, 50))  # a size half given is the document's error
+    assert images == [] and rejected[0][1].message.startswith('height: expected a positive number')
