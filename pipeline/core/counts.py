@@ -27,6 +27,8 @@ GROUND_TRUTH_IMAGES = 'ground_truth_images'  # distinct images evaluated against
 GROUND_TRUTH_BOXES = 'ground_truth_boxes'
 # COCO boxes reaching past their image's edge by more than the coordinate tolerance (kept as given).
 GROUND_TRUTH_BOXES_PAST_EDGE = 'ground_truth_boxes_past_edge'
+# COCO annotations whose id an earlier annotation of their document has (each counted as given).
+GROUND_TRUTH_REPEATED_IDS = 'ground_truth_annotation_ids_repeated'
 IMAGES_EVALUATED = 'images_evaluated'  # per run, summed over the runs
 IMAGES_WITHOUT_PREDICTION = 'images_without_prediction'
 PREDICTIONS_WITHOUT_GROUND_TRUTH = 'predictions_without_ground_truth'

@@ -36,6 +36,7 @@ def run_warnings(summary: Mapping, settings: Settings, seen_labels: Optional[Ite
     found += ground_truth_overlap(summary, settings)
     found += ground_truth_dead_letters(summary, settings)
     found += ground_truth_past_edge(summary)
+    found += ground_truth_repeated_ids(summary)
     found += label_overlap_warnings(summary)
     found += sizes_overlap(summary, settings)
     if seen_labels is not None:
@@ -129,6 +130,20 @@ def ground_truth_past_edge(summary: Mapping) -> List[RunWarning]:
         {'boxes_past_edge': past, 'boxes': boxes},
         'check the width and height the COCO document gives those images (an image turned by its EXIF '
         'orientation has them swapped) and that each bbox is [x, y, width, height] in pixels')]
+
+
+def ground_truth_repeated_ids(summary: Mapping) -> List[RunWarning]:
+    """COCO annotations sharing an id: each counts here as given, but pycocotools keeps one annotation
+    per id (the last) and evaluates it in place of the others, so figures compared with its differ."""
+    repeated = (summary.get('ground_truth') or {}).get('annotation_ids_repeated') or 0
+    if not repeated:
+        return []
+    return [RunWarning(
+        'ground_truth_repeated_ids', f'{repeated:,} COCO ground-truth annotations repeat the id of an earlier one: '
+        f'each counts here as given, but pycocotools keeps one annotation per id (the last) and evaluates it in '
+        f'place of the others, on their images, so its figures on this document are not these',
+        {'annotation_ids_repeated': repeated},
+        'give each annotation an id of its own (documents merged without renumbering repeat them)')]
 
 
 def ml_use_hint(truth: Mapping, settings: Settings) -> str:

@@ -510,6 +510,7 @@ class _CocoImage(_CocoPart):
 
 
 class _CocoAnnotation(_CocoPart):
+    id: Any = _ABSENT
     image_id: Any = _ABSENT
     category_id: Any = _ABSENT
     area: Any = _ABSENT
@@ -538,15 +539,22 @@ def parse_coco(document: bytes, image_prefix: str = '', size_of: Optional[SizeOf
     """(an image per COCO image, with its boxes; (what, why) for each part that cannot be used). The
     image URI is `image_prefix` joined to `file_name`; an image the document gives no width and
     height takes them from `size_of` its URI (the run's --image_sizes or --image_size), if it knows."""
-    images, _, rejected = parse_coco_in_order(document, image_prefix, size_of)
-    return images, rejected
+    read = parse_coco_in_order(document, image_prefix, size_of)
+    return read.images, read.rejected
 
 
-def parse_coco_in_order(document: bytes, image_prefix: str = '', size_of: Optional[SizeOf] = None) -> Tuple[
-        List[GroundTruthImage], List[int], List[Tuple[str, GroundTruthRejection]]]:
+class CocoRead(NamedTuple):
+    images: List[GroundTruthImage]
+    ranks: List[int]  # each image's rank among the document's image ids in order
+    rejected: List[Tuple[str, GroundTruthRejection]]
+    repeated_ids: int = 0  # annotations whose id an earlier annotation has
+
+
+def parse_coco_in_order(document: bytes, image_prefix: str = '', size_of: Optional[SizeOf] = None) -> CocoRead:
     """parse_coco's images and rejections, with each image's rank among the document's image ids in
     order: pycocotools evaluates the images in that order (numbers before strings here; pycocotools
-    cannot order a mix)."""
+    cannot order a mix); and how many annotations repeat an earlier one's id (pycocotools keeps one
+    annotation per id, the last, and evaluates it in place of the others: here each counts as given)."""
     document = document.removeprefix(codecs.BOM_UTF8)
     try:  # the common shape, typed: what we do not read (segmentation polygons...) is never built
         data: Any = _COCO_DOCUMENT.decode(document)
@@ -557,10 +565,10 @@ def parse_coco_in_order(document: bytes, image_prefix: str = '', size_of: Option
             try:  # NaN and Infinity, which pycocotools' json.load takes: the parts holding one are rejected
                 data = json.loads(document)
             except (ValueError, RecursionError):
-                return [], [], [('the document', GroundTruthRejection(f'not valid JSON: {exc}'))]
+                return CocoRead([], [], [('the document', GroundTruthRejection(f'not valid JSON: {exc}'))])
     if not isinstance(data, (dict, _CocoPart)) or not isinstance(data.get('images'), list):
-        return [], [], [('the document',
-                          GroundTruthRejection('expected a COCO object with images, annotations, categories'))]
+        return CocoRead([], [], [('the document',
+                                  GroundTruthRejection('expected a COCO object with images, annotations, categories'))])
     rejected: List[Tuple[str, GroundTruthRejection]] = []
     categories = _coco_categories(data.get('categories'), rejected)
     images: Dict[Any, Tuple[str, float, float]] = {}
@@ -588,8 +596,15 @@ def parse_coco_in_order(document: bytes, image_prefix: str = '', size_of: Option
             uri = images[image_id][0] if isinstance(image_id, (int, str)) and image_id in images else None
             rejected.append((f'annotations[{index}]', GroundTruthRejection(str(exc), uri)))
     ranks = {image_id: rank for rank, image_id in enumerate(sorted(order, key=lambda i: (isinstance(i, str), i)))}
-    return ([GroundTruthImage(images[i][0], tuple(boxes[i]), size=images[i][1:]) for i in order],
-            [ranks[i] for i in order], rejected)
+    return CocoRead([GroundTruthImage(images[i][0], tuple(boxes[i]), size=images[i][1:]) for i in order],
+                    [ranks[i] for i in order], rejected, _repeated_ids(data.get('annotations')))
+
+
+def _repeated_ids(annotations: Any) -> int:
+    """The annotations whose id (a number or a string) an earlier annotation has."""
+    ids = [part.get('id') for part in annotations or () if isinstance(part, (dict, _CocoPart))]
+    given = [i for i in ids if isinstance(i, (int, str, float)) and not isinstance(i, bool)]
+    return len(given) - len(set(given))
 
 
 def _image_size(image: Any, uri: str, size_of: Optional[SizeOf]) -> Tuple[float, float]:

@@ -1,6 +1,7 @@
 """Ground-truth files: found under a local or gs:// file, folder or glob, their format recognized, and
 read unit by unit (a line, a row, a COCO image) with where each unit came from."""
 import codecs
+import collections
 import glob
 import os
 from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
@@ -9,6 +10,7 @@ import orjson
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config.options import GROUND_TRUTH_FORMATS
+from pipeline.core import counts as names
 from pipeline.core import truth_formats
 from pipeline.core.shards import scheme_of, split_ranges
 from pipeline.core.truth_formats import GroundTruthRejection, GroundTruthUnit, Place
@@ -132,12 +134,13 @@ COCO_KEYS = {'images', 'annotations', 'categories'}
 
 
 def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int = 0,
-               end: Optional[int] = None, size_of: Optional[truth_formats.SizeOf] = None
-               ) -> Iterator[Tuple[Place, Unit]]:
+               end: Optional[int] = None, size_of: Optional[truth_formats.SizeOf] = None,
+               tally: Optional[collections.Counter] = None) -> Iterator[Tuple[Place, Unit]]:
     """(place, unit) for every unit of one ground-truth file, in file order; a file that cannot be
     read is one rejection. A JSONL file may be read in byte ranges [start, end) (the lines that begin
     there, as the prediction shards are); the other formats are read whole. `size_of`: the run's own
-    size of an image, for COCO images the document gives none."""
+    size of an image, for COCO images the document gives none; `tally` counts the COCO annotations
+    whose id repeats an earlier one's."""
     if fmt == VERTEX_JSONL:
         yield from _jsonl_units(path, start, end)
         return
@@ -153,7 +156,9 @@ def read_units(path: str, fmt: str = 'auto', image_prefix: str = '', start: int 
             yield from _jsonl_units(path, start, end)
             return
     if fmt == COCO:
-        images, ranks, rejected = truth_formats.parse_coco_in_order(data, image_prefix, size_of)
+        images, ranks, rejected, repeated = truth_formats.parse_coco_in_order(data, image_prefix, size_of)
+        if tally is not None:
+            tally[names.GROUND_TRUTH_REPEATED_IDS] += repeated
         # Placed as pycocotools orders them (by id), and as the file lists them (tidecv's order).
         for index, (image, rank) in enumerate(zip(images, ranks)):
             yield (0, rank, index), Unit(path, f'images[{index}]', None, image)

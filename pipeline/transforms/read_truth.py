@@ -132,7 +132,7 @@ def read_truth_range(work: TruthRange, image_prefix: str, buckets: int,
             else:
                 yield from _units_outputs([chunk], work.path, buckets, payload, tally)
     else:
-        units = files.read_units(work.path, work.fmt, image_prefix, work.start, work.end, size_of)
+        units = files.read_units(work.path, work.fmt, image_prefix, work.start, work.end, size_of, tally)
         for flush in _batched(units, UNITS_PER_FLUSH):
             yield from _units_outputs(flush, work.path, buckets, payload, tally)
     yield counted(Counts(tally))

@@ -339,6 +339,32 @@ def test_the_val2014_set_without_its_images_sizes_takes_them_from_the_manifest(t
     assert any('width and height: not given' in reason and '--image_sizes' in reason for reason in reasons)
 
 
+def test_repeated_annotation_ids_count_each_box_and_warn_that_pycocotools_differs(tmp_path, run):
+    # Two documents merged without renumbering: an annotation of image 1 takes the id of one of image 3.
+    # pycocotools keeps the last annotation of an id and evaluates it on both images; the run counts
+    # each box as given (the figures of the renumbered document) and warns.
+    truth, results = published('faster_coco_eval_shapes')
+    repeated = json.loads(json.dumps(truth))
+    first, last = repeated['annotations'][0], repeated['annotations'][-1]
+    assert first['image_id'] != last['image_id']
+    first['id'] = last['id']
+    shard = tmp_path / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / 'predictions_00001.jsonl'
+    shard.parent.mkdir(parents=True)
+    shard.write_text('\n'.join(prediction_lines(truth, results)) + '\n')
+    (tmp_path / 'repeated.json').write_text(json.dumps(repeated))
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'out', '--ground_truth', tmp_path / 'repeated.json',
+                 '--ground_truth_image_prefix', PREFIX, '--report=false', check=False)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+    [entry] = json.loads((tmp_path / 'out' / 'evaluation' / 'metrics.json').read_text())['runs']
+    stats = [entry['stats'][stat] for stat in TWELVE]
+    expected = [None if value == -1 else value for value in pycocotools_answer(truth, results).stats.tolist()]
+    assert stats == pytest.approx(expected, abs=1e-9)
+    assert stats[0] != pytest.approx(pycocotools_answer(repeated, results).stats[0], abs=1e-3)
+    [warning] = [w for w in summary['warnings'] if w['code'] == 'ground_truth_repeated_ids']
+    assert warning['figures'] == {'annotation_ids_repeated': 1}
+
+
 def test_labels_the_ground_truth_spells_otherwise_warn_and_fail_on_warning(tmp_path, run):
     truth, results = published(VAL2014)
     shard = tmp_path / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / 'predictions_00001.jsonl'

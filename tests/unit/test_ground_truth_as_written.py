@@ -197,3 +197,14 @@ def test_a_coco_image_without_its_size_takes_the_runs_own_or_says_where_to_give_
     half = coco([annotation()], images=({'id': 1, 'file_name': 'a.jpg', 'width': 100},))
     images, rejected = parse_coco(half, size_of=lambda uri: (200, 50))  # a size half given is the document's error
     assert images == [] and rejected[0][1].message.startswith('height: expected a positive number')
+
+
+def test_coco_annotations_repeating_an_id_are_counted_and_each_kept():
+    # pycocotools keeps one annotation per id (the last) and evaluates it in place of the others.
+    from pipeline.core.truth_formats import parse_coco_in_order
+    document = coco([annotation(id=1), annotation(id=1, bbox=[50, 50, 10, 10]), annotation(id='1'),
+                     annotation(id=True), annotation(id=True), {'image_id': 1, 'category_id': 1, 'bbox': [1, 1, 2, 2]},
+                     annotation(id=7), annotation(id=7), annotation(id=7)])
+    read = parse_coco_in_order(document)
+    assert len(read.images[0].boxes) == 9 and read.rejected == []
+    assert read.repeated_ids == 3  # the second 1 and two more 7s: '1' is another id, true and none are no ids

@@ -190,3 +190,12 @@ def test_boxes_past_their_images_edge_warn_with_how_many_and_what_to_check():
     assert warning.figures == {'boxes_past_edge': 2, 'boxes': 80} and 'width and height' in warning.fix
     assert ground_truth_past_edge({'ground_truth': dict(truth, boxes_past_edge=0)}) == []
     assert ground_truth_past_edge({}) == []
+
+
+def test_repeated_coco_annotation_ids_warn_that_pycocotools_figures_differ():
+    from pipeline.core.run_warnings import ground_truth_repeated_ids
+    [warning] = ground_truth_repeated_ids({'ground_truth': {'annotation_ids_repeated': 3}})
+    assert warning.code == 'ground_truth_repeated_ids' and warning.figures == {'annotation_ids_repeated': 3}
+    assert '3 COCO ground-truth annotations repeat the id' in warning.message and 'pycocotools' in warning.message
+    assert ground_truth_repeated_ids({'ground_truth': {'annotation_ids_repeated': 0}}) == []
+    assert ground_truth_repeated_ids({}) == []
