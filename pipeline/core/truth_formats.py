@@ -678,7 +678,7 @@ def _coco_annotation(annotation: Any, images: Dict[Any, Tuple[str, float, float]
     box = (_edge(x, width, 'bbox x'), _edge(y, height, 'bbox y'), _edge(x + w, width, 'bbox x + width'),
            _edge(y + h, height, 'bbox y + height'))
     crowd = annotation.get('iscrowd', 0)
-    if crowd.__class__ is not int or crowd not in (0, 1):
+    if crowd.__class__ not in (int, bool) or crowd not in (0, 1):  # JSON's false and true, as pycocotools reads them
         raise _Invalid(f'iscrowd: expected 0 or 1, got {crowd!r}')
     area = annotation.get('area')
     if area is not None and (isinstance(area, bool) or not isinstance(area, (int, float)) or not area >= 0

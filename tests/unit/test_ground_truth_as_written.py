@@ -98,7 +98,7 @@ def test_a_coco_document_with_nan_keeps_its_other_boxes():
 @pytest.mark.parametrize('change, message', [
     ({'bbox': [30, 10, -20, 20]}, 'width and height must not be negative'),
     ({'iscrowd': '0'}, 'iscrowd'), ({'iscrowd': 'false'}, 'iscrowd'), ({'iscrowd': 2}, 'iscrowd'),
-    ({'iscrowd': -1}, 'iscrowd'), ({'iscrowd': True}, 'iscrowd'),
+    ({'iscrowd': -1}, 'iscrowd'),
     ({'image_id': [1]}, 'image_id: expected a number or a string'),
     ({'category_id': {'a': 1}}, 'category_id: expected a number or a string'),
 ])
@@ -127,8 +127,10 @@ def test_a_coco_box_past_the_edge_keeps_its_extent():
 
 
 def test_iscrowd_zero_and_one_are_taken():
-    images, rejected = parse_coco(coco([annotation(iscrowd=0), annotation(iscrowd=1)]))
-    assert [box.crowd for box in images[0].boxes] == [False, True] and rejected == []
+    # JSON's false and true too: pycocotools reads them as 0 and 1 (int(True) is 1).
+    images, rejected = parse_coco(coco([annotation(iscrowd=0), annotation(iscrowd=1), annotation(iscrowd=False),
+                                        annotation(iscrowd=True)]))
+    assert [box.crowd for box in images[0].boxes] == [False, True, False, True] and rejected == []
 
 
 def test_an_unhashable_image_id_is_one_rejection():
