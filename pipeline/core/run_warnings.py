@@ -9,6 +9,7 @@ import shlex
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional
 
 from pipeline.config.settings import Settings
+from pipeline.core.formats import COORDINATE_TOLERANCE
 
 # Below this share of one side's images found on the other, a join (ground truth, sizes) warns; so do
 # a run's labels, below this share of the ground truth's boxes or of the run's detections.
@@ -115,8 +116,9 @@ def ground_truth_overlap(summary: Mapping, settings: Settings) -> List[RunWarnin
 
 
 def ground_truth_past_edge(summary: Mapping) -> List[RunWarning]:
-    """COCO boxes reaching past their image's edge by more than 1% of its side: counted as given, as
-    pycocotools counts them, but they often mean sizes that do not belong to the images."""
+    """COCO boxes reaching past their image's edge by more than the coordinate tolerance (a share of its
+    side): counted as given, as pycocotools counts them, but they often mean sizes that do not belong to
+    the images."""
     truth = summary.get('ground_truth') or {}
     past = truth.get('boxes_past_edge') or 0
     if not past:
@@ -125,8 +127,9 @@ def ground_truth_past_edge(summary: Mapping) -> List[RunWarning]:
     reach = "reaches past its image's edge" if past == 1 else "reach past their images' edges"
     return [RunWarning(
         'ground_truth_boxes_past_edge', f'{past:,} of the {boxes:,} ground-truth boxes evaluated '
-        f'({past / max(boxes, 1):.1%}) {reach} by more than 1% of the side: counted as given, as pycocotools '
-        f'counts them, a box can be matched only on its part inside the image, where detections lie',
+        f'({past / max(boxes, 1):.1%}) {reach} by more than {COORDINATE_TOLERANCE:.0%} of the side: counted as '
+        f'given, as pycocotools counts them, a box can be matched only on its part inside the image, where '
+        f'detections lie',
         {'boxes_past_edge': past, 'boxes': boxes},
         'check the width and height the COCO document gives those images (an image turned by its EXIF '
         'orientation has them swapped) and that each bbox is [x, y, width, height] in pixels')]
