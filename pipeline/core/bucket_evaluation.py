@@ -474,6 +474,14 @@ def _confusion(columns: ImageColumns, det_boxes: np.ndarray, gt_boxes: np.ndarra
             for cell, count in zip(cells.tolist(), counts.tolist())}
 
 
+class RepeatedBoxes(NamedTuple):
+    """Ground-truth boxes that repeat an earlier box of their image exactly (label, crowd flag and
+    coordinates), and the images holding them: each counts as a box to find, as pycocotools counts it,
+    though one detection can match only one of them."""
+    boxes: int = 0
+    images: int = 0
+
+
 class Assembled(NamedTuple):
     """A bucket's ground truth and lines, put together: the evaluated images (of the ML use asked for,
     if any), their boxes as columns, and each run's first line of every image."""
@@ -484,6 +492,7 @@ class Assembled(NamedTuple):
     image_sizes: Optional[np.ndarray] = None  # (images, 2): each evaluated image's size from its ground truth
     images_by_ml_use: Mapping[str, int] = {}  # the ground truth's images of each ML use given, --ml_use or not
     gt_past_edge: int = 0  # evaluated boxes past their image's edge by more than the tolerance (COCO's)
+    gt_repeated: RepeatedBoxes = RepeatedBoxes()  # evaluated boxes repeating a box of their image
 
 
 def _ranks(values: Sequence) -> np.ndarray:
@@ -547,13 +556,49 @@ def assemble(truth: Sequence[BucketTruth], lines: Sequence[BucketLines], runs: S
                                 image_order, size_of) for run in runs}
     return Assembled(image_uris, len(boxes), n_images - int(keep.sum()), by_run, image_sizes,
                      dict(Counter(use for use in image_use.tolist() if use is not None)),
-                     past_edge(truth_columns[2]))
+                     past_edge(truth_columns[2]), repeated_boxes(*truth_columns[:4]))
 
 
 def past_edge(boxes: np.ndarray) -> int:
     """The (normalized) boxes reaching past their image's edge by more than the coordinate tolerance."""
     outside = (boxes < -COORDINATE_TOLERANCE) | (boxes > 1.0 + COORDINATE_TOLERANCE)
     return int(np.count_nonzero(outside.any(axis=1)))
+
+
+def repeated_boxes(gt_image: np.ndarray, labels: np.ndarray, boxes: np.ndarray, crowd: np.ndarray) -> RepeatedBoxes:
+    """The boxes equal to an earlier box of their image in label, crowd flag and coordinates: the same
+    ground truth given twice (two files, or one document merged twice) makes one of each. Rows are
+    hashed first (one sort of one column, where a sort of the seven takes eight times as long); rows
+    of equal hash are then compared in full."""
+    hashed = _row_hashes(gt_image, labels, crowd, boxes)
+    order = np.argsort(hashed)
+    equal = np.flatnonzero(hashed[order][1:] == hashed[order][:-1])
+    if not len(equal):
+        return RepeatedBoxes()
+    rows = np.unique(np.r_[order[equal], order[equal + 1]])
+    keys = (gt_image[rows], labels[rows], crowd[rows], *boxes[rows].T)
+    order = np.lexsort(keys[::-1])
+    same = np.ones(len(rows) - 1, dtype=bool)
+    for key in keys:
+        ordered = key[order]
+        same &= ordered[1:] == ordered[:-1]
+    repeats = rows[order[1:][same]]
+    return RepeatedBoxes(len(repeats), len(np.unique(gt_image[repeats])))
+
+
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _row_hashes(*columns: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of the columns (boxes: (rows, 4)), equal for equal rows (-0.0 as 0.0)."""
+    hashed = np.zeros(len(columns[0]), dtype=np.uint64)
+    for column in columns:
+        values = (column + 0.0).view(np.uint64) if column.dtype.kind == 'f' else column.astype(np.uint64)
+        for part in (values if values.ndim == 2 else values[:, None]).T:
+            hashed ^= part
+            hashed *= _HASH_MULTIPLIER
+            hashed ^= hashed >> np.uint64(29)
+    return hashed
 
 
 def _image_ml_uses(uses: List[Optional[str]], order: np.ndarray, image_of: np.ndarray, images: int) -> np.ndarray:

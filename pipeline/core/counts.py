@@ -29,6 +29,10 @@ GROUND_TRUTH_BOXES = 'ground_truth_boxes'
 GROUND_TRUTH_BOXES_PAST_EDGE = 'ground_truth_boxes_past_edge'
 # COCO annotations whose id an earlier annotation of their document has (each counted as given).
 GROUND_TRUTH_REPEATED_IDS = 'ground_truth_annotation_ids_repeated'
+# Boxes equal to an earlier box of their image (label, crowd flag, coordinates), and the images holding
+# them: each counted as given (the same ground truth given twice, say).
+GROUND_TRUTH_BOXES_REPEATED = 'ground_truth_boxes_repeated'
+GROUND_TRUTH_IMAGES_WITH_REPEATED_BOXES = 'ground_truth_images_with_repeated_boxes'
 IMAGES_EVALUATED = 'images_evaluated'  # per run, summed over the runs
 IMAGES_WITHOUT_PREDICTION = 'images_without_prediction'
 PREDICTIONS_WITHOUT_GROUND_TRUTH = 'predictions_without_ground_truth'

@@ -38,6 +38,7 @@ def run_warnings(summary: Mapping, settings: Settings, seen_labels: Optional[Ite
     found += ground_truth_dead_letters(summary, settings)
     found += ground_truth_past_edge(summary)
     found += ground_truth_repeated_ids(summary)
+    found += ground_truth_repeated_boxes(summary, settings)
     found += label_overlap_warnings(summary)
     found += sizes_overlap(summary, settings)
     if seen_labels is not None:
@@ -147,6 +148,28 @@ def ground_truth_repeated_ids(summary: Mapping) -> List[RunWarning]:
         f'place of the others, on their images, so its figures on this document are not these',
         {'annotation_ids_repeated': repeated},
         'give each annotation an id of its own (documents merged without renumbering repeat them)')]
+
+
+def ground_truth_repeated_boxes(summary: Mapping, settings: Settings) -> List[RunWarning]:
+    """Ground-truth boxes equal to another box of their image: each counts as given, as pycocotools
+    counts it, but one detection can match only one of them, so the others are missed. The same
+    ground truth given twice (a folder holding it in two formats) makes one of every box."""
+    truth = summary.get('ground_truth') or {}
+    repeated = truth.get('boxes_repeated') or 0
+    if not repeated:
+        return []
+    boxes, images = truth['boxes'], truth['images_with_repeated_boxes']
+    files = [path for path, _ in settings.evaluation.ground_truth_files or ()]
+    given = (f'--ground_truth is {len(files):,} files ({", ".join(files[:3])}{", ..." if len(files) > 3 else ""}): '
+             f'if two of them hold the same ground truth, give one; else ' if len(files) > 1 else '')
+    return [RunWarning(
+        'ground_truth_repeated_boxes', f'{repeated:,} of the {boxes:,} ground-truth boxes evaluated '
+        f'({repeated / max(boxes, 1):.1%}), in {images:,} images, repeat another box of their image exactly (label and '
+        f'coordinates): each counts as a box to find, as pycocotools counts it, and one detection can match only '
+        f'one of them, so recall and AP are lower than on the boxes given once',
+        {'boxes_repeated': repeated, 'images_with_repeated_boxes': images, 'boxes': boxes,
+         'ground_truth_files': len(files)},
+        given + 'remove the repeated annotations')]
 
 
 def ml_use_hint(truth: Mapping, settings: Settings) -> str:

@@ -181,6 +181,8 @@ def ground_truth_section(counts: Counts, dead_letters: int) -> Dict:
             'images': counts.get(names.GROUND_TRUTH_IMAGES), 'boxes': counts.get(names.GROUND_TRUTH_BOXES),
             'boxes_past_edge': counts.get(names.GROUND_TRUTH_BOXES_PAST_EDGE),
             'annotation_ids_repeated': counts.get(names.GROUND_TRUTH_REPEATED_IDS),
+            'boxes_repeated': counts.get(names.GROUND_TRUTH_BOXES_REPEATED),
+            'images_with_repeated_boxes': counts.get(names.GROUND_TRUTH_IMAGES_WITH_REPEATED_BOXES),
             'images_by_ml_use': {use: counts.get(names.ground_truth_ml_use(use)) for use in ML_USES
                                  if counts.get(names.ground_truth_ml_use(use))},
             'holds': read == used + dead_letters}

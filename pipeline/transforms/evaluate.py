@@ -103,6 +103,8 @@ class EvaluateBucketFn(beam.DoFn):
         scalars[names.GROUND_TRUTH_IMAGES] += len(bucket.image_uris)
         scalars[names.GROUND_TRUTH_BOXES] += bucket.gt_boxes
         scalars[names.GROUND_TRUTH_BOXES_PAST_EDGE] += bucket.gt_past_edge
+        scalars[names.GROUND_TRUTH_BOXES_REPEATED] += bucket.gt_repeated.boxes
+        scalars[names.GROUND_TRUTH_IMAGES_WITH_REPEATED_BOXES] += bucket.gt_repeated.images
         for run, (columns, counts) in bucket.runs.items():
             scalars[names.IMAGES_EVALUATED] += counts.evaluated
             scalars[names.IMAGES_WITHOUT_PREDICTION] += counts.without_prediction

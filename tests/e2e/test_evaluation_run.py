@@ -68,6 +68,7 @@ def test_the_summary_accounts_for_the_ground_truth_and_what_was_evaluated(evalua
     assert summary['ground_truth'] == {
         'rows_read': len(sizes) + 1, 'rows_used': len(sizes), 'dead_letters': 1, 'images_other_ml_use': 0,
         'images': len(sizes), 'boxes': sum(map(len, truth)), 'boxes_past_edge': 0, 'annotation_ids_repeated': 0,
+        'boxes_repeated': 0, 'images_with_repeated_boxes': 0,
         'images_by_ml_use': {}, 'holds': True}
     evaluation = summary['evaluation']
     runs = {run['prediction_run']: run for run in evaluation['runs']}

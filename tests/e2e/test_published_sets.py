@@ -317,6 +317,40 @@ def test_the_val2014_set_as_an_import_ground_truth_equals_pycocotools_and_tidecv
     assert_run_errors_equal_tidecv(entry['errors'], *tidecv_run(*in_file_order(same, results)))
 
 
+def test_the_same_ground_truth_given_twice_counts_each_box_twice_and_warns(tmp_path, run):
+    # A folder holding one ground truth in two formats (an export as import JSONL and as CSV): every
+    # box of an image comes twice. pycocotools counts both copies (one detection matches one of them,
+    # the other is missed); the run too, and says why its recall halved.
+    truth, results = published(VAL2014)
+    shard = tmp_path / 'in' / 'prediction-published-2026-12-05T00:00:00.000Z' / 'predictions_00001.jsonl'
+    shard.parent.mkdir(parents=True)
+    shard.write_text('\n'.join(prediction_lines(truth, results)) + '\n')
+    (tmp_path / 'truth').mkdir()
+    for form in ('jsonl', 'csv'):
+        (tmp_path / form).mkdir()
+        ground_truth, sizes, same = import_ground_truth(truth, tmp_path / form, form)
+        ground_truth.rename(tmp_path / 'truth' / ground_truth.name)
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'out', '--ground_truth', tmp_path / 'truth',
+                 '--image_sizes', sizes, '--report=false', check=False)
+    assert result.returncode == 0, result.stderr
+    [entry] = json.loads((tmp_path / 'out' / 'evaluation' / 'metrics.json').read_text())['runs']
+    twice = dict(same, annotations=same['annotations'] + [dict(a, id=a['id'] + 10 ** 9) for a in same['annotations']])
+    evaluation = pycocotools_answer(*in_file_order(twice, results))
+    assert [entry['stats'][stat] for stat in TWELVE] == pytest.approx(evaluation.stats.tolist(), abs=1e-9)
+    assert entry['stats']['ar_100'] < 0.6 * pycocotools_answer(*in_file_order(same, results)).stats[8]
+    summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+    [warning] = [w for w in summary['warnings'] if w['code'] == 'ground_truth_repeated_boxes']
+    boxed = len({a['image_id'] for a in same['annotations']})
+    assert warning['figures'] == {'boxes_repeated': len(same['annotations']), 'images_with_repeated_boxes': boxed,
+                                  'boxes': 2 * len(same['annotations']), 'ground_truth_files': 2}
+    assert 'ground_truth.csv' in warning['fix'] and 'ground_truth.jsonl' in warning['fix']
+    result = run('--input', tmp_path / 'in', '--output', tmp_path / 'once', '--ground_truth',
+                 tmp_path / 'truth' / 'ground_truth.csv', '--image_sizes', sizes, '--report=false', check=False)
+    summary = json.loads((tmp_path / 'once' / 'summary.json').read_text())
+    assert summary['ground_truth']['boxes_repeated'] == 0
+    assert not [w for w in summary['warnings'] if w['code'] == 'ground_truth_repeated_boxes']
+
+
 def test_the_val2014_set_without_its_images_sizes_takes_them_from_the_manifest(tmp_path, run):
     # pycocotools needs no image size; a COCO document may leave them out. The boxes are in pixels
     # and the predictions normalized: the run takes the sizes from --image_sizes, and equals

@@ -19,7 +19,7 @@ from evaluation_reference import (
 )
 
 from pipeline.config.options import COCO_IOU_THRESHOLDS
-from pipeline.core.bucket_evaluation import ImageColumns, evaluate_images
+from pipeline.core.bucket_evaluation import ImageColumns, RepeatedBoxes, evaluate_images, repeated_boxes
 from pipeline.core.evaluation import merge_cells
 from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, match_groups
 from pipeline.core.truth_formats import GroundTruthBox, GroundTruthImage
@@ -181,6 +181,21 @@ def test_assembling_a_bucket_follows_the_order_rules():
 
 def _comparable(line):
     return (line.prediction_run, line.image_uri, line.order, line.labels, line.scores.tolist(), line.boxes.tolist())
+
+
+def test_repeated_boxes_are_those_equal_to_a_box_of_their_image_in_label_crowd_and_coordinates():
+    box, other = [0.1, 0.2, 0.5, 0.6], [0.1, 0.2, 0.5, 0.6 + 1e-12]
+    rows = [(0, 0, False, box), (0, 0, False, box), (0, 0, False, box),  # two repeats of the first
+            (0, 1, False, box),  # another label
+            (0, 0, True, box),  # a crowd box
+            (0, 0, False, other),  # one coordinate apart
+            (1, 0, False, box),  # another image
+            (2, 2, False, [-0.0, 0.0, 0.3, 0.3]), (2, 2, False, [0.0, -0.0, 0.3, 0.3])]  # -0.0 is 0.0
+    image, label, crowd, boxes = (np.array(column) for column in zip(*rows))
+    order = np.random.default_rng(3).permutation(len(rows))  # in any order
+    assert repeated_boxes(image[order], label[order], boxes[order], crowd[order]) == RepeatedBoxes(boxes=3, images=2)
+    assert repeated_boxes(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 4)),
+                          np.zeros(0, dtype=bool)) == RepeatedBoxes(0, 0)
 
 
 def test_the_confusion_cells_of_many_labels_are_only_those_that_occur():

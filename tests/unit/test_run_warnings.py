@@ -199,3 +199,21 @@ def test_repeated_coco_annotation_ids_warn_that_pycocotools_figures_differ():
     assert '3 COCO ground-truth annotations repeat the id' in warning.message and 'pycocotools' in warning.message
     assert ground_truth_repeated_ids({'ground_truth': {'annotation_ids_repeated': 0}}) == []
     assert ground_truth_repeated_ids({}) == []
+
+
+def test_repeated_ground_truth_boxes_warn_and_name_the_files_given():
+    from pipeline.core.run_warnings import ground_truth_repeated_boxes
+    truth = {'boxes': 240, 'boxes_repeated': 80, 'images_with_repeated_boxes': 30}
+    files = (('/gt/a.csv', 'csv'), ('/gt/b.jsonl', 'jsonl'))
+    given = settings(ground_truth='/gt/').resolved(evaluation={'ground_truth_files': files})
+    [warning] = ground_truth_repeated_boxes({'ground_truth': truth}, given)
+    assert warning.code == 'ground_truth_repeated_boxes'
+    assert '80 of the 240 ground-truth boxes evaluated (33.3%), in 30 images' in warning.message
+    assert warning.figures == {'boxes_repeated': 80, 'images_with_repeated_boxes': 30, 'boxes': 240,
+                               'ground_truth_files': 2}
+    assert '2 files (/gt/a.csv, /gt/b.jsonl)' in warning.fix
+    one = settings(ground_truth='/gt/a.csv').resolved(evaluation={'ground_truth_files': files[:1]})
+    [alone] = ground_truth_repeated_boxes({'ground_truth': truth}, one)
+    assert alone.fix == 'remove the repeated annotations'
+    assert ground_truth_repeated_boxes({'ground_truth': dict(truth, boxes_repeated=0)}, one) == []
+    assert ground_truth_repeated_boxes({}, one) == []
