@@ -403,11 +403,25 @@ def _vertex_annotation(annotation: Any, where: str) -> GroundTruthBox:
 def parse_automl_csv(text: str) -> Iterator[Tuple[int, str, GroundTruthUnit]]:
     """(line number from 1, the row as written, what it holds) for each non-blank row of a CSV file
     (csv_rows); a row holding a byte that is not UTF-8 is a rejection of its own."""
+    first = True
     for number, written, fields in csv_rows(text):
         if not_utf8(written):
             yield number, written, GroundTruthRejection('the row is not UTF-8 text')
         else:
-            yield number, written, parse_automl_row(fields)
+            parsed = parse_automl_row(fields)
+            if first and isinstance(parsed, GroundTruthRejection) and _header_row(fields):
+                parsed = GroundTruthRejection(
+                    'a header row: the AutoML CSV format has none ([ML_USE,]GCS_PATH,LABEL,X1,Y1,...,Y4); the '
+                    'rows after it are read, this one is not (give the file without it)')
+            yield number, written, parsed
+        first = False
+
+
+def _header_row(fields: List[str]) -> bool:
+    """A first row of column names, as a table tool writes it: three or more names, not one number nor
+    one path."""
+    named = [field.strip() for field in fields if field.strip()]
+    return len(named) >= 3 and not any(_DECIMAL.fullmatch(field) or '/' in field for field in named)
 
 
 def csv_rows(text: str) -> Iterator[Tuple[int, str, List[str]]]:

@@ -57,6 +57,19 @@ def test_bad_csv_rows_are_rejected_with_a_reason(row, message):
     assert message in unit.message, unit.message
 
 
+@pytest.mark.parametrize('header', ['ml_use,gcs_path,label,x_min,y_min,,,x_max,y_max,,', 'image,label,xmin,ymin,xmax,ymax'])
+def test_a_header_row_is_a_dead_letter_that_says_so_and_the_rows_after_it_are_read(header):
+    rows = list(parse_automl_csv(f'\n{header}\ngs://b/d.jpg,dog,0.2,0.2,,,0.4,0.4\n'))
+    assert [n for n, _, _ in rows] == [2, 3]
+    assert isinstance(rows[0][2], GroundTruthRejection) and rows[0][2].message.startswith('a header row')
+    assert rows[1][2] == GroundTruthImage('gs://b/d.jpg', (GroundTruthBox('dog', (0.2, 0.2, 0.4, 0.4)),))
+    # Below the first row, names are a bad row like any other.
+    (_, _, first), (_, _, second) = parse_automl_csv(f'gs://b/d.jpg,dog,0.2,0.2,,,0.4,0.4\n{header}\n')
+    assert not second.message.startswith('a header row')
+    (_, _, words), = parse_automl_csv('gs://b/d.jpg,dog,a,b,,,c,d\n')  # a path: a bad row, not a header
+    assert not words.message.startswith('a header row')
+
+
 def test_the_vertex_import_lines():
     lines = (FIXTURES / 'vertex_import.jsonl').read_bytes().splitlines()
     assert [parse_vertex_line(line) for line in lines] == [
