@@ -487,7 +487,8 @@ OPTIONS = (
            regex=GROUND_TRUTH_FORMAT_RE, modes=(BATCH,)),
     Option('ground_truth_image_prefix', 'COCO image prefix',
            'COCO only: the prefix joined to each image\'s file_name to make the image URI the '
-           'predictions name (such as gs://bucket/images/). Default: file_name as it is.',
+           'predictions name (such as gs://bucket/images/); a file_name that is a URI already is taken as '
+           'it is. Default: file_name as it is.',
            parse_path, regex=r'^.+$', modes=(BATCH,)),
     Option('ml_use', 'Ground truth ML use',
            'Evaluate only the ground-truth images of this ML use: training (or train), validation, test '

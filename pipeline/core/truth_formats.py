@@ -702,6 +702,8 @@ def _coco_annotation(annotation: Any, images: Dict[Any, Tuple[str, float, float]
 
 
 def _joined(prefix: str, file_name: str) -> str:
-    if not prefix:
+    """The image URI of a COCO file_name: the prefix joined to it, unless it is a URI already (a
+    prefix before gs://... never names an image)."""
+    if not prefix or '://' in file_name:
         return file_name
     return prefix.rstrip('/') + '/' + file_name.lstrip('/')

@@ -1,5 +1,7 @@
 """Ground truth in its three formats, from fixtures in each format's published shape; every unit that
 cannot be used is a rejection with a reason, never an exception."""
+import json
+
 import pytest
 from conftest import ROOT
 
@@ -108,6 +110,18 @@ def test_coco_boxes_are_normalized_by_their_own_image():
                          size=(100.0, 200.0)),
         GroundTruthImage('gs://bucket/images/empty.jpg', (), size=(50.0, 50.0)),
     ]
+
+
+def test_the_coco_prefix_joins_file_names_and_leaves_uris_as_they_are():
+    document = json.dumps({'images': [{'id': 1, 'file_name': 'a.jpg', 'width': 10, 'height': 10},
+                                      {'id': 2, 'file_name': '/sub/b.jpg', 'width': 10, 'height': 10},
+                                      {'id': 3, 'file_name': 'gs://other/c.jpg', 'width': 10, 'height': 10},
+                                      {'id': 4, 'file_name': 'https://host/d.jpg', 'width': 10, 'height': 10}],
+                           'annotations': [], 'categories': []}).encode()
+    images, rejected = parse_coco(document, image_prefix='gs://bucket/images/')
+    assert not rejected
+    assert [image.image_uri for image in images] == ['gs://bucket/images/a.jpg', 'gs://bucket/images/sub/b.jpg',
+                                                     'gs://other/c.jpg', 'https://host/d.jpg']
 
 
 def test_bad_coco_parts_are_rejected_and_the_rest_is_kept():
