@@ -550,7 +550,8 @@ def run_metrics(prediction_run: Optional[str], images: int, detections: int, lab
     (AP and AR small, medium, large) need every evaluated image's size: null otherwise, with why."""
     curve_at = curve_threshold(thresholds, eval_iou)
     entries = [label_metrics(label, totals, thresholds, max_dets, curve_at) for label, totals in sorted(labels.items())]
-    summaries = [totals.errors for totals in labels.values() if isinstance(totals.errors, ErrorSummary)]
+    # In label order, whatever order the labels came in: the run's error figures are means over them.
+    summaries = [totals.errors for _, totals in sorted(labels.items()) if isinstance(totals.errors, ErrorSummary)]
     unsized = images if images_without_size is None else images_without_size
     if unsized:
         entries = [entry | {'stats': entry['stats'] | dict.fromkeys(SIZE_STATS)} for entry in entries]
