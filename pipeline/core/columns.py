@@ -101,6 +101,18 @@ def packed_flags(flags: np.ndarray) -> np.ndarray:
     return np.packbits(flags, axis=0)
 
 
+def stored_counts(*counts: np.ndarray) -> Tuple[List[np.ndarray], bool]:
+    """(counts merged per score in the fewest bytes, whether they are bits): bits (packed_flags) when
+    every count is 0 or 1 (distinct scores), one byte when under 256, else as they are. Merged counts
+    wait and travel so, and are read through `flags` (bits) or widened (bytes) before any sum."""
+    highest = max((int(values.max(initial=0)) for values in counts), default=0)
+    if highest <= 1:
+        return [packed_flags(values > 0) for values in counts], True
+    if highest < 256:
+        return [values.astype(np.uint8) for values in counts], False
+    return list(counts), False
+
+
 def unpacked_flags(bits: np.ndarray, columns: int) -> np.ndarray:
     """packed_flags' (columns, rows) as 0/1 bytes."""
     return np.unpackbits(bits, axis=0, count=columns)

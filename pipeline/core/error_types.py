@@ -29,7 +29,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pipeline.core.columns import packed_flags, summed_per_score, unpacked_flags
+from pipeline.core.columns import packed_flags, stored_counts, summed_per_score, unpacked_flags
 from pipeline.core.matching import (
     FALSE_POSITIVE,
     IGNORED,
@@ -219,15 +219,17 @@ class ErrorCounts:
         scores, (tp, fp) = summed_per_score(np.concatenate([part.scores for part in parts]),
                                             *(np.concatenate([part.flags(name) for part in parts], axis=1)
                                               for name in ('tp', 'fp')))
+        (tp, fp), packed = stored_counts(tp, fp)
         return cls(scores, tp, fp, sum(part.ground_truth for part in parts),
-                   sum(part.missed for part in parts), np.sum([part.counts for part in parts], axis=0), True)
+                   sum(part.missed for part in parts), np.sum([part.counts for part in parts], axis=0), True, packed)
 
     def settled(self) -> Tuple['ErrorSummary', Optional[TieBasis]]:
         """tidecv's figures of the label from its merged counts, and what ordering its tied points
         needs (None: the merged curves are exact)."""
         merged = self if self.distinct else ErrorCounts.merge_all([self])
-        tp_cum, fp_cum = np.cumsum(merged.tp, axis=1, dtype=np.int64), np.cumsum(merged.fp, axis=1, dtype=np.int64)
-        present = (merged.tp + merged.fp).sum(axis=1) > 0  # the label has points in the column
+        tp, fp = merged.flags('tp').astype(np.int32), merged.flags('fp').astype(np.int32)
+        tp_cum, fp_cum = np.cumsum(tp, axis=1, dtype=np.int64), np.cumsum(fp, axis=1, dtype=np.int64)
+        present = (tp + fp).sum(axis=1) > 0  # the label has points in the column
         curves = [tide_curve(merged.scores, tp_cum[column], fp_cum[column], self.ground_truth)
                   for column in range(ERROR_COLUMNS)]
         base_tp = int(tp_cum[0, -1]) if tp_cum.shape[1] else 0
@@ -241,7 +243,7 @@ class ErrorCounts:
                  'fp': None if empty[0] else _perfect_precision_ap(base_tp, self.ground_truth),
                  'fn': ap(0, base_tp)}
         summary = ErrorSummary(None, fixed, self.counts, np.stack([curve for curve, _ in curves]), empty).raised()
-        basis = tie_basis([AreaCounts(merged.scores, merged.tp[column:column + 1], merged.fp[column:column + 1],
+        basis = tie_basis([AreaCounts(merged.scores, tp[column:column + 1], fp[column:column + 1],
                                       tp_cum[column:column + 1], fp_cum[column:column + 1], self.ground_truth,
                                       None if crossing is None else crossing[None])
                            for column, (_, crossing) in enumerate(curves)])

@@ -22,6 +22,7 @@ from pipeline.core.columns import (
     packed_flags,
     rows_of,
     split_by_key,
+    stored_counts,
     summed_per_score,
     unpacked_flags,
 )
@@ -84,8 +85,17 @@ class PrecisionCounts:
                                               for name in ('tp', 'fp')))
         counted = [part.within for part in parts if len(part.within)]  # an empty part counts no cap
         within = np.asarray(np.sum(counted, axis=0, dtype=np.int64)) if counted else parts[0].within
+        (tp, fp), packed = stored_counts(tp, fp)
         return PrecisionCounts(parts[0].n_thresholds, scores, tp, fp, sum(part.ground_truth for part in parts), True,
-                               within)
+                               within, packed)
+
+    def numbers(self) -> 'PrecisionCounts':
+        """The same counts with tp and fp as 4-byte numbers (or wider), for reading them."""
+        tp, fp = self.flags('tp'), self.flags('fp')
+        if not self.packed and tp.dtype != np.uint8:
+            return self
+        return PrecisionCounts(self.n_thresholds, self.scores, tp.astype(np.int32), fp.astype(np.int32),
+                               self.ground_truth, self.distinct, self.within)
 
     def merge(self, other: 'PrecisionCounts') -> 'PrecisionCounts':
         return PrecisionCounts.merge_all([self, other])
@@ -107,7 +117,7 @@ class PrecisionCounts:
     def cumulative(self) -> Tuple[np.ndarray, np.ndarray]:
         """(T, S) the true and false positives at each score and above, of merged counts."""
         assert self.distinct, 'cumulative counts are of merged counts'
-        return np.cumsum(self.tp, axis=1), np.cumsum(self.fp, axis=1)
+        return np.cumsum(self.flags('tp'), axis=1, dtype=np.int64), np.cumsum(self.flags('fp'), axis=1, dtype=np.int64)
 
     def curve(self, tp_total: np.ndarray, fp_total: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         """`interpolated` of merged counts from their cumulative counts (made once: `ties` reads them too)."""
@@ -164,7 +174,7 @@ def settled(totals: 'LabelTotals', rule: ThresholdRule = ThresholdRule()) -> 'La
     """A run's label totals with the AP counts reduced to what the metrics need, what ordering its
     tied detections needs (None: the merged curve is exact), and the threshold `rule` chooses."""
     areas = [_merging(totals), *(_merging_counts(counts) for counts in totals.by_area or ())]
-    merged = [counts if counts.distinct else PrecisionCounts.merge_all([counts]) for counts in areas]
+    merged = [(counts if counts.distinct else PrecisionCounts.merge_all([counts])).numbers() for counts in areas]
     cumulative = [counts.cumulative() for counts in merged]
     interpolated = [counts.curve(*totals) for counts, totals in zip(merged, cumulative)]
     ties = tie_basis([AreaCounts(counts.scores, counts.tp, counts.fp, *totals, counts.ground_truth,
@@ -180,7 +190,8 @@ def settled(totals: 'LabelTotals', rule: ThresholdRule = ThresholdRule()) -> 'La
 def _operating(totals: 'LabelTotals', rule: ThresholdRule) -> Optional[OperatingThreshold]:
     if not isinstance(totals.operating, PrecisionCounts):
         return totals.operating
-    merged = totals.operating if totals.operating.distinct else PrecisionCounts.merge_all([totals.operating])
+    operating = totals.operating
+    merged = (operating if operating.distinct else PrecisionCounts.merge_all([operating])).numbers()
     return choose(merged.scores, merged.tp[0], merged.fp[0], merged.ground_truth, rule)
 
 
@@ -429,6 +440,11 @@ def held_scores(parts: Sequence[LabelTotals]) -> int:
     return sum(len(_merging(part).scores) + (len(part.errors.scores) if isinstance(part.errors, ErrorCounts) else 0)
                + (len(part.operating.scores) if isinstance(part.operating, PrecisionCounts) else 0)
                for part in parts)
+
+
+def is_merged(totals: LabelTotals) -> bool:
+    """Whether totals are the merge of others (counts per distinct score), not one bucket's."""
+    return _merging(totals).distinct
 
 
 def merge_all_totals(parts: Sequence[LabelTotals]) -> LabelTotals:

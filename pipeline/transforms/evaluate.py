@@ -23,6 +23,7 @@ from pipeline.core.evaluation import (
     LabelTotals,
     RunImage,
     held_scores,
+    is_merged,
     merge_all_totals,
     merge_cells,
     packed,
@@ -167,14 +168,16 @@ class EvaluateBucketFn(beam.DoFn):
 
 
 # Detections a label's gathered parts may hold before they are merged into counts per distinct score:
-# what a worker holds for one label stays below this, or below the label's distinct scores.
+# what a worker holds for one label stays below twice this, or twice the label's distinct scores.
 COMPACT_AT = 2_000_000
 
 
 class MergeTotalsFn(beam.CombineFn):
     """LabelTotals of the buckets -> the run's, for one label, settled with the threshold `rule`
     chooses. Parts are gathered and merged many at once (two by two would sort the growing score list
-    once per bucket), whenever they hold more than COMPACT_AT detections and at the end."""
+    once per bucket): at the end, and whenever the parts gathered since the last merge hold more than
+    COMPACT_AT detections and more than the merged ones, so each merge at least doubles what is merged
+    and a label's N detections are sorted O(log N) times, not once per bucket."""
 
     def __init__(self, rule: ThresholdRule = ThresholdRule()):
         self._rule = rule
@@ -197,7 +200,10 @@ class MergeTotalsFn(beam.CombineFn):
 
 
 def _compacted(parts: List[LabelTotals]) -> List[LabelTotals]:
-    if len(parts) > 1 and held_scores(parts) > COMPACT_AT:
+    if len(parts) < 2:
+        return parts
+    gathered = held_scores([part for part in parts if not is_merged(part)])
+    if gathered > max(COMPACT_AT, held_scores([part for part in parts if is_merged(part)])):
         return [merge_all_totals(parts)]
     return parts
 

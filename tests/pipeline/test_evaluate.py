@@ -158,3 +158,33 @@ def test_merging_in_steps_gives_what_merging_at_once_gives(monkeypatch):
     assert in_steps.counts.recall().tolist() == at_once.counts.recall().tolist()
     assert (in_steps.detections, in_steps.tp, in_steps.counts.ground_truth) == (
         at_once.detections, at_once.tp, at_once.counts.ground_truth)
+
+
+def test_a_label_past_the_bound_is_merged_a_logarithmic_number_of_times(monkeypatch):
+    """Once a label's merged counts hold more than COMPACT_AT distinct scores, a merge on every new
+    bucket would sort them again each time (quadratic in the run's detections); merging when the
+    gathered parts outgrow the merged ones keeps it to O(log) merges, with the same figures."""
+    from pipeline.core.evaluation import LabelTotals, PrecisionCounts
+    from pipeline.transforms import evaluate
+    rng = np.random.default_rng(5)
+    grid = np.zeros(23, dtype=np.int64)
+    parts = [LabelTotals(PrecisionCounts.of(rng.random(4), rng.integers(0, 3, (len(COCO_IOU_THRESHOLDS), 4)), 2),
+                         4, 1, 1, 1, grid, grid, grid) for _ in range(256)]  # distinct scores: nothing shrinks
+    combine = evaluate.MergeTotalsFn()
+    at_once = combine.extract_output(list(parts))
+    merges = []
+    monkeypatch.setattr(evaluate, 'merge_all_totals', lambda given: _counted(merges, given))
+    monkeypatch.setattr(evaluate, 'COMPACT_AT', 8)
+    accumulator = combine.create_accumulator()
+    for part in parts:
+        accumulator = combine.add_input(accumulator, part)
+    assert 5 <= len(merges) <= 10  # 1,024 detections from 8: about log2(128); merging each bucket: 250
+    in_steps = combine.extract_output(accumulator)
+    assert in_steps.counts.average_precision().tolist() == at_once.counts.average_precision().tolist()
+    assert in_steps.counts.recall().tolist() == at_once.counts.recall().tolist()
+
+
+def _counted(merges, given):
+    from pipeline.core.evaluation import merge_all_totals
+    merges.append(len(given))
+    return merge_all_totals(given)

@@ -307,3 +307,37 @@ def test_counts_packed_as_bits_merge_to_the_counts_of_the_flags_themselves():
     assert (summary.ap, summary.fixed) == (expected_summary.ap, expected_summary.fixed)
     assert summary.counts.tolist() == expected_summary.counts.tolist() == [4] * 6
     assert basis is not None and basis.scores.tolist() == expected_basis.scores.tolist()
+
+
+def test_counts_merged_per_score_wait_in_the_fewest_bytes_and_read_as_the_counts_themselves():
+    # At distinct scores each merged count is 0 or 1, and they wait as bits (a 32nd of 4-byte counts);
+    # with repeats, a byte each while under 256. Read, they are the counts in descending score order.
+    from pipeline.core.error_types import ERROR_COLUMNS, ErrorCounts, ErrorPoints
+    rng = np.random.default_rng(11)
+    scores = rng.permutation(200) / 200 + 0.001
+    outcomes = rng.choice([TRUE_POSITIVE, FALSE_POSITIVE, IGNORED], size=(len(COCO_IOU_THRESHOLDS), 200))
+    parts = [PrecisionCounts.of(scores[i:i + 50], outcomes[:, i:i + 50], 2) for i in range(0, 200, 50)]
+    merged = PrecisionCounts.merge_all(parts)
+    order = np.argsort(-scores)
+    assert merged.packed and merged.tp.nbytes == 2 * 200
+    assert merged.numbers().tp.tolist() == (outcomes == TRUE_POSITIVE)[:, order].astype(int).tolist()
+    assert merged.numbers().fp.tolist() == (outcomes == FALSE_POSITIVE)[:, order].astype(int).tolist()
+    as_numbers = PrecisionCounts(len(COCO_IOU_THRESHOLDS), merged.scores, merged.numbers().tp, merged.numbers().fp,
+                                 merged.ground_truth, True, merged.within)
+    assert merged.average_precision().tolist() == as_numbers.average_precision().tolist()
+    assert merged.recall().tolist() == as_numbers.recall().tolist()
+    again = PrecisionCounts.merge_all([merged, parts[0]])  # its scores twice: counts of 2, as numbers
+    assert not again.packed and max(again.tp.max(), again.fp.max()) == 2
+    assert again.tp.dtype == np.uint8 and again.numbers().tp.dtype == np.int32  # a byte each while they wait
+    assert again.average_precision().tolist() == again.numbers().average_precision().tolist()
+    tp = rng.integers(0, 2, (ERROR_COLUMNS, 200)).astype(np.uint8)
+    fp = (1 - tp) * rng.integers(0, 2, (ERROR_COLUMNS, 200)).astype(np.uint8)
+    errors = ErrorCounts.merge_all([ErrorCounts.of(ErrorPoints(scores[i:i + 50], tp[:, i:i + 50], fp[:, i:i + 50],
+                                                               np.arange(50)), 3, 1, np.arange(6))
+                                    for i in range(0, 200, 50)])
+    assert errors.packed
+    numbers = ErrorCounts(errors.scores, errors.flags('tp').astype(np.int32), errors.flags('fp').astype(np.int32),
+                          errors.ground_truth, errors.missed, errors.counts, True)
+    (summary, basis), (expected, expected_basis) = errors.settled(), numbers.settled()
+    assert (summary.ap, summary.fixed) == (expected.ap, expected.fixed)
+    assert (basis is None) == (expected_basis is None)
