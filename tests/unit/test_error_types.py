@@ -21,10 +21,8 @@ from pipeline.core.evaluation import run_metrics
 from pipeline.core.truth_formats import GroundTruthBox, GroundTruthImage
 
 
-def evaluated(sizes, truth, detections, buckets=2, listed=None):
-    """run_metrics of a generated set evaluated in buckets and settled as the job settles them, tied
-    scores in pycocotools' and tidecv's orders (`listed`: the images in the order a COCO file lists
-    them, its ids in order being their indices)."""
+def image_rows(sizes, truth, detections):
+    """A generated set as ImageColumns.of takes it: (URI, labels, scores, boxes, ground truth) per image."""
     images = []
     for i, (size, boxes, dets) in enumerate(zip(sizes, truth, detections)):
         ground = GroundTruthImage(f'gs://b/{i}.jpg', tuple(
@@ -32,6 +30,14 @@ def evaluated(sizes, truth, detections, buckets=2, listed=None):
             size=tuple(map(float, size)))
         images.append((f'gs://b/{i}.jpg', [label for label, _, _ in dets], np.array([s for _, _, s in dets]),
                        np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4), ground))
+    return images
+
+
+def evaluated(sizes, truth, detections, buckets=2, listed=None):
+    """run_metrics of a generated set evaluated in buckets and settled as the job settles them, tied
+    scores in pycocotools' and tidecv's orders (`listed`: the images in the order a COCO file lists
+    them, its ids in order being their indices)."""
+    images = image_rows(sizes, truth, detections)
     step = -(-len(images) // buckets)
     at = np.arange(len(images)) if listed is None else np.argsort(listed)  # each image's place in the file
     parts = []
@@ -141,13 +147,7 @@ def test_the_runs_error_figures_do_not_depend_on_the_order_its_labels_came_in():
     # figures average over the labels, so they are taken in label order (a float sum's last bits
     # follow its order: a run of 1,000,000 images differed in the 17th digit from one run to the next).
     sizes, truth, detections = generated_set(21, 40)
-    images = []
-    for i, (size, boxes, dets) in enumerate(zip(sizes, truth, detections)):
-        ground = GroundTruthImage(f'gs://b/{i}.jpg', tuple(
-            GroundTruthBox(entry[0], tuple(normalized(entry[1], size)), entry[2]) for entry in boxes),
-            size=tuple(map(float, size)))
-        images.append((f'gs://b/{i}.jpg', [label for label, _, _ in dets], np.array([s for _, _, s in dets]),
-                       np.array([normalized(box, size) for _, box, _ in dets]).reshape(-1, 4), ground))
+    images = image_rows(sizes, truth, detections)
     columns = in_ground_truth_order(ImageColumns.of(images), 0)
     totals, _ = settled_with_ties([evaluate_images(columns, 'run', COCO_IOU_THRESHOLDS, 0.5, 0.5)])
     assert len(totals) >= 3
