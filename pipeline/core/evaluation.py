@@ -30,7 +30,17 @@ from pipeline.core.decoding import DecodedLines
 from pipeline.core.error_types import TIDE_CURVE, ErrorCounts, ErrorSummary, label_errors, run_errors
 from pipeline.core.matching import FALSE_POSITIVE, IGNORED, TRUE_POSITIVE  # noqa: F401 (the outcomes, re-exported)
 from pipeline.core.operating_thresholds import OperatingThreshold, ThresholdRule, choose, threshold_rows
-from pipeline.core.ties import COCO_CURVE, RECALL_POINTS, AreaCounts, CurveRule, TieBasis, tie_basis
+from pipeline.core.ties import (
+    COCO_CURVE,
+    RECALL_POINTS,
+    AreaCounts,
+    CurveRule,
+    TieBasis,
+    area_sample,
+    basis_of,
+    mixing_scores,
+    union_of_scores,
+)
 
 
 def in_pixels(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -174,17 +184,29 @@ def settled(totals: 'LabelTotals', rule: ThresholdRule = ThresholdRule()) -> 'La
     """A run's label totals with the AP counts reduced to what the metrics need, what ordering its
     tied detections needs (None: the merged curve is exact), and the threshold `rule` chooses."""
     areas = [_merging(totals), *(_merging_counts(counts) for counts in totals.by_area or ())]
-    merged = [(counts if counts.distinct else PrecisionCounts.merge_all([counts])).numbers() for counts in areas]
-    cumulative = [counts.cumulative() for counts in merged]
-    interpolated = [counts.curve(*totals) for counts, totals in zip(merged, cumulative)]
-    ties = tie_basis([AreaCounts(counts.scores, counts.tp, counts.fp, *totals, counts.ground_truth,
-                                 None if curve is None else curve[1])
-                      for counts, totals, curve in zip(merged, cumulative, interpolated)])
-    summaries = [PrecisionSummary(None if curve is None else curve[0], counts.recall(), counts.ground_truth,
-                                  counts.recall_within()) for counts, curve in zip(merged, interpolated)]
+    merged = [counts if counts.distinct else PrecisionCounts.merge_all([counts]) for counts in areas]
+    # One area range at a time: a label's counts and running sums of every range at once would hold
+    # some 250 bytes per distinct score and range (1 GB for a label of 825,000 scores).
+    tied = union_of_scores([_mixing(counts.numbers()) for counts in merged])
+    summaries, samples = [], []
+    for a, counts in enumerate(merged):
+        numbers = counts.numbers()
+        running = numbers.cumulative()
+        curve = numbers.curve(*running)
+        summaries.append(PrecisionSummary(None if curve is None else curve[0], numbers.recall(),
+                                          numbers.ground_truth, numbers.recall_within()))
+        if len(tied):
+            samples.append(area_sample(AreaCounts(numbers.scores, numbers.tp, numbers.fp, *running,
+                                                  numbers.ground_truth, None if curve is None else curve[1]),
+                                       tied, first=a == 0))
+    ties = basis_of(tied, samples) if len(tied) else None
     errors, error_ties = totals.errors.settled() if isinstance(totals.errors, ErrorCounts) else (totals.errors, None)
     return totals._replace(counts=summaries[0], by_area=None if totals.by_area is None else tuple(summaries[1:]),
                            ties=ties, errors=errors, error_ties=error_ties, operating=_operating(totals, rule))
+
+
+def _mixing(numbers: 'PrecisionCounts') -> np.ndarray:
+    return mixing_scores(numbers.scores, numbers.tp, numbers.fp, numbers.ground_truth > 0)
 
 
 def _operating(totals: 'LabelTotals', rule: ThresholdRule) -> Optional[OperatingThreshold]:

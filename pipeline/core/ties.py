@@ -119,34 +119,69 @@ class TieBasis(NamedTuple):
 def tie_basis(areas: Sequence[AreaCounts]) -> Optional[TieBasis]:
     """The basis of a label whose counts mix true and false positives at some score of an area range
     with ground truth; None when none does (its merged curve is exact)."""
-    mixing = [np.zeros(0) if area.crossing is None else area.scores[((area.tp > 0) & (area.fp > 0)).any(axis=0)]
-              for area in areas]
-    scores = -np.unique(-np.concatenate(mixing))
+    scores = union_of_scores([mixing_scores(area.scores, area.tp, area.fp, area.crossing is not None)
+                              for area in areas])
     if not len(scores):
         return None
-    shape = (len(areas), areas[0].tp.shape[0], len(scores))
+    return basis_of(scores, [area_sample(area, scores, first=a == 0) for a, area in enumerate(areas)])
+
+
+def mixing_scores(scores: np.ndarray, tp: np.ndarray, fp: np.ndarray, with_truth: bool) -> np.ndarray:
+    """The scores of one area range's merged counts where true and false positives mix at some
+    threshold (none without ground truth: its curve has no point to raise)."""
+    return scores[((tp > 0) & (fp > 0)).any(axis=0)] if with_truth else np.zeros(0)
+
+
+def union_of_scores(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The distinct scores of the parts, descending."""
+    return -np.unique(-np.concatenate([np.zeros(0), *parts]))
+
+
+class AreaSample(NamedTuple):
+    """What a TieBasis takes of one area range's counts, at the basis' scores (M)."""
+    mixed: np.ndarray  # (T, M)
+    tp_before: np.ndarray  # (T, M)
+    fp_before: np.ndarray  # (T, M)
+    ground_truth: int
+    crossing: np.ndarray  # (T, 101)
+    sizes: Optional[np.ndarray]  # (M,) the detections at each score (the first area range's only)
+
+
+def area_sample(area: AreaCounts, scores: np.ndarray, first: bool = False) -> AreaSample:
+    """One area range's part of a basis at `scores`: where its outcomes mix, its positives of higher
+    scores and its crossings; for the first range (all areas), how many detections each score has."""
+    shape = (area.tp.shape[0], len(scores))
     mixed = np.zeros(shape, dtype=bool)
     tp_before, fp_before = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
-    crossing = np.full((len(areas), shape[1], len(RECALL_POINTS)), -np.inf)
-    for a, area in enumerate(areas):
-        if area.crossing is None:
-            continue
-        at = np.searchsorted(-area.scores, -scores)  # the scores above each
+    crossing = np.full((shape[0], len(RECALL_POINTS)), -np.inf)
+    at = np.searchsorted(-area.scores, -scores)  # the scores above each
+    column = np.minimum(at, max(len(area.scores) - 1, 0))
+    if area.crossing is not None:
         present = at < len(area.scores)
         present[present] = area.scores[at[present]] == scores[present]
         for before, totals in ((tp_before, area.tp_total), (fp_before, area.fp_total)):
             if len(area.scores):  # the counts of the scores above: the total at the score before, 0 at the top
-                before[a] = np.where(at > 0, totals[:, np.maximum(at - 1, 0)], 0)
-        column = np.minimum(at, max(len(area.scores) - 1, 0))
+                before[:] = np.where(at > 0, totals[:, np.maximum(at - 1, 0)], 0)
         if len(area.scores):
-            mixed[a] = present & (area.tp[:, column] > 0) & (area.fp[:, column] > 0)
-        crossing[a] = area.crossing
-    first = areas[0]
-    at = np.minimum(np.searchsorted(-first.scores, -scores), max(len(first.scores) - 1, 0))
-    sizes = (first.tp + first.fp).max(axis=0)[at] if len(first.scores) else np.zeros(len(scores), dtype=np.int64)
+            mixed[:] = present & (area.tp[:, column] > 0) & (area.fp[:, column] > 0)
+        crossing[:] = area.crossing
+    sizes = None
+    if first:
+        sizes = (area.tp[:, column] + area.fp[:, column]).max(axis=0) if len(area.scores) else \
+            np.zeros(len(scores), dtype=np.int64)
+    return AreaSample(mixed, tp_before, fp_before, area.ground_truth, crossing, sizes)
+
+
+def basis_of(scores: np.ndarray, samples: Sequence[AreaSample]) -> TieBasis:
+    """A TieBasis from each area range's sample at its scores (the first range's sizes chunk them)."""
+    sizes = samples[0].sizes
+    assert sizes is not None, 'the first area range gives the sizes'
     chunks = (np.cumsum(sizes) - sizes) // TIE_CHUNK
-    return TieBasis(scores, mixed, tp_before, fp_before, np.array([area.ground_truth for area in areas]),
-                    crossing, chunks)
+    return TieBasis(scores, np.stack([sample.mixed for sample in samples]),
+                    np.stack([sample.tp_before for sample in samples]),
+                    np.stack([sample.fp_before for sample in samples]),
+                    np.array([sample.ground_truth for sample in samples]),
+                    np.stack([sample.crossing for sample in samples]), chunks)
 
 
 def tied_parts(detections: TiedDetections, bases: Dict[str, TieBasis]) -> Dict[Tuple[str, int], TiedDetections]:
