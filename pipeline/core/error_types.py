@@ -200,7 +200,7 @@ class ErrorCounts:
                  counts: np.ndarray, distinct: bool = False, packed: bool = False):
         self.scores, self.tp, self.fp = scores, tp, fp
         self.ground_truth, self.missed, self.counts, self.distinct = ground_truth, missed, counts, distinct
-        self.packed = packed  # tp and fp hold bits (columns.packed_flags) until merged
+        self.packed = packed  # tp and fp hold bits (columns.packed_flags): flags, or merged counts all 0 or 1
 
     @classmethod
     def of(cls, points: ErrorPoints, ground_truth: int, missed: int, errors: np.ndarray) -> 'ErrorCounts':

@@ -71,7 +71,7 @@ class PrecisionCounts:
         self.distinct = distinct or scores is None  # the scores are distinct and descending (merged)
         self.within = np.zeros((0, n_thresholds), dtype=np.int64) if within is None else within
         self.n_thresholds = n_thresholds
-        self.packed = packed  # tp and fp hold bits (columns.packed_flags) until merged
+        self.packed = packed  # tp and fp hold bits (columns.packed_flags): flags, or merged counts all 0 or 1
 
     @classmethod
     def of(cls, scores: np.ndarray, outcomes: np.ndarray, ground_truth: int,
@@ -82,7 +82,7 @@ class PrecisionCounts:
                    packed_flags(outcomes == FALSE_POSITIVE), ground_truth, within=within, packed=True)
 
     def flags(self, name: str) -> np.ndarray:
-        """(T, points) the true ('tp') or false ('fp') positives, unpacked."""
+        """(T, points) the true ('tp') or false ('fp') positives (merged: their counts), unpacked."""
         values = getattr(self, name)
         return unpacked_flags(values, self.n_thresholds) if self.packed else values
 
