@@ -113,6 +113,12 @@ def stored_counts(*counts: np.ndarray) -> Tuple[List[np.ndarray], bool]:
     return list(counts), False
 
 
+def widened(counts: np.ndarray) -> np.ndarray:
+    """Counts read from bits or bytes (stored_counts) in 4 bytes, so sums of them cannot wrap; wider
+    ones as they are."""
+    return counts.astype(np.int32) if counts.dtype == np.uint8 else counts
+
+
 def unpacked_flags(bits: np.ndarray, columns: int) -> np.ndarray:
     """packed_flags' (columns, rows) as 0/1 bytes."""
     return np.unpackbits(bits, axis=0, count=columns)

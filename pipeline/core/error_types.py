@@ -29,7 +29,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pipeline.core.columns import packed_flags, stored_counts, summed_per_score, unpacked_flags
+from pipeline.core.columns import packed_flags, stored_counts, summed_per_score, unpacked_flags, widened
 from pipeline.core.matching import (
     FALSE_POSITIVE,
     IGNORED,
@@ -227,7 +227,7 @@ class ErrorCounts:
         """tidecv's figures of the label from its merged counts, and what ordering its tied points
         needs (None: the merged curves are exact)."""
         merged = self if self.distinct else ErrorCounts.merge_all([self])
-        tp, fp = merged.flags('tp').astype(np.int32), merged.flags('fp').astype(np.int32)
+        tp, fp = widened(merged.flags('tp')), widened(merged.flags('fp'))
         tp_cum, fp_cum = np.cumsum(tp, axis=1, dtype=np.int64), np.cumsum(fp, axis=1, dtype=np.int64)
         present = (tp + fp).sum(axis=1) > 0  # the label has points in the column
         curves = [tide_curve(merged.scores, tp_cum[column], fp_cum[column], self.ground_truth)

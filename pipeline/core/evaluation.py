@@ -25,6 +25,7 @@ from pipeline.core.columns import (
     stored_counts,
     summed_per_score,
     unpacked_flags,
+    widened,
 )
 from pipeline.core.decoding import DecodedLines
 from pipeline.core.error_types import TIDE_CURVE, ErrorCounts, ErrorSummary, label_errors, run_errors
@@ -104,8 +105,8 @@ class PrecisionCounts:
         tp, fp = self.flags('tp'), self.flags('fp')
         if not self.packed and tp.dtype != np.uint8:
             return self
-        return PrecisionCounts(self.n_thresholds, self.scores, tp.astype(np.int32), fp.astype(np.int32),
-                               self.ground_truth, self.distinct, self.within)
+        return PrecisionCounts(self.n_thresholds, self.scores, widened(tp), widened(fp), self.ground_truth,
+                               self.distinct, self.within)
 
     def merge(self, other: 'PrecisionCounts') -> 'PrecisionCounts':
         return PrecisionCounts.merge_all([self, other])
