@@ -188,7 +188,9 @@ def settled(totals: 'LabelTotals', rule: ThresholdRule = ThresholdRule()) -> 'La
     merged = [counts if counts.distinct else PrecisionCounts.merge_all([counts]) for counts in areas]
     # One area range at a time: a label's counts and running sums of every range at once would hold
     # some 250 bytes per distinct score and range (1 GB for a label of 825,000 scores).
-    tied = union_of_scores([_mixing(counts.numbers()) for counts in merged])
+    # The scores whose outcomes mix, from the counts as stored (only which are above 0 matters).
+    tied = union_of_scores([mixing_scores(counts.scores, counts.flags('tp'), counts.flags('fp'),
+                                          counts.ground_truth > 0) for counts in merged])
     summaries, samples = [], []
     for a, counts in enumerate(merged):
         numbers = counts.numbers()
@@ -204,10 +206,6 @@ def settled(totals: 'LabelTotals', rule: ThresholdRule = ThresholdRule()) -> 'La
     errors, error_ties = totals.errors.settled() if isinstance(totals.errors, ErrorCounts) else (totals.errors, None)
     return totals._replace(counts=summaries[0], by_area=None if totals.by_area is None else tuple(summaries[1:]),
                            ties=ties, errors=errors, error_ties=error_ties, operating=_operating(totals, rule))
-
-
-def _mixing(numbers: 'PrecisionCounts') -> np.ndarray:
-    return mixing_scores(numbers.scores, numbers.tp, numbers.fp, numbers.ground_truth > 0)
 
 
 def _operating(totals: 'LabelTotals', rule: ThresholdRule) -> Optional[OperatingThreshold]:

@@ -164,9 +164,9 @@ def ground_truth_repeated_boxes(summary: Mapping, settings: Settings) -> List[Ru
              f'if two of them hold the same ground truth, give one; else ' if len(files) > 1 else '')
     return [RunWarning(
         'ground_truth_repeated_boxes', f'{repeated:,} of the {boxes:,} ground-truth boxes evaluated '
-        f'({repeated / max(boxes, 1):.1%}), in {images:,} images, repeat another box of their image exactly (label and '
-        f'coordinates): each counts as a box to find, as pycocotools counts it, and one detection can match only '
-        f'one of them, so recall and AP are lower than on the boxes given once',
+        f'({repeated / max(boxes, 1):.1%}), in {images:,} images, repeat another box of their image exactly '
+        f'(label, crowd flag and coordinates): each counts as a box to find, as pycocotools counts it, and one '
+        f'detection can match only one of them, so recall and AP are lower than on the boxes given once',
         {'boxes_repeated': repeated, 'images_with_repeated_boxes': images, 'boxes': boxes,
          'ground_truth_files': len(files)},
         given + 'remove the repeated annotations')]
